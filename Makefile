@@ -1,0 +1,57 @@
+# go-trader: `make run` starts everything, `make test` proves it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/default.json
+SUPERVISORCTL := $(BIN)/supervisorctl -c supervisord.conf
+
+# Every service reads the config named here; supervisord passes it on.
+export GO_TRADER_CONFIG := $(abspath $(CONFIG))
+
+.PHONY: venv run start stop restart status logs once test bench chaos clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+run/logs:
+	mkdir -p run/logs
+
+run: venv run/logs  ## all services in the foreground; Ctrl-C stops them with state saved
+	$(BIN)/python -m common.config --check $(CONFIG)
+	exec $(BIN)/supervisord -n -c supervisord.conf
+
+start: venv run/logs  ## all services in the background
+	$(BIN)/python -m common.config --check $(CONFIG)
+	$(BIN)/supervisord -c supervisord.conf
+
+stop:
+	-$(SUPERVISORCTL) shutdown
+
+restart:
+	$(SUPERVISORCTL) restart all
+
+status:
+	$(SUPERVISORCTL) status
+
+logs:
+	tail -n 50 -F run/logs/*.log
+
+once: venv run/logs  ## one cycle of every strategy, a summary, then stop with state saved
+	$(BIN)/python -m services.once --config $(CONFIG)
+
+test: venv
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python -m bench.run_all
+
+chaos: venv
+	$(BIN)/python -m pytest tests/chaos -m slow --chaos-long
+
+clean:
+	rm -rf $(VENV) run .pytest_cache
