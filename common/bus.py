@@ -1,0 +1,387 @@
+"""The message bus: one msgpack envelope over ZeroMQ PUB/SUB and REQ/REP.
+
+Envelope (a msgpack map): ``{v, type, id, ts, source, seq, body}``
+
+- ``v``      protocol version (``PROTOCOL_VERSION``); other versions are dropped and counted
+- ``type``   what the body is (``bar``, ``signal``, ``fill``, ``order``, ``reply`` ...)
+- ``id``     unique message id; a reply carries the request's id in ``body.re``
+- ``ts``     wall-clock send time, int ms (market time lives in the body)
+- ``source`` the sending service
+- ``seq``    per-publisher sequence number, 1-based, so a subscriber counts what it missed
+
+PUB/SUB frames are ``[topic, envelope]`` with dotted topics, general part first
+(``bar.BTC/USDT.1h``, ``signal.momentum-btc``, ``heartbeat.portfolio``), so SUB prefix
+filters work. Pub/sub may drop under load; anything that must arrive (orders) goes over
+REQ/REP with retries and idempotent ids. Nothing here ever raises on a bad frame: it is
+dropped, counted in ``BusStats`` and logged once per reason.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import msgpack
+import zmq
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+PUB_HWM = 100_000
+ENVELOPE_KEYS = ("v", "type", "id", "ts", "source", "seq", "body")
+
+
+class BadMessage(ValueError):
+    """A frame that is not a valid envelope; the message says what is wrong."""
+
+
+class RequestFailed(RuntimeError):
+    """A request got no reply after all retries: the peer is down or unreachable."""
+
+
+class RemoteError(RuntimeError):
+    """The peer answered with an error reply; ``code`` says which kind."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    v: int
+    type: str
+    id: str
+    ts: int
+    source: str
+    seq: int
+    body: Any
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_ids = itertools.count(1)
+_id_prefix = f"{os.getpid():x}-{wall_ms():x}"
+
+
+def new_message_id() -> str:
+    return f"{_id_prefix}-{next(_ids):x}"
+
+
+def encode_envelope(type_: str, body: Any, source: str, seq: int = 0, msg_id: str | None = None) -> bytes:
+    return msgpack.packb(
+        {
+            "v": PROTOCOL_VERSION,
+            "type": type_,
+            "id": msg_id or new_message_id(),
+            "ts": wall_ms(),
+            "source": source,
+            "seq": seq,
+            "body": body,
+        },
+        use_bin_type=True,
+    )
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Parse and check one envelope; raise BadMessage naming the problem."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise BadMessage(f"frame is {type(raw).__name__}, not bytes")
+    if len(raw) > MAX_FRAME_BYTES:
+        raise BadMessage(f"frame of {len(raw)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types for garbage input
+        raise BadMessage(f"not msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(msg, dict):
+        raise BadMessage(f"envelope is {type(msg).__name__}, not a map")
+    missing = [k for k in ENVELOPE_KEYS if k not in msg]
+    if missing:
+        raise BadMessage(f"envelope lacks {', '.join(missing)}")
+    if msg["v"] != PROTOCOL_VERSION:
+        raise BadMessage(f"unsupported protocol version {msg['v']!r} (this build speaks {PROTOCOL_VERSION})")
+    for key, kind in (("type", str), ("id", str), ("source", str), ("ts", int), ("seq", int)):
+        if not isinstance(msg[key], kind) or isinstance(msg[key], bool):
+            raise BadMessage(f"envelope.{key} must be {kind.__name__}, got {type(msg[key]).__name__}")
+    return Envelope(msg["v"], msg["type"], msg["id"], msg["ts"], msg["source"], msg["seq"], msg["body"])
+
+
+@dataclass
+class BusStats:
+    """Counters a service exposes in /metrics and /status: traffic, drops and gaps."""
+
+    sent: int = 0
+    received: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason -> count
+    missed: Counter = field(default_factory=Counter)  # source -> messages lost to gaps
+    last_seq: dict[str, int] = field(default_factory=dict)
+    last_seen_ms: dict[str, int] = field(default_factory=dict)  # source -> wall ms
+
+    def count_drop(self, reason: str) -> int:
+        self.dropped[reason] += 1
+        return self.dropped[reason]
+
+    def track_sequence(self, source: str, seq: int) -> int:
+        """Record ``seq`` from ``source``; return how many messages were skipped before it."""
+        previous = self.last_seq.get(source)
+        self.last_seq[source] = seq
+        self.last_seen_ms[source] = wall_ms()
+        if previous is None or seq <= previous:  # first contact, or the publisher restarted
+            return 0
+        gap = seq - previous - 1
+        if gap:
+            self.missed[source] += gap
+        return gap
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "dropped": dict(self.dropped),
+            "dropped_total": sum(self.dropped.values()),
+            "missed": dict(self.missed),
+        }
+
+
+def close_quietly(sock: zmq.Socket | None) -> None:
+    if sock is not None and not sock.closed:
+        sock.close(linger=0)
+
+
+class Publisher:
+    """PUB socket that stamps every message with this publisher's next sequence number."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None) -> None:
+        self.source = source
+        self.stats = stats or BusStats()
+        self.seq = 0
+        self.socket = ctx.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
+        self.socket.bind(endpoint)
+
+    def publish(self, topic: str, type_: str, body: Any) -> None:
+        self.seq += 1
+        frame = encode_envelope(type_, body, self.source, self.seq)
+        try:
+            self.socket.send_multipart([topic.encode(), frame], flags=zmq.NOBLOCK)
+            self.stats.sent += 1
+        except zmq.Again:
+            self.stats.count_drop("pub_hwm")
+
+    def close(self) -> None:
+        close_quietly(self.socket)
+
+
+class Subscriber:
+    """SUB socket over one or more publishers; ``receive`` never raises on bad input."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoints: Iterable[str],
+        topics: Iterable[str],
+        stats: BusStats | None = None,
+        on_drop: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.stats = stats or BusStats()
+        self.on_drop = on_drop
+        self.socket = ctx.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+        for endpoint in endpoints:
+            self.socket.connect(endpoint)
+        for topic in topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    def _drop(self, reason: str, detail: str) -> None:
+        if self.stats.count_drop(reason) == 1 and self.on_drop:
+            self.on_drop(reason, detail)
+
+    def receive(self, timeout_ms: int = 0) -> tuple[str, Envelope] | None:
+        """Next valid ``(topic, envelope)`` within ``timeout_ms``, or None; bad frames are dropped."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.socket.poll(remaining):
+                return None
+            parts = self.socket.recv_multipart(zmq.NOBLOCK)
+            if len(parts) != 2:
+                self._drop("bad_frame_count", f"{len(parts)} frames, expected [topic, envelope]")
+                continue
+            try:
+                topic = parts[0].decode()
+                env = decode_envelope(parts[1])
+            except (BadMessage, UnicodeDecodeError) as exc:
+                self._drop("bad_envelope", str(exc))
+                continue
+            self.stats.received += 1
+            self.stats.track_sequence(env.source, env.seq)
+            return topic, env
+
+    def close(self) -> None:
+        close_quietly(self.socket)
+
+
+def reply_body(request_id: str, result: Any = None, error: tuple[str, str] | None = None) -> dict[str, Any]:
+    if error is not None:
+        return {"re": request_id, "ok": False, "error": {"code": error[0], "message": error[1]}}
+    return {"re": request_id, "ok": True, "result": result}
+
+
+class RequestError(ValueError):
+    """Raised by a handler to answer with a named error code instead of ``internal``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Handler = Callable[[Any], Any]
+
+
+class Replier:
+    """REP socket that dispatches by envelope type through a table of handlers.
+
+    Every request gets exactly one reply, bad ones included, so the REQ/REP state
+    machine never wedges and a bad client cannot stop the service.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        source: str,
+        handlers: Mapping[str, Handler],
+        stats: BusStats | None = None,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.handlers = dict(handlers)
+        self.stats = stats or BusStats()
+        self.on_error = on_error
+        self.socket = ctx.socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+        self.socket.bind(endpoint)
+
+    def answer(self, raw: bytes) -> bytes:
+        """Turn one raw request into one raw reply; pure dispatch, usable without a socket."""
+        try:
+            env = decode_envelope(raw)
+        except BadMessage as exc:
+            self.stats.count_drop("bad_request")
+            return encode_envelope("reply", reply_body("", error=("bad_request", str(exc))), self.source)
+        self.stats.received += 1
+        handler = self.handlers.get(env.type)
+        if handler is None:
+            self.stats.count_drop("unknown_request")
+            known = ", ".join(sorted(self.handlers))
+            body = reply_body(env.id, error=("unknown_request", f"unknown request type {env.type!r}; known: {known}"))
+        else:
+            try:
+                body = reply_body(env.id, handler(env.body))
+            except RequestError as exc:
+                body = reply_body(env.id, error=(exc.code, str(exc)))
+            except Exception as exc:  # a handler bug must not kill the service
+                self.stats.count_drop("handler_error")
+                if self.on_error:
+                    self.on_error(env.type, f"{type(exc).__name__}: {exc}")
+                body = reply_body(env.id, error=("internal", f"{type(exc).__name__}: {exc}"))
+        try:
+            return encode_envelope("reply", body, self.source)
+        except (TypeError, ValueError) as exc:
+            return encode_envelope("reply", reply_body(env.id, error=("internal", f"unserializable reply: {exc}")), self.source)
+
+    def serve_pending(self, max_requests: int = 100) -> int:
+        """Answer requests already waiting; return how many were served."""
+        served = 0
+        while served < max_requests:
+            try:
+                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            raw = parts[-1] if parts else b""
+            self.socket.send(self.answer(raw))
+            self.stats.sent += 1
+            served += 1
+        return served
+
+    def close(self) -> None:
+        close_quietly(self.socket)
+
+
+class Requester:
+    """REQ client with the Lazy Pirate pattern: poll with a timeout, reopen, resend, give up.
+
+    A peer that died never hangs the caller: after ``retries`` timeouts ``request`` raises
+    RequestFailed. Replies to an earlier, abandoned request are recognised by ``re`` and dropped.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        source: str,
+        timeout_ms: int = 2000,
+        retries: int = 3,
+        stats: BusStats | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.source = source
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.stats = stats or BusStats()
+        self.socket: zmq.Socket | None = None
+
+    def _open(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+        sock.connect(self.endpoint)
+        return sock
+
+    def request(self, type_: str, body: Any = None, timeout_ms: int | None = None, retries: int | None = None) -> Any:
+        """Send and wait for the matching reply's result; raise RequestFailed or RemoteError."""
+        timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        tries = self.retries if retries is None else retries
+        msg_id = new_message_id()
+        frame = encode_envelope(type_, body, self.source, msg_id=msg_id)
+        for _attempt in range(max(1, tries)):
+            if self.socket is None:
+                self.socket = self._open()
+            self.socket.send(frame)
+            self.stats.sent += 1
+            deadline = time.monotonic() + timeout / 1000
+            while True:
+                remaining = int((deadline - time.monotonic()) * 1000)
+                if remaining <= 0 or not self.socket.poll(remaining):
+                    break
+                try:
+                    env = decode_envelope(self.socket.recv())
+                except BadMessage:
+                    self.stats.count_drop("bad_reply")
+                    break
+                reply = env.body if isinstance(env.body, dict) else {}
+                if reply.get("re") not in (msg_id, ""):
+                    self.stats.count_drop("stray_reply")
+                    break  # REQ allows one reply per send: resend on a fresh socket
+                self.stats.received += 1
+                if reply.get("ok"):
+                    return reply.get("result")
+                error = reply.get("error") or {}
+                raise RemoteError(str(error.get("code", "error")), str(error.get("message", "")))
+            close_quietly(self.socket)  # the REQ socket is wedged: a fresh one lets us resend
+            self.socket = None
+        raise RequestFailed(f"no reply from {self.endpoint} to {type_!r} after {tries} tries of {timeout} ms")
+
+    def close(self) -> None:
+        close_quietly(self.socket)
+        self.socket = None

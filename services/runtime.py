@@ -1,0 +1,151 @@
+"""One lifecycle for every service: init, open sockets, loop, stop, close (LINGER 0), term.
+
+SIGTERM and SIGINT set a flag that the loop checks, so a service always leaves through the
+same door: its ``on_stop`` saves what it owns, then the sockets close and the context ends.
+A failing callback is logged and counted; it never takes the service down.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import zmq
+
+from common.bus import BusStats, Publisher, Replier, Requester, Subscriber, wall_ms
+from common.log import EventLog
+
+HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass
+class _Timer:
+    interval: float
+    callback: Callable[[], None]
+    due: float
+
+
+class ServiceRuntime:
+    """Sockets, timers and the poll loop of one service process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.log = EventLog(name)
+        self.stats = BusStats()
+        self.ctx = zmq.Context()
+        self.started_ms = wall_ms()
+        self.stopping = False
+        self.errors = 0
+        self.publisher: Publisher | None = None
+        self._closables: list[Any] = []
+        self._readers: list[tuple[zmq.Socket, Callable[[], None]]] = []
+        self._timers: list[_Timer] = []
+        self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
+        self._poller = zmq.Poller()
+
+    # --- sockets -------------------------------------------------------------------------
+    def bind_publisher(self, endpoint: str) -> Publisher:
+        self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats)
+        self._closables.append(self.publisher)
+        self.every(HEARTBEAT_SECONDS, self._heartbeat)
+        return self.publisher
+
+    def subscribe(self, endpoints: list[str], topics: list[str], on_message: Callable[[str, Any], None]) -> Subscriber:
+        sub = Subscriber(
+            self.ctx, endpoints, topics, self.stats,
+            on_drop=lambda reason, detail: self.log.warning("bad_frame_dropped", reason=reason, detail=detail),
+        )
+        self._closables.append(sub)
+
+        def drain() -> None:
+            for _ in range(10_000):  # bounded so timers keep running under a flood
+                got = sub.receive(0)
+                if got is None:
+                    return
+                on_message(*got)
+
+        self._readers.append((sub.socket, drain))
+        self._poller.register(sub.socket, zmq.POLLIN)
+        return sub
+
+    def bind_replier(self, endpoint: str, handlers: dict[str, Callable[[Any], Any]]) -> Replier:
+        rep = Replier(
+            self.ctx, endpoint, self.name, handlers, self.stats,
+            on_error=lambda kind, detail: self.log.error("request_failed", request=kind, detail=detail),
+        )
+        self._closables.append(rep)
+        self._readers.append((rep.socket, rep.serve_pending))
+        self._poller.register(rep.socket, zmq.POLLIN)
+        return rep
+
+    def requester(self, endpoint: str, timeout_ms: int = 2000, retries: int = 3) -> Requester:
+        req = Requester(self.ctx, endpoint, self.name, timeout_ms, retries, self.stats)
+        self._closables.append(req)
+        return req
+
+    # --- timers and heartbeat -----------------------------------------------------------
+    def every(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._timers.append(_Timer(seconds, callback, time.monotonic()))
+
+    def heartbeat_status(self, extra: Callable[[], dict[str, Any]]) -> None:
+        """What this service adds to its heartbeat (the gateway shows it in /healthz)."""
+        self._heartbeat_extra = extra
+
+    def _heartbeat(self) -> None:
+        if self.publisher is None:
+            return
+        body = {
+            "service": self.name,
+            "pid": os.getpid(),
+            "started_ms": self.started_ms,
+            "uptime_s": round((wall_ms() - self.started_ms) / 1000, 1),
+            "bus": self.stats.to_dict(),
+            "errors": self.errors,
+        }
+        body.update(self._heartbeat_extra())
+        self.publisher.publish(f"heartbeat.{self.name}", "heartbeat", body)
+
+    # --- loop ----------------------------------------------------------------------------
+    def _guarded(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception as exc:
+            self.errors += 1
+            self.log.error("callback_failed", callback=getattr(callback, "__name__", "?"),
+                           error=f"{type(exc).__name__}: {exc}")
+
+    def request_stop(self, *_args: Any) -> None:
+        self.stopping = True
+
+    def run(self, on_stop: Callable[[], None] | None = None) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.log.info("started", pid=os.getpid())
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                for timer in self._timers:
+                    if now >= timer.due:
+                        timer.due = max(timer.due + timer.interval, now)
+                        self._guarded(timer.callback)
+                next_due = min((t.due for t in self._timers), default=now + 0.1)
+                timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
+                ready = dict(self._poller.poll(timeout_ms))
+                for sock, callback in self._readers:
+                    if sock in ready:
+                        self._guarded(callback)
+        finally:
+            if on_stop is not None:
+                try:
+                    on_stop()
+                except Exception as exc:
+                    self.log.error("stop_failed", error=f"{type(exc).__name__}: {exc}")
+            self.close()
+            self.log.info("stopped")
+
+    def close(self) -> None:
+        for closable in self._closables:
+            closable.close()
+        self.ctx.term()

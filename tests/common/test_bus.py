@@ -1,0 +1,168 @@
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from common.bus import (
+    PROTOCOL_VERSION, BadMessage, BusStats, Publisher, RemoteError, Replier, RequestError,
+    RequestFailed, Requester, Subscriber, decode_envelope, encode_envelope,
+)
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def test_envelope_round_trip_keeps_every_field():
+    raw = encode_envelope("signal", {"signal": 1, "price": 50000.5}, "signals", seq=7, msg_id="abc")
+    env = decode_envelope(raw)
+    assert (env.v, env.type, env.id, env.source, env.seq) == (PROTOCOL_VERSION, "signal", "abc", "signals", 7)
+    assert env.body == {"signal": 1, "price": 50000.5}
+    assert isinstance(env.ts, int) and env.ts > 1_600_000_000_000
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"\xc1garbage", "not msgpack"),
+        (msgpack.packb([1, 2, 3]), "not a map"),
+        (msgpack.packb({"v": 1, "type": "x"}), "lacks id, ts, source, seq, body"),
+        (msgpack.packb({"v": 99, "type": "x", "id": "i", "ts": 1, "source": "s", "seq": 1, "body": None}),
+         "unsupported protocol version 99"),
+        (msgpack.packb({"v": 1, "type": 5, "id": "i", "ts": 1, "source": "s", "seq": 1, "body": None}),
+         "envelope.type must be str"),
+        (msgpack.packb({"v": 1, "type": "x", "id": "i", "ts": True, "source": "s", "seq": 1, "body": None}),
+         "envelope.ts must be int"),
+        (b"", "not msgpack"),
+    ],
+)
+def test_bad_envelopes_name_the_problem(raw, fragment):
+    with pytest.raises(BadMessage, match=fragment):
+        decode_envelope(raw)
+
+
+def test_huge_frame_is_rejected_before_parsing():
+    with pytest.raises(BadMessage, match="exceeds"):
+        decode_envelope(b"\x00" * (9 * 1024 * 1024))
+
+
+def test_sequence_gaps_are_counted_per_source_and_restarts_are_not_gaps():
+    stats = BusStats()
+    assert stats.track_sequence("feed", 1) == 0
+    assert stats.track_sequence("feed", 2) == 0
+    assert stats.track_sequence("feed", 5) == 2
+    assert stats.track_sequence("feed", 1) == 0  # publisher restarted
+    assert stats.missed["feed"] == 2
+
+
+def test_pub_sub_delivers_valid_and_drops_garbage(ctx, tcp_endpoint):
+    endpoint = tcp_endpoint()
+    pub = Publisher(ctx, endpoint, "feed")
+    drops = []
+    sub = Subscriber(ctx, [endpoint], ["bar."], on_drop=lambda reason, detail: drops.append(reason))
+    raw_pub = ctx.socket(zmq.PUB)  # a rogue publisher sending garbage on the same topic
+    raw_sub_endpoint = tcp_endpoint()
+    raw_pub.bind(raw_sub_endpoint)
+    sub.socket.connect(raw_sub_endpoint)
+    deadline = time.monotonic() + 5
+    good = []
+    while time.monotonic() < deadline and not (good and sub.stats.dropped["bad_frame_count"]):
+        pub.publish("bar.BTC/USDT.1h", "bar", {"close": 1.0})  # slow joiners: keep publishing
+        raw_pub.send_multipart([b"bar.x", b"\xc1\xc1"])
+        raw_pub.send_multipart([b"bar.x"])
+        got = sub.receive(50)
+        if got is not None:
+            good.append(got)
+    topic, env = good[0]
+    assert topic == "bar.BTC/USDT.1h" and env.body == {"close": 1.0}
+    assert sub.stats.dropped["bad_envelope"] >= 1
+    assert sub.stats.dropped["bad_frame_count"] >= 1
+    assert drops.count("bad_envelope") == 1  # logged once per reason, counted every time
+    raw_pub.close(linger=0)
+    pub.close()
+    sub.close()
+
+
+def _serve(rep: Replier, stop: threading.Event) -> None:
+    while not stop.is_set():
+        if rep.socket.poll(20):
+            rep.serve_pending()
+
+
+def test_request_reply_with_handler_table_and_error_replies(ctx, tcp_endpoint):
+    endpoint = tcp_endpoint()
+
+    def add(body):
+        return body["a"] + body["b"]
+
+    def refuse(body):
+        raise RequestError("rejected", "no thanks")
+
+    def crash(body):
+        raise KeyError("boom")
+
+    rep = Replier(ctx, endpoint, "portfolio", {"add": add, "refuse": refuse, "crash": crash})
+    stop = threading.Event()
+    thread = threading.Thread(target=_serve, args=(rep, stop))
+    thread.start()
+    try:
+        req = Requester(ctx, endpoint, "test", timeout_ms=1000, retries=2)
+        assert req.request("add", {"a": 2, "b": 3}) == 5
+        with pytest.raises(RemoteError) as err:
+            req.request("refuse", {})
+        assert err.value.code == "rejected"
+        with pytest.raises(RemoteError) as err:
+            req.request("nope", {})
+        assert err.value.code == "unknown_request" and "known: add, crash, refuse" in err.value.message
+        with pytest.raises(RemoteError) as err:
+            req.request("crash", {})
+        assert err.value.code == "internal"
+        assert req.request("add", {"a": 1, "b": 1}) == 2  # the service survived its handler's bug
+        req.close()
+    finally:
+        stop.set()
+        thread.join()
+        rep.close()
+
+
+def test_replier_answers_garbage_with_an_error_reply(ctx):
+    rep = Replier(ctx, "inproc://rep-garbage", "portfolio", {})
+    reply = decode_envelope(rep.answer(b"not an envelope"))
+    assert reply.body["ok"] is False and reply.body["error"]["code"] == "bad_request"
+    rep.close()
+
+
+def test_request_to_a_dead_peer_gives_up_in_bounded_time(ctx, tcp_endpoint):
+    req = Requester(ctx, tcp_endpoint(), "test", timeout_ms=100, retries=3)
+    started = time.monotonic()
+    with pytest.raises(RequestFailed, match="after 3 tries of 100 ms"):
+        req.request("order", {"x": 1})
+    assert time.monotonic() - started < 2.0
+    req.close()
+
+
+def test_request_succeeds_when_the_peer_comes_up_between_retries(ctx, tcp_endpoint):
+    endpoint = tcp_endpoint()
+    stop = threading.Event()
+    holder = {}
+
+    def late_server():
+        time.sleep(0.3)
+        holder["rep"] = Replier(ctx, endpoint, "late", {"ping": lambda body: "pong"})
+        _serve(holder["rep"], stop)
+
+    thread = threading.Thread(target=late_server)
+    thread.start()
+    try:
+        req = Requester(ctx, endpoint, "test", timeout_ms=200, retries=10)
+        assert req.request("ping") == "pong"
+        req.close()
+    finally:
+        stop.set()
+        thread.join()
+        holder["rep"].close()
