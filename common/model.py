@@ -5,6 +5,7 @@ wire format and the journal format cannot drift apart. Times are integer ms (mar
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -136,3 +137,65 @@ class Fill:
             ts_event=_field(d, "ts_event", int, where),
             extra=dict(extra),
         )
+
+
+_MISSING = object()
+
+
+def _shown(value: Any) -> str:
+    """A value as a user would see it in the JSON file, for error messages."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def read_object(d: Any, where: str) -> Mapping[str, Any]:
+    """``d`` itself, when it is a JSON object; state files nest these readers by key path."""
+    if not isinstance(d, Mapping):
+        raise RecordError(f"{where}: expected an object, got {_shown(d)}")
+    return d
+
+
+def _present(d: Any, name: str, where: str) -> Any:
+    value = read_object(d, where).get(name, _MISSING)
+    if value is _MISSING:
+        raise RecordError(f"{where}.{name}: missing")
+    return value
+
+
+def read_number(d: Mapping[str, Any], name: str, where: str, *, minimum: float | None = None) -> float:
+    """A finite float (ints accepted), optionally ``>= minimum``; bools are not numbers."""
+    value = _present(d, name, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"{where}.{name}: expected a number, got {_shown(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise RecordError(f"{where}.{name}: must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise RecordError(f"{where}.{name}: must be >= {minimum:g}, got {value!r}")
+    return value
+
+
+def read_int(d: Mapping[str, Any], name: str, where: str, *, minimum: int | None = None) -> int:
+    value = _present(d, name, where)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(f"{where}.{name}: expected an integer, got {_shown(value)}")
+    if minimum is not None and value < minimum:
+        raise RecordError(f"{where}.{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def read_str(d: Mapping[str, Any], name: str, where: str) -> str:
+    value = _present(d, name, where)
+    if not isinstance(value, str):
+        raise RecordError(f"{where}.{name}: expected a string, got {_shown(value)}")
+    return value
+
+
+def read_bool(d: Mapping[str, Any], name: str, where: str) -> bool:
+    value = _present(d, name, where)
+    if not isinstance(value, bool):
+        raise RecordError(f"{where}.{name}: expected true or false, got {_shown(value)}")
+    return value
+

@@ -149,3 +149,16 @@ class ServiceRuntime:
         for closable in self._closables:
             closable.close()
         self.ctx.term()
+
+
+DEFAULT_CONFIG = "config/default.json"
+
+
+def config_path(argv: list[str] | None = None) -> str:
+    """``--config PATH`` if given, else $GO_TRADER_CONFIG, else config/default.json."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=True)
+    parser.add_argument("--config", default=os.environ.get("GO_TRADER_CONFIG") or DEFAULT_CONFIG)
+    args, _unknown = parser.parse_known_args(argv)
+    return args.config

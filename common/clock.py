@@ -1,0 +1,32 @@
+"""Market time: the accelerated clock of the sim and replay feeds.
+
+Pure: the caller passes the wall time in, so tests and the backtester drive it directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MarketClock:
+    """Maps wall ms to market ms: ``market_origin + (wall - wall_origin) * speed``."""
+
+    market_origin: int
+    wall_origin: int
+    speed: float
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"clock speed must be > 0 market seconds per wall second, got {self.speed!r}")
+
+    def market_ms(self, wall_ms: int) -> int:
+        return self.market_origin + int((wall_ms - self.wall_origin) * self.speed)
+
+
+def align_down(ts: int, step_ms: int) -> int:
+    return ts - ts % step_ms
+
+
+def next_due(now_ts: int, interval_ms: int) -> int:
+    """The next interval boundary strictly after ``now_ts``, so schedules stay on a grid."""
+    return align_down(now_ts, interval_ms) + interval_ms

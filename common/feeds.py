@@ -1,0 +1,300 @@
+"""Market feeds behind the marketdata service: one protocol, a simulator and a CSV replay.
+
+The service owns the sockets and the wall clock; it computes market time and calls
+``advance_to``. A feed never reads the clock, so the same calls always give the same bars.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from common.bars import Bar, BarAggregator, BarStore, bars_from_ohlcv
+from common.csv_bars import load_ohlcv_csv
+from common.market_sim import DAY_MS, DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec
+from common.ohlcv import OHLCV, timeframe_ms
+
+Tick = tuple[float, int]  # (price, ts in ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedUpdate:
+    """What changed since the previous advance: the latest price of each symbol that moved,
+    and the bars that closed, in close-time order (finer timeframes first at equal times)."""
+
+    ticks: dict[str, Tick] = field(default_factory=dict)
+    bars: list[Bar] = field(default_factory=list)
+
+
+class MarketFeed(Protocol):
+    symbols: tuple[str, ...]
+    timeframes: tuple[str, ...]
+
+    @property
+    def now_ts(self) -> int | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def start(self, market_ts: int | None = None) -> int: ...
+
+    def advance_to(self, ts: int) -> FeedUpdate: ...
+
+    def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV: ...
+
+    def prices(self) -> dict[str, Tick]: ...
+
+
+class _BarPipeline:
+    """Base bars in, closed bars of every timeframe out, kept for history; shared by feeds."""
+
+    def __init__(self, symbols: Sequence[str], timeframes: Sequence[str], base_ms: int, capacity: int) -> None:
+        if not symbols or len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols must be a non-empty list without repeats, got {list(symbols)!r}")
+        if not timeframes or len(set(timeframes)) != len(timeframes):
+            raise ValueError(f"timeframes must be a non-empty list without repeats, got {list(timeframes)!r}")
+        self.symbols = tuple(symbols)
+        self.timeframes = tuple(timeframes)
+        self._aggregators = {s: BarAggregator(s, timeframes, base_ms) for s in symbols}
+        self._store = BarStore(capacity)
+        self._prices: dict[str, Tick] = {}
+        self._rank = {tf: timeframe_ms(tf) for tf in timeframes}
+
+    def ingest(self, base: Mapping[str, OHLCV], until_ts: int, base_ms: int, publish: bool) -> FeedUpdate:
+        """Feed base bars that closed by ``until_ts``, then close what ``until_ts`` ends."""
+        ticks: dict[str, Tick] = {}
+        bars: list[Bar] = []
+        for symbol in self.symbols:
+            rows = base.get(symbol, OHLCV.empty())
+            agg = self._aggregators[symbol]
+            closed = agg.add(rows)
+            late = agg.close_until(until_ts)
+            for tf in self.timeframes:
+                for part in (closed[tf], late[tf]):
+                    if len(part):
+                        self._store.append(symbol, tf, part)
+                        if publish:
+                            bars.extend(bars_from_ohlcv(symbol, tf, part))
+            if len(rows):
+                ticks[symbol] = (float(rows.close[-1]), int(rows.ts[-1]) + base_ms)
+        self._prices.update(ticks)
+        order = {s: i for i, s in enumerate(self.symbols)}
+        bars.sort(key=lambda b: (b.ts_close, self._rank[b.timeframe], order[b.symbol]))
+        return FeedUpdate(ticks if publish else {}, bars)
+
+    def history(self, symbol: str, timeframe: str, limit: int | None) -> OHLCV:
+        if symbol not in self._aggregators:
+            raise ValueError(f"unknown symbol {symbol!r}; this feed has {', '.join(self.symbols)}")
+        if timeframe not in self._rank:
+            raise ValueError(f"unknown timeframe {timeframe!r}; this feed has {', '.join(self.timeframes)}")
+        return self._store.history(symbol, timeframe, limit)
+
+    def prices(self) -> dict[str, Tick]:
+        return dict(self._prices)
+
+
+def _check_ts(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an int ms timestamp >= 0, got {value!r}")
+    return int(value)
+
+
+class SimFeed:
+    """The seeded simulator as a feed: minute steps aggregated into the configured timeframes.
+
+    The path starts at ``origin_ts``. Pass the same origin (and seed) after a restart and
+    ``start(resume_ts)`` rebuilds the same history and continues the same path. When
+    ``origin_ts`` is None, the first ``start`` sets it to ``history_days`` before the start
+    day's 00:00 UTC (exposed as ``origin_ts`` so the service can keep it).
+    """
+
+    finished = False
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        *,
+        seed: int,
+        history_days: int = 120,
+        origin_ts: int | None = None,
+        step_ms: int = 60_000,
+        specs: Mapping[str, SymbolSpec] = DEFAULT_SPECS,
+        correlations: Mapping[tuple[str, str], float] = DEFAULT_CORRELATIONS,
+        store_capacity: int = 5000,
+    ) -> None:
+        if isinstance(history_days, bool) or not isinstance(history_days, int) or history_days < 0:
+            raise ValueError(f"history_days must be an int >= 0, got {history_days!r}")
+        self._pipeline = _BarPipeline(symbols, timeframes, step_ms, store_capacity)
+        self.symbols = self._pipeline.symbols
+        self.timeframes = self._pipeline.timeframes
+        self.seed = seed
+        self.history_days = history_days
+        self.origin_ts = None if origin_ts is None else _check_ts("origin_ts", origin_ts)
+        self.step_ms = step_ms
+        self._sim_args = dict(seed=seed, specs=specs, correlations=correlations, step_ms=step_ms)
+        self._sim: MarketSim | None = MarketSim(symbols, origin_ts=self.origin_ts, **self._sim_args) if origin_ts is not None else None
+        self._now: int | None = None
+
+    @property
+    def now_ts(self) -> int | None:
+        return self._now
+
+    def start(self, market_ts: int | None = None) -> int:
+        """Build ``history_days`` of closed bars before ``market_ts`` (from the day's 00:00 UTC,
+        so 120 days give 120 1d bars and 2880 1h bars plus today's closed hours)."""
+        if self._now is not None:
+            raise RuntimeError("feed already started")
+        if market_ts is None:
+            if self.origin_ts is None:
+                raise ValueError("sim feed needs a start market time (or an origin_ts to start from)")
+            market_ts = self.origin_ts + self.history_days * DAY_MS
+        market_ts = _check_ts("market_ts", market_ts)
+        history_from = market_ts - market_ts % DAY_MS - self.history_days * DAY_MS
+        if self._sim is None:
+            self.origin_ts = history_from
+            self._sim = MarketSim(self.symbols, origin_ts=history_from, **self._sim_args)
+        if history_from < self.origin_ts:
+            raise ValueError(
+                f"start {market_ts} with history_days={self.history_days} needs the path from "
+                f"{history_from}, before origin_ts {self.origin_ts}"
+            )
+        self._pipeline.ingest(self._sim.steps(history_from, market_ts), market_ts, self.step_ms, publish=False)
+        self._now = market_ts
+        return market_ts
+
+    def advance_to(self, ts: int) -> FeedUpdate:
+        if self._now is None or self._sim is None:
+            raise RuntimeError("call start() before advance_to()")
+        ts = _check_ts("ts", ts)
+        if ts <= self._now:
+            return FeedUpdate()
+        # The step in progress at `now` is the first one not yet fed (earlier ones closed by now).
+        first_open = self._now - (self._now - self.origin_ts) % self.step_ms
+        update = self._pipeline.ingest(self._sim.steps(first_open, ts), ts, self.step_ms, publish=True)
+        self._now = ts
+        return update
+
+    def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
+        return self._pipeline.history(symbol, timeframe, limit)
+
+    def prices(self) -> dict[str, Tick]:
+        return self._pipeline.prices()
+
+
+class ReplayFeed:
+    """Recorded bars (one CSV per symbol) played back as if live; ticks are bar closes.
+
+    The clock starts after ``warmup_bars`` base bars of every symbol (or at ``start_ts``):
+    those bars, and their higher-timeframe aggregates, are history. Gaps in the data stay
+    gaps: no bar is invented for a missing hour, and a 1d bar over a gap aggregates the hours
+    that exist (open of the first, close of the last, sum of their volumes).
+    """
+
+    def __init__(
+        self,
+        files: Mapping[str, str | Path],
+        *,
+        timeframe: str = "1h",
+        timeframes: Sequence[str] = ("1h", "1d"),
+        warmup_bars: int = 500,
+        store_capacity: int = 5000,
+    ) -> None:
+        if not files:
+            raise ValueError("replay needs at least one {symbol: csv path}")
+        if isinstance(warmup_bars, bool) or not isinstance(warmup_bars, int) or warmup_bars < 1:
+            raise ValueError(f"warmup_bars must be an int >= 1, got {warmup_bars!r}")
+        self.base_ms = timeframe_ms(timeframe)
+        self._pipeline = _BarPipeline(list(files), timeframes, self.base_ms, store_capacity)
+        self.symbols = self._pipeline.symbols
+        self.timeframes = self._pipeline.timeframes
+        self._bars: dict[str, OHLCV] = {}
+        for symbol, path in files.items():
+            bars = load_ohlcv_csv(path)
+            off = np.flatnonzero(bars.ts % self.base_ms)
+            if off.size:
+                raise ValueError(f"{path}: bar ts={int(bars.ts[off[0]])} is not on a {timeframe} boundary")
+            if len(bars) < warmup_bars:
+                raise ValueError(f"{path}: {len(bars)} bars, fewer than warmup_bars={warmup_bars} for {symbol}")
+            self._bars[symbol] = bars
+        self.default_start_ts = max(int(b.ts[warmup_bars - 1]) + self.base_ms for b in self._bars.values())
+        self.end_ts = max(int(b.ts[-1]) + self.base_ms for b in self._bars.values())
+        self._now: int | None = None
+
+    @property
+    def now_ts(self) -> int | None:
+        return self._now
+
+    @property
+    def finished(self) -> bool:
+        return self._now is not None and self._now >= self.end_ts
+
+    def start(self, market_ts: int | None = None) -> int:
+        """Position the clock (default: after the warm-up bars); earlier bars become history."""
+        if self._now is not None:
+            raise RuntimeError("feed already started")
+        market_ts = self.default_start_ts if market_ts is None else _check_ts("market_ts", market_ts)
+        self._pipeline.ingest(self._closed_between(None, market_ts), market_ts, self.base_ms, publish=False)
+        self._now = market_ts
+        return market_ts
+
+    def advance_to(self, ts: int) -> FeedUpdate:
+        if self._now is None:
+            raise RuntimeError("call start() before advance_to()")
+        ts = _check_ts("ts", ts)
+        if ts <= self._now:
+            return FeedUpdate()
+        update = self._pipeline.ingest(self._closed_between(self._now, ts), ts, self.base_ms, publish=True)
+        self._now = ts
+        return update
+
+    def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
+        return self._pipeline.history(symbol, timeframe, limit)
+
+    def prices(self) -> dict[str, Tick]:
+        return self._pipeline.prices()
+
+    def _closed_between(self, after: int | None, until: int) -> dict[str, OHLCV]:
+        """Base bars whose close time is in (after, until]."""
+        out = {}
+        for symbol, bars in self._bars.items():
+            close = bars.ts + self.base_ms
+            lo = 0 if after is None else int(np.searchsorted(close, after, side="right"))
+            hi = int(np.searchsorted(close, until, side="right"))
+            out[symbol] = bars.slice(lo, hi)
+        return out
+
+
+def build_feed(
+    mode: str,
+    *,
+    symbols: Sequence[str],
+    timeframes: Sequence[str],
+    seed: int = 42,
+    history_days: int = 120,
+    sim_origin_ts: int | None = None,
+    replay_files: Mapping[str, str | Path] | None = None,
+    replay_timeframe: str = "1h",
+    replay_warmup_bars: int = 500,
+    store_capacity: int = 5000,
+) -> SimFeed | ReplayFeed:
+    """The feed a config asks for; keyword arguments so the config schema can change freely."""
+    if mode == "sim":
+        return SimFeed(
+            symbols, timeframes, seed=seed, history_days=history_days, origin_ts=sim_origin_ts,
+            store_capacity=store_capacity,
+        )
+    if mode == "replay":
+        files = dict(replay_files or {})
+        missing = [s for s in symbols if s not in files]
+        if missing:
+            raise ValueError(f"replay_files has no CSV for symbol(s) {missing}")
+        return ReplayFeed(
+            {s: files[s] for s in symbols}, timeframe=replay_timeframe, timeframes=timeframes,
+            warmup_bars=replay_warmup_bars, store_capacity=store_capacity,
+        )
+    if mode == "live":
+        raise ValueError("feed mode 'live' is not implemented yet; use 'sim' or 'replay'")
+    raise ValueError(f"unknown feed mode {mode!r}; expected 'sim', 'replay' or 'live'")

@@ -1,0 +1,217 @@
+"""The books of every strategy, with the rules that move them: fills, marks and risk.
+
+Pure: the portfolio service wraps it with the state file, the journal and sockets, and the
+backtester drives the very same object bar by bar, so both make the same trades. Every
+change is two-step (decide, then commit), so the service can journal a fill in between.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from common.ledger import (
+    MissingPriceError, OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict,
+    decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
+)
+from common.model import Fill, RecordError, SpotOrder
+from common.risk import RiskLimits, risk_summary, update_on_mark, update_on_trade_closed
+
+STATE_VERSION = 1
+CATEGORIES = ("spot", "deribit", "ibkr")
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyMeta:
+    """What the portfolio needs to know of a configured strategy."""
+
+    strategy_id: str
+    kind: str  # "spot" | "options"
+    category: str  # "spot" | "deribit" | "ibkr"
+    capital: float
+    limits: RiskLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    created: tuple[str, ...]
+    pruned: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+class Portfolio:
+    """All strategy books plus the last known prices; ``next_seq`` numbers the journal."""
+
+    def __init__(self, metas: Iterable[StrategyMeta], *, fee_rate: float, slippage_rate: float) -> None:
+        self.metas = {m.strategy_id: m for m in metas}
+        self.fee_rate = fee_rate
+        self.slippage_rate = slippage_rate
+        self.books: dict[str, StrategyBook] = {}
+        self.prices: dict[str, float] = {}
+        self.market_ts = 0
+        self.journal_seq = 0
+
+    # --- state ---------------------------------------------------------------------------
+    def reconcile(self, ts: int) -> Reconciliation:
+        """Create books for strategies new in config, drop those no longer in it, keep the rest."""
+        pruned = tuple(sorted(set(self.books) - set(self.metas)))
+        for sid in pruned:
+            del self.books[sid]
+        created = []
+        for sid, meta in self.metas.items():
+            if sid not in self.books:
+                self.books[sid] = new_book(sid, meta.kind, meta.capital, ts)
+                created.append(sid)
+        kept = tuple(sorted(set(self.books) - set(created)))
+        return Reconciliation(tuple(created), pruned, kept)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "journal_seq": self.journal_seq,
+            "market_ts": self.market_ts,
+            "prices": dict(self.prices),
+            "strategies": {sid: book_to_dict(book) for sid, book in self.books.items()},
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Adopt a parsed state.json; RecordError names the bad key path."""
+        strategies = state.get("strategies")
+        if not isinstance(strategies, dict):
+            raise RecordError("state.strategies: expected an object of strategy books")
+        seq = state.get("journal_seq", 0)
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise RecordError(f"state.journal_seq: expected an integer >= 0, got {seq!r}")
+        self.books = {sid: book_from_dict(b, f"strategies.{sid}") for sid, b in strategies.items()}
+        self.journal_seq = seq
+        market_ts = state.get("market_ts", 0)
+        self.market_ts = market_ts if isinstance(market_ts, int) else 0
+        prices = state.get("prices", {})
+        if isinstance(prices, dict):
+            self.prices = {s: float(p) for s, p in prices.items()
+                           if isinstance(p, (int, float)) and math.isfinite(p) and p > 0}
+
+    # --- orders and fills ----------------------------------------------------------------
+    def decide_spot(self, order: SpotOrder) -> OrderDecision:
+        book = self.books.get(order.strategy_id)
+        if book is None:
+            raise KeyError(order.strategy_id)
+        meta = self.metas[order.strategy_id]
+        return decide_spot_order(
+            book, order, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate,
+            max_position_pct=meta.limits.max_position_pct, risk_limits=meta.limits,
+            seq=self.journal_seq + 1,
+        )
+
+    def commit(self, fills: Iterable[Fill]) -> list[str]:
+        """Book journaled fills; returns risk events (circuit breaker trips) for the log."""
+        events: list[str] = []
+        for fill in fills:
+            book = self.books.get(fill.strategy_id)
+            if fill.seq > self.journal_seq:
+                self.journal_seq = fill.seq
+            if book is None:  # a fill of a strategy pruned from config: history only
+                continue
+            apply_fill(book, fill)
+            if fill.side == "sell" and fill.kind in ("spot", "liquidation"):
+                meta = self.metas.get(fill.strategy_id)
+                if meta is not None:
+                    events += update_on_trade_closed(book.risk, meta.limits, fill.realized_pnl, fill.ts_event)
+        return events
+
+    def record_no_fill(self, strategy_id: str, order_id: str) -> None:
+        record_no_fill(self.books[strategy_id], order_id)
+
+    # --- marks and risk --------------------------------------------------------------------
+    def value_of(self, sid: str) -> float | None:
+        try:
+            return portfolio_value(self.books[sid], self.prices)
+        except MissingPriceError:
+            return None
+
+    def mark(self, prices: Mapping[str, float], ts: int) -> tuple[list[str], list[Fill]]:
+        """Mark every book at ``prices``; returns risk events and the liquidation fills a newly
+        tripped kill switch needs (decided, not yet committed: journal them first)."""
+        for symbol, price in prices.items():
+            if math.isfinite(price) and price > 0:
+                self.prices[symbol] = price
+        self.market_ts = max(self.market_ts, ts)
+        events: list[str] = []
+        liquidations: list[Fill] = []
+        next_seq = self.journal_seq + 1
+        for sid, book in self.books.items():
+            meta = self.metas.get(sid)
+            value = self.value_of(sid)
+            if meta is None or value is None:
+                continue
+            for event in update_on_mark(book.risk, meta.limits, value, ts):
+                events.append(f"{sid}: {event}")
+            if book.risk.kill_switch and book.positions:
+                fills = liquidation_orders(book, self.prices, ts, fee_rate=self.fee_rate,
+                                           slippage_rate=self.slippage_rate, first_seq=next_seq)
+                liquidations += fills
+                next_seq += len(fills)
+        return events, liquidations
+
+    # --- views -----------------------------------------------------------------------------
+    def strategy_view(self, sid: str) -> dict[str, Any]:
+        book = self.books[sid]
+        meta = self.metas.get(sid)
+        value = self.value_of(sid)
+        positions = {}
+        for symbol, p in book.positions.items():
+            price = self.prices.get(symbol)
+            positions[symbol] = {
+                "quantity": p.quantity, "avg_price": p.avg_price, "current_price": price,
+                "value": p.quantity * price if price else None,
+                "unrealized_pnl": p.quantity * (price - p.avg_price) if price else None,
+                "opened_ts": p.opened_ts,
+            }
+        pnl = None if value is None else value - book.initial_capital
+        return {
+            "id": sid,
+            "type": book.kind,
+            "category": meta.category if meta else ("spot" if book.kind == "spot" else "options"),
+            "cash": book.cash,
+            "initial_capital": book.initial_capital,
+            "positions": positions,
+            "option_positions": book.option_positions,
+            "trade_count": book.trade_count,
+            "portfolio_value": value,
+            "pnl": pnl,
+            "pnl_pct": None if pnl is None else pnl / book.initial_capital * 100.0,
+            "risk_state": risk_summary(book.risk, self.market_ts),
+            "recent_trades": book.recent_trades[-10:],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything /status shows, computed once here so readers never recompute it."""
+        strategies = {sid: self.strategy_view(sid) for sid in self.books}
+        return {
+            "market_ts": self.market_ts,
+            "journal_seq": self.journal_seq,
+            "prices": dict(self.prices),
+            "strategies": strategies,
+            "totals": category_totals(strategies.values()),
+        }
+
+    def equity_point(self) -> dict[str, float]:
+        return {sid: v for sid in self.books if (v := self.value_of(sid)) is not None}
+
+
+def category_totals(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Starting and current balance per category (Spot, Deribit, IBKR) and in total."""
+    totals = {c: {"initial": 0.0, "value": 0.0, "strategies": 0} for c in (*CATEGORIES, "total")}
+    for view in views:
+        value = view["portfolio_value"]
+        if value is None:
+            value = view["initial_capital"] + (view["pnl"] or 0.0)
+        for key in (view["category"], "total"):
+            bucket = totals.setdefault(key, {"initial": 0.0, "value": 0.0, "strategies": 0})
+            bucket["initial"] += view["initial_capital"]
+            bucket["value"] += value
+            bucket["strategies"] += 1
+    for bucket in totals.values():
+        bucket["pnl"] = bucket["value"] - bucket["initial"]
+        bucket["pnl_pct"] = bucket["pnl"] / bucket["initial"] * 100.0 if bucket["initial"] else 0.0
+    return totals

@@ -1,0 +1,332 @@
+"""Files that must survive any crash: state.json, the fill journal, the equity log.
+
+- ``save_state`` replaces state.json atomically (temp file in the same directory, fsync,
+  rename, fsync of the directory) and keeps the previous good file as ``state.json.bak``
+  (a hard link, so state.json itself is never missing, not even for a moment).
+- ``load_state`` never modifies a file it cannot read: it raises ``StateFileError`` saying
+  what is wrong and what to do, and the service stops instead of starting from scratch.
+- ``Journal`` is the append-only fill history, fsynced before an order is acknowledged;
+  replaying it rebuilds the books. ``EquityLog`` is the append-only equity curve.
+
+No clock reads here: every timestamp is passed in.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+STATE_VERSION = 1
+# How far back from the end EquityLog looks for the last complete line on open.
+_TAIL_CHUNK = 1 << 16
+
+
+class StateFileError(ValueError):
+    """state.json cannot be used; the message names the file, the problem and the way out."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(
+            f"{self.path}: {problem}. The file was left untouched. Restore the last good state "
+            f"from {self.path}.bak, or move the file away to start from the journal and config."
+        )
+
+
+class JournalError(ValueError):
+    """The journal is damaged or an append would break its gap-free sequence."""
+
+
+def _first_bad_value(obj: Any, where: str) -> str | None:
+    """Key path and description of the first value JSON must not hold (NaN, inf, non-JSON type)."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else f"{where}: {obj!r} is not a finite number"
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return None
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                return f"{where}: key {key!r} is not a string"
+            found = _first_bad_value(value, f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            found = _first_bad_value(value, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{where}: {type(obj).__name__} is not JSON-serializable"
+
+
+def _dumps(obj: Any, where: str, indent: int | None = None) -> str:
+    """Strict JSON: a NaN or an odd type raises ValueError naming its key path."""
+    try:
+        return json.dumps(obj, allow_nan=False, indent=indent, separators=None if indent else (",", ":"))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot save {_first_bad_value(obj, where) or exc}") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+    """Write ``state`` (stamped with ``version``) so that a crash at any point leaves either
+    the old or the new file, complete; the old one is kept as ``<path>.bak``."""
+    path = Path(path)
+    if state.get("version", STATE_VERSION) != STATE_VERSION:
+        raise ValueError(f"save_state: state version {state['version']!r} is not {STATE_VERSION}")
+    text = _dumps({**state, "version": STATE_VERSION}, "state", indent=1)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    bak_tmp = tmp.with_suffix(".bak.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            try:
+                os.link(path, bak_tmp)
+            except OSError:  # filesystems without hard links: a copy does the same job
+                shutil.copyfile(path, bak_tmp)
+            os.replace(bak_tmp, path.with_name(path.name + ".bak"))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        bak_tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The saved state, or None when there is none yet; any unusable file is an error."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not raw.strip():
+        raise StateFileError(path, "the file is empty (a crash during a copy, or a full disk?)")
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StateFileError(path, f"not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise StateFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(state, dict):
+        raise StateFileError(path, f"expected a JSON object at the top level, got {type(state).__name__}")
+    if "version" not in state:
+        raise StateFileError(path, "missing 'version'")
+    version = state["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StateFileError(path, f"'version' must be an integer >= 1, got {version!r}")
+    if version > STATE_VERSION:
+        raise StateFileError(
+            path, f"version {version} was written by a newer go-trader (this one reads up to {STATE_VERSION})"
+        )
+    return state
+
+
+def _parse_line(line: bytes) -> Any:
+    """The JSON value of one line, or None when it does not parse (a torn or garbled write)."""
+    try:
+        return json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _open_for_append(path: Path) -> int:
+    existed = path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if not existed:
+        _fsync_dir(path.parent)
+    return fd
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Journal:
+    """Append-only JSON lines of fill records (dicts with a gap-free ``seq``).
+
+    Opening scans the file once: it learns ``last_seq``, checks every line, and cuts off a
+    torn last line (a crash mid-append; that fill was never acknowledged). A bad line
+    anywhere else is damage, reported with its line number, never skipped.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        records, good_size = self._scan()
+        self._last_seq = records[-1]["seq"] if records else 0
+        if self.path.exists() and self.path.stat().st_size != good_size:
+            _truncate(self.path, good_size)
+        self._size = good_size
+        self._fd = _open_for_append(self.path)
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def _scan(self) -> tuple[list[dict[str, Any]], int]:
+        """All good records and the byte length they occupy (excluding a torn tail)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return [], 0
+        lines = data.split(b"\n")
+        # After the last "\n" comes either nothing or an unterminated (torn) line.
+        complete = lines[:-1]
+        records: list[dict[str, Any]] = []
+        size = 0
+        for number, line in enumerate(complete, start=1):
+            record = _parse_line(line)
+            if record is None:
+                if number == len(complete) and lines[-1] == b"":
+                    break  # garbled last line: torn, drop it
+                raise JournalError(f"{self.path}:{number}: not valid JSON; the journal is damaged "
+                                   f"(lines after it exist, so this is not a torn write)")
+            where = f"{self.path}:{number}"
+            seq = record.get("seq") if isinstance(record, dict) else None
+            if isinstance(seq, bool) or not isinstance(seq, int):
+                raise JournalError(f"{where}: expected an object with an integer 'seq', got {line[:80]!r}")
+            if records and seq != records[-1]["seq"] + 1:
+                raise JournalError(f"{where}: seq {seq} follows {records[-1]['seq']}; the journal has a gap")
+            records.append(record)
+            size += len(line) + 1
+        return records, size
+
+    def append(self, fills: Sequence[Mapping[str, Any]]) -> None:
+        """Write and fsync ``fills``; acknowledge an order only after this returns."""
+        if not fills:
+            return
+        expected = self._last_seq + 1
+        lines = []
+        for i, fill in enumerate(fills):
+            seq = fill.get("seq")
+            if seq != expected + i or isinstance(seq, bool):
+                raise JournalError(
+                    f"{self.path}: append[{i}] has seq {seq!r}, expected {expected + i} (seq must be gap-free)"
+                )
+            lines.append(_dumps(fill, f"fill[{i}]"))
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+            os.fsync(self._fd)
+        except BaseException:
+            # Never leave a partial line for the next append to land after.
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+        self._last_seq = expected + len(fills) - 1
+
+    def read(self, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Records with ``seq > after_seq``, oldest first (the journal tail to replay)."""
+        records, _ = self._scan()
+        return [r for r in records if r["seq"] > after_seq]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EquityLog:
+    """Append-only JSON lines ``{ts, values: {strategy_id: value}}`` for equity curves.
+
+    Not fsynced per point: a power cut may lose the last few points, which a chart can
+    spare; a torn last line is cut off on open and skipped on read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            self._cut_torn_tail()
+        self._fd = _open_for_append(self.path)
+
+    def _cut_torn_tail(self) -> None:
+        """Look only at the end of the file, so opening stays cheap however long it gets."""
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            start = max(size - _TAIL_CHUNK, 0)
+            f.seek(start)
+            tail = f.read()
+        good = tail.rfind(b"\n") + 1  # everything after the last newline is torn
+        if good:
+            last_start = tail.rfind(b"\n", 0, good - 1) + 1
+            whole_line_seen = last_start > 0 or start == 0
+            if whole_line_seen and _parse_line(tail[last_start:good]) is None:
+                good = last_start
+        elif start > 0:
+            return  # no line end in the last chunk: lines are never this long, leave it be
+        if start + good != size:
+            _truncate(self.path, start + good)
+
+    def append(self, ts: int, values: Mapping[str, float]) -> None:
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise ValueError(f"equity log: ts must be an integer (ms), got {ts!r}")
+        line = _dumps({"ts": ts, "values": dict(values)}, f"equity[{ts}]") + "\n"
+        os.write(self._fd, line.encode("utf-8"))
+
+    def read(self, since_ts: int | None = None, max_points: int | None = None) -> list[dict[str, Any]]:
+        """Points with ``ts >= since_ts``; with ``max_points``, every k-th point plus the last,
+        k chosen so that at most ``max_points`` come back."""
+        if max_points is not None and max_points < 1:
+            raise ValueError(f"equity log: max_points must be >= 1, got {max_points!r}")
+        with open(self.path, "rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        lines.pop()  # after the last newline: nothing, or a torn write
+        points = []
+        for number, line in enumerate(lines, start=1):
+            point = _parse_line(line)
+            ts = point.get("ts") if isinstance(point, dict) else None
+            if not isinstance(ts, int) or not isinstance(point.get("values"), dict):
+                if number == len(lines) and point is None:
+                    break  # garbled last line: a torn write
+                raise ValueError(f"{self.path}:{number}: not an equity point {{ts, values}}: {line[:80]!r}")
+            if since_ts is None or ts >= since_ts:
+                points.append(point)
+        n = len(points)
+        if max_points is None or n <= max_points:
+            return points
+        if max_points == 1:
+            return [points[-1]]
+        step = -(-(n - 1) // (max_points - 1))
+        sampled = points[::step]
+        if (n - 1) % step:
+            sampled.append(points[-1])
+        return sampled
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "EquityLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,57 @@
+"""The cycle summary of the seed: per category (Spot, Deribit, IBKR) and in total, starting
+balance -> current balance, a line per strategy, then the trades of the cycle.
+
+One formatter serves the signal engine's log, ``make once`` and Discord (``markdown=True``
+bolds the headers as the seed's Discord messages do).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+CATEGORY_TITLES = {"spot": "Spot", "deribit": "Deribit", "ibkr": "IBKR"}
+
+
+def money(x: float) -> str:
+    return f"-${abs(x):,.2f}" if x < 0 else f"${x:,.2f}"
+
+
+def signed_money(x: float) -> str:
+    return f"-${abs(x):,.2f}" if x < 0 else f"+${x:,.2f}"
+
+
+def signed_pct(x: float, digits: int = 2) -> str:
+    return f"{x:+.{digits}f}%"
+
+
+def balance_header(bucket: Mapping[str, float], markdown: bool) -> str:
+    text = f"{money(bucket['initial'])} → {money(bucket['value'])}"
+    if markdown:
+        text = f"**{text}**"
+    return f"{text} ({signed_money(bucket['pnl'])} / {signed_pct(bucket['pnl_pct'])})"
+
+
+def trade_line(fill: Mapping[str, Any]) -> str:
+    return (f"{fill['strategy_id']}: {fill['side'].upper()} {fill['quantity']:.6g} {fill['instrument']} "
+            f"@ {money(fill['price'])} (fee {money(fill['fee'])})")
+
+
+def format_summary(snapshot: Mapping[str, Any], trades: Iterable[Mapping[str, Any]] = (),
+                   markdown: bool = False, title: str | None = None) -> str:
+    """The seed's summary text for a portfolio snapshot (see common.portfolio.Portfolio.snapshot)."""
+    lines: list[str] = [title] if title else []
+    totals = snapshot["totals"]
+    views = sorted(snapshot["strategies"].values(), key=lambda v: v["id"])
+    for category, name in CATEGORY_TITLES.items():
+        members = [v for v in views if v["category"] == category]
+        if not members:
+            continue
+        lines.append(f"{name}: {balance_header(totals[category], markdown)}")
+        for view in members:
+            pct = view["pnl_pct"]
+            lines.append(f"• {view['id']} ({'n/a' if pct is None else signed_pct(pct, 1)})")
+    lines.append(f"Total: {balance_header(totals['total'], markdown)}")
+    trades = list(trades)
+    if trades:
+        lines.append(f"Trades ({len(trades)}):")
+        lines += [f"• {trade_line(t)}" for t in trades]
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""An option chain: every listed contract of one underlying on one venue, priced at one time.
+
+Rows are the product listed_expiries x listed_strikes x (call, put), priced by one
+vectorized Black-Scholes call on the smile. Marks and greeks are per coin, in USD (a
+Deribit coin premium is the USD mark divided by the index price, see venues.usd_to_coin).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from options.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price
+from options.contracts import ContractError, OptionContract, listed_expiries, listed_strikes
+from options.venues import DAY_MS, VenueSpec
+from options.vol_surface import DEFAULT_CURVATURE, DEFAULT_IV_FLOOR, DEFAULT_SKEW, smile_iv
+
+
+@dataclass(frozen=True, eq=False)  # numpy columns: compare by identity
+class OptionChain:
+    """Columns of one chain; row i is one contract. Greeks use black_scholes units."""
+
+    venue: str
+    underlying: str
+    multiplier: float
+    ts: int
+    spot: float
+    expiry_ts: np.ndarray  # int64 ms
+    strike: np.ndarray
+    is_call: np.ndarray  # bool
+    forward: np.ndarray
+    iv: np.ndarray
+    mark: np.ndarray  # USD per coin
+    delta: np.ndarray
+    gamma: np.ndarray
+    theta: np.ndarray  # per day
+    vega: np.ndarray  # per vol point
+    _rows: dict[tuple[int, float, bool], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        keys = zip(self.expiry_ts.tolist(), self.strike.tolist(), self.is_call.tolist())
+        object.__setattr__(self, "_rows", {key: i for i, key in enumerate(keys)})
+
+    def __len__(self) -> int:
+        return int(self.strike.size)
+
+    def lookup(self, contract: OptionContract) -> int | None:
+        """Row of a contract in this chain, or None (other venue, unlisted or expired)."""
+        if contract.venue != self.venue or contract.underlying != self.underlying:
+            return None
+        return self._rows.get((contract.expiry_ts, float(contract.strike), contract.is_call))
+
+    def contract(self, row: int) -> OptionContract:
+        return OptionContract(self.venue, self.underlying, int(self.expiry_ts[row]), float(self.strike[row]),
+                              bool(self.is_call[row]), self.multiplier)
+
+    def greeks(self, row: int) -> dict[str, float]:
+        """Per-coin greeks of one row as plain floats (for trades and positions)."""
+        return {"delta": float(self.delta[row]), "gamma": float(self.gamma[row]),
+                "theta": float(self.theta[row]), "vega": float(self.vega[row])}
+
+    def expiries(self) -> list[int]:
+        return sorted(set(self.expiry_ts.tolist()))
+
+    def strikes(self) -> np.ndarray:
+        return np.unique(self.strike)
+
+
+def build_chain(venue: VenueSpec, underlying: str, spot: float, ts_event: int, atm_iv: float, r: float = 0.0,
+                skew: float = DEFAULT_SKEW, curvature: float = DEFAULT_CURVATURE,
+                iv_floor: float = DEFAULT_IV_FLOOR, horizon_days: int = 400) -> OptionChain:
+    """Price the venue's listed contracts at ts_event from spot and the ATM vol."""
+    if not (np.isfinite(atm_iv) and atm_iv > 0):
+        raise ContractError(f"atm_iv: must be a finite number > 0, got {atm_iv!r}")
+    strikes = listed_strikes(venue, underlying, spot)
+    expiries = np.asarray(listed_expiries(venue, underlying, ts_event, horizon_days), dtype=np.int64)
+    expiry_ts = np.repeat(expiries, 2 * strikes.size)
+    strike = np.tile(np.repeat(strikes, 2), expiries.size)
+    is_call = np.tile(np.array([True, False]), expiries.size * strikes.size)
+    T = (expiry_ts - ts_event) / DAY_MS / DAYS_PER_YEAR
+    forward = spot * np.exp(r * T)
+    iv = smile_iv(atm_iv, strike, forward, skew, curvature, iv_floor)
+    greeks = bs_greeks(spot, strike, T, r, iv, is_call)
+    return OptionChain(venue.name, underlying, venue.underlying(underlying).multiplier, ts_event, float(spot),
+                       expiry_ts, strike, is_call, forward, iv, bs_price(spot, strike, T, r, iv, is_call),
+                       greeks.delta, greeks.gamma, greeks.theta, greeks.vega)

@@ -1,0 +1,173 @@
+"""Listed option contracts and open option positions.
+
+Strategies never invent a contract: they pick an expiry from :func:`listed_expiries` and a
+strike from :func:`listed_strikes` (through the chain built on them), and every name
+round-trips through :func:`parse_instrument_name`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from common.model import RecordError, read_bool, read_int, read_number, read_object, read_str
+from options.venues import (DAY_MS, MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name,
+                            venue_spec)
+
+_NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})-(\d+(?:d\d+)?)-([CP])$")
+
+
+class ContractError(RecordError):
+    """An option contract, position or name that is not valid; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class OptionContract:
+    """One listed European option. ``multiplier`` is coins per contract."""
+
+    venue: str
+    underlying: str
+    expiry_ts: int  # ms, the venue's expiry instant
+    strike: float  # USD
+    is_call: bool
+    multiplier: float
+
+    def __post_init__(self) -> None:
+        try:
+            venue_spec(self.venue).underlying(self.underlying)
+        except VenueConfigError as exc:
+            raise ContractError(f"contract.venue/underlying: {exc}") from None
+        if isinstance(self.expiry_ts, bool) or not isinstance(self.expiry_ts, int):
+            raise ContractError(f"contract.expiry_ts: expected int ms, got {self.expiry_ts!r}")
+        for name in ("strike", "multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise ContractError(f"contract.{name}: must be a finite number > 0, got {value!r}")
+        if not isinstance(self.is_call, bool):
+            raise ContractError(f"contract.is_call: expected bool, got {self.is_call!r}")
+
+    @property
+    def name(self) -> str:
+        return format_instrument_name(venue_spec(self.venue), self.underlying, self.expiry_ts,
+                                      self.strike, self.is_call)
+
+    def dte_days(self, ts_event: int) -> float:
+        """Calendar days to expiry at ts_event (negative once expired)."""
+        return (self.expiry_ts - ts_event) / DAY_MS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"venue": self.venue, "underlying": self.underlying, "expiry_ts": self.expiry_ts,
+                "strike": float(self.strike), "is_call": self.is_call, "multiplier": float(self.multiplier)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "contract") -> "OptionContract":
+        try:
+            return cls(
+                venue=read_str(d, "venue", where),
+                underlying=read_str(d, "underlying", where),
+                expiry_ts=read_int(d, "expiry_ts", where),
+                strike=read_number(d, "strike", where),
+                is_call=read_bool(d, "is_call", where),
+                multiplier=read_number(d, "multiplier", where),
+            )
+        except RecordError as exc:
+            raise ContractError(str(exc).replace("contract.", f"{where}.", 1)) from None
+
+
+def parse_instrument_name(name: str, venues: Sequence[VenueSpec] = tuple(VENUES.values())) -> OptionContract:
+    """'BTC-25DEC26-78000-C' -> OptionContract; the root picks the venue (BTC/ETH Deribit, MBT/MET CME)."""
+    match = _NAME.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise ContractError(f"instrument name {name!r}: expected ROOT-DMMMYY-STRIKE-C|P such as 'BTC-5JUN26-60000-C'")
+    root, day, month, year, strike_text, kind = match.groups()
+    if month not in MONTH_CODES:
+        raise ContractError(f"instrument name {name!r}: unknown month {month!r}")
+    for venue in venues:
+        for spec in venue.underlyings:
+            if spec.root == root:
+                try:
+                    expiry_day = date(2000 + int(year), MONTH_CODES.index(month) + 1, int(day))
+                except ValueError:
+                    raise ContractError(f"instrument name {name!r}: no such date {day}{month}{year}") from None
+                return OptionContract(venue.name, spec.symbol, venue.expiry_ts(expiry_day),
+                                      float(strike_text.replace("d", ".")), kind == "C", spec.multiplier)
+    raise ContractError(f"instrument name {name!r}: unknown root {root!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OptionPosition:
+    """An open option position of one strategy. ``quantity`` is signed contracts (+ long)."""
+
+    contract: OptionContract
+    quantity: float
+    entry_premium: float  # USD per coin
+    entry_ts: int
+    greeks: Mapping[str, float] = field(default_factory=dict)  # per coin, at entry
+
+    def __post_init__(self) -> None:
+        if isinstance(self.quantity, bool) or not isinstance(self.quantity, (int, float)) \
+                or not math.isfinite(self.quantity) or self.quantity == 0:
+            raise ContractError(f"position.quantity: must be a finite non-zero number, got {self.quantity!r}")
+        if not (isinstance(self.entry_premium, (int, float)) and math.isfinite(self.entry_premium)
+                and self.entry_premium >= 0):
+            raise ContractError(f"position.entry_premium: must be a finite number >= 0, got {self.entry_premium!r}")
+
+    @property
+    def coins(self) -> float:
+        """Signed exposure in coins: quantity x multiplier."""
+        return self.quantity * self.contract.multiplier
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"contract": self.contract.to_dict(), "quantity": float(self.quantity),
+                "entry_premium": float(self.entry_premium), "entry_ts": self.entry_ts,
+                "greeks": {k: float(v) for k, v in self.greeks.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "position") -> "OptionPosition":
+        try:
+            contract = OptionContract.from_dict(read_object(d, where).get("contract"), f"{where}.contract")
+            greeks_obj = read_object(d, where).get("greeks", {})
+            greeks = {key: read_number(greeks_obj, key, f"{where}.greeks") for key in read_object(greeks_obj, f"{where}.greeks")}
+            return cls(contract, read_number(d, "quantity", where), read_number(d, "entry_premium", where),
+                       read_int(d, "entry_ts", where), greeks)
+        except RecordError as exc:
+            raise ContractError(str(exc).replace("position.", f"{where}.", 1)) from None
+
+
+def listed_expiries(venue: VenueSpec, underlying: str, ts_event: int, horizon_days: int = 400) -> list[int]:
+    """The venue's expiry instants (ms) after ts_event, ascending, within horizon_days."""
+    venue.underlying(underlying)
+    return venue.listed_expiries(ts_event, horizon_days)
+
+
+def closest_expiry(expiries: Sequence[int], ts_event: int, target_dte_days: float) -> int:
+    """The listed expiry whose DTE is nearest target (ties go to the earlier); never an expired one."""
+    live = [e for e in expiries if e > ts_event]
+    if not live:
+        raise ContractError(f"expiries: none after ts_event {ts_event} among {len(expiries)} listed")
+    target = ts_event + target_dte_days * DAY_MS
+    return min(live, key=lambda e: (abs(e - target), e))
+
+
+def listed_strikes(venue: VenueSpec, underlying: str, spot: float) -> np.ndarray:
+    """Strike grid around spot: multiples of the strike step within spot * (1 -+ strike_range)."""
+    spec = venue.underlying(underlying)
+    if not (isinstance(spot, (int, float)) and math.isfinite(spot) and spot > 0):
+        raise ContractError(f"spot: must be a finite number > 0, got {spot!r}")
+    step = spec.strike_step
+    first = max(math.ceil(spot * (1 - spec.strike_range) / step), 1)
+    last = math.floor(spot * (1 + spec.strike_range) / step)
+    return np.arange(first, last + 1, dtype=np.float64) * step
+
+
+def closest_strike(strikes: np.ndarray, target: float) -> float:
+    """The listed strike nearest target (ties go to the lower strike)."""
+    strikes = np.asarray(strikes, dtype=np.float64)
+    if strikes.size == 0:
+        raise ContractError("strikes: empty strike list")
+    return float(strikes[np.argmin(np.abs(strikes - target))])

@@ -1,0 +1,113 @@
+"""marketdata: owns the market feed and the market clock.
+
+Publishes  bar.<symbol>.<tf> (closed bars), tick.<symbol> (last price), clock (market time),
+           heartbeat.marketdata
+Answers    history {symbol, timeframe, limit} -> rows; prices -> {symbol: {price, ts}}; status
+Calls      common.feeds (sim / replay / live), common.clock.MarketClock
+
+The market time it has reached is saved beside the state file, so a restarted feed resumes
+where it stopped instead of replaying days the portfolio has already traded.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.bus import RequestError, wall_ms
+from common.clock import MarketClock
+from common.config import Config, load_config
+from common.feeds import MarketFeed, build_feed_from_config
+from common.state_store import StateFileError, load_state, save_state
+from services.runtime import ServiceRuntime, config_path
+
+TICK_SECONDS = 0.05
+CLOCK_SAVE_SECONDS = 1.0
+MAX_HISTORY = 5000
+
+
+class MarketDataService:
+    def __init__(self, cfg: Config, runtime: ServiceRuntime) -> None:
+        self.cfg = cfg
+        self.rt = runtime
+        self.clock_file = Path(cfg.state_file).parent / "marketdata.clock.json"
+        self.feed: MarketFeed = build_feed_from_config(cfg)
+        resume_ts = self._resume_ts()
+        start_ts = resume_ts if resume_ts is not None else cfg.feed.start_ms
+        self.feed.start(start_ts)
+        self.clock = MarketClock(self.feed.now_ts, wall_ms(), cfg.feed.speed)
+        self.rt.log.info("feed_started", mode=cfg.feed.mode, market_ts=self.feed.now_ts,
+                         resumed=resume_ts is not None, speed=cfg.feed.speed)
+        self.bars_published = 0
+
+    def _identity(self) -> dict[str, Any]:
+        return {"mode": self.cfg.feed.mode, "seed": self.cfg.feed.seed, "start_ts": self.cfg.feed.start_ms}
+
+    def _resume_ts(self) -> int | None:
+        if self.cfg.feed.mode == "live":
+            return None
+        try:
+            saved = load_state(self.clock_file)
+        except StateFileError as exc:
+            self.rt.log.warning("clock_file_unreadable", detail=str(exc))
+            return None
+        if not saved or saved.get("feed") != self._identity():
+            return None
+        market_ts = saved.get("market_ts")
+        return market_ts if isinstance(market_ts, int) else None
+
+    def save_clock(self) -> None:
+        if self.cfg.feed.mode != "live":
+            save_state(self.clock_file, {"version": 1, "feed": self._identity(), "market_ts": self.feed.now_ts})
+
+    def advance(self) -> None:
+        pub = self.rt.publisher
+        update = self.feed.advance_to(self.clock.market_ms(wall_ms()))
+        for bar in update.bars:
+            pub.publish(f"bar.{bar.symbol}.{bar.timeframe}", "bar", bar.to_dict())
+            self.bars_published += 1
+        for symbol, (price, ts) in update.ticks.items():
+            pub.publish(f"tick.{symbol}", "tick", {"symbol": symbol, "price": price, "ts": ts})
+        pub.publish("clock", "clock", {"ts": self.feed.now_ts, "speed": self.cfg.feed.speed,
+                                       "finished": self.feed.finished})
+
+    # --- requests --------------------------------------------------------------------
+    def history(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise RequestError("bad_request", "history needs {symbol, timeframe, limit}")
+        symbol, timeframe = body.get("symbol"), body.get("timeframe")
+        limit = body.get("limit", 1000)
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY:
+            raise RequestError("bad_request", f"history.limit must be an integer 1..{MAX_HISTORY}, got {limit!r}")
+        try:
+            bars = self.feed.history(symbol, timeframe, limit)
+        except ValueError as exc:
+            raise RequestError("bad_request", str(exc)) from None
+        return {"symbol": symbol, "timeframe": timeframe, "rows": bars.rows(), "now_ts": self.feed.now_ts}
+
+    def prices(self, _body: Any) -> dict[str, Any]:
+        return {"ts": self.feed.now_ts,
+                "prices": {s: {"price": p, "ts": t} for s, (p, t) in self.feed.prices().items()}}
+
+    def status(self, _body: Any = None) -> dict[str, Any]:
+        return {"mode": self.cfg.feed.mode, "market_ts": self.feed.now_ts, "speed": self.cfg.feed.speed,
+                "finished": self.feed.finished, "bars_published": self.bars_published,
+                "stale": getattr(self.feed, "stale", False)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(config_path(argv))
+    rt = ServiceRuntime("marketdata")
+    svc = MarketDataService(cfg, rt)
+    ep = cfg.endpoints["marketdata"]
+    rt.bind_publisher(ep.pub)
+    rt.bind_replier(ep.rep, {"history": svc.history, "prices": svc.prices, "status": svc.status})
+    rt.heartbeat_status(svc.status)
+    rt.every(TICK_SECONDS, svc.advance)
+    rt.every(CLOCK_SAVE_SECONDS, svc.save_clock)
+    rt.run(on_stop=svc.save_clock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

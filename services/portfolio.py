@@ -1,0 +1,189 @@
+"""portfolio: the only writer of state.json; fills paper orders and enforces risk.
+
+Subscribes  tick.* from marketdata (marks, risk, kill-switch liquidation)
+Answers     order (idempotent by order id), snapshot, status
+Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
+Calls       common.portfolio.Portfolio (pure books and risk), common.state_store
+
+Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
+acknowledge -> save state.json atomically. A crash at any point loses nothing that was
+acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.bus import Envelope, RequestError
+from common.config import Config, load_config
+from common.model import Fill, RecordError, SpotOrder
+from common.portfolio import Portfolio, StrategyMeta
+from common.risk import RiskLimits
+from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
+from services.runtime import ServiceRuntime, config_path
+
+MARK_SECONDS = 0.1
+SNAPSHOT_SECONDS = 1.0
+SAVE_SECONDS = 2.0
+EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
+
+
+def strategy_metas(cfg: Config) -> list[StrategyMeta]:
+    metas = []
+    for sc in cfg.strategies:
+        category = "spot" if sc.type == "spot" else sc.venue
+        limits = RiskLimits(
+            max_drawdown_pct=sc.max_drawdown_pct,
+            max_position_pct=sc.risk.max_position_pct,
+            max_consecutive_losses=sc.risk.max_consecutive_losses,
+            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
+            daily_loss_pct=sc.risk.daily_loss_pct,
+        )
+        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits))
+    return metas
+
+
+class PortfolioService:
+    def __init__(self, cfg: Config, runtime: ServiceRuntime) -> None:
+        self.cfg = cfg
+        self.rt = runtime
+        self.state_path = Path(cfg.state_file)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.portfolio = Portfolio(strategy_metas(cfg), fee_rate=cfg.fee_pct / 100.0,
+                                   slippage_rate=cfg.slippage_pct / 100.0)
+        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
+        if state is not None:
+            try:
+                self.portfolio.load_state(state)
+            except RecordError as exc:
+                raise StateFileError(self.state_path, str(exc)) from None
+        self.journal = Journal(self.state_path.parent / "journal.jsonl")
+        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
+        replayed = [Fill.from_dict(r, f"journal seq {r.get('seq')}")
+                    for r in self.journal.read(after_seq=self.portfolio.journal_seq)]
+        self.portfolio.commit(replayed)
+        rec = self.portfolio.reconcile(self.portfolio.market_ts)
+        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=len(replayed),
+                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
+                         pruned=list(rec.pruned), kept=len(rec.kept))
+        self.pending_ticks: dict[str, float] = {}
+        self.last_equity_step = self.portfolio.market_ts // EQUITY_STEP_MS
+        self.dirty = True
+        self.orders_seen = 0
+        self.fills_made = 0
+        self.save()
+
+    # --- persistence -------------------------------------------------------------------
+    def save(self) -> None:
+        if self.dirty:
+            save_state(self.state_path, self.portfolio.to_state())
+            self.dirty = False
+
+    def book_fills(self, fills: list[Fill]) -> None:
+        """Journal (fsync) first, then book and publish: the ack follows only after this."""
+        if not fills:
+            return
+        self.journal.append([f.to_dict() for f in fills])
+        for event in self.portfolio.commit(fills):
+            self.rt.log.warning("risk_event", detail=event)
+        self.fills_made += len(fills)
+        self.dirty = True
+        for fill in fills:
+            self.rt.publisher.publish(f"fill.{fill.strategy_id}", "fill", fill.to_dict())
+            self.rt.log.info("fill", seq=fill.seq, strategy=fill.strategy_id, kind=fill.kind,
+                             side=fill.side, instrument=fill.instrument, quantity=fill.quantity,
+                             price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
+
+    # --- requests --------------------------------------------------------------------------
+    def on_order(self, body: Any) -> dict[str, Any]:
+        try:
+            order = SpotOrder.from_dict(body)
+        except RecordError as exc:
+            raise RequestError("bad_order", str(exc)) from None
+        if order.strategy_id not in self.portfolio.books:
+            raise RequestError("unknown_strategy", f"order.strategy_id: no strategy {order.strategy_id!r} in this portfolio")
+        self.orders_seen += 1
+        decision = self.portfolio.decide_spot(order)
+        if decision.fill is not None:
+            self.book_fills([decision.fill])
+            self.save()
+        elif decision.status != "duplicate":
+            self.portfolio.record_no_fill(order.strategy_id, order.order_id)
+            self.dirty = True
+        return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
+                "fill": decision.fill.to_dict() if decision.fill else None}
+
+    def on_snapshot(self, _body: Any = None) -> dict[str, Any]:
+        return self.portfolio.snapshot()
+
+    def on_status(self, _body: Any = None) -> dict[str, Any]:
+        return {"market_ts": self.portfolio.market_ts, "journal_seq": self.portfolio.journal_seq,
+                "strategies": len(self.portfolio.books), "orders": self.orders_seen, "fills": self.fills_made}
+
+    def on_equity(self, body: Any) -> dict[str, Any]:
+        body = body if isinstance(body, dict) else {}
+        points = self.equity.read(since_ts=body.get("since_ts"), max_points=body.get("max_points", 500))
+        return {"points": points}
+
+    # --- market -----------------------------------------------------------------------------
+    def on_message(self, topic: str, env: Envelope) -> None:
+        body = env.body
+        if env.type == "tick" and isinstance(body, dict):
+            price, ts = body.get("price"), body.get("ts")
+            if isinstance(price, (int, float)) and price > 0 and isinstance(ts, int):
+                self.pending_ticks[str(body.get("symbol"))] = float(price)
+                self.portfolio.market_ts = max(self.portfolio.market_ts, ts)
+            else:
+                self.rt.stats.count_drop("bad_tick")
+
+    def mark(self) -> None:
+        if not self.pending_ticks:
+            return
+        ticks, self.pending_ticks = self.pending_ticks, {}
+        events, liquidations = self.portfolio.mark(ticks, self.portfolio.market_ts)
+        for event in events:
+            self.rt.log.warning("risk_event", detail=event)
+        if events:
+            self.dirty = True
+        self.book_fills(liquidations)
+        step = self.portfolio.market_ts // EQUITY_STEP_MS
+        if step > self.last_equity_step:
+            self.last_equity_step = step
+            self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
+
+    def publish_snapshot(self) -> None:
+        self.rt.publisher.publish("portfolio.snapshot", "snapshot", self.portfolio.snapshot())
+
+    def stop(self) -> None:
+        self.dirty = True
+        self.save()
+        self.journal.close()
+        self.equity.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(config_path(argv))
+    rt = ServiceRuntime("portfolio")
+    try:
+        svc = PortfolioService(cfg, rt)
+    except StateFileError as exc:
+        rt.log.error("state_unreadable", detail=str(exc))
+        print(f"portfolio: {exc}", file=sys.stderr)
+        rt.close()
+        return 2
+    ep = cfg.endpoints["portfolio"]
+    rt.bind_publisher(ep.pub)
+    rt.bind_replier(ep.rep, {"order": svc.on_order, "snapshot": svc.on_snapshot,
+                             "status": svc.on_status, "equity": svc.on_equity})
+    rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
+    rt.heartbeat_status(svc.on_status)
+    rt.every(MARK_SECONDS, svc.mark)
+    rt.every(SNAPSHOT_SECONDS, svc.publish_snapshot)
+    rt.every(SAVE_SECONDS, svc.save)
+    rt.run(on_stop=svc.stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""signals: the engine that runs every strategy when it is due, in market time.
+
+Subscribes  bar.* and clock from marketdata
+Requests    history from marketdata (warm-up, and again after a gap); order to portfolio
+Publishes   signal.<strategy_id>, cycle, heartbeat.signals
+Calls       common.engine (schedule + evaluate_spot), strategies.registry
+
+Orders travel over REQ/REP and stay in the outbox until the portfolio acknowledges them;
+their id (strategy + bar time) makes a resend harmless.
+"""
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from typing import Any
+
+from common.bars import Bar, BarStore
+from common.bus import Envelope, RemoteError, RequestFailed
+from common.config import Config, load_config
+from common.engine import Schedule, SpotDecision, evaluate_spot
+from common.model import RecordError, SpotOrder
+from common.ohlcv import OHLCV, timeframe_ms
+from services.runtime import ServiceRuntime, config_path
+
+HISTORY_BARS = 1000
+OPTIONS_PENDING = "not yet supported: options strategies run once the pricer lands"
+
+
+class SignalEngine:
+    def __init__(self, cfg: Config, runtime: ServiceRuntime) -> None:
+        self.cfg = cfg
+        self.rt = runtime
+        self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=3000, retries=2)
+        self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
+        self.spot = list(cfg.spot_strategies())
+        self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot})
+        self.stores: dict[tuple[str, str], BarStore] = {}
+        self.needs_warmup: set[tuple[str, str]] = set()
+        for sc in self.spot:
+            for symbol in filter(None, (sc.symbol, sc.pair)):
+                self.needs_warmup.add((symbol, sc.timeframe))
+        self.outbox: OrderedDict[str, SpotOrder] = OrderedDict()
+        self.last_ordered_bar: dict[str, int] = {}
+        self.market_ts = 0
+        self.cycle_count = 0
+        self.strategy_status: dict[str, dict[str, Any]] = {
+            sc.id: {"status": OPTIONS_PENDING} for sc in cfg.options_strategies()
+        }
+        self.orders_acked = 0
+
+    # --- bars --------------------------------------------------------------------------
+    def bars(self, symbol: str, timeframe: str) -> OHLCV:
+        store = self.stores.get((symbol, timeframe))
+        return store.history(HISTORY_BARS) if store is not None else OHLCV.empty()
+
+    def warm_up(self) -> None:
+        for key in sorted(self.needs_warmup):
+            symbol, timeframe = key
+            try:
+                reply = self.marketdata.request("history", {"symbol": symbol, "timeframe": timeframe,
+                                                            "limit": HISTORY_BARS})
+            except (RequestFailed, RemoteError) as exc:
+                self.rt.log.warning("warmup_failed", symbol=symbol, timeframe=timeframe, error=str(exc))
+                return
+            store = BarStore(symbol, timeframe, capacity=HISTORY_BARS)
+            for row in reply["rows"]:
+                store.append(Bar(symbol, timeframe, int(row[0]), *map(float, row[1:6])))
+            self.stores[key] = store
+            self.needs_warmup.discard(key)
+            self.rt.log.info("warmed_up", symbol=symbol, timeframe=timeframe, bars=len(reply["rows"]))
+
+    def on_bar(self, body: Any) -> None:
+        try:
+            bar = Bar.from_dict(body)
+        except (RecordError, ValueError) as exc:
+            self.rt.stats.count_drop("bad_bar")
+            self.rt.log.warning("bad_bar_dropped", error=str(exc))
+            return
+        key = (bar.symbol, bar.timeframe)
+        store = self.stores.get(key)
+        if store is None:
+            return  # not traded here, or still waiting for its warm-up history
+        last = store.last_ts()
+        if last is not None and bar.ts_open <= last:
+            return  # a duplicate or a replayed bar: we have it
+        if last is not None and bar.ts_open != last + timeframe_ms(bar.timeframe):
+            self.rt.log.warning("bar_gap", symbol=bar.symbol, timeframe=bar.timeframe, last=last, got=bar.ts_open)
+            self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
+            return
+        store.append(bar)
+
+    def on_message(self, topic: str, env: Envelope) -> None:
+        if env.type == "bar":
+            self.on_bar(env.body)
+        elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
+            self.market_ts = max(self.market_ts, env.body["ts"])
+
+    # --- cycle -----------------------------------------------------------------------------
+    def run_due(self) -> None:
+        if not self.market_ts:
+            return
+        if self.needs_warmup:
+            self.warm_up()
+        due = self.schedule.due(self.market_ts)
+        if due:
+            self.run_cycle(due)
+        self.flush_outbox()
+
+    def run_cycle(self, due: list[str]) -> list[SpotDecision]:
+        by_id = {sc.id: sc for sc in self.spot}
+        decisions = []
+        for sid in due:
+            sc = by_id[sid]
+            try:
+                decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
+                                         self.bars, self.market_ts, sc.pair)
+            except Exception as exc:  # one broken strategy is logged and skipped, never the engine
+                self.rt.log.error("strategy_failed", strategy=sid, error=f"{type(exc).__name__}: {exc}")
+                self.strategy_status[sid] = {"status": f"error: {exc}", "ts": self.market_ts}
+                continue
+            decisions.append(decision)
+            if decision.signal is None:
+                self.strategy_status[sid] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+                continue
+            self.rt.publisher.publish(f"signal.{sid}", "signal", decision.signal.to_dict())
+            self.strategy_status[sid] = {"status": "ok", "ts": self.market_ts, "signal": decision.signal.signal}
+            order = decision.order
+            if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sid, -1):
+                self.last_ordered_bar[sid] = decision.signal.ts_bar
+                self.outbox[order.order_id] = order
+        self.cycle_count += 1
+        signals = [d.signal.signal for d in decisions if d.signal is not None]
+        self.rt.publisher.publish("cycle", "cycle", {"cycle": self.cycle_count, "market_ts": self.market_ts,
+                                                      "ran": len(due), "orders": len(self.outbox)})
+        self.rt.log.info("cycle", cycle=self.cycle_count, market_ts=self.market_ts, ran=len(due),
+                         buys=signals.count(1), sells=signals.count(-1), skipped=len(decisions) - len(signals),
+                         outbox=len(self.outbox))
+        return decisions
+
+    def flush_outbox(self) -> list[dict[str, Any]]:
+        """Send queued orders in order until one fails to get through; return the acks."""
+        acks: list[dict[str, Any]] = []
+        while self.outbox:
+            order_id, order = next(iter(self.outbox.items()))
+            try:
+                ack = self.portfolio.request("order", order.to_dict())
+            except RequestFailed as exc:
+                self.rt.log.warning("order_pending", order_id=order_id, error=str(exc), outbox=len(self.outbox))
+                return acks  # the portfolio is down: keep the order and retry on the next tick
+            except RemoteError as exc:
+                self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
+            else:
+                self.orders_acked += 1
+                self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
+                acks.append(ack)
+            del self.outbox[order_id]
+        return acks
+
+    def status(self) -> dict[str, Any]:
+        return {"cycle_count": self.cycle_count, "market_ts": self.market_ts, "outbox": len(self.outbox),
+                "orders_acked": self.orders_acked, "strategies": self.strategy_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(config_path(argv))
+    rt = ServiceRuntime("signals")
+    engine = SignalEngine(cfg, rt)
+    ep = cfg.endpoints["signals"]
+    rt.bind_publisher(ep.pub)
+    rt.bind_replier(ep.rep, {"status": lambda _b: engine.status()})
+    rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], engine.on_message)
+    rt.heartbeat_status(engine.status)
+    rt.every(0.05, engine.run_due)
+    rt.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+import json
+import os
+
+import pytest
+
+from common.state_store import (
+    STATE_VERSION,
+    EquityLog,
+    Journal,
+    JournalError,
+    StateFileError,
+    load_state,
+    save_state,
+)
+
+
+def fill(seq: int) -> dict:
+    return {"seq": seq, "order_id": f"mom:{seq}", "cash_delta": -1.5 * seq}
+
+
+# --- state.json ------------------------------------------------------------------------------
+
+
+def test_save_then_load_round_trip_and_backup(tmp_path):
+    path = tmp_path / "state.json"
+    assert load_state(path) is None
+    save_state(path, {"strategies": {"mom": {"cash": 0.1 + 0.2}}})
+    assert load_state(path) == {"strategies": {"mom": {"cash": 0.30000000000000004}}, "version": STATE_VERSION}
+    assert not (tmp_path / "state.json.bak").exists()
+    first = path.read_bytes()
+    save_state(path, {"strategies": {}})
+    assert (tmp_path / "state.json.bak").read_bytes() == first
+    assert load_state(path) == {"strategies": {}, "version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak"]
+
+
+def test_crash_during_rename_leaves_old_file_intact_and_no_temp_litter(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    save_state(path, {"n": 1})
+    save_state(path, {"n": 2})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def crash(src, dst):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_state(path, {"n": 3})
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert load_state(path)["n"] == 2
+
+
+def test_crash_on_the_final_rename_keeps_old_state(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    save_state(path, {"n": 1})
+    real_replace = os.replace
+
+    def replace_only_backup(src, dst):
+        if str(dst) == str(path):
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_only_backup)
+    with pytest.raises(OSError):
+        save_state(path, {"n": 2})
+    monkeypatch.undo()
+    assert load_state(path)["n"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak"]
+
+
+def test_nan_is_rejected_with_its_key_path_and_the_old_file_is_untouched(tmp_path):
+    path = tmp_path / "state.json"
+    save_state(path, {"n": 1})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"state\.strategies\.mom\.positions\[1\]: nan is not a finite number"):
+        save_state(path, {"strategies": {"mom": {"positions": [1.0, float("nan")]}}})
+    with pytest.raises(ValueError, match=r"state\.x: set is not JSON-serializable"):
+        save_state(path, {"x": {1}})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_save_refuses_another_version(tmp_path):
+    with pytest.raises(ValueError, match="version 2"):
+        save_state(tmp_path / "state.json", {"version": 2})
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "the file is empty"),
+        (b'{"version": 1, "strategies": {"mom": {"cash": 1', "invalid JSON at line 1 column 48"),
+        (b'{"version": 1,\n "x": tru}\n', "invalid JSON at line 2 column 7"),
+        (b"\x00\x00\x00\x00", "invalid JSON at line 1 column 1"),
+        (b"\xff\xfe garbage", "not UTF-8 text"),
+        (b"[1, 2]", "expected a JSON object at the top level, got list"),
+        (b'{"strategies": {}}', "missing 'version'"),
+        (b'{"version": "1"}', "'version' must be an integer >= 1"),
+        (b'{"version": 2}', "version 2 was written by a newer go-trader"),
+    ],
+)
+def test_unusable_state_file_raises_and_is_left_byte_identical(tmp_path, content, problem):
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(StateFileError) as info:
+        load_state(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert problem in message
+    assert "left untouched" in message and "state.json.bak" in message
+    assert info.value.path == str(path)
+    assert path.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+# --- journal ---------------------------------------------------------------------------------
+
+
+def test_journal_appends_reads_and_reopens(tmp_path):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        assert journal.last_seq == 0
+        journal.append([fill(1), fill(2)])
+        journal.append([fill(3)])
+        journal.append([])
+        assert journal.last_seq == 3
+        assert journal.read() == [fill(1), fill(2), fill(3)]
+        assert journal.read(after_seq=2) == [fill(3)]
+    with Journal(path) as journal:
+        assert journal.last_seq == 3
+        journal.append([fill(4)])
+    assert path.read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("tail", [b'{"seq": 3, "order_id": "mo', b'{"seq": 3}', b"\x00\x00\x00\n", b"\n"])
+def test_torn_tail_is_ignored_and_cut_on_open(tmp_path, tail):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1), fill(2)])
+    good = path.read_bytes()
+    path.write_bytes(good + tail)
+    with Journal(path) as journal:
+        assert journal.last_seq == 2
+        assert path.read_bytes() == good
+        journal.append([fill(3)])
+        assert journal.read() == [fill(1), fill(2), fill(3)]
+
+
+def test_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1), fill(2), fill(3)])
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = b'{"seq": 2, "ord'
+    damaged = b"\n".join(lines)
+    path.write_bytes(damaged)
+    with pytest.raises(JournalError, match=r"fills\.jsonl:2: not valid JSON"):
+        Journal(path)
+    assert path.read_bytes() == damaged
+
+
+def test_gap_in_the_file_is_an_error(tmp_path):
+    path = tmp_path / "fills.jsonl"
+    path.write_text(json.dumps(fill(1)) + "\n" + json.dumps(fill(3)) + "\n")
+    with pytest.raises(JournalError, match=r"fills\.jsonl:2: seq 3 follows 1"):
+        Journal(path)
+
+
+def test_line_without_seq_is_an_error(tmp_path):
+    path = tmp_path / "fills.jsonl"
+    path.write_text('{"order_id": "x"}\n')
+    with pytest.raises(JournalError, match=r"fills\.jsonl:1: expected an object with an integer 'seq'"):
+        Journal(path)
+
+
+def test_append_refuses_a_seq_gap_and_writes_nothing(tmp_path):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1)])
+        with pytest.raises(JournalError, match=r"append\[1\] has seq 4, expected 3"):
+            journal.append([fill(2), fill(4)])
+        with pytest.raises(JournalError, match="expected 2"):
+            journal.append([fill(1)])
+        assert journal.last_seq == 1
+        assert journal.read() == [fill(1)]
+
+
+def test_failed_write_leaves_no_partial_line(tmp_path, monkeypatch):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1)])
+        real_write = os.write
+
+        def half_write(fd, data):
+            return real_write(fd, data[: len(data) // 2])
+
+        monkeypatch.setattr(os, "write", half_write)
+        with pytest.raises(OSError, match="short write"):
+            journal.append([fill(2)])
+        monkeypatch.undo()
+        journal.append([fill(2)])
+        assert journal.read() == [fill(1), fill(2)]
+
+
+def test_append_rejects_nan(tmp_path):
+    with Journal(tmp_path / "fills.jsonl") as journal:
+        with pytest.raises(ValueError, match=r"fill\[0\]\.cash_delta: nan"):
+            journal.append([{"seq": 1, "cash_delta": float("nan")}])
+        assert journal.last_seq == 0
+
+
+# --- equity log ------------------------------------------------------------------------------
+
+
+def test_equity_log_round_trip_and_since(tmp_path):
+    with EquityLog(tmp_path / "equity.jsonl") as log:
+        for i in range(5):
+            log.append(1000 + i, {"mom": 100.0 + i})
+        assert log.read() == [{"ts": 1000 + i, "values": {"mom": 100.0 + i}} for i in range(5)]
+        assert [p["ts"] for p in log.read(since_ts=1003)] == [1003, 1004]
+        with pytest.raises(ValueError, match=r"equity\[1005\]\.values\.mom: nan"):
+            log.append(1005, {"mom": float("nan")})
+        with pytest.raises(ValueError, match="ts must be an integer"):
+            log.append(1.5, {})
+
+
+@pytest.mark.parametrize(
+    "n, max_points, expected",
+    [
+        (10, 4, [0, 3, 6, 9]),
+        (11, 4, [0, 4, 8, 10]),
+        (10, 10, list(range(10))),
+        (10, 1, [9]),
+        (100, 7, [0, 17, 34, 51, 68, 85, 99]),
+    ],
+)
+def test_equity_log_downsamples_every_kth_point_plus_the_last(tmp_path, n, max_points, expected):
+    with EquityLog(tmp_path / "equity.jsonl") as log:
+        for i in range(n):
+            log.append(i, {"mom": float(i)})
+        points = log.read(max_points=max_points)
+    assert [p["ts"] for p in points] == expected
+    assert len(points) <= max_points
+
+
+def test_equity_log_rejects_max_points_below_one(tmp_path):
+    with EquityLog(tmp_path / "equity.jsonl") as log:
+        with pytest.raises(ValueError, match="max_points"):
+            log.read(max_points=0)
+
+
+@pytest.mark.parametrize("tail", [b'{"ts": 3, "val', b"garbage\n"])
+def test_equity_log_tolerates_and_cuts_a_torn_tail(tmp_path, tail):
+    path = tmp_path / "equity.jsonl"
+    with EquityLog(path) as log:
+        log.append(1, {"mom": 1.0})
+        log.append(2, {"mom": 2.0})
+    good = path.read_bytes()
+    path.write_bytes(good + tail)
+    with EquityLog(path) as log:
+        assert path.read_bytes() == good
+        path.write_bytes(good + tail)  # torn again behind its back: read still copes
+        assert [p["ts"] for p in log.read()] == [1, 2]
+
+
+def test_equity_log_reports_damage_in_the_middle(tmp_path):
+    path = tmp_path / "equity.jsonl"
+    path.write_bytes(b'{"ts": 1, "values": {}}\nnot json\n{"ts": 3, "values": {}}\n')
+    with EquityLog(path) as log:
+        with pytest.raises(ValueError, match=r"equity\.jsonl:2: not an equity point"):
+            log.read()

@@ -1,0 +1,80 @@
+"""Contracts, positions and the listed expiry/strike pickers."""
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from options.contracts import (ContractError, OptionContract, OptionPosition, closest_expiry, closest_strike,
+                               listed_expiries, listed_strikes, parse_instrument_name)
+from options.venues import DAY_MS, DERIBIT, IBKR_CME
+
+DEC25 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def call() -> OptionContract:
+    return OptionContract("deribit", "BTC", DEC25, 78000.0, True, 1.0)
+
+
+def test_contract_name_dict_round_trip_and_dte():
+    c = call()
+    assert c.name == "BTC-25DEC26-78000-C"
+    assert parse_instrument_name(c.name) == c
+    assert OptionContract.from_dict(c.to_dict()) == c
+    assert c.dte_days(DEC25 - 3 * DAY_MS // 2) == 1.5
+
+
+def test_contract_from_dict_names_the_bad_field():
+    d = call().to_dict()
+    with pytest.raises(ContractError, match=r"leg\.strike: missing"):
+        OptionContract.from_dict({k: v for k, v in d.items() if k != "strike"}, where="leg")
+    with pytest.raises(ContractError, match=r"contract\.is_call: expected true or false"):
+        OptionContract.from_dict(d | {"is_call": "C"})
+    with pytest.raises(ContractError, match=r"contract\.strike: must be a finite number > 0"):
+        OptionContract.from_dict(d | {"strike": -1.0})
+    with pytest.raises(ContractError, match=r"contract\.venue/underlying: unknown venue 'cme'"):
+        OptionContract.from_dict(d | {"venue": "cme"})
+
+
+def test_bad_instrument_names_raise():
+    for name in ("BTC-25DEC26-78000", "BTC-31FEB26-78000-C", "BTC-25XYZ26-78000-C", "SOL-25DEC26-100-C", 42):
+        with pytest.raises(ContractError, match="instrument name"):
+            parse_instrument_name(name)
+
+
+def test_position_round_trip_and_checks():
+    pos = OptionPosition(call(), -0.3, 2100.0, DEC25 - 30 * DAY_MS, {"delta": 0.25, "vega": 90.0})
+    assert OptionPosition.from_dict(pos.to_dict()) == pos
+    assert pos.coins == pytest.approx(-0.3)
+    with pytest.raises(ContractError, match="position.quantity"):
+        OptionPosition(call(), 0.0, 2100.0, 0)
+    with pytest.raises(ContractError, match=r"pos\.greeks\.delta: must be a finite number"):
+        OptionPosition.from_dict(pos.to_dict() | {"greeks": {"delta": float("nan")}}, where="pos")
+
+
+def test_closest_expiry_never_returns_an_expired_one():
+    ts = DEC25 - 10 * DAY_MS
+    expiries = [DEC25 - 20 * DAY_MS, DEC25, DEC25 + 35 * DAY_MS]
+    assert closest_expiry(expiries, ts, 0) == DEC25  # the expired one is nearer to 0 DTE but skipped
+    assert closest_expiry(expiries, ts, 30) == DEC25 + 35 * DAY_MS
+    assert closest_expiry(expiries, ts, 27.5) == DEC25  # tie at 17.5 days: earlier wins
+    with pytest.raises(ContractError, match="none after ts_event"):
+        closest_expiry([DEC25], DEC25, 30)
+
+
+def test_listed_strikes_and_closest_strike():
+    strikes = listed_strikes(DERIBIT, "BTC", 90_400.0)
+    assert strikes[0] == 46_000 and strikes[-1] == 135_000 and np.all(np.diff(strikes) == 1000)
+    assert closest_strike(strikes, 90_400 * 0.88) == 80_000
+    assert closest_strike(strikes, 80_500) == 80_000  # tie goes to the lower strike
+    eth = listed_strikes(IBKR_CME, "ETH", 3010.0)
+    assert eth[0] == 1550 and np.all(np.diff(eth) == 50)
+    with pytest.raises(ContractError, match="spot"):
+        listed_strikes(DERIBIT, "BTC", 0.0)
+    with pytest.raises(ContractError, match="empty"):
+        closest_strike(np.array([]), 1.0)
+
+
+def test_listed_expiries_checks_the_underlying():
+    assert listed_expiries(DERIBIT, "ETH", DEC25 - 5 * DAY_MS, 30)[0] == DEC25 - 4 * DAY_MS
+    with pytest.raises(ValueError, match="unknown underlying 'SOL'"):
+        listed_expiries(DERIBIT, "SOL", DEC25, 30)

@@ -1,0 +1,186 @@
+"""A whole go-trader stack under a real supervisord, in a temp dir, on free loopback ports.
+
+Tests use the repo's own supervisord.conf (copied beside a generated config, with the
+program interpreter pointed at this venv), so what is tested is what ``make run`` runs.
+Everything started here is stopped by PID at the end; nothing is ever killed by name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PROGRAMS = ("marketdata", "portfolio", "pricer", "signals", "gateway")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, Any]:
+    """config/default.json with free ports, a local state file and an accelerated feed."""
+    cfg = json.loads((REPO / "config" / "default.json").read_text()) if base is None else json.loads(json.dumps(base))
+    cfg["state_file"] = "state/state.json"
+    cfg["endpoints"] = {
+        name: {"pub": f"tcp://127.0.0.1:{free_port()}", "rep": f"tcp://127.0.0.1:{free_port()}"}
+        for name in ("marketdata", "signals", "portfolio", "pricer")
+    }
+    cfg.setdefault("gateway", {})["port"] = free_port()
+    cfg.setdefault("feed", {}).update({"speed": 36_000, **feed})
+    return cfg
+
+
+class Stack:
+    """supervisord + the five services; ``with Stack(tmp_path) as s:`` starts and stops it."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        self.dir = Path(workdir)
+        self.config = config or stack_config()
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def write_files(self) -> None:
+        (self.dir / "run" / "logs").mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        conf = (REPO / "supervisord.conf").read_text().replace("%(here)s/.venv/bin/python", sys.executable)
+        self.conf_path.write_text(conf)
+        self.env["GO_TRADER_CONFIG"] = str(self.config_path)
+        self.env["PYTHONPATH"] = str(REPO)
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "config.json"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "supervisord.conf"
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state" / "state.json"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['gateway']['port']}"
+
+    def start(self, wait: bool = True) -> "Stack":
+        self.write_files()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf_path)],
+            cwd=self.dir, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        if wait:
+            self.wait_running()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            pids = self.program_pids()
+            self.proc.send_signal(signal.SIGTERM)  # supervisord stops every program, then exits
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                for pid in pids:  # never leave a service behind when supervisord hung
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        self.proc = None
+
+    def program_pids(self) -> list[int]:
+        out = self.ctl("pid", "all").stdout.split()
+        return [int(p) for p in out if p.isdigit() and int(p) > 0]
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- control ---------------------------------------------------------------------------
+    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf_path), *args],
+            cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=60, check=check,
+        )
+
+    def states(self) -> dict[str, str]:
+        out = self.ctl("status").stdout
+        return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
+
+    def wait_running(self, programs: tuple[str, ...] = PROGRAMS, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"supervisord exited with {self.proc.returncode}; logs in {self.dir / 'run/logs'}")
+            states = self.states()
+            if all(states.get(p) == "RUNNING" for p in programs):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"programs not RUNNING after {timeout}s: {states}; logs: {self.logs_tail()}")
+
+    def pid(self, program: str) -> int:
+        return int(self.ctl("pid", program).stdout.strip())
+
+    def logs_tail(self, lines: int = 15) -> str:
+        out = []
+        for log in sorted((self.dir / "run" / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    def http(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.gateway_url + path, timeout=timeout) as resp:
+                body = resp.read()
+                return resp.status, json.loads(body) if resp.headers.get_content_type() == "application/json" else body
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            try:
+                return err.code, json.loads(body)
+            except ValueError:
+                return err.code, body
+
+    def status(self) -> dict[str, Any]:
+        code, doc = self.http("/status")
+        if code != 200:
+            raise RuntimeError(f"/status answered {code}: {doc}")
+        return doc
+
+    def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                last_error = exc
+            time.sleep(0.25)
+        raise TimeoutError(f"{what} not reached in {timeout}s (last error: {last_error}); logs:\n{self.logs_tail()}")
+
+    def journal(self) -> list[dict[str, Any]]:
+        path = self.state_path.parent / "journal.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
