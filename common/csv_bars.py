@@ -87,7 +87,7 @@ def load_ohlcv_csv(path: str | Path) -> OHLCV:
     try:
         df = pd.read_csv(
             path, header=0, names=names, dtype={names[0]: str}, engine="c",
-            skip_blank_lines=False, float_precision="round_trip",
+            skip_blank_lines=False,
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise BadBarError(f"{path}: {exc}") from None
@@ -123,7 +123,9 @@ def _file_tail(path: Path) -> tuple[int | None, bool]:
     try:
         return int(lines[-1].split(",", 1)[0]), tail.endswith("\n")
     except ValueError:
-        raise BadBarError(f"{path}: cannot append, last line does not start with an integer ms timestamp: {lines[-1]!r}") from None
+        raise BadBarError(
+            f"{path}: cannot append, the last line does not start with an integer ms timestamp: {lines[-1]!r}"
+        ) from None
 
 
 def write_ohlcv_csv(path: str | Path, ohlcv: OHLCV, append: bool = False) -> None:
@@ -137,7 +139,9 @@ def write_ohlcv_csv(path: str | Path, ohlcv: OHLCV, append: bool = False) -> Non
             raise BadBarError(f"{path}: can only append to a file with header {HEADER}")
         last, ends_with_newline = _file_tail(path)
         if len(ohlcv) and last is not None and int(ohlcv.ts[0]) <= last:
-            raise BadBarError(f"{path}: first bar to append ts={int(ohlcv.ts[0])} is not after the file's last ts={last}")
+            raise BadBarError(
+                f"{path}: first bar to append ts={int(ohlcv.ts[0])} is not after the file's last ts={last}"
+            )
         with path.open("a", encoding="utf-8", newline="") as f:
             f.write(("" if ends_with_newline else "\n") + _format_rows(ohlcv))
         return

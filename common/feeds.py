@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from common.bars import Bar, BarAggregator, BarStore, bars_from_ohlcv
 from common.csv_bars import load_ohlcv_csv
 from common.market_sim import DAY_MS, DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec
 from common.ohlcv import OHLCV, timeframe_ms
+
+if TYPE_CHECKING:
+    from common.config import Config
 
 Tick = tuple[float, int]  # (price, ts in ms)
 
@@ -57,12 +60,13 @@ class _BarPipeline:
             raise ValueError(f"timeframes must be a non-empty list without repeats, got {list(timeframes)!r}")
         self.symbols = tuple(symbols)
         self.timeframes = tuple(timeframes)
+        self.base_ms = base_ms
         self._aggregators = {s: BarAggregator(s, timeframes, base_ms) for s in symbols}
         self._store = BarStore(capacity)
         self._prices: dict[str, Tick] = {}
         self._rank = {tf: timeframe_ms(tf) for tf in timeframes}
 
-    def ingest(self, base: Mapping[str, OHLCV], until_ts: int, base_ms: int, publish: bool) -> FeedUpdate:
+    def ingest(self, base: Mapping[str, OHLCV], until_ts: int, publish: bool) -> FeedUpdate:
         """Feed base bars that closed by ``until_ts``, then close what ``until_ts`` ends."""
         ticks: dict[str, Tick] = {}
         bars: list[Bar] = []
@@ -78,7 +82,7 @@ class _BarPipeline:
                         if publish:
                             bars.extend(bars_from_ohlcv(symbol, tf, part))
             if len(rows):
-                ticks[symbol] = (float(rows.close[-1]), int(rows.ts[-1]) + base_ms)
+                ticks[symbol] = (float(rows.close[-1]), int(rows.ts[-1]) + self.base_ms)
         self._prices.update(ticks)
         order = {s: i for i, s in enumerate(self.symbols)}
         bars.sort(key=lambda b: (b.ts_close, self._rank[b.timeframe], order[b.symbol]))
@@ -135,7 +139,9 @@ class SimFeed:
         self.origin_ts = None if origin_ts is None else _check_ts("origin_ts", origin_ts)
         self.step_ms = step_ms
         self._sim_args = dict(seed=seed, specs=specs, correlations=correlations, step_ms=step_ms)
-        self._sim: MarketSim | None = MarketSim(symbols, origin_ts=self.origin_ts, **self._sim_args) if origin_ts is not None else None
+        self._sim: MarketSim | None = None
+        if self.origin_ts is not None:
+            self._sim = MarketSim(symbols, origin_ts=self.origin_ts, **self._sim_args)
         self._now: int | None = None
 
     @property
@@ -161,7 +167,7 @@ class SimFeed:
                 f"start {market_ts} with history_days={self.history_days} needs the path from "
                 f"{history_from}, before origin_ts {self.origin_ts}"
             )
-        self._pipeline.ingest(self._sim.steps(history_from, market_ts), market_ts, self.step_ms, publish=False)
+        self._pipeline.ingest(self._sim.steps(history_from, market_ts), market_ts, publish=False)
         self._now = market_ts
         return market_ts
 
@@ -173,7 +179,7 @@ class SimFeed:
             return FeedUpdate()
         # The step in progress at `now` is the first one not yet fed (earlier ones closed by now).
         first_open = self._now - (self._now - self.origin_ts) % self.step_ms
-        update = self._pipeline.ingest(self._sim.steps(first_open, ts), ts, self.step_ms, publish=True)
+        update = self._pipeline.ingest(self._sim.steps(first_open, ts), ts, publish=True)
         self._now = ts
         return update
 
@@ -236,7 +242,7 @@ class ReplayFeed:
         if self._now is not None:
             raise RuntimeError("feed already started")
         market_ts = self.default_start_ts if market_ts is None else _check_ts("market_ts", market_ts)
-        self._pipeline.ingest(self._closed_between(None, market_ts), market_ts, self.base_ms, publish=False)
+        self._pipeline.ingest(self._closed_between(None, market_ts), market_ts, publish=False)
         self._now = market_ts
         return market_ts
 
@@ -246,7 +252,7 @@ class ReplayFeed:
         ts = _check_ts("ts", ts)
         if ts <= self._now:
             return FeedUpdate()
-        update = self._pipeline.ingest(self._closed_between(self._now, ts), ts, self.base_ms, publish=True)
+        update = self._pipeline.ingest(self._closed_between(self._now, ts), ts, publish=True)
         self._now = ts
         return update
 
@@ -298,3 +304,20 @@ def build_feed(
     if mode == "live":
         raise ValueError("feed mode 'live' is not implemented yet; use 'sim' or 'replay'")
     raise ValueError(f"unknown feed mode {mode!r}; expected 'sim', 'replay' or 'live'")
+
+
+def build_feed_from_config(cfg: "Config") -> SimFeed | ReplayFeed:
+    """The feed of a loaded config. The sim's origin is derived from ``feed.start`` and
+    ``history_days`` alone, so a restarted service regenerates exactly the same path."""
+    feed = cfg.feed
+    origin = feed.start_ms - feed.start_ms % DAY_MS - feed.history_days * DAY_MS
+    return build_feed(
+        feed.mode,
+        symbols=feed.symbols,
+        timeframes=feed.timeframes,
+        seed=feed.seed,
+        history_days=feed.history_days,
+        sim_origin_ts=origin,
+        replay_files={s: str(p) for s, p in feed.replay.files.items()},
+        replay_timeframe=feed.replay.timeframe,
+    )

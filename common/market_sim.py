@@ -29,6 +29,7 @@ from common.ohlcv import OHLCV
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS  # crypto trades every day
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,7 @@ class MarketSim:
         ts = self.origin_ts + np.arange(first, stop, dtype=np.int64) * self.step_ms
         out: dict[str, OHLCV] = {}
         for j, symbol in enumerate(self.symbols):
-            cols = [np.concatenate([getattr(d, c)[lo:hi, j] for d, lo, hi in parts]) for c in ("open", "high", "low", "close", "volume")]
+            cols = [np.concatenate([getattr(d, c)[lo:hi, j] for d, lo, hi in parts]) for c in _VALUE_COLUMNS]
             out[symbol] = OHLCV(ts, *cols)
         return out
 

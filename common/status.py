@@ -1,37 +1,48 @@
-"""The /status and /healthz documents, built from the cached portfolio snapshot and the
-feed's latest prices. Pure: the gateway passes its caches and the wall time in.
+"""The gateway's documents (/status, /healthz, equity curves), built from the cached portfolio
+snapshot, the feed's latest prices and the services' heartbeats. Pure: the gateway passes its
+caches and the wall time in, so a request only re-marks a snapshot and never recomputes books.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Iterable, Mapping
 
-from common.portfolio import category_totals
+from common.portfolio import CATEGORIES, category_totals
 
 SERVICES = ("marketdata", "signals", "portfolio", "pricer")
 HEARTBEAT_LOST_MS = 3_000  # two missed 1 s heartbeats and a margin
 
 
+class StatusInputError(ValueError):
+    """A snapshot or equity point that cannot be shown; the message names the bad field."""
+
+
 def revalue(view: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, Any]:
-    """A strategy view re-marked at ``prices``: spot positions at the live price."""
+    """A strategy view re-marked at ``prices``: spot positions at the live price, options at
+    the value the pricer last gave them (``current_value_usd``)."""
+    for key in ("cash", "initial_capital", "positions"):
+        if key not in view:
+            raise StatusInputError(f"strategy {view.get('id', '?')!r}: view lacks {key!r}")
     out = dict(view)
     positions = {}
-    value = view["cash"]
+    value = float(view["cash"])
     for symbol, pos in view["positions"].items():
-        price = prices.get(symbol, pos.get("current_price"))
+        price = prices.get(symbol) or pos.get("current_price")
         p = dict(pos)
         if price:
             p["current_price"] = price
             p["value"] = pos["quantity"] * price
             p["unrealized_pnl"] = pos["quantity"] * (price - pos["avg_price"])
             value += p["value"]
-        else:
-            value = None if value is None else value + pos["quantity"] * pos["avg_price"]
+        else:  # never priced yet: carry it at cost rather than show a hole
+            value += pos["quantity"] * pos["avg_price"]
         positions[symbol] = p
     option_value = sum((o.get("current_value_usd") or 0.0) for o in view.get("option_positions", {}).values())
+    initial = float(view["initial_capital"])
     out["positions"] = positions
     out["portfolio_value"] = value + option_value
-    out["pnl"] = out["portfolio_value"] - view["initial_capital"]
-    out["pnl_pct"] = out["pnl"] / view["initial_capital"] * 100.0
+    out["pnl"] = out["portfolio_value"] - initial
+    out["pnl_pct"] = out["pnl"] / initial * 100.0 if initial else 0.0
     return out
 
 
@@ -39,8 +50,10 @@ def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float]
                  health: Mapping[str, Any]) -> dict[str, Any]:
     """The seed's /status document: cycle count, live prices, and every strategy marked now."""
     if not snapshot:
-        return {"cycle_count": cycle_count, "prices": dict(prices), "strategies": {}, "totals": {},
-                "market_ts": None, "health": health, "note": "waiting for the portfolio's first snapshot"}
+        return {"cycle_count": cycle_count, "market_ts": None, "prices": dict(prices), "strategies": {},
+                "totals": {}, "health": health, "note": "waiting for the portfolio's first snapshot"}
+    if not isinstance(snapshot.get("strategies"), Mapping):
+        raise StatusInputError("snapshot.strategies: expected an object of strategy views")
     live = {**snapshot.get("prices", {}), **prices}
     strategies = {sid: revalue(view, live) for sid, view in snapshot["strategies"].items()}
     return {
@@ -53,8 +66,10 @@ def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float]
     }
 
 
-def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int) -> dict[str, Any]:
-    """Each service's last heartbeat and whether it is alive (lost after two missed beats)."""
+def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int,
+                 last_tick_ms: int | None = None) -> dict[str, Any]:
+    """Each service's last heartbeat and whether it is alive (lost after two missed beats);
+    the feed is stale when marketdata says so."""
     services = {}
     for name in SERVICES:
         beat = heartbeats.get(name)
@@ -63,11 +78,64 @@ def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int) 
             continue
         age = now_wall_ms - beat["received_ms"]
         services[name] = {"alive": age < HEARTBEAT_LOST_MS, "last_heartbeat_age_s": round(age / 1000, 2),
-                          "pid": beat.get("pid"), "uptime_s": beat.get("uptime_s")}
+                          "pid": beat.get("pid"), "uptime_s": beat.get("uptime_s"), "errors": beat.get("errors")}
     feed = heartbeats.get("marketdata", {})
+    tick_age = None if last_tick_ms is None else round((now_wall_ms - last_tick_ms) / 1000, 2)
     return {
         "ok": all(s["alive"] for s in services.values()) and not feed.get("stale", False),
         "services": services,
         "feed": {"mode": feed.get("mode"), "market_ts": feed.get("market_ts"), "stale": feed.get("stale"),
-                 "finished": feed.get("finished")},
+                 "finished": feed.get("finished"), "last_tick_age_s": tick_age},
     }
+
+
+def equity_curves(points: Iterable[Mapping[str, Any]], views: Mapping[str, Mapping[str, Any]],
+                  live_ts: int | None = None) -> dict[str, Any]:
+    """Equity over time per strategy, per category (Spot, Deribit, IBKR) and in total.
+
+    ``points`` are the portfolio's equity log ``{ts, values: {sid: value}}``; ``views`` are the
+    current strategy views (category, initial capital, and the live value appended at
+    ``live_ts``). A strategy without a value yet at some point counts at its last known value,
+    or its initial capital, so category sums never jump when a strategy first appears.
+    """
+    rows: list[tuple[int, Mapping[str, Any]]] = []
+    for i, point in enumerate(points):
+        ts, values = point.get("ts"), point.get("values")
+        if isinstance(ts, bool) or not isinstance(ts, int) or not isinstance(values, Mapping):
+            raise StatusInputError(f"equity point [{i}]: expected {{ts: int, values: object}}, got {point!r:.80}")
+        rows.append((ts, values))
+    rows.sort(key=lambda row: row[0])
+    if live_ts is not None and (not rows or live_ts > rows[-1][0]):
+        rows.append((live_ts, {sid: v.get("portfolio_value") for sid, v in views.items()}))
+    sids = sorted(views)
+    category_of = {sid: str(views[sid].get("category", "spot")) for sid in sids}
+    present = set(category_of.values())
+    groups = (*[c for c in CATEGORIES if c in present], *sorted(present - set(CATEGORIES)), "total")
+    last = {sid: float(views[sid]["initial_capital"]) for sid in sids}
+    strategies: dict[str, list[float | None]] = {sid: [] for sid in sids}
+    categories: dict[str, list[float]] = {group: [] for group in groups}
+    for _ts, values in rows:
+        sums = dict.fromkeys(groups, 0.0)
+        for sid in sids:
+            value = values.get(sid)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                last[sid] = float(value)
+                strategies[sid].append(float(value))
+            else:
+                strategies[sid].append(None)
+            sums[category_of[sid]] += last[sid]
+            sums["total"] += last[sid]
+        for group in groups:
+            categories[group].append(sums[group])
+    return {"ts": [ts for ts, _values in rows], "strategies": strategies, "categories": categories}
+
+
+def json_safe(doc: Any) -> Any:
+    """Copy of ``doc`` with NaN and infinities as null, so every reply is strict JSON."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, Mapping):
+        return {str(k): json_safe(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [json_safe(v) for v in doc]
+    return doc

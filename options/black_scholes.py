@@ -82,7 +82,8 @@ def _d1_d2(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np
 
 
 def _valid(S, K, T, r, sigma) -> np.ndarray:
-    return (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0) & np.isfinite(r) & np.isfinite(S) & np.isfinite(K) & np.isfinite(T) & np.isfinite(sigma)
+    finite = np.isfinite(S) & np.isfinite(K) & np.isfinite(T) & np.isfinite(r) & np.isfinite(sigma)
+    return finite & (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0)
 
 
 def _price(S, K, T, r, sigma, is_call) -> np.ndarray:
@@ -194,7 +195,8 @@ def _implied_vol(price, S, K, T, r, is_call) -> np.ndarray:
         inside = (newton > a_lo) & (newton < a_hi) & (vega > 0) & np.isfinite(newton)
         nxt = np.where(inside, newton, 0.5 * (a_lo + a_hi))
         sigma[active] = nxt
-        done = (diff == 0) | (np.abs(nxt - sig) <= _IV_SIGMA_TOL * np.maximum(sig, 1.0)) | (a_hi - a_lo <= _IV_SIGMA_TOL)
+        step_small = np.abs(nxt - sig) <= _IV_SIGMA_TOL * np.maximum(sig, 1.0)
+        done = (diff == 0) | step_small | (a_hi - a_lo <= _IV_SIGMA_TOL)
         active = active[~done]
         if active.size == 0:
             break

@@ -132,7 +132,8 @@ class OptionPosition:
         try:
             contract = OptionContract.from_dict(read_object(d, where).get("contract"), f"{where}.contract")
             greeks_obj = read_object(d, where).get("greeks", {})
-            greeks = {key: read_number(greeks_obj, key, f"{where}.greeks") for key in read_object(greeks_obj, f"{where}.greeks")}
+            greeks_where = f"{where}.greeks"
+            greeks = {key: read_number(greeks_obj, key, greeks_where) for key in read_object(greeks_obj, greeks_where)}
             return cls(contract, read_number(d, "quantity", where), read_number(d, "entry_premium", where),
                        read_int(d, "entry_ts", where), greeks)
         except RecordError as exc:

@@ -39,7 +39,8 @@ class OptionsRiskLimits:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise OptionsRiskError(f"options risk limits.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}")
+            raise OptionsRiskError(
+                f"options risk limits.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}")
         return cls(**d)
 
 

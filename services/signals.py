@@ -51,7 +51,7 @@ class SignalEngine:
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str) -> OHLCV:
         store = self.stores.get((symbol, timeframe))
-        return store.history(HISTORY_BARS) if store is not None else OHLCV.empty()
+        return store.history(symbol, timeframe) if store is not None else OHLCV.empty()
 
     def warm_up(self) -> None:
         for key in sorted(self.needs_warmup):
@@ -59,12 +59,11 @@ class SignalEngine:
             try:
                 reply = self.marketdata.request("history", {"symbol": symbol, "timeframe": timeframe,
                                                             "limit": HISTORY_BARS})
-            except (RequestFailed, RemoteError) as exc:
+            except (RequestFailed, RemoteError, ValueError) as exc:
                 self.rt.log.warning("warmup_failed", symbol=symbol, timeframe=timeframe, error=str(exc))
                 return
-            store = BarStore(symbol, timeframe, capacity=HISTORY_BARS)
-            for row in reply["rows"]:
-                store.append(Bar(symbol, timeframe, int(row[0]), *map(float, row[1:6])))
+            store = BarStore(capacity=HISTORY_BARS)
+            store.append(symbol, timeframe, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
             self.stores[key] = store
             self.needs_warmup.discard(key)
             self.rt.log.info("warmed_up", symbol=symbol, timeframe=timeframe, bars=len(reply["rows"]))
@@ -80,14 +79,16 @@ class SignalEngine:
         store = self.stores.get(key)
         if store is None:
             return  # not traded here, or still waiting for its warm-up history
-        last = store.last_ts()
+        tail = store.history(bar.symbol, bar.timeframe, 1)
+        last = int(tail.ts[-1]) if len(tail) else None
         if last is not None and bar.ts_open <= last:
             return  # a duplicate or a replayed bar: we have it
         if last is not None and bar.ts_open != last + timeframe_ms(bar.timeframe):
             self.rt.log.warning("bar_gap", symbol=bar.symbol, timeframe=bar.timeframe, last=last, got=bar.ts_open)
             self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
             return
-        store.append(bar)
+        store.append(bar.symbol, bar.timeframe, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low,
+                                                                  bar.close, bar.volume]]))
 
     def on_message(self, topic: str, env: Envelope) -> None:
         if env.type == "bar":

@@ -1,0 +1,248 @@
+"""Spot backtests that make the paper run's trades, through the paper run's own functions.
+
+The paper run, per closed bar ``i`` of a strategy's series: the portfolio marks the book at
+``close[i]`` at the bar's close time (``Portfolio.mark``, which may trip risk limits and
+liquidate), then the signal engine turns a nonzero signal into
+``SpotOrder(spot_order_id(id, ts[i]), id, symbol, signal, close[i], ts[i] + timeframe)`` and
+the portfolio answers it with ``Portfolio.decide_spot`` then ``commit`` (or
+``record_no_fill``). This module makes exactly those calls in exactly that order; signals come
+from ``strategies.registry.compute_signals`` run once over the whole series, zeroed before the
+warm-up as the engine forces them.
+
+Speed without a second model: a mark between two orders only matters through the risk state
+it leaves (peak, day, day-start value, daily-loss and kill-switch flags). Over a run of bars
+with no order the holdings are constant, so the book value is ``cash + quantity * close`` and
+numpy finds the first bar where a limit could trip. Before that bar, marking just three bars
+(the highest value, the first bar of the last day, the last bar) leaves the very state that
+marking every bar leaves; the candidate bar itself is marked for real. A flat book's value is
+constant, so only its first bar can trip anything. Tests compare every fill with a per-bar
+reference loop that calls ``mark`` on each bar.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from backtest.metrics import spot_metrics
+from common.ledger import StrategyBook
+from common.model import Fill, SpotOrder, spot_order_id
+from common.ohlcv import OHLCV, timeframe_ms
+from common.portfolio import Portfolio, StrategyMeta
+from common.risk import DAY_MS, RiskLimits, RiskState
+from strategies.registry import compute_signals, get_strategy
+
+# Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
+SHORT_RUN_BARS = 8
+# The precheck flags a bar as a trip candidate a hair early; a false alarm costs one real mark.
+_DD_MARGIN_PCT = 1e-6
+_FLOOR_MARGIN = 1e-12
+
+
+@dataclass
+class BacktestResult:
+    """One strategy over one series. ``equity`` and ``position`` align with ``data`` (the traded
+    bars): the book value and the base units held at each bar's close, after that bar's fills."""
+
+    strategy_id: str
+    strategy: str
+    symbol: str
+    timeframe: str
+    params: dict[str, Any]
+    capital: float
+    fee_pct: float
+    slippage_pct: float
+    data: OHLCV
+    signals: np.ndarray
+    fills: list[Fill]
+    equity: np.ndarray
+    position: np.ndarray
+    risk_events: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_pct(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0 <= value < 100):
+        raise ValueError(f"{name}: must be a number in [0, 100), got {value!r}")
+    return float(value)
+
+
+def strategy_signals(strategy: str, data: OHLCV, params: Mapping[str, Any] | None,
+                     pair: OHLCV | None = None) -> tuple[np.ndarray, dict[str, float | int]]:
+    """Signals over the whole series as the engine would see them bar by bar: the registry's
+    signal, forced to 0 where fewer bars than the warm-up exist (``latest_signal``)."""
+    spec = get_strategy(strategy)
+    resolved = spec.resolve(params)
+    signals = compute_signals(strategy, data, resolved, pair).signals.copy()
+    signals[: max(spec.warmup(resolved) - 1, 0)] = 0
+    return signals, resolved
+
+
+class SpotReplay:
+    """One strategy's book driven bar by bar through ``Portfolio``; fills and holdings recorded."""
+
+    def __init__(self, strategy_id: str, symbol: str, data: OHLCV, timeframe: str, *, capital: float,
+                 fee_pct: float, slippage_pct: float, limits: RiskLimits) -> None:
+        self.strategy_id = strategy_id
+        self.symbol = symbol
+        self.close = data.close
+        self.bar_ts = data.ts
+        self.close_ts = data.ts + timeframe_ms(timeframe)
+        self.limits = limits
+        self.portfolio = Portfolio([StrategyMeta(strategy_id, "spot", "spot", capital, limits)],
+                                   fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0)
+        self.portfolio.reconcile(self.portfolio.market_ts)  # as the portfolio service does on a fresh start
+        self.book: StrategyBook = self.portfolio.books[strategy_id]
+        days = self.close_ts // DAY_MS
+        self.days = days
+        new_day = np.r_[True, days[1:] != days[:-1]]
+        self.day_first = np.maximum.accumulate(np.where(new_day, np.arange(len(days)), 0))
+        self.fills: list[Fill] = []
+        self.events: list[str] = []
+        self.holding_bars: list[int] = []
+        self.holding_cash: list[float] = []
+        self.holding_quantity: list[float] = []
+
+    # --- the calls the services make ---------------------------------------------------------
+    def mark(self, i: int) -> None:
+        """``Portfolio.mark`` at bar ``i``'s close, booking any kill-switch liquidation."""
+        events, liquidations = self.portfolio.mark({self.symbol: float(self.close[i])}, int(self.close_ts[i]))
+        self.events += events
+        if liquidations:
+            self._book(liquidations, i)
+
+    def order(self, i: int, signal: int) -> None:
+        """The engine's order for bar ``i``, answered as the portfolio service answers it."""
+        order = SpotOrder(spot_order_id(self.strategy_id, int(self.bar_ts[i])), self.strategy_id, self.symbol,
+                          signal, float(self.close[i]), int(self.close_ts[i]))
+        decision = self.portfolio.decide_spot(order)
+        if decision.fill is not None:
+            self._book([decision.fill], i)
+        elif decision.status != "duplicate":
+            self.portfolio.record_no_fill(self.strategy_id, order.order_id)
+
+    def _book(self, fills: list[Fill], i: int) -> None:
+        self.events += self.portfolio.commit(fills)
+        self.fills += fills
+        position = self.book.positions.get(self.symbol)
+        self.holding_bars.append(i)
+        self.holding_cash.append(self.book.cash)
+        self.holding_quantity.append(position.quantity if position else 0.0)
+
+    # --- the fast path -----------------------------------------------------------------------
+    def run(self, signals: np.ndarray, first: int = 0) -> None:
+        """Mark every bar from ``first`` and send every nonzero signal, as the paper run does."""
+        cursor = first
+        for i in (np.flatnonzero(signals[first:]) + first).tolist():
+            self.mark_run(cursor, i + 1)
+            self.order(i, int(signals[i]))
+            cursor = i + 1
+        self.mark_run(cursor, len(self.close))
+
+    def mark_run(self, a: int, b: int) -> None:
+        """Leave the book exactly as ``mark(i)`` for each ``i`` in ``[a, b)`` would (no orders between)."""
+        book = self.book
+        while a < b:
+            if b - a <= SHORT_RUN_BARS:
+                for i in range(a, b):
+                    self.mark(i)
+                return
+            position = book.positions.get(self.symbol)
+            if position is None:  # constant value: only the first mark can trip a limit
+                self.mark(a)
+                self._mark_quiet(a + 1, b, None)
+                return
+            if book.risk.kill_switch:  # long with the switch on: this mark liquidates
+                self.mark(a)
+                a += 1
+                continue
+            values = book.cash + position.quantity * self.close[a:b]
+            k = a + first_trip_candidate(values, self.days[a:b], book.risk, self.limits)
+            self._mark_quiet(a, k, values[: k - a])
+            if k < b:
+                self.mark(k)
+            a = k + 1
+
+    def _mark_quiet(self, a: int, b: int, values: np.ndarray | None) -> None:
+        """Marks over ``[a, b)`` where no limit trips: the peak bar, the first bar of the last
+        day and the last bar, in order, leave the state that marking every bar leaves."""
+        if b <= a:
+            return
+        picks = {b - 1, max(a, int(self.day_first[b - 1]))}
+        if values is not None:
+            picks.add(a + int(np.argmax(values)))
+        for i in sorted(picks):
+            self.mark(i)
+
+    # --- results -------------------------------------------------------------------------------
+    def holdings(self, first: int, capital: float) -> tuple[np.ndarray, np.ndarray]:
+        """(equity, base units held) at each bar's close from ``first``, after that bar's fills."""
+        bars = np.arange(first, len(self.close))
+        at = np.searchsorted(np.asarray(self.holding_bars, dtype=np.int64), bars, side="right") - 1
+        cash = np.where(at >= 0, np.asarray(self.holding_cash + [capital])[at], capital)
+        quantity = np.where(at >= 0, np.asarray(self.holding_quantity + [0.0])[at], 0.0)
+        return cash + quantity * self.close[first:], quantity
+
+
+def first_trip_candidate(values: np.ndarray, days: np.ndarray, risk: RiskState, limits: RiskLimits) -> int:
+    """Offset of the first bar where marking ``values`` in turn could trip the drawdown kill
+    switch or the daily loss limit (``common.risk.update_on_mark``'s rules, with a small
+    margin so it never fires later than they would); ``len(values)`` when none can."""
+    n = values.shape[0]
+    peak = np.maximum(np.maximum.accumulate(values), risk.peak_value)
+    drawdown = np.where(peak > 0, (peak - values) / np.where(peak > 0, peak, 1.0) * 100.0, 0.0)
+    kill = drawdown >= limits.max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT
+    previous = np.empty_like(days)
+    previous[0] = risk.day
+    previous[1:] = days[:-1]
+    roll_at = np.maximum.accumulate(np.where(days > previous, np.arange(n), -1))
+    rolled = roll_at >= 0
+    day_start = np.where(rolled, values[np.maximum(roll_at, 0)], risk.day_start_value)
+    floor = day_start * (1.0 - limits.daily_loss_pct / 100.0)
+    daily = (rolled | (not risk.daily_loss_tripped)) & (values < floor * (1.0 + _FLOOR_MARGIN))
+    candidate = kill | daily
+    k = int(np.argmax(candidate))
+    return k if candidate[k] else n
+
+
+def run_spot_backtest(strategy_id: str, strategy: str, symbol: str, timeframe: str, data: OHLCV,
+                      params: Mapping[str, Any] | None, pair: OHLCV | None = None, capital: float = 1000.0,
+                      fee_pct: float = 0.1, slippage_pct: float = 0.0, limits: RiskLimits | None = None,
+                      trade_from_ms: int | None = None) -> BacktestResult:
+    """Backtest one spot strategy over ``data`` (and ``pair``, bar-aligned, for pairs strategies).
+
+    Bars opening before ``trade_from_ms`` only warm the indicators up: no marks, no orders,
+    and the result covers the bars from there on (walk-forward test windows use this).
+    """
+    if not isinstance(strategy_id, str) or not strategy_id:
+        raise ValueError(f"strategy_id: must be a non-empty string, got {strategy_id!r}")
+    if not isinstance(symbol, str) or not symbol:
+        raise ValueError(f"symbol: must be a non-empty string, got {symbol!r}")
+    if isinstance(capital, bool) or not isinstance(capital, (int, float)) or not (math.isfinite(capital) and capital > 0):
+        raise ValueError(f"capital: must be a finite number > 0, got {capital!r}")
+    fee_pct = _check_pct("fee_pct", fee_pct)
+    slippage_pct = _check_pct("slippage_pct", slippage_pct)
+    if len(data) == 0:
+        raise ValueError(f"{strategy_id}: no bars to backtest")
+    if pair is not None and (len(pair) != len(data) or not np.array_equal(pair.ts, data.ts)):
+        raise ValueError(f"{strategy_id}: pair bars must have the same times as the primary bars "
+                         f"(align them with backtest.data.align_pair)")
+    signals, resolved = strategy_signals(strategy, data, params, pair)
+    first = 0 if trade_from_ms is None else int(np.searchsorted(data.ts, trade_from_ms, side="left"))
+    if first >= len(data):
+        raise ValueError(f"{strategy_id}: trade_from_ms={trade_from_ms} is after the last bar {int(data.ts[-1])}")
+    limits = limits or RiskLimits()
+    replay = SpotReplay(strategy_id, symbol, data, timeframe, capital=float(capital), fee_pct=fee_pct,
+                        slippage_pct=slippage_pct, limits=limits)
+    replay.run(signals, first)
+    equity, position = replay.holdings(first, float(capital))
+    traded = data.slice(first, None)
+    result = BacktestResult(
+        strategy_id=strategy_id, strategy=strategy, symbol=symbol, timeframe=timeframe, params=dict(resolved),
+        capital=float(capital), fee_pct=fee_pct, slippage_pct=slippage_pct, data=traded,
+        signals=signals[first:], fills=replay.fills, equity=equity, position=position, risk_events=replay.events,
+    )
+    result.metrics = spot_metrics(result)
+    return result

@@ -1,0 +1,177 @@
+"""Prometheus metrics for the gateway's /metrics, built at scrape time from its caches.
+
+A custom collector reads one ``MetricsInputs`` per scrape, so nothing in the message path
+updates gauges: the zmq loop only replaces its caches, and a scrape turns them into families.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+PREFIX = "gotrader"
+
+
+@dataclass(frozen=True)
+class MetricsInputs:
+    """One scrape's view: the /status document (strategies marked now, health), the raw
+    heartbeats (bus counters per service), the gateway's own bus counters, cycles, Discord."""
+
+    status: Mapping[str, Any]
+    heartbeats: Mapping[str, Mapping[str, Any]]
+    gateway_bus: Mapping[str, Any]
+    cycles: Mapping[str, float] = field(default_factory=dict)
+    discord: Mapping[str, int] | None = None
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def strategy_families(strategies: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
+    labels = ("strategy", "category")
+    equity = _gauge("strategy_equity_usd", "Portfolio value of a strategy at the latest marks.", labels)
+    pnl = _gauge("strategy_pnl_usd", "Profit and loss of a strategy since its start.", labels)
+    pnl_pct = _gauge("strategy_pnl_percent", "Profit and loss in percent of the initial capital.", labels)
+    trades = _counter("strategy_trades", "Trades a strategy has made.", labels)
+    positions = _gauge("strategy_positions", "Open positions of a strategy.", (*labels, "kind"))
+    kill = _gauge("strategy_kill_switch", "1 when the strategy's drawdown kill switch has tripped.", labels)
+    breaker = _gauge("strategy_circuit_breaker", "1 while the strategy's circuit breaker is open.", labels)
+    for sid, view in sorted(strategies.items()):
+        values = [sid, str(view.get("category", ""))]
+        for family, key in ((equity, "portfolio_value"), (pnl, "pnl"), (pnl_pct, "pnl_pct")):
+            number = _num(view.get(key))
+            if number is not None:
+                family.add_metric(values, number)
+        trades.add_metric(values, _num(view.get("trade_count")) or 0.0)
+        positions.add_metric([*values, "spot"], float(len(view.get("positions") or {})))
+        positions.add_metric([*values, "option"], float(len(view.get("option_positions") or {})))
+        risk = view.get("risk_state") or {}
+        kill.add_metric(values, 1.0 if risk.get("kill_switch") else 0.0)
+        breaker.add_metric(values, 1.0 if risk.get("circuit_breaker") else 0.0)
+    return [equity, pnl, pnl_pct, trades, positions, kill, breaker]
+
+
+def category_families(totals: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
+    equity = _gauge("category_equity_usd", "Sum of the strategies' values per category (and total).", ["category"])
+    initial = _gauge("category_initial_usd", "Sum of the strategies' starting capital per category.", ["category"])
+    for category, bucket in sorted(totals.items()):
+        if bucket.get("strategies"):
+            equity.add_metric([category], _num(bucket.get("value")) or 0.0)
+            initial.add_metric([category], _num(bucket.get("initial")) or 0.0)
+    return [equity, initial]
+
+
+def service_families(health: Mapping[str, Any], heartbeats: Mapping[str, Mapping[str, Any]],
+                     gateway_bus: Mapping[str, Any]) -> list[Metric]:
+    up = _gauge("service_up", "1 while the service's heartbeats arrive.", ["service"])
+    age = _gauge("service_heartbeat_age_seconds", "Seconds since the service's last heartbeat.", ["service"])
+    errors = _counter("service_errors", "Callback errors the service has logged.", ["service"])
+    for name, svc in sorted((health.get("services") or {}).items()):
+        up.add_metric([name], 1.0 if svc.get("alive") else 0.0)
+        if _num(svc.get("last_heartbeat_age_s")) is not None:
+            age.add_metric([name], float(svc["last_heartbeat_age_s"]))
+        if _num(svc.get("errors")) is not None:
+            errors.add_metric([name], float(svc["errors"]))
+    sent = _counter("bus_messages_sent", "Messages a service has sent on the bus.", ["service"])
+    received = _counter("bus_messages_received", "Messages a service has received from the bus.", ["service"])
+    dropped = _counter("bus_dropped", "Bad or unroutable frames a service has dropped, by reason.", ["service", "reason"])
+    missed = _counter("bus_missed", "Messages lost to sequence gaps, by publisher.", ["service", "source"])
+    buses = {name: beat.get("bus") for name, beat in heartbeats.items()}
+    buses["gateway"] = gateway_bus
+    for name, bus in sorted(buses.items()):
+        if not isinstance(bus, Mapping):
+            continue
+        sent.add_metric([name], _num(bus.get("sent")) or 0.0)
+        received.add_metric([name], _num(bus.get("received")) or 0.0)
+        for reason, count in sorted((bus.get("dropped") or {}).items()):
+            dropped.add_metric([name, str(reason)], _num(count) or 0.0)
+        for source, count in sorted((bus.get("missed") or {}).items()):
+            missed.add_metric([name, str(source)], _num(count) or 0.0)
+    return [up, age, errors, sent, received, dropped, missed]
+
+
+def feed_families(feed: Mapping[str, Any]) -> list[Metric]:
+    stale = _gauge("feed_stale", "1 when the market feed reports stale data.")
+    stale.add_metric([], 1.0 if feed.get("stale") else 0.0)
+    out: list[Metric] = [stale]
+    tick_age = _num(feed.get("last_tick_age_s"))
+    if tick_age is not None:
+        age = _gauge("feed_last_tick_age_seconds", "Wall seconds since the gateway's last tick.")
+        age.add_metric([], tick_age)
+        out.append(age)
+    market_ts = _num(feed.get("market_ts"))
+    if market_ts is not None:
+        clock = _gauge("feed_market_time_seconds", "The feed's market clock, Unix seconds.")
+        clock.add_metric([], market_ts / 1000.0)
+        out.append(clock)
+    return out
+
+
+def cycle_families(cycles: Mapping[str, float]) -> list[Metric]:
+    count = _counter("cycles", "Strategy cycles the signal engine has run.")
+    count.add_metric([], float(cycles.get("count", 0)))
+    duration = SummaryMetricFamily(f"{PREFIX}_cycle_duration_seconds",
+                                   "Wall time of the signal engine's cycles seen by the gateway.",
+                                   count_value=int(cycles.get("timed", 0)), sum_value=float(cycles.get("duration_sum_s", 0.0)))
+    out: list[Metric] = [count, duration]
+    if _num(cycles.get("last_duration_s")) is not None:
+        last = _gauge("cycle_last_duration_seconds", "Wall time of the latest cycle.")
+        last.add_metric([], float(cycles["last_duration_s"]))
+        out.append(last)
+    return out
+
+
+def discord_families(discord: Mapping[str, int] | None) -> list[Metric]:
+    if discord is None:
+        return []
+    posts = _counter("discord_messages", "Discord messages by outcome (posted, failed, dropped, rate_limited).", ["result"])
+    for result, count in sorted(discord.items()):
+        posts.add_metric([result], float(count))
+    return [posts]
+
+
+def metric_families(inputs: MetricsInputs) -> list[Metric]:
+    """Every family of one scrape, in a stable order."""
+    status = inputs.status
+    health = status.get("health") or {}
+    return [
+        *strategy_families(status.get("strategies") or {}),
+        *category_families(status.get("totals") or {}),
+        *service_families(health, inputs.heartbeats, inputs.gateway_bus),
+        *feed_families(health.get("feed") or {}),
+        *cycle_families(inputs.cycles),
+        *discord_families(inputs.discord),
+    ]
+
+
+class GatewayCollector:
+    """A prometheus-client collector that reads the gateway's caches at scrape time."""
+
+    def __init__(self, read: Callable[[], MetricsInputs]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Metric]:
+        return metric_families(self.read())
+
+
+def metrics_registry(read: Callable[[], MetricsInputs]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(read))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The Prometheus text exposition of ``registry`` and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
