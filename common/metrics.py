@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 PREFIX = "gotrader"
 
@@ -173,5 +173,5 @@ def metrics_registry(read: Callable[[], MetricsInputs]) -> CollectorRegistry:
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The Prometheus text exposition of ``registry`` and its content type."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    """The Prometheus text exposition (format 0.0.4, which every scraper reads) and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

@@ -11,16 +11,23 @@ from typing import Any, Iterable, Mapping
 CATEGORY_TITLES = {"spot": "Spot", "deribit": "Deribit", "ibkr": "IBKR"}
 
 
+def _shown(x: float, digits: int) -> float:
+    """``x`` as it will print: -0.004 shows as 0.00, never as -0.00."""
+    return round(x, digits) + 0.0
+
+
 def money(x: float) -> str:
+    x = _shown(x, 2)
     return f"-${abs(x):,.2f}" if x < 0 else f"${x:,.2f}"
 
 
 def signed_money(x: float) -> str:
+    x = _shown(x, 2)
     return f"-${abs(x):,.2f}" if x < 0 else f"+${x:,.2f}"
 
 
 def signed_pct(x: float, digits: int = 2) -> str:
-    return f"{x:+.{digits}f}%"
+    return f"{_shown(x, digits):+.{digits}f}%"
 
 
 def balance_header(bucket: Mapping[str, float], markdown: bool) -> str:
