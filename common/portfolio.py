@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from common.ledger import (
-    MissingPriceError, OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict,
+    OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict,
     decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
 from common.model import Fill, RecordError, SpotOrder
@@ -123,11 +123,11 @@ class Portfolio:
         record_no_fill(self.books[strategy_id], order_id)
 
     # --- marks and risk --------------------------------------------------------------------
-    def value_of(self, sid: str) -> float | None:
-        try:
-            return portfolio_value(self.books[sid], self.prices)
-        except MissingPriceError:
-            return None
+    def value_of(self, sid: str) -> float:
+        """Book value at the last known prices; a position never priced yet counts at cost."""
+        book = self.books[sid]
+        marks = {s: p.avg_price for s, p in book.positions.items() if s not in self.prices}
+        return portfolio_value(book, {**self.prices, **marks} if marks else self.prices)
 
     def mark(self, prices: Mapping[str, float], ts: int) -> tuple[list[str], list[Fill]]:
         """Mark every book at ``prices``; returns risk events and the liquidation fills a newly
@@ -141,9 +141,9 @@ class Portfolio:
         next_seq = self.journal_seq + 1
         for sid, book in self.books.items():
             meta = self.metas.get(sid)
-            value = self.value_of(sid)
-            if meta is None or value is None:
+            if meta is None:
                 continue
+            value = self.value_of(sid)
             for event in update_on_mark(book.risk, meta.limits, value, ts):
                 events.append(f"{sid}: {event}")
             if book.risk.kill_switch and book.positions:
@@ -167,7 +167,7 @@ class Portfolio:
                 "unrealized_pnl": p.quantity * (price - p.avg_price) if price else None,
                 "opened_ts": p.opened_ts,
             }
-        pnl = None if value is None else value - book.initial_capital
+        pnl = value - book.initial_capital
         return {
             "id": sid,
             "type": book.kind,
@@ -179,7 +179,7 @@ class Portfolio:
             "trade_count": book.trade_count,
             "portfolio_value": value,
             "pnl": pnl,
-            "pnl_pct": None if pnl is None else pnl / book.initial_capital * 100.0,
+            "pnl_pct": pnl / book.initial_capital * 100.0,
             "risk_state": risk_summary(book.risk, self.market_ts),
             "recent_trades": book.recent_trades[-10:],
         }
@@ -196,7 +196,7 @@ class Portfolio:
         }
 
     def equity_point(self) -> dict[str, float]:
-        return {sid: v for sid in self.books if (v := self.value_of(sid)) is not None}
+        return {sid: self.value_of(sid) for sid in self.books}
 
 
 def category_totals(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -204,8 +204,6 @@ def category_totals(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, f
     totals = {c: {"initial": 0.0, "value": 0.0, "strategies": 0} for c in (*CATEGORIES, "total")}
     for view in views:
         value = view["portfolio_value"]
-        if value is None:
-            value = view["initial_capital"] + (view["pnl"] or 0.0)
         for key in (view["category"], "total"):
             bucket = totals.setdefault(key, {"initial": 0.0, "value": 0.0, "strategies": 0})
             bucket["initial"] += view["initial_capital"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -80,7 +81,13 @@ class WebhookPoster:
                 self._count("posted" if self.post(content) else "failed")
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._url, self.target).replace(self._url.split("://", 1)[-1], self.target)
+        """``text`` without the URL or its path (which carries the webhook's token)."""
+        parts = urlsplit(self._url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        for secret in (self._url, self._url.split("://", 1)[-1], path, parts.path):
+            if len(secret) > 1:
+                text = text.replace(secret, "/***")
+        return text
 
     def post(self, content: str, wait: Callable[[float], Any] | None = None) -> bool:
         """POST one message; True once Discord accepted it."""

@@ -22,7 +22,7 @@ from common.state_store import StateFileError, load_state, save_state
 from services.runtime import ServiceRuntime, config_path
 
 TICK_SECONDS = 0.05
-CLOCK_SAVE_SECONDS = 1.0
+CLOCK_SAVE_SECONDS = 0.25
 MAX_HISTORY = 5000
 
 

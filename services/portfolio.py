@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.bus import Envelope, RequestError
+from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
 from common.model import Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, StrategyMeta
@@ -68,6 +68,7 @@ class PortfolioService:
                          journal_seq=self.portfolio.journal_seq, created=list(rec.created),
                          pruned=list(rec.pruned), kept=len(rec.kept))
         self.pending_ticks: dict[str, float] = {}
+        self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.last_equity_step = self.portfolio.market_ts // EQUITY_STEP_MS
         self.dirty = True
         self.orders_seen = 0
@@ -152,6 +153,21 @@ class PortfolioService:
             self.last_equity_step = step
             self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
 
+    def fetch_prices(self) -> None:
+        """Late joiner: until every feed symbol has a mark, ask marketdata for its snapshot."""
+        missing = [s for s in self.cfg.feed.symbols if s not in self.portfolio.prices]
+        if not missing:
+            return
+        try:
+            reply = self.marketdata.request("prices", timeout_ms=300, retries=1)
+        except (RequestFailed, RemoteError):
+            return
+        ticks = {s: q["price"] for s, q in reply.get("prices", {}).items() if s not in self.pending_ticks}
+        self.pending_ticks.update(ticks)
+        if isinstance(reply.get("ts"), int):
+            self.portfolio.market_ts = max(self.portfolio.market_ts, reply["ts"])
+        self.mark()
+
     def publish_snapshot(self) -> None:
         self.rt.publisher.publish("portfolio.snapshot", "snapshot", self.portfolio.snapshot())
 
@@ -179,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)
+    rt.every(1.0, svc.fetch_prices)
     rt.every(SNAPSHOT_SECONDS, svc.publish_snapshot)
     rt.every(SAVE_SECONDS, svc.save)
     rt.run(on_stop=svc.stop)

@@ -1,0 +1,348 @@
+"""``backtest``: spot, options and walk-forward backtests from the command line.
+
+    backtest spot --strategy sma_crossover --csv BTC_USDT-1h.csv [--params '{"fast": 10}'] [--out DIR]
+    backtest spot --config config/default.json --id momentum-btc --csv BTC_USDT-1h.csv
+    backtest spot --config config/default.json --all --data-dir ../shared/data/ohlcv/binance
+    backtest spot --strategy rsi --sim --days 365
+    backtest options --underlying BTC --since 2021-01-01 --capital 1000 --max-positions 4 --csv BTC_USDT-1h.csv
+    backtest walkforward --strategy sma_crossover --csv BTC_USDT-1h.csv --train-bars 4380 --test-bars 1095
+
+Every run prints its metrics; ``--out DIR`` also writes metrics.json, trades.csv, fills.csv,
+equity.csv, report.png and report.html (per strategy in a subfolder when there are several).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from backtest.data import BacktestDataError, align_pair, csv_path_for, load_csv, sim_bars, window
+from backtest.metrics import OBJECTIVES, round_trips
+from backtest.report import ReportData, spot_report_data, write_report
+from backtest.spot import BacktestResult, run_spot_backtest
+from common.market_sim import DAY_MS
+from common.ohlcv import OHLCV, TIMEFRAME_MS
+from common.risk import RiskLimits
+
+SUMMARY_KEYS = ("total_return_pct", "cagr_pct", "sharpe", "sortino", "max_drawdown_pct", "win_rate_pct",
+                "profit_factor", "exposure_pct", "trades", "fees")
+DEFAULT_SIM_START = "2023-01-01"
+
+
+class CliError(ValueError):
+    """A command line that cannot run; printed as one line, exit status 2."""
+
+
+def parse_time(text: str | None, flag: str) -> int | None:
+    """``2023-01-01``, ``2023-01-01T12:00:00Z`` (UTC) or integer ms."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{flag}: expected a date like 2023-01-01 or ms since the epoch, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def parse_json_object(text: str | None, flag: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{flag}: not valid JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{flag}: expected a JSON object like {{\"fast\": 10}}, got {text!r}")
+    return value
+
+
+# --- bars ------------------------------------------------------------------------------------------
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    source = p.add_argument_group("bars (one source)")
+    source.add_argument("--csv", help="OHLCV CSV of the traded symbol (download-data / replay format)")
+    source.add_argument("--pair-csv", help="CSV of the second leg, for pairs strategies")
+    source.add_argument("--data-dir", help="folder of SYMBOL-TIMEFRAME.csv files, e.g. BTC_USDT-1h.csv")
+    source.add_argument("--sim", action="store_true", help="bars from the seeded simulator (the sim feed)")
+    source.add_argument("--days", type=int, default=365, help="simulated days (with --sim; default 365)")
+    source.add_argument("--seed", type=int, default=7, help="simulator seed (with --sim; default 7)")
+    p.add_argument("--since", help="first bar to trade (UTC date or ms); earlier bars warm indicators up")
+    p.add_argument("--until", help="bars before this time only (UTC date or ms)")
+
+
+class BarSource:
+    """Bars by (symbol, timeframe) from the flags: one CSV, a folder of CSVs, or the simulator."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        chosen = [flag for flag, on in (("--csv", args.csv), ("--data-dir", args.data_dir), ("--sim", args.sim)) if on]
+        if len(chosen) != 1:
+            raise CliError(f"give exactly one bar source: --csv FILE, --data-dir DIR or --sim (got {chosen or 'none'})")
+        self.args = args
+        self.until = parse_time(args.until, "--until")
+        self._sim: dict[tuple[str, str], OHLCV] = {}
+
+    def bars(self, symbol: str, timeframe: str, pair_symbol: str | None = None) -> tuple[OHLCV, OHLCV | None]:
+        args = self.args
+        if args.sim:
+            primary, pair = self._simulated(symbol, timeframe), None
+            if pair_symbol:
+                pair = self._simulated(pair_symbol, timeframe)
+        elif args.data_dir:
+            primary = load_csv(csv_path_for(args.data_dir, symbol, timeframe))
+            pair = load_csv(csv_path_for(args.data_dir, pair_symbol, timeframe)) if pair_symbol else None
+        else:
+            primary = load_csv(args.csv)
+            pair = None
+            if pair_symbol or args.pair_csv:
+                if not args.pair_csv:
+                    raise CliError(f"this strategy trades a pair ({symbol} vs {pair_symbol}): give --pair-csv FILE")
+                pair = load_csv(args.pair_csv)
+        if self.until is not None:
+            primary = window(primary, None, self.until, symbol)
+            pair = None if pair is None else window(pair, None, self.until, pair_symbol or "pair")
+        if pair is not None:
+            primary, pair = align_pair(primary, pair)
+        return primary, pair
+
+    def _simulated(self, symbol: str, timeframe: str) -> OHLCV:
+        key = (symbol, timeframe)
+        if key not in self._sim:
+            start = parse_time(self.args.since or DEFAULT_SIM_START, "--since")
+            start -= start % DAY_MS
+            # The warm-up comes before --since: 60 extra days of the same path.
+            made = sim_bars(["BTC/USDT", "ETH/USDT", "SOL/USDT"], timeframe, start_ms=start - 60 * DAY_MS,
+                            days=self.args.days + 60, seed=self.args.seed)
+            if symbol not in made:
+                raise CliError(f"--sim: no simulated market for {symbol}; known: {', '.join(made)}")
+            self._sim.update({(s, timeframe): bars for s, bars in made.items()})
+        return self._sim[key]
+
+
+# --- output ----------------------------------------------------------------------------------------
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def print_table(rows: list[tuple[str, dict[str, Any]]], keys: Sequence[str] = SUMMARY_KEYS) -> None:
+    header = ["strategy", *keys]
+    body = [[name, *(_cell(m.get(k)) for k in keys)] for name, m in rows]
+    widths = [max(len(r[c]) for r in [header, *body]) for c in range(len(header))]
+    for row in [header, *body]:
+        print("  ".join(cell.rjust(w) if c else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths))))
+
+
+# --- spot --------------------------------------------------------------------------------------------
+def _spot_jobs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float, float]:
+    """(backtests to run, fee %, slippage %) from --strategy or --config."""
+    if args.config:
+        from common.config import load_config
+        from services.portfolio import strategy_metas
+
+        cfg = load_config(args.config)
+        limits = {m.strategy_id: m.limits for m in strategy_metas(cfg)}
+        if args.all:
+            chosen = list(cfg.spot_strategies())
+        elif args.id:
+            sc = cfg.strategy(args.id)
+            if not sc.is_spot:
+                raise CliError(f"--id {args.id}: is an options strategy; use `backtest options`")
+            chosen = [sc]
+        else:
+            raise CliError("--config needs --id ID or --all")
+        jobs = [dict(strategy_id=sc.id, strategy=sc.strategy, symbol=sc.symbol, timeframe=sc.timeframe,
+                     params=dict(sc.params), pair_symbol=sc.pair, capital=sc.capital, limits=limits[sc.id])
+                for sc in chosen]
+        fee = cfg.fee_pct if args.fee_pct is None else args.fee_pct
+        slippage = cfg.slippage_pct if args.slippage_pct is None else args.slippage_pct
+        return jobs, fee, slippage
+    if not args.strategy:
+        raise CliError("give --strategy NAME, or --config FILE with --id ID or --all")
+    job = dict(strategy_id=args.strategy, strategy=args.strategy, symbol=args.symbol, timeframe=args.timeframe,
+               params=parse_json_object(args.params, "--params"), pair_symbol=args.pair_symbol,
+               capital=1000.0, limits=RiskLimits())
+    return [job], 0.1 if args.fee_pct is None else args.fee_pct, 0.0 if args.slippage_pct is None else args.slippage_pct
+
+
+def run_spot(args: argparse.Namespace) -> int:
+    jobs, fee, slippage = _spot_jobs(args)
+    if args.capital is not None:
+        for job in jobs:
+            job["capital"] = args.capital
+    source = BarSource(args)
+    since = parse_time(args.since, "--since")
+    results: list[BacktestResult] = []
+    total_bars, total_seconds = 0, 0.0
+    for job in jobs:
+        data, pair = source.bars(job["symbol"], job["timeframe"], job["pair_symbol"])
+        started = time.perf_counter()
+        result = run_spot_backtest(job["strategy_id"], job["strategy"], job["symbol"], job["timeframe"], data,
+                                   job["params"], pair, job["capital"], fee, slippage, job["limits"], since)
+        total_seconds += time.perf_counter() - started
+        total_bars += len(result.data)
+        results.append(result)
+    print_table([(r.strategy_id, r.metrics) for r in results])
+    print(f"{len(results)} backtest(s), {total_bars} bars in {total_seconds:.3f} s "
+          f"({total_bars / max(total_seconds, 1e-9):,.0f} bars/s)")
+    if args.out:
+        out = Path(args.out)
+        for r in results:
+            write_report(spot_report_data(r), out / r.strategy_id if len(results) > 1 else out)
+        print(f"reports written to {out}")
+    return 0
+
+
+# --- options -------------------------------------------------------------------------------------------
+def _iv_series(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A CSV ``timestamp_ms,iv`` (iv as decimal, or percent when above 3)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if list(frame.columns[:2]) != ["timestamp_ms", "iv"]:
+        raise CliError(f"--iv-csv {path}: header must start with timestamp_ms,iv; got {list(frame.columns)}")
+    ts = frame["timestamp_ms"].to_numpy(dtype=np.int64)
+    iv = frame["iv"].to_numpy(dtype=np.float64)
+    if np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(iv) & (iv > 0)):
+        raise CliError(f"--iv-csv {path}: timestamps must increase and every iv must be a number > 0")
+    return ts, np.where(iv > 3.0, iv / 100.0, iv)
+
+
+def run_options(args: argparse.Namespace) -> int:
+    from backtest.options import iv_from_series, run_options_backtest
+
+    source = BarSource(args)
+    symbol = f"{args.underlying}/USDT"
+    data, _ = source.bars(symbol, args.timeframe)
+    iv = None
+    if args.iv_csv:
+        iv_ts, iv_values = _iv_series(args.iv_csv)
+        iv = iv_from_series(data.ts + TIMEFRAME_MS[args.timeframe], iv_ts, iv_values)
+    started = time.perf_counter()
+    result = run_options_backtest(args.underlying, data, args.timeframe, capital=args.capital,
+                                  max_positions=args.max_positions, venues=args.venue, iv=iv,
+                                  vol_lookback_days=args.vol_lookback_days, fee_pct=args.fee_pct,
+                                  slippage_pct=args.slippage_pct, every_hours=args.every_hours,
+                                  trade_from_ms=parse_time(args.since, "--since"), progress=args.progress)
+    elapsed = time.perf_counter() - started
+    print_table(list(result.metrics.items()), (*SUMMARY_KEYS[:5], "trades", "fills", "rejected_by_risk", "fees"))
+    print(f"{len(result.books)} options strategies, {result.close_ts.size} decision steps in {elapsed:.2f} s")
+    if args.out:
+        out = Path(args.out)
+        for sid, book in result.books.items():
+            equity = np.asarray(book.equity)
+            trades = [{"ts": f.ts_event, "kind": f.kind, "instrument": f.instrument, "side": f.side,
+                       "quantity": f.quantity, "price": f.price, "fee": f.fee, "pnl": f.realized_pnl,
+                       "reason": f.extra.get("reason", "")} for f in book.fills]
+            write_report(ReportData(f"{sid}: {book.strategy} on {book.venue.name} {args.underlying}", result.close_ts,
+                                    result.spot, equity, book.book.initial_capital, result.metrics[sid], book.fills,
+                                    trades, price_label=f"{args.underlying} spot"), out / sid)
+        print(f"reports written to {out}")
+    return 0
+
+
+# --- walk-forward ----------------------------------------------------------------------------------------
+def run_walkforward(args: argparse.Namespace) -> int:
+    from backtest.walkforward import WalkForwardSpec, make_mapper, walk_forward
+
+    grid = parse_json_object(args.grid, "--grid") or None
+    spec = WalkForwardSpec(args.strategy, args.symbol, args.timeframe, args.train_bars, args.test_bars,
+                           args.step_bars, grid, args.samples, args.seed_search, args.objective, args.capital,
+                           0.1 if args.fee_pct is None else args.fee_pct,
+                           0.0 if args.slippage_pct is None else args.slippage_pct)
+    data, pair = BarSource(args).bars(args.symbol, args.timeframe, args.pair_symbol)
+    since = parse_time(args.since, "--since")
+    if since is not None:
+        data = window(data, since, None, args.symbol)
+        pair = None if pair is None else pair.slice(len(pair) - len(data), None)
+    mapper = make_mapper(args.cluster, args.workers, args.progress)
+    started = time.perf_counter()
+    result = walk_forward(spec, data, pair, mapper)
+    elapsed = time.perf_counter() - started
+    rows = [(f"#{w['window']} {json.dumps(w['params'])}", w["test_metrics"]) for w in result.windows]
+    print_table(rows, ("total_return_pct", "sharpe", "sortino", "max_drawdown_pct", "trades"))
+    print(json.dumps(result.summary))
+    print(f"{len(result.windows)} windows x {result.candidates} candidates in {elapsed:.2f} s")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "walkforward.json").write_text(json.dumps({"summary": result.summary, "windows": result.windows},
+                                                         indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"written {out / 'walkforward.json'}")
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backtest", description="Backtest go-trader strategies on the shared logic.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    spot = sub.add_parser("spot", help="spot strategies over CSV or simulated bars")
+    spot.add_argument("--strategy", help="registered strategy name, e.g. sma_crossover")
+    spot.add_argument("--params", help='JSON object of parameters, e.g. \'{"fast": 10, "slow": 30}\'')
+    spot.add_argument("--config", help="config file: backtest its entries with their params and risk limits")
+    spot.add_argument("--id", help="with --config: the strategy id to backtest")
+    spot.add_argument("--all", action="store_true", help="with --config: every spot strategy")
+    _add_common(spot)
+    spot.set_defaults(run=run_spot, capital=None)
+
+    options = sub.add_parser("options", help="options strategies with BS premiums over the underlying's bars")
+    options.add_argument("--underlying", default="BTC", choices=("BTC", "ETH"))
+    options.add_argument("--venue", nargs="+", default=["deribit", "ibkr"], choices=("deribit", "ibkr"))
+    options.add_argument("--max-positions", type=int, default=4)
+    options.add_argument("--iv-csv", help="CSV timestamp_ms,iv to use as ATM IV instead of realized vol")
+    options.add_argument("--vol-lookback-days", type=float, default=30.0)
+    options.add_argument("--every-hours", type=float, default=24.0, help="market hours between decisions")
+    _add_common(options)
+    options.set_defaults(run=run_options, fee_pct=0.03, slippage_pct=0.0, capital=1000.0)
+
+    wf = sub.add_parser("walkforward", help="rolling train/test parameter optimisation")
+    wf.add_argument("--strategy", required=True)
+    wf.add_argument("--train-bars", type=int, required=True)
+    wf.add_argument("--test-bars", type=int, required=True)
+    wf.add_argument("--step-bars", type=int)
+    wf.add_argument("--grid", help='JSON object of value lists, e.g. \'{"fast": [10, 20], "slow": [50, 100]}\'')
+    wf.add_argument("--samples", type=int, help="random search: this many grid points")
+    wf.add_argument("--seed-search", type=int, default=0, help="random search seed")
+    wf.add_argument("--objective", choices=OBJECTIVES, default="sharpe")
+    wf.add_argument("--cluster", help="ray://host:port or dask://host:port (needs the cluster extra)")
+    wf.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
+    _add_common(wf)
+    wf.set_defaults(run=run_walkforward, capital=1000.0)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--symbol", default="BTC/USDT")
+    p.add_argument("--pair-symbol", help="second leg of a pairs strategy, e.g. ETH/USDT")
+    p.add_argument("--timeframe", default="1h", choices=tuple(TIMEFRAME_MS))
+    p.add_argument("--capital", type=float)
+    p.add_argument("--fee-pct", type=float)
+    p.add_argument("--slippage-pct", type=float)
+    p.add_argument("--out", help="folder for metrics.json, trades.csv, report.png, report.html")
+    p.add_argument("--progress", action="store_true", help="progress bars on long runs")
+    _add_data_flags(p)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CliError, BacktestDataError, ValueError, FileNotFoundError) as exc:
+        print(f"backtest {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The gateway's HTTP side over a cache filled by hand (no zmq needed), its message handling,
+when it posts to Discord, and its security: loopback by default, read-only, bearer token."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.bus import Envelope
+from common.config import parse_config
+from services.gateway import (
+    ROUTES, STATIC_FILES, WEB_DIR, CycleReporter, Gateway, GatewayCache, listen_host, main, make_server,
+)
+from services.runtime import ServiceRuntime
+from tests.common.test_discord import known_status
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = 1_000_000
+
+
+def filled_cache(now=NOW) -> GatewayCache:
+    cache = GatewayCache(clock_ms=lambda: now)
+    status = known_status()  # a status doc carries everything a snapshot does
+    cache.snapshot = {"market_ts": status["market_ts"], "journal_seq": 5, "prices": {"BTC/USDT": 40_000.0},
+                      "strategies": {sid: {**v, "portfolio_value": None} for sid, v in status["strategies"].items()}}
+    cache.prices = {"BTC/USDT": 60_000.0}
+    cache.heartbeats = {name: {"received_ms": now - 400, "pid": 10 + i, "uptime_s": 5.0, "errors": 0,
+                               "bus": {"sent": 100 * (i + 1), "received": 7, "dropped": {"bad_envelope": i}, "missed": {}}}
+                        for i, name in enumerate(("marketdata", "signals", "portfolio", "pricer"))}
+    cache.heartbeats["marketdata"].update(mode="sim", stale=False, market_ts=status["market_ts"])
+    cache.last_tick_ms = now - 100
+    cache.cycle_count = 12
+    cache.cycles = {"count": 3, "timed": 2, "duration_sum_s": 0.5, "last_duration_s": 0.2}
+    cache.equity_points = [{"ts": status["market_ts"] - 7_200_000, "values": {"momentum-btc": 1000.0}},
+                           {"ts": status["market_ts"] - 3_600_000, "values": {"momentum-btc": 1040.0}}]
+    return cache
+
+
+class Served:
+    def __init__(self, cache: GatewayCache, token: str | None = None):
+        self.cache = cache
+        self.server = make_server("127.0.0.1", 0, cache, token)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def get(self, path: str, method: str = "GET", headers: dict | None = None, data: bytes | None = None):
+        req = urllib.request.Request(self.base + path, method=method, headers=headers or {}, data=data)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def served():
+    s = Served(filled_cache())
+    yield s
+    s.close()
+
+
+# --- data endpoints ----------------------------------------------------------------------------
+def test_status_marks_the_snapshot_at_the_feed_price(served):
+    code, headers, body = served.get("/status")
+    doc = json.loads(body)
+    assert code == 200 and headers["Content-Type"] == "application/json"
+    assert doc["cycle_count"] == 12
+    assert doc["prices"]["BTC/USDT"] == 60_000.0
+    assert doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_100.0)
+    assert doc["strategies"]["deribit-vol-btc"]["option_positions"]["X"]["current_value_usd"] == 150.0
+    assert doc["totals"]["total"]["value"] == pytest.approx(5_000.0)
+    assert doc["health"]["ok"] is True
+
+
+def test_status_follows_a_new_price_at_once(served):
+    served.get("/status")
+    served.cache.prices = {"BTC/USDT": 70_000.0}  # the loop replaces the dict
+    doc = json.loads(served.get("/status")[2])
+    assert doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_200.0)
+
+
+def test_status_is_built_once_for_a_burst_of_requests():
+    cache = filled_cache()
+    first = cache.status_json()
+    assert cache.status_json() is first
+    cache.snapshot = dict(cache.snapshot)
+    assert cache.status_json() is not first
+
+
+def test_healthz_is_503_when_a_service_is_lost(served):
+    code, _h, body = served.get("/healthz")
+    assert code == 200 and json.loads(body)["ok"] is True
+    served.cache.heartbeats = {k: v for k, v in served.cache.heartbeats.items() if k != "pricer"}
+    code, _h, body = served.get("/healthz")
+    assert code == 503 and json.loads(body)["services"]["pricer"]["alive"] is False
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_are_prometheus_text_with_strategy_and_service_series(served):
+    code, headers, body = served.get("/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = metric_samples(body.decode())
+    mom = (("category", "spot"), ("strategy", "momentum-btc"))
+    assert samples[("gotrader_strategy_equity_usd", mom)] == pytest.approx(1_100.0)
+    assert samples[("gotrader_strategy_pnl_usd", mom)] == pytest.approx(100.0)
+    assert samples[("gotrader_strategy_trades_total", mom)] == 0.0
+    assert samples[("gotrader_strategy_positions", (mom[0], ("kind", "spot"), mom[1]))] == 1.0
+    assert samples[("gotrader_category_equity_usd", (("category", "ibkr"),))] == pytest.approx(1_900.0)
+    assert samples[("gotrader_service_up", (("service", "signals"),))] == 1.0
+    assert samples[("gotrader_service_heartbeat_age_seconds", (("service", "portfolio"),))] == 0.4
+    assert samples[("gotrader_bus_messages_sent_total", (("service", "pricer"),))] == 400.0
+    assert samples[("gotrader_bus_dropped_total", (("reason", "bad_envelope"), ("service", "signals")))] == 1.0
+    assert samples[("gotrader_cycles_total", ())] == 3.0
+    assert samples[("gotrader_cycle_duration_seconds_count", ())] == 2.0
+    assert samples[("gotrader_cycle_duration_seconds_sum", ())] == 0.5
+    assert samples[("gotrader_feed_stale", ())] == 0.0
+    assert samples[("gotrader_feed_last_tick_age_seconds", ())] == 0.1
+
+
+def test_equity_endpoint_gives_curves_with_the_live_point(served):
+    doc = json.loads(served.get("/api/equity")[2])
+    assert doc["strategies"]["momentum-btc"] == [1000.0, 1040.0, pytest.approx(1_100.0)]
+    assert doc["ts"][-1] == served.cache.snapshot["market_ts"]
+    assert doc["categories"]["total"][-1] == pytest.approx(5_000.0)
+    assert set(doc["categories"]) == {"spot", "deribit", "ibkr", "total"}
+
+
+def test_status_before_any_snapshot_is_still_valid():
+    s = Served(GatewayCache(clock_ms=lambda: NOW))
+    try:
+        for path in ("/status", "/metrics", "/api/equity"):
+            assert s.get(path)[0] == 200, path
+        assert json.loads(s.get("/status")[2])["strategies"] == {}
+    finally:
+        s.close()
+
+
+def test_openapi_documents_every_path(served):
+    code, headers, body = served.get("/openapi.json")
+    doc = json.loads(body)
+    assert code == 200 and doc["openapi"].startswith("3.")
+    assert set(ROUTES) | set(STATIC_FILES) <= set(doc["paths"])
+    assert all("get" in item for item in doc["paths"].values())
+
+
+# --- dashboard files ---------------------------------------------------------------------------
+@pytest.mark.parametrize("path, content_type, marker", [
+    ("/", "text/html; charset=utf-8", b"<table id=\"strategies\""),
+    ("/app.js", "text/javascript; charset=utf-8", b"function lineChart"),
+    ("/style.css", "text/css; charset=utf-8", b"table.data"),
+])
+def test_dashboard_files_are_served_with_their_content_type(served, path, content_type, marker):
+    code, headers, body = served.get(path)
+    assert code == 200 and headers["Content-Type"] == content_type and marker in body
+
+
+def test_dashboard_loads_nothing_from_another_host():
+    for name in ("index.html", "app.js", "style.css"):
+        text = (WEB_DIR / name).read_text()
+        assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), name
+        assert not re.search(r"""(fetch|import)\s*\(\s*["'`](https?:)?//""", text), name
+        assert "@import" not in text and "url(http" not in text, name
+
+
+def test_web_dir_is_found_beside_the_module_not_the_cwd(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert WEB_DIR == REPO / "services" / "web"
+    s = Served(filled_cache())
+    try:
+        assert s.get("/")[0] == 200
+    finally:
+        s.close()
+
+
+# --- method, path and auth rules -------------------------------------------------------------
+def test_unknown_path_is_404_json(served):
+    code, _h, body = served.get("/nope?x=1")
+    assert code == 404 and json.loads(body)["error"] == "no such path '/nope'"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+def test_every_method_but_get_and_head_is_405(served, method):
+    code, headers, body = served.get("/status", method=method, data=b"{}" if method in ("POST", "PUT") else None)
+    assert code == 405 and headers["Allow"] == "GET, HEAD"
+    assert "read-only" in json.loads(body)["error"]
+
+
+def test_head_has_the_headers_and_no_body(served):
+    code, headers, body = served.get("/status", method="HEAD")
+    assert code == 200 and int(headers["Content-Length"]) > 100 and body == b""
+
+
+def test_with_a_token_data_paths_need_the_bearer_header():
+    s = Served(filled_cache(), token="s3cret")
+    try:
+        assert s.get("/status")[0] == 401
+        assert s.get("/metrics", headers={"Authorization": "Bearer wrong"})[0] == 401
+        code, headers, _b = s.get("/healthz")
+        assert code == 401 and headers["WWW-Authenticate"] == "Bearer"
+        assert s.get("/status", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert s.get("/")[0] == 200  # the page shell has no data; its fetches send the token
+    finally:
+        s.close()
+
+
+def config(**gateway):
+    raw = json.loads((REPO / "config" / "default.json").read_text())
+    raw["gateway"] = {**raw.get("gateway", {}), **gateway}
+    return parse_config(raw, "test")
+
+
+def test_the_default_config_binds_loopback_only():
+    cfg = parse_config(json.loads((REPO / "config" / "default.json").read_text()), "default")
+    host = listen_host(cfg, None)
+    assert host == "127.0.0.1"
+    server = make_server(host, 0, GatewayCache(), None)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.server_close()
+
+
+def test_a_wider_host_needs_allow_remote():
+    with pytest.raises(ValueError, match="allow_remote"):
+        listen_host(config(), "0.0.0.0")
+    assert listen_host(config(host="0.0.0.0", allow_remote=True), None) == "0.0.0.0"
+
+
+def test_allow_remote_without_a_token_refuses_to_start(tmp_path, monkeypatch, capsys):
+    raw = json.loads((REPO / "config" / "default.json").read_text())
+    raw["gateway"] = {"host": "127.0.0.1", "port": 1, "allow_remote": True}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(raw))
+    monkeypatch.delenv("GO_TRADER_TOKEN", raising=False)
+    assert main(["--config", str(path)]) == 2
+    assert "token_missing" in capsys.readouterr().out
+
+
+# --- the loop side -------------------------------------------------------------------------------
+def env(type_: str, body, source="x", seq=1) -> Envelope:
+    return Envelope(1, type_, "id", 0, source, seq, body)
+
+
+class FakePoster:
+    def __init__(self):
+        self.batches: list[list[str]] = []
+        self.counts = {"posted": 0}
+
+    def submit(self, messages):
+        self.batches.append(messages)
+        return True
+
+
+@pytest.fixture
+def gateway():
+    rt = ServiceRuntime("gateway-test")
+    gw = Gateway(config(), rt, poster=FakePoster())
+    yield gw
+    rt.close()
+
+
+def test_messages_replace_the_caches(gateway):
+    before = gateway.cache.prices
+    gateway.on_message("tick.BTC/USDT", env("tick", {"symbol": "BTC/USDT", "price": 61_000.0, "ts": 5}))
+    assert gateway.cache.prices == {"BTC/USDT": 61_000.0} and before == {}
+    gateway.on_message("heartbeat.signals", env("heartbeat", {"cycle_count": 4}, source="signals"))
+    assert gateway.cache.cycle_count == 4 and "received_ms" in gateway.cache.heartbeats["signals"]
+    gateway.on_message("cycle", env("cycle", {"cycle": 5, "market_ts": 9, "ran": 3, "orders": 1, "duration_ms": 40}))
+    assert gateway.cache.cycle_count == 5
+    assert gateway.cache.cycles == {"count": 1, "timed": 1, "duration_sum_s": 0.04, "last_duration_s": 0.04}
+
+
+def test_bad_messages_are_counted_not_raised(gateway):
+    gateway.on_message("tick.X", env("tick", {"symbol": "X", "price": -1}))
+    gateway.on_message("tick.X", env("tick", "not a map"))
+    gateway.on_message("weird", env("weird", {}))
+    gateway.on_message("cycle", env("cycle", {"cycle": "7"}))
+    gateway.on_message("fill.x", env("fill", {"seq": "1"}))
+    assert dict(gateway.rt.stats.dropped) == {"bad_tick": 1, "bad_body": 1, "unexpected_type": 1,
+                                              "bad_cycle": 1, "bad_fill": 1}
+
+
+def test_a_cycle_with_fills_posts_one_summary_once_the_snapshot_covers_them(gateway):
+    status = known_status()
+    snapshot = {"market_ts": status["market_ts"], "journal_seq": 4, "prices": {}, "strategies": status["strategies"]}
+    gateway.on_message("portfolio.snapshot", env("snapshot", snapshot))
+    gateway.on_message("cycle", env("cycle", {"cycle": 12}))
+    fill = {"seq": 5, "strategy_id": "momentum-btc", "side": "buy", "quantity": 0.01, "instrument": "BTC/USDT",
+            "price": 60_000.0, "fee": 0.6}
+    gateway.on_message("fill.momentum-btc", env("fill", fill))
+    gateway.report_cycle()
+    assert gateway.poster.batches == []  # the snapshot still says journal_seq 4
+    gateway.on_message("portfolio.snapshot", env("snapshot", {**snapshot, "journal_seq": 5}))
+    gateway.report_cycle()
+    gateway.report_cycle()
+    assert len(gateway.poster.batches) == 1
+    text = "\n".join(gateway.poster.batches[0])
+    assert text.startswith("**go-trader** cycle 12")
+    assert "• momentum-btc: BUY 0.01 BTC/USDT @ $60,000.00 (fee $0.60)" in text
+
+
+def test_reporter_waits_for_a_cycle_and_coalesces_fast_cycles():
+    rep = CycleReporter(min_interval_ms=2_000)
+    rep.on_fill({"seq": 1})
+    assert rep.take(journal_seq=1, now_ms=0) is None  # a liquidation between cycles waits
+    rep.on_cycle(3)
+    assert rep.take(journal_seq=1, now_ms=0) == (3, [{"seq": 1}])
+    rep.on_cycle(4)
+    rep.on_fill({"seq": 3})
+    rep.on_fill({"seq": 2})
+    assert rep.take(journal_seq=3, now_ms=1_999) is None
+    rep.on_cycle(5)
+    assert rep.take(journal_seq=3, now_ms=2_000) == (5, [{"seq": 2}, {"seq": 3}])
+    rep.on_cycle(6)
+    assert rep.take(journal_seq=3, now_ms=9_000) is None  # a cycle without fills posts nothing
+
+
+def test_reporter_keeps_a_bounded_backlog():
+    rep = CycleReporter(max_pending=3)
+    for seq in range(1, 6):
+        rep.on_fill({"seq": seq})
+    rep.on_cycle(1)
+    assert [f["seq"] for f in rep.take(5, 0)[1]] == [3, 4, 5] and rep.overflow == 2
+    with pytest.raises(ValueError, match="fill.seq"):
+        rep.on_fill({"seq": None})
+
+
+def test_requests_stay_correct_while_the_loop_replaces_the_cache(served):
+    errors: list[str] = []
+
+    def client():
+        for _ in range(40):
+            code, _h, body = served.get("/status")
+            doc = json.loads(body)
+            if code != 200 or "momentum-btc" not in doc["strategies"]:
+                errors.append(f"{code}")
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    price = 60_000.0
+    while any(t.is_alive() for t in threads):
+        price += 1.0
+        served.cache.prices = {"BTC/USDT": price}
+        served.cache.snapshot = dict(served.cache.snapshot)
+    for t in threads:
+        t.join()
+    assert errors == []
