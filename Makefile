@@ -8,7 +8,7 @@ SUPERVISORCTL := $(BIN)/supervisorctl -c supervisord.conf
 # Every service reads the config named here; supervisord passes it on.
 export GO_TRADER_CONFIG := $(abspath $(CONFIG))
 
-.PHONY: venv run start stop restart status logs once test bench chaos clean
+.PHONY: venv browser run start stop restart status logs once test bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,14 +44,22 @@ logs:
 once: venv run/logs  ## one cycle of every strategy, a summary, then stop with state saved
 	$(BIN)/python -m services.once --config $(CONFIG)
 
-test: venv
+# Browser tests drive Debian's chromium; as root (CI) it is installed here, otherwise they skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found and not root: browser tests will be skipped"; fi; }
+
+test: venv browser
 	$(BIN)/python -m pytest
 
 bench: venv
 	$(BIN)/python -m bench.run_all
 
 chaos: venv
-	$(BIN)/python -m pytest tests/chaos -m slow --chaos-long
+	$(BIN)/python -m tests.support.chaos --seconds $(or $(SECONDS),600)
 
 clean:
 	rm -rf $(VENV) run .pytest_cache

@@ -158,21 +158,45 @@ class SpotReplay:
                 self.mark(a)
                 a += 1
                 continue
-            values = book.cash + position.quantity * self.close[a:b]
-            k = a + first_trip_candidate(values, self.days[a:b], book.risk, self.limits)
-            self._mark_quiet(a, k, values[: k - a])
+            k, top = self._quiet_until(a, b, book.cash, position.quantity)
+            self._mark_quiet(a, k, top)
             if k < b:
                 self.mark(k)
             a = k + 1
 
-    def _mark_quiet(self, a: int, b: int, values: np.ndarray | None) -> None:
-        """Marks over ``[a, b)`` where no limit trips: the peak bar, the first bar of the last
-        day and the last bar, in order, leave the state that marking every bar leaves."""
+    def _quiet_until(self, a: int, b: int, cash: float, quantity: float) -> tuple[int, int | None]:
+        """(first bar in ``[a, b)`` where a limit could trip, or ``b``; the highest-value bar
+        before it) for a long book. Bounds first: when even the lowest value against the
+        highest possible peak and day start trips nothing, no bar can, and the per-bar check
+        is skipped."""
+        risk, limits = self.book.risk, self.limits
+        closes = self.close[a:b]
+        top = int(np.argmax(closes))
+        high = cash + quantity * float(closes[top])
+        low = cash + quantity * float(closes.min())
+        peak = max(risk.peak_value, high)
+        no_kill = peak > 0 and (peak - low) / peak * 100.0 < limits.max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT
+        no_daily = low >= max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0) * (1.0 + _FLOOR_MARGIN)
+        if no_kill and no_daily:
+            return b, a + top
+        values = cash + quantity * closes
+        k = a + first_trip_candidate(values, self.days[a:b], risk, limits)
+        return k, (a + int(np.argmax(values[: k - a])) if k > a else None)
+
+    def _mark_quiet(self, a: int, b: int, top: int | None) -> None:
+        """Marks over ``[a, b)`` where no limit trips. Marking, in order, the bar of the
+        highest value (if it beats the peak), the first bar of the last day (if the day rolls)
+        and the last bar leaves the state that marking every bar leaves."""
         if b <= a:
             return
-        picks = {b - 1, max(a, int(self.day_first[b - 1]))}
-        if values is not None:
-            picks.add(a + int(np.argmax(values)))
+        risk = self.book.risk
+        picks = {b - 1}
+        if self.days[b - 1] > risk.day:
+            picks.add(max(a, int(self.day_first[b - 1])))
+        if top is not None:
+            position = self.book.positions.get(self.symbol)
+            if position is not None and self.book.cash + position.quantity * float(self.close[top]) > risk.peak_value:
+                picks.add(top)
         for i in sorted(picks):
             self.mark(i)
 

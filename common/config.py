@@ -102,6 +102,7 @@ class LiveFeedConfig:
     exchange: str
     poll_seconds: float
     deribit_url: str
+    binance_url: str | None = None  # None: CCXT's own API URLs
 
 
 @dataclass(frozen=True, slots=True)

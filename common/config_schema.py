@@ -270,6 +270,9 @@ FEED_LIVE = Section("feed.live", "Real exchanges (`feed.mode` = `live`); public 
     "poll_seconds": Field(NUMBER, "Seconds between polls of the exchange.", 10, POSITIVE),
     "deribit_url": Field(STRING, "Deribit public REST base URL (option chains, index prices).",
                          "https://www.deribit.com/api/v2", Rule("an http(s) URL", _url_problem)),
+    "binance_url": Field(STRING, "Scheme and host that replace the exchange's own API host "
+                         "(tests point it at a replay server); null uses CCXT's URLs.", None,
+                         Rule("an http(s) URL", _url_problem), nullable=True),
 })
 
 FEED = Section("feed", "Where market data comes from and how fast market time runs.", {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -285,8 +285,13 @@ def build_feed(
     replay_timeframe: str = "1h",
     replay_warmup_bars: int = 500,
     store_capacity: int = 5000,
-) -> SimFeed | ReplayFeed:
-    """The feed a config asks for; keyword arguments so the config schema can change freely."""
+    live_exchange: str = "binanceus",
+    live_api_url: str | None = None,
+    live_poll_seconds: float = 10.0,
+    log: Any = None,
+) -> MarketFeed:
+    """The feed a config asks for; keyword arguments so the config schema can change freely.
+    ccxt is imported only for ``live``, so sim and replay services never load it."""
     if mode == "sim":
         return SimFeed(
             symbols, timeframes, seed=seed, history_days=history_days, origin_ts=sim_origin_ts,
@@ -302,11 +307,16 @@ def build_feed(
             warmup_bars=replay_warmup_bars, store_capacity=store_capacity,
         )
     if mode == "live":
-        raise ValueError("feed mode 'live' is not implemented yet; use 'sim' or 'replay'")
+        from common.exchange_client import CcxtSpotClient, LiveFeed
+
+        return LiveFeed(
+            symbols, timeframes, CcxtSpotClient(live_exchange, live_api_url),
+            history_days=max(history_days, 1), poll_seconds=live_poll_seconds, store_capacity=store_capacity, log=log,
+        )
     raise ValueError(f"unknown feed mode {mode!r}; expected 'sim', 'replay' or 'live'")
 
 
-def build_feed_from_config(cfg: "Config") -> SimFeed | ReplayFeed:
+def build_feed_from_config(cfg: "Config", log: Any = None) -> MarketFeed:
     """The feed of a loaded config. The sim's origin is derived from ``feed.start`` and
     ``history_days`` alone, so a restarted service regenerates exactly the same path."""
     feed = cfg.feed
@@ -320,4 +330,8 @@ def build_feed_from_config(cfg: "Config") -> SimFeed | ReplayFeed:
         sim_origin_ts=origin,
         replay_files={s: str(p) for s, p in feed.replay.files.items()},
         replay_timeframe=feed.replay.timeframe,
+        live_exchange=feed.live.exchange,
+        live_api_url=feed.live.binance_url,
+        live_poll_seconds=feed.live.poll_seconds,
+        log=log,
     )

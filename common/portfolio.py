@@ -15,7 +15,10 @@ from common.ledger import (
     decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
 from common.model import Fill, RecordError, SpotOrder
-from common.risk import RiskLimits, risk_summary, update_on_mark, update_on_trade_closed
+from common.risk import RiskLimits, entry_block_reason, risk_summary, update_on_mark, update_on_trade_closed
+from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
+                          mark_option_positions, option_value, settle_expired)
+from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 
 STATE_VERSION = 1
 CATEGORIES = ("spot", "deribit", "ibkr")
@@ -30,6 +33,7 @@ class StrategyMeta:
     category: str  # "spot" | "deribit" | "ibkr"
     capital: float
     limits: RiskLimits
+    strategy: str = ""  # the strategy's name; "wheel" books take assignment of their short puts
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +46,15 @@ class Reconciliation:
 class Portfolio:
     """All strategy books plus the last known prices; ``next_seq`` numbers the journal."""
 
-    def __init__(self, metas: Iterable[StrategyMeta], *, fee_rate: float, slippage_rate: float) -> None:
+    def __init__(self, metas: Iterable[StrategyMeta], *, fee_rate: float, slippage_rate: float,
+                 max_option_positions: int = MAX_POSITIONS, min_option_score: float = EXECUTE_THRESHOLD,
+                 underlying_quote: str = "USDT") -> None:
         self.metas = {m.strategy_id: m for m in metas}
         self.fee_rate = fee_rate
         self.slippage_rate = slippage_rate
+        self.max_option_positions = max_option_positions
+        self.min_option_score = min_option_score
+        self.underlying_quote = underlying_quote
         self.books: dict[str, StrategyBook] = {}
         self.prices: dict[str, float] = {}
         self.market_ts = 0
@@ -103,6 +112,18 @@ class Portfolio:
             seq=self.journal_seq + 1,
         )
 
+    def decide_options(self, order: OptionOrder) -> OptionOrderDecision:
+        """All legs of an option order or none, numbered after the journal."""
+        book = self.books.get(order.strategy_id)
+        if book is None:
+            raise KeyError(order.strategy_id)
+        opens = any(leg.action == "open" for leg in order.legs)
+        return decide_option_order(
+            book, order, fee_rate=self.fee_rate, seq0=self.journal_seq + 1,
+            max_positions=self.max_option_positions, min_score=self.min_option_score,
+            entry_block=entry_block_reason(book.risk, order.ts_event) if opens else None,
+        )
+
     def commit(self, fills: Iterable[Fill]) -> list[str]:
         """Book journaled fills; returns risk events (circuit breaker trips) for the log."""
         events: list[str] = []
@@ -113,7 +134,10 @@ class Portfolio:
             if book is None:  # a fill of a strategy pruned from config: history only
                 continue
             apply_fill(book, fill)
-            if fill.side == "sell" and fill.kind in ("spot", "liquidation"):
+            if fill.kind in ("option", "settlement"):
+                apply_option_fill(book, fill)
+            closes_option = fill.kind == "settlement" or fill.extra.get("action") == "close"
+            if (fill.side == "sell" and fill.kind in ("spot", "liquidation")) or closes_option:
                 meta = self.metas.get(fill.strategy_id)
                 if meta is not None:
                     events += update_on_trade_closed(book.risk, meta.limits, fill.realized_pnl, fill.ts_event)
@@ -127,18 +151,51 @@ class Portfolio:
         """Book value at the last known prices; a position never priced yet counts at cost."""
         book = self.books[sid]
         marks = {s: p.avg_price for s, p in book.positions.items() if s not in self.prices}
-        return portfolio_value(book, {**self.prices, **marks} if marks else self.prices)
+        return portfolio_value(book, {**self.prices, **marks} if marks else self.prices, option_value(book))
+
+    def spot_by_underlying(self) -> dict[str, float]:
+        """Last price of each coin quoted in the options quote currency: 'BTC/USDT' -> BTC."""
+        suffix = f"/{self.underlying_quote}"
+        return {s[: -len(suffix)]: p for s, p in self.prices.items() if s.endswith(suffix)}
+
+    def open_option_contracts(self) -> list[dict[str, Any]]:
+        """Each contract some book holds, once, as the pricer's ``mark`` request wants it."""
+        contracts = {}
+        for book in self.books.values():
+            for name, position in book.option_positions.items():
+                contracts[name] = position["contract"]
+        return list(contracts.values())
+
+    def mark_options(self, marks: Mapping[str, Mapping[str, Any]], ts: int) -> None:
+        """Write the pricer's marks (name -> {mark_usd, greeks, source}) into every book."""
+        for book in self.books.values():
+            if book.option_positions:
+                mark_option_positions(book, marks, ts)
+
+    def settlements(self, ts: int, first_seq: int) -> list[Fill]:
+        """Settlement (and assignment) fills of every option expired by ``ts``, not yet booked."""
+        spot = self.spot_by_underlying()
+        fills: list[Fill] = []
+        for sid, book in self.books.items():
+            if not book.option_positions:
+                continue
+            meta = self.metas.get(sid)
+            fills += settle_expired(book, spot, ts, first_seq=first_seq + len(fills),
+                                    assign_puts=meta is not None and meta.strategy == "wheel",
+                                    quote=self.underlying_quote)
+        return fills
 
     def mark(self, prices: Mapping[str, float], ts: int) -> tuple[list[str], list[Fill]]:
-        """Mark every book at ``prices``; returns risk events and the liquidation fills a newly
-        tripped kill switch needs (decided, not yet committed: journal them first)."""
+        """Mark every book at ``prices``; returns risk events, and the fills to journal then
+        commit: settlements of options expired by ``ts`` (at these prices) and the
+        liquidations a newly tripped kill switch needs."""
         for symbol, price in prices.items():
             if math.isfinite(price) and price > 0:
                 self.prices[symbol] = price
         self.market_ts = max(self.market_ts, ts)
         events: list[str] = []
-        liquidations: list[Fill] = []
-        next_seq = self.journal_seq + 1
+        liquidations = self.settlements(ts, self.journal_seq + 1)
+        next_seq = self.journal_seq + 1 + len(liquidations)
         for sid, book in self.books.items():
             meta = self.metas.get(sid)
             if meta is None:
@@ -176,6 +233,7 @@ class Portfolio:
             "initial_capital": book.initial_capital,
             "positions": positions,
             "option_positions": book.option_positions,
+            "option_value": option_value(book),
             "trade_count": book.trade_count,
             "portfolio_value": value,
             "pnl": pnl,

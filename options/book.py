@@ -28,6 +28,7 @@ from typing import Any
 from common.ledger import StrategyBook
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
 from options.contracts import ContractError, OptionContract
+from options.strategies import ProposedTrade
 
 ACTIONS = ("open", "close")
 # A close within this fraction of the held quantity closes the position (float residue).
@@ -109,6 +110,15 @@ class OptionOrder:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "option_order") -> "OptionOrder":
+        try:
+            return cls._from_dict(d, where)
+        except OptionOrderError:
+            raise
+        except RecordError as exc:
+            raise OptionOrderError(str(exc)) from None
+
+    @classmethod
+    def _from_dict(cls, d: Any, where: str) -> "OptionOrder":
         read_object(d, where)
         legs = d.get("legs")
         if not isinstance(legs, list) or not legs:
@@ -122,6 +132,22 @@ class OptionOrder:
 
 def option_order_id(strategy_id: str, ts_event: int, label: str) -> str:
     return f"{strategy_id}:{ts_event}:{label}"
+
+
+def option_orders(strategy_id: str, ts_event: int, spot: float, trades: Sequence[ProposedTrade],
+                  score_parts: Sequence[Mapping[str, float]] | None = None) -> list[OptionOrder]:
+    """One order per structure: the legs of a group together, every other trade alone."""
+    parts = list(score_parts) if score_parts is not None else [{} for _ in trades]
+    if len(parts) != len(trades):
+        raise OptionOrderError(f"score_parts: {len(parts)} entries for {len(trades)} trades")
+    structures: dict[str, list[OptionLeg]] = {}
+    for trade, trade_parts in zip(trades, parts):
+        label = f"{trade.action}-{trade.group}" if trade.group else f"{trade.action}-{trade.contract.name}"
+        structures.setdefault(label, []).append(OptionLeg(
+            trade.contract, trade.side, trade.quantity, trade.premium, dict(trade.greeks), trade.score,
+            trade.reason, trade.action, dict(trade_parts)))
+    return [OptionOrder(option_order_id(strategy_id, ts_event, label), strategy_id, ts_event, spot, tuple(legs))
+            for label, legs in structures.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +291,7 @@ def _revalue(position: dict[str, Any]) -> None:
     coins = float(position["quantity"]) * float(position["multiplier"])
     mark = float(position["current_mark"])
     position["current_value_usd"] = coins * mark
-    position["unrealized_pnl"] = coins * mark + float(position["quantity"]) * float(position["open_cash_per_contract"]) \
-        * (1 if coins > 0 else -1) * -1 if False else coins * mark + abs(float(position["quantity"])) * float(
-            position["open_cash_per_contract"])
+    position["unrealized_pnl"] = coins * mark + abs(float(position["quantity"])) * float(position["open_cash_per_contract"])
 
 
 def mark_option_positions(book: StrategyBook, marks: Mapping[str, Mapping[str, Any]], ts: int) -> float:
@@ -346,8 +370,3 @@ def _settlement(book: StrategyBook, position: Mapping[str, Any], contract: Optio
         ts_event=ts, extra={"action": "assignment", "option": contract.name, "settle_spot": spot},
     )
     return [settlement, delivery]
-
-
-def legs_from_positions(positions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Contract dicts of position dicts, as the pricer's ``mark`` request wants them."""
-    return [dict(p["contract"]) for p in positions]

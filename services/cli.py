@@ -47,7 +47,7 @@ class MarketSource:
             from common.feeds import build_feed_from_config
 
             self.feed = build_feed_from_config(cfg)
-            self.feed.start(cfg.feed.start_ms)
+            self.feed.start(None if cfg.feed.mode == "live" else cfg.feed.start_ms)  # live: now
             self.status = {"market_ts": self.feed.now_ts}
             self.origin = f"local {cfg.feed.mode} feed"
 
@@ -63,6 +63,7 @@ class MarketSource:
         return self.req.request("prices")["prices"]
 
     def close(self) -> None:
+        getattr(self.feed, "stop", lambda: None)()
         self.req.close()
         self.ctx.term()
 

@@ -99,7 +99,9 @@ class GatewayCache:
                              cycles=self.cycles, discord=self.discord() if self.discord else None)
 
     def metrics_text(self) -> tuple[bytes, str]:
-        return render(self.metrics)
+        discord = self.discord() if self.discord else None
+        key = (*self._status_key(), self.cycles, self.gateway_bus, discord)
+        return self._memoized("metrics", key, lambda: render(self.metrics))
 
 
 def encode_json(doc: Any) -> bytes:

@@ -31,9 +31,11 @@ class MarketDataService:
         self.cfg = cfg
         self.rt = runtime
         self.clock_file = Path(cfg.state_file).parent / "marketdata.clock.json"
-        self.feed: MarketFeed = build_feed_from_config(cfg)
+        self.feed: MarketFeed = build_feed_from_config(cfg, log=runtime.log)
         resume_ts = self._resume_ts()
         start_ts = resume_ts if resume_ts is not None else cfg.feed.start_ms
+        if cfg.feed.mode == "live":  # live market time is the wall clock (speed 1)
+            start_ts = wall_ms()
         self.feed.start(start_ts)
         self.clock = MarketClock(self.feed.now_ts, wall_ms(), cfg.feed.speed)
         self.rt.log.info("feed_started", mode=cfg.feed.mode, market_ts=self.feed.now_ts,
@@ -90,9 +92,15 @@ class MarketDataService:
                 "prices": {s: {"price": p, "ts": t} for s, (p, t) in self.feed.prices().items()}}
 
     def status(self, _body: Any = None) -> dict[str, Any]:
+        stale_reasons = getattr(self.feed, "stale_reasons", lambda: [])()
         return {"mode": self.cfg.feed.mode, "market_ts": self.feed.now_ts, "speed": self.cfg.feed.speed,
                 "finished": self.feed.finished, "bars_published": self.bars_published,
-                "stale": getattr(self.feed, "stale", False)}
+                "stale": bool(stale_reasons), "stale_reasons": stale_reasons[:10]}
+
+    def stop(self) -> None:
+        """Save the clock and stop a live feed's poller thread."""
+        self.save_clock()
+        getattr(self.feed, "stop", lambda: None)()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.heartbeat_status(svc.status)
     rt.every(TICK_SECONDS, svc.advance)
     rt.every(CLOCK_SAVE_SECONDS, svc.save_clock)
-    rt.run(on_stop=svc.save_clock)
+    rt.run(on_stop=svc.stop)
     return 0
 
 

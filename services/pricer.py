@@ -1,29 +1,51 @@
 """pricer: option chains and Black-Scholes prices for the venues the options strategies trade.
 
 Subscribes  tick.* from marketdata (spot of each underlying)
-Answers     chain {underlying, venue} -> listed expiries x strikes with marks, IV and greeks;
-            status
+Answers     chain {underlying, venue, horizon_days?} -> listed expiries x strikes with marks, IV, greeks;
+            price {contracts: [contract dict | name]} -> {marks: {name: {mark_usd, iv, greeks, source}}};
+            mark {positions: [contract dict | position dict]} -> the same, for open positions;
+            iv {underlying, days?} -> {atm_iv, history (daily, oldest first), iv_rank}; status
 Publishes   heartbeat.pricer
-Calls       options.chain.build_chain, options.venues, options.vol_surface
+Calls       options.marks (the mark source), options.venues, options.contracts
 
-In sim mode the ATM implied vol follows options.vol_surface.simulate_atm_iv, seeded from the
-feed's seed, so every restart prices the same market time the same way.
+Marks come from a MarkSource (options.marks). With the sim and replay feeds that is the
+SimSurface: a seeded mean-reverting ATM vol with a smile, so every restart prices the same
+market time the same way. IBKR/CME contracts are marked on that Deribit-style surface (the
+proxy). Expired contracts are marked at intrinsic value from the current spot.
 """
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-import numpy as np
-
 from common.bus import Envelope, RequestError
 from common.config import Config, load_config
-from options.chain import OptionChain, build_chain
+from common.market_sim import DAY_MS
+from options.chain import OptionChain
+from options.contracts import ContractError, OptionContract, parse_instrument_name
+from options.marks import MarkSource, SimSurface
 from options.venues import venue_spec
-from options.vol_surface import simulate_atm_iv
+from options.vol_surface import iv_rank
 from services.runtime import ServiceRuntime, config_path
 
-BASE_IV = {"BTC": 0.55, "ETH": 0.70}
+CHAIN_HORIZON_DAYS = 400
+IV_HISTORY_DAYS = 14  # two weeks: with a 3-day vol half-life, rank crosses 25 and 75 within weeks
+MAX_CONTRACTS = 500
+
+
+def build_mark_source(cfg: Config) -> MarkSource:
+    """The sim surface, anchored where the sim feed's path starts (so restarts agree)."""
+    origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
+    return SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+
+
+def _contract(item: Any, where: str) -> OptionContract:
+    """A contract dict, a position dict holding one, or an instrument name."""
+    if isinstance(item, str):
+        return parse_instrument_name(item)
+    if isinstance(item, dict) and isinstance(item.get("contract"), dict):
+        item = item["contract"]
+    return OptionContract.from_dict(item, where)
 
 
 def chain_to_dict(chain: OptionChain) -> dict[str, Any]:
@@ -35,12 +57,14 @@ def chain_to_dict(chain: OptionChain) -> dict[str, Any]:
 
 
 class PricerService:
-    def __init__(self, cfg: Config, runtime: ServiceRuntime) -> None:
+    def __init__(self, cfg: Config, runtime: ServiceRuntime | None, source: MarkSource | None = None) -> None:
         self.cfg = cfg
         self.rt = runtime
+        self.source = source if source is not None else build_mark_source(cfg)
         self.spot: dict[str, float] = {}
         self.market_ts = 0
         self.chains_served = 0
+        self.marks_served = 0
 
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body
@@ -51,29 +75,63 @@ class PricerService:
             self.spot[symbol.split("/")[0]] = float(price)
             self.market_ts = max(self.market_ts, ts)
 
-    def atm_iv(self, underlying: str, ts: int) -> float:
-        seed = self.cfg.feed.seed + sum(map(ord, underlying))
-        return float(simulate_atm_iv(seed, np.array([ts], dtype=np.int64), BASE_IV.get(underlying, 0.6))[-1])
+    def _spot(self, underlying: Any) -> float:
+        spot = self.spot.get(underlying) if isinstance(underlying, str) else None
+        if spot is None:
+            raise RequestError("no_price", f"no spot price for {underlying!r} yet")
+        return spot
 
     def on_chain(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise RequestError("bad_request", "chain needs {underlying, venue}")
         underlying, venue = body.get("underlying"), body.get("venue", "deribit")
+        horizon = body.get("horizon_days", CHAIN_HORIZON_DAYS)
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= CHAIN_HORIZON_DAYS:
+            raise RequestError("bad_request", f"chain.horizon_days: expected an integer 1..{CHAIN_HORIZON_DAYS}, "
+                                              f"got {horizon!r}")
         try:
             spec = venue_spec(venue)
             spec.underlying(underlying)
         except ValueError as exc:
-            raise RequestError("bad_request", str(exc)) from None
-        spot = self.spot.get(underlying)
-        if spot is None:
-            raise RequestError("no_price", f"no spot price for {underlying} yet")
-        chain = build_chain(spec, underlying, spot, self.market_ts, self.atm_iv(underlying, self.market_ts),
-                            r=self.cfg.options.risk_free_rate)
+            raise RequestError("bad_request", f"chain: {exc}") from None
+        chain = self.source.chain(spec, underlying, self._spot(underlying), self.market_ts, horizon)
         self.chains_served += 1
-        return chain_to_dict(chain)
+        return chain_to_dict(chain) | {"source": self.source.name}
+
+    def _marks(self, items: Any, key: str) -> dict[str, Any]:
+        if not isinstance(items, list) or len(items) > MAX_CONTRACTS:
+            raise RequestError("bad_request", f"{key}: expected a list of at most {MAX_CONTRACTS} contracts")
+        try:
+            contracts = [_contract(item, f"{key}[{i}]") for i, item in enumerate(items)]
+        except ContractError as exc:
+            raise RequestError("bad_request", str(exc)) from None
+        marks = self.source.marks(contracts, self.spot, self.market_ts)
+        self.marks_served += len(marks)
+        missing = sorted({c.name for c in contracts} - set(marks))
+        return {"ts": self.market_ts, "marks": marks, "missing": missing}
+
+    def on_price(self, body: Any) -> dict[str, Any]:
+        return self._marks(body.get("contracts") if isinstance(body, dict) else None, "price.contracts")
+
+    def on_mark(self, body: Any) -> dict[str, Any]:
+        return self._marks(body.get("positions") if isinstance(body, dict) else None, "mark.positions")
+
+    def on_iv(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise RequestError("bad_request", "iv needs {underlying, days?}")
+        underlying, days = body.get("underlying"), body.get("days", IV_HISTORY_DAYS)
+        self._spot(underlying)  # only underlyings the feed prices
+        try:
+            history = self.source.iv_history(underlying, self.market_ts, days)
+        except ValueError as exc:
+            raise RequestError("bad_request", f"iv: {exc}") from None
+        atm = self.source.atm_iv(underlying, self.market_ts)
+        return {"underlying": underlying, "ts": self.market_ts, "atm_iv": atm, "history": history.tolist(),
+                "iv_rank": iv_rank(history, atm), "source": self.source.name}
 
     def status(self, _body: Any = None) -> dict[str, Any]:
-        return {"market_ts": self.market_ts, "spot": dict(self.spot), "chains_served": self.chains_served}
+        return {"market_ts": self.market_ts, "spot": dict(self.spot), "chains_served": self.chains_served,
+                "marks_served": self.marks_served, "source": self.source.name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     svc = PricerService(cfg, rt)
     ep = cfg.endpoints["pricer"]
     rt.bind_publisher(ep.pub)
-    rt.bind_replier(ep.rep, {"chain": svc.on_chain, "status": svc.status})
+    rt.bind_replier(ep.rep, {"chain": svc.on_chain, "price": svc.on_price, "mark": svc.on_mark, "iv": svc.on_iv,
+                             "status": svc.status})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.status)
     rt.run()

@@ -31,7 +31,11 @@ async function getJSON(path) {
 const usd = (x) => x == null ? "—" : (x < 0 ? "-$" : "$") + Math.abs(x).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const signedUsd = (x) => x == null ? "—" : (x < 0 ? "-$" : "+$") + Math.abs(x).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const pct = (x, digits = 2) => x == null ? "—" : (x >= 0 ? "+" : "") + x.toFixed(digits) + "%";
-const num = (x, digits = 6) => x == null ? "—" : Number(x).toPrecision(digits).replace(/\.?0+$/, "");
+const num = (x, digits = 6) => {
+  if (x == null) return "—";
+  const text = Number(x).toPrecision(digits);
+  return text.includes(".") && !text.includes("e") ? text.replace(/\.?0+$/, "") : text;
+};
 const tone = (x) => x == null || x === 0 ? "" : (x > 0 ? "up" : "down");
 const isoTime = (ms) => ms == null ? "—" : new Date(ms).toISOString().replace("T", " ").slice(0, 16) + "Z";
 
@@ -59,47 +63,56 @@ function fillBody(table, rows, emptyText, columns) {
 
 // --- charts ---------------------------------------------------------------------------------
 // One SVG line chart: x is market time, y is USD; a dashed line marks the starting balance.
+// Drawn at the pixel width its box gets, so labels keep their size at any window width.
 function lineChart(title, ts, series, baseline) {
-  const W = 600, H = 160, L = 58, R = 8, T = 8, B = 20;
-  const values = series.flatMap((s) => s.values.filter((v) => v != null));
-  if (baseline != null) values.push(baseline);
   const box = el("div", { class: "chart" }, el("div", { class: "title" }, title));
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": title });
-  box.append(root);
-  if (ts.length === 0 || values.length === 0) {
-    const text = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" });
-    text.textContent = "no equity points yet";
-    root.append(text);
-    return box;
-  }
-  let lo = Math.min(...values), hi = Math.max(...values);
-  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
-  const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
-  const t0 = ts[0], t1 = ts.length > 1 ? ts[ts.length - 1] : ts[0] + 1;
-  const x = (t) => L + (W - L - R) * (t - t0) / (t1 - t0 || 1);
-  const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
-  for (let i = 0; i <= 3; i++) {
-    const v = lo + (hi - lo) * i / 3;
-    root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-    const label = svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" });
-    label.textContent = usd(v).replace(/\.\d\d$/, "");
-    root.append(label);
-  }
-  for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
-    const label = svg("text", { x: x(t), y: H - 5, "text-anchor": anchor });
-    label.textContent = isoTime(t).slice(0, 10);
-    root.append(label);
-  }
-  if (baseline != null) root.append(svg("line", { class: "baseline", x1: L, x2: W - R, y1: y(baseline), y2: y(baseline) }));
-  series.forEach((s, i) => {
-    let d = "";
-    s.values.forEach((v, j) => {
-      if (v == null) return;
-      d += `${d && s.values[j - 1] != null ? "L" : "M"}${x(ts[j]).toFixed(1)},${y(v).toFixed(1)}`;
+  box.draw = () => {
+    const W = Math.max(240, Math.round(box.clientWidth - 16)), H = 160, L = 62, R = 8, T = 8, B = 20;
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": title });
+    box.append(root);
+    const values = series.flatMap((s) => s.values.filter((v) => v != null));
+    if (baseline != null) values.push(baseline);
+    if (ts.length === 0 || values.length === 0) {
+      const text = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" });
+      text.textContent = "no equity points yet";
+      root.append(text);
+      return;
+    }
+    let lo = Math.min(...values), hi = Math.max(...values);
+    if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+    const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
+    const t0 = ts[0], t1 = ts.length > 1 ? ts[ts.length - 1] : ts[0] + 1;
+    const x = (t) => L + (W - L - R) * (t - t0) / (t1 - t0 || 1);
+    const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+    for (let i = 0; i <= 3; i++) {
+      const v = lo + (hi - lo) * i / 3;
+      root.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+      const label = svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" });
+      label.textContent = usd(v).replace(/\.\d\d$/, "");
+      root.append(label);
+    }
+    for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
+      const label = svg("text", { x: x(t), y: H - 5, "text-anchor": anchor });
+      label.textContent = isoTime(t).slice(5, 16);
+      root.append(label);
+    }
+    if (baseline != null) root.append(svg("line", { class: "baseline", x1: L, x2: W - R, y1: y(baseline), y2: y(baseline) }));
+    series.forEach((s, i) => {
+      let d = "";
+      s.values.forEach((v, j) => {
+        if (v == null) return;
+        d += `${d && s.values[j - 1] != null ? "L" : "M"}${x(ts[j]).toFixed(1)},${y(v).toFixed(1)}`;
+      });
+      if (d) root.append(svg("path", { class: "line", d, stroke: s.color || COLORS[i % COLORS.length], "data-series": s.name }));
     });
-    if (d) root.append(svg("path", { class: "line", d, stroke: s.color || COLORS[i % COLORS.length], "data-series": s.name }));
-  });
+  };
   return box;
+}
+
+// Boxes go into the page first so that each chart can measure the width it was given.
+function showCharts(container, boxes) {
+  container.replaceChildren(...boxes);
+  boxes.forEach((box) => box.draw());
 }
 
 function sparkline(values) {
@@ -235,13 +248,13 @@ function renderCharts() {
   const totals = (state.status && state.status.totals) || {};
   const charts = Object.entries(eq.categories).map(([c, values], i) =>
     lineChart(`${CATEGORY_NAMES[c] || c}`, eq.ts, [{ name: c, values, color: COLORS[i % COLORS.length] }], totals[c] && totals[c].initial));
-  document.getElementById("category-charts").replaceChildren(...charts);
+  showCharts(document.getElementById("category-charts"), charts);
   const strategies = (state.status && state.status.strategies) || {};
   const chosen = state.selected && eq.strategies[state.selected] ? state.selected : bestStrategy(strategies);
   const box = document.getElementById("strategy-chart");
   if (!chosen) { box.replaceChildren(); return; }
   const view = strategies[chosen] || {};
-  box.replaceChildren(lineChart(`${chosen} equity`, eq.ts, [{ name: chosen, values: eq.strategies[chosen] || [] }], view.initial_capital));
+  showCharts(box, [lineChart(`${chosen} equity`, eq.ts, [{ name: chosen, values: eq.strategies[chosen] || [] }], view.initial_capital)]);
 }
 
 function bestStrategy(strategies) {
@@ -289,5 +302,6 @@ document.querySelectorAll("#strategies th[data-key]").forEach((th) => th.addEven
   render();
 }));
 
+window.addEventListener("resize", renderCharts);
 poll("/status", "status", STATUS_MS);
 poll("/api/equity", "equity", EQUITY_MS);

@@ -361,3 +361,23 @@ def test_requests_stay_correct_while_the_loop_replaces_the_cache(served):
     for t in threads:
         t.join()
     assert errors == []
+
+
+# --- the running stack ---------------------------------------------------------------------------
+def test_a_running_stack_posts_cycle_summaries_and_never_writes_the_url(tmp_path):
+    from tests.services.test_discord_webhook import SECRET_PATH, Webhook
+    from tests.support.stack import Stack, stack_config
+
+    with Webhook() as hook:
+        with Stack(tmp_path, stack_config(), env={"DISCORD_WEBHOOK_URL": hook.url}) as stack:
+            stack.wait_for(lambda: any("Trades (" in r["json"]["content"] for r in hook.received), timeout=60,
+                           what="a Discord summary with trades")
+        pieces = [r["json"]["content"] for r in hook.received]
+    first = pieces[0]
+    assert first.startswith("**go-trader** cycle ")
+    assert "\nSpot: **$14,000.00 → $" in first and "\nTotal: **$34,000.00 → $" in first
+    assert re.search(r"\n• [a-z0-9-]+ \([+-]\d+\.\d%\)\n", first)
+    assert all(len(p) <= 2000 for p in pieces)
+    written = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    assert "very-secret-token" not in written and SECRET_PATH not in written
+    assert "discord_on" in (tmp_path / "run" / "logs" / "gateway.log").read_text()

@@ -1,0 +1,191 @@
+"""Spot backtest throughput: go-trader against backtrader on the same SMA(20)/SMA(50) rule.
+
+Run: ``python -m bench.bench_backtest`` from the repo root. ``run()`` returns the numbers.
+
+The rule: all-in long-only, buy when SMA(20) crosses above SMA(50), sell everything when it
+crosses below, 0.1% fee on each side, fills at the signal bar's close (backtrader with
+cheat-on-close, ``coc=True``, so neither engine waits for the next open). go-trader's risk
+limits are opened wide so nothing but the rule trades. Both engines get the same bars.
+
+Data: 10k bars are the last 10,000 real Binance BTC/USDT 1h bars (../shared/data). 100k and
+1M bars tile the whole real series (45,024 bars), alternating it forward and time-reversed and
+rescaling each copy to start at the previous copy's last close: every bar is a real bar's
+shape, and prices stay in the real range instead of compounding for 22 copies.
+
+Timing: go-trader from bars in memory to fills, equity and metrics (signals included);
+backtrader ``cerebro.run()`` (its feed preload, indicators and broker; observers off, which
+only helps it). Median of several runs. backtrader is not a project dependency: it is pip
+installed into this interpreter on first use. Target: at least 100x backtrader's bars/s with
+the same trade list.
+"""
+from __future__ import annotations
+
+import importlib
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from backtest.spot import run_spot_backtest
+from common.csv_bars import load_ohlcv_csv
+from common.ohlcv import OHLCV
+from common.risk import RiskLimits
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
+SIZES = (10_000, 100_000, 1_000_000)
+RUNS = {10_000: 7, 100_000: 5, 1_000_000: 3}
+BACKTRADER_RUNS = {10_000: 3, 100_000: 1, 1_000_000: 1}
+BACKTRADER_PIN = "backtrader==1.9.78.123"
+FEE_PCT = 0.1
+CAPITAL = 10_000.0
+HOUR_MS = 3_600_000
+TARGET_RATIO = 100.0
+# Nothing but the rule trades: no drawdown kill, no daily stop, no loss-streak pause, all in.
+WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_loss_pct=100.0, circuit_breaker_ms=0)
+
+
+def tiled_bars(real: OHLCV, n: int) -> OHLCV:
+    """``n`` hourly bars: the real series if long enough (its last ``n``), else copies of it
+    alternately forward and reversed, each rescaled to open at the previous copy's close."""
+    if n <= len(real):
+        return real.tail(n)
+    forward = np.stack([real.open, real.high, real.low, real.close, real.volume])
+    backward = np.stack([real.close[::-1], real.high[::-1], real.low[::-1], real.open[::-1], real.volume[::-1]])
+    parts, last_close, total, k = [], None, 0, 0
+    while total < n:
+        block = (forward if k % 2 == 0 else backward).copy()
+        if last_close is not None:
+            block[:4] *= last_close / block[0, 0]
+        parts.append(block)
+        last_close = float(block[3, -1])
+        total += block.shape[1]
+        k += 1
+    cols = np.concatenate(parts, axis=1)[:, :n]
+    ts = int(real.ts[0]) + np.arange(n, dtype=np.int64) * HOUR_MS
+    return OHLCV(ts, *(np.ascontiguousarray(c) for c in cols)).validate("tiled bars")
+
+
+def _median_seconds(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def go_trader_trades(bars: OHLCV) -> tuple[list[tuple[int, str, float]], float]:
+    """[(bar index, side, price)] and the final equity of the go-trader run."""
+    result = run_spot_backtest("bench-sma", "sma_crossover", "BTC/USDT", "1h", bars, {"fast": 20, "slow": 50},
+                               capital=CAPITAL, fee_pct=FEE_PCT, limits=WIDE_OPEN)
+    index = np.searchsorted(bars.ts + HOUR_MS, [f.ts_event for f in result.fills])
+    return [(int(i), f.side, f.price) for i, f in zip(index, result.fills)], float(result.equity[-1])
+
+
+def ensure_backtrader() -> Any:
+    """Import backtrader, pip-installing the pinned version into this interpreter if missing."""
+    try:
+        return importlib.import_module("backtrader")
+    except ImportError:
+        print(f"installing {BACKTRADER_PIN} for the benchmark ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", BACKTRADER_PIN],
+                       check=True)
+        importlib.invalidate_caches()
+        return importlib.import_module("backtrader")
+
+
+def backtrader_run(bt: Any, bars: OHLCV) -> tuple[list[tuple[int, str, float]], float]:
+    """The same rule in backtrader; returns the trades and final equity."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close,
+                          "volume": bars.volume},
+                         index=pd.to_datetime(bars.ts, unit="ms"))
+    trades: list[tuple[int, str, float]] = []
+
+    class SmaCross(bt.Strategy):
+        def __init__(self) -> None:
+            self.cross = bt.ind.CrossOver(bt.ind.SMA(self.data.close, period=20),
+                                          bt.ind.SMA(self.data.close, period=50))
+
+        def next(self) -> None:
+            if not self.position and self.cross[0] > 0:
+                # All in, as go-trader sizes it, less 1e-9: backtrader rejects an order whose
+                # cost + commission exceeds the cash by a rounding error ("Margin").
+                price = self.data.close[0]
+                self.buy(size=self.broker.getcash() / (price * (1.0 + FEE_PCT / 100.0)) * (1.0 - 1e-9))
+            elif self.position and self.cross[0] < 0:
+                self.close()
+
+        def notify_order(self, order: Any) -> None:
+            if order.status == order.Completed:
+                trades.append((len(self.data) - 1, "buy" if order.isbuy() else "sell", order.executed.price))
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame))
+    cerebro.addstrategy(SmaCross)
+    cerebro.broker.setcash(CAPITAL)
+    cerebro.broker.setcommission(commission=FEE_PCT / 100.0)
+    cerebro.broker.set_coc(True)
+    cerebro.broker.set_checksubmit(False)
+    cerebro.run()
+    return trades, float(cerebro.broker.getvalue())
+
+
+def compare_trades(ours: list[tuple[int, str, float]], theirs: list[tuple[int, str, float]]) -> dict[str, Any]:
+    """Same bars and sides, prices within 1e-9 relative; the first difference if not."""
+    same_count = len(ours) == len(theirs)
+    for k, (a, b) in enumerate(zip(ours, theirs)):
+        if a[0] != b[0] or a[1] != b[1] or abs(a[2] - b[2]) > 1e-9 * abs(a[2]):
+            return {"agree": False, "first_difference": {"trade": k, "go_trader": a, "backtrader": b}}
+    if not same_count:
+        return {"agree": False, "first_difference": {"trade": min(len(ours), len(theirs)),
+                                                     "go_trader_count": len(ours), "backtrader_count": len(theirs)}}
+    return {"agree": True}
+
+
+def run(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
+    bt = ensure_backtrader()
+    real = load_ohlcv_csv(DATA)
+    rows = []
+    for n in sizes:
+        bars = tiled_bars(real, n)
+        ours_s, (ours, ours_equity) = _median_seconds(lambda: go_trader_trades(bars), RUNS.get(n, 3))
+        theirs_s, (theirs, theirs_equity) = _median_seconds(lambda: backtrader_run(bt, bars), BACKTRADER_RUNS.get(n, 1))
+        rows.append({
+            "bars": n,
+            "data": "real" if n <= len(real) else f"real, tiled x{n / len(real):.1f}",
+            "go_trader_s": ours_s,
+            "go_trader_bars_per_s": n / ours_s,
+            "backtrader_s": theirs_s,
+            "backtrader_bars_per_s": n / theirs_s,
+            "ratio": theirs_s / ours_s,
+            "fills": len(ours),
+            "go_trader_final_equity": ours_equity,
+            "backtrader_final_equity": theirs_equity,
+            **compare_trades(ours, theirs),
+        })
+    return {"rule": "SMA(20)/SMA(50) all-in long-only, 0.1% fee, fill at signal close", "target_ratio": TARGET_RATIO,
+            "results": rows, "met": all(r["ratio"] >= TARGET_RATIO and r["agree"] for r in rows)}
+
+
+def main() -> int:
+    report = run()
+    print(report["rule"])
+    print(f"{'bars':>9} {'go-trader bars/s':>17} {'backtrader bars/s':>18} {'ratio':>7} {'fills':>6}  "
+          f"{'trades agree':<12} {'final equity (ours / bt)':<28} data")
+    for r in report["results"]:
+        agree = "yes" if r["agree"] else f"NO {r['first_difference']}"
+        print(f"{r['bars']:>9} {r['go_trader_bars_per_s']:>17,.0f} {r['backtrader_bars_per_s']:>18,.0f} "
+              f"{r['ratio']:>6.0f}x {r['fills']:>6}  {agree:<12} "
+              f"{r['go_trader_final_equity']:>12,.2f} / {r['backtrader_final_equity']:<12,.2f} {r['data']}")
+    print(f"target >= {TARGET_RATIO:.0f}x with the same trades: {'met' if report['met'] else 'NOT met'}")
+    return 0 if report["met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

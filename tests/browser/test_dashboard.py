@@ -1,0 +1,93 @@
+"""The dashboard as a person sees it: headless Debian Chromium (driven by playwright, which
+downloads no browser of its own) opens the page of a running sim stack, waits for live data,
+checks the strategies table and the equity charts carry real numbers, and saves a screenshot.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import Stack, stack_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+MONEY = re.compile(r"^[+-]?-?\$[\d,]+\.\d\d$")
+
+
+def money(text: str) -> float:
+    if not MONEY.match(text):
+        raise ValueError(f"not a dollar amount: {text!r}")
+    return float(text.replace("$", "").replace(",", "").replace("+", ""))
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed in the venv")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
+    with Stack(tmp_path, stack_config()) as stack:
+        stack.wait_for(lambda: len(stack.status()["strategies"]) == 34 and len(stack.http("/api/equity")[1]["ts"]) >= 3,
+                       timeout=60, what="34 strategies and a few equity points")
+        page = chromium.new_page(viewport={"width": 1440, "height": 2000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        outside: list[str] = []
+        page.on("request", lambda req: None if req.url.startswith(stack.gateway_url) else outside.append(req.url))
+        page.goto(stack.gateway_url + "/")
+
+        page.wait_for_function("document.querySelectorAll('#strategies tbody tr[data-strategy]').length === 34",
+                               timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('#category-charts path.line').length >= 2", timeout=20_000)
+
+        rows = page.eval_on_selector_all(
+            "#strategies tbody tr[data-strategy]",
+            "rows => rows.map(r => [r.dataset.strategy, ...[...r.cells].map(c => c.textContent)])")
+        status = stack.status()
+        for sid, _id, _category, start, value, pnl, _pct, trades, *_rest in rows:
+            view = status["strategies"][sid]
+            assert money(start) == pytest.approx(view["initial_capital"])
+            assert money(value) == pytest.approx(view["portfolio_value"], rel=0.05)  # live: marks move
+            assert money(value) - money(start) == pytest.approx(money(pnl), abs=0.011)
+            assert int(trades) >= 0
+        shown_pnl = [money(r[5]) for r in rows]
+        assert shown_pnl == sorted(shown_pnl, reverse=True)  # sorted by P&L, best first
+        assert any(int(r[8]) > 0 for r in rows), "no strategy has traded yet on the dashboard"
+
+        cards = page.eval_on_selector_all("#totals .card", "cs => cs.map(c => c.dataset.category)")
+        assert cards == ["spot", "deribit", "ibkr", "total"]
+
+        paths = page.eval_on_selector_all("#category-charts path.line, #strategy-chart path.line",
+                                          "ps => ps.map(p => p.getAttribute('d'))")
+        coords = [float(v) for d in paths for v in re.findall(r"-?\d+(?:\.\d+)?", d)]
+        assert len(paths) >= 3 and len(coords) >= 6 and len(set(coords)) > 2
+        assert page.locator("#strategies svg.spark path.line").count() >= 1
+
+        updates = int(page.evaluate("document.body.dataset.updates"))
+        page.wait_for_function(f"Number(document.body.dataset.updates) >= {updates + 2}", timeout=10_000)
+        assert page.locator("#services tbody tr[data-service]").count() == 4
+        assert page.text_content("#health-badge") == "all services up"
+
+        page.click("#strategies th[data-key='id']")
+        ids = page.eval_on_selector_all("#strategies tbody tr[data-strategy]", "rs => rs.map(r => r.dataset.strategy)")
+        assert ids == sorted(ids)
+
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        ARTIFACTS.mkdir(exist_ok=True)
+        kept = shutil.copy(shot, ARTIFACTS / "dashboard.png")
+        print(f"dashboard screenshot: {kept}")
+        assert shot.stat().st_size > 20_000
+        assert errors == [] and outside == []
+        page.close()

@@ -1,0 +1,112 @@
+"""The pricer's handlers, without sockets: chains, marks, IV history, and clear errors."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.bus import Envelope, RequestError
+from common.config import load_config
+from options.black_scholes import bs_price
+from options.marks import SimIvPath, SimSurface
+from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.vol_surface import iv_rank, simulate_atm_iv, smile_iv
+from services.pricer import IV_HISTORY_DAYS, PricerService
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = load_config(REPO / "config" / "default.json")
+TS = CFG.feed.start_ms + 5 * DAY_MS
+
+
+def tick(symbol: str, price: float, ts: int = TS) -> Envelope:
+    return Envelope(1, "tick", "x", ts, "marketdata", 1, {"symbol": symbol, "price": price, "ts": ts})
+
+
+@pytest.fixture
+def pricer() -> PricerService:
+    svc = PricerService(CFG, None)
+    svc.on_message("tick.BTC/USDT", tick("BTC/USDT", 90_000.0))
+    svc.on_message("tick.ETH/USDT", tick("ETH/USDT", 3_000.0))
+    return svc
+
+
+def test_chain_lists_venue_expiries_and_strikes_at_the_sim_vol(pricer):
+    reply = pricer.on_chain({"underlying": "BTC", "venue": "ibkr", "horizon_days": 40})
+    rows = reply["rows"]
+    assert set(rows["expiry_ts"]) == set(IBKR_CME.listed_expiries(TS, 40))
+    assert min(rows["strike"]) == 45_000.0 and max(rows["strike"]) == 135_000.0
+    atm = pricer.source.atm_iv("BTC", TS)
+    i = next(i for i, k in enumerate(rows["strike"]) if k == 90_000.0)
+    assert rows["iv"][i] == pytest.approx(atm)  # at the forward (r = 0) the smile is the ATM vol
+    assert reply["source"] == "sim" and reply["spot"] == 90_000.0
+
+
+def test_mark_prices_deribit_and_cme_on_one_surface_and_expired_at_intrinsic(pricer):
+    expiry = DERIBIT.listed_expiries(TS, 30)[-1]
+    contract = {"venue": "deribit", "underlying": "BTC", "expiry_ts": expiry, "strike": 80_000.0,
+                "is_call": False, "multiplier": 1.0}
+    cme = dict(contract, venue="ibkr", multiplier=0.1)
+    expired = dict(contract, expiry_ts=TS - DAY_MS, strike=100_000.0)
+    reply = pricer.on_mark({"positions": [{"contract": contract}, cme, expired]})
+    marks = reply["marks"]
+    T = (expiry - TS) / DAY_MS / 365.0
+    iv = float(smile_iv(pricer.source.atm_iv("BTC", TS), 80_000.0, 90_000.0))
+    expected = float(bs_price(90_000.0, 80_000.0, T, 0.0, iv, False))
+    deribit_name = [n for n in marks if n.startswith("BTC-") and n.endswith("80000-P")][0]
+    cme_name = [n for n in marks if n.startswith("MBT-")][0]
+    assert marks[deribit_name]["mark_usd"] == pytest.approx(expected, rel=1e-12)
+    assert marks[cme_name]["mark_usd"] == marks[deribit_name]["mark_usd"]  # per coin: Deribit is the proxy
+    assert (marks[deribit_name]["source"], marks[cme_name]["source"]) == ("sim", "sim:deribit-proxy")
+    expired_name = [n for n in marks if n.endswith("100000-P")][0]
+    assert marks[expired_name] | {} == {"mark_usd": 10_000.0, "iv": 0.0, "delta": -1.0, "gamma": 0.0, "theta": 0.0,
+                                        "vega": 0.0, "source": "intrinsic"}
+    assert marks[deribit_name]["delta"] < 0 and marks[deribit_name]["vega"] > 0
+    assert pricer.on_price({"contracts": [deribit_name]})["marks"][deribit_name] == marks[deribit_name]
+
+
+def test_iv_history_is_the_seeded_path_sampled_daily(pricer):
+    reply = pricer.on_iv({"underlying": "ETH", "days": 10})
+    surface: SimSurface = pricer.source
+    path = SimIvPath(CFG.feed.seed + sum(map(ord, "ETH")), 0.70, surface.origin_ts)
+    assert reply["atm_iv"] == path.at(TS)
+    assert reply["history"] == [path.at(TS - k * DAY_MS) for k in range(10, 0, -1)]
+    assert reply["iv_rank"] == iv_rank(reply["history"], reply["atm_iv"])
+
+
+def test_sim_vol_path_matches_the_reference_process_on_its_grid():
+    origin = 1_700_000_000_000
+    path = SimIvPath(3, 0.5, origin)
+    grid = origin + np.arange(100, dtype=np.int64) * 3_600_000
+    reference = simulate_atm_iv(3, grid, 0.5)
+    assert path.at(origin + 99 * 3_600_000 + 59_000) == reference[99]  # steps between grid points
+    assert path.at(origin - 5) == reference[0] == 0.5
+    assert np.array_equal(path.values(grid), reference)
+
+
+def test_vol_path_visits_both_iv_rank_regimes_within_a_few_weeks():
+    surface = SimSurface(CFG.feed.seed, CFG.feed.start_ms - 120 * DAY_MS)
+    for underlying in ("BTC", "ETH"):
+        ranks = [iv_rank(surface.iv_history(underlying, t, IV_HISTORY_DAYS), surface.atm_iv(underlying, t))
+                 for t in range(CFG.feed.start_ms, CFG.feed.start_ms + 21 * DAY_MS, 3_600_000)]
+        assert max(ranks) > 75 and min(ranks) < 25, underlying
+
+
+@pytest.mark.parametrize("handler, body, code, message", [
+    ("on_chain", {"underlying": "SOL", "venue": "deribit"}, "bad_request", "unknown underlying 'SOL'"),
+    ("on_chain", {"underlying": "BTC", "venue": "cboe"}, "bad_request", "unknown venue 'cboe'"),
+    ("on_chain", {"underlying": "BTC", "horizon_days": 0}, "bad_request", "horizon_days"),
+    ("on_mark", {"positions": [{"venue": "deribit"}]}, "bad_request", r"mark.positions\[0\].underlying: missing"),
+    ("on_mark", {}, "bad_request", "mark.positions: expected a list"),
+    ("on_price", {"contracts": ["BTC-1XYZ26-1-C"]}, "bad_request", "instrument name"),
+    ("on_iv", {"underlying": "DOGE"}, "no_price", "no spot price for 'DOGE'"),
+    ("on_iv", {"underlying": "BTC", "days": 0}, "bad_request", "days: expected an integer"),
+])
+def test_bad_requests_get_named_errors(pricer, handler, body, code, message):
+    with pytest.raises(RequestError, match=message) as err:
+        getattr(pricer, handler)(body)
+    assert err.value.code == code
+
+
+def test_no_chain_before_the_first_tick():
+    with pytest.raises(RequestError, match="no spot price") as err:
+        PricerService(CFG, None).on_chain({"underlying": "BTC", "venue": "deribit"})
+    assert err.value.code == "no_price"
