@@ -151,8 +151,10 @@ class SpotReplay:
                 return
             position = book.positions.get(self.symbol)
             if position is None:  # constant value: only the first mark can trip a limit
-                self.mark(a)
-                self._mark_quiet(a + 1, b, None)
+                if self._flat_may_trip(a):
+                    self.mark(a)
+                    a += 1
+                self._mark_quiet(a, b, None)
                 return
             if book.risk.kill_switch:  # long with the switch on: this mark liquidates
                 self.mark(a)
@@ -163,6 +165,22 @@ class SpotReplay:
             if k < b:
                 self.mark(k)
             a = k + 1
+
+    def _flat_may_trip(self, a: int) -> bool:
+        """Whether marking a flat book at bar ``a`` could trip a limit (``update_on_mark``'s
+        rules with the margin); when not, its value (the cash) is at most the peak, as a sell
+        at the last mark's price less costs leaves it, and a skipped mark changes nothing the
+        later marks do not set again."""
+        risk, limits, value = self.book.risk, self.limits, self.book.cash
+        if value > risk.peak_value:
+            return True
+        if risk.peak_value > 0 and (risk.peak_value - value) / risk.peak_value * 100.0 >= \
+                limits.max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT:
+            return True
+        if self.days[a] > risk.day:
+            return False  # the new day starts at this very value: no daily loss
+        floor = risk.day_start_value * (1.0 - limits.daily_loss_pct / 100.0)
+        return not risk.daily_loss_tripped and value < floor * (1.0 + _FLOOR_MARGIN)
 
     def _quiet_until(self, a: int, b: int, cash: float, quantity: float) -> tuple[int, int | None]:
         """(first bar in ``[a, b)`` where a limit could trip, or ``b``; the highest-value bar

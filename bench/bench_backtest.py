@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +42,9 @@ RUNS = {10_000: 7, 100_000: 5, 1_000_000: 3}
 BACKTRADER_RUNS = {10_000: 3, 100_000: 1, 1_000_000: 1}
 BACKTRADER_PIN = "backtrader==1.9.78.123"
 FEE_PCT = 0.1
-CAPITAL = 10_000.0
+# Large enough that 8,000 fee-paying fills over 1M bars never shrink the book to dust (below
+# $1 go-trader refuses a buy as "insufficient cash", backtrader would keep trading crumbs).
+CAPITAL = 1e9
 HOUR_MS = 3_600_000
 TARGET_RATIO = 100.0
 # Nothing but the rule trades: no drawdown kill, no daily stop, no loss-streak pause, all in.
@@ -122,8 +125,8 @@ def backtrader_run(bt: Any, bars: OHLCV) -> tuple[list[tuple[int, str, float]], 
                 self.close()
 
         def notify_order(self, order: Any) -> None:
-            if order.status == order.Completed:
-                trades.append((len(self.data) - 1, "buy" if order.isbuy() else "sell", order.executed.price))
+            if order.status == order.Completed:  # reported on the next bar; executed at the signal bar
+                trades.append((order.executed.dt, "buy" if order.isbuy() else "sell", order.executed.price))
 
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(bt.feeds.PandasData(dataname=frame))
@@ -133,7 +136,9 @@ def backtrader_run(bt: Any, bars: OHLCV) -> tuple[list[tuple[int, str, float]], 
     cerebro.broker.set_coc(True)
     cerebro.broker.set_checksubmit(False)
     cerebro.run()
-    return trades, float(cerebro.broker.getvalue())
+    executed_ms = np.array([bt.num2date(dt).replace(tzinfo=timezone.utc).timestamp() * 1000 for dt, _, _ in trades])
+    index = np.searchsorted(bars.ts, np.rint(executed_ms).astype(np.int64))
+    return [(int(i), side, price) for i, (_, side, price) in zip(index, trades)], float(cerebro.broker.getvalue())
 
 
 def compare_trades(ours: list[tuple[int, str, float]], theirs: list[tuple[int, str, float]]) -> dict[str, Any]:

@@ -296,7 +296,7 @@ class Replier:
                 body = reply_body(env.id, error=("internal", f"{type(exc).__name__}: {exc}"))
         try:
             return encode_envelope("reply", body, self.source)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             return encode_envelope("reply", reply_body(env.id, error=("internal", f"unserializable reply: {exc}")), self.source)
 
     def serve_pending(self, max_requests: int = 100) -> int:

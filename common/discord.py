@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit
 
 from common.risk import iso_utc
 from common.summary import format_summary
@@ -16,6 +16,7 @@ from common.summary import format_summary
 DISCORD_LIMIT = 2000
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 60.0
+_URL_ORIGIN = re.compile(r"^([A-Za-z][\w+.-]*)://(?:[^@/?#]*@)?([^/?#]*)")
 
 
 def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
@@ -85,10 +86,9 @@ def retry_after_seconds(headers: Mapping[str, str], body: bytes | str | Mapping[
 
 
 def redact_webhook(url: str) -> str:
-    """``https://discord.com/***``: enough to tell which service, nothing that lets anyone post."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme or '?'}://{parts.hostname or '?'}{port}/***"
+    """``https://discord.com/***``: enough to tell which service, nothing that lets anyone post
+    (the path carries the webhook's token; user info, if any, is dropped too)."""
+    match = _URL_ORIGIN.match(url)
+    if match is None:
+        return "***"
+    return f"{match.group(1)}://{match.group(2)}/***"

@@ -1,17 +1,26 @@
 """What the signal engine decides, without its sockets: which strategies are due and what
-each one says on the newest closed bar.
+each one says on the newest closed bar (spot), or which option orders it sends (options).
 
 Pure: bars come in as OHLCV, market time as int ms. The service feeds it from the bus; tests
 and ``make once`` feed it directly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
 
 from common.clock import next_due
 from common.model import Signal, SpotOrder, spot_order_id
 from common.ohlcv import OHLCV, timeframe_ms
+from options.book import OptionOrder, option_orders
+from options.chain import OptionChain
+from options.contracts import OptionContract, OptionPosition
+from options.risk import OptionsRiskLimits, check_options_trade
+from options.scoring import score_trade, select_trades
+from options.strategies import OptionsContext, ProposedTrade, decide
+from options.venues import VenueSpec
 from strategies.registry import latest_signal
 
 BarSource = Callable[[str, str], OHLCV]
@@ -60,6 +69,97 @@ def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, 
         order = SpotOrder(spot_order_id(strategy_id, latest.ts_bar), strategy_id, symbol,
                           latest.signal, latest.price, ts_close)
     return SpotDecision(strategy_id, signal, order)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionsDecision:
+    """One options strategy run: the actions it takes (with scores) as orders, or why none."""
+
+    strategy_id: str
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[OptionOrder] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # risk refusals, for the log
+    skipped: str | None = None
+
+
+def options_params(strategy: str, params: Mapping[str, Any], theta_harvest: Any | None) -> dict[str, Any]:
+    """Strategy params with the config's theta-harvest rules as exits (explicit params win).
+
+    The wheel keeps its shorts to expiry (assignment is its point), so it takes the profit
+    and stop rules but not the close-before-expiry one.
+    """
+    merged: dict[str, Any] = {}
+    if theta_harvest is not None and theta_harvest.enabled:
+        merged = {"take_profit_pct": theta_harvest.profit_target_pct, "stop_loss_pct": theta_harvest.stop_loss_pct}
+        if strategy != "wheel":
+            merged["close_dte"] = theta_harvest.min_dte_close
+    return merged | dict(params)
+
+
+def book_positions(book: Mapping[str, Any], venue: str, underlying: str) -> list[OptionPosition]:
+    """The portfolio's position dicts (``positions`` reply) of one venue and underlying, with
+    their latest greeks, as the strategies and the scorer take them."""
+    positions = []
+    for i, p in enumerate(book.get("option_positions", [])):
+        contract = OptionContract.from_dict(p.get("contract"), f"option_positions[{i}].contract")
+        if contract.venue == venue and contract.underlying == underlying:
+            positions.append(OptionPosition(contract, float(p["quantity"]), float(p["entry_premium"]),
+                                            int(p["entry_ts"]), dict(p.get("greeks", {}))))
+    return positions
+
+
+def _action(trade: ProposedTrade, parts: Mapping[str, float]) -> dict[str, Any]:
+    c = trade.contract
+    return {"action": trade.action, "contract": c.name, "venue": c.venue, "side": trade.side,
+            "quantity": trade.quantity, "multiplier": c.multiplier, "strike": c.strike, "expiry_ts": c.expiry_ts,
+            "premium_usd": trade.premium, "premium_usd_per_contract": trade.premium * c.multiplier,
+            "greeks": dict(trade.greeks), "score": trade.score, "score_parts": dict(parts),
+            "reason": trade.reason, "group": trade.group}
+
+
+def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlying: str, params: Mapping[str, Any],
+                     closes: OHLCV, timeframe: str, now_ts: int, chain: OptionChain, atm_iv: float,
+                     iv_history: np.ndarray, book: Mapping[str, Any], limits: OptionsRiskLimits,
+                     min_score: float) -> OptionsDecision:
+    """Decide, score, risk-check and group one options strategy's trades at the chain's time.
+
+    ``book`` is the portfolio's ``positions`` reply (cash, capital, value, peak, option
+    positions, coins held). Never trades on stale bars or a chain older than one bar.
+    """
+    reason = stale_reason(closes, timeframe, now_ts, f"{underlying} {timeframe}")
+    if reason is None and now_ts - chain.ts >= timeframe_ms(timeframe):
+        reason = f"stale chain: priced at {chain.ts}, market time is {now_ts}"
+    if reason is not None:
+        return OptionsDecision(strategy_id, skipped=reason)
+    positions = book_positions(book, venue.name, underlying)
+    ctx = OptionsContext(
+        strategy_id=strategy_id, underlying=underlying, venue=venue, ts_event=chain.ts, spot=chain.spot,
+        closes=np.asarray(closes.close, dtype=np.float64), atm_iv=atm_iv, iv_history=np.asarray(iv_history),
+        chain=chain, capital=float(book["capital"]), cash=float(book["cash"]),
+        spot_quantity=float(book.get("spot_quantity", 0.0)), spot_cost_basis=float(book.get("spot_cost_basis", 0.0)))
+    proposals = decide(strategy, ctx, positions, params)
+    selected = [t for t in select_trades(proposals, positions, chain.spot) if t.score >= min_score]
+    accepted, refused, book_now = [], [], list(positions)
+    groups: dict[str, list[ProposedTrade]] = {}
+    for trade in selected:
+        groups.setdefault(trade.group or f"{trade.action}-{trade.contract.name}", []).append(trade)
+    for legs in groups.values():
+        trial = list(book_now)
+        for leg in legs:
+            ok, why = check_options_trade(limits, trial, leg, float(book["portfolio_value"]), spot=chain.spot,
+                                          peak_value=book.get("peak_value"))
+            if not ok:
+                refused.append(f"{leg.action} {leg.contract.name}: {why}")
+                break
+            if leg.action == "open":
+                trial.append(OptionPosition(leg.contract, leg.side * leg.quantity, leg.premium, chain.ts,
+                                            dict(leg.greeks)))
+        else:
+            accepted += legs
+            book_now = trial
+    parts = [score_trade(t, positions, chain.spot).parts for t in accepted]
+    return OptionsDecision(strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
+                           option_orders(strategy_id, chain.ts, chain.spot, accepted, parts), refused)
 
 
 class Schedule:

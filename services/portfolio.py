@@ -1,9 +1,11 @@
 """portfolio: the only writer of state.json; fills paper orders and enforces risk.
 
-Subscribes  tick.* from marketdata (marks, risk, kill-switch liquidation)
-Answers     order (idempotent by order id), snapshot, status
+Subscribes  tick.* from marketdata (marks, risk, kill-switch liquidation, option expiry)
+Answers     order, option_order (both idempotent by order id), positions {strategy_id}, snapshot,
+            status
+Requests    prices from marketdata (late joiner); mark from the pricer (open option positions)
 Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
-Calls       common.portfolio.Portfolio (pure books and risk), common.state_store
+Calls       common.portfolio.Portfolio (pure books and risk), options.book, common.state_store
 
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge -> save state.json atomically. A crash at any point loses nothing that was
@@ -19,6 +21,7 @@ from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
 from common.model import Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, StrategyMeta
+from options.book import OptionOrder
 from common.risk import RiskLimits
 from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
 from services.runtime import ServiceRuntime, config_path
@@ -27,6 +30,8 @@ MARK_SECONDS = 0.1
 SNAPSHOT_SECONDS = 1.0
 SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
+OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
+PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer
 
 
 def strategy_metas(cfg: Config) -> list[StrategyMeta]:
@@ -40,7 +45,7 @@ def strategy_metas(cfg: Config) -> list[StrategyMeta]:
             circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
             daily_loss_pct=sc.risk.daily_loss_pct,
         )
-        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits))
+        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy))
     return metas
 
 
@@ -51,7 +56,10 @@ class PortfolioService:
         self.state_path = Path(cfg.state_file)
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         self.portfolio = Portfolio(strategy_metas(cfg), fee_rate=cfg.fee_pct / 100.0,
-                                   slippage_rate=cfg.slippage_pct / 100.0)
+                                   slippage_rate=cfg.slippage_pct / 100.0,
+                                   max_option_positions=cfg.options.max_positions,
+                                   min_option_score=cfg.options.min_score,
+                                   underlying_quote=cfg.options.underlying_quote)
         state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
         if state is not None:
             try:
@@ -69,6 +77,9 @@ class PortfolioService:
                          pruned=list(rec.pruned), kept=len(rec.kept))
         self.pending_ticks: dict[str, float] = {}
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
+        self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
+        self.pricer_skip = 0  # option-mark rounds to skip after the pricer failed
+        self.option_marks = 0
         self.last_equity_step = self.portfolio.market_ts // EQUITY_STEP_MS
         self.dirty = True
         self.orders_seen = 0
@@ -115,12 +126,49 @@ class PortfolioService:
         return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
                 "fill": decision.fill.to_dict() if decision.fill else None}
 
+    def on_option_order(self, body: Any) -> dict[str, Any]:
+        try:
+            order = OptionOrder.from_dict(body)
+        except RecordError as exc:
+            raise RequestError("bad_order", str(exc)) from None
+        book = self.portfolio.books.get(order.strategy_id)
+        if book is None or book.kind != "options":
+            raise RequestError("unknown_strategy",
+                               f"option_order.strategy_id: no options strategy {order.strategy_id!r} in this portfolio")
+        self.orders_seen += 1
+        decision = self.portfolio.decide_options(order)
+        if decision.fills:
+            self.book_fills(list(decision.fills))
+            self.save()
+        elif decision.status != "duplicate":
+            self.portfolio.record_no_fill(order.strategy_id, order.order_id)
+            self.dirty = True
+            self.rt.log.info("option_order_refused", order_id=order.order_id, reason=decision.reason)
+        return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
+                "fills": [f.to_dict() for f in decision.fills]}
+
+    def on_positions(self, body: Any) -> dict[str, Any]:
+        sid = body.get("strategy_id") if isinstance(body, dict) else None
+        book = self.portfolio.books.get(sid) if isinstance(sid, str) else None
+        if book is None:
+            raise RequestError("unknown_strategy", f"positions.strategy_id: no strategy {sid!r} in this portfolio")
+        symbols = {sc.id: sc.symbol for sc in self.cfg.strategies}
+        holding = book.positions.get(symbols.get(sid, ""))  # coins an options book holds (wheel assignment)
+        return {
+            "strategy_id": sid, "ts": self.portfolio.market_ts, "cash": book.cash,
+            "capital": book.initial_capital, "portfolio_value": self.portfolio.value_of(sid),
+            "peak_value": book.risk.peak_value, "option_positions": list(book.option_positions.values()),
+            "spot_quantity": holding.quantity if holding else 0.0,
+            "spot_cost_basis": holding.avg_price if holding else 0.0,
+        }
+
     def on_snapshot(self, _body: Any = None) -> dict[str, Any]:
         return self.portfolio.snapshot()
 
     def on_status(self, _body: Any = None) -> dict[str, Any]:
         return {"market_ts": self.portfolio.market_ts, "journal_seq": self.portfolio.journal_seq,
-                "strategies": len(self.portfolio.books), "orders": self.orders_seen, "fills": self.fills_made}
+                "strategies": len(self.portfolio.books), "orders": self.orders_seen, "fills": self.fills_made,
+                "option_marks": self.option_marks}
 
     def on_equity(self, body: Any) -> dict[str, Any]:
         body = body if isinstance(body, dict) else {}
@@ -152,6 +200,24 @@ class PortfolioService:
         if step > self.last_equity_step:
             self.last_equity_step = step
             self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
+
+    def mark_options(self) -> None:
+        """Reprice every open option position through the pricer (at most once a second)."""
+        contracts = self.portfolio.open_option_contracts()
+        if not contracts:
+            return
+        if self.pricer_skip > 0:
+            self.pricer_skip -= 1
+            return
+        try:
+            reply = self.pricer.request("mark", {"positions": contracts})
+        except (RequestFailed, RemoteError) as exc:
+            self.pricer_skip = int(PRICER_BACKOFF_SECONDS / OPTION_MARK_SECONDS)
+            self.rt.log.warning("option_marks_unavailable", error=str(exc), positions=len(contracts))
+            return
+        self.portfolio.mark_options(reply["marks"], reply["ts"])
+        self.option_marks += 1
+        self.dirty = True
 
     def fetch_prices(self) -> None:
         """Late joiner: until every feed symbol has a mark, ask marketdata for its snapshot."""
@@ -190,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ep = cfg.endpoints["portfolio"]
     rt.bind_publisher(ep.pub)
-    rt.bind_replier(ep.rep, {"order": svc.on_order, "snapshot": svc.on_snapshot,
+    rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order,
+                             "positions": svc.on_positions, "snapshot": svc.on_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)
     rt.every(1.0, svc.fetch_prices)
+    rt.every(OPTION_MARK_SECONDS, svc.mark_options)
     rt.every(SNAPSHOT_SECONDS, svc.publish_snapshot)
     rt.every(SAVE_SECONDS, svc.save)
     rt.run(on_stop=svc.stop)

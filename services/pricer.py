@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
+
 from common.bus import Envelope, RequestError
 from common.config import Config, load_config
 from common.market_sim import DAY_MS
@@ -48,12 +50,23 @@ def _contract(item: Any, where: str) -> OptionContract:
     return OptionContract.from_dict(item, where)
 
 
+CHAIN_COLUMNS = ("expiry_ts", "strike", "is_call", "forward", "iv", "mark", "delta", "gamma", "theta", "vega")
+
+
 def chain_to_dict(chain: OptionChain) -> dict[str, Any]:
     return {
         "underlying": chain.underlying, "venue": chain.venue, "spot": chain.spot, "ts": chain.ts,
-        "rows": {name: getattr(chain, name).tolist()
-                 for name in ("expiry_ts", "strike", "is_call", "iv", "mark", "delta", "gamma", "theta", "vega")},
+        "rows": {name: getattr(chain, name).tolist() for name in CHAIN_COLUMNS},
     }
+
+
+def chain_from_dict(d: dict[str, Any]) -> OptionChain:
+    """The chain a ``chain`` reply describes (the venue gives the multiplier)."""
+    rows = d["rows"]
+    dtypes = {"expiry_ts": np.int64, "is_call": np.bool_}
+    columns = {name: np.asarray(rows[name], dtype=dtypes.get(name, np.float64)) for name in CHAIN_COLUMNS}
+    multiplier = venue_spec(d["venue"]).underlying(d["underlying"]).multiplier
+    return OptionChain(d["venue"], d["underlying"], multiplier, int(d["ts"]), float(d["spot"]), **columns)
 
 
 class PricerService:

@@ -114,3 +114,5 @@ def test_redacted_webhook_keeps_only_scheme_and_host():
     assert redact_webhook(url) == "https://discord.com/***"
     assert redact_webhook("http://127.0.0.1:8123/hook/abc") == "http://127.0.0.1:8123/***"
     assert "SECRET" not in redact_webhook(url)
+    assert redact_webhook("https://user:pw@example.com/x?token=1") == "https://example.com/***"
+    assert redact_webhook("not a url with SECRET") == "***"

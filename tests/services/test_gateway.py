@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -355,6 +356,7 @@ def test_requests_stay_correct_while_the_loop_replaces_the_cache(served):
         t.start()
     price = 60_000.0
     while any(t.is_alive() for t in threads):
+        time.sleep(0.002)  # the loop replaces caches at most every few ms, not in a spin
         price += 1.0
         served.cache.prices = {"BTC/USDT": price}
         served.cache.snapshot = dict(served.cache.snapshot)

@@ -1,0 +1,39 @@
+"""What the go-trader benchmarks share: a real stack in a temp dir, percentiles, result rows.
+
+A benchmark module exposes ``run(quick=False) -> dict`` (plain numbers, JSON-safe) and
+``report(result) -> list[Row]``; ``bench.run_all`` turns the rows into bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+Row = tuple[str, str, str, str]  # measure, value, target, verdict ("PASS", "FAIL" or "")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of ``values``; NaN when there are none."""
+    if len(values) == 0:
+        return float("nan")
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+@contextlib.contextmanager
+def running_stack(stack: Any = None, **feed: Any) -> Iterator[Any]:
+    """The caller's stack if it passes one (tests share one), else a fresh one stopped at exit."""
+    if stack is not None:
+        yield stack
+        return
+    from tests.support.stack import Stack, stack_config  # only benchmarks that need a stack pay for it
+
+    with tempfile.TemporaryDirectory(prefix="go-trader-bench-") as workdir:
+        with Stack(Path(workdir), stack_config(**feed)) as started:
+            yield started

@@ -1,0 +1,36 @@
+"""Real bars for the backtest tests (../shared/data), loaded once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.csv_bars import load_ohlcv_csv
+from common.ohlcv import OHLCV
+
+BINANCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv" / "binance"
+
+
+def _load(name: str) -> OHLCV:
+    path = BINANCE / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not present (../shared/data)")
+    return load_ohlcv_csv(path)
+
+
+@pytest.fixture(scope="session")
+def btc_1h() -> OHLCV:
+    return _load("BTC_USDT-1h.csv")
+
+
+@pytest.fixture(scope="session")
+def eth_1h() -> OHLCV:
+    return _load("ETH_USDT-1h.csv")
+
+
+@pytest.fixture(scope="session")
+def btc_csv() -> Path:
+    path = BINANCE / "BTC_USDT-1h.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is not present (../shared/data)")
+    return path
