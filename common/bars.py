@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from common.model import RecordError, _field
+from common.model import RecordError, read_int, read_number, read_str
 from common.ohlcv import OHLCV, BadBarError, timeframe_ms
 
 _COLUMNS = ("ts", "open", "high", "low", "close", "volume")
@@ -40,22 +40,22 @@ class Bar:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "bar") -> "Bar":
-        symbol = _field(d, "symbol", str, where)
+        symbol = read_str(d, "symbol", where)
         if not symbol:
             raise RecordError(f"{where}.symbol: must not be empty")
-        timeframe = _field(d, "timeframe", str, where)
+        timeframe = read_str(d, "timeframe", where)
         try:
             tf_ms = timeframe_ms(timeframe)
         except ValueError as exc:
             raise RecordError(f"{where}.timeframe: {exc}") from None
-        ts_open = _field(d, "ts_open", int, where)
+        ts_open = read_int(d, "ts_open", where)
         if ts_open < 0 or ts_open % tf_ms:
             raise RecordError(f"{where}.ts_open: {ts_open} is not the start of a {timeframe} bar")
-        prices = {name: _field(d, name, float, where) for name in ("open", "high", "low", "close")}
+        prices = {name: read_number(d, name, where) for name in ("open", "high", "low", "close")}
         for name, value in prices.items():
             if value <= 0:
                 raise RecordError(f"{where}.{name}: must be > 0, got {value!r}")
-        volume = _field(d, "volume", float, where)
+        volume = read_number(d, "volume", where)
         if volume < 0:
             raise RecordError(f"{where}.volume: must be >= 0, got {volume!r}")
         o, h, lo, c = prices["open"], prices["high"], prices["low"], prices["close"]

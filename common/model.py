@@ -15,130 +15,6 @@ class RecordError(ValueError):
     """A dict that does not describe a valid record; the message names the field."""
 
 
-def _field(d: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(d, Mapping):
-        raise RecordError(f"{where}: expected an object, got {type(d).__name__}")
-    if name not in d:
-        raise RecordError(f"{where}.{name}: missing")
-    value = d[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise RecordError(f"{where}.{name}: expected {expected}, got {type(value).__name__} {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RecordError(f"{where}.{name}: must be a finite number, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Signal:
-    """What a strategy decided on one bar; published on ``signal.<strategy_id>``."""
-
-    strategy_id: str
-    strategy: str
-    symbol: str
-    timeframe: str
-    signal: int  # 1 buy, -1 sell, 0 hold
-    price: float  # close of the bar the decision was made on
-    ts_bar: int  # open time of that bar (ms)
-    ts_event: int  # market time of the decision (ms)
-    indicators: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class SpotOrder:
-    """Enter (+1) or exit (-1) a long spot position at the signal bar's close.
-
-    ``order_id`` is ``<strategy_id>:<ts_bar>``: one decision per strategy per bar, so a
-    retried or replayed order is recognised and never filled twice.
-    """
-
-    order_id: str
-    strategy_id: str
-    symbol: str
-    signal: int
-    price: float
-    ts_event: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "order") -> "SpotOrder":
-        signal = _field(d, "signal", int, where)
-        if signal not in (1, -1):
-            raise RecordError(f"{where}.signal: must be 1 (buy) or -1 (sell), got {signal!r}")
-        price = _field(d, "price", float, where)
-        if price <= 0:
-            raise RecordError(f"{where}.price: must be > 0, got {price!r}")
-        return cls(
-            order_id=_field(d, "order_id", str, where),
-            strategy_id=_field(d, "strategy_id", str, where),
-            symbol=_field(d, "symbol", str, where),
-            signal=signal,
-            price=price,
-            ts_event=_field(d, "ts_event", int, where),
-        )
-
-
-def spot_order_id(strategy_id: str, ts_bar: int) -> str:
-    return f"{strategy_id}:{ts_bar}"
-
-
-@dataclass(frozen=True, slots=True)
-class Fill:
-    """One executed trade, as journaled before it is acknowledged.
-
-    ``cash_delta`` is the signed change of the strategy's cash (fees included), so replaying
-    fills needs no prices and no config: the journal alone rebuilds the books.
-    """
-
-    seq: int  # position in the journal, 1-based, gap-free
-    order_id: str
-    strategy_id: str
-    kind: str  # "spot" | "option" | "settlement" | "liquidation"
-    instrument: str  # "BTC/USDT" or an option name such as "BTC-25DEC26-78000-C"
-    side: str  # "buy" | "sell"
-    quantity: float  # > 0, base units or contracts
-    price: float  # per unit, USD
-    fee: float  # USD, >= 0
-    cash_delta: float
-    realized_pnl: float  # on closing fills; 0 on opening fills
-    ts_event: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "fill") -> "Fill":
-        side = _field(d, "side", str, where)
-        if side not in ("buy", "sell"):
-            raise RecordError(f"{where}.side: must be 'buy' or 'sell', got {side!r}")
-        extra = d.get("extra", {})
-        if not isinstance(extra, Mapping):
-            raise RecordError(f"{where}.extra: expected an object, got {type(extra).__name__}")
-        return cls(
-            seq=_field(d, "seq", int, where),
-            order_id=_field(d, "order_id", str, where),
-            strategy_id=_field(d, "strategy_id", str, where),
-            kind=_field(d, "kind", str, where),
-            instrument=_field(d, "instrument", str, where),
-            side=side,
-            quantity=_field(d, "quantity", float, where),
-            price=_field(d, "price", float, where),
-            fee=_field(d, "fee", float, where),
-            cash_delta=_field(d, "cash_delta", float, where),
-            realized_pnl=_field(d, "realized_pnl", float, where),
-            ts_event=_field(d, "ts_event", int, where),
-            extra=dict(extra),
-        )
-
-
 _MISSING = object()
 
 
@@ -199,3 +75,110 @@ def read_bool(d: Mapping[str, Any], name: str, where: str) -> bool:
         raise RecordError(f"{where}.{name}: expected true or false, got {_shown(value)}")
     return value
 
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What a strategy decided on one bar; published on ``signal.<strategy_id>``."""
+
+    strategy_id: str
+    strategy: str
+    symbol: str
+    timeframe: str
+    signal: int  # 1 buy, -1 sell, 0 hold
+    price: float  # close of the bar the decision was made on
+    ts_bar: int  # open time of that bar (ms)
+    ts_event: int  # market time of the decision (ms)
+    indicators: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SpotOrder:
+    """Enter (+1) or exit (-1) a long spot position at the signal bar's close.
+
+    ``order_id`` is ``<strategy_id>:<ts_bar>``: one decision per strategy per bar, so a
+    retried or replayed order is recognised and never filled twice.
+    """
+
+    order_id: str
+    strategy_id: str
+    symbol: str
+    signal: int
+    price: float
+    ts_event: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "order") -> "SpotOrder":
+        signal = read_int(d, "signal", where)
+        if signal not in (1, -1):
+            raise RecordError(f"{where}.signal: must be 1 (buy) or -1 (sell), got {signal!r}")
+        price = read_number(d, "price", where)
+        if price <= 0:
+            raise RecordError(f"{where}.price: must be > 0, got {price!r}")
+        return cls(
+            order_id=read_str(d, "order_id", where),
+            strategy_id=read_str(d, "strategy_id", where),
+            symbol=read_str(d, "symbol", where),
+            signal=signal,
+            price=price,
+            ts_event=read_int(d, "ts_event", where),
+        )
+
+
+def spot_order_id(strategy_id: str, ts_bar: int) -> str:
+    return f"{strategy_id}:{ts_bar}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One executed trade, as journaled before it is acknowledged.
+
+    ``cash_delta`` is the signed change of the strategy's cash (fees included), so replaying
+    fills needs no prices and no config: the journal alone rebuilds the books.
+    """
+
+    seq: int  # position in the journal, 1-based, gap-free
+    order_id: str
+    strategy_id: str
+    kind: str  # "spot" | "option" | "settlement" | "liquidation"
+    instrument: str  # "BTC/USDT" or an option name such as "BTC-25DEC26-78000-C"
+    side: str  # "buy" | "sell"
+    quantity: float  # > 0, base units or contracts
+    price: float  # per unit, USD
+    fee: float  # USD, >= 0
+    cash_delta: float
+    realized_pnl: float  # on closing fills; 0 on opening fills
+    ts_event: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "fill") -> "Fill":
+        side = read_str(d, "side", where)
+        if side not in ("buy", "sell"):
+            raise RecordError(f"{where}.side: must be 'buy' or 'sell', got {side!r}")
+        extra = d.get("extra", {})
+        if not isinstance(extra, Mapping):
+            raise RecordError(f"{where}.extra: expected an object, got {type(extra).__name__}")
+        return cls(
+            seq=read_int(d, "seq", where),
+            order_id=read_str(d, "order_id", where),
+            strategy_id=read_str(d, "strategy_id", where),
+            kind=read_str(d, "kind", where),
+            instrument=read_str(d, "instrument", where),
+            side=side,
+            quantity=read_number(d, "quantity", where),
+            price=read_number(d, "price", where),
+            fee=read_number(d, "fee", where),
+            cash_delta=read_number(d, "cash_delta", where),
+            realized_pnl=read_number(d, "realized_pnl", where),
+            ts_event=read_int(d, "ts_event", where),
+            extra=dict(extra),
+        )

@@ -49,13 +49,13 @@ def test_bar_round_trips_through_dict_and_knows_its_close():
         ({"symbol": ""}, "bar.symbol: must not be empty"),
         ({"timeframe": "2h"}, "bar.timeframe: unknown timeframe '2h'"),
         ({"ts_open": T0 + 1}, "bar.ts_open: 1735689600001 is not the start of a 1h bar"),
-        ({"ts_open": "x"}, "bar.ts_open: expected int"),
+        ({"ts_open": "x"}, "bar.ts_open: expected an integer"),
         ({"open": 0.0}, "bar.open: must be > 0"),
         ({"close": math.nan}, "bar.close: must be a finite number"),
         ({"volume": -1.0}, "bar.volume: must be >= 0"),
         ({"high": 10.5}, "bar.high/low: do not contain open/close"),
         ({"low": 10.5}, "bar.high/low: do not contain open/close"),
-        ({"open": True}, "bar.open: expected float"),
+        ({"open": True}, "bar.open: expected a number"),
     ],
 )
 def test_bar_from_dict_names_the_bad_field(change, message):
