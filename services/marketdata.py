@@ -33,17 +33,23 @@ class MarketDataService:
         self.clock_file = Path(cfg.state_file).parent / "marketdata.clock.json"
         self.feed: MarketFeed = build_feed_from_config(cfg, log=runtime.log)
         resume_ts = self._resume_ts()
-        start_ts = resume_ts if resume_ts is not None else cfg.feed.start_ms
         if cfg.feed.mode == "live":  # live market time is the wall clock (speed 1)
-            start_ts = wall_ms()
-        self.feed.start(start_ts)
+            self.feed.start(wall_ms())
+        elif resume_ts is not None:
+            self.feed.start(resume_ts)
+        elif cfg.feed.mode == "sim":
+            self.feed.start(cfg.feed.start_ms)
+        else:  # replay starts after its warm-up bars
+            self.feed.start()
         self.clock = MarketClock(self.feed.now_ts, wall_ms(), cfg.feed.speed)
         self.rt.log.info("feed_started", mode=cfg.feed.mode, market_ts=self.feed.now_ts,
                          resumed=resume_ts is not None, speed=cfg.feed.speed)
         self.bars_published = 0
 
     def _identity(self) -> dict[str, Any]:
-        return {"mode": self.cfg.feed.mode, "seed": self.cfg.feed.seed, "start_ts": self.cfg.feed.start_ms}
+        replay = {s: str(p) for s, p in self.cfg.feed.replay.files.items()} if self.cfg.feed.mode == "replay" else {}
+        return {"mode": self.cfg.feed.mode, "seed": self.cfg.feed.seed, "start_ts": self.cfg.feed.start_ms,
+                "replay": replay}
 
     def _resume_ts(self) -> int | None:
         if self.cfg.feed.mode == "live":
