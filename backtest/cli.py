@@ -26,7 +26,7 @@ from backtest.data import BacktestDataError, align_pair, csv_path_for, load_csv,
 from backtest.metrics import OBJECTIVES, round_trips
 from backtest.report import ReportData, spot_report_data, write_report
 from backtest.spot import BacktestResult, run_spot_backtest
-from common.market_sim import DAY_MS
+from common.market_sim import DAY_MS, DEFAULT_SPECS
 from common.ohlcv import OHLCV, TIMEFRAME_MS
 from common.risk import RiskLimits
 
@@ -119,7 +119,7 @@ class BarSource:
             start = parse_time(self.args.since or DEFAULT_SIM_START, "--since")
             start -= start % DAY_MS
             # The warm-up comes before --since: 60 extra days of the same path.
-            made = sim_bars(["BTC/USDT", "ETH/USDT", "SOL/USDT"], timeframe, start_ms=start - 60 * DAY_MS,
+            made = sim_bars(list(DEFAULT_SPECS), timeframe, start_ms=start - 60 * DAY_MS,
                             days=self.args.days + 60, seed=self.args.seed)
             if symbol not in made:
                 raise CliError(f"--sim: no simulated market for {symbol}; known: {', '.join(made)}")
@@ -265,7 +265,7 @@ def run_walkforward(args: argparse.Namespace) -> int:
     since = parse_time(args.since, "--since")
     if since is not None:
         data = window(data, since, None, args.symbol)
-        pair = None if pair is None else pair.slice(len(pair) - len(data), None)
+        pair = None if pair is None else window(pair, since, None, args.pair_symbol or "pair")
     mapper = make_mapper(args.cluster, args.workers, args.progress)
     started = time.perf_counter()
     result = walk_forward(spec, data, pair, mapper)

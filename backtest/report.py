@@ -22,6 +22,7 @@ import numpy as np
 
 from backtest.metrics import drawdown_curve, monthly_returns, round_trips
 from common.model import Fill
+from common.ohlcv import timeframe_ms
 from common.risk import iso_utc
 
 MAX_PLOT_POINTS = 4000
@@ -46,8 +47,6 @@ class ReportData:
 
 def spot_report_data(result: Any) -> ReportData:
     """A spot ``BacktestResult`` as report data."""
-    from common.ohlcv import timeframe_ms
-
     params = ", ".join(f"{k}={v}" for k, v in result.params.items())
     return ReportData(
         title=f"{result.strategy_id}: {result.strategy}({params}) on {result.symbol} {result.timeframe}",
@@ -153,7 +152,8 @@ def _trades_table(trades: list[dict[str, Any]]) -> str:
 
 
 def render_html(data: ReportData, png: bytes) -> str:
-    metrics = "".join(f"<tr><th>{html.escape(k)}</th><td>{_shown(v)}</td></tr>" for k, v in data.metrics.items())
+    metrics = "".join(f"<tr><th>{html.escape(k)}</th><td>{_shown(iso_utc(v) if k.endswith('_ts') else v)}</td></tr>"
+                      for k, v in data.metrics.items())
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(data.title)}</title>

@@ -44,7 +44,9 @@ _FLOOR_MARGIN = 1e-12
 @dataclass
 class BacktestResult:
     """One strategy over one series. ``equity`` and ``position`` align with ``data`` (the traded
-    bars): the book value and the base units held at each bar's close, after that bar's fills."""
+    bars): the book value and the base units held at each bar's close, after that bar's fills.
+    ``fills`` and ``state`` are exactly the paper run's; ``risk_events`` are its log lines, less
+    the "daily loss cleared" notes of days whose marks were skipped."""
 
     strategy_id: str
     strategy: str
@@ -61,6 +63,7 @@ class BacktestResult:
     position: np.ndarray
     risk_events: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # Portfolio.to_state() after the last bar
 
 
 def _check_pct(name: str, value: float) -> float:
@@ -285,6 +288,7 @@ def run_spot_backtest(strategy_id: str, strategy: str, symbol: str, timeframe: s
         strategy_id=strategy_id, strategy=strategy, symbol=symbol, timeframe=timeframe, params=dict(resolved),
         capital=float(capital), fee_pct=fee_pct, slippage_pct=slippage_pct, data=traded,
         signals=signals[first:], fills=replay.fills, equity=equity, position=position, risk_events=replay.events,
+        state=replay.portfolio.to_state(),
     )
     result.metrics = spot_metrics(result)
     return result

@@ -154,7 +154,7 @@ def burst_loss(n: int, hwm: int) -> float:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    n = 10_000 if quick else 50_000
+    n = 5_000 if quick else 50_000
     runs = 3 if quick else RUNS
     ours, bare = [], []
     lost_ours = lost_bare = 0
@@ -165,7 +165,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         rate, got = bare_rate(n)
         bare.append(rate)
         lost_bare += n - got
-    burst = 20_000 if quick else 50_000
+    burst = 10_000 if quick else 50_000
     loss_default = [burst_loss(burst, ZMQ_DEFAULT_HWM) for _ in range(runs)]
     loss_ours = [burst_loss(burst, PUB_HWM) for _ in range(runs)]
     ours_med, bare_med = statistics.median(ours), statistics.median(bare)

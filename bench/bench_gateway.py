@@ -2,36 +2,25 @@
 stack keeps running cycles, with requests/s and p50/p99 latency, and a slow-rate /healthz
 probe that shows the gateway stays responsive meanwhile.
 
-Run: ``python -m bench.bench_gateway`` from the repo root. ``run()`` returns the numbers.
+Run: ``python -m bench.bench_gateway`` from the repo root. ``run()`` returns the numbers,
+``report()`` the rows of bench/RESULTS.md.
 Everything talks to 127.0.0.1 only; every loop is bounded in time and in count.
 Targets: >= 300 requests/s on /status with 32 clients, p99 under 250 ms, and cycles keep running.
 """
 from __future__ import annotations
 
 import http.client
-import json
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from tests.support.stack import Stack, stack_config
+from bench.harness import Row, percentile, running_stack, verdict
 
 CLIENTS = 32
 SECONDS = 5.0
 MAX_REQUESTS_PER_CLIENT = 5_000
 STATUS_RPS_TARGET = 300
 P99_TARGET_MS = 250.0
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
 
 
 def hammer(port: int, path: str, clients: int = CLIENTS, seconds: float = SECONDS) -> dict[str, Any]:
@@ -71,7 +60,7 @@ def hammer(port: int, path: str, clients: int = CLIENTS, seconds: float = SECOND
     for t in threads:
         t.join(seconds + 30)
     elapsed = time.perf_counter() - began
-    flat = sorted(x for per in latencies for x in per)
+    flat = sorted(x for per in latencies for x in per)  # seconds
     return {
         "path": path, "clients": clients, "seconds": round(elapsed, 2), "requests": len(flat),
         "failures": sum(failures), "rps": round(len(flat) / elapsed, 1),
@@ -95,41 +84,44 @@ def probe(port: int, stop: threading.Event, out: list[float]) -> None:
             conn.close()
 
 
-def run(clients: int = CLIENTS, seconds: float = SECONDS) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, Stack(Path(tmp), stack_config()) as stack:
-        port = stack.config["gateway"]["port"]
-        stack.wait_for(lambda: stack.status()["strategies"] and stack.status()["cycle_count"] > 0, timeout=60,
-                       what="a first cycle")
-        results: dict[str, Any] = {"clients": clients}
+def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
+    clients, seconds = (16, 2.0) if quick else (CLIENTS, SECONDS)
+    with running_stack(stack) as started:
+        port = started.config["gateway"]["port"]
+        started.wait_for(lambda: started.status()["strategies"] and started.status()["cycle_count"] > 0,
+                         timeout=60, what="a first cycle")
+        results: dict[str, Any] = {"clients": clients, "seconds": seconds}
         for path in ("/status", "/metrics"):
-            cycles_before = stack.status()["cycle_count"]
-            stop, probe_ms = threading.Event(), []
-            prober = threading.Thread(target=probe, args=(port, stop, probe_ms), daemon=True)
+            cycles_before = started.status()["cycle_count"]
+            stop, probe_s = threading.Event(), []
+            prober = threading.Thread(target=probe, args=(port, stop, probe_s), daemon=True)
             prober.start()
             row = hammer(port, path, clients, seconds)
             stop.set()
             prober.join(15)
-            probe_sorted = sorted(probe_ms)
-            row["cycles_during_run"] = stack.status()["cycle_count"] - cycles_before
-            row["healthz_probe_p99_ms"] = round(percentile(probe_sorted, 99) * 1000, 2)
-            row["healthz_probes"] = len(probe_sorted)
+            row["cycles_during_run"] = started.status()["cycle_count"] - cycles_before
+            row["healthz_probe_p99_ms"] = round(percentile(probe_s, 99) * 1000, 2)
+            row["healthz_probes"] = len(probe_s)
             results[path] = row
-        status = results["/status"]
-        results["meets_target"] = (status["rps"] >= STATUS_RPS_TARGET and status["p99_ms"] <= P99_TARGET_MS
-                                   and status["failures"] == 0 and status["cycles_during_run"] > 0)
-        return results
+    return results
 
 
-def main() -> int:
-    results = run()
+def report(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     for path in ("/status", "/metrics"):
-        r = results[path]
-        print(f"{path:9s} {r['clients']} clients {r['seconds']}s: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-              f"p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']} ms  failures {r['failures']}  "
-              f"cycles meanwhile {r['cycles_during_run']}  /healthz probe p99 {r['healthz_probe_p99_ms']} ms")
-    print(json.dumps(results))
-    return 0 if results["meets_target"] else 1
+        m = r[path]
+        rows += [
+            (f"GET {path}, {m['clients']} keep-alive clients for {m['seconds']} s", f"{m['rps']:,.0f} req/s",
+             f">= {STATUS_RPS_TARGET} req/s", verdict(m["rps"] >= STATUS_RPS_TARGET and m["failures"] == 0)),
+            (f"GET {path} latency p50 / p99 / max", f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} / {m['max_ms']:.1f} ms",
+             f"p99 <= {P99_TARGET_MS:.0f} ms", verdict(m["p99_ms"] <= P99_TARGET_MS)),
+            (f"meanwhile: cycles run, /healthz probe p99 ({m['healthz_probes']} probes)",
+             f"{m['cycles_during_run']} cycles, {m['healthz_probe_p99_ms']:.1f} ms", "> 0 cycles, p99 <= 250 ms",
+             verdict(m["cycles_during_run"] > 0 and m["healthz_probe_p99_ms"] <= P99_TARGET_MS)),
+        ]
+    return rows
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    for row in report(run()):
+        print(" | ".join(row))

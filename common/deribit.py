@@ -13,15 +13,18 @@ market time passed in as ``now_ts`` and ``is_call`` instead of the seed's "call"
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import requests
 
 from common.exchange_client import ExchangeUnavailable, OutageTracker
 from options.contracts import ContractError, OptionContract, parse_instrument_name
+from options.marks import MarkSourceError
 from options.live_marks import LiveMark, ListedOption, OptionQuote, mark_positions
 from options.venues import DAY_MS, DERIBIT
 
@@ -290,3 +293,71 @@ class DeribitMarkSource:
             if self.log is not None:
                 self.log.warning("live_mark_missing", detail=note)
         return marks
+
+
+class LiveDeribitSource:
+    """The pricer's mark source in live mode (the ``MarkSource`` protocol of options/marks.py).
+
+    Marks come from Deribit through :class:`DeribitMarkSource`; greeks, the ATM vol and IV
+    history come from ``model`` (the sim/Black-Scholes source), and a contract Deribit cannot
+    mark keeps the model's mark with its ``source`` saying so. Chains list only contracts that
+    exist on Deribit, at Deribit's marks; when Deribit is down the chain request fails, so no
+    new trade is opened on data that is not there.
+    """
+
+    name = "deribit-live"
+
+    def __init__(self, client: DeribitClient, model: Any, log: Any = None) -> None:
+        self.client = client
+        self.model = model
+        self.live = DeribitMarkSource(client, log)
+
+    def atm_iv(self, underlying: str, ts: int) -> float:
+        return self.model.atm_iv(underlying, ts)
+
+    def iv_history(self, underlying: str, ts: int, days: int) -> Any:
+        return self.model.iv_history(underlying, ts, days)
+
+    def marks(self, contracts: Sequence[OptionContract], spot_by_underlying: Mapping[str, float],
+              ts: int) -> dict[str, dict[str, Any]]:
+        out = self.model.marks(contracts, spot_by_underlying, ts)
+        for name, mark in self.live.marks(contracts, ts).items():
+            row = dict(out.get(name, {"delta": 0.0, "gamma": 0.0, "theta": 0.0, "vega": 0.0}))
+            row.update(mark_usd=mark.mark_usd, source=f"deribit:{mark.source}", instrument=mark.instrument,
+                       days_shift=mark.days_shift, index_price=mark.index_price)
+            row["iv"] = mark.mark_iv if mark.mark_iv is not None else row.get("iv", 0.0)
+            out[name] = row
+        return out
+
+    def chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> Any:
+        """The model chain cut to the contracts Deribit lists, with Deribit's marks and IVs."""
+        chain = self.model.chain(venue, underlying, spot, ts, horizon_days)
+        if venue.name != "deribit":
+            return chain
+        try:
+            listed = {(o.expiry_ts, o.strike, o.is_call) for o in self.client.get_instruments(underlying, ts)}
+            quotes, _ = self.client.book_summary(underlying)
+            index_price = self.client.get_index_price(underlying)
+        except (ExchangeUnavailable, DeribitRequestError, ContractError) as exc:
+            raise MarkSourceError(f"live {underlying} chain unavailable: {exc}") from None
+        by_key = {}
+        for q in quotes.values():
+            try:
+                o = decode_listed({"instrument_name": q.name}, "book_summary")
+            except DeribitUnavailable:
+                continue
+            by_key[(o.expiry_ts, o.strike, o.is_call)] = q
+        keep = np.array([k in listed for k in zip(chain.expiry_ts.tolist(), chain.strike.tolist(),
+                                                   chain.is_call.tolist())], dtype=bool)
+        if not keep.any():
+            raise MarkSourceError(f"live {underlying} chain: none of the model's contracts is listed on Deribit")
+        cols = {f.name: getattr(chain, f.name)[keep] for f in dataclasses.fields(chain)
+                if f.init and isinstance(getattr(chain, f.name), np.ndarray)}
+        mark, iv = cols["mark"].copy(), cols["iv"].copy()
+        for i, key in enumerate(zip(cols["expiry_ts"].tolist(), cols["strike"].tolist(), cols["is_call"].tolist())):
+            quote = by_key.get(key)
+            if quote is not None:
+                mark[i] = quote.mark_coin * index_price
+                iv[i] = quote.mark_iv if quote.mark_iv is not None else iv[i]
+        cols.update(mark=mark, iv=iv)
+        return dataclasses.replace(chain, **cols)

@@ -85,8 +85,9 @@ class OptionsDecision:
 def options_params(strategy: str, params: Mapping[str, Any], theta_harvest: Any | None) -> dict[str, Any]:
     """Strategy params with the config's theta-harvest rules as exits (explicit params win).
 
-    The wheel keeps its shorts to expiry (assignment is its point), so it takes the profit
-    and stop rules but not the close-before-expiry one.
+    The wheel keeps its shorts to expiry (assignment is its point), so it never takes the
+    close-before-expiry rule; the default config also gives it take_profit_pct 1000 (a
+    short never keeps more than 100% of its premium), so its puts run to expiry and assignment.
     """
     merged: dict[str, Any] = {}
     if theta_harvest is not None and theta_harvest.enabled:
@@ -106,6 +107,10 @@ def book_positions(book: Mapping[str, Any], venue: str, underlying: str) -> list
             positions.append(OptionPosition(contract, float(p["quantity"]), float(p["entry_premium"]),
                                             int(p["entry_ts"]), dict(p.get("greeks", {}))))
     return positions
+
+
+def _as_position(trade: ProposedTrade, ts: int) -> OptionPosition:
+    return OptionPosition(trade.contract, trade.side * trade.quantity, trade.premium, ts, dict(trade.greeks))
 
 
 def _action(trade: ProposedTrade, parts: Mapping[str, float]) -> dict[str, Any]:
@@ -144,19 +149,18 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
     for trade in selected:
         groups.setdefault(trade.group or f"{trade.action}-{trade.contract.name}", []).append(trade)
     for legs in groups.values():
-        trial = list(book_now)
-        for leg in legs:
-            ok, why = check_options_trade(limits, trial, leg, float(book["portfolio_value"]), spot=chain.spot,
-                                          peak_value=book.get("peak_value"))
-            if not ok:
-                refused.append(f"{leg.action} {leg.contract.name}: {why}")
-                break
-            if leg.action == "open":
-                trial.append(OptionPosition(leg.contract, leg.side * leg.quantity, leg.premium, chain.ts,
-                                            dict(leg.greeks)))
-        else:
-            accepted += legs
-            book_now = trial
+        # A structure is judged whole: each leg against the book holding the structure's other legs,
+        # so a delta-neutral straddle is not refused for its call leg alone.
+        opened = [_as_position(leg, chain.ts) for leg in legs if leg.action == "open"]
+        verdicts = [check_options_trade(limits, book_now + [p for p in opened if p.contract != leg.contract], leg,
+                                        float(book["portfolio_value"]), spot=chain.spot,
+                                        peak_value=book.get("peak_value")) for leg in legs]
+        failed = [f"{leg.action} {leg.contract.name}: {why}" for leg, (ok, why) in zip(legs, verdicts) if not ok]
+        if failed:
+            refused += failed
+            continue
+        accepted += legs
+        book_now = book_now + opened
     parts = [score_trade(t, positions, chain.spot).parts for t in accepted]
     return OptionsDecision(strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
                            option_orders(strategy_id, chain.ts, chain.spot, accepted, parts), refused)

@@ -260,7 +260,7 @@ class LiveFeed:
         store_capacity: int = 5000,
         log: Any = None,
         background: bool = True,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] | None = None,
         backoff_cap_seconds: float = 60.0,
     ) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
@@ -278,7 +278,7 @@ class LiveFeed:
         self.poll_seconds = float(poll_seconds)
         self.log = log
         self.background = background
-        self.clock = clock
+        self.clock = clock if clock is not None else lambda: wall_clock_ms()  # looked up per call
         self.grace_ms = max(int(3 * self.poll_seconds * 1000), 60_000)
         self._series = [_Series(s, tf, timeframe_ms(tf)) for s in self.symbols for tf in self.timeframes]
         self._rank = {tf: i for i, tf in enumerate(self.timeframes)}
@@ -431,7 +431,8 @@ class LiveFeed:
                 series.fetched_until = int(clean.ts[-1])
         if problems:
             raise ExchangeUnavailable(f"{len(problems)} bad bar(s) dropped, first: {problems[0]}")
-        if not len(clean):
+        if not len(clean) and now_ms - (since + series.tf_ms) > self.grace_ms:
+            # a bar just closed may take the venue a moment; after the grace it is an outage
             raise ExchangeUnavailable(f"no closed bar returned since {since} (empty or malformed response)")
 
     def _poll_ticker(self, symbol: str) -> None:

@@ -75,12 +75,12 @@ class IbkrChainReader:
 
     def read_chain(self, underlying: str) -> list[ListedOption]:
         """Listed CME micro options of ``underlying`` ('BTC' or 'ETH')."""
-        import ib_async
-
         root = FUTURES_ROOT.get(underlying)
         if root is None:
             raise ValueError(f"ibkr underlying {underlying!r}: expected one of {', '.join(FUTURES_ROOT)}")
         ib = self._connect()
+        import ib_async  # present: _connect imported it
+
         try:
             [future] = ib.qualifyContracts(ib_async.ContFuture(root, exchange="CME"))
             params = ib.reqSecDefOptParams(root, "CME", "FUT", future.conId)

@@ -1,8 +1,10 @@
-"""Command-line tools users of the seed know: check-strategy, check-price, tap.
+"""Command-line tools users of the seed know: check-strategy, check-price, check-options,
+check-options-ibkr, tap.
 
 check-strategy and check-price ask the running marketdata service first; when no stack is
 up they build the configured feed in-process (the sim is deterministic, so the answer is the
-one the stack would give at the same market time).
+one the stack would give at the same market time). check-options asks the running pricer for
+its chain and IV the same way, or prices on the configured mark source in-process.
 """
 from __future__ import annotations
 
@@ -130,6 +132,130 @@ def check_price_main(argv: list[str] | None = None) -> int:
         return 0
 
     return _with_source(args.config, work)
+
+
+def _positions_arg(text: str) -> list[dict[str, Any]]:
+    """Open positions as JSON: a list of {contract | instrument, quantity, entry_premium, entry_ts?, greeks?}."""
+    from options.contracts import OptionContract, parse_instrument_name
+
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"positions: not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"positions: expected a JSON list, got {type(items).__name__}")
+    positions = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"positions[{i}]: expected an object")
+        where = f"positions[{i}]"
+        if isinstance(item.get("instrument"), str):
+            contract = parse_instrument_name(item["instrument"])
+        else:
+            contract = OptionContract.from_dict(item.get("contract"), f"{where}.contract")
+        for key in ("quantity", "entry_premium"):
+            if isinstance(item.get(key), bool) or not isinstance(item.get(key), (int, float)):
+                raise ValueError(f"{where}.{key}: expected a number, got {item.get(key)!r}")
+        positions.append({"contract": contract.to_dict(), "quantity": float(item["quantity"]),
+                          "entry_premium": float(item["entry_premium"]), "entry_ts": int(item.get("entry_ts", 0)),
+                          "greeks": dict(item.get("greeks", {}))})
+    return positions
+
+
+class OptionsMarket:
+    """Chain and IV from the running pricer, or from the configured mark source in-process."""
+
+    def __init__(self, cfg: Any, source: MarketSource) -> None:
+        from services.pricer import build_mark_source
+
+        self.req = Requester(source.ctx, cfg.endpoints["pricer"].rep, "cli", timeout_ms=700, retries=1)
+        try:
+            self.req.request("status")
+            self.surface = None
+            self.origin = "pricer service"
+        except RequestFailed:
+            self.surface = build_mark_source(cfg)
+            self.origin = f"local {self.surface.name} surface"
+        self.source = source
+
+    def chain_and_iv(self, underlying: str, venue: str) -> tuple[Any, dict[str, Any]]:
+        from options.venues import venue_spec
+        from options.vol_surface import iv_rank
+        from services.pricer import IV_HISTORY_DAYS, chain_from_dict
+        from services.signals import OPTIONS_HORIZON_DAYS
+
+        if self.surface is None:
+            chain = chain_from_dict(self.req.request("chain", {"underlying": underlying, "venue": venue,
+                                                               "horizon_days": OPTIONS_HORIZON_DAYS}))
+            return chain, self.req.request("iv", {"underlying": underlying, "days": IV_HISTORY_DAYS})
+        prices = self.source.prices()
+        symbol = f"{underlying}/{self.source.cfg.options.underlying_quote}"
+        if symbol not in prices:
+            raise ValueError(f"no price for {symbol}; the feed has {', '.join(sorted(prices))}")
+        ts = self.source.status["market_ts"]
+        chain = self.surface.chain(venue_spec(venue), underlying, prices[symbol]["price"], ts, OPTIONS_HORIZON_DAYS)
+        history = self.surface.iv_history(underlying, ts, IV_HISTORY_DAYS)
+        atm = self.surface.atm_iv(underlying, ts)
+        return chain, {"atm_iv": atm, "history": history.tolist(), "iv_rank": iv_rank(history, atm)}
+
+    def close(self) -> None:
+        self.req.close()
+
+
+def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=f"Print a {venue} options strategy's scored actions "
+                                                            "as JSON.")
+    parser.add_argument("strategy", help="vol_mean_reversion, momentum_options, protective_puts, covered_calls, wheel")
+    parser.add_argument("underlying", help="BTC or ETH")
+    parser.add_argument("positions", nargs="?", default="[]", help="open positions as a JSON list (default: [])")
+    parser.add_argument("--capital", type=float, help="capital in USD (default: the configured strategy's, else "
+                                                      "10000)")
+    parser.add_argument("--params", default="{}", help="JSON object of strategy parameters")
+    _config_arg(parser)
+    args = parser.parse_args(argv)
+
+    def work(source: MarketSource) -> int:
+        from common.engine import evaluate_options, options_params
+        from options.risk import OptionsRiskLimits
+        from options.venues import venue_spec
+
+        params = json.loads(args.params)
+        positions = _positions_arg(args.positions)
+        cfg = source.cfg
+        configured = next((sc for sc in cfg.options_strategies() if (sc.strategy, sc.venue, sc.underlying)
+                           == (args.strategy, venue, args.underlying)), None)
+        capital = args.capital or (configured.capital if configured else 10_000.0)
+        if configured is not None:
+            params = options_params(args.strategy, {**configured.params, **params}, configured.theta_harvest)
+        market = OptionsMarket(cfg, source)
+        try:
+            chain, iv = market.chain_and_iv(args.underlying, venue)
+        finally:
+            market.close()
+        timeframe = cfg.options.timeframe
+        book = {"capital": capital, "cash": capital, "portfolio_value": capital, "peak_value": capital,
+                "option_positions": positions}
+        decision = evaluate_options(
+            f"check-{args.strategy}", args.strategy, venue_spec(venue), args.underlying, params,
+            source.history(f"{args.underlying}/{cfg.options.underlying_quote}", timeframe), timeframe, chain.ts,
+            chain, iv["atm_iv"], iv["history"], book, OptionsRiskLimits(), cfg.options.venues[venue].min_score)
+        print(json.dumps({
+            "strategy": args.strategy, "underlying": args.underlying, "venue": venue, "spot": chain.spot,
+            "atm_iv": iv["atm_iv"], "iv_rank": iv["iv_rank"], "ts": chain.ts, "capital": capital,
+            "actions": decision.actions, "refused": decision.refused, "skipped": decision.skipped,
+            "source": f"{source.origin}, {market.origin}",
+        }))
+        return 0
+
+    return _with_source(args.config, work)
+
+
+def check_options_main(argv: list[str] | None = None) -> int:
+    return _check_options("deribit", "check-options", argv)
+
+
+def check_options_ibkr_main(argv: list[str] | None = None) -> int:
+    return _check_options("ibkr", "check-options-ibkr", argv)
 
 
 def tap_main(argv: list[str] | None = None) -> int:

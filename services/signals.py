@@ -1,29 +1,38 @@
 """signals: the engine that runs every strategy when it is due, in market time.
 
 Subscribes  bar.* and clock from marketdata
-Requests    history from marketdata (warm-up, and again after a gap); order to portfolio
+Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer;
+            positions, order and option_order to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals
-Calls       common.engine (schedule + evaluate_spot), strategies.registry
+Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.registry
 
 Orders travel over REQ/REP and stay in the outbox until the portfolio acknowledges them;
-their id (strategy + bar time) makes a resend harmless.
+their id (strategy + bar time, or strategy + chain time + structure) makes a resend harmless.
+Options strategies never trade without a fresh chain: a pricer that does not answer makes
+them skip (and is not asked again for a few seconds) while spot keeps trading.
 """
 from __future__ import annotations
 
 import sys
+import time
 from collections import OrderedDict
 from typing import Any
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
 from common.config import Config, load_config
-from common.engine import Schedule, SpotDecision, evaluate_spot
+from common.engine import OptionsDecision, Schedule, SpotDecision, evaluate_options, evaluate_spot, options_params
 from common.model import RecordError, SpotOrder
 from common.ohlcv import OHLCV, timeframe_ms
+from options.book import OptionOrder
+from options.risk import OptionsRiskLimits
+from options.venues import venue_spec
+from services.pricer import IV_HISTORY_DAYS, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
 HISTORY_BARS = 1000
-OPTIONS_PENDING = "not yet supported: options strategies run once the pricer lands"
+OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
+PRICER_BACKOFF_SECONDS = 5.0
 
 
 class SignalEngine:
@@ -32,20 +41,21 @@ class SignalEngine:
         self.rt = runtime
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=3000, retries=2)
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
+        self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
+        self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
         self.spot = list(cfg.spot_strategies())
-        self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot})
+        self.options = list(cfg.options_strategies())
+        self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
         self.needs_warmup: set[tuple[str, str]] = set()
-        for sc in self.spot:
+        for sc in self.spot + self.options:
             for symbol in filter(None, (sc.symbol, sc.pair)):
                 self.needs_warmup.add((symbol, sc.timeframe))
-        self.outbox: OrderedDict[str, SpotOrder] = OrderedDict()
+        self.outbox: OrderedDict[str, SpotOrder | OptionOrder] = OrderedDict()
         self.last_ordered_bar: dict[str, int] = {}
         self.market_ts = 0
         self.cycle_count = 0
-        self.strategy_status: dict[str, dict[str, Any]] = {
-            sc.id: {"status": OPTIONS_PENDING} for sc in cfg.options_strategies()
-        }
+        self.strategy_status: dict[str, dict[str, Any]] = {}
         self.orders_acked = 0
 
     # --- bars --------------------------------------------------------------------------
@@ -109,9 +119,14 @@ class SignalEngine:
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
         by_id = {sc.id: sc for sc in self.spot}
+        options_due = [sid for sid in due if sid not in by_id]
+        if options_due:
+            self.run_options(options_due)
         decisions = []
         for sid in due:
-            sc = by_id[sid]
+            sc = by_id.get(sid)
+            if sc is None:
+                continue
             try:
                 decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
                                          self.bars, self.market_ts, sc.pair)
@@ -138,13 +153,79 @@ class SignalEngine:
                          outbox=len(self.outbox))
         return decisions
 
+    # --- options ---------------------------------------------------------------------------
+    def _options_market(self, needs: set[tuple[str, str]]) -> tuple[dict[Any, Any], str | None]:
+        """Chains per (underlying, venue) and IV per underlying from the pricer, or why not."""
+        if time.monotonic() < self.pricer_retry_at:
+            return {}, "pricer unavailable: waiting before asking again"
+        market: dict[Any, Any] = {}
+        try:
+            for underlying, venue in sorted(needs):
+                reply = self.pricer.request("chain", {"underlying": underlying, "venue": venue,
+                                                      "horizon_days": OPTIONS_HORIZON_DAYS})
+                market[(underlying, venue)] = chain_from_dict(reply)
+                if underlying not in market:
+                    market[underlying] = self.pricer.request("iv", {"underlying": underlying,
+                                                                    "days": IV_HISTORY_DAYS})
+        except RequestFailed as exc:
+            self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
+            return {}, f"pricer unavailable: {exc}"
+        except RemoteError as exc:
+            return {}, f"pricer refused: {exc.code}: {exc.message}"
+        return market, None
+
+    def run_options(self, due: list[str]) -> list[OptionsDecision]:
+        by_id = {sc.id: sc for sc in self.options}
+        configs = [by_id[sid] for sid in due]
+        market, unavailable = self._options_market({(sc.underlying, sc.venue) for sc in configs})
+        decisions = []
+        for sc in configs:
+            if unavailable is not None:
+                decision = OptionsDecision(sc.id, skipped=unavailable)
+            elif any(getattr(o, "strategy_id", None) == sc.id for o in self.outbox.values()):
+                decision = OptionsDecision(sc.id, skipped="orders still waiting for the portfolio")
+            else:
+                try:
+                    decision = self.evaluate_option_strategy(sc, market)
+                except Exception as exc:  # one broken strategy is logged and skipped, never the engine
+                    self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
+                    self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+                    continue
+            decisions.append(decision)
+            if decision.skipped is not None:
+                self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+                continue
+            for why in decision.refused:
+                self.rt.log.info("option_trade_refused", strategy=sc.id, reason=why)
+            self.rt.publisher.publish(f"signal.{sc.id}", "options_signal", {
+                "strategy_id": sc.id, "strategy": sc.strategy, "venue": sc.venue, "underlying": sc.underlying,
+                "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused})
+            self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "actions": len(decision.actions)}
+            for order in decision.orders:
+                self.outbox[order.order_id] = order
+        return decisions
+
+    def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
+        try:
+            book = self.portfolio.request("positions", {"strategy_id": sc.id})
+        except (RequestFailed, RemoteError) as exc:
+            return OptionsDecision(sc.id, skipped=f"portfolio unavailable: {exc}")
+        iv = market[sc.underlying]
+        limits = OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct)
+        params = options_params(sc.strategy, sc.params, sc.theta_harvest)
+        return evaluate_options(sc.id, sc.strategy, venue_spec(sc.venue), sc.underlying, params,
+                                self.bars(sc.symbol, sc.timeframe), sc.timeframe, self.market_ts,
+                                market[(sc.underlying, sc.venue)], iv["atm_iv"], iv["history"], book, limits,
+                                self.cfg.options.venues[sc.venue].min_score)
+
     def flush_outbox(self) -> list[dict[str, Any]]:
         """Send queued orders in order until one fails to get through; return the acks."""
         acks: list[dict[str, Any]] = []
         while self.outbox:
             order_id, order = next(iter(self.outbox.items()))
+            kind = "option_order" if isinstance(order, OptionOrder) else "order"
             try:
-                ack = self.portfolio.request("order", order.to_dict())
+                ack = self.portfolio.request(kind, order.to_dict())
             except RequestFailed as exc:
                 self.rt.log.warning("order_pending", order_id=order_id, error=str(exc), outbox=len(self.outbox))
                 return acks  # the portfolio is down: keep the order and retry on the next tick

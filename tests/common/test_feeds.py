@@ -7,6 +7,7 @@ import pytest
 
 from common.bars import Bar
 from common.csv_bars import load_ohlcv_csv, write_ohlcv_csv
+from common.exchange_client import LiveFeed
 from common.feeds import FeedUpdate, MarketFeed, ReplayFeed, SimFeed, build_feed
 from common.market_sim import MarketSim
 from common.ohlcv import OHLCV
@@ -300,7 +301,7 @@ def test_build_feed_makes_each_mode_and_names_bad_ones(tmp_path):
     assert isinstance(replay, ReplayFeed) and replay.symbols == ("BTC/USDT",)
     with pytest.raises(ValueError, match=r"replay_files has no CSV for symbol\(s\) \['ETH/USDT'\]"):
         build_feed("replay", symbols=["BTC/USDT", "ETH/USDT"], timeframes=["1h"], replay_files={"BTC/USDT": path})
-    with pytest.raises(ValueError, match="feed mode 'live' is not implemented yet"):
-        build_feed("live", symbols=SYMBOLS, timeframes=["1h"])
+    live = build_feed("live", symbols=SYMBOLS, timeframes=["1h"])  # building it makes no network call
+    assert isinstance(live, LiveFeed) and live.symbols == tuple(SYMBOLS)
     with pytest.raises(ValueError, match="unknown feed mode 'paper'"):
         build_feed("paper", symbols=SYMBOLS, timeframes=["1h"])

@@ -1,0 +1,186 @@
+"""Memory of each service and of the whole stack over a long, fast sim run.
+
+Every few seconds: VmRSS (/proc/<pid>/status) and PSS (/proc/<pid>/smaps_rollup, which
+shares common pages fairly between processes) of each program, pids from
+``supervisorctl pid``. Steady state = the median over the second half of the run; growth =
+the least-squares slope over that half (MB per wall minute) and last minus first sample after
+warm-up. The stack's total is the five services (supervisord is shown beside it). Which heavy
+libraries each service really loaded is read from /proc/<pid>/maps (their native .so files),
+and each service module's import cost is measured in a fresh interpreter.
+
+Run: ``python -m bench.bench_memory``.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import Row, running_stack, verdict
+
+TARGET_TOTAL_MB = 220.0  # the seed's peak for a whole cycle
+FLAT_MB_PER_MIN = 0.5  # growth above this over the second half is a leak, not noise
+SPEED = 120_000  # 3 wall minutes = 250 market days
+SERVICES = ("marketdata", "signals", "portfolio", "pricer", "gateway")
+NATIVE_LIBS = ("numpy", "scipy", "pandas", "zmq", "msgpack", "charset_normalizer", "aiohttp", "yarl",
+               "multidict", "cryptography", "coincurve")
+PURE_PYTHON_HEAVY = ("pandas", "scipy", "ccxt", "requests", "aiohttp")
+PACKAGE_PROBES = ("scipy.special", "requests", "pandas", "ccxt")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of ``pid`` in MB."""
+    rss = pss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            pss = int(line.split()[1]) / 1024
+    return rss, pss
+
+
+def native_libraries(pid: int) -> list[str]:
+    """Packages whose native code is mapped into ``pid`` (a package imported, not just installed)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    found = set(re.findall(r"site-packages/([A-Za-z0-9_]+)[./]", maps))
+    return sorted(lib for lib in NATIVE_LIBS if lib in found)
+
+
+IMPORT_PROBE = """
+import builtins, importlib, sys
+heavy = {heavy!r}
+chains = {{}}
+real_import = builtins.__import__
+def spy(name, globals=None, locals=None, fromlist=(), level=0):
+    top = name.split('.')[0]
+    if top in heavy and top not in sys.modules and top not in chains:
+        chains[top] = (globals or {{}}).get('__name__', '?') + ' -> ' + name
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = spy
+importlib.import_module({module!r})
+rss = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]
+print(int(rss) / 1024)
+for top, chain in sorted(chains.items()):
+    print(chain)
+"""
+
+
+def import_cost(module: str) -> dict[str, Any]:
+    """RSS right after importing ``module`` in a fresh interpreter, and who pulled in each heavy package."""
+    code = IMPORT_PROBE.format(heavy=PURE_PYTHON_HEAVY, module=module)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          check=True)
+    lines = done.stdout.strip().splitlines()
+    return {"rss_mb": float(lines[0]), "heavy_chains": lines[1:]}
+
+
+def package_costs() -> dict[str, float]:
+    """MB each heavy package adds to a fresh interpreter that already holds zmq, msgpack and numpy."""
+    def rss_after(extra: str) -> float:
+        code = (f"import zmq, msgpack, numpy{', ' + extra if extra else ''}\n"
+                "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+        return int(done.stdout) / 1024
+
+    base = rss_after("")
+    return {"zmq+msgpack+numpy": base, **{pkg: rss_after(pkg) - base for pkg in PACKAGE_PROBES}}
+
+
+def _slope_mb_per_min(t_s: np.ndarray, mb: np.ndarray) -> float:
+    if t_s.size < 2:
+        return float("nan")
+    return float(np.polyfit(t_s / 60.0, mb, 1)[0])
+
+
+def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
+    seconds, every = (5.0, 0.5) if quick else (180.0, 3.0)
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in (*SERVICES, "supervisord")}
+    with running_stack(stack, speed=SPEED) as running:
+        pids = {name: running.pid(name) for name in SERVICES}
+        pids["supervisord"] = running.proc.pid
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            for name, pid in pids.items():
+                rss, pss = memory_mb(pid)
+                samples[name].append((elapsed, rss, pss))
+            time.sleep(every)
+        libs = {name: native_libraries(pids[name]) for name in SERVICES}
+        restarted = {name: running.pid(name) != pids[name] for name in SERVICES}
+    result: dict[str, Any] = {"seconds": seconds, "sample_every_s": every, "speed": SPEED,
+                              "market_days": seconds * SPEED / 86_400,
+                              "restarted": [n for n, r in restarted.items() if r]}
+    with ThreadPoolExecutor() as pool:  # fresh interpreters, so running them side by side changes no number
+        imports = dict(zip(SERVICES, pool.map(import_cost, [f"services.{name}" for name in SERVICES])))
+    n = len(samples["marketdata"])
+    half = n // 2
+    t = np.array([s[0] for s in samples["marketdata"]])
+    total_rss = np.sum([[s[1] for s in samples[name]] for name in SERVICES], axis=0)
+    total_pss = np.sum([[s[2] for s in samples[name]] for name in SERVICES], axis=0)
+    for name in (*SERVICES, "supervisord"):
+        rss = np.array([s[1] for s in samples[name]])
+        result[name] = {
+            "rss_mb": float(np.median(rss[half:])),
+            "pss_mb": float(np.median([s[2] for s in samples[name]][half:])),
+            "rss_peak_mb": float(rss.max()),
+            "slope_mb_per_min": _slope_mb_per_min(t[half:], rss[half:]),
+            "first_to_last_mb": float(rss[-1] - rss[max(1, n // 10)]),
+        }
+        if name in SERVICES:
+            result[name]["native_libs"] = libs[name]
+            result[name]["import"] = imports[name]
+    result["total"] = {
+        "rss_mb": float(np.median(total_rss[half:])),
+        "pss_mb": float(np.median(total_pss[half:])),
+        "rss_peak_mb": float(total_rss.max()),
+        "with_supervisord_rss_mb": float(np.median(total_rss[half:]) + result["supervisord"]["rss_mb"]),
+        "slope_mb_per_min": _slope_mb_per_min(t[half:], total_rss[half:]),
+        "first_to_last_mb": float(total_rss[-1] - total_rss[max(1, n // 10)]),
+    }
+    result["package_cost_mb"] = {} if quick else package_costs()  # ten fresh interpreters: full runs only
+    return result
+
+
+def report(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name in SERVICES:
+        s = r[name]
+        heavy = "; ".join(s["import"]["heavy_chains"]) or "none"
+        rows.append((f"{name}: RSS / PSS steady (native libs: {', '.join(s['native_libs'])}; "
+                     f"heavy imports: {heavy}; {s['import']['rss_mb']:.0f} MB right after import)",
+                     f"{s['rss_mb']:.1f} / {s['pss_mb']:.1f} MB, {s['slope_mb_per_min']:+.2f} MB/min", "", ""))
+    total = r["total"]
+    rows += [
+        ("supervisord RSS", f"{r['supervisord']['rss_mb']:.1f} MB", "", ""),
+        (f"whole stack (5 services), RSS steady / peak ({r['seconds']:g} s wall at {r['speed']:,}x = "
+         f"{r['market_days']:.0f} market days)", f"{total['rss_mb']:.1f} / {total['rss_peak_mb']:.1f} MB",
+         f"< {TARGET_TOTAL_MB:g} MB", verdict(total["rss_peak_mb"] < TARGET_TOTAL_MB)),
+        ("whole stack, PSS steady / RSS with supervisord", f"{total['pss_mb']:.1f} / "
+         f"{total['with_supervisord_rss_mb']:.1f} MB", "", ""),
+        ("whole stack growth, second half slope / first-to-last", f"{total['slope_mb_per_min']:+.2f} MB/min / "
+         f"{total['first_to_last_mb']:+.1f} MB", f"|slope| <= {FLAT_MB_PER_MIN} MB/min",
+         verdict(abs(total["slope_mb_per_min"]) <= FLAT_MB_PER_MIN)),
+        ("services restarted during the run", ", ".join(r["restarted"]) or "none", "none",
+         verdict(not r["restarted"])),
+    ]
+    if r["package_cost_mb"]:
+        rows.insert(-1, _package_row(r["package_cost_mb"]))
+    return rows
+
+
+def _package_row(costs: dict[str, float]) -> Row:
+    added = ", ".join(f"+{pkg} {mb:.0f} MB" for pkg, mb in costs.items() if pkg in PACKAGE_PROBES)
+    return (f"import cost per process: {added}", f"base (python + zmq + msgpack + numpy) "
+            f"{costs['zmq+msgpack+numpy']:.0f} MB", "", "")
+
+
+if __name__ == "__main__":
+    for row in report(run(quick="--quick" in sys.argv)):
+        print(" | ".join(row))

@@ -1,0 +1,71 @@
+"""Every benchmark still runs: quick modes complete and return the numbers RESULTS.md shows.
+
+One stack serves the stack benchmarks (latency before cycle: the cycle benchmark stops the
+stack's signal engine while it stands in for it, and starts it again after).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import bench_bus, bench_cycle, bench_latency, bench_memory, run_all
+from tests.support.stack import Stack, stack_config
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    with Stack(tmp_path_factory.mktemp("bench-stack"), stack_config(speed=36_000)) as running:
+        yield running
+
+
+def test_bus_quick_moves_every_message_and_shows_the_default_hwm_losing_a_burst() -> None:
+    r = bench_bus.run(quick=True)
+    assert r["ours_msgs_per_s"] > 1_000 and r["bare_msgs_per_s"] > 1_000
+    assert r["ours_lost"] == 0 and r["burst_loss_our_hwm"] == 0
+    assert 0 < r["burst_loss_default_hwm"] < 1
+    assert [row[3] for row in bench_bus.report(r)].count("FAIL") == 0
+
+
+def test_latency_quick_matches_signals_and_fills_to_their_bars(stack: Stack) -> None:
+    r = bench_latency.run(quick=True, stack=stack)
+    assert r["signals_matched"] > 0
+    assert r["signal_env_ms_p50"] >= 0 and math.isfinite(r["signal_recv_ms_p99"])
+    assert {"fill_env_ms_p99", "fill_recv_ms_p99", "fills_matched", "tap_missed"} <= set(r)
+    assert len(bench_latency.report(r)) == 6
+
+
+def test_memory_quick_samples_every_service(stack: Stack) -> None:
+    r = bench_memory.run(quick=True, stack=stack)
+    for name in bench_memory.SERVICES:
+        assert 5 < r[name]["rss_mb"] < 1_000
+        assert "zmq" in r[name]["native_libs"]
+        assert r[name]["import"]["rss_mb"] > 5
+    assert r["total"]["rss_mb"] == pytest.approx(sum(r[n]["rss_mb"] for n in bench_memory.SERVICES), rel=0.05)
+    assert r["restarted"] == []
+    assert any("whole stack" in row[0] for row in bench_memory.report(r))
+
+
+def test_cycle_quick_seed_children_decide_exactly_as_the_engine(stack: Stack) -> None:
+    r = bench_cycle.run(quick=True, stack=stack)  # raises if a child decided differently
+    assert r["strategies_scheduled"] == 34 and r["spot_strategies"] == 14
+    assert r["seed_processes_run"] == 2 and r["seed_extrapolated"]
+    assert 0 < r["service_cycle_s"] < r["seed_sequential_cycle_s"]
+    assert r["speedup_vs_sequential"] == pytest.approx(r["seed_sequential_cycle_s"] / r["service_cycle_s"])
+    stack.wait_running()  # its signals program is back
+
+
+def test_run_all_reports_a_failing_benchmark_and_still_renders(tmp_path: Path) -> None:
+    crashed = {"status": "error", "error": "exit 1:\nBoom", "seconds": 0.5}
+    ran = {"status": "ok", "seconds": 2.0, "quick_mode": True, "result": {"a": 1.5},
+           "rows": [["x", "1", ">= 1", "PASS"], ["y", "0", ">= 1", "FAIL"]]}
+    text = run_all.render({"bench_one": crashed, "bench_two": ran}, quick=True, started=run_all.datetime(2026, 1, 1))
+    assert "| [bench_one](#bench_one) | ERROR | 0 |" in text
+    assert "| [bench_two](#bench_two) | 1 PASS, 1 FAIL | 2 |" in text
+    assert "Boom" in text and "nproc" in text
+
+
+def test_run_all_rejects_an_unknown_benchmark_name() -> None:
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "bench_nonesuch"])

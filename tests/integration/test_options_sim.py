@@ -1,0 +1,139 @@
+"""The 20 options strategies paper-trade weeks of sim market in the running stack: every one
+opens positions, marks come from the pricer, expiries settle at intrinsic value, no book ever
+holds more than 4 options, every trade carries its score, and venue specs show in the fills."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pytest
+import zmq
+
+from common.bus import Requester
+from common.ledger import apply_fill, new_book
+from common.model import Fill
+from common.ohlcv import OHLCV
+from options.book import apply_option_fill
+from options.contracts import OptionContract
+from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
+from options.venues import DAY_MS, venue_spec
+from tests.support.stack import Stack, stack_config
+
+pytestmark = pytest.mark.timeout(240)
+
+SPEED = 60_000  # 1 wall second = 16.7 market hours: 36 market days in about 52 s
+RUN_DAYS = 36  # the wheel's first puts (29-37 DTE, held to expiry) expire inside this
+STRATEGY_TYPES = ("vol", "momentum", "protective", "covered", "wheel")
+
+
+def option_fills(journal: list[dict]) -> list[Fill]:
+    return [Fill.from_dict(f) for f in journal if f["kind"] in ("option", "settlement")]
+
+
+def hourly_bars(cfg: dict, symbol: str) -> OHLCV:
+    ctx = zmq.Context()
+    req = Requester(ctx, cfg["endpoints"]["marketdata"]["rep"], "test", timeout_ms=3000, retries=2)
+    try:
+        return OHLCV.from_rows(req.request("history", {"symbol": symbol, "timeframe": "1h", "limit": 5000})["rows"])
+    finally:
+        req.close()
+        ctx.term()
+
+
+def max_open_positions(journal: list[dict], status: dict) -> dict[str, int]:
+    """Replay the journal into fresh books; the most option positions each book ever held."""
+    books = {sid: new_book(sid, v["type"], v["initial_capital"], 0) for sid, v in status["strategies"].items()}
+    most: dict[str, int] = defaultdict(int)
+    for record in journal:
+        fill = Fill.from_dict(record)
+        book = books[fill.strategy_id]
+        apply_fill(book, fill)
+        if fill.kind in ("option", "settlement"):
+            apply_option_fill(book, fill)
+        most[fill.strategy_id] = max(most[fill.strategy_id], len(book.option_positions))
+    for sid, book in books.items():  # the replayed books are the live ones
+        assert sorted(book.option_positions) == sorted(status["strategies"][sid]["option_positions"]), sid
+    return most
+
+
+def test_options_strategies_trade_mark_and_settle_over_weeks_of_sim(tmp_path):
+    cfg = stack_config(speed=SPEED)
+    options_ids = [s["id"] for s in cfg["strategies"] if s["type"] == "options"]
+    start_ms = None
+    started = time.monotonic()
+    with Stack(tmp_path, cfg) as stack:
+        first = stack.wait_for(lambda: stack.status(), 30, "first /status")
+        start_ms = first["market_ts"]
+        status = stack.wait_for(lambda: (s := stack.status())["market_ts"] >= start_ms + RUN_DAYS * DAY_MS and s,
+                                120, f"{RUN_DAYS} market days")
+        journal = stack.journal()
+        marks = stack.ctl("status").stdout
+        btc, eth = hourly_bars(cfg, "BTC/USDT"), hourly_bars(cfg, "ETH/USDT")
+    wall = time.monotonic() - started
+    print(f"options sim: {RUN_DAYS} market days in {wall:.1f} s wall, {len(journal)} fills")
+    assert "RUNNING" in marks
+    fills = option_fills(journal)
+    opens = [f for f in fills if f.extra.get("action") == "open"]
+
+    # Every one of the 10 strategies on each venue opened at least one position.
+    opened_by = {f.strategy_id for f in opens}
+    assert opened_by == set(options_ids), sorted(set(options_ids) - opened_by)
+    for venue in ("deribit", "ibkr"):
+        for kind in STRATEGY_TYPES:
+            assert any(sid.startswith(f"{venue}-{kind}-") for sid in opened_by), (venue, kind)
+
+    # Every executed option trade carries a score at or above the threshold.
+    for f in fills:
+        if f.kind == "option":
+            assert f.extra["score"] >= EXECUTE_THRESHOLD, (f.order_id, f.extra["score"])
+            assert f.extra["score_parts"] or f.extra["action"] == "close"
+
+    # Venue specs: multipliers, strike grids, listed expiries, per-contract cost = premium x multiplier.
+    for f in opens:
+        contract = OptionContract.from_dict(f.extra["contract"])
+        spec = venue_spec(contract.venue).underlying(contract.underlying)
+        assert f.extra["multiplier"] == contract.multiplier == spec.multiplier
+        assert contract.strike % spec.strike_step == 0
+        assert contract.expiry_ts in venue_spec(contract.venue).listed_expiries(f.ts_event, 400), f.instrument
+        side = 1 if f.side == "buy" else -1
+        assert -side * (f.cash_delta + f.fee) / f.quantity == pytest.approx(f.price * contract.multiplier)
+        assert f.instrument.startswith(spec.root + "-")
+    cme_btc = [f for f in opens if f.extra["venue"] == "ibkr" and f.instrument.startswith("MBT-")]
+    deribit_btc = [f for f in opens if f.extra["venue"] == "deribit" and f.instrument.startswith("BTC-")]
+    assert cme_btc and deribit_btc
+    assert {f.extra["multiplier"] for f in cme_btc} == {0.1} and {f.extra["multiplier"] for f in deribit_btc} == {1.0}
+
+    # Positions are marked through the pricer: current value from marks, not the entry premium.
+    open_positions = [p for sid in options_ids for p in status["strategies"][sid]["option_positions"].values()]
+    assert open_positions
+    for p in open_positions:
+        assert p["current_value_usd"] == pytest.approx(p["quantity"] * p["multiplier"] * p["current_mark"])
+        assert set(p["greeks"]) >= {"delta", "vega"}
+    marked = [p for p in open_positions if p["mark_source"] in ("sim", "sim:deribit-proxy")]
+    assert len(marked) >= len(open_positions) - 4  # only positions opened in the last second may be unmarked
+    assert any(p["current_mark"] != p["entry_premium"] for p in marked)
+    assert {p["mark_source"] for p in marked if p["venue"] == "ibkr"} <= {"sim:deribit-proxy"}
+    for sid in options_ids:
+        view = status["strategies"][sid]
+        assert view["portfolio_value"] == pytest.approx(
+            view["cash"] + view["option_value"] + sum(v["value"] or 0.0 for v in view["positions"].values()))
+
+    # Some options expired and settled at intrinsic value, at the spot of the hour they expired.
+    settlements = [f for f in fills if f.kind == "settlement"]
+    assert settlements, "no option reached expiry"
+    for f in settlements:
+        contract = OptionContract.from_dict(f.extra["contract"])
+        spot = f.extra["settle_spot"]
+        intrinsic = max(spot - contract.strike, 0.0) if contract.is_call else max(contract.strike - spot, 0.0)
+        assert f.price == pytest.approx(intrinsic)
+        coins = f.quantity * contract.multiplier - f.extra["assigned_coins"]
+        assert f.cash_delta == pytest.approx((1 if f.side == "sell" else -1) * intrinsic * coins)
+        assert 0 <= f.ts_event - contract.expiry_ts <= 6 * 3_600_000
+        bars = btc if contract.underlying == "BTC" else eth
+        window = (bars.ts >= contract.expiry_ts - 3_600_000) & (bars.ts < f.ts_event)
+        assert bars.low[window].min() <= spot <= bars.high[window].max()
+
+    # No book ever held more than 4 option positions (the journal replays into the live books).
+    most = max_open_positions(journal, status)
+    assert max(most[sid] for sid in options_ids) <= MAX_POSITIONS
+    assert wall < 120
