@@ -157,7 +157,13 @@ class Fill:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Built by hand: asdict deep-copies, and this runs on every fill of every backtest.
+        return {
+            "seq": self.seq, "order_id": self.order_id, "strategy_id": self.strategy_id, "kind": self.kind,
+            "instrument": self.instrument, "side": self.side, "quantity": self.quantity, "price": self.price,
+            "fee": self.fee, "cash_delta": self.cash_delta, "realized_pnl": self.realized_pnl,
+            "ts_event": self.ts_event, "extra": dict(self.extra),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "fill") -> "Fill":

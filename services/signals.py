@@ -178,11 +178,13 @@ class SignalEngine:
         by_id = {sc.id: sc for sc in self.options}
         configs = [by_id[sid] for sid in due]
         market, unavailable = self._options_market({(sc.underlying, sc.venue) for sc in configs})
+        if unavailable is not None:
+            self.rt.log.warning("options_skipped", reason=unavailable, strategies=len(configs))
         decisions = []
         for sc in configs:
             if unavailable is not None:
                 decision = OptionsDecision(sc.id, skipped=unavailable)
-            elif any(getattr(o, "strategy_id", None) == sc.id for o in self.outbox.values()):
+            elif any(o.strategy_id == sc.id for o in self.outbox.values()):
                 decision = OptionsDecision(sc.id, skipped="orders still waiting for the portfolio")
             else:
                 try:
