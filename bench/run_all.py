@@ -61,6 +61,8 @@ def run_isolated(name: str, quick: bool, timeout_s: float = TIMEOUT_S) -> dict[s
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, dict):
         return [item for key, sub in value.items() for item in _flatten(sub, f"{prefix}{key}.")]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [item for i, sub in enumerate(value) for item in _flatten(sub, f"{prefix}{i}.")]
     return [(prefix.rstrip("."), value)]
 
 

@@ -347,7 +347,8 @@ def _settlement(book: StrategyBook, position: Mapping[str, Any], contract: Optio
             delivered = coins
         elif contract.is_call and symbol in book.positions:
             delivered = min(coins, book.positions[symbol].quantity)
-    cash_delta = (1.0 if quantity > 0 else -1.0) * intrinsic * (coins - delivered)
+    owed = intrinsic * (coins - delivered)
+    cash_delta = (owed if quantity > 0 else -owed) if owed else 0.0
     order_id = f"{book.strategy_id}:settle:{contract.expiry_ts}:{contract.name}"
     settlement = Fill(
         seq=seq, order_id=order_id, strategy_id=book.strategy_id, kind="settlement", instrument=contract.name,

@@ -32,7 +32,7 @@ def test_latency_quick_matches_signals_and_fills_to_their_bars(stack: Stack) -> 
     r = bench_latency.run(quick=True, stack=stack)
     assert r["signals_matched"] > 0
     assert r["signal_env_ms_p50"] >= 0 and math.isfinite(r["signal_recv_ms_p99"])
-    assert {"fill_env_ms_p99", "fill_recv_ms_p99", "fills_matched", "tap_missed"} <= set(r)
+    assert {"fill_env_ms_p99", "fill_recv_ms_p99", "fills_matched", "tap_seq_gaps"} <= set(r)
     assert len(bench_latency.report(r)) == 6
 
 

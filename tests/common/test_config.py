@@ -61,7 +61,9 @@ def test_default_json_runs_34_strategies_on_the_simulator():
     assert config.feed.mode == "sim" and config.feed.speed == 3600 and config.feed.seed == 7
     assert config.feed.start_ms == JAN_1_2026_MS
     assert config.feed.timeframes == ("1h", "1d")
-    assert {s.capital for s in config.strategies} == {1000.0}
+    assert {s.capital for s in config.spot_strategies()} == {1000.0}
+    # Options books hold what the venues' minimum sizes need (docs: README "Options capital").
+    assert {(s.underlying, s.capital) for s in config.options_strategies()} == {("BTC", 50_000.0), ("ETH", 20_000.0)}
     assert {s.interval_seconds for s in config.spot_strategies()} == {300}
     assert {s.interval_seconds for s in config.options_strategies()} == {1200}
     assert {s.max_drawdown_pct for s in config.spot_strategies()} == {60.0}

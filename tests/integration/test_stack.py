@@ -88,7 +88,7 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     journal = stack.journal()
     fills = [Fill.from_dict(r) for r in journal]
     assert [f.seq for f in fills] == list(range(1, len(fills) + 1)), "journal seqs must be gap-free"
-    doubled = [oid for oid, n in Counter(f.order_id for f in fills).items() if n > 1]
+    doubled = [key for key, n in Counter((f.order_id, f.instrument) for f in fills).items() if n > 1]
     assert doubled == [], f"orders filled twice: {doubled}"
     journaled = {f.order_id for f in fills}
     acked = acked_fills(stack)

@@ -136,8 +136,8 @@ def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,
     seqs = [f.seq for f in fills]
     if seqs != list(range(1, len(fills) + 1)):
         report.mismatches.append("journal seqs are not gap-free")
-    spot_ids = Counter(f.order_id for f in fills if f.kind == "spot")
-    report.mismatches += [f"order {oid} filled {n} times" for oid, n in spot_ids.items() if n > 1]
+    legs = Counter((f.order_id, f.instrument) for f in fills)  # a structure's legs share one order id
+    report.mismatches += [f"order {oid} leg {leg} filled {n} times" for (oid, leg), n in legs.items() if n > 1]
     acked = acked_fill_ids(stack)
     report.orders_acked = len(set(acked))
     journaled = {f.order_id for f in fills}
