@@ -149,7 +149,7 @@ def _spot_jobs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float, f
     """(backtests to run, fee %, slippage %) from --strategy or --config."""
     if args.config:
         from common.config import load_config
-        from services.portfolio import strategy_metas
+        from common.portfolio import strategy_metas
 
         cfg = load_config(args.config)
         limits = {m.strategy_id: m.limits for m in strategy_metas(cfg)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from common.ledger import (
     OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict,
@@ -19,6 +19,9 @@ from common.risk import RiskLimits, entry_block_reason, risk_summary, update_on_
 from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
                           mark_option_positions, option_value, settle_expired)
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
+
+if TYPE_CHECKING:
+    from common.config import Config
 
 STATE_VERSION = 1
 CATEGORIES = ("spot", "deribit", "ibkr")
@@ -41,6 +44,22 @@ class Reconciliation:
     created: tuple[str, ...]
     pruned: tuple[str, ...]
     kept: tuple[str, ...]
+
+
+def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
+    """The portfolio's view of each configured strategy: category, capital and risk limits."""
+    metas = []
+    for sc in cfg.strategies:
+        category = "spot" if sc.type == "spot" else sc.venue
+        limits = RiskLimits(
+            max_drawdown_pct=sc.max_drawdown_pct,
+            max_position_pct=sc.risk.max_position_pct,
+            max_consecutive_losses=sc.risk.max_consecutive_losses,
+            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
+            daily_loss_pct=sc.risk.daily_loss_pct,
+        )
+        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy))
+    return metas
 
 
 class Portfolio:

@@ -20,9 +20,8 @@ from typing import Any
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
 from common.model import Fill, RecordError, SpotOrder
-from common.portfolio import Portfolio, StrategyMeta
+from common.portfolio import Portfolio, strategy_metas
 from options.book import OptionOrder
-from common.risk import RiskLimits
 from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
 from services.runtime import ServiceRuntime, config_path
 
@@ -32,21 +31,6 @@ SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer
-
-
-def strategy_metas(cfg: Config) -> list[StrategyMeta]:
-    metas = []
-    for sc in cfg.strategies:
-        category = "spot" if sc.type == "spot" else sc.venue
-        limits = RiskLimits(
-            max_drawdown_pct=sc.max_drawdown_pct,
-            max_position_pct=sc.risk.max_position_pct,
-            max_consecutive_losses=sc.risk.max_consecutive_losses,
-            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
-            daily_loss_pct=sc.risk.daily_loss_pct,
-        )
-        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy))
-    return metas
 
 
 class PortfolioService:

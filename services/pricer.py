@@ -35,10 +35,16 @@ IV_HISTORY_DAYS = 14  # two weeks: with a 3-day vol half-life, rank crosses 25 a
 MAX_CONTRACTS = 500
 
 
-def build_mark_source(cfg: Config) -> MarkSource:
-    """The sim surface, anchored where the sim feed's path starts (so restarts agree)."""
+def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
+    """The sim surface, anchored where the sim feed's path starts (so restarts agree); in live
+    mode Deribit's real marks and listed contracts on top of it (greeks and IV stay modelled)."""
     origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
-    return SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+    model = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+    if cfg.feed.mode != "live":
+        return model
+    from common.deribit import DeribitClient, LiveDeribitSource  # requests only in live mode
+
+    return LiveDeribitSource(DeribitClient(cfg.feed.live.deribit_url), model=model, log=log)
 
 
 def _contract(item: Any, where: str) -> OptionContract:
@@ -73,7 +79,7 @@ class PricerService:
     def __init__(self, cfg: Config, runtime: ServiceRuntime | None, source: MarkSource | None = None) -> None:
         self.cfg = cfg
         self.rt = runtime
-        self.source = source if source is not None else build_mark_source(cfg)
+        self.source = source if source is not None else build_mark_source(cfg, runtime.log if runtime else None)
         self.spot: dict[str, float] = {}
         self.market_ts = 0
         self.chains_served = 0

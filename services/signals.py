@@ -118,6 +118,7 @@ class SignalEngine:
         self.flush_outbox()
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
+        started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
         options_due = [sid for sid in due if sid not in by_id]
         if options_due:
@@ -146,11 +147,13 @@ class SignalEngine:
                 self.outbox[order.order_id] = order
         self.cycle_count += 1
         signals = [d.signal.signal for d in decisions if d.signal is not None]
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
         self.rt.publisher.publish("cycle", "cycle", {"cycle": self.cycle_count, "market_ts": self.market_ts,
-                                                      "ran": len(due), "orders": len(self.outbox)})
+                                                      "ran": len(due), "orders": len(self.outbox),
+                                                      "duration_ms": duration_ms})
         self.rt.log.info("cycle", cycle=self.cycle_count, market_ts=self.market_ts, ran=len(due),
                          buys=signals.count(1), sells=signals.count(-1), skipped=len(decisions) - len(signals),
-                         outbox=len(self.outbox))
+                         outbox=len(self.outbox), duration_ms=duration_ms)
         return decisions
 
     # --- options ---------------------------------------------------------------------------

@@ -110,3 +110,18 @@ def test_no_chain_before_the_first_tick():
     with pytest.raises(RequestError, match="no spot price") as err:
         PricerService(CFG, None).on_chain({"underlying": "BTC", "venue": "deribit"})
     assert err.value.code == "no_price"
+
+
+def test_live_config_marks_from_deribit_on_top_of_the_model(tmp_path):
+    import json
+
+    from common.config import load_config
+    from common.deribit import LiveDeribitSource
+    from options.marks import SimSurface
+    from services.pricer import build_mark_source
+
+    live = json.loads((Path(__file__).resolve().parents[2] / "config" / "live.json").read_text())
+    path = tmp_path / "live.json"
+    path.write_text(json.dumps(live))
+    source = build_mark_source(load_config(path))  # building it makes no network call
+    assert isinstance(source, LiveDeribitSource) and isinstance(source.model, SimSurface)

@@ -32,7 +32,7 @@ from common.config import parse_config
 from common.model import Fill
 from common.ohlcv import timeframe_ms
 from common.portfolio import Portfolio
-from services.portfolio import strategy_metas
+from common.portfolio import strategy_metas
 from tests.support.stack import Stack, stack_config
 
 VICTIMS = ("marketdata", "signals", "portfolio", "pricer", "gateway")
