@@ -190,28 +190,13 @@ class OptionsBacktest:
             ctx = OptionsContext(ob.strategy_id, self.underlying, ob.venue, ts, spot, closes, iv, history, chain,
                                  ob.book.initial_capital, ob.book.cash)
             proposals = decide(ob.strategy, ctx, ob.positions, ob.params)
-            for trade in self._limit_openings(select_trades(proposals, ob.positions, spot), ob.positions):
+            for trade in select_trades(proposals, ob.positions, spot, max_positions=self.max_positions):
                 ok, _ = check_options_trade(ob.limits, ob.positions, trade, value, spot=spot, peak_value=ob.peak_value)
                 if ok:
                     self._fill(ob, trade, spot, ts)
                 else:
                     ob.rejected += 1
             ob.equity.append(ob.book.cash + _option_value(ob.positions, chain, spot, ts, self.r, iv))
-
-    def _limit_openings(self, selected: list[ProposedTrade], positions: Sequence[OptionPosition]) -> list[ProposedTrade]:
-        """``select_trades`` caps open positions at scoring.MAX_POSITIONS; a lower cap drops
-        whole groups of openings past it (closes always pass)."""
-        closing = {t.contract for t in selected if t.action == "close"}
-        count = sum(p.contract not in closing for p in positions)
-        kept: list[ProposedTrade] = [t for t in selected if t.action == "close"]
-        groups: dict[object, list[ProposedTrade]] = {}
-        for k, trade in enumerate(t for t in selected if t.action == "open"):
-            groups.setdefault(trade.group or k, []).append(trade)
-        for legs in groups.values():
-            if count + len(legs) <= self.max_positions:
-                kept += legs
-                count += len(legs)
-        return kept
 
     def _next_seq(self) -> int:
         self.seq += 1

@@ -143,7 +143,7 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
         chain=chain, capital=float(book["capital"]), cash=float(book["cash"]),
         spot_quantity=float(book.get("spot_quantity", 0.0)), spot_cost_basis=float(book.get("spot_cost_basis", 0.0)))
     proposals = decide(strategy, ctx, positions, params)
-    selected = [t for t in select_trades(proposals, positions, chain.spot) if t.score >= min_score]
+    selected = select_trades(proposals, positions, chain.spot, min_score=min_score)
     accepted, refused, book_now = [], [], list(positions)
     groups: dict[str, list[ProposedTrade]] = {}
     for trade in selected:

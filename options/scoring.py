@@ -75,13 +75,14 @@ def score_trade(trade: ProposedTrade, open_positions: Sequence[OptionPosition], 
 
 
 def select_trades(proposals: Sequence[ProposedTrade], open_positions: Sequence[OptionPosition],
-                  spot: float) -> list[ProposedTrade]:
+                  spot: float, max_positions: int = MAX_POSITIONS,
+                  min_score: float = EXECUTE_THRESHOLD) -> list[ProposedTrade]:
     """The proposals to execute, each carrying its score.
 
     Closes first (they free slots). Then openings in proposal order: the legs of one group
     (a strangle, a straddle) are scored against the book without each other, the group's
     score is the mean of its legs, and the group goes in whole or not at all: only if that
-    score is >= EXECUTE_THRESHOLD and the open count stays <= MAX_POSITIONS. Accepted
+    score is >= ``min_score`` and the open count stays <= ``max_positions``. Accepted
     openings join the book that later proposals are scored against.
     """
     if not spot > 0:
@@ -96,7 +97,7 @@ def select_trades(proposals: Sequence[ProposedTrade], open_positions: Sequence[O
     selected = list(closes)
     for legs in groups.values():
         score = sum(_score(leg, book, spot).total for leg in legs) / len(legs)
-        if score < EXECUTE_THRESHOLD or count + len(legs) > MAX_POSITIONS:
+        if score < min_score or count + len(legs) > max_positions:
             continue
         selected.extend(dataclasses.replace(leg, score=score) for leg in legs)
         book.extend(_trade_leg(leg) for leg in legs)
