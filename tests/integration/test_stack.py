@@ -3,16 +3,13 @@ without losing or doubling a fill, and keeps running when the feed goes away."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from common.ledger import rebuild_books_from_journal
 from common.model import Fill
-from tests.support.stack import PROGRAMS, Stack, stack_config
+from tests.support.stack import PROGRAMS, StateReader, Stack, acked_fill_ids, stack_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -21,48 +18,9 @@ def total_trades(status: dict) -> int:
     return sum(v["trade_count"] for v in status["strategies"].values())
 
 
-def acked_fills(stack: Stack) -> list[str]:
-    """Order ids the signal engine saw acknowledged as filled, from its log (all rotations)."""
-    ids = []
-    for log in sorted((stack.dir / "run" / "logs").glob("signals.log*")):
-        for line in log.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == "order_acked" and rec.get("status") == "filled":
-                ids.append(rec["order_id"])
-    return ids
-
-
-class StateWatcher(threading.Thread):
-    """Reads state.json as often as it can while the stack runs; every read must parse."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.reads = 0
-        self.failures: list[str] = []
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                text = self.path.read_text()
-            except FileNotFoundError:
-                time.sleep(0.01)
-                continue
-            try:
-                json.loads(text)
-                self.reads += 1
-            except ValueError as exc:
-                self.failures.append(f"{exc}: {text[:80]!r}")
-            time.sleep(0.005)
-
-
 def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     stack = Stack(tmp_path, stack_config())
-    watcher = StateWatcher(stack.state_path)
+    watcher = StateReader(stack.state_path)
     with stack:
         assert stack.states() == {p: "RUNNING" for p in PROGRAMS}
         watcher.start()
@@ -91,7 +49,7 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     doubled = [key for key, n in Counter((f.order_id, f.instrument) for f in fills).items() if n > 1]
     assert doubled == [], f"orders filled twice: {doubled}"
     journaled = {f.order_id for f in fills}
-    acked = acked_fills(stack)
+    acked = acked_fill_ids(stack)
     assert acked and set(acked) <= journaled, f"acknowledged but not journaled: {set(acked) - journaled}"
 
     state = json.loads(stack.state_path.read_text())

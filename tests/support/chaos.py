@@ -31,9 +31,8 @@ from common.bus import Subscriber
 from common.config import parse_config
 from common.model import Fill
 from common.ohlcv import timeframe_ms
-from common.portfolio import Portfolio
-from common.portfolio import strategy_metas
-from tests.support.stack import Stack, stack_config
+from common.portfolio import Portfolio, strategy_metas
+from tests.support.stack import StateReader, Stack, acked_fill_ids, stack_config
 
 VICTIMS = ("marketdata", "signals", "portfolio", "pricer", "gateway")
 
@@ -91,42 +90,6 @@ class BusRecorder(threading.Thread):
         finally:
             sub.close()
             ctx.term()
-
-
-class StateReader(threading.Thread):
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.reads = 0
-        self.failures: list[str] = []
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                text = self.path.read_text()
-            except FileNotFoundError:
-                time.sleep(0.01)
-                continue
-            try:
-                json.loads(text)
-                self.reads += 1
-            except ValueError as exc:
-                self.failures.append(f"state.json unparsable: {exc}")
-            time.sleep(0.01)
-
-
-def acked_fill_ids(stack: Stack) -> list[str]:
-    ids = []
-    for log in (stack.dir / "run" / "logs").glob("signals.log*"):
-        for line in log.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == "order_acked" and rec.get("status") == "filled":
-                ids.append(rec["order_id"])
-    return ids
 
 
 def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,

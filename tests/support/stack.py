@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -184,3 +185,42 @@ class Stack:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class StateReader(threading.Thread):
+    """Reads state.json as often as it can while a stack runs; every read must parse."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.reads = 0
+        self.failures: list[str] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                text = self.path.read_text()
+            except FileNotFoundError:
+                time.sleep(0.01)
+                continue
+            try:
+                json.loads(text)
+                self.reads += 1
+            except ValueError as exc:
+                self.failures.append(f"state.json unparsable: {exc}: {text[:80]!r}")
+            time.sleep(0.005)
+
+
+def acked_fill_ids(stack: Stack) -> list[str]:
+    """Order ids the signal engine logged as acknowledged with a fill (all log rotations)."""
+    ids = []
+    for log in sorted((stack.dir / "run" / "logs").glob("signals.log*")):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "order_acked" and rec.get("status") == "filled":
+                ids.append(rec["order_id"])
+    return ids
