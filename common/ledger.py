@@ -148,10 +148,9 @@ def decide_spot_order(book: StrategyBook, order: SpotOrder, *, fee_rate: float, 
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise ValueError(f"order {order.order_id}: seq must be an integer >= 1, got {seq!r}")
 
-    previous = book.recent_order_ids.get(order.order_id)
-    if previous is not None:
-        answer = f"filled as seq {previous}" if previous else "answered without a fill"
-        return OrderDecision("duplicate", f"order {order.order_id} already {answer}")
+    duplicate = duplicate_reason(book, order.order_id)
+    if duplicate is not None:
+        return OrderDecision("duplicate", duplicate)
 
     position = book.positions.get(order.symbol)
     if order.signal == -1:
@@ -259,6 +258,15 @@ def _move_spot_position(book: StrategyBook, fill: Fill) -> None:
         del book.positions[fill.instrument]
     else:
         position.quantity -= fill.quantity
+
+
+def duplicate_reason(book: StrategyBook, order_id: str) -> str | None:
+    """Why ``order_id`` is a retry of an order this book already answered, or None."""
+    previous = book.recent_order_ids.get(order_id)
+    if previous is None:
+        return None
+    answer = f"filled as seq {previous}" if previous else "answered without a fill"
+    return f"order {order_id} already {answer}"
 
 
 def record_no_fill(book: StrategyBook, order_id: str) -> None:

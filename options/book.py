@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.ledger import StrategyBook
+from common.ledger import StrategyBook, duplicate_reason
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
 from options.contracts import ContractError, OptionContract
 from options.strategies import ProposedTrade
@@ -183,10 +183,9 @@ def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: flo
         raise ValueError(f"fee_rate must be a number in [0, 1), got {fee_rate!r}")
     if isinstance(seq0, bool) or not isinstance(seq0, int) or seq0 < 1:
         raise ValueError(f"order {order.order_id}: seq0 must be an integer >= 1, got {seq0!r}")
-    previous = book.recent_order_ids.get(order.order_id)
-    if previous is not None:
-        answer = f"filled as seq {previous}" if previous else "answered without a fill"
-        return OptionOrderDecision("duplicate", f"order {order.order_id} already {answer}")
+    duplicate = duplicate_reason(book, order.order_id)
+    if duplicate is not None:
+        return OptionOrderDecision("duplicate", duplicate)
     held = {name: float(p["quantity"]) for name, p in book.option_positions.items()}
     fills = []
     for i, leg in enumerate(order.legs):
