@@ -24,7 +24,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
@@ -33,8 +33,10 @@ from common.config_schema import LOCAL_HOSTS
 from common.discord import cycle_messages
 from common.metrics import MetricsInputs, metrics_registry, render
 from common.status import build_health, build_status, equity_curves, json_safe
-from services.discord_webhook import WebhookPoster
 from services.runtime import ServiceRuntime, config_path
+
+if TYPE_CHECKING:
+    from services.discord_webhook import WebhookPoster
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_FILES = {  # path -> (file in services/web, content type); the UI shell carries no data
@@ -398,6 +400,8 @@ def start_discord(cfg: Config, rt: ServiceRuntime) -> WebhookPoster | None:
         rt.log.info("discord_off", reason="disabled in config" if not cfg.discord.enabled
                     else f"${cfg.discord.webhook_env} is not set")
         return None
+    from services.discord_webhook import WebhookPoster  # requests only when a webhook is configured
+
     poster = WebhookPoster(url, rt.log).start()
     rt.log.info("discord_on", target=poster.target)
     return poster
