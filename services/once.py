@@ -1,8 +1,8 @@
 """``make once``: start the stack, run exactly one cycle of every strategy, print the summary,
 stop everything with state saved (the seed's ``--once``).
 
-marketdata and portfolio run as their real service processes; the signal engine runs its
-cycle in this process with the same code the ``signals`` service uses.
+marketdata, portfolio and pricer run as their real service processes; the signal engine runs
+its cycle in this process with the same code the ``signals`` service uses.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+import time
 
 from common.bus import RemoteError, RequestFailed
 from common.config import load_config
@@ -21,6 +21,7 @@ from common.summary import format_summary
 from services.runtime import DEFAULT_CONFIG, ServiceRuntime
 from services.signals import SignalEngine
 
+SERVICES = ("marketdata", "portfolio", "pricer")
 STARTUP_TIMEOUT_MS = 500
 STARTUP_TRIES = 60
 
@@ -56,15 +57,17 @@ def run_once(config: str) -> int:
               file=sys.stderr)
         rt.close()
         return 2
-    procs = [spawn("marketdata", config), spawn("portfolio", config)]
+    procs = [spawn(name, config) for name in SERVICES]
     try:
         status = engine.marketdata.request("status", timeout_ms=STARTUP_TIMEOUT_MS, retries=STARTUP_TRIES)
-        engine.portfolio.request("status", timeout_ms=STARTUP_TIMEOUT_MS, retries=STARTUP_TRIES)
+        start_seq = engine.portfolio.request("status", timeout_ms=STARTUP_TIMEOUT_MS,
+                                             retries=STARTUP_TRIES)["journal_seq"]
+        wait_for_spot_prices(engine, {sc.underlying for sc in cfg.options_strategies()})
         rt.bind_publisher(cfg.endpoints["signals"].pub)
         engine.market_ts = status["market_ts"]
         engine.warm_up()
-        decisions = engine.run_cycle([sc.id for sc in engine.spot])
-        acks: list[dict[str, Any]] = engine.flush_outbox()
+        decisions = {d.strategy_id: d for d in engine.run_cycle([sc.id for sc in cfg.strategies])}
+        engine.flush_outbox()
         if engine.outbox:
             print(f"once: {len(engine.outbox)} orders were not acknowledged", file=sys.stderr)
             return 1
@@ -75,16 +78,28 @@ def run_once(config: str) -> int:
     finally:
         stop(procs)
         rt.close()
-    fills = [a["fill"] for a in acks if a.get("fill")]
+    fills = sorted((t for view in snapshot["strategies"].values() for t in view["recent_trades"]
+                    if t["seq"] > start_seq), key=lambda t: t["seq"])
     print(format_summary(snapshot, fills, title=f"go-trader cycle at {iso_utc(engine.market_ts)} (market time)"))
     print("Strategies:")
-    for d in decisions:
-        what = d.skipped if d.signal is None else {1: "BUY", -1: "SELL", 0: "hold"}[d.signal.signal]
-        print(f"  {d.strategy_id}: {what}")
-    for sid, st in engine.strategy_status.items():
-        if st["status"].startswith("not yet"):
-            print(f"  {sid}: {st['status']}")
+    for sc in cfg.strategies:
+        d = decisions.get(sc.id)
+        if d is not None and d.signal is not None:
+            what = {1: "BUY", -1: "SELL", 0: "hold"}[d.signal.signal]
+        else:
+            st = engine.strategy_status.get(sc.id, {})
+            what = f"{st['actions']} action(s)" if "actions" in st else st.get("status", "not run")
+        print(f"  {sc.id}: {what}")
     return 0
+
+
+def wait_for_spot_prices(engine: SignalEngine, underlyings: set[str]) -> None:
+    """The pricer learns spot from the feed's ticks; options wait until it has every underlying."""
+    for _ in range(STARTUP_TRIES):
+        known = engine.pricer.request("status", timeout_ms=STARTUP_TIMEOUT_MS, retries=STARTUP_TRIES)["spot"]
+        if underlyings <= set(known):
+            return
+        time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,7 @@ class SignalEngine:
             self.on_bar(env.body)
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
+            self.run_due()  # the bars of this market time are in: decide now, not on the next tick
 
     # --- cycle -----------------------------------------------------------------------------
     def run_due(self) -> None:
@@ -117,34 +118,34 @@ class SignalEngine:
             self.run_cycle(due)
         self.flush_outbox()
 
+    def run_spot(self, sc: Any) -> SpotDecision | None:
+        try:
+            decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
+                                     self.bars, self.market_ts, sc.pair)
+        except Exception as exc:  # one broken strategy is logged and skipped, never the engine
+            self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
+            self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+            return None
+        if decision.signal is None:
+            self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+            return decision
+        self.rt.publisher.publish(f"signal.{sc.id}", "signal", decision.signal.to_dict())
+        self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "signal": decision.signal.signal}
+        order = decision.order
+        if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
+            self.last_ordered_bar[sc.id] = decision.signal.ts_bar
+            self.outbox[order.order_id] = order
+        return decision
+
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
+        """Spot first, its orders sent at once (latency); options after, they ask the pricer."""
         started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
+        decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id) if d is not None]
+        self.flush_outbox()
         options_due = [sid for sid in due if sid not in by_id]
         if options_due:
             self.run_options(options_due)
-        decisions = []
-        for sid in due:
-            sc = by_id.get(sid)
-            if sc is None:
-                continue
-            try:
-                decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
-                                         self.bars, self.market_ts, sc.pair)
-            except Exception as exc:  # one broken strategy is logged and skipped, never the engine
-                self.rt.log.error("strategy_failed", strategy=sid, error=f"{type(exc).__name__}: {exc}")
-                self.strategy_status[sid] = {"status": f"error: {exc}", "ts": self.market_ts}
-                continue
-            decisions.append(decision)
-            if decision.signal is None:
-                self.strategy_status[sid] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
-                continue
-            self.rt.publisher.publish(f"signal.{sid}", "signal", decision.signal.to_dict())
-            self.strategy_status[sid] = {"status": "ok", "ts": self.market_ts, "signal": decision.signal.signal}
-            order = decision.order
-            if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sid, -1):
-                self.last_ordered_bar[sid] = decision.signal.ts_bar
-                self.outbox[order.order_id] = order
         self.cycle_count += 1
         signals = [d.signal.signal for d in decisions if d.signal is not None]
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
