@@ -7,7 +7,8 @@ Envelope (a msgpack map): ``{v, type, id, ts, source, seq, body}``
 - ``id``     unique message id; a reply carries the request's id in ``body.re``
 - ``ts``     wall-clock send time, int ms (market time lives in the body)
 - ``source`` the sending service
-- ``seq``    per-publisher sequence number, 1-based, so a subscriber counts what it missed
+- ``seq``    the publisher's sequence number of this topic, 1-based, so a subscriber counts what
+             it missed on every topic it follows (whatever prefix filter it uses)
 
 PUB/SUB frames are ``[topic, envelope]`` with dotted topics, general part first
 (``bar.BTC/USDT.1h``, ``signal.momentum-btc``, ``heartbeat.portfolio``), so SUB prefix
@@ -119,17 +120,17 @@ class BusStats:
     received: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> count
     missed: Counter = field(default_factory=Counter)  # source -> messages lost to gaps
-    last_seq: dict[str, int] = field(default_factory=dict)
+    last_seq: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, topic) -> seq
     last_seen_ms: dict[str, int] = field(default_factory=dict)  # source -> wall ms
 
     def count_drop(self, reason: str) -> int:
         self.dropped[reason] += 1
         return self.dropped[reason]
 
-    def track_sequence(self, source: str, seq: int) -> int:
-        """Record ``seq`` from ``source``; return how many messages were skipped before it."""
-        previous = self.last_seq.get(source)
-        self.last_seq[source] = seq
+    def track_sequence(self, source: str, seq: int, topic: str = "") -> int:
+        """Record ``seq`` of ``topic`` from ``source``; return how many were skipped before it."""
+        previous = self.last_seq.get((source, topic))
+        self.last_seq[(source, topic)] = seq
         self.last_seen_ms[source] = wall_ms()
         if previous is None or seq <= previous:  # first contact, or the publisher restarted
             return 0
@@ -154,20 +155,20 @@ def close_quietly(sock: zmq.Socket | None) -> None:
 
 
 class Publisher:
-    """PUB socket that stamps every message with this publisher's next sequence number."""
+    """PUB socket that stamps every message with the next sequence number of its topic."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None) -> None:
         self.source = source
         self.stats = stats or BusStats()
-        self.seq = 0
+        self.seqs: dict[str, int] = {}
         self.socket = ctx.socket(zmq.PUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
         self.socket.bind(endpoint)
 
     def publish(self, topic: str, type_: str, body: Any) -> None:
-        self.seq += 1
-        frame = encode_envelope(type_, body, self.source, self.seq)
+        seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
+        frame = encode_envelope(type_, body, self.source, seq)
         try:
             self.socket.send_multipart([topic.encode(), frame], flags=zmq.NOBLOCK)
             self.stats.sent += 1
@@ -222,7 +223,7 @@ class Subscriber:
                 self._drop("bad_envelope", str(exc))
                 continue
             self.stats.received += 1
-            self.stats.track_sequence(env.source, env.seq)
+            self.stats.track_sequence(env.source, env.seq, topic)
             return topic, env
 
     def close(self) -> None:

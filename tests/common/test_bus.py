@@ -166,3 +166,25 @@ def test_request_succeeds_when_the_peer_comes_up_between_retries(ctx, tcp_endpoi
         stop.set()
         thread.join()
         holder["rep"].close()
+
+
+def test_a_prefix_filter_sees_no_false_gaps_and_counts_real_ones(ctx, tcp_endpoint):
+    endpoint = tcp_endpoint()
+    pub = Publisher(ctx, endpoint, "feed")
+    sub = Subscriber(ctx, [endpoint], ["bar.BTC"])
+    got = None
+    while got is None:  # slow joiner
+        pub.publish("bar.BTC", "bar", {"n": 0})
+        got = sub.receive(50)
+    while sub.receive(50) is not None:
+        pass
+    for n in range(1, 6):  # interleaved topics the subscriber filters out are not gaps
+        pub.publish("bar.ETH", "bar", {"n": n})
+        pub.publish("bar.BTC", "bar", {"n": n})
+    pub.seqs["bar.BTC"] += 3  # three BTC bars lost on the way
+    pub.publish("bar.BTC", "bar", {"n": 9})
+    received = [sub.receive(500) for _ in range(6)]
+    assert [r[1].body["n"] for r in received] == [1, 2, 3, 4, 5, 9]
+    assert sub.stats.missed["feed"] == 3
+    pub.close()
+    sub.close()
