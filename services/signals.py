@@ -31,6 +31,7 @@ from services.pricer import IV_HISTORY_DAYS, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
 HISTORY_BARS = 1000
+WARMUP_BACKOFF_SECONDS = 2.0
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
 
@@ -39,7 +40,8 @@ class SignalEngine:
     def __init__(self, cfg: Config, runtime: ServiceRuntime) -> None:
         self.cfg = cfg
         self.rt = runtime
-        self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=3000, retries=2)
+        self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=1000, retries=2)
+        self.warmup_retry_at = 0.0
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
@@ -64,6 +66,8 @@ class SignalEngine:
         return store.history(symbol, timeframe) if store is not None else OHLCV.empty()
 
     def warm_up(self) -> None:
+        if time.monotonic() < self.warmup_retry_at:
+            return  # marketdata did not answer a moment ago: don't stall the loop asking again
         for key in sorted(self.needs_warmup):
             symbol, timeframe = key
             try:
@@ -71,6 +75,7 @@ class SignalEngine:
                                                             "limit": HISTORY_BARS})
             except (RequestFailed, RemoteError, ValueError) as exc:
                 self.rt.log.warning("warmup_failed", symbol=symbol, timeframe=timeframe, error=str(exc))
+                self.warmup_retry_at = time.monotonic() + WARMUP_BACKOFF_SECONDS
                 return
             store = BarStore(capacity=HISTORY_BARS)
             store.append(symbol, timeframe, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
