@@ -231,7 +231,8 @@ def run_options(args: argparse.Namespace) -> int:
         iv = iv_from_series(data.ts + TIMEFRAME_MS[args.timeframe], iv_ts, iv_values)
     started = time.perf_counter()
     result = run_options_backtest(args.underlying, data, args.timeframe, capital=args.capital,
-                                  max_positions=args.max_positions, venues=args.venue, iv=iv,
+                                  max_positions=args.max_positions, min_score=args.min_score,
+                                  venues=args.venue, iv=iv,
                                   vol_lookback_days=args.vol_lookback_days, fee_pct=args.fee_pct,
                                   slippage_pct=args.slippage_pct, every_hours=args.every_hours,
                                   trade_from_ms=parse_time(args.since, "--since"), progress=args.progress)
@@ -240,13 +241,13 @@ def run_options(args: argparse.Namespace) -> int:
     print(f"{len(result.books)} options strategies, {result.close_ts.size} decision steps in {elapsed:.2f} s")
     if args.out:
         out = Path(args.out)
-        for sid, book in result.books.items():
-            equity = np.asarray(book.equity)
+        for sid, run in result.books.items():
+            equity = np.asarray(run.equity)
             trades = [{"ts": f.ts_event, "kind": f.kind, "instrument": f.instrument, "side": f.side,
                        "quantity": f.quantity, "price": f.price, "fee": f.fee, "pnl": f.realized_pnl,
-                       "reason": f.extra.get("reason", "")} for f in book.fills]
-            write_report(ReportData(f"{sid}: {book.strategy} on {book.venue.name} {args.underlying}", result.close_ts,
-                                    result.spot, equity, book.book.initial_capital, result.metrics[sid], book.fills,
+                       "reason": f.extra.get("reason", "")} for f in run.fills]
+            write_report(ReportData(f"{sid}: {run.strategy} on {run.venue.name} {args.underlying}", result.close_ts,
+                                    result.spot, equity, run.book.initial_capital, result.metrics[sid], run.fills,
                                     trades, price_label=f"{args.underlying} spot"), out / sid)
         print(f"reports written to {out}")
     return 0
@@ -300,12 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     options = sub.add_parser("options", help="options strategies with BS premiums over the underlying's bars")
     options.add_argument("--underlying", default="BTC", choices=("BTC", "ETH"))
     options.add_argument("--venue", nargs="+", default=["deribit", "ibkr"], choices=("deribit", "ibkr"))
-    options.add_argument("--max-positions", type=int, default=4)
+    options.add_argument("--max-positions", type=int, default=4, help="open option positions per strategy at most")
+    options.add_argument("--min-score", type=float, default=0.3, help="score a new trade needs (the config's min_score)")
     options.add_argument("--iv-csv", help="CSV timestamp_ms,iv to use as ATM IV instead of realized vol")
     options.add_argument("--vol-lookback-days", type=float, default=30.0)
     options.add_argument("--every-hours", type=float, default=24.0, help="market hours between decisions")
     _add_common(options)
-    options.set_defaults(run=run_options, fee_pct=0.03, slippage_pct=0.0, capital=1000.0)
+    # fee_pct: the portfolio's fee, % of each option leg's premium (the config's fee_pct).
+    options.set_defaults(run=run_options, fee_pct=0.1, slippage_pct=0.0, capital=1000.0)
 
     wf = sub.add_parser("walkforward", help="rolling train/test parameter optimisation")
     wf.add_argument("--strategy", required=True)

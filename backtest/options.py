@@ -1,42 +1,55 @@
-"""Options backtests: the options strategies, scoring and risk over an underlying's bars.
+"""Options backtests that make the paper run's option trades, through the paper run's own functions.
 
-At each decision time (every ``every_hours`` of market time, on a bar close) for each
-strategy book: settle what expired since the last step, price the venue's listed chain with
-Black-Scholes (``options.chain.build_chain``) at the bar's close and an ATM vol that is either
-the realized volatility of the underlying or a given IV series, ask ``options.strategies.decide``
-for proposals, keep what ``options.scoring.select_trades`` selects and
-``options.risk.check_options_trade`` allows, and fill at the chain's mark (slippage against
-the trader, venue-style fee). Cash moves through ``common.ledger.apply_fill`` with fills of
-kind ``option`` and ``settlement``, like any other book.
+The paper run, per closed bar of the underlying: the portfolio marks every book at the close
+(``Portfolio.mark``: options expired by then settle at that close, a wheel's in-the-money
+short put is assigned into coins, risk limits trip, a kill switch liquidates), and the fills
+it returns are committed. When an options strategy is due, the pricer marks the open option
+positions (``options.marks.price_contracts`` into ``Portfolio.mark_options``), the signal
+engine prices the venue's chain, asks the portfolio for the strategy's ``positions``
+(``Portfolio.positions_view``) and runs ``common.engine.evaluate_options`` (decide, select,
+risk-check, group into orders), and the portfolio answers each order with
+``Portfolio.decide_options`` then ``commit`` (or ``record_no_fill``). This module makes
+exactly those calls in that order on one ``Portfolio`` holding every strategy's book. It
+keeps no accounting of its own: its fills are the journal of that portfolio, and fees,
+settlement and assignment are the portfolio's rules.
 
-Settlement: an option that expires is cash-settled at its intrinsic value at the close of the
-bar in which its expiry falls (Deribit settles in cash; CME micro options are treated the same
-way, so a wheel's put is settled, not assigned into coins).
+What the services get from the pricer comes from the backtest's inputs instead: the ATM vol
+is the underlying's realized vol or a given IV series; chains are ``build_chain`` at the
+bar's close and that vol; the IV history is the ATM vol at the same time of day over the
+last ``IV_HISTORY_DAYS`` days, as the pricer's ``iv`` reply gives it. Option marks are
+refreshed at each decision step (the portfolio service refreshes them about once a second).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from backtest.metrics import performance
-from common.ledger import StrategyBook, apply_fill, new_book
+from common.engine import evaluate_options
+from common.ledger import StrategyBook
 from common.model import Fill
 from common.ohlcv import OHLCV, timeframe_ms
-from options.black_scholes import DAYS_PER_YEAR, bs_price
+from common.portfolio import Portfolio, StrategyMeta
+from common.risk import RiskLimits
+from options.black_scholes import DAYS_PER_YEAR
 from options.chain import OptionChain, build_chain
-from options.contracts import OptionPosition
-from options.risk import OptionsRiskLimits, check_options_trade
-from options.scoring import MAX_POSITIONS, select_trades
-from options.strategies import DEFAULT_PARAMS, OptionsContext, ProposedTrade, decide, strategy_params
+from options.contracts import OptionContract
+from options.marks import price_contracts
+from options.risk import OptionsRiskLimits
+from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
+from options.strategies import DEFAULT_PARAMS, strategy_params
 from options.venues import DAY_MS, VenueSpec, venue_spec
 
 HOUR_MS = 3_600_000
-# Deribit's option fee: 0.03% of the underlying per contract, at most 12.5% of the premium.
-DEFAULT_FEE_PCT_OF_UNDERLYING = 0.03
-FEE_CAP_OF_PREMIUM = 0.125
+# The config's default fee: fee_pct % of each option leg's premium, the portfolio's one rule.
+DEFAULT_FEE_PCT = 0.1
+# Bars of the underlying the signal engine keeps per series (services.signals.HISTORY_BARS).
+HISTORY_BARS = 1000
+# Days of daily ATM vol in the pricer's ``iv`` reply (services.pricer.IV_HISTORY_DAYS).
+IV_HISTORY_DAYS = 14
 
 
 class OptionsBacktestError(ValueError):
@@ -66,21 +79,30 @@ def iv_from_series(bar_close_ts: np.ndarray, iv_ts: np.ndarray, iv: np.ndarray) 
     return np.where(at >= 0, iv[np.maximum(at, 0)], np.nan)
 
 
+def closes_a_trade(fill: Fill) -> bool:
+    """Whether a fill ends a trade with a realized P&L: an option close or settlement, or coins
+    sold (a call assigned against them, a liquidation)."""
+    if fill.kind == "settlement" or fill.extra.get("action") == "close":
+        return True
+    return fill.side == "sell" and fill.kind in ("spot", "liquidation")
+
+
 @dataclass
-class OptionsBook:
-    """One options strategy's money and open positions during a backtest."""
+class OptionsStrategyRun:
+    """One options strategy in a backtest: its settings, the portfolio's book of it (the
+    services' accounting, not a copy), and what it did: its part of the journal, its value
+    and whether it held options at each decision step, and the trades refused."""
 
     strategy_id: str
     strategy: str
     venue: VenueSpec
     params: dict[str, float]
-    book: StrategyBook
     limits: OptionsRiskLimits
-    positions: list[OptionPosition] = field(default_factory=list)
+    book: StrategyBook
     fills: list[Fill] = field(default_factory=list)
-    peak_value: float = 0.0
     equity: list[float] = field(default_factory=list)
-    rejected: int = 0
+    exposed: list[bool] = field(default_factory=list)
+    rejected: int = 0  # refused by the engine's risk check or by the portfolio
 
 
 @dataclass
@@ -89,39 +111,30 @@ class OptionsBacktestResult:
     close_ts: np.ndarray  # decision times (bar closes)
     spot: np.ndarray
     atm_iv: np.ndarray
-    books: dict[str, OptionsBook]
+    books: dict[str, OptionsStrategyRun]
     metrics: dict[str, dict[str, Any]]
-
-
-def _option_value(positions: Sequence[OptionPosition], chain: OptionChain, spot: float, ts: int, r: float,
-                  atm_iv: float) -> float:
-    """Marks from the chain; a contract off today's strike grid is priced with BS at the ATM vol."""
-    value = 0.0
-    for pos in positions:
-        row = chain.lookup(pos.contract)
-        if row is not None:
-            mark = float(chain.mark[row])
-        else:
-            years = max(pos.contract.expiry_ts - ts, 0) / DAY_MS / DAYS_PER_YEAR
-            mark = float(bs_price(spot, pos.contract.strike, years, r, atm_iv, pos.contract.is_call))
-        value += pos.coins * mark
-    return value
+    journal: list[Fill] = field(default_factory=list)  # every fill, in commit order
+    risk_events: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)  # Portfolio.to_state() after the last bar
 
 
 class OptionsBacktest:
-    """Strategy books over one underlying; ``run`` steps them through the bars."""
+    """Strategy books over one underlying in one ``Portfolio``; ``run`` steps them through the bars."""
 
     def __init__(self, underlying: str, data: OHLCV, timeframe: str, atm_iv: np.ndarray, *,
                  strategies: Sequence[tuple[str, str, str, Mapping[str, Any] | None]], capital: float,
-                 max_positions: int = MAX_POSITIONS, risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT_OF_UNDERLYING,
-                 slippage_pct: float = 0.0, limits: OptionsRiskLimits | None = None, every_hours: float = 24.0,
-                 trade_from_ms: int | None = None) -> None:
+                 max_positions: int = MAX_POSITIONS, min_score: float = EXECUTE_THRESHOLD,
+                 risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT, slippage_pct: float = 0.0,
+                 limits: OptionsRiskLimits | None = None, risk_limits: RiskLimits | None = None,
+                 every_hours: float = 24.0, trade_from_ms: int | None = None) -> None:
         if len(data) < 2:
             raise OptionsBacktestError(f"data: need at least 2 bars of {underlying}, got {len(data)}")
         if atm_iv.shape[0] != len(data):
             raise OptionsBacktestError(f"atm_iv: {atm_iv.shape[0]} values for {len(data)} bars")
         if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
             raise OptionsBacktestError(f"max_positions: must be an integer >= 1, got {max_positions!r}")
+        if not (math.isfinite(min_score) and 0 <= min_score <= 1):
+            raise OptionsBacktestError(f"min_score: must be a number in [0, 1], got {min_score!r}")
         if not (math.isfinite(capital) and capital > 0):
             raise OptionsBacktestError(f"capital: must be a finite number > 0, got {capital!r}")
         for name, value in (("fee_pct", fee_pct), ("slippage_pct", slippage_pct)):
@@ -131,25 +144,34 @@ class OptionsBacktest:
             raise OptionsBacktestError(f"every_hours: must be a number > 0, got {every_hours!r}")
         self.underlying = underlying
         self.data = data
+        self.timeframe = timeframe
         self.close_ts = data.ts + timeframe_ms(timeframe)
-        self.year_bars = max(int(365 * DAY_MS // timeframe_ms(timeframe)), 1)
         self.atm_iv = atm_iv
         self.max_positions = max_positions
+        self.min_score = min_score
         self.r = risk_free_rate
-        self.fee_rate = fee_pct / 100.0
-        self.slippage = slippage_pct / 100.0
         self.every_ms = int(every_hours * HOUR_MS)
         self.trade_from_ms = trade_from_ms
-        start = int(data.ts[0])
-        self.books: dict[str, OptionsBook] = {}
+        limits = limits or OptionsRiskLimits()
+        # The services give both the engine's and the portfolio's limits the strategy's max_drawdown_pct.
+        risk_limits = risk_limits or RiskLimits(max_drawdown_pct=limits.max_drawdown_pct)
+        metas, runs = [], []
         for sid, name, venue, params in strategies:
             spec = venue_spec(venue)
             spec.underlying(underlying)
-            self.books[sid] = OptionsBook(sid, name, spec, strategy_params(name, params),
-                                          new_book(sid, "options", capital, start), limits or OptionsRiskLimits(),
-                                          peak_value=capital)
+            if any(m.strategy_id == sid for m in metas):
+                raise OptionsBacktestError(f"strategies: id {sid!r} appears twice")
+            metas.append(StrategyMeta(sid, "options", spec.name, float(capital), risk_limits, name))
+            runs.append((sid, name, spec, strategy_params(name, params)))
+        self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0,
+                                   max_option_positions=max_positions, min_option_score=min_score)
+        self.portfolio.reconcile(self.portfolio.market_ts)  # as the portfolio service does on a fresh start
+        self.symbol = f"{underlying}/{self.portfolio.underlying_quote}"
+        self.strategies = {sid: OptionsStrategyRun(sid, name, spec, params, limits, self.portfolio.books[sid])
+                           for sid, name, spec, params in runs}
+        self.journal: list[Fill] = []
+        self.risk_events: list[str] = []
         self.step_bars: list[int] = []
-        self.seq = 0
 
     def decision_bars(self) -> np.ndarray:
         """Bars whose close starts a new ``every_hours`` slot of market time, once the IV is
@@ -161,118 +183,93 @@ class OptionsBacktest:
         return np.flatnonzero(due)
 
     def run(self, progress: bool = False) -> OptionsBacktestResult:
+        """Mark every bar from the first decision on, and decide at each decision bar."""
         bars = self.decision_bars()
         if bars.size == 0:
             raise OptionsBacktestError("no decision time: the volatility never becomes known in these bars "
                                        "(give more history than the realized-vol lookback)")
-        iterator: Any = bars.tolist()
+        due = np.zeros(len(self.data), dtype=bool)
+        due[bars] = True
+        iterator: Iterable[int] = range(int(bars[0]), len(self.data))
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(iterator, desc=f"options {self.underlying}", unit="step")
+            iterator = tqdm(iterator, desc=f"options {self.underlying}", unit="bar")
         for i in iterator:
-            self.step(i)
+            self.mark(i)
+            if due[i]:
+                self.step(i)
         return self.result()
 
+    # --- the calls the services make -------------------------------------------------------
+    def commit(self, fills: Sequence[Fill]) -> None:
+        """Book journaled fills as the portfolio service does, and keep them as the journal."""
+        self.risk_events += self.portfolio.commit(fills)
+        self.journal += fills
+        for fill in fills:
+            self.strategies[fill.strategy_id].fills.append(fill)
+
+    def mark(self, i: int) -> None:
+        """``Portfolio.mark`` at bar ``i``'s close: settlements, assignments, risk, liquidations."""
+        events, fills = self.portfolio.mark({self.symbol: float(self.data.close[i])}, int(self.close_ts[i]))
+        self.risk_events += events
+        if fills:
+            self.commit(fills)
+
     def step(self, i: int) -> None:
+        """One decision time: mark the options, then each strategy's orders through the portfolio."""
         ts, spot, iv = int(self.close_ts[i]), float(self.data.close[i]), float(self.atm_iv[i])
         self.step_bars.append(i)
+        contracts = [OptionContract.from_dict(c) for c in self.portfolio.open_option_contracts()]
+        if contracts:
+            self.portfolio.mark_options(price_contracts(contracts, {self.underlying: spot}, ts,
+                                                        {self.underlying: iv}, self.r), ts)
+        closes = self.data.slice(max(0, i + 1 - HISTORY_BARS), i + 1)
+        history = self.iv_history(ts)
         chains: dict[str, OptionChain] = {}
-        history = self.atm_iv[max(0, i - self.year_bars):i + 1]
-        closes = self.data.close[max(0, i - 400):i + 1]
-        for ob in self.books.values():
-            self._settle(ob, ts)
-            chain = chains.get(ob.venue.name)
+        for sid, run in self.strategies.items():
+            chain = chains.get(run.venue.name)
             if chain is None:
-                chain = chains[ob.venue.name] = build_chain(ob.venue, self.underlying, spot, ts, iv, self.r)
-            value = ob.book.cash + _option_value(ob.positions, chain, spot, ts, self.r, iv)
-            ob.peak_value = max(ob.peak_value, value)
-            ctx = OptionsContext(ob.strategy_id, self.underlying, ob.venue, ts, spot, closes, iv, history, chain,
-                                 ob.book.initial_capital, ob.book.cash)
-            proposals = decide(ob.strategy, ctx, ob.positions, ob.params)
-            for trade in select_trades(proposals, ob.positions, spot, max_positions=self.max_positions):
-                ok, _ = check_options_trade(ob.limits, ob.positions, trade, value, spot=spot, peak_value=ob.peak_value)
-                if ok:
-                    self._fill(ob, trade, spot, ts)
-                else:
-                    ob.rejected += 1
-            ob.equity.append(ob.book.cash + _option_value(ob.positions, chain, spot, ts, self.r, iv))
+                chain = chains[run.venue.name] = build_chain(run.venue, self.underlying, spot, ts, iv, self.r)
+            decision = evaluate_options(sid, run.strategy, run.venue, self.underlying, run.params, closes,
+                                        self.timeframe, ts, chain, iv, history,
+                                        self.portfolio.positions_view(sid, self.symbol), run.limits,
+                                        self.min_score, self.max_positions)
+            run.rejected += len(decision.refused)
+            for order in decision.orders:
+                answer = self.portfolio.decide_options(order)
+                if answer.fills:
+                    self.commit(answer.fills)
+                elif answer.status != "duplicate":
+                    self.portfolio.record_no_fill(sid, order.order_id)
+                    run.rejected += 1
+        for sid, run in self.strategies.items():
+            run.equity.append(self.portfolio.value_of(sid))
+            run.exposed.append(bool(run.book.option_positions))
 
-    def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
+    def iv_history(self, ts: int) -> np.ndarray:
+        """The ATM vol at ``ts`` minus 14..1 days (the latest bar close at or before each), as the
+        pricer's ``iv`` reply gives it; NaN where no vol is known yet."""
+        at = ts - np.arange(IV_HISTORY_DAYS, 0, -1, dtype=np.int64) * DAY_MS
+        row = np.searchsorted(self.close_ts, at, side="right") - 1
+        return np.where(row >= 0, self.atm_iv[np.maximum(row, 0)], np.nan)
 
-    def _fill(self, ob: OptionsBook, trade: ProposedTrade, spot: float, ts: int) -> None:
-        contract = trade.contract
-        price = trade.premium * (1.0 + self.slippage * trade.side)
-        coins = trade.quantity * contract.multiplier
-        fee = min(self.fee_rate * spot * coins, FEE_CAP_OF_PREMIUM * price * coins)
-        cash_delta = -trade.side * coins * price - fee
-        realized = 0.0
-        if trade.action == "close":
-            held = next(p for p in ob.positions if p.contract == contract)
-            realized = held.coins * (price - held.entry_premium) - fee
-            ob.positions.remove(held)
-            ob.book.option_positions.pop(contract.name, None)
-        else:
-            position = OptionPosition(contract, trade.side * trade.quantity, price, ts, dict(trade.greeks))
-            ob.positions.append(position)
-            ob.book.option_positions[contract.name] = position.to_dict()
-        fill = Fill(self._next_seq(), f"{ob.strategy_id}:{ts}:{contract.name}", ob.strategy_id, "option",
-                    contract.name, "buy" if trade.side > 0 else "sell", trade.quantity, price, fee, cash_delta,
-                    realized, ts, {"action": trade.action, "reason": trade.reason, "score": trade.score,
-                                   "spot": spot})
-        apply_fill(ob.book, fill)
-        ob.fills.append(fill)
-
-    def _settle(self, ob: OptionsBook, ts: int) -> None:
-        for pos in [p for p in ob.positions if p.contract.expiry_ts <= ts]:
-            # The close of the bar in which the expiry instant falls is the settlement price.
-            at = min(int(np.searchsorted(self.close_ts, pos.contract.expiry_ts, side="left")), len(self.close_ts) - 1)
-            price = float(self.data.close[at])
-            strike = pos.contract.strike
-            intrinsic = max(price - strike, 0.0) if pos.contract.is_call else max(strike - price, 0.0)
-            fill = Fill(self._next_seq(), f"{ob.strategy_id}:settle:{pos.contract.name}", ob.strategy_id,
-                        "settlement", pos.contract.name, "sell" if pos.quantity > 0 else "buy", abs(pos.quantity),
-                        intrinsic, 0.0, pos.coins * intrinsic, pos.coins * (intrinsic - pos.entry_premium),
-                        int(pos.contract.expiry_ts), {"settlement_price": price})
-            apply_fill(ob.book, fill)
-            ob.fills.append(fill)
-            ob.positions.remove(pos)
-            ob.book.option_positions.pop(pos.contract.name, None)
-
+    # --- results ---------------------------------------------------------------------------
     def result(self) -> OptionsBacktestResult:
         bars = np.asarray(self.step_bars, dtype=np.int64)
         close_ts = self.close_ts[bars]
         period = int(np.median(np.diff(close_ts))) if bars.size > 1 else self.every_ms
         metrics = {}
-        for sid, ob in self.books.items():
-            equity = np.asarray(ob.equity)
-            closing = [f.realized_pnl for f in ob.fills if f.kind == "settlement" or f.extra.get("action") == "close"]
-            exposed = self._exposure(ob, close_ts)
-            metrics[sid] = performance(equity, close_ts, period, ob.book.initial_capital, closing,
-                                       sum(f.fee for f in ob.fills), exposed, len(ob.fills))
-            metrics[sid]["rejected_by_risk"] = ob.rejected
-            metrics[sid]["open_positions"] = len(ob.positions)
+        for sid, run in self.strategies.items():
+            closing = [f.realized_pnl for f in run.fills if closes_a_trade(f)]
+            metrics[sid] = performance(np.asarray(run.equity), close_ts, period, run.book.initial_capital, closing,
+                                       sum(f.fee for f in run.fills), np.asarray(run.exposed, dtype=bool),
+                                       len(run.fills))
+            metrics[sid]["rejected_by_risk"] = run.rejected
+            metrics[sid]["open_positions"] = len(run.book.option_positions)
         return OptionsBacktestResult(self.underlying, close_ts, self.data.close[bars], self.atm_iv[bars],
-                                     self.books, metrics)
-
-    @staticmethod
-    def _exposure(ob: OptionsBook, close_ts: np.ndarray) -> np.ndarray:
-        """Whether any option was open at each decision time (after its trades)."""
-        delta = np.zeros(close_ts.size + 1, dtype=np.int64)
-        opened: dict[str, int] = {}
-        for fill in ob.fills:
-            at = int(np.searchsorted(close_ts, fill.ts_event, side="left"))
-            if fill.kind == "option" and fill.extra.get("action") == "open":
-                opened[fill.instrument] = at
-            elif fill.instrument in opened:
-                start = opened.pop(fill.instrument)
-                delta[start] += 1
-                delta[at] -= 1
-        for start in opened.values():
-            delta[start] += 1
-        return np.cumsum(delta)[:-1] > 0
+                                     self.strategies, metrics, self.journal, self.risk_events,
+                                     self.portfolio.to_state())
 
 
 def default_strategies(underlying: str, venues: Sequence[str]) -> list[tuple[str, str, str, None]]:
@@ -281,21 +278,24 @@ def default_strategies(underlying: str, venues: Sequence[str]) -> list[tuple[str
 
 
 def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capital: float = 1000.0,
-                         max_positions: int = MAX_POSITIONS, venues: Sequence[str] = ("deribit",),
+                         max_positions: int = MAX_POSITIONS, min_score: float = EXECUTE_THRESHOLD,
+                         venues: Sequence[str] = ("deribit",),
                          strategies: Sequence[tuple[str, str, str, Mapping[str, Any] | None]] | None = None,
                          iv: np.ndarray | None = None, vol_lookback_days: float = 30.0,
-                         risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT_OF_UNDERLYING,
+                         risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT,
                          slippage_pct: float = 0.0, limits: OptionsRiskLimits | None = None,
-                         every_hours: float = 24.0, trade_from_ms: int | None = None,
-                         progress: bool = False) -> OptionsBacktestResult:
+                         risk_limits: RiskLimits | None = None, every_hours: float = 24.0,
+                         trade_from_ms: int | None = None, progress: bool = False) -> OptionsBacktestResult:
     """Backtest options strategies on ``underlying``'s bars; ``iv`` (decimal, per bar) replaces
     the realized-vol estimate of the ATM implied vol when given. Bars before ``trade_from_ms``
-    are volatility history only."""
+    are volatility history only. ``fee_pct`` is the portfolio's fee, % of each leg's premium;
+    ``slippage_pct`` moves the spot fills (liquidations) as the portfolio's slippage does."""
     atm_iv = realized_vol(data.close, timeframe_ms(timeframe), vol_lookback_days) if iv is None else iv
     chosen = list(strategies) if strategies is not None else default_strategies(underlying, venues)
     if not chosen:
         raise OptionsBacktestError("strategies: none to backtest")
     return OptionsBacktest(underlying, data, timeframe, np.asarray(atm_iv, dtype=np.float64), strategies=chosen,
-                           capital=capital, max_positions=max_positions, risk_free_rate=risk_free_rate,
-                           fee_pct=fee_pct, slippage_pct=slippage_pct, limits=limits,
-                           every_hours=every_hours, trade_from_ms=trade_from_ms).run(progress)
+                           capital=capital, max_positions=max_positions, min_score=min_score,
+                           risk_free_rate=risk_free_rate, fee_pct=fee_pct, slippage_pct=slippage_pct, limits=limits,
+                           risk_limits=risk_limits, every_hours=every_hours,
+                           trade_from_ms=trade_from_ms).run(progress)

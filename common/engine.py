@@ -18,7 +18,7 @@ from options.book import OptionOrder, option_orders
 from options.chain import OptionChain
 from options.contracts import OptionContract, OptionPosition
 from options.risk import OptionsRiskLimits, check_options_trade
-from options.scoring import score_trade, select_trades
+from options.scoring import MAX_POSITIONS, score_trade, select_trades
 from options.strategies import OptionsContext, ProposedTrade, decide
 from options.venues import VenueSpec
 from strategies.registry import latest_signal
@@ -125,11 +125,12 @@ def _action(trade: ProposedTrade, parts: Mapping[str, float]) -> dict[str, Any]:
 def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlying: str, params: Mapping[str, Any],
                      closes: OHLCV, timeframe: str, now_ts: int, chain: OptionChain, atm_iv: float,
                      iv_history: np.ndarray, book: Mapping[str, Any], limits: OptionsRiskLimits,
-                     min_score: float) -> OptionsDecision:
+                     min_score: float, max_positions: int = MAX_POSITIONS) -> OptionsDecision:
     """Decide, score, risk-check and group one options strategy's trades at the chain's time.
 
     ``book`` is the portfolio's ``positions`` reply (cash, capital, value, peak, option
-    positions, coins held). Never trades on stale bars or a chain older than one bar.
+    positions, coins held); ``max_positions`` caps the open positions the selection leaves, as
+    the portfolio's own cap does. Never trades on stale bars or a chain older than one bar.
     """
     reason = stale_reason(closes, timeframe, now_ts, f"{underlying} {timeframe}")
     if reason is None and now_ts - chain.ts >= timeframe_ms(timeframe):
@@ -143,7 +144,7 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
         chain=chain, capital=float(book["capital"]), cash=float(book["cash"]),
         spot_quantity=float(book.get("spot_quantity", 0.0)), spot_cost_basis=float(book.get("spot_cost_basis", 0.0)))
     proposals = decide(strategy, ctx, positions, params)
-    selected = select_trades(proposals, positions, chain.spot, min_score=min_score)
+    selected = select_trades(proposals, positions, chain.spot, max_positions=max_positions, min_score=min_score)
     accepted, refused, book_now = [], [], list(positions)
     groups: dict[str, list[ProposedTrade]] = {}
     for trade in selected:

@@ -230,6 +230,21 @@ class Portfolio:
         return events, liquidations
 
     # --- views -----------------------------------------------------------------------------
+    def positions_view(self, sid: str, symbol: str) -> dict[str, Any]:
+        """What an options strategy decides on (the ``positions`` reply): cash, capital, value,
+        peak, option positions, and the coins of ``symbol`` it holds (a wheel's assignment)."""
+        book = self.books.get(sid)
+        if book is None:
+            raise KeyError(sid)
+        holding = book.positions.get(symbol)
+        return {
+            "strategy_id": sid, "ts": self.market_ts, "cash": book.cash,
+            "capital": book.initial_capital, "portfolio_value": self.value_of(sid),
+            "peak_value": book.risk.peak_value, "option_positions": list(book.option_positions.values()),
+            "spot_quantity": holding.quantity if holding else 0.0,
+            "spot_cost_basis": holding.avg_price if holding else 0.0,
+        }
+
     def strategy_view(self, sid: str) -> dict[str, Any]:
         book = self.books[sid]
         meta = self.metas.get(sid)

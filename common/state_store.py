@@ -86,7 +86,7 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     path = Path(path)
     if state.get("version", STATE_VERSION) != STATE_VERSION:
         raise ValueError(f"save_state: state version {state['version']!r} is not {STATE_VERSION}")
-    text = _dumps({**state, "version": STATE_VERSION}, "state", indent=1)
+    text = _dumps({**state, "version": STATE_VERSION}, "state")  # compact: the C encoder, ~10x faster
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     bak_tmp = tmp.with_suffix(".bak.tmp")

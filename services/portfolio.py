@@ -8,8 +8,9 @@ Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
 Calls       common.portfolio.Portfolio (pure books and risk), options.book, common.state_store
 
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
-acknowledge -> save state.json atomically. A crash at any point loses nothing that was
-acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed.
+acknowledge. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
+path. A crash at any point loses nothing that was acknowledged: on start the journal tail
+past state.json's ``journal_seq`` is replayed.
 """
 from __future__ import annotations
 
@@ -103,7 +104,6 @@ class PortfolioService:
         decision = self.portfolio.decide_spot(order)
         if decision.fill is not None:
             self.book_fills([decision.fill])
-            self.save()
         elif decision.status != "duplicate":
             self.portfolio.record_no_fill(order.strategy_id, order.order_id)
             self.dirty = True
@@ -123,7 +123,6 @@ class PortfolioService:
         decision = self.portfolio.decide_options(order)
         if decision.fills:
             self.book_fills(list(decision.fills))
-            self.save()
         elif decision.status != "duplicate":
             self.portfolio.record_no_fill(order.strategy_id, order.order_id)
             self.dirty = True
@@ -133,18 +132,10 @@ class PortfolioService:
 
     def on_positions(self, body: Any) -> dict[str, Any]:
         sid = body.get("strategy_id") if isinstance(body, dict) else None
-        book = self.portfolio.books.get(sid) if isinstance(sid, str) else None
-        if book is None:
+        if not isinstance(sid, str) or sid not in self.portfolio.books:
             raise RequestError("unknown_strategy", f"positions.strategy_id: no strategy {sid!r} in this portfolio")
         symbols = {sc.id: sc.symbol for sc in self.cfg.strategies}
-        holding = book.positions.get(symbols.get(sid, ""))  # coins an options book holds (wheel assignment)
-        return {
-            "strategy_id": sid, "ts": self.portfolio.market_ts, "cash": book.cash,
-            "capital": book.initial_capital, "portfolio_value": self.portfolio.value_of(sid),
-            "peak_value": book.risk.peak_value, "option_positions": list(book.option_positions.values()),
-            "spot_quantity": holding.quantity if holding else 0.0,
-            "spot_cost_basis": holding.avg_price if holding else 0.0,
-        }
+        return self.portfolio.positions_view(sid, symbols.get(sid, ""))
 
     def on_snapshot(self, _body: Any = None) -> dict[str, Any]:
         return self.portfolio.snapshot()
