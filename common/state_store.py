@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 STATE_VERSION = 1
 # How far back from the end EquityLog looks for the last complete line on open.
+EQUITY_CAPACITY = 2048  # points kept in memory for charts; the file keeps all
 _TAIL_CHUNK = 1 << 16
 
 
@@ -256,15 +257,47 @@ class Journal:
 class EquityLog:
     """Append-only JSON lines ``{ts, values: {strategy_id: value}}`` for equity curves.
 
-    Not fsynced per point: a power cut may lose the last few points, which a chart can
-    spare; a torn last line is cut off on open and skipped on read.
+    The file keeps every point; reads come from a bounded in-memory curve (``capacity``
+    points, halving its resolution whenever it fills, always ending at the latest point), so
+    serving a chart costs the same after a year as after an hour. Not fsynced per point: a
+    power cut may lose the last few, which a chart can spare; a torn last line is cut off on
+    open. A damaged line in the middle is skipped and listed in ``damaged_lines``.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], capacity: int = EQUITY_CAPACITY) -> None:
+        if capacity < 2:
+            raise ValueError(f"equity log: capacity must be >= 2, got {capacity!r}")
         self.path = Path(path)
+        self.capacity = capacity
+        self._points: list[dict[str, Any]] = []
+        self._latest: dict[str, Any] | None = None
+        self._stride = 1
+        self._seen = 0
+        self.damaged_lines: list[str] = []
         if self.path.exists():
             self._cut_torn_tail()
+            self._load()
         self._fd = _open_for_append(self.path)
+
+    def _load(self) -> None:
+        """Stream the file into the curve, line by line: memory stays bounded however long it is."""
+        with open(self.path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                point = _parse_line(line)
+                ts = point.get("ts") if isinstance(point, dict) else None
+                if isinstance(ts, bool) or not isinstance(ts, int) or not isinstance(point.get("values"), dict):
+                    self.damaged_lines.append(f"{self.path}:{number}: not an equity point {{ts, values}}: {line[:80]!r}")
+                    continue
+                self._add(point)
+
+    def _add(self, point: dict[str, Any]) -> None:
+        if self._seen % self._stride == 0:
+            self._points.append(point)
+            if len(self._points) > self.capacity:
+                self._points = self._points[::2]
+                self._stride *= 2
+        self._seen += 1
+        self._latest = point
 
     def _cut_torn_tail(self) -> None:
         """Look only at the end of the file, so opening stays cheap however long it gets."""
@@ -287,28 +320,19 @@ class EquityLog:
     def append(self, ts: int, values: Mapping[str, float]) -> None:
         if isinstance(ts, bool) or not isinstance(ts, int):
             raise ValueError(f"equity log: ts must be an integer (ms), got {ts!r}")
-        line = _dumps({"ts": ts, "values": dict(values)}, f"equity[{ts}]") + "\n"
+        point = {"ts": ts, "values": dict(values)}
+        line = _dumps(point, f"equity[{ts}]") + "\n"
         os.write(self._fd, line.encode("utf-8"))
+        self._add(point)
 
     def read(self, since_ts: int | None = None, max_points: int | None = None) -> list[dict[str, Any]]:
-        """Points with ``ts >= since_ts``; with ``max_points``, every k-th point plus the last,
-        k chosen so that at most ``max_points`` come back."""
+        """Curve points with ``ts >= since_ts``; with ``max_points``, every k-th point plus the
+        last, k chosen so that at most ``max_points`` come back."""
         if max_points is not None and max_points < 1:
             raise ValueError(f"equity log: max_points must be >= 1, got {max_points!r}")
-        with open(self.path, "rb") as f:
-            data = f.read()
-        lines = data.split(b"\n")
-        lines.pop()  # after the last newline: nothing, or a torn write
-        points = []
-        for number, line in enumerate(lines, start=1):
-            point = _parse_line(line)
-            ts = point.get("ts") if isinstance(point, dict) else None
-            if not isinstance(ts, int) or not isinstance(point.get("values"), dict):
-                if number == len(lines) and point is None:
-                    break  # garbled last line: a torn write
-                raise ValueError(f"{self.path}:{number}: not an equity point {{ts, values}}: {line[:80]!r}")
-            if since_ts is None or ts >= since_ts:
-                points.append(point)
+        kept = self._points if self._latest is None or (self._points and self._points[-1] is self._latest) \
+            else [*self._points, self._latest]
+        points = [p for p in kept if since_ts is None or p["ts"] >= since_ts]
         n = len(points)
         if max_points is None or n <= max_points:
             return points

@@ -53,6 +53,8 @@ class PortfolioService:
                 raise StateFileError(self.state_path, str(exc)) from None
         self.journal = Journal(self.state_path.parent / "journal.jsonl")
         self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
+        for problem in self.equity.damaged_lines:
+            self.rt.log.warning("equity_line_skipped", detail=problem)
         replayed = [Fill.from_dict(r, f"journal seq {r.get('seq')}")
                     for r in self.journal.read(after_seq=self.portfolio.journal_seq)]
         self.portfolio.commit(replayed)

@@ -264,9 +264,23 @@ def test_equity_log_tolerates_and_cuts_a_torn_tail(tmp_path, tail):
         assert [p["ts"] for p in log.read()] == [1, 2]
 
 
-def test_equity_log_reports_damage_in_the_middle(tmp_path):
+def test_equity_log_skips_and_names_damage_in_the_middle(tmp_path):
     path = tmp_path / "equity.jsonl"
     path.write_bytes(b'{"ts": 1, "values": {}}\nnot json\n{"ts": 3, "values": {}}\n')
     with EquityLog(path) as log:
-        with pytest.raises(ValueError, match=r"equity\.jsonl:2: not an equity point"):
-            log.read()
+        assert [p["ts"] for p in log.read()] == [1, 3]
+        assert len(log.damaged_lines) == 1 and "equity.jsonl:2: not an equity point" in log.damaged_lines[0]
+    assert path.read_bytes().count(b"\n") == 3  # the file itself is never rewritten
+
+
+def test_equity_curve_stays_bounded_spans_the_whole_history_and_ends_at_the_latest_point(tmp_path):
+    path = tmp_path / "equity.jsonl"
+    with EquityLog(path, capacity=8) as log:
+        for i in range(1000):
+            log.append(i, {"mom": float(i)})
+        points = log.read()
+        assert len(points) <= 9 and points[0]["ts"] == 0 and points[-1]["ts"] == 999
+        steps = {b["ts"] - a["ts"] for a, b in zip(points[:-2], points[1:-1])}
+        assert len(steps) == 1  # evenly spaced: one stride
+    with EquityLog(path, capacity=8) as reopened:  # rebuilt from the file by streaming it
+        assert reopened.read() == points
