@@ -149,8 +149,11 @@ class PortfolioService:
 
     def on_equity(self, body: Any) -> dict[str, Any]:
         body = body if isinstance(body, dict) else {}
-        points = self.equity.read(since_ts=body.get("since_ts"), max_points=body.get("max_points", 500))
-        return {"points": points}
+        since_ts, max_points = body.get("since_ts"), body.get("max_points", 500)
+        for name, value in (("since_ts", since_ts), ("max_points", max_points)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise RequestError("bad_request", f"equity.{name}: expected a positive integer, got {value!r}")
+        return {"points": self.equity.read(since_ts=since_ts, max_points=max_points)}
 
     # --- market -----------------------------------------------------------------------------
     def on_message(self, topic: str, env: Envelope) -> None:
