@@ -35,7 +35,7 @@ from common.risk import DAY_MS, RiskLimits, RiskState
 from strategies.registry import compute_signals, get_strategy
 
 # Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
-SHORT_RUN_BARS = 8
+SHORT_RUN_BARS = 2
 # The precheck flags a bar as a trip candidate a hair early; a false alarm costs one real mark.
 _DD_MARGIN_PCT = 1e-6
 _FLOOR_MARGIN = 1e-12
@@ -145,8 +145,10 @@ class SpotReplay:
         self.mark_run(cursor, len(self.close))
 
     def mark_run(self, a: int, b: int) -> None:
-        """Leave the book exactly as ``mark(i)`` for each ``i`` in ``[a, b)`` would (no orders between)."""
+        """Leave the book as ``mark(i)`` for each ``i`` in ``[a, b)`` would (no orders between),
+        for every later decision and for the state after the last bar."""
         book = self.book
+        final = b == len(self.close)
         while a < b:
             if b - a <= SHORT_RUN_BARS:
                 for i in range(a, b):
@@ -157,14 +159,14 @@ class SpotReplay:
                 if self._flat_may_trip(a):
                     self.mark(a)
                     a += 1
-                self._mark_quiet(a, b, None)
+                self._mark_quiet(a, b, None, final)
                 return
             if book.risk.kill_switch:  # long with the switch on: this mark liquidates
                 self.mark(a)
                 a += 1
                 continue
             k, top = self._quiet_until(a, b, book.cash, position.quantity)
-            self._mark_quiet(a, k, top)
+            self._mark_quiet(a, k, top, final and k == b)
             if k < b:
                 self.mark(k)
             a = k + 1
@@ -204,30 +206,35 @@ class SpotReplay:
         k = a + first_trip_candidate(values, self.days[a:b], risk, limits)
         return k, (a + int(np.argmax(values[: k - a])) if k > a else None)
 
-    def _mark_quiet(self, a: int, b: int, top: int | None) -> None:
+    def _mark_quiet(self, a: int, b: int, top: int | None, final: bool) -> None:
         """Marks over ``[a, b)`` where no limit trips. Marking, in order, the bar of the
-        highest value (if it beats the peak), the first bar of the last day (if the day rolls)
-        and the last bar leaves the state that marking every bar leaves."""
+        highest value (if it beats the peak) and the first bar of the last day (if the day
+        rolls; for a flat book any bar of that day, so the last) leaves the risk state that
+        marking every bar leaves. The last bar itself is marked only at the end of the series
+        (``final``): elsewhere its mark would only set the last value, the price and the market
+        time, which the next mark sets again before any order or mark reads them."""
         if b <= a:
             return
         risk = self.book.risk
-        picks = {b - 1}
+        position = self.book.positions.get(self.symbol)
+        picks = {b - 1} if final else set()
         if self.days[b - 1] > risk.day:
-            picks.add(max(a, int(self.day_first[b - 1])))
-        if top is not None:
-            position = self.book.positions.get(self.symbol)
-            if position is not None and self.book.cash + position.quantity * float(self.close[top]) > risk.peak_value:
-                picks.add(top)
+            picks.add(b - 1 if position is None else max(a, int(self.day_first[b - 1])))
+        if top is not None and position is not None and \
+                self.book.cash + position.quantity * float(self.close[top]) > risk.peak_value:
+            picks.add(top)
         for i in sorted(picks):
             self.mark(i)
 
     # --- results -------------------------------------------------------------------------------
     def holdings(self, first: int, capital: float) -> tuple[np.ndarray, np.ndarray]:
         """(equity, base units held) at each bar's close from ``first``, after that bar's fills."""
-        bars = np.arange(first, len(self.close))
-        at = np.searchsorted(np.asarray(self.holding_bars, dtype=np.int64), bars, side="right") - 1
-        cash = np.where(at >= 0, np.asarray(self.holding_cash + [capital])[at], capital)
-        quantity = np.where(at >= 0, np.asarray(self.holding_quantity + [0.0])[at], 0.0)
+        # Holding k (0 = the start) lasts from the bar of fill k to the bar of the next fill; of
+        # several fills in one bar only the last one's holding is seen at its close.
+        edges = np.r_[first, np.asarray(self.holding_bars, dtype=np.int64), len(self.close)]
+        lasting = np.diff(edges)
+        cash = np.repeat(np.asarray([capital, *self.holding_cash], dtype=np.float64), lasting)
+        quantity = np.repeat(np.asarray([0.0, *self.holding_quantity], dtype=np.float64), lasting)
         return cash + quantity * self.close[first:], quantity
 
 

@@ -19,7 +19,8 @@ from common.ohlcv import OHLCV, timeframe_ms
 if TYPE_CHECKING:
     from common.config import Config
 
-Tick = tuple[float, int]  # (price, ts in ms)
+Tick = tuple[float, int]
+HISTORY_CHUNK_MS = 5 * DAY_MS  # history is generated this much at a time  # (price, ts in ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,9 @@ class SimFeed:
                 f"start {market_ts} with history_days={self.history_days} needs the path from "
                 f"{history_from}, before origin_ts {self.origin_ts}"
             )
-        self._pipeline.ingest(self._sim.steps(history_from, market_ts), market_ts, publish=False)
+        for chunk_from in range(history_from, market_ts, HISTORY_CHUNK_MS):  # in chunks: a low memory peak
+            chunk_until = min(chunk_from + HISTORY_CHUNK_MS, market_ts)
+            self._pipeline.ingest(self._sim.steps(chunk_from, chunk_until), chunk_until, publish=False)
         self._now = market_ts
         return market_ts
 
