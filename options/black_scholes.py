@@ -21,13 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-
-def ndtr(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (scipy's, fast and exact to the last bit). Imported on first use, so
-    a process that only imports these types (the gateway, the portfolio) never loads scipy."""
-    from scipy.special import ndtr as scipy_ndtr
-
-    return scipy_ndtr(x)
+from options.normal import norm_cdf as ndtr
 
 
 DAYS_PER_YEAR = 365.0
