@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from backtest.data import BacktestDataError, align_pair, csv_path_for, load_csv, sim_bars, window
-from backtest.metrics import OBJECTIVES, round_trips
+from backtest.metrics import OBJECTIVES
 from backtest.report import ReportData, spot_report_data, write_report
 from backtest.spot import BacktestResult, run_spot_backtest
 from common.market_sim import DAY_MS, DEFAULT_SPECS

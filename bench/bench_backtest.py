@@ -1,6 +1,7 @@
 """Spot backtest throughput: go-trader against backtrader on the same SMA(20)/SMA(50) rule.
 
-Run: ``python -m bench.bench_backtest`` from the repo root. ``run()`` returns the numbers.
+Run: ``python -m bench.bench_backtest [--quick]`` from the repo root. ``run()`` returns the
+numbers, ``report()`` the rows with verdicts. Quick mode: 10k and 100k bars only, fewer runs.
 
 The rule: all-in long-only, buy when SMA(20) crosses above SMA(50), sell everything when it
 crosses below, 0.1% fee on each side, fills at the signal bar's close (backtrader with
@@ -38,11 +39,14 @@ import numpy as np
 from backtest.spot import run_spot_backtest
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
+from bench.harness import Row, verdict
 from common.risk import RiskLimits
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
 SIZES = (10_000, 100_000, 1_000_000)
+QUICK_SIZES = (10_000, 100_000)
 RUNS = {10_000: 7, 100_000: 5, 1_000_000: 3}
+QUICK_RUNS = {10_000: 5, 100_000: 3}
 BACKTRADER_RUNS = {10_000: 3, 100_000: 1, 1_000_000: 1}
 BACKTRADER_PIN = "backtrader==1.9.78.123"
 FEE_PCT = 0.1
@@ -152,17 +156,20 @@ def compare_trades(ours: list[tuple[int, str, float]], theirs: list[tuple[int, s
     return {"agree": True}
 
 
-def run(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
+def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     bt = ensure_backtrader()
     real = load_ohlcv_csv(DATA)
+    runs = QUICK_RUNS if quick else RUNS
     rows = []
-    for n in sizes:
+    for n in sizes or (QUICK_SIZES if quick else SIZES):
         bars = tiled_bars(real, n)
-        ours_s, (ours, ours_equity) = _median_seconds(lambda: go_trader_trades(bars), RUNS.get(n, 3))
+        ours_s, (ours, ours_equity) = _median_seconds(lambda: go_trader_trades(bars), runs.get(n, 3))
         theirs_s, (theirs, theirs_equity) = _median_seconds(lambda: backtrader_run(bt, bars), BACKTRADER_RUNS.get(n, 1))
         rows.append({
             "bars": n,
             "data": "real" if n <= len(real) else f"real, tiled x{n / len(real):.1f}",
+            "go_trader_runs": runs.get(n, 3),
+            "backtrader_runs": BACKTRADER_RUNS.get(n, 1),
             "go_trader_s": ours_s,
             "go_trader_bars_per_s": n / ours_s,
             "backtrader_s": theirs_s,
@@ -177,18 +184,34 @@ def run(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             "results": rows, "met": all(r["ratio"] >= TARGET_RATIO and r["agree"] for r in rows)}
 
 
+def report(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = [("rule", r["rule"], "", "")]
+    for x in r["results"]:
+        size = f"{x['bars']:,} bars ({x['data']})"
+        agree = "yes" if x["agree"] else f"no: {x['first_difference']}"
+        rows += [
+            (f"{size}: go-trader / backtrader bars/s (medians of {x['go_trader_runs']} / {x['backtrader_runs']})",
+             f"{x['go_trader_bars_per_s']:,.0f} / {x['backtrader_bars_per_s']:,.0f}", "", ""),
+            (f"{size}: speed vs backtrader", f"{x['ratio']:,.0f}x", f">= {TARGET_RATIO:.0f}x",
+             verdict(x["ratio"] >= TARGET_RATIO)),
+            (f"{size}: trade lists agree ({x['fills']} fills each)", agree, "same bars, sides, prices",
+             verdict(x["agree"])),
+        ]
+    return rows
+
+
 def main() -> int:
-    report = run()
-    print(report["rule"])
+    result = run(quick="--quick" in sys.argv)
+    print(result["rule"])
     print(f"{'bars':>9} {'go-trader bars/s':>17} {'backtrader bars/s':>18} {'ratio':>7} {'fills':>6}  "
           f"{'trades agree':<12} {'final equity (ours / bt)':<28} data")
-    for r in report["results"]:
+    for r in result["results"]:
         agree = "yes" if r["agree"] else f"NO {r['first_difference']}"
         print(f"{r['bars']:>9} {r['go_trader_bars_per_s']:>17,.0f} {r['backtrader_bars_per_s']:>18,.0f} "
               f"{r['ratio']:>6.0f}x {r['fills']:>6}  {agree:<12} "
               f"{r['go_trader_final_equity']:>12,.2f} / {r['backtrader_final_equity']:<12,.2f} {r['data']}")
-    print(f"target >= {TARGET_RATIO:.0f}x with the same trades: {'met' if report['met'] else 'NOT met'}")
-    return 0 if report["met"] else 1
+    print(f"target >= {TARGET_RATIO:.0f}x with the same trades: {'met' if result['met'] else 'NOT met'}")
+    return 0 if result["met"] else 1
 
 
 if __name__ == "__main__":

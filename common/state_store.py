@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 STATE_VERSION = 1
 # How far back from the end EquityLog looks for the last complete line on open.
-EQUITY_CAPACITY = 2048  # points kept in memory for charts; the file keeps all
+EQUITY_CAPACITY = 1024  # points kept in memory for charts (~3 MB for 34 strategies); the file keeps all
 _TAIL_CHUNK = 1 << 16
 
 
