@@ -67,6 +67,7 @@ def run_once(config: str) -> int:
         engine.market_ts = status["market_ts"]
         engine.warm_up()
         decisions = {d.strategy_id: d for d in engine.run_cycle([sc.id for sc in cfg.strategies])}
+        engine.decide_pending_options()
         engine.flush_outbox()
         if engine.outbox:
             print(f"once: {len(engine.outbox)} orders were not acknowledged", file=sys.stderr)

@@ -42,6 +42,8 @@ class ServiceRuntime:
         self._closables: list[Any] = []
         self._readers: list[tuple[zmq.Socket, Callable[[], None]]] = []
         self._timers: list[_Timer] = []
+        self._steps: list[Callable[[], bool]] = []
+        self._busy = False
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
         self._poller = zmq.Poller()
 
@@ -89,6 +91,11 @@ class ServiceRuntime:
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
         self._timers.append(_Timer(seconds, callback, time.monotonic()))
 
+    def step_between_messages(self, step: Callable[[], bool]) -> None:
+        """Long work cut into small steps: one step per loop turn, between socket reads, so a
+        message never waits behind the whole job. ``step`` returns True while work remains."""
+        self._steps.append(step)
+
     def heartbeat_status(self, extra: Callable[[], dict[str, Any]]) -> None:
         """What this service adds to its heartbeat (the gateway shows it in /healthz)."""
         self._heartbeat_extra = extra
@@ -132,10 +139,18 @@ class ServiceRuntime:
                         self._guarded(timer.callback)
                 next_due = min((t.due for t in self._timers), default=now + 0.1)
                 timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
-                ready = dict(self._poller.poll(timeout_ms))
+                ready = dict(self._poller.poll(0 if self._busy else timeout_ms))
                 for sock, callback in self._readers:
                     if sock in ready:
                         self._guarded(callback)
+                self._busy = False
+                for step in self._steps:
+                    try:
+                        self._busy |= bool(step())
+                    except Exception as exc:
+                        self.errors += 1
+                        self.log.error("callback_failed", callback=getattr(step, "__name__", "?"),
+                                       error=f"{type(exc).__name__}: {exc}")
         finally:
             if on_stop is not None:
                 try:

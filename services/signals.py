@@ -47,6 +47,9 @@ class SignalEngine:
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
         self.spot = list(cfg.spot_strategies())
         self.options = list(cfg.options_strategies())
+        self.options_pending: list[str] = []  # due options strategies, decided one per loop turn
+        self.options_market: dict[Any, Any] | None = None  # this batch's chains and IV
+        self.options_unavailable: str | None = None
         self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
         self.needs_warmup: set[tuple[str, str]] = set()
@@ -143,14 +146,12 @@ class SignalEngine:
         return decision
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
-        """Spot first, its orders sent at once (latency); options after, they ask the pricer."""
+        """Spot now, its orders sent at once (latency); options queued, one per loop turn."""
         started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
         decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id) if d is not None]
         self.flush_outbox()
-        options_due = [sid for sid in due if sid not in by_id]
-        if options_due:
-            self.run_options(options_due)
+        self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
         self.cycle_count += 1
         signals = [d.signal.signal for d in decisions if d.signal is not None]
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -183,38 +184,66 @@ class SignalEngine:
             return {}, f"pricer refused: {exc.code}: {exc.message}"
         return market, None
 
-    def run_options(self, due: list[str]) -> list[OptionsDecision]:
-        by_id = {sc.id: sc for sc in self.options}
-        configs = [by_id[sid] for sid in due]
-        market, unavailable = self._options_market({(sc.underlying, sc.venue) for sc in configs})
-        if unavailable is not None:
-            self.rt.log.warning("options_skipped", reason=unavailable, strategies=len(configs))
-        decisions = []
-        for sc in configs:
-            if unavailable is not None:
-                decision = OptionsDecision(sc.id, skipped=unavailable)
-            elif any(o.strategy_id == sc.id for o in self.outbox.values()):
-                decision = OptionsDecision(sc.id, skipped="orders still waiting for the portfolio")
-            else:
-                try:
-                    decision = self.evaluate_option_strategy(sc, market)
-                except Exception as exc:  # one broken strategy is logged and skipped, never the engine
-                    self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-                    self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
-                    continue
-            decisions.append(decision)
-            if decision.skipped is not None:
-                self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
-                continue
-            for why in decision.refused:
-                self.rt.log.info("option_trade_refused", strategy=sc.id, reason=why)
-            self.rt.publisher.publish(f"signal.{sc.id}", "options_signal", {
-                "strategy_id": sc.id, "strategy": sc.strategy, "venue": sc.venue, "underlying": sc.underlying,
-                "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused})
-            self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "actions": len(decision.actions)}
-            for order in decision.orders:
-                self.outbox[order.order_id] = order
+    def decide_pending_options(self) -> list[OptionsDecision]:
+        """Every queued options strategy now (``make once``); the service steps through them."""
+        decisions: list[OptionsDecision] = []
+        while self.options_pending:
+            decision = self.options_step_one()
+            if decision is not None:
+                decisions.append(decision)
         return decisions
+
+    def queue_options(self, due: list[str]) -> None:
+        for sid in due:
+            if sid not in self.options_pending:
+                self.options_pending.append(sid)
+
+    def options_step(self) -> bool:
+        """One options strategy per loop turn, so bars never wait behind all twenty."""
+        if self.options_pending:
+            self.options_step_one()
+            self.flush_outbox()
+        return bool(self.options_pending)
+
+    def options_step_one(self) -> OptionsDecision | None:
+        if self.options_market is None:  # a new batch: one chain per (underlying, venue), asked once
+            by_id = {sc.id: sc for sc in self.options}
+            needs = {(by_id[sid].underlying, by_id[sid].venue) for sid in self.options_pending}
+            self.options_market, self.options_unavailable = self._options_market(needs)
+            if self.options_unavailable is not None:
+                self.rt.log.warning("options_skipped", reason=self.options_unavailable,
+                                    strategies=len(self.options_pending))
+        sc = next(o for o in self.options if o.id == self.options_pending[0])
+        del self.options_pending[0]
+        decision = self.decide_option_strategy(sc, self.options_market, self.options_unavailable)
+        if not self.options_pending:
+            self.options_market, self.options_unavailable = None, None
+        return decision
+
+    def decide_option_strategy(self, sc: Any, market: dict[Any, Any], unavailable: str | None) -> OptionsDecision | None:
+        if unavailable is not None:
+            decision = OptionsDecision(sc.id, skipped=unavailable)
+        elif any(o.strategy_id == sc.id for o in self.outbox.values()):
+            decision = OptionsDecision(sc.id, skipped="orders still waiting for the portfolio")
+        else:
+            try:
+                decision = self.evaluate_option_strategy(sc, market)
+            except Exception as exc:  # one broken strategy is logged and skipped, never the engine
+                self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
+                self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+                return None
+        if decision.skipped is not None:
+            self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+            return decision
+        for why in decision.refused:
+            self.rt.log.info("option_trade_refused", strategy=sc.id, reason=why)
+        self.rt.publisher.publish(f"signal.{sc.id}", "options_signal", {
+            "strategy_id": sc.id, "strategy": sc.strategy, "venue": sc.venue, "underlying": sc.underlying,
+            "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused})
+        self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "actions": len(decision.actions)}
+        for order in decision.orders:
+            self.outbox[order.order_id] = order
+        return decision
 
     def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
         try:
@@ -264,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], engine.on_message)
     rt.heartbeat_status(engine.status)
     rt.every(0.05, engine.run_due)
+    rt.step_between_messages(engine.options_step)
     rt.run()
     return 0
 

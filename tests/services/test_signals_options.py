@@ -15,14 +15,35 @@ def test_options_skip_with_a_reason_while_the_pricer_is_down():
         engine.market_ts = cfg.feed.start_ms
         ids = [sc.id for sc in cfg.options_strategies()]
         started = time.monotonic()
-        decisions = engine.run_options(ids)
+        engine.queue_options(ids)
+        decisions = engine.decide_pending_options()
         assert time.monotonic() - started < 3.0  # one bounded request, not one per strategy
         assert {d.skipped.split(":")[0] for d in decisions} == {"pricer unavailable"}
         assert all(engine.strategy_status[sid]["status"].startswith("skipped: pricer unavailable") for sid in ids)
         started = time.monotonic()
-        again = engine.run_options(ids)
+        engine.queue_options(ids)
+        again = engine.decide_pending_options()
         assert time.monotonic() - started < 0.1  # backing off: the dead pricer is not asked again yet
         assert {d.skipped for d in again} == {"pricer unavailable: waiting before asking again"}
         assert not engine.outbox
+    finally:
+        rt.close()
+
+
+def test_the_service_decides_one_options_strategy_per_loop_turn():
+    cfg = parse_config(stack_config())
+    rt = ServiceRuntime("signals-test")
+    try:
+        engine = SignalEngine(cfg, rt)
+        engine.market_ts = cfg.feed.start_ms
+        engine.pricer_retry_at = time.monotonic() + 60  # a dead pricer: every decision is a quick skip
+        ids = [sc.id for sc in cfg.options_strategies()]
+        engine.queue_options(ids + ids[:3])  # queued twice: decided once
+        turns = 0
+        while engine.options_pending:
+            engine.options_step_one()
+            turns += 1
+        assert turns == len(ids) == 20
+        assert engine.options_market is None  # the batch's chains are dropped once it is done
     finally:
         rt.close()
