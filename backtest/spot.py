@@ -12,11 +12,14 @@ warm-up as the engine forces them.
 Speed without a second model: a mark between two orders only matters through the risk state
 it leaves (peak, day, day-start value, daily-loss and kill-switch flags). Over a run of bars
 with no order the holdings are constant, so the book value is ``cash + quantity * close`` and
-numpy finds the first bar where a limit could trip. Before that bar, marking just three bars
-(the highest value, the first bar of the last day, the last bar) leaves the very state that
-marking every bar leaves; the candidate bar itself is marked for real. A flat book's value is
-constant, so only its first bar can trip anything. Tests compare every fill with a per-bar
-reference loop that calls ``mark`` on each bar.
+numpy finds the first bar where a limit could trip. Before that bar, marking at most two bars
+(the highest value if it beats the peak, the first bar of the last day if the day rolls)
+leaves the risk state that marking every bar leaves; the candidate bar itself is marked for
+real. The run's last bar is marked only at the end of the series: elsewhere its mark sets
+nothing but the last value, the price and the market time, which the next mark sets again
+before any order or mark reads them. A flat book's value is constant, so only its first bar
+can trip anything and its day roll can be any bar of the new day. Tests compare every fill,
+the equity and the final state with a per-bar reference loop that calls ``mark`` on each bar.
 """
 from __future__ import annotations
 

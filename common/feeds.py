@@ -106,7 +106,33 @@ def _check_ts(name: str, value: object) -> int:
     return int(value)
 
 
-class SimFeed:
+class _PipelineFeed:
+    """What the sim and replay feeds share: advance by feeding new base bars to the pipeline."""
+
+    _pipeline: _BarPipeline
+    _now: int | None
+
+    def _base_bars(self, now: int, until: int) -> Mapping[str, OHLCV]:
+        raise NotImplementedError
+
+    def advance_to(self, ts: int) -> FeedUpdate:
+        if self._now is None:
+            raise RuntimeError("call start() before advance_to()")
+        ts = _check_ts("ts", ts)
+        if ts <= self._now:
+            return FeedUpdate()
+        update = self._pipeline.ingest(self._base_bars(self._now, ts), ts, publish=True)
+        self._now = ts
+        return update
+
+    def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
+        return self._pipeline.history(symbol, timeframe, limit)
+
+    def prices(self) -> dict[str, Tick]:
+        return self._pipeline.prices()
+
+
+class SimFeed(_PipelineFeed):
     """The seeded simulator as a feed: minute steps aggregated into the configured timeframes.
 
     The path starts at ``origin_ts``. Pass the same origin (and seed) after a restart and
@@ -174,26 +200,13 @@ class SimFeed:
         self._now = market_ts
         return market_ts
 
-    def advance_to(self, ts: int) -> FeedUpdate:
-        if self._now is None or self._sim is None:
-            raise RuntimeError("call start() before advance_to()")
-        ts = _check_ts("ts", ts)
-        if ts <= self._now:
-            return FeedUpdate()
+    def _base_bars(self, now: int, until: int) -> Mapping[str, OHLCV]:
         # The step in progress at `now` is the first one not yet fed (earlier ones closed by now).
-        first_open = self._now - (self._now - self.origin_ts) % self.step_ms
-        update = self._pipeline.ingest(self._sim.steps(first_open, ts), ts, publish=True)
-        self._now = ts
-        return update
-
-    def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
-        return self._pipeline.history(symbol, timeframe, limit)
-
-    def prices(self) -> dict[str, Tick]:
-        return self._pipeline.prices()
+        first_open = now - (now - self.origin_ts) % self.step_ms
+        return self._sim.steps(first_open, until)
 
 
-class ReplayFeed:
+class ReplayFeed(_PipelineFeed):
     """Recorded bars (one CSV per symbol) played back as if live; ticks are bar closes.
 
     The clock starts after ``warmup_bars`` base bars of every symbol (or at ``start_ts``):
@@ -249,21 +262,8 @@ class ReplayFeed:
         self._now = market_ts
         return market_ts
 
-    def advance_to(self, ts: int) -> FeedUpdate:
-        if self._now is None:
-            raise RuntimeError("call start() before advance_to()")
-        ts = _check_ts("ts", ts)
-        if ts <= self._now:
-            return FeedUpdate()
-        update = self._pipeline.ingest(self._closed_between(self._now, ts), ts, publish=True)
-        self._now = ts
-        return update
-
-    def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
-        return self._pipeline.history(symbol, timeframe, limit)
-
-    def prices(self) -> dict[str, Tick]:
-        return self._pipeline.prices()
+    def _base_bars(self, now: int, until: int) -> Mapping[str, OHLCV]:
+        return self._closed_between(now, until)
 
     def _closed_between(self, after: int | None, until: int) -> dict[str, OHLCV]:
         """Base bars whose close time is in (after, until]."""
