@@ -28,8 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from backtest.metrics import performance
-from common.engine import evaluate_options
-from common.ledger import StrategyBook
+from common.engine import HISTORY_BARS, IV_HISTORY_DAYS, evaluate_options
+from common.ledger import StrategyBook, closes_a_trade
 from common.model import Fill
 from common.ohlcv import OHLCV, timeframe_ms
 from common.portfolio import Portfolio, StrategyMeta
@@ -46,10 +46,6 @@ from options.venues import DAY_MS, VenueSpec, venue_spec
 HOUR_MS = 3_600_000
 # The config's default fee: fee_pct % of each option leg's premium, the portfolio's one rule.
 DEFAULT_FEE_PCT = 0.1
-# Bars of the underlying the signal engine keeps per series (services.signals.HISTORY_BARS).
-HISTORY_BARS = 1000
-# Days of daily ATM vol in the pricer's ``iv`` reply (services.pricer.IV_HISTORY_DAYS).
-IV_HISTORY_DAYS = 14
 
 
 class OptionsBacktestError(ValueError):
@@ -77,14 +73,6 @@ def iv_from_series(bar_close_ts: np.ndarray, iv_ts: np.ndarray, iv: np.ndarray) 
     """The latest given IV (decimal) at or before each bar close; NaN before the first one."""
     at = np.searchsorted(iv_ts, bar_close_ts, side="right") - 1
     return np.where(at >= 0, iv[np.maximum(at, 0)], np.nan)
-
-
-def closes_a_trade(fill: Fill) -> bool:
-    """Whether a fill ends a trade with a realized P&L: an option close or settlement, or coins
-    sold (a call assigned against them, a liquidation)."""
-    if fill.kind == "settlement" or fill.extra.get("action") == "close":
-        return True
-    return fill.side == "sell" and fill.kind in ("spot", "liquidation")
 
 
 @dataclass

@@ -260,6 +260,14 @@ def _move_spot_position(book: StrategyBook, fill: Fill) -> None:
         position.quantity -= fill.quantity
 
 
+def closes_a_trade(fill: Fill) -> bool:
+    """Whether a fill ends a trade with a realized P&L (what risk's loss streak counts): an
+    option close or settlement, or coins sold (an exit, an assigned call, a liquidation)."""
+    if fill.kind == "settlement" or fill.extra.get("action") == "close":
+        return True
+    return fill.side == "sell" and fill.kind in ("spot", "liquidation")
+
+
 def duplicate_reason(book: StrategyBook, order_id: str) -> str | None:
     """Why ``order_id`` is a retry of an order this book already answered, or None."""
     previous = book.recent_order_ids.get(order_id)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from common.ledger import (
-    OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict,
+    OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict, closes_a_trade,
     decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
 from common.model import Fill, RecordError, SpotOrder
@@ -155,8 +155,7 @@ class Portfolio:
             apply_fill(book, fill)
             if fill.kind in ("option", "settlement"):
                 apply_option_fill(book, fill)
-            closes_option = fill.kind == "settlement" or fill.extra.get("action") == "close"
-            if (fill.side == "sell" and fill.kind in ("spot", "liquidation")) or closes_option:
+            if closes_a_trade(fill):
                 meta = self.metas.get(fill.strategy_id)
                 if meta is not None:
                     events += update_on_trade_closed(book.risk, meta.limits, fill.realized_pnl, fill.ts_event)

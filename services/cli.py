@@ -181,7 +181,8 @@ class OptionsMarket:
     def chain_and_iv(self, underlying: str, venue: str) -> tuple[Any, dict[str, Any]]:
         from options.venues import venue_spec
         from options.vol_surface import iv_rank
-        from services.pricer import IV_HISTORY_DAYS, chain_from_dict
+        from common.engine import IV_HISTORY_DAYS
+        from services.pricer import chain_from_dict
         from services.signals import OPTIONS_HORIZON_DAYS
 
         if self.surface is None:

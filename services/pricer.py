@@ -22,6 +22,7 @@ import numpy as np
 
 from common.bus import Envelope, RequestError
 from common.config import Config, load_config
+from common.engine import IV_HISTORY_DAYS
 from common.market_sim import DAY_MS
 from options.chain import OptionChain
 from options.contracts import ContractError, OptionContract, parse_instrument_name
@@ -31,7 +32,6 @@ from options.vol_surface import iv_rank
 from services.runtime import ServiceRuntime, config_path
 
 CHAIN_HORIZON_DAYS = 400
-IV_HISTORY_DAYS = 14  # two weeks: with a 3-day vol half-life, rank crosses 25 and 75 within weeks
 MAX_CONTRACTS = 500
 
 

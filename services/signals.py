@@ -21,16 +21,16 @@ from typing import Any
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
 from common.config import Config, load_config
-from common.engine import OptionsDecision, Schedule, SpotDecision, evaluate_options, evaluate_spot, options_params
+from common.engine import (HISTORY_BARS, IV_HISTORY_DAYS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
+                           evaluate_spot, options_params)
 from common.model import RecordError, SpotOrder
 from common.ohlcv import OHLCV, timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
-from services.pricer import IV_HISTORY_DAYS, chain_from_dict
+from services.pricer import chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
-HISTORY_BARS = 1000
 WARMUP_BACKOFF_SECONDS = 2.0
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
@@ -253,10 +253,11 @@ class SignalEngine:
         iv = market[sc.underlying]
         limits = OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct)
         params = options_params(sc.strategy, sc.params, sc.theta_harvest)
+        venue = self.cfg.options.venues[sc.venue]
         return evaluate_options(sc.id, sc.strategy, venue_spec(sc.venue), sc.underlying, params,
                                 self.bars(sc.symbol, sc.timeframe), sc.timeframe, self.market_ts,
                                 market[(sc.underlying, sc.venue)], iv["atm_iv"], iv["history"], book, limits,
-                                self.cfg.options.venues[sc.venue].min_score)
+                                venue.min_score, max_positions=venue.max_positions)
 
     def flush_outbox(self) -> list[dict[str, Any]]:
         """Send queued orders in order until one fails to get through; return the acks."""
