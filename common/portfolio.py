@@ -192,11 +192,12 @@ class Portfolio:
 
     def settlements(self, ts: int, first_seq: int) -> list[Fill]:
         """Settlement (and assignment) fills of every option expired by ``ts``, not yet booked."""
+        holders = [(sid, book) for sid, book in self.books.items() if book.option_positions]
+        if not holders:
+            return []
         spot = self.spot_by_underlying()
         fills: list[Fill] = []
-        for sid, book in self.books.items():
-            if not book.option_positions:
-                continue
+        for sid, book in holders:
             meta = self.metas.get(sid)
             fills += settle_expired(book, spot, ts, first_seq=first_seq + len(fills),
                                     assign_puts=meta is not None and meta.strategy == "wheel",
