@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import requests
 
 from common.exchange_client import ExchangeUnavailable, OutageTracker
@@ -347,17 +346,13 @@ class LiveDeribitSource:
             except DeribitUnavailable:
                 continue
             by_key[(o.expiry_ts, o.strike, o.is_call)] = q
-        keep = np.array([k in listed for k in zip(chain.expiry_ts.tolist(), chain.strike.tolist(),
-                                                   chain.is_call.tolist())], dtype=bool)
-        if not keep.any():
+        chain = chain.restricted_to(listed)
+        if len(chain) == 0:
             raise MarkSourceError(f"live {underlying} chain: none of the model's contracts is listed on Deribit")
-        cols = {f.name: getattr(chain, f.name)[keep] for f in dataclasses.fields(chain)
-                if f.init and isinstance(getattr(chain, f.name), np.ndarray)}
-        mark, iv = cols["mark"].copy(), cols["iv"].copy()
-        for i, key in enumerate(zip(cols["expiry_ts"].tolist(), cols["strike"].tolist(), cols["is_call"].tolist())):
+        mark, iv = chain.mark.copy(), chain.iv.copy()
+        for i, key in enumerate(zip(chain.expiry_ts.tolist(), chain.strike.tolist(), chain.is_call.tolist())):
             quote = by_key.get(key)
             if quote is not None:
                 mark[i] = quote.mark_coin * index_price
                 iv[i] = quote.mark_iv if quote.mark_iv is not None else iv[i]
-        cols.update(mark=mark, iv=iv)
-        return dataclasses.replace(chain, **cols)
+        return dataclasses.replace(chain, mark=mark, iv=iv)

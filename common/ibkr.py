@@ -95,3 +95,42 @@ class IbkrChainReader:
         if self._ib is not None:
             self._ib.disconnect()
             self._ib = None
+
+
+class IbkrListedSource:
+    """A mark source whose IBKR chains hold only the CME contracts IBKR really lists.
+
+    Everything else (ATM vol, IV history, marks, Deribit chains) comes from ``model``, the
+    pricer's usual source. The listing is read once per underlying and market day; while
+    TWS/Gateway is unreachable the model's calendar chain is used and the problem is logged
+    once, so IBKR being away is never an error loop.
+    """
+
+    def __init__(self, model: Any, reader: Any, log: Any = None) -> None:
+        self.model = model
+        self.reader = reader
+        self.log = log
+        self.name = f"{getattr(model, 'name', 'model')}+ibkr"
+        self._listed: dict[tuple[str, int], set[tuple[int, float, bool]]] = {}
+        self._warned = False
+
+    def __getattr__(self, attr: str) -> Any:  # atm_iv, iv_history, marks: the model's
+        return getattr(self.model, attr)
+
+    def chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> Any:
+        chain = self.model.chain(venue, underlying, spot, ts, horizon_days)
+        if venue.name != IBKR_CME.name:
+            return chain
+        key = (underlying, ts // 86_400_000)
+        if key not in self._listed:
+            try:
+                listed = {(o.expiry_ts, o.strike, o.is_call) for o in self.reader.read_chain(underlying)}
+                self._listed = {k: v for k, v in self._listed.items() if k[1] == key[1]}  # today's only
+                self._listed[key] = listed
+                self._warned = False
+            except IbkrUnavailable as exc:
+                if not self._warned and self.log is not None:
+                    self.log.warning("ibkr_chain_unavailable", detail=str(exc))
+                self._warned = True
+                return chain
+        return chain.restricted_to(self._listed[key])

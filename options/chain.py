@@ -6,6 +6,7 @@ Deribit coin premium is the USD mark divided by the index price, see venues.usd_
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +65,13 @@ class OptionChain:
 
     def strikes(self) -> np.ndarray:
         return np.unique(self.strike)
+
+    def restricted_to(self, listed: set[tuple[int, float, bool]]) -> "OptionChain":
+        """This chain cut to the ``(expiry_ts, strike, is_call)`` a venue really lists."""
+        keep = np.fromiter((key in listed for key in self._rows), dtype=bool, count=len(self))
+        columns = {f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)
+                   if f.init and isinstance(getattr(self, f.name), np.ndarray)}
+        return dataclasses.replace(self, **columns)
 
 
 def build_chain(venue: VenueSpec, underlying: str, spot: float, ts_event: int, atm_iv: float, r: float = 0.0,

@@ -23,6 +23,7 @@ import numpy as np
 from common.bus import Envelope, RequestError
 from common.config import Config, load_config
 from common.engine import IV_HISTORY_DAYS
+from common.ibkr import IbkrListedSource, build_chain_reader
 from common.market_sim import DAY_MS
 from options.chain import OptionChain
 from options.contracts import ContractError, OptionContract, parse_instrument_name
@@ -37,14 +38,16 @@ MAX_CONTRACTS = 500
 
 def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
     """The sim surface, anchored where the sim feed's path starts (so restarts agree); in live
-    mode Deribit's real marks and listed contracts on top of it (greeks and IV stay modelled)."""
+    mode Deribit's real marks and listed contracts on top of it (greeks and IV stay modelled);
+    with ``ibkr.host`` set, IBKR chains cut to the CME contracts IBKR really lists."""
     origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
-    model = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
-    if cfg.feed.mode != "live":
-        return model
-    from common.deribit import DeribitClient, LiveDeribitSource  # requests only in live mode
+    source: MarkSource = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+    if cfg.feed.mode == "live":
+        from common.deribit import DeribitClient, LiveDeribitSource  # requests only in live mode
 
-    return LiveDeribitSource(DeribitClient(cfg.feed.live.deribit_url), model=model, log=log)
+        source = LiveDeribitSource(DeribitClient(cfg.feed.live.deribit_url), model=source, log=log)
+    reader = build_chain_reader(cfg)  # None unless ibkr.host is set
+    return source if reader is None else IbkrListedSource(source, reader, log)
 
 
 def _contract(item: Any, where: str) -> OptionContract:

@@ -34,3 +34,49 @@ def test_an_absent_gateway_is_a_clear_error_not_a_hang():
         reader.read_chain("BTC")
     with pytest.raises(ValueError, match="ibkr underlying 'SOL'"):
         reader.read_chain("SOL")
+
+
+class FakeReader:
+    """Stands in for TWS: lists two real CME expiries and a few strikes, or is unreachable."""
+
+    def __init__(self, listing, fail=False):
+        self.listing, self.fail, self.calls = listing, fail, 0
+
+    def read_chain(self, underlying):
+        self.calls += 1
+        if self.fail:
+            raise IbkrUnavailable("ibkr 127.0.0.1:7497: ConnectionRefusedError")
+        return self.listing
+
+
+def test_ibkr_chains_hold_only_what_ibkr_lists_and_a_missing_gateway_falls_back_to_the_model():
+    from common.ibkr import IbkrListedSource, listed_from_chain
+    from options.marks import SimSurface
+    from options.venues import DERIBIT, IBKR_CME
+
+    ts = 1_767_225_600_000  # 2026-01-01
+    model = SimSurface(7, ts - 120 * 86_400_000)
+    full = model.chain(IBKR_CME, "BTC", 90_000.0, ts, 100)
+    expiries = sorted(set(full.expiry_ts.tolist()))[:2]
+    listing = listed_from_chain("BTC", [IBKR_CME.expiry_date(e).strftime("%Y%m%d") for e in expiries],
+                                [89_000.0, 90_000.0, 91_000.0])
+    reader = FakeReader(listing)
+    source = IbkrListedSource(model, reader)
+    chain = source.chain(IBKR_CME, "BTC", 90_000.0, ts, 100)
+    assert len(chain) == 2 * 3 * 2 and set(chain.expiry_ts.tolist()) == set(expiries)
+    assert set(chain.strike.tolist()) == {89_000.0, 90_000.0, 91_000.0}
+    source.chain(IBKR_CME, "BTC", 90_000.0, ts + 60_000, 100)
+    assert reader.calls == 1  # read once per underlying and market day
+    assert len(source.chain(DERIBIT, "BTC", 90_000.0, ts, 100)) == len(model.chain(DERIBIT, "BTC", 90_000.0, ts, 100))
+    assert source.atm_iv("BTC", ts) == model.atm_iv("BTC", ts)
+
+    logged = []
+
+    class Log:
+        def warning(self, event, **fields):
+            logged.append(event)
+
+    down = IbkrListedSource(model, FakeReader(listing, fail=True), Log())
+    assert len(down.chain(IBKR_CME, "BTC", 90_000.0, ts, 100)) == len(full)
+    down.chain(IBKR_CME, "BTC", 90_000.0, ts, 100)
+    assert logged == ["ibkr_chain_unavailable"]  # once, not an error loop
