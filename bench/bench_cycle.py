@@ -101,6 +101,7 @@ class BenchEngine:
         acked = self.engine.orders_acked
         start = time.perf_counter()
         self.engine.run_cycle(self.ids)
+        self.engine.decide_pending_options()  # the service steps through these between messages
         decided = time.perf_counter()
         self.engine.flush_outbox()
         end = time.perf_counter()
@@ -126,6 +127,7 @@ class BenchEngine:
 
         self._wrap(recording)
         self.engine.run_cycle(self.ids)
+        self.engine.decide_pending_options()
         self.engine.flush_outbox()
         return calls
 

@@ -257,7 +257,7 @@ class SignalEngine:
         return evaluate_options(sc.id, sc.strategy, venue_spec(sc.venue), sc.underlying, params,
                                 self.bars(sc.symbol, sc.timeframe), sc.timeframe, self.market_ts,
                                 market[(sc.underlying, sc.venue)], iv["atm_iv"], iv["history"], book, limits,
-                                venue.min_score, max_positions=venue.max_positions)
+                                venue.min_score, venue.max_positions)
 
     def flush_outbox(self) -> list[dict[str, Any]]:
         """Send queued orders in order until one fails to get through; return the acks."""
