@@ -32,6 +32,7 @@ from services.pricer import chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
 WARMUP_BACKOFF_SECONDS = 2.0
+PORTFOLIO_BACKOFF_SECONDS = 1.0
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
 
@@ -42,6 +43,7 @@ class SignalEngine:
         self.rt = runtime
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=1000, retries=2)
         self.warmup_retry_at = 0.0
+        self.portfolio_retry_at = 0.0
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
@@ -143,6 +145,7 @@ class SignalEngine:
         if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
             self.last_ordered_bar[sc.id] = decision.signal.ts_bar
             self.outbox[order.order_id] = order
+            self.flush_outbox()  # at once: the strategies after this one need not hold it up
         return decision
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
@@ -150,7 +153,6 @@ class SignalEngine:
         started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
         decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id) if d is not None]
-        self.flush_outbox()
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
         self.cycle_count += 1
         signals = [d.signal.signal for d in decisions if d.signal is not None]
@@ -262,6 +264,8 @@ class SignalEngine:
     def flush_outbox(self) -> list[dict[str, Any]]:
         """Send queued orders in order until one fails to get through; return the acks."""
         acks: list[dict[str, Any]] = []
+        if time.monotonic() < self.portfolio_retry_at:
+            return acks  # the portfolio did not answer a moment ago: the orders wait, the loop does not
         while self.outbox:
             order_id, order = next(iter(self.outbox.items()))
             kind = "option_order" if isinstance(order, OptionOrder) else "order"
@@ -269,7 +273,8 @@ class SignalEngine:
                 ack = self.portfolio.request(kind, order.to_dict())
             except RequestFailed as exc:
                 self.rt.log.warning("order_pending", order_id=order_id, error=str(exc), outbox=len(self.outbox))
-                return acks  # the portfolio is down: keep the order and retry on the next tick
+                self.portfolio_retry_at = time.monotonic() + PORTFOLIO_BACKOFF_SECONDS
+                return acks  # the portfolio is down: keep the order and retry shortly
             except RemoteError as exc:
                 self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
             else:
