@@ -93,7 +93,8 @@ def new_book(strategy_id: str, kind: str, capital: float, ts: int) -> StrategyBo
     )
 
 
-def _check_rate(name: str, value: float, upper: float) -> None:
+def check_rate(name: str, value: float, upper: float) -> None:
+    """A fee or slippage rate: a finite number in [0, upper)."""
     if not (math.isfinite(value) and 0 <= value < upper):
         raise ValueError(f"{name} must be a number in [0, {upper:g}), got {value!r}")
 
@@ -141,8 +142,8 @@ def decide_spot_order(book: StrategyBook, order: SpotOrder, *, fee_rate: float, 
         raise ValueError(f"order {order.order_id}: signal must be 1 or -1, got {order.signal!r}")
     if not (math.isfinite(order.price) and order.price > 0):
         raise ValueError(f"order {order.order_id}: price must be a finite number > 0, got {order.price!r}")
-    _check_rate("fee_rate", fee_rate, 1.0)
-    _check_rate("slippage_rate", slippage_rate, 1.0)
+    check_rate("fee_rate", fee_rate, 1.0)
+    check_rate("slippage_rate", slippage_rate, 1.0)
     if not (math.isfinite(max_position_pct) and 0 < max_position_pct <= 100):
         raise ValueError(f"max_position_pct must be in (0, 100], got {max_position_pct!r}")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
@@ -193,8 +194,8 @@ def liquidation_orders(book: StrategyBook, prices: Mapping[str, float], ts_event
                        fee_rate: float, slippage_rate: float, first_seq: int) -> list[Fill]:
     """Fills (kind 'liquidation') closing every spot position at its mark, for a tripped
     kill switch. Fees and slippage apply as for any sell; seqs run from ``first_seq``."""
-    _check_rate("fee_rate", fee_rate, 1.0)
-    _check_rate("slippage_rate", slippage_rate, 1.0)
+    check_rate("fee_rate", fee_rate, 1.0)
+    check_rate("slippage_rate", slippage_rate, 1.0)
     fills = []
     for i, (symbol, position) in enumerate(sorted(book.positions.items())):
         price = _mark(book, prices, symbol)

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.ledger import StrategyBook, duplicate_reason
+from common.ledger import StrategyBook, check_rate, duplicate_reason
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
 from options.contracts import ContractError, OptionContract
 from options.strategies import ProposedTrade
@@ -179,8 +179,7 @@ def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: flo
                          f"{book.strategy_id!r}")
     if book.kind != "options":
         raise ValueError(f"order {order.order_id}: book {book.strategy_id} is a {book.kind} book, not options")
-    if not (math.isfinite(fee_rate) and 0 <= fee_rate < 1):
-        raise ValueError(f"fee_rate must be a number in [0, 1), got {fee_rate!r}")
+    check_rate("fee_rate", fee_rate, 1.0)
     if isinstance(seq0, bool) or not isinstance(seq0, int) or seq0 < 1:
         raise ValueError(f"order {order.order_id}: seq0 must be an integer >= 1, got {seq0!r}")
     duplicate = duplicate_reason(book, order.order_id)
