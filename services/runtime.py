@@ -6,6 +6,7 @@ A failing callback is logged and counted; it never takes the service down.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -18,6 +19,18 @@ from common.bus import BusStats, Publisher, Replier, Requester, Subscriber, wall
 from common.log import EventLog
 
 HEARTBEAT_SECONDS = 1.0
+HEAP_TRIM_SECONDS = 10.0
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None on a libc without it (musl, macOS)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 @dataclass
@@ -46,8 +59,15 @@ class ServiceRuntime:
         self._busy = False
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
         self._poller = zmq.Poller()
+        self.every(HEAP_TRIM_SECONDS, self.trim_heap)
 
     # --- sockets -------------------------------------------------------------------------
+    def trim_heap(self) -> None:
+        """Give freed heap pages back to the OS (glibc keeps them otherwise): numpy's per-cycle
+        temporaries would make a long-running service's RSS creep though nothing leaks."""
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
     def bind_publisher(self, endpoint: str) -> Publisher:
         self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats)
         self._closables.append(self.publisher)
