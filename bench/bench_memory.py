@@ -101,7 +101,7 @@ def _slope_mb_per_min(t_s: np.ndarray, mb: np.ndarray) -> float:
 
 
 def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
-    seconds, every = (5.0, 0.5) if quick else (180.0, 3.0)
+    seconds, every = (5.0, 0.5) if quick else (600.0, 6.0)  # long enough to tell a plateau from a leak
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in (*SERVICES, "supervisord")}
     with running_stack(stack, speed=SPEED) as running:
         pids = {name: running.pid(name) for name in SERVICES}
