@@ -10,7 +10,6 @@ Run: ``python -m bench.bench_bus``.
 """
 from __future__ import annotations
 
-import socket
 import statistics
 import threading
 import time
@@ -29,10 +28,11 @@ RUNS = 5
 SETTLE_S = 0.5  # the receiver is done when nothing arrives for this long
 
 
-def _endpoint() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+ANY_LOOPBACK_PORT = "tcp://127.0.0.1:*"  # zmq picks the port at bind; nothing can take it first
+
+
+def _bound_endpoint(sock: zmq.Socket) -> str:
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 def _join(send_probe: Callable[[], None], sub_socket: zmq.Socket) -> None:
@@ -73,9 +73,8 @@ def _timed(send_all: Callable[[], None], receive_one: Callable[[int], bool], n: 
 
 def ours_rate(n: int) -> tuple[float, int]:
     ctx = zmq.Context()
-    endpoint = _endpoint()
-    pub = Publisher(ctx, endpoint, "bench")
-    sub = Subscriber(ctx, [endpoint], ["bar."])
+    pub = Publisher(ctx, ANY_LOOPBACK_PORT, "bench")
+    sub = Subscriber(ctx, [_bound_endpoint(pub.socket)], ["bar."])
     try:
         _join(lambda: pub.publish(TOPIC, "bar", BODY), sub.socket)
 
@@ -91,14 +90,13 @@ def ours_rate(n: int) -> tuple[float, int]:
 
 
 def _bare_pair(ctx: zmq.Context, hwm: int) -> tuple[zmq.Socket, zmq.Socket]:
-    endpoint = _endpoint()
     pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     for sock in (pub, sub):
         sock.setsockopt(zmq.LINGER, 0)
     pub.setsockopt(zmq.SNDHWM, hwm)
     sub.setsockopt(zmq.RCVHWM, hwm)
-    pub.bind(endpoint)
-    sub.connect(endpoint)
+    pub.bind(ANY_LOOPBACK_PORT)
+    sub.connect(_bound_endpoint(pub))
     sub.setsockopt(zmq.SUBSCRIBE, b"bar.")
     return pub, sub
 

@@ -20,11 +20,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         yield running
 
 
-def test_bus_quick_moves_every_message_and_shows_the_default_hwm_losing_a_burst() -> None:
+def test_bus_quick_moves_every_message_and_measures_a_burst_at_the_default_hwm() -> None:
     r = bench_bus.run(quick=True)
     assert r["ours_msgs_per_s"] > 1_000 and r["bare_msgs_per_s"] > 1_000
     assert r["ours_lost"] == 0 and r["burst_loss_our_hwm"] == 0
-    assert 0 < r["burst_loss_default_hwm"] < 1
+    # How much the default HWM drops depends on how fast this machine's receiver drains a
+    # burst (a fast one loses nothing); it is a reference figure, not a property of our bus.
+    assert 0 <= r["burst_loss_default_hwm"] < 1
     assert [row[3] for row in bench_bus.report(r)].count("FAIL") == 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from common.config import load_config
 from common.ibkr import IbkrChainReader, IbkrSettings, IbkrUnavailable, build_chain_reader, listed_from_chain
 from options.contracts import parse_instrument_name
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,16 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PROGRAMS = ("marketdata", "portfolio", "pricer", "signals", "gateway")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, Any]:
