@@ -27,7 +27,8 @@ from backtest.metrics import OBJECTIVES
 from backtest.report import ReportData, spot_report_data, write_report
 from backtest.spot import BacktestResult, run_spot_backtest
 from common.market_sim import DAY_MS, DEFAULT_SPECS
-from common.ohlcv import OHLCV, TIMEFRAME_MS
+from common.ohlcv import OHLCV
+from common.timeframes import TIMEFRAME_MS
 from common.risk import RiskLimits
 
 SUMMARY_KEYS = ("total_return_pct", "cagr_pct", "sharpe", "sortino", "max_drawdown_pct", "win_rate_pct",

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.model import Fill
-from common.ohlcv import timeframe_ms
+from common.timeframes import timeframe_ms
 from common.risk import DAY_MS
 
 YEAR_MS = 365 * DAY_MS

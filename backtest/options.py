@@ -31,7 +31,8 @@ from backtest.metrics import performance
 from common.engine import HISTORY_BARS, IV_HISTORY_DAYS, evaluate_options
 from common.ledger import StrategyBook, closes_a_trade
 from common.model import Fill
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 from common.portfolio import Portfolio, StrategyMeta
 from common.risk import RiskLimits
 from options.black_scholes import DAYS_PER_YEAR

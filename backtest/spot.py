@@ -32,7 +32,8 @@ import numpy as np
 from backtest.metrics import spot_metrics
 from common.ledger import StrategyBook
 from common.model import Fill, SpotOrder, spot_order_id
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 from common.portfolio import Portfolio, StrategyMeta
 from common.risk import DAY_MS, RiskLimits, RiskState
 from strategies.registry import compute_signals, get_strategy

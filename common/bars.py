@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from common.model import RecordError, read_int, read_number, read_str
-from common.ohlcv import OHLCV, BadBarError, timeframe_ms
+from common.ohlcv import OHLCV, BadBarError
+from common.timeframes import timeframe_ms
 
 _COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 

@@ -41,7 +41,7 @@ from common.config_schema import (
     show,
     utc_iso_to_ms,
 )
-from common.ohlcv import TIMEFRAME_MS
+from common.timeframes import TIMEFRAME_MS
 
 __all__ = [
     "OPTIONS_STRATEGY_NAMES",

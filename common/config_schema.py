@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from common.ohlcv import TIMEFRAME_MS
+from common.timeframes import TIMEFRAME_MS
 
 SPOT = "spot"
 OPTIONS = "options"

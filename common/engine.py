@@ -13,7 +13,8 @@ import numpy as np
 
 from common.clock import next_due
 from common.model import Signal, SpotOrder, spot_order_id
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 from options.book import OptionOrder, option_orders
 from options.chain import OptionChain
 from options.contracts import OptionContract, OptionPosition

@@ -29,7 +29,8 @@ import numpy as np
 
 from common.bars import Bar, BarStore, bars_from_ohlcv, concat_ohlcv, sanitize_bars
 from common.feeds import FeedUpdate
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 
 TEMPORARY = "temporary"
 OPERATIONAL = "operational"

@@ -14,7 +14,8 @@ import numpy as np
 from common.bars import Bar, BarAggregator, BarStore, bars_from_ohlcv
 from common.csv_bars import load_ohlcv_csv
 from common.market_sim import DAY_MS, DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
     from common.config import Config

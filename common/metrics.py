@@ -1,18 +1,19 @@
 """Prometheus metrics for the gateway's /metrics, built at scrape time from its caches.
 
-A custom collector reads one ``MetricsInputs`` per scrape, so nothing in the message path
-updates gauges: the zmq loop only replaces its caches, and a scrape turns them into families.
+Nothing in the message path updates gauges: the zmq loop only replaces its caches, and a
+scrape turns them into families and writes the text exposition format 0.0.4 (what every
+scraper reads). Written here rather than through prometheus-client, whose import costs the
+gateway several MB of RSS for a format this small; tests parse the output with
+prometheus-client's own parser.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from typing import Any, Iterable, Mapping
 
 PREFIX = "gotrader"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,37 @@ class MetricsInputs:
     discord: Mapping[str, int] | None = None
 
 
-def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+@dataclass
+class Metric:
+    """One metric family: its samples are (name suffix, label values, value).
+
+    A counter is exposed as ``<name>_total`` and a summary's samples as ``<name>_count`` and
+    ``<name>_sum``, as the format requires."""
+
+    name: str
+    doc: str
+    kind: str
+    labels: tuple[str, ...] = ()
+    samples: list[tuple[str, tuple[str, ...], float]] = field(default_factory=list)
+
+    def add_metric(self, values: Iterable[str], value: float) -> None:
+        values = tuple(values)
+        if len(values) != len(self.labels):
+            raise ValueError(f"{self.name}: {len(values)} label values for labels {self.labels}")
+        self.samples.append(("", values, float(value)))
 
 
-def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
-    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+def summary(name: str, doc: str, count: int, total: float) -> Metric:
+    return Metric(f"{PREFIX}_{name}", doc, "summary", (),
+                  [("_count", (), float(count)), ("_sum", (), float(total))])
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Metric:
+    return Metric(f"{PREFIX}_{name}", doc, "gauge", tuple(labels))
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> Metric:
+    return Metric(f"{PREFIX}_{name}", doc, "counter", tuple(labels))
 
 
 def _num(value: Any) -> float | None:
@@ -122,9 +148,8 @@ def feed_families(feed: Mapping[str, Any]) -> list[Metric]:
 def cycle_families(cycles: Mapping[str, float]) -> list[Metric]:
     count = _counter("cycles", "Strategy cycles the signal engine has run.")
     count.add_metric([], float(cycles.get("count", 0)))
-    duration = SummaryMetricFamily(f"{PREFIX}_cycle_duration_seconds",
-                                   "Wall time of the signal engine's cycles seen by the gateway.",
-                                   count_value=int(cycles.get("timed", 0)), sum_value=float(cycles.get("duration_sum_s", 0.0)))
+    duration = summary("cycle_duration_seconds", "Wall time of the signal engine's cycles seen by the gateway.",
+                       int(cycles.get("timed", 0)), float(cycles.get("duration_sum_s", 0.0)))
     out: list[Metric] = [count, duration]
     if _num(cycles.get("last_duration_s")) is not None:
         last = _gauge("cycle_last_duration_seconds", "Wall time of the latest cycle.")
@@ -156,22 +181,27 @@ def metric_families(inputs: MetricsInputs) -> list[Metric]:
     ]
 
 
-class GatewayCollector:
-    """A prometheus-client collector that reads the gateway's caches at scrape time."""
-
-    def __init__(self, read: Callable[[], MetricsInputs]) -> None:
-        self.read = read
-
-    def collect(self) -> Iterable[Metric]:
-        return metric_families(self.read())
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def metrics_registry(read: Callable[[], MetricsInputs]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(read))
-    return registry
+def _format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
 
 
-def render(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The Prometheus text exposition (format 0.0.4, which every scraper reads) and its content type."""
-    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
+def render(families: Iterable[Metric]) -> bytes:
+    """The families in the text exposition format 0.0.4."""
+    lines: list[str] = []
+    for family in families:
+        name = f"{family.name}_total" if family.kind == "counter" else family.name
+        doc = family.doc.replace("\\", "\\\\").replace("\n", "\\n")
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} {family.kind}"]
+        for suffix, values, value in family.samples:
+            labels = ",".join(f'{key}="{_escape_label(v)}"' for key, v in zip(family.labels, values))
+            lines.append(f"{name}{suffix}{{{labels}}} {_format_value(value)}" if labels
+                         else f"{name}{suffix} {_format_value(value)}")
+    return ("\n".join(lines) + "\n").encode()

@@ -10,26 +10,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-TIMEFRAME_MS: dict[str, int] = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
-
-
-def timeframe_ms(timeframe: str) -> int:
-    """Length of one bar in ms; a clear error names the unknown timeframe."""
-    try:
-        return TIMEFRAME_MS[timeframe]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAME_MS)}"
-        ) from None
-
 
 class BadBarError(ValueError):
     """A bar that must not reach a strategy: NaN, non-positive, inconsistent or out of order."""

@@ -16,6 +16,7 @@ from common.ledger import (
 )
 from common.model import Fill, RecordError, SpotOrder
 from common.risk import RiskLimits, entry_block_reason, risk_summary, update_on_mark, update_on_trade_closed
+from common.status import category_totals
 from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
                           mark_option_positions, option_value, settle_expired)
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
     from common.config import Config
 
 STATE_VERSION = 1
-CATEGORIES = ("spot", "deribit", "ibkr")
-
-
 @dataclass(frozen=True, slots=True)
 class StrategyMeta:
     """What the portfolio needs to know of a configured strategy."""
@@ -290,18 +288,3 @@ class Portfolio:
     def equity_point(self) -> dict[str, float]:
         return {sid: self.value_of(sid) for sid in self.books}
 
-
-def category_totals(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Starting and current balance per category (Spot, Deribit, IBKR) and in total."""
-    totals = {c: {"initial": 0.0, "value": 0.0, "strategies": 0} for c in (*CATEGORIES, "total")}
-    for view in views:
-        value = view["portfolio_value"]
-        for key in (view["category"], "total"):
-            bucket = totals.setdefault(key, {"initial": 0.0, "value": 0.0, "strategies": 0})
-            bucket["initial"] += view["initial_capital"]
-            bucket["value"] += value
-            bucket["strategies"] += 1
-    for bucket in totals.values():
-        bucket["pnl"] = bucket["value"] - bucket["initial"]
-        bucket["pnl_pct"] = bucket["pnl"] / bucket["initial"] * 100.0 if bucket["initial"] else 0.0
-    return totals

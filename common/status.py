@@ -7,14 +7,29 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from common.portfolio import CATEGORIES, category_totals
-
+CATEGORIES = ("spot", "deribit", "ibkr")
 SERVICES = ("marketdata", "signals", "portfolio", "pricer")
 HEARTBEAT_LOST_MS = 3_000  # two missed 1 s heartbeats and a margin
 
 
 class StatusInputError(ValueError):
     """A snapshot or equity point that cannot be shown; the message names the bad field."""
+
+
+def category_totals(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Starting and current balance per category (Spot, Deribit, IBKR) and in total."""
+    totals = {c: {"initial": 0.0, "value": 0.0, "strategies": 0} for c in (*CATEGORIES, "total")}
+    for view in views:
+        value = view["portfolio_value"]
+        for key in (view["category"], "total"):
+            bucket = totals.setdefault(key, {"initial": 0.0, "value": 0.0, "strategies": 0})
+            bucket["initial"] += view["initial_capital"]
+            bucket["value"] += value
+            bucket["strategies"] += 1
+    for bucket in totals.values():
+        bucket["pnl"] = bucket["value"] - bucket["initial"]
+        bucket["pnl_pct"] = bucket["pnl"] / bucket["initial"] * 100.0 if bucket["initial"] else 0.0
+    return totals
 
 
 def revalue(view: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, Any]:

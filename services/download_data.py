@@ -21,7 +21,8 @@ from common.config_schema import utc_iso_to_ms
 from common.csv_bars import HEADER, write_ohlcv_csv, _file_tail
 from common.exchange_client import (PAGE_LIMIT, CcxtSpotClient, ExchangeRejected, ExchangeUnavailable, SpotClient,
                                     backoff_seconds, closed_rows)
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 
 MAX_ATTEMPTS = 6
 

@@ -31,7 +31,7 @@ from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
 from common.config import Config, load_config
 from common.config_schema import LOCAL_HOSTS
 from common.discord import cycle_messages
-from common.metrics import MetricsInputs, metrics_registry, render
+from common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, MetricsInputs, metric_families, render
 from common.status import build_health, build_status, equity_curves, json_safe
 from services.runtime import ServiceRuntime, config_path
 
@@ -68,7 +68,6 @@ class GatewayCache:
         self.gateway_bus: dict[str, Any] = {}
         self.discord: Callable[[], dict[str, int]] | None = None
         self._memo: dict[str, tuple[tuple[Any, ...], Any]] = {}
-        self.metrics = metrics_registry(self.metrics_inputs)
 
     def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         held = self._memo.get(name)
@@ -96,14 +95,12 @@ class GatewayCache:
         return self._memoized("equity", (self.equity_points, status["strategies"]), lambda: equity_curves(
             self.equity_points, status["strategies"], status.get("market_ts")))
 
-    def metrics_inputs(self) -> MetricsInputs:
-        return MetricsInputs(status=self.status(), heartbeats=self.heartbeats, gateway_bus=self.gateway_bus,
-                             cycles=self.cycles, discord=self.discord() if self.discord else None)
-
-    def metrics_text(self) -> tuple[bytes, str]:
+    def metrics_text(self) -> bytes:
         discord = self.discord() if self.discord else None
         key = (*self._status_key(), self.cycles, self.gateway_bus, discord)
-        return self._memoized("metrics", key, lambda: render(self.metrics))
+        return self._memoized("metrics", key, lambda: render(metric_families(MetricsInputs(
+            status=self.status(), heartbeats=self.heartbeats, gateway_bus=self.gateway_bus, cycles=self.cycles,
+            discord=discord))))
 
 
 def encode_json(doc: Any) -> bytes:
@@ -278,8 +275,7 @@ def route_health(cache: GatewayCache) -> tuple[int, bytes, str]:
 
 
 def route_metrics(cache: GatewayCache) -> tuple[int, bytes, str]:
-    body, content_type = cache.metrics_text()
-    return 200, body, content_type
+    return 200, cache.metrics_text(), METRICS_CONTENT_TYPE
 
 
 def route_equity(cache: GatewayCache) -> tuple[int, bytes, str]:

@@ -24,7 +24,8 @@ from common.config import Config, load_config
 from common.engine import (HISTORY_BARS, IV_HISTORY_DAYS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
                            evaluate_spot, options_params)
 from common.model import RecordError, SpotOrder
-from common.ohlcv import OHLCV, timeframe_ms
+from common.ohlcv import OHLCV
+from common.timeframes import timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec

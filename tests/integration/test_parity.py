@@ -11,7 +11,7 @@ from backtest.spot import run_spot_backtest
 from common.bus import Subscriber
 from common.csv_bars import load_ohlcv_csv, write_ohlcv_csv
 from common.model import Fill
-from common.ohlcv import timeframe_ms
+from common.timeframes import timeframe_ms
 from tests.support.stack import Stack, stack_config
 
 pytestmark = pytest.mark.timeout(300)

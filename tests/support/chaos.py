@@ -30,7 +30,7 @@ import zmq
 from common.bus import Subscriber
 from common.config import parse_config
 from common.model import Fill
-from common.ohlcv import timeframe_ms
+from common.timeframes import timeframe_ms
 from common.portfolio import Portfolio, strategy_metas
 from tests.support.stack import StateReader, Stack, acked_fill_ids, stack_config
 

@@ -1,0 +1,40 @@
+"""Each service loads only the libraries it uses: memory is paid per process, five times over.
+
+Imported in a fresh interpreter each, as supervisord starts them. ccxt, requests and ib_async
+are loaded only when a live feed, a webhook or IBKR is configured (lazily, at that point).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+HEAVY = ("numpy", "pandas", "scipy", "ccxt", "requests", "ib_async", "matplotlib", "tqdm", "prometheus_client")
+NEEDS = {
+    "marketdata": {"numpy"},
+    "signals": {"numpy"},
+    "portfolio": {"numpy"},
+    "pricer": {"numpy"},
+    "gateway": set(),
+}
+
+
+def heavy_modules_after_import(module: str) -> set[str]:
+    code = (f"import json, sys, {module}\n"
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          check=True)
+    return set(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("service", sorted(NEEDS))
+def test_service_imports_no_library_it_does_not_use(service: str):
+    assert heavy_modules_after_import(f"services.{service}") == NEEDS[service]
+
+
+def test_the_probe_sees_a_heavy_import():
+    assert "pandas" in heavy_modules_after_import("pandas")
