@@ -22,7 +22,7 @@ from backtest.metrics import OBJECTIVES, objective_value
 from backtest.spot import run_spot_backtest
 from common.ohlcv import OHLCV
 from common.risk import RiskLimits
-from strategies.registry import get_strategy
+from strategies.params import get_params
 
 Task = tuple[Any, ...]
 Mapper = Callable[[Callable[[Task], Any], list[Task]], list[Any]]
@@ -65,12 +65,12 @@ class WalkForwardSpec:
             raise ValueError(f"walk-forward random_samples: must be an integer >= 1, got {self.random_samples!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"walk-forward objective: must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        get_strategy(self.strategy)
+        get_params(self.strategy)
 
 
 def default_grid(strategy: str) -> dict[str, list[Any]]:
     """Half, one and two times each default, kept inside the parameter's bounds."""
-    spec = get_strategy(strategy)
+    spec = get_params(strategy)
     grid: dict[str, list[Any]] = {}
     for name, default in spec.defaults.items():
         low, high = spec.bounds[name]
@@ -87,7 +87,7 @@ def parameter_candidates(strategy: str, grid: Mapping[str, Sequence[Any]] | None
                          random_samples: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Every valid grid point (combinations a strategy's rules refuse, like fast >= slow, are
     dropped), or ``random_samples`` of them drawn with ``seed``."""
-    spec = get_strategy(strategy)
+    spec = get_params(strategy)
     grid = dict(default_grid(strategy) if grid is None else grid)
     unknown = sorted(set(grid) - set(spec.defaults))
     if unknown:

@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from common.config_schema import (
@@ -42,6 +42,7 @@ from common.config_schema import (
     utc_iso_to_ms,
 )
 from common.timeframes import TIMEFRAME_MS
+from strategies.params import STRATEGY_PARAMS, get_params
 
 __all__ = [
     "OPTIONS_STRATEGY_NAMES",
@@ -488,8 +489,6 @@ def _check_gateway(gateway: dict[str, Any], errors: list[str]) -> None:
 
 
 def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None], errors: list[str]) -> None:
-    from strategies import registry  # imports numpy: only when a config is checked
-
     feed = top["feed"]
     symbols = feed["symbols"] if feed["symbols"] is not INVALID else None
     timeframes = feed["timeframes"] if feed["timeframes"] is not INVALID else None
@@ -505,7 +504,7 @@ def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None],
             else:
                 first_at[sid] = where
         if entry["type"] == SPOT:
-            _check_spot(entry, registry, errors)
+            _check_spot(entry, errors)
             legs = [("symbol", entry["symbol"]), ("pair", entry["pair"])]
         else:
             legs = _check_options(entry, top["options"], errors)
@@ -519,20 +518,20 @@ def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None],
                           f"got {show(timeframe)}")
 
 
-def _check_spot(entry: dict[str, Any], registry: ModuleType, errors: list[str]) -> None:
-    """Name and params through strategies.registry; a pair exactly when the strategy needs one."""
+def _check_spot(entry: dict[str, Any], errors: list[str]) -> None:
+    """Name and params through strategies.params; a pair exactly when the strategy needs one."""
     paths = entry["paths"]
     name, pair = entry["strategy"], entry["pair"]
     if name is INVALID:
         return
     try:
-        spec = registry.get_strategy(name)
+        spec = get_params(name)
     except ValueError as exc:
-        errors.append(f"{paths['strategy']}: {exc}{did_you_mean(name, registry.STRATEGIES)}")
+        errors.append(f"{paths['strategy']}: {exc}{did_you_mean(name, STRATEGY_PARAMS)}")
         return
     if entry["params"] is not INVALID:
         try:
-            entry["params"] = registry.resolve_params(name, entry["params"])
+            entry["params"] = spec.resolve(entry["params"])
         except ValueError as exc:
             errors.append(f"{paths['params']}: {exc}")
             entry["params"] = INVALID

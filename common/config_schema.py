@@ -415,14 +415,14 @@ _STRATEGY_COMMON: dict[str, Field] = {
     "max_drawdown_pct": Field(NUMBER, "Drawdown from peak equity (%) that stops the strategy.", REQUIRED, PERCENT),
     "interval_seconds": Field(INTEGER, "How often the strategy is checked (market seconds).",
                               Derived("top-level `interval_seconds` (spot), 1200 (options)"), POSITIVE),
-    "params": Field(OBJECT, "Strategy parameters. Spot: checked by `strategies.registry` (names, types, "
+    "params": Field(OBJECT, "Strategy parameters. Spot: checked by `strategies.params` (names, types, "
                      "ranges) and stored with defaults filled in; options: passed to the strategy as given.", {}),
     "risk": Field(STRATEGY_RISK, STRATEGY_RISK.doc),
 }
 
 STRATEGY_SPOT = Section("strategies[] (native form, spot)", "A spot strategy on one symbol's bars.", {
     **_STRATEGY_COMMON,
-    "strategy": Field(STRING, "Spot strategy name from `strategies.registry`."),
+    "strategy": Field(STRING, "Spot strategy name from `strategies.params`."),
     "symbol": Field(STRING, "Symbol traded; must be in `feed.symbols`.", REQUIRED, SYMBOL_RULE),
     "timeframe": Field(STRING, "Bar timeframe the strategy reads.", REQUIRED, TIMEFRAME_RULE),
     "pair": Field(STRING, "Second symbol, for `pairs_spread` only; must differ from `symbol`.", None, SYMBOL_RULE),
@@ -556,7 +556,7 @@ Check a file with `python -m common.config --check PATH`: it lists *every* probl
   `discord.webhook_env`, the gateway bearer token from `{GATEWAY_TOKEN_ENV}`. A literal token,
   webhook URL or password anywhere in the file is an error.
 - Beyond the tables: strategy ids are unique; spot strategy names and `params` are checked by
-  `strategies.registry`; symbols must be in `feed.symbols` and timeframes in `feed.timeframes`;
+  `strategies.params`; symbols must be in `feed.symbols` and timeframes in `feed.timeframes`;
   an options strategy reads `UNDERLYING/options.underlying_quote` bars at `options.timeframe`,
   so that symbol must be in `feed.symbols` too; `pairs_spread` needs a `pair` other than
   `symbol`; endpoints are all distinct; in `replay` mode every symbol needs an existing file.

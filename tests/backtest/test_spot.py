@@ -16,7 +16,8 @@ from common.model import SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
 from common.portfolio import Portfolio, StrategyMeta
 from common.risk import RiskLimits
-from strategies.registry import STRATEGIES, compute_signals, get_strategy
+from strategies.params import STRATEGY_PARAMS, get_params
+from strategies.registry import compute_signals
 
 HOUR_MS = 3_600_000
 WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_loss_pct=100.0, circuit_breaker_ms=0)
@@ -27,7 +28,7 @@ TIGHTEST = RiskLimits(max_drawdown_pct=8.0, daily_loss_pct=1.0)
 def reference_run(strategy: str, data: OHLCV, params: dict | None, limits: RiskLimits, *, fee_pct: float = 0.1,
                   slippage_pct: float = 0.0, pair: OHLCV | None = None, sid: str = "ref", symbol: str = "BTC/USDT"):
     """Mark every bar, then send the bar's order: the slow, obvious paper run."""
-    spec = get_strategy(strategy)
+    spec = get_params(strategy)
     resolved = spec.resolve(params)
     signals = compute_signals(strategy, data, resolved, pair).signals
     warmup = spec.warmup(resolved)
@@ -55,7 +56,7 @@ def reference_run(strategy: str, data: OHLCV, params: dict | None, limits: RiskL
 
 
 @pytest.mark.parametrize("limits", [RiskLimits(), TIGHT, TIGHTEST], ids=["default", "tight", "tightest"])
-@pytest.mark.parametrize("strategy", sorted(s for s in STRATEGIES if s != "pairs_spread"))
+@pytest.mark.parametrize("strategy", sorted(s for s in STRATEGY_PARAMS if s != "pairs_spread"))
 def test_fast_path_makes_the_reference_fills_and_books(btc_1h, strategy, limits):
     data = btc_1h.slice(2000, 8000)  # 2018: a crash that trips every limit
     fills, equity, portfolio = reference_run(strategy, data, None, limits, slippage_pct=0.05)
@@ -133,7 +134,7 @@ def test_sma_crossover_trades_hand_checked_on_real_bars(btc_1h):
 def test_signals_before_the_warm_up_are_forced_to_zero(btc_1h):
     data = btc_1h.slice(0, 400)
     signals, resolved = strategy_signals("macd", data, None)
-    warmup = get_strategy("macd").warmup(resolved)
+    warmup = get_params("macd").warmup(resolved)
     raw = compute_signals("macd", data, resolved).signals
     assert not signals[: warmup - 1].any()
     assert np.array_equal(signals[warmup - 1:], raw[warmup - 1:])

@@ -1,7 +1,8 @@
 """Each service loads only the libraries it uses: memory is paid per process, five times over.
 
-Imported in a fresh interpreter each, as supervisord starts them. ccxt, requests and ib_async
-are loaded only when a live feed, a webhook or IBKR is configured (lazily, at that point).
+Imported in a fresh interpreter each, as supervisord starts them, and the default config
+loaded and checked as each does on start. ccxt, requests and ib_async are loaded only when a
+live feed, a webhook or IBKR is configured (lazily, at that point).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ NEEDS = {
 
 def heavy_modules_after_import(module: str) -> set[str]:
     code = (f"import json, sys, {module}\n"
+            "from common.config import load_config\n"
+            "load_config('config/default.json')\n"
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                           check=True)

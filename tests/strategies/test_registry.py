@@ -1,4 +1,4 @@
-"""The strategy contract: lookup, parameter checks, bar checks, warm-up and no look-ahead."""
+"""Strategies bound to their functions: bar checks, warm-up met exactly, no look-ahead, latest signal."""
 from __future__ import annotations
 
 import math
@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 
 from common.ohlcv import OHLCV, BadBarError
-from strategies.registry import (
-    STRATEGIES,
-    LatestSignal,
-    compute_signals,
-    get_strategy,
-    latest_signal,
-    resolve_params,
-)
+from strategies.params import STRATEGY_PARAMS, get_params
+from strategies.registry import FUNCTIONS, LatestSignal, bind_functions, compute_signals, latest_signal, signature_drift
 
-ALL = sorted(STRATEGIES)
+ALL = sorted(STRATEGY_PARAMS)
 N_BARS = 500
 
 
@@ -26,7 +20,7 @@ def bars(make_random_bars):
 
 
 def pair_for(name, pair):
-    return pair if STRATEGIES[name].needs_pair else None
+    return pair if STRATEGY_PARAMS[name].needs_pair else None
 
 
 def with_future_changed(bars: OHLCV, k: int) -> OHLCV:
@@ -37,57 +31,26 @@ def with_future_changed(bars: OHLCV, k: int) -> OHLCV:
                  bars.volume * scale**3)
 
 
-def test_all_eleven_seed_strategies_are_registered():
-    assert ALL == sorted([
-        "sma_crossover", "ema_crossover", "rsi", "bollinger", "macd", "mean_reversion",
-        "momentum", "volume_weighted", "triple_ema", "rsi_macd", "pairs_spread",
-    ])
-    assert [name for name in ALL if STRATEGIES[name].needs_pair] == ["pairs_spread"]
-    assert all(spec.description for spec in STRATEGIES.values())
+def test_every_declared_strategy_is_bound_to_its_function():
+    assert sorted(FUNCTIONS) == ALL
+    assert all(FUNCTIONS[name].__name__ == name for name in ALL)
 
 
-def test_unknown_strategy_names_the_name_and_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown strategy 'rsi2'; known: bollinger, ema_crossover"):
-        get_strategy("rsi2")
+def test_a_function_whose_defaults_drift_from_the_declared_ones_is_refused():
+    def rsi(data, period=14, oversold=25.0, overbought=70.0):
+        raise AssertionError("never called")
 
+    def momentum(data, period=14, threshold=5):  # an int where a float is declared
+        raise AssertionError("never called")
 
-def test_defaults_come_from_the_strategy_signature():
-    assert resolve_params("rsi", None) == {"period": 14, "oversold": 30.0, "overbought": 70.0}
-    assert resolve_params("macd", {"signal": 5}) == {"fast": 12, "slow": 26, "signal": 5}
-    resolved = resolve_params("momentum", {"threshold": 3})
-    assert resolved["threshold"] == 3.0 and isinstance(resolved["threshold"], float)
-
-
-@pytest.mark.parametrize(
-    ("name", "params", "message"),
-    [
-        ("rsi", {"periods": 14}, r"rsi: unknown parameter\(s\) periods; accepted: period, oversold, overbought"),
-        ("rsi", {"period": 14.5}, r"rsi.period: expected an integer, got float 14.5"),
-        ("rsi", {"period": True}, r"rsi.period: expected an integer, got bool"),
-        ("rsi", {"period": 0}, r"rsi.period: must be in \[1, 100000\], got 0"),
-        ("rsi", {"oversold": "30"}, r"rsi.oversold: expected a number, got str"),
-        ("rsi", {"overbought": math.nan}, r"rsi.overbought: must be a finite number"),
-        ("rsi", {"oversold": 80.0}, r"rsi: oversold must be < overbought \(got period=14, oversold=80.0"),
-        ("sma_crossover", {"fast": 50, "slow": 50}, r"sma_crossover: fast must be < slow"),
-        ("macd", {"fast": 30}, r"macd: fast must be < slow"),
-        ("triple_ema", {"mid": 60}, r"triple_ema: fast < mid < slow is required"),
-        ("bollinger", {"num_std": -1.0}, r"bollinger.num_std: must be in"),
-        ("mean_reversion", {"exit_z": -3.0}, r"mean_reversion: exit_z must be > -entry_z"),
-        ("pairs_spread", {"lookback": 1}, r"pairs_spread.lookback: must be in \[2, 100000\]"),
-    ],
-)
-def test_bad_params_are_rejected_naming_the_parameter(name, params, message):
-    with pytest.raises(ValueError, match=message):
-        resolve_params(name, params)
-
-
-def test_warmup_is_a_function_of_the_params():
-    assert get_strategy("sma_crossover").warmup_bars() == 51
-    assert get_strategy("sma_crossover").warmup_bars({"slow": 100}) == 101
-    assert get_strategy("macd").warmup_bars() == 26 + 9
-    assert get_strategy("rsi_macd").warmup_bars({"rsi_period": 60}) == 62
-    with pytest.raises(ValueError, match="fast must be < slow"):
-        get_strategy("macd").warmup_bars({"slow": 5})
+    assert signature_drift(FUNCTIONS["rsi"], STRATEGY_PARAMS["rsi"]) is None
+    with pytest.raises(ValueError, match=r"rsi: the function's defaults .*'oversold': 25.0.* differ from "
+                                         r"strategies.params .*'oversold': 30.0"):
+        bind_functions({**FUNCTIONS, "rsi": rsi}, STRATEGY_PARAMS)
+    with pytest.raises(ValueError, match=r"momentum: the function's defaults"):
+        bind_functions({**FUNCTIONS, "momentum": momentum}, STRATEGY_PARAMS)
+    with pytest.raises(ValueError, match=r"strategy functions .* do not match strategies.params"):
+        bind_functions({k: v for k, v in FUNCTIONS.items() if k != "rsi"}, STRATEGY_PARAMS)
 
 
 def test_pairs_needs_a_pair_and_the_others_refuse_one(bars):
@@ -122,7 +85,7 @@ def test_outputs_are_int8_events_aligned_with_the_bars(bars, name):
 @pytest.mark.parametrize("name", ALL)
 def test_warmup_is_exactly_when_the_first_signal_becomes_possible(bars, name):
     data, pair = bars
-    warmup = get_strategy(name).warmup_bars()
+    warmup = get_params(name).warmup_bars()
     out = compute_signals(name, data, pair=pair_for(name, pair))
     assert not out.signals[: warmup - 1].any()
     for key, series in out.indicators.items():
@@ -133,7 +96,7 @@ def test_warmup_is_exactly_when_the_first_signal_becomes_possible(bars, name):
 def test_no_look_ahead_prefix_equals_the_prefix_of_the_full_run(bars, name):
     data, pair = bars
     full = compute_signals(name, data, pair=pair_for(name, pair))
-    warmup = get_strategy(name).warmup_bars()
+    warmup = get_params(name).warmup_bars()
     for k in sorted({1, 2, warmup - 1, warmup, warmup + 1, 64, 65, 200, 333, N_BARS - 1}):
         part = compute_signals(name, data.slice(0, k), pair=pair_for(name, pair))
         np.testing.assert_array_equal(part.signals, full.signals[:k], err_msg=f"k={k}")
@@ -146,7 +109,7 @@ def test_changing_future_bars_leaves_past_signals_alone(bars, name):
     data, pair = bars
     full = compute_signals(name, data, pair=pair_for(name, pair))
     for k in (60, 250, 420):
-        changed_pair = with_future_changed(pair, k + 7) if STRATEGIES[name].needs_pair else None
+        changed_pair = with_future_changed(pair, k + 7) if STRATEGY_PARAMS[name].needs_pair else None
         changed = compute_signals(name, with_future_changed(data, k), pair=changed_pair)
         np.testing.assert_array_equal(changed.signals[:k], full.signals[:k], err_msg=f"k={k}")
         for key, series in changed.indicators.items():
@@ -159,7 +122,7 @@ def test_changing_future_bars_leaves_past_signals_alone(bars, name):
 def test_latest_signal_equals_the_full_run_bar_by_bar(bars, name):
     data, pair = bars
     full = compute_signals(name, data, pair=pair_for(name, pair))
-    warmup = get_strategy(name).warmup_bars()
+    warmup = get_params(name).warmup_bars()
     traded = np.flatnonzero(full.signals)
     for k in sorted({0, warmup - 2, warmup - 1, *traded[:4].tolist(), *traded[-2:].tolist(), N_BARS - 1}):
         latest = latest_signal(name, data.slice(0, k + 1), pair=pair_for(name, pair))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from common.ohlcv import OHLCV
-from strategies.registry import STRATEGIES, compute_signals
+from strategies.params import STRATEGY_PARAMS
+from strategies.registry import compute_signals
 
 DATA = Path("/work/shared/data/ohlcv/binance")
 YEAR_2021_MS = (1_609_459_200_000, 1_640_995_200_000)
@@ -43,11 +44,11 @@ def round_trips(signals: np.ndarray) -> int:
     return trips
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(STRATEGY_PARAMS))
 def test_each_strategy_trades_a_few_times_to_a_few_hundred_times_in_2021(year_2021, name):
     btc, eth = year_2021
     assert len(btc) > 8_700
-    out = compute_signals(name, btc, pair=eth if STRATEGIES[name].needs_pair else None)
+    out = compute_signals(name, btc, pair=eth if STRATEGY_PARAMS[name].needs_pair else None)
     trips = round_trips(out.signals)
     assert 5 <= trips <= 400, f"{name}: {trips} round trips in 2021"
     assert (out.signals != 0).mean() < 0.15, f"{name} signals on too many bars"
