@@ -17,10 +17,10 @@ from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from options.book import OptionOrder, option_orders
 from options.chain import OptionChain
-from options.contracts import OptionContract, OptionPosition
+from options.contracts import OptionContract, OptionPosition, ProposedTrade
 from options.risk import OptionsRiskLimits, check_options_trade
 from options.scoring import MAX_POSITIONS, score_trade, select_trades
-from options.strategies import OptionsContext, ProposedTrade, decide
+from options.strategies import OptionsContext, decide
 from options.venues import VenueSpec
 from strategies.registry import latest_signal
 

@@ -27,8 +27,7 @@ from typing import Any
 
 from common.ledger import StrategyBook, check_rate, duplicate_reason
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
-from options.contracts import ContractError, OptionContract
-from options.strategies import ProposedTrade
+from options.contracts import ContractError, OptionContract, ProposedTrade
 
 ACTIONS = ("open", "close")
 # A close within this fraction of the held quantity closes the position (float residue).

@@ -7,14 +7,35 @@ Deribit coin premium is the USD mark divided by the index price, see venues.usd_
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from options.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price
-from options.contracts import ContractError, OptionContract, listed_expiries, listed_strikes
+from options.contracts import ContractError, OptionContract, listed_expiries
 from options.venues import DAY_MS, VenueSpec
 from options.vol_surface import DEFAULT_CURVATURE, DEFAULT_IV_FLOOR, DEFAULT_SKEW, smile_iv
+
+
+
+def listed_strikes(venue: VenueSpec, underlying: str, spot: float) -> np.ndarray:
+    """Strike grid around spot: multiples of the strike step within spot * (1 -+ strike_range)."""
+    spec = venue.underlying(underlying)
+    if not (isinstance(spot, (int, float)) and math.isfinite(spot) and spot > 0):
+        raise ContractError(f"spot: must be a finite number > 0, got {spot!r}")
+    step = spec.strike_step
+    first = max(math.ceil(spot * (1 - spec.strike_range) / step), 1)
+    last = math.floor(spot * (1 + spec.strike_range) / step)
+    return np.arange(first, last + 1, dtype=np.float64) * step
+
+
+def closest_strike(strikes: np.ndarray, target: float) -> float:
+    """The listed strike nearest target (ties go to the lower strike)."""
+    strikes = np.asarray(strikes, dtype=np.float64)
+    if strikes.size == 0:
+        raise ContractError("strikes: empty strike list")
+    return float(strikes[np.argmin(np.abs(strikes - target))])
 
 
 @dataclass(frozen=True, eq=False)  # numpy columns: compare by identity

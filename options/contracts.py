@@ -13,8 +13,6 @@ from datetime import date
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from common.model import RecordError, read_bool, read_int, read_number, read_object, read_str
 from options.venues import (DAY_MS, MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name,
                             venue_spec)
@@ -140,6 +138,36 @@ class OptionPosition:
             raise ContractError(str(exc).replace("position.", f"{where}.", 1)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class ProposedTrade:
+    """One order a strategy wants; ``group`` ties the legs of a structure (strangle, straddle)."""
+
+    action: str  # "open" | "close"
+    contract: OptionContract
+    side: int  # +1 buy, -1 sell
+    quantity: float  # contracts, > 0
+    premium: float  # USD per coin, the chain's mark
+    greeks: Mapping[str, float]  # per coin: delta, gamma, theta, vega
+    reason: str
+    score: float = 0.0
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action not in ("open", "close"):
+            raise ContractError(f"trade.action: must be 'open' or 'close', got {self.action!r}")
+        if self.side not in (1, -1):
+            raise ContractError(f"trade.side: must be +1 or -1, got {self.side!r}")
+        if not (math.isfinite(self.quantity) and self.quantity > 0):
+            raise ContractError(f"trade.quantity: must be a finite number > 0, got {self.quantity!r}")
+        if not (math.isfinite(self.premium) and self.premium >= 0):
+            raise ContractError(f"trade.premium: must be a finite number >= 0, got {self.premium!r}")
+
+    @property
+    def coins(self) -> float:
+        """Signed coin exposure this trade adds: side x quantity x multiplier."""
+        return self.side * self.quantity * self.contract.multiplier
+
+
 def listed_expiries(venue: VenueSpec, underlying: str, ts_event: int, horizon_days: int = 400) -> list[int]:
     """The venue's expiry instants (ms) after ts_event, ascending, within horizon_days."""
     venue.underlying(underlying)
@@ -153,22 +181,3 @@ def closest_expiry(expiries: Sequence[int], ts_event: int, target_dte_days: floa
         raise ContractError(f"expiries: none after ts_event {ts_event} among {len(expiries)} listed")
     target = ts_event + target_dte_days * DAY_MS
     return min(live, key=lambda e: (abs(e - target), e))
-
-
-def listed_strikes(venue: VenueSpec, underlying: str, spot: float) -> np.ndarray:
-    """Strike grid around spot: multiples of the strike step within spot * (1 -+ strike_range)."""
-    spec = venue.underlying(underlying)
-    if not (isinstance(spot, (int, float)) and math.isfinite(spot) and spot > 0):
-        raise ContractError(f"spot: must be a finite number > 0, got {spot!r}")
-    step = spec.strike_step
-    first = max(math.ceil(spot * (1 - spec.strike_range) / step), 1)
-    last = math.floor(spot * (1 + spec.strike_range) / step)
-    return np.arange(first, last + 1, dtype=np.float64) * step
-
-
-def closest_strike(strikes: np.ndarray, target: float) -> float:
-    """The listed strike nearest target (ties go to the lower strike)."""
-    strikes = np.asarray(strikes, dtype=np.float64)
-    if strikes.size == 0:
-        raise ContractError("strikes: empty strike list")
-    return float(strikes[np.argmin(np.abs(strikes - target))])

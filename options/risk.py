@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from options.contracts import OptionPosition
-from options.strategies import ProposedTrade
+from options.contracts import OptionPosition, ProposedTrade
 
 
 class OptionsRiskError(ValueError):

@@ -20,8 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Sequence
 
-from options.contracts import OptionPosition
-from options.strategies import ProposedTrade
+from options.contracts import OptionPosition, ProposedTrade
 
 EXECUTE_THRESHOLD = 0.3
 MAX_POSITIONS = 4

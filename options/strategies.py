@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from options.chain import OptionChain
-from options.contracts import OptionContract, OptionPosition, closest_expiry, closest_strike
+from options.chain import OptionChain, closest_strike
+from options.contracts import OptionContract, OptionPosition, ProposedTrade, closest_expiry
 from options.venues import UnderlyingSpec, VenueSpec
 from options.vol_surface import iv_rank
 
@@ -54,36 +54,6 @@ class OptionsContext:
     cash: float  # its free cash, USD
     spot_quantity: float = 0.0  # coins held (e.g. after a wheel assignment)
     spot_cost_basis: float = 0.0  # USD per coin of that holding
-
-
-@dataclass(frozen=True, slots=True)
-class ProposedTrade:
-    """One order a strategy wants; ``group`` ties the legs of a structure (strangle, straddle)."""
-
-    action: str  # "open" | "close"
-    contract: OptionContract
-    side: int  # +1 buy, -1 sell
-    quantity: float  # contracts, > 0
-    premium: float  # USD per coin, the chain's mark
-    greeks: Mapping[str, float]  # per coin: delta, gamma, theta, vega
-    reason: str
-    score: float = 0.0
-    group: str = ""
-
-    def __post_init__(self) -> None:
-        if self.action not in ("open", "close"):
-            raise StrategyError(f"trade.action: must be 'open' or 'close', got {self.action!r}")
-        if self.side not in (1, -1):
-            raise StrategyError(f"trade.side: must be +1 or -1, got {self.side!r}")
-        if not (math.isfinite(self.quantity) and self.quantity > 0):
-            raise StrategyError(f"trade.quantity: must be a finite number > 0, got {self.quantity!r}")
-        if not (math.isfinite(self.premium) and self.premium >= 0):
-            raise StrategyError(f"trade.premium: must be a finite number >= 0, got {self.premium!r}")
-
-    @property
-    def coins(self) -> float:
-        """Signed coin exposure this trade adds: side x quantity x multiplier."""
-        return self.side * self.quantity * self.contract.multiplier
 
 
 _EXIT_PARAMS = {"take_profit_pct": 60.0, "stop_loss_pct": 200.0, "close_dte": 3.0, "alloc_fraction": 0.25}

@@ -7,8 +7,7 @@ from common.ledger import apply_fill, new_book
 from common.model import RecordError
 from options.book import (OptionLeg, OptionOrder, OptionOrderError, apply_option_fill, decide_option_order,
                           mark_option_positions, option_orders, option_value, settle_expired)
-from options.contracts import OptionContract
-from options.strategies import ProposedTrade
+from options.contracts import OptionContract, ProposedTrade
 from options.venues import DERIBIT, IBKR_CME
 
 TS = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from options.black_scholes import bs_price
-from options.chain import build_chain
-from options.contracts import ContractError, OptionContract, listed_expiries, listed_strikes
+from options.chain import build_chain, closest_strike, listed_strikes
+from options.contracts import ContractError, OptionContract, listed_expiries
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 from options.vol_surface import smile_iv
 
@@ -47,3 +47,16 @@ def test_lookup_misses_other_venue_and_unlisted_strikes():
 def test_bad_atm_iv_is_refused():
     with pytest.raises(ContractError, match="atm_iv"):
         build_chain(DERIBIT, "BTC", 90_000.0, TS, 0.0)
+
+
+def test_listed_strikes_and_closest_strike():
+    strikes = listed_strikes(DERIBIT, "BTC", 90_400.0)
+    assert strikes[0] == 46_000 and strikes[-1] == 135_000 and np.all(np.diff(strikes) == 1000)
+    assert closest_strike(strikes, 90_400 * 0.88) == 80_000
+    assert closest_strike(strikes, 80_500) == 80_000  # tie goes to the lower strike
+    eth = listed_strikes(IBKR_CME, "ETH", 3010.0)
+    assert eth[0] == 1550 and np.all(np.diff(eth) == 50)
+    with pytest.raises(ContractError, match="spot"):
+        listed_strikes(DERIBIT, "BTC", 0.0)
+    with pytest.raises(ContractError, match="empty"):
+        closest_strike(np.array([]), 1.0)

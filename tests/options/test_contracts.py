@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from options.contracts import (ContractError, OptionContract, OptionPosition, closest_expiry, closest_strike,
-                               listed_expiries, listed_strikes, parse_instrument_name)
+from options.contracts import (ContractError, OptionContract, OptionPosition, closest_expiry,
+                               listed_expiries, parse_instrument_name)
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 
 DEC25 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
@@ -59,19 +59,6 @@ def test_closest_expiry_never_returns_an_expired_one():
     assert closest_expiry(expiries, ts, 27.5) == DEC25  # tie at 17.5 days: earlier wins
     with pytest.raises(ContractError, match="none after ts_event"):
         closest_expiry([DEC25], DEC25, 30)
-
-
-def test_listed_strikes_and_closest_strike():
-    strikes = listed_strikes(DERIBIT, "BTC", 90_400.0)
-    assert strikes[0] == 46_000 and strikes[-1] == 135_000 and np.all(np.diff(strikes) == 1000)
-    assert closest_strike(strikes, 90_400 * 0.88) == 80_000
-    assert closest_strike(strikes, 80_500) == 80_000  # tie goes to the lower strike
-    eth = listed_strikes(IBKR_CME, "ETH", 3010.0)
-    assert eth[0] == 1550 and np.all(np.diff(eth) == 50)
-    with pytest.raises(ContractError, match="spot"):
-        listed_strikes(DERIBIT, "BTC", 0.0)
-    with pytest.raises(ContractError, match="empty"):
-        closest_strike(np.array([]), 1.0)
 
 
 def test_listed_expiries_checks_the_underlying():

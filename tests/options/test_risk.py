@@ -1,9 +1,8 @@
 """Options risk limits: drawdown, net delta and net vega per portfolio value."""
 import pytest
 
-from options.contracts import OptionContract, OptionPosition
+from options.contracts import OptionContract, OptionPosition, ProposedTrade
 from options.risk import OptionsRiskError, OptionsRiskLimits, check_options_trade
-from options.strategies import ProposedTrade
 
 EXPIRY = 1_798_185_600_000
 CALL = OptionContract("deribit", "BTC", EXPIRY, 100_000.0, True, 1.0)

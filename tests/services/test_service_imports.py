@@ -18,7 +18,7 @@ HEAVY = ("numpy", "pandas", "scipy", "ccxt", "requests", "ib_async", "matplotlib
 NEEDS = {
     "marketdata": {"numpy"},
     "signals": {"numpy"},
-    "portfolio": {"numpy"},
+    "portfolio": set(),
     "pricer": {"numpy"},
     "gateway": set(),
 }
