@@ -17,12 +17,13 @@ import math
 import os
 import shutil
 import tempfile
+from array import array
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 STATE_VERSION = 1
 # How far back from the end EquityLog looks for the last complete line on open.
-EQUITY_CAPACITY = 1024  # points kept in memory for charts (~3 MB for 34 strategies); the file keeps all
+EQUITY_CAPACITY = 1024  # points kept in memory for charts (~0.3 MB for 34 strategies); the file keeps all
 _TAIL_CHUNK = 1 << 16
 
 
@@ -137,6 +138,10 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             path, f"version {version} was written by a newer go-trader (this one reads up to {STATE_VERSION})"
         )
     return state
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _parse_line(line: bytes) -> Any:
@@ -259,18 +264,30 @@ class EquityLog:
 
     The file keeps every point; reads come from a bounded in-memory curve (``capacity``
     points, halving its resolution whenever it fills, always ending at the latest point), so
-    serving a chart costs the same after a year as after an hour. Not fsynced per point: a
-    power cut may lose the last few, which a chart can spare; a torn last line is cut off on
-    open. A damaged line in the middle is skipped and listed in ``damaged_lines``.
+    serving a chart costs the same after a year as after an hour. The curve lives in arrays
+    allocated once (a row of floats per point, the strategy ids shared between rows), not in a
+    dict per point: a service's memory then stays flat while the curve fills and halves,
+    instead of rising and falling by megabytes. Not fsynced per point: a power cut may lose
+    the last few, which a chart can spare; a torn last line is cut off on open. A damaged line
+    in the middle is skipped and listed in ``damaged_lines``.
     """
 
     def __init__(self, path: str | os.PathLike[str], capacity: int = EQUITY_CAPACITY) -> None:
-        if capacity < 2:
-            raise ValueError(f"equity log: capacity must be >= 2, got {capacity!r}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 2:
+            raise ValueError(f"equity log: capacity must be an integer >= 2, got {capacity!r}")
         self.path = Path(path)
         self.capacity = capacity
-        self._points: list[dict[str, Any]] = []
-        self._latest: dict[str, Any] | None = None
+        # Slots 0..capacity hold the curve (one over capacity triggers the halving); the last
+        # slot holds the latest point, which the curve may have skipped.
+        self._latest_slot = capacity + 1
+        slots = capacity + 2
+        self._ts = array("q", bytes(8 * slots))
+        self._ids: list[tuple[str, ...]] = [()] * slots
+        self._width = 0
+        self._values = array("d")
+        self._count = 0
+        self._has_latest = False
+        self._latest_in_curve = False
         self._stride = 1
         self._seen = 0
         self.damaged_lines: list[str] = []
@@ -285,19 +302,62 @@ class EquityLog:
             for number, line in enumerate(f, start=1):
                 point = _parse_line(line)
                 ts = point.get("ts") if isinstance(point, dict) else None
-                if isinstance(ts, bool) or not isinstance(ts, int) or not isinstance(point.get("values"), dict):
+                values = point.get("values") if isinstance(point, dict) else None
+                if isinstance(ts, bool) or not isinstance(ts, int) or not isinstance(values, dict) \
+                        or not all(_is_number(v) for v in values.values()):
                     self.damaged_lines.append(f"{self.path}:{number}: not an equity point {{ts, values}}: {line[:80]!r}")
                     continue
-                self._add(point)
+                self._add(ts, values)
 
-    def _add(self, point: dict[str, Any]) -> None:
-        if self._seen % self._stride == 0:
-            self._points.append(point)
-            if len(self._points) > self.capacity:
-                self._points = self._points[::2]
-                self._stride *= 2
+    def _write_slot(self, slot: int, ts: int, ids: tuple[str, ...], values: Sequence[float]) -> None:
+        if len(ids) > self._width:
+            self._widen(len(ids))
+        previous = self._ids[slot - 1] if slot else ()
+        self._ids[slot] = previous if previous == ids else ids  # rows share one tuple of ids
+        self._ts[slot] = ts
+        row = slot * self._width
+        self._values[row:row + len(values)] = array("d", values)
+
+    def _widen(self, width: int) -> None:
+        """More strategies than any point so far (a config change): copy the rows into wider ones."""
+        old, old_width = self._values, self._width
+        self._values = array("d", bytes(8 * width * len(self._ids)))
+        for slot in range(len(self._ids)):
+            self._values[slot * width:slot * width + old_width] = old[slot * old_width:(slot + 1) * old_width]
+        self._width = width
+
+    def _copy_slot(self, src: int, dst: int) -> None:
+        self._ts[dst] = self._ts[src]
+        self._ids[dst] = self._ids[src]
+        w = self._width
+        self._values[dst * w:(dst + 1) * w] = self._values[src * w:(src + 1) * w]
+
+    def _add(self, ts: int, values: Mapping[str, float]) -> None:
+        ids, row = tuple(values), [float(v) for v in values.values()]
+        self._latest_in_curve = self._seen % self._stride == 0
+        if self._latest_in_curve:
+            self._write_slot(self._count, ts, ids, row)
+            self._count += 1
+            if self._count > self.capacity:
+                self._halve()
         self._seen += 1
-        self._latest = point
+        self._write_slot(self._latest_slot, ts, ids, row)
+        self._has_latest = True
+
+    def _halve(self) -> None:
+        """Keep every other point (the first included), in place."""
+        kept = range(0, self._count, 2)
+        for dst, src in enumerate(kept):
+            self._copy_slot(src, dst)
+        self._latest_in_curve = self._latest_in_curve and (self._count - 1) % 2 == 0
+        for slot in range(len(kept), self._count):
+            self._ids[slot] = ()
+        self._count = len(kept)
+        self._stride *= 2
+
+    def _point(self, slot: int) -> dict[str, Any]:
+        ids, row = self._ids[slot], slot * self._width
+        return {"ts": self._ts[slot], "values": dict(zip(ids, self._values[row:row + len(ids)]))}
 
     def _cut_torn_tail(self) -> None:
         """Look only at the end of the file, so opening stays cheap however long it gets."""
@@ -320,29 +380,33 @@ class EquityLog:
     def append(self, ts: int, values: Mapping[str, float]) -> None:
         if isinstance(ts, bool) or not isinstance(ts, int):
             raise ValueError(f"equity log: ts must be an integer (ms), got {ts!r}")
-        point = {"ts": ts, "values": dict(values)}
-        line = _dumps(point, f"equity[{ts}]") + "\n"
+        for sid, value in values.items():
+            if not _is_number(value):
+                raise ValueError(f"equity log: values.{sid} must be a number, got {value!r}")
+        line = _dumps({"ts": ts, "values": dict(values)}, f"equity[{ts}]") + "\n"
         os.write(self._fd, line.encode("utf-8"))
-        self._add(point)
+        self._add(ts, values)
 
     def read(self, since_ts: int | None = None, max_points: int | None = None) -> list[dict[str, Any]]:
         """Curve points with ``ts >= since_ts``; with ``max_points``, every k-th point plus the
         last, k chosen so that at most ``max_points`` come back."""
         if max_points is not None and max_points < 1:
             raise ValueError(f"equity log: max_points must be >= 1, got {max_points!r}")
-        kept = self._points if self._latest is None or (self._points and self._points[-1] is self._latest) \
-            else [*self._points, self._latest]
-        points = [p for p in kept if since_ts is None or p["ts"] >= since_ts]
-        n = len(points)
-        if max_points is None or n <= max_points:
-            return points
-        if max_points == 1:
-            return [points[-1]]
-        step = -(-(n - 1) // (max_points - 1))
-        sampled = points[::step]
-        if (n - 1) % step:
-            sampled.append(points[-1])
-        return sampled
+        slots = list(range(self._count))
+        if self._has_latest and not self._latest_in_curve:
+            slots.append(self._latest_slot)
+        slots = [s for s in slots if since_ts is None or self._ts[s] >= since_ts]
+        n = len(slots)
+        if max_points is not None and n > max_points:
+            if max_points == 1:
+                slots = [slots[-1]]
+            else:
+                step = -(-(n - 1) // (max_points - 1))
+                sampled = slots[::step]
+                if (n - 1) % step:
+                    sampled.append(slots[-1])
+                slots = sampled
+        return [self._point(s) for s in slots]
 
     def close(self) -> None:
         if self._fd >= 0:

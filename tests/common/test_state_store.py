@@ -284,3 +284,64 @@ def test_equity_curve_stays_bounded_spans_the_whole_history_and_ends_at_the_late
         assert len(steps) == 1  # evenly spaced: one stride
     with EquityLog(path, capacity=8) as reopened:  # rebuilt from the file by streaming it
         assert reopened.read() == points
+
+
+def _reference_curve(points, capacity):
+    """The curve written plainly: keep every stride-th point, halve when over capacity, and
+    always show the latest point last."""
+    kept, stride = [], 1
+    for seen, point in enumerate(points):
+        if seen % stride == 0:
+            kept.append(point)
+            if len(kept) > capacity:
+                kept, stride = kept[::2], stride * 2
+    return kept if kept and kept[-1] is points[-1] else [*kept, points[-1]]
+
+
+@pytest.mark.parametrize("capacity", [2, 3, 8, 9])
+def test_equity_curve_matches_the_plain_halving_rule_across_strategy_sets(tmp_path, capacity):
+    # Strategies come and go between points (a config change across a restart).
+    ids = [("a",), ("a", "b", "c"), ("b",), ()]
+    points = [{"ts": i, "values": {sid: float(i * 10 + k) for k, sid in enumerate(ids[i // 25 % 4])}}
+              for i in range(137)]
+    with EquityLog(tmp_path / "equity.jsonl", capacity=capacity) as log:
+        for p in points:
+            log.append(p["ts"], p["values"])
+        assert log.read() == _reference_curve(points, capacity)
+        assert log.read(max_points=3)[-1] == points[-1]
+    with EquityLog(tmp_path / "equity.jsonl", capacity=capacity) as reopened:
+        assert reopened.read() == _reference_curve(points, capacity)
+
+
+def test_equity_curve_memory_is_allocated_once_and_stays_flat(tmp_path):
+    import tracemalloc
+
+    values = {f"strategy-{i}": 1000.0 + i for i in range(34)}
+    with EquityLog(tmp_path / "equity.jsonl", capacity=1024) as log:
+        for ts in range(2048):  # the curve has filled and halved: every buffer is at its size
+            log.append(ts, values)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for ts in range(2048, 2048 + 20_000):  # four more halvings
+                log.append(ts, values)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 16_000  # bytes; a dict per kept point would be ~2 KB each, megabytes in all
+        assert log.read()[-1] == {"ts": 2048 + 20_000 - 1, "values": values}
+
+
+def test_equity_log_rejects_a_value_that_is_not_a_number(tmp_path):
+    with EquityLog(tmp_path / "equity.jsonl") as log:
+        with pytest.raises(ValueError, match=r"values\.mom must be a number, got '1'"):
+            log.append(1, {"mom": "1"})
+        assert log.read() == []
+
+
+def test_equity_log_names_a_line_with_a_non_number_value_as_damaged(tmp_path):
+    path = tmp_path / "equity.jsonl"
+    path.write_bytes(b'{"ts": 1, "values": {"a": 1.5}}\n{"ts": 2, "values": {"a": true}}\n{"ts": 3, "values": {"a": 2}}\n')
+    with EquityLog(path) as log:
+        assert log.read() == [{"ts": 1, "values": {"a": 1.5}}, {"ts": 3, "values": {"a": 2.0}}]
+        assert len(log.damaged_lines) == 1 and "equity.jsonl:2:" in log.damaged_lines[0]
