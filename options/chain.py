@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,20 +57,20 @@ class OptionChain:
     gamma: np.ndarray
     theta: np.ndarray  # per day
     vega: np.ndarray  # per vol point
-    _rows: dict[tuple[int, float, bool], int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        keys = zip(self.expiry_ts.tolist(), self.strike.tolist(), self.is_call.tolist())
-        object.__setattr__(self, "_rows", {key: i for i, key in enumerate(keys)})
 
     def __len__(self) -> int:
         return int(self.strike.size)
 
     def lookup(self, contract: OptionContract) -> int | None:
-        """Row of a contract in this chain, or None (other venue, unlisted or expired)."""
+        """Row of a contract in this chain, or None (other venue, unlisted or expired).
+
+        A scan of three columns rather than a dict of every row: a chain is built for a few
+        lookups, and thousands of key tuples per chain cost more than they save."""
         if contract.venue != self.venue or contract.underlying != self.underlying:
             return None
-        return self._rows.get((contract.expiry_ts, float(contract.strike), contract.is_call))
+        hits = np.flatnonzero((self.expiry_ts == contract.expiry_ts) & (self.strike == float(contract.strike))
+                              & (self.is_call == contract.is_call))
+        return int(hits[0]) if hits.size else None
 
     def contract(self, row: int) -> OptionContract:
         return OptionContract(self.venue, self.underlying, int(self.expiry_ts[row]), float(self.strike[row]),
@@ -89,9 +89,10 @@ class OptionChain:
 
     def restricted_to(self, listed: set[tuple[int, float, bool]]) -> "OptionChain":
         """This chain cut to the ``(expiry_ts, strike, is_call)`` a venue really lists."""
-        keep = np.fromiter((key in listed for key in self._rows), dtype=bool, count=len(self))
+        keys = zip(self.expiry_ts.tolist(), self.strike.tolist(), self.is_call.tolist())
+        keep = np.fromiter((key in listed for key in keys), dtype=bool, count=len(self))
         columns = {f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)
-                   if f.init and isinstance(getattr(self, f.name), np.ndarray)}
+                   if isinstance(getattr(self, f.name), np.ndarray)}
         return dataclasses.replace(self, **columns)
 
 

@@ -59,23 +59,49 @@ def _contract(item: Any, where: str) -> OptionContract:
     return OptionContract.from_dict(item, where)
 
 
-CHAIN_COLUMNS = ("expiry_ts", "strike", "is_call", "forward", "iv", "mark", "delta", "gamma", "theta", "vega")
+# A chain travels as raw little-endian columns (msgpack bin), not lists of numbers: thousands
+# of rows then cost one buffer per column on both sides instead of a Python float per cell.
+CHAIN_COLUMNS: dict[str, str] = {
+    "expiry_ts": "<i8", "strike": "<f8", "is_call": "|b1", "forward": "<f8", "iv": "<f8",
+    "mark": "<f8", "delta": "<f8", "gamma": "<f8", "theta": "<f8", "vega": "<f8",
+}
+
+
+class ChainReplyError(ValueError):
+    """A ``chain`` reply that does not describe a chain; the message names the bad field."""
 
 
 def chain_to_dict(chain: OptionChain) -> dict[str, Any]:
     return {
         "underlying": chain.underlying, "venue": chain.venue, "spot": chain.spot, "ts": chain.ts,
-        "rows": {name: getattr(chain, name).tolist() for name in CHAIN_COLUMNS},
+        "size": len(chain),
+        "columns": {name: np.ascontiguousarray(getattr(chain, name), dtype=dtype).tobytes()
+                    for name, dtype in CHAIN_COLUMNS.items()},
     }
 
 
-def chain_from_dict(d: dict[str, Any]) -> OptionChain:
+def chain_from_dict(d: Any) -> OptionChain:
     """The chain a ``chain`` reply describes (the venue gives the multiplier)."""
-    rows = d["rows"]
-    dtypes = {"expiry_ts": np.int64, "is_call": np.bool_}
-    columns = {name: np.asarray(rows[name], dtype=dtypes.get(name, np.float64)) for name in CHAIN_COLUMNS}
-    multiplier = venue_spec(d["venue"]).underlying(d["underlying"]).multiplier
-    return OptionChain(d["venue"], d["underlying"], multiplier, int(d["ts"]), float(d["spot"]), **columns)
+    if not isinstance(d, dict):
+        raise ChainReplyError(f"chain reply: expected an object, got {type(d).__name__}")
+    size, columns = d.get("size"), d.get("columns")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ChainReplyError(f"chain reply.size: expected a row count >= 0, got {size!r}")
+    if not isinstance(columns, dict):
+        raise ChainReplyError(f"chain reply.columns: expected an object, got {type(columns).__name__}")
+    arrays = {}
+    for name, dtype in CHAIN_COLUMNS.items():
+        raw = columns.get(name)
+        width = np.dtype(dtype).itemsize
+        if not isinstance(raw, bytes) or len(raw) != size * width:
+            got = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
+            raise ChainReplyError(f"chain reply.columns.{name}: expected {size} x {width} bytes, got {got}")
+        arrays[name] = np.frombuffer(raw, dtype=dtype)
+    try:
+        multiplier = venue_spec(d.get("venue")).underlying(d.get("underlying")).multiplier
+        return OptionChain(d["venue"], d["underlying"], multiplier, int(d["ts"]), float(d["spot"]), **arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChainReplyError(f"chain reply: {exc}") from None
 
 
 class PricerService:

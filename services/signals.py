@@ -29,7 +29,7 @@ from common.timeframes import timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
-from services.pricer import chain_from_dict
+from services.pricer import ChainReplyError, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
 WARMUP_BACKOFF_SECONDS = 2.0
@@ -185,6 +185,8 @@ class SignalEngine:
             return {}, f"pricer unavailable: {exc}"
         except RemoteError as exc:
             return {}, f"pricer refused: {exc.code}: {exc.message}"
+        except ChainReplyError as exc:
+            return {}, f"pricer sent a bad chain: {exc}"
         return market, None
 
     def decide_pending_options(self) -> list[OptionsDecision]:

@@ -1,6 +1,7 @@
 """The pricer's handlers, without sockets: chains, marks, IV history, and clear errors."""
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -10,7 +11,7 @@ from options.black_scholes import bs_price
 from options.marks import SimIvPath, SimSurface
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank, simulate_atm_iv, smile_iv
-from services.pricer import IV_HISTORY_DAYS, PricerService
+from services.pricer import IV_HISTORY_DAYS, ChainReplyError, PricerService, chain_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = load_config(REPO / "config" / "default.json")
@@ -30,14 +31,36 @@ def pricer() -> PricerService:
 
 
 def test_chain_lists_venue_expiries_and_strikes_at_the_sim_vol(pricer):
-    reply = pricer.on_chain({"underlying": "BTC", "venue": "ibkr", "horizon_days": 40})
-    rows = reply["rows"]
-    assert set(rows["expiry_ts"]) == set(IBKR_CME.listed_expiries(TS, 40))
-    assert min(rows["strike"]) == 45_000.0 and max(rows["strike"]) == 135_000.0
+    reply = msgpack.unpackb(msgpack.packb(pricer.on_chain({"underlying": "BTC", "venue": "ibkr", "horizon_days": 40})))
+    chain = chain_from_dict(reply)
+    assert set(chain.expiry_ts.tolist()) == set(IBKR_CME.listed_expiries(TS, 40))
+    assert chain.strike.min() == 45_000.0 and chain.strike.max() == 135_000.0 and len(chain) == reply["size"]
     atm = pricer.source.atm_iv("BTC", TS)
-    i = next(i for i, k in enumerate(rows["strike"]) if k == 90_000.0)
-    assert rows["iv"][i] == pytest.approx(atm)  # at the forward (r = 0) the smile is the ATM vol
+    i = int(np.flatnonzero(chain.strike == 90_000.0)[0])
+    assert chain.iv[i] == pytest.approx(atm)  # at the forward (r = 0) the smile is the ATM vol
+    assert chain.multiplier == 0.1 and chain.is_call.dtype == np.bool_ and chain.expiry_ts.dtype == np.int64
     assert reply["source"] == "sim" and reply["spot"] == 90_000.0
+    assert len(reply["columns"]["strike"]) == 8 * len(chain)  # raw float64, not a list of numbers
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r: r.update(size=-1), r"chain reply.size: expected a row count >= 0, got -1"),
+    (lambda r: r.update(size=True), r"chain reply.size: expected a row count >= 0, got True"),
+    (lambda r: r.pop("columns"), r"chain reply.columns: expected an object, got NoneType"),
+    (lambda r: r["columns"].pop("iv"), r"chain reply.columns.iv: expected \d+ x 8 bytes, got NoneType"),
+    (lambda r: r["columns"].update(mark=r["columns"]["mark"][:-3]), r"chain reply.columns.mark: expected \d+ x 8 bytes, got \d+ bytes"),
+    (lambda r: r["columns"].update(strike=[1.0, 2.0]), r"chain reply.columns.strike: expected \d+ x 8 bytes, got list"),
+    (lambda r: r.update(venue="ftx"), r"chain reply: unknown venue 'ftx'"),
+    (lambda r: r.pop("spot"), r"chain reply: 'spot'"),
+])
+def test_a_chain_reply_that_is_not_a_chain_is_refused_naming_the_field(pricer, mutate, message):
+    reply = pricer.on_chain({"underlying": "ETH", "venue": "deribit", "horizon_days": 10})
+    reply["columns"] = dict(reply["columns"])
+    mutate(reply)
+    with pytest.raises(ChainReplyError, match=message):
+        chain_from_dict(reply)
+    with pytest.raises(ChainReplyError, match=r"chain reply: expected an object, got list"):
+        chain_from_dict([reply])
 
 
 def test_mark_prices_deribit_and_cme_on_one_surface_and_expired_at_intrinsic(pricer):
