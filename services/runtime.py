@@ -20,17 +20,32 @@ from common.log import EventLog
 
 HEARTBEAT_SECONDS = 1.0
 HEAP_TRIM_SECONDS = 10.0
+# glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
+# two arenas instead of 8 per core for zmq's I/O threads; a fixed 128 KiB mmap threshold, so
+# a large transient (a state snapshot, a numpy temporary) is mapped and unmapped instead of
+# raising the heap's high-water mark (glibc otherwise raises the threshold after each such
+# free); and the heap trimmed past 128 KiB of free top.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+MALLOC_SETTINGS = ((M_ARENA_MAX, 2), (M_MMAP_THRESHOLD, 128 * 1024), (M_TRIM_THRESHOLD, 128 * 1024))
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None on a libc without it (musl, macOS)."""
+def _glibc() -> Any:
+    """glibc, or None on a libc without malloc_trim/mallopt (musl, macOS)."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+        if libc.malloc_trim and libc.mallopt:  # attribute lookup raises when a symbol is missing
+            return libc
+        return None
     except (OSError, AttributeError):
         return None
 
 
-_malloc_trim = _find_malloc_trim()
+def tune_malloc(libc: Any) -> list[tuple[int, int]]:
+    """Apply MALLOC_SETTINGS; the ones glibc accepted (mallopt returns 1 on success)."""
+    return [(param, value) for param, value in MALLOC_SETTINGS if libc.mallopt(param, value) == 1]
+
+
+_libc = _glibc()
 
 
 @dataclass
@@ -47,6 +62,7 @@ class ServiceRuntime:
         self.name = name
         self.log = EventLog(name)
         self.stats = BusStats()
+        self.malloc_settings = tune_malloc(_libc) if _libc is not None else []  # before zmq starts its threads
         self.ctx = zmq.Context()
         self.started_ms = wall_ms()
         self.stopping = False
@@ -65,8 +81,8 @@ class ServiceRuntime:
     def trim_heap(self) -> None:
         """Give freed heap pages back to the OS (glibc keeps them otherwise): numpy's per-cycle
         temporaries would make a long-running service's RSS creep though nothing leaks."""
-        if _malloc_trim is not None:
-            _malloc_trim(0)
+        if _libc is not None:
+            _libc.malloc_trim(0)
 
     def bind_publisher(self, endpoint: str) -> Publisher:
         self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats)
