@@ -26,7 +26,7 @@ from bench.harness import Row, running_stack, verdict
 
 TARGET_TOTAL_MB = 220.0  # the seed's peak for a whole cycle
 FLAT_MB_PER_MIN = 0.5  # growth above this over the second half is a leak, not noise
-SPEED = 120_000  # 3 wall minutes = 250 market days
+SPEED = 120_000  # 1 wall minute = 83 market days
 SERVICES = ("marketdata", "signals", "portfolio", "pricer", "gateway")
 NATIVE_LIBS = ("numpy", "scipy", "pandas", "zmq", "msgpack", "charset_normalizer", "aiohttp", "yarl",
                "multidict", "cryptography", "coincurve")
@@ -101,7 +101,10 @@ def _slope_mb_per_min(t_s: np.ndarray, mb: np.ndarray) -> float:
 
 
 def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
-    seconds, every = (5.0, 0.5) if quick else (600.0, 6.0)  # long enough to tell a plateau from a leak
+    # Steady state needs every bounded buffer full: the signal engine's 1,000 daily bars take
+    # 1,000 market days (12 wall minutes here), so the growth half of a 20-minute run starts
+    # at 833 days; a 10-minute run measured mostly that fill (+0.53 MB/min, then flat).
+    seconds, every = (5.0, 0.5) if quick else (1200.0, 6.0)
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in (*SERVICES, "supervisord")}
     with running_stack(stack, speed=SPEED) as running:
         pids = {name: running.pid(name) for name in SERVICES}
