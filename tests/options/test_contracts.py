@@ -1,12 +1,11 @@
-"""Contracts, positions and the listed expiry/strike pickers."""
+"""Contracts, positions and the listed-expiry pickers."""
 from datetime import datetime, timezone
 
-import numpy as np
 import pytest
 
 from options.contracts import (ContractError, OptionContract, OptionPosition, closest_expiry,
                                listed_expiries, parse_instrument_name)
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DAY_MS, DERIBIT
 
 DEC25 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
 
