@@ -84,7 +84,8 @@ def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float]
 def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int,
                  last_tick_ms: int | None = None) -> dict[str, Any]:
     """Each service's last heartbeat and whether it is alive (lost after two missed beats);
-    the feed is stale when marketdata says so."""
+    the feed is stale when marketdata says so. A live service that reports problems (it cannot
+    persist, cannot mark, has no real data) is not healthy either: alive is not the same as working."""
     services = {}
     for name in SERVICES:
         beat = heartbeats.get(name)
@@ -92,12 +93,15 @@ def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int,
             services[name] = {"alive": False, "last_heartbeat_age_s": None}
             continue
         age = now_wall_ms - beat["received_ms"]
+        problems = beat.get("problems")
         services[name] = {"alive": age < HEARTBEAT_LOST_MS, "last_heartbeat_age_s": round(age / 1000, 2),
-                          "pid": beat.get("pid"), "uptime_s": beat.get("uptime_s"), "errors": beat.get("errors")}
+                          "pid": beat.get("pid"), "uptime_s": beat.get("uptime_s"), "errors": beat.get("errors"),
+                          "problems": [str(p) for p in problems] if isinstance(problems, list) else []}
     feed = heartbeats.get("marketdata", {})
     tick_age = None if last_tick_ms is None else round((now_wall_ms - last_tick_ms) / 1000, 2)
     return {
-        "ok": all(s["alive"] for s in services.values()) and not feed.get("stale", False),
+        "ok": (all(s["alive"] and not s.get("problems") for s in services.values())
+               and not feed.get("stale", False)),
         "services": services,
         "feed": {"mode": feed.get("mode"), "market_ts": feed.get("market_ts"), "stale": feed.get("stale"),
                  "finished": feed.get("finished"), "last_tick_age_s": tick_age},

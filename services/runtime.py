@@ -74,6 +74,9 @@ class ServiceRuntime:
         self._steps: list[Callable[[], bool]] = []
         self._busy = False
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
+        # What keeps this service from doing its job right now (name -> one-line reason):
+        # the heartbeat carries it and the gateway's /healthz is 503 while any is set.
+        self.problems: dict[str, str] = {}
         self._poller = zmq.Poller()
         self.every(HEAP_TRIM_SECONDS, self.trim_heap)
 
@@ -146,6 +149,7 @@ class ServiceRuntime:
             "uptime_s": round((wall_ms() - self.started_ms) / 1000, 1),
             "bus": self.stats.to_dict(),
             "errors": self.errors,
+            "problems": [f"{name}: {reason}" for name, reason in sorted(self.problems.items())],
         }
         body.update(self._heartbeat_extra())
         self.publisher.publish(f"heartbeat.{self.name}", "heartbeat", body)

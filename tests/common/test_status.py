@@ -118,6 +118,17 @@ def test_health_is_not_ok_when_the_feed_is_stale():
     assert build_health(beats, now)["ok"] is False
 
 
+def test_health_is_not_ok_while_a_live_service_reports_a_problem():
+    now = 10_000
+    beats = {name: {"received_ms": now, "problems": []} for name in ("marketdata", "signals", "portfolio", "pricer")}
+    assert build_health(beats, now)["ok"] is True
+    beats["portfolio"]["problems"] = ["persist: state.json: [Errno 28] No space left on device"]
+    health = build_health(beats, now)
+    assert health["ok"] is False
+    assert health["services"]["portfolio"]["problems"] == ["persist: state.json: [Errno 28] No space left on device"]
+    assert health["services"]["portfolio"]["alive"] is True
+
+
 def test_equity_curves_sum_categories_carrying_the_last_known_value():
     views = {"a": {"category": "spot", "initial_capital": 1000.0, "portfolio_value": 1030.0},
              "b": {"category": "spot", "initial_capital": 500.0, "portfolio_value": 480.0},
