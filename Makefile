@@ -56,6 +56,7 @@ test: venv browser
 	$(BIN)/python -m pytest
 
 bench: venv
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(BIN)/python -m bench.run_all
 
 chaos: venv
