@@ -29,8 +29,8 @@ start: venv run/logs  ## all services in the background
 	$(BIN)/python -m common.config --check $(CONFIG)
 	$(BIN)/supervisord -c supervisord.conf
 
-stop:
-	-$(SUPERVISORCTL) shutdown
+stop:  ## returns once supervisord, every service and every port are gone
+	$(BIN)/python -m services.go_trader stop --config $(CONFIG)
 
 restart:
 	$(SUPERVISORCTL) restart all
