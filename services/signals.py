@@ -38,7 +38,8 @@ from services.pricer import ChainReplyError, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
 WARMUP_BACKOFF_SECONDS = 2.0
-PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered or transiently refused order
+PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
+ORDER_RETRY_SECONDS = 0.1  # first wait after a transient refusal ('retry': often a tick on its way)
 PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
@@ -282,16 +283,16 @@ class SignalEngine:
             try:
                 ack = self.portfolio.request(kind, order.to_dict())
             except RequestFailed as exc:
-                self.hold_outbox(order_id, f"unanswered: {exc}")
+                self.hold_outbox(order_id, f"unanswered: {exc}", PORTFOLIO_BACKOFF_SECONDS)
                 return acks
             except RemoteError as exc:
                 if exc.code in TRANSIENT_ERRORS:
-                    self.hold_outbox(order_id, f"{exc.code}: {exc.message}")
+                    self.hold_outbox(order_id, f"{exc.code}: {exc.message}", ORDER_RETRY_SECONDS)
                     return acks
                 self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
             else:
                 if ack.get("status") == ORDER_RETRY:
-                    self.hold_outbox(order_id, f"retry: {ack.get('reason')}")
+                    self.hold_outbox(order_id, f"retry: {ack.get('reason')}", ORDER_RETRY_SECONDS)
                     return acks
                 self.orders_acked += 1
                 self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
@@ -300,11 +301,10 @@ class SignalEngine:
             del self.outbox[order_id]
         return acks
 
-    def hold_outbox(self, order_id: str, why: str) -> None:
-        """Keep the order first in line and wait longer after each failure in a row."""
+    def hold_outbox(self, order_id: str, why: str, first_wait: float) -> None:
+        """Keep the order first in line; wait ``first_wait``, doubled after each failure in a row."""
         self.portfolio_failures += 1
-        wait = backoff_seconds(self.portfolio_failures, base=PORTFOLIO_BACKOFF_SECONDS,
-                               cap=PORTFOLIO_BACKOFF_CAP_SECONDS)
+        wait = backoff_seconds(self.portfolio_failures, base=first_wait, cap=PORTFOLIO_BACKOFF_CAP_SECONDS)
         self.portfolio_retry_at = time.monotonic() + wait
         self.rt.log.warning("order_pending", order_id=order_id, error=why, outbox=len(self.outbox),
                             retry_in_s=wait)

@@ -54,7 +54,7 @@ def test_a_transiently_refused_order_stays_first_and_is_resent_until_it_fills(en
     engine.portfolio = ScriptedPortfolio(transient, transient, {"status": "filled"}, {"status": "filled"})
     queue(engine, "a", "b")
     assert engine.flush_outbox() == [] and list(engine.outbox) == ["a", "b"]
-    assert engine.portfolio_retry_at > time.monotonic() + 0.5  # waits: not asked again at once
+    assert engine.portfolio_retry_at > time.monotonic() + 0.05  # waits: not asked again at once
     assert engine.flush_outbox() == [] and engine.portfolio.sent == ["a"]
     assert resend_now(engine) == [] and engine.portfolio_failures == 2
     acks = resend_now(engine)
@@ -71,13 +71,17 @@ def test_a_final_refusal_is_dropped_and_the_next_order_goes(engine, code):
     assert [a["order_id"] for a in acks] == ["b"] and not engine.outbox and engine.orders_acked == 1
 
 
-def test_the_backoff_doubles_per_failure_up_to_its_cap(engine):
-    engine.portfolio = ScriptedPortfolio(*[{"status": ORDER_RETRY}] * 8)
+@pytest.mark.parametrize("failure, waits", [
+    ({"status": ORDER_RETRY}, [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10, 10]),  # a tick on its way: soon
+    (RequestFailed("no reply"), [1, 2, 4, 8, 10, 10, 10, 10, 10]),  # the request itself timed out
+])
+def test_the_backoff_doubles_per_failure_up_to_its_cap(engine, failure, waits):
+    engine.portfolio = ScriptedPortfolio(*[failure] * 9)
     queue(engine, "a")
-    waits = []
-    for _ in range(8):
+    seen = []
+    for _ in range(9):
         before = time.monotonic()
         resend_now(engine)
-        waits.append(round(engine.portfolio_retry_at - before))
-    assert waits == [1, 2, 4, 8, 10, 10, 10, 10] and PORTFOLIO_BACKOFF_CAP_SECONDS == 10
+        seen.append(round(engine.portfolio_retry_at - before, 1))
+    assert seen == waits and PORTFOLIO_BACKOFF_CAP_SECONDS == 10
     assert list(engine.outbox) == ["a"]
