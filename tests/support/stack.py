@@ -191,9 +191,13 @@ class StateReader(threading.Thread):
         self.reads = 0
         self.failures: list[str] = []
         self.stop_event = threading.Event()
+        self.paused = threading.Event()  # set while a test damages state.json on purpose
 
     def run(self) -> None:
         while not self.stop_event.is_set():
+            if self.paused.is_set():
+                time.sleep(0.01)
+                continue
             try:
                 text = self.path.read_text()
             except FileNotFoundError:
