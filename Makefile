@@ -59,8 +59,9 @@ bench: venv
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(BIN)/python -m bench.run_all
 
+# DISK=1 also kills supervisord, fills the state volume (a tmpfs, as root) and damages files.
 chaos: venv
-	$(BIN)/python -m tests.support.chaos --seconds $(or $(SECONDS),600)
+	$(BIN)/python -m tests.support.chaos --seconds $(or $(SECONDS),600) $(if $(DISK),--disk)
 
 clean:
 	rm -rf $(VENV) run .pytest_cache

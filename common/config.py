@@ -217,6 +217,7 @@ class Config:
     path: Path | None  # the file it came from; None when parsed from a dict
     interval_seconds: int
     state_file: Path
+    create_state_dir: bool
     fee_pct: float
     slippage_pct: float
     feed: FeedConfig
@@ -583,6 +584,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         path=path,
         interval_seconds=top["interval_seconds"],
         state_file=base / top["state_file"],
+        create_state_dir=top["create_state_dir"],
         fee_pct=top["fee_pct"],
         slippage_pct=top["slippage_pct"],
         feed=FeedConfig(

@@ -384,6 +384,9 @@ TOP = Section("top level", "The file is one JSON object.", {
     "interval_seconds": Field(INTEGER, "Default spot strategy interval (market seconds).", 300, POSITIVE),
     "state_file": Field(STRING, "Portfolio state file; relative paths resolve against the working directory.",
                         "run/state.json", Matches(re.compile(r"^\S.*$"), "a path")),
+    "create_state_dir": Field(BOOLEAN, "Create the state file's directory when it is missing; off, a missing "
+                              "directory (an unmounted volume?) stops the portfolio instead of starting from zero.",
+                              False),
     "fee_pct": Field(NUMBER, "Fee per fill, % of notional.", 0.1, Range(ge=0, lt=100)),
     "slippage_pct": Field(NUMBER, "Slippage per fill, % of price, against the trader.", 0.0, Range(ge=0, lt=100)),
     "feed": Field(FEED, FEED.doc),

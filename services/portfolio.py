@@ -11,16 +11,23 @@ Order of work for a fill: decide (pure) -> append to the journal and fsync -> bo
 acknowledge. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
 path. A crash at any point loses nothing that was acknowledged: on start the journal tail
 past state.json's ``journal_seq`` is replayed.
+
+One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
+there, and writes only while it still holds that lock. When a write fails (disk full,
+read-only, permissions, lock lost) ``problems["persist"]`` makes /healthz 503 until a write
+succeeds again; an order whose fill cannot be journaled is answered ``retry``, never acked.
 """
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
-from common.model import Fill, RecordError, SpotOrder
+from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
+from common.model import ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, strategy_metas
 from options.book import OptionOrder
 from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
@@ -32,6 +39,11 @@ SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer
+LOCK_NAME = "portfolio.lock"
+
+
+class PersistFailed(RuntimeError):
+    """A fill could not be journaled: the order gets a ``retry`` answer, never an ack."""
 
 
 class PortfolioService:
@@ -39,7 +51,8 @@ class PortfolioService:
         self.cfg = cfg
         self.rt = runtime
         self.state_path = Path(cfg.state_file)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_dir = prepare_state_dir(self.state_path.parent, cfg.create_state_dir)
+        self.lock = DirLock(state_dir / LOCK_NAME).acquire()  # LockHeld: another writer is here
         self.portfolio = Portfolio(strategy_metas(cfg), fee_rate=cfg.fee_pct / 100.0,
                                    slippage_rate=cfg.slippage_pct / 100.0,
                                    max_option_positions=cfg.options.max_positions,
@@ -75,15 +88,44 @@ class PortfolioService:
 
     # --- persistence -------------------------------------------------------------------
     def save(self) -> None:
-        if self.dirty:
+        """Save state.json if it changed; a failed save is a persist problem, retried next time."""
+        if not self.dirty:
+            return
+        try:
+            self.check_lock()
             save_state(self.state_path, self.portfolio.to_state())
-            self.dirty = False
+        except (OSError, LockHeld) as exc:
+            self.persist_failed("state.json", exc)
+            return
+        self.dirty = False
+        self.rt.clear_problem("persist")
+
+    def check_lock(self) -> None:
+        """Write only while holding the lock: if its file was deleted or replaced under us, take
+        the new one; LockHeld when another process got there first."""
+        if not self.lock.still_held():
+            self.lock.release()
+            self.lock = DirLock(self.lock.path).acquire()
+
+    def persist_failed(self, what: str, exc: Exception) -> None:
+        """Flag the outage (problems -> /healthz 503, logged once); the next save probes the disk
+        again, and only a good save of state.json clears the flag."""
+        code = errno.errorcode.get(exc.errno, "") if isinstance(exc, OSError) and exc.errno else ""
+        self.rt.set_problem("persist", f"cannot write {what}: {code + ': ' if code else ''}"
+                                       f"{getattr(exc, 'strerror', None) or exc}")
+        self.dirty = True
 
     def book_fills(self, fills: list[Fill]) -> None:
-        """Journal (fsync) first, then book and publish: the ack follows only after this."""
+        """Journal (fsync) first, then book and publish: the ack follows only after this.
+        PersistFailed when the journal cannot be written: nothing is booked."""
         if not fills:
             return
-        self.journal.append([f.to_dict() for f in fills])
+        try:
+            self.check_lock()
+            self.journal.append([f.to_dict() for f in fills])
+        except (OSError, LockHeld) as exc:
+            self.persist_failed("journal.jsonl", exc)
+            raise PersistFailed(str(exc)) from None
         for event in self.portfolio.commit(fills):
             self.rt.log.warning("risk_event", detail=event)
         self.fills_made += len(fills)
@@ -95,6 +137,19 @@ class PortfolioService:
                              price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
 
     # --- requests --------------------------------------------------------------------------
+    def retry_when_unwritable(self, handler: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        """An order handler whose fill could not be journaled answers ``retry``: the sender keeps
+        the order and resends it (same id) once the disk is back."""
+        def answer(body: Any) -> dict[str, Any]:
+            try:
+                return handler(body)
+            except PersistFailed as exc:
+                order_id = body.get("order_id") if isinstance(body, dict) else None
+                return {"order_id": order_id, "status": ORDER_RETRY, "reason": f"not journaled: {exc}",
+                        "fill": None, "fills": []}
+        answer.__name__ = handler.__name__
+        return answer
+
     def on_order(self, body: Any) -> dict[str, Any]:
         try:
             order = SpotOrder.from_dict(body)
@@ -175,11 +230,17 @@ class PortfolioService:
             self.rt.log.warning("risk_event", detail=event)
         if events:
             self.dirty = True
-        self.book_fills(liquidations)
+        try:
+            self.book_fills(liquidations)
+        except PersistFailed:
+            return  # not booked: the next mark decides these fills again
         step = self.portfolio.market_ts // EQUITY_STEP_MS
         if step > self.last_equity_step:
             self.last_equity_step = step
-            self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
+            try:
+                self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
+            except OSError as exc:
+                self.persist_failed("equity.jsonl", exc)
 
     def mark_options(self) -> None:
         """Reprice every open option position through the pricer (at most once a second)."""
@@ -222,6 +283,7 @@ class PortfolioService:
         self.save()
         self.journal.close()
         self.equity.close()
+        self.lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     rt = ServiceRuntime("portfolio")
     try:
         svc = PortfolioService(cfg, rt)
+    except (StateDirMissing, LockHeld) as exc:
+        rt.log.error("state_dir_unusable", detail=str(exc))
+        print(f"portfolio: {exc}", file=sys.stderr)
+        rt.close()
+        return 2
     except StateFileError as exc:
         rt.log.error("state_unreadable", detail=str(exc))
         print(f"portfolio: {exc}", file=sys.stderr)
@@ -236,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ep = cfg.endpoints["portfolio"]
     rt.bind_publisher(ep.pub)
-    rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order,
+    rt.bind_replier(ep.rep, {"order": svc.retry_when_unwritable(svc.on_order),
+                             "option_order": svc.retry_when_unwritable(svc.on_option_order),
                              "positions": svc.on_positions, "snapshot": svc.on_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
