@@ -26,6 +26,8 @@ from common.config_schema import (
     GATEWAY_TOKEN_ENV,
     INVALID,
     LOCAL_HOSTS,
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
     OPTIONS,
     OPTIONS_STRATEGY_NAMES,
     OPTIONS_VENUE_UNDERLYINGS,
@@ -78,8 +80,6 @@ _DISCORD_SECRET_KEYS = _SECRET_KEYS | {"url"}
 _DISCORD_WEBHOOK_RE = re.compile(r"https?://([\w-]+\.)?discord(app)?\.com/api/webhooks/", re.IGNORECASE)
 _SYMBOL_CUTOFF = 0.85
 _NATIVE_ONLY_KEYS = ("strategy", "symbol", "timeframe", "pair", "venue", "underlying")
-MAX_CONFIG_BYTES = 10 * 1024 * 1024  # the default config is 12 KB; 10,000 strategies fit in 3 MB
-MAX_DEPTH = 16  # the deepest key is 4 levels down (options.venues.deribit.min_score)
 
 
 class ConfigError(ValueError):
@@ -412,6 +412,8 @@ def _check_strategy_entry(entry: Any, where: str, errors: list[str], reported: s
     values = check_section(entry, section, where, errors, key_paths=key_paths, reported=reported)
     values["where"] = where
     values["paths"] = {key: key_paths.get(key, f"{where}.{key}") for key in section.fields}
+    if isinstance(values["params"], dict):  # a literal secret in params is reported once, as a secret
+        values["params"] = {k: v for k, v in values["params"].items() if f"{where}.params.{k}" not in reported}
     return values
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from common.timeframes import TIMEFRAME_MS
-from options.params import OPTIONS_PARAMS
+from options.params import OPTIONS_PARAMS, PARAMS_RULES
 
 SPOT = "spot"
 OPTIONS = "options"
@@ -35,6 +35,8 @@ SERVICE_PORTS: Mapping[str, tuple[int, int]] = {
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 STRATEGY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+MAX_CONFIG_BYTES = 10 * 1024 * 1024  # the default config is 12 KB; 10,000 strategies fit in 3 MB
+MAX_DEPTH = 16  # the deepest key is 4 levels down (options.venues.deribit.min_score)
 TCP_ENDPOINT_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
 
 
@@ -115,6 +117,11 @@ OBJECT_LIST = ValueType("a list of objects", "list of objects", lambda v: isinst
 
 # ---- constraints: each says what is wrong (problem) and what is allowed (describe) -------------
 
+def _num(v: float) -> str:
+    """A bound as a user would write it: 2592000 and 1000000000000, not 2.592e+06."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e19 else f"{v:g}"
+
+
 @dataclass(frozen=True, slots=True)
 class Range:
     gt: float | None = None
@@ -123,13 +130,13 @@ class Range:
     le: float | None = None
 
     def describe(self) -> str:
-        low = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else None
-        high = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else None
+        low = f"({_num(self.gt)}" if self.gt is not None else f"[{_num(self.ge)}" if self.ge is not None else None
+        high = f"{_num(self.lt)})" if self.lt is not None else f"{_num(self.le)}]" if self.le is not None else None
         if low and high:
             return f"in {low}, {high}"
         if low:
-            return f"> {self.gt:g}" if self.gt is not None else f">= {self.ge:g}"
-        return f"< {self.lt:g}" if self.lt is not None else f"<= {self.le:g}"
+            return f"> {_num(self.gt)}" if self.gt is not None else f">= {_num(self.ge)}"
+        return f"< {_num(self.lt)}" if self.lt is not None else f"<= {_num(self.le)}"
 
     def problem(self, v: float) -> str | None:
         ok = (
@@ -573,7 +580,14 @@ Check a file with `python -m common.config --check PATH`: it lists *every* probl
   `strategies.params`; symbols must be in `feed.symbols` and timeframes in `feed.timeframes`;
   an options strategy reads `UNDERLYING/options.underlying_quote` bars at `options.timeframe`,
   so that symbol must be in `feed.symbols` too; `pairs_spread` needs a `pair` other than
-  `symbol`; endpoints are all distinct; in `replay` mode every symbol needs an existing file.
+  `symbol`; endpoints are all distinct; in `replay` mode every symbol needs an existing file;
+  `state_file` is not a directory and no file stands where its parent directories go.
+- The file is at most {MAX_CONFIG_BYTES // 2**20} MB and {MAX_DEPTH} levels deep; NaN and Infinity are refused anywhere.
+- Capacity: the signals engine must decide every strategy within its deadline (the longer of
+  its interval and its bar timeframe) at the feed's speed on a machine twice as slow as the one
+  measured (`common/capacity.py`, `python -m bench.bench_decision`), and its blocking spot round
+  must end before /healthz would declare it lost. A config beyond that is refused with the
+  estimated round time, the budget and the ceiling.
 
 Options venues and their underlyings: {_VENUES_DOC}.
 Options strategies: {", ".join(f"`{n}`" for n in OPTIONS_STRATEGY_NAMES)}.
@@ -614,10 +628,29 @@ def _doc_table(heading: str, section: Section) -> str:
     ])
 
 
+def _options_params_table() -> str:
+    """The options strategies' `params`, from options.params (the table the check uses)."""
+    rows = [f"| `{name}` | `{key}` | `{json.dumps(spec.default)}` | {spec.describe()} |"
+            for name, table in OPTIONS_PARAMS.items() for key, spec in table.items()]
+    rules = [f"`{name}`: {rule.message}" for name, listed in PARAMS_RULES.items() for rule in listed]
+    return "\n".join([
+        "## strategies[].params (options)",
+        "",
+        "Checked by `options.params`: unknown keys, other types and values out of range are errors. "
+        "Explicit params override the `theta_harvest` exits. Rules: " + "; ".join(rules) + ".",
+        "",
+        "| strategy | param | default | allowed |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
 def render_markdown() -> str:
     """docs/CONFIG.md, made from the schema tables above."""
     top_scalars = Section(TOP.title, TOP.doc, {k: f for k, f in TOP.fields.items() if not isinstance(f.type, Section)})
     parts = [DOCS_INTRO, _doc_table("Top level", top_scalars)]
     parts += [_doc_table(f"`{f.type.title}`", f.type) for f in TOP.fields.values() if isinstance(f.type, Section)]
     parts += [_doc_table(s.title, s) for s in STRATEGY_SECTIONS]
+    parts.append(_options_params_table())
     return "\n".join(parts)

@@ -220,12 +220,13 @@ def test_spot_params_are_resolved_by_the_registry_and_read_only():
         config.fee_pct = 1.0  # type: ignore[misc]
 
 
-def test_options_params_are_frozen_deeply():
-    config = parse_config(raw_config(option(params={"deltas": [0.2, 0.3], "nested": {"a": 1}})))
+def test_options_params_are_kept_as_given_and_read_only():
+    # Not filled with defaults: the engine lets given params override the theta-harvest exits.
+    config = parse_config(raw_config(option(params={"alloc_fraction": 0.1, "target_dte": 20})))
     params = config.strategy("deribit-vol-btc").params
-    assert params["deltas"] == (0.2, 0.3)
+    assert params == {"alloc_fraction": 0.1, "target_dte": 20}
     with pytest.raises(TypeError):
-        params["nested"]["a"] = 2  # type: ignore[index]
+        params["alloc_fraction"] = 0.2  # type: ignore[index]
 
 
 def test_replay_files_resolve_against_the_working_directory(tmp_path):
@@ -246,16 +247,16 @@ def test_unknown_strategy_id_names_the_closest():
 # ---- pass 1: the schema ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    (raw_config(spot(capital=-5)), "strategies[0].capital: must be > 0, got -5"),
-    (raw_config(spot(capital=0)), "strategies[0].capital: must be > 0, got 0"),
+    (raw_config(spot(capital=-5)), "strategies[0].capital: must be in (0, 1000000000000], got -5"),
+    (raw_config(spot(capital=0)), "strategies[0].capital: must be in (0, 1000000000000], got 0"),
     (raw_config(spot(capital=True)), "strategies[0].capital: expected a number, got true"),
     (raw_config(spot(max_drawdown_pct=0)), "strategies[0].max_drawdown_pct: must be in (0, 100], got 0"),
     (raw_config(spot(max_drawdown_pct=100.5)), "strategies[0].max_drawdown_pct: must be in (0, 100], got 100.5"),
-    (raw_config(spot(interval_seconds=0)), "strategies[0].interval_seconds: must be > 0, got 0"),
+    (raw_config(spot(interval_seconds=0)), "strategies[0].interval_seconds: must be in [1, 2592000], got 0"),
     (raw_config(spot(interval_seconds=1.5)), "strategies[0].interval_seconds: expected an integer, got 1.5"),
-    (raw_config(interval_seconds=-1), "interval_seconds: must be > 0, got -1"),
+    (raw_config(interval_seconds=-1), "interval_seconds: must be in [1, 2592000], got -1"),
     (raw_config(feed={"speed": "fast"}), 'feed.speed: expected a number, got "fast"'),
-    (raw_config(feed={"speed": 0}), "feed.speed: must be > 0, got 0"),
+    (raw_config(feed={"speed": 0}), "feed.speed: must be in (0, 1000000], got 0"),
     (raw_config(feed={"sped": 10}), 'feed.sped: unknown key (did you mean "speed"?)'),
     (raw_config(feed={"mode": "sym"}),
      'feed.mode: must be one of "sim", "replay", "live" (did you mean "sim"?), got "sym"'),
@@ -270,7 +271,7 @@ def test_unknown_strategy_id_names_the_closest():
     (raw_config(feed={"symbols": ["BTC/USDT", "ETH/USDT", "BTC/USDT"]}),
      'feed.symbols[2]: repeats an earlier item, got "BTC/USDT"'),
     (raw_config(fee_pct=False), "fee_pct: expected a number, got false"),
-    (raw_config(risk={"max_consecutive_losses": 0}), "risk.max_consecutive_losses: must be >= 1, got 0"),
+    (raw_config(risk={"max_consecutive_losses": 0}), "risk.max_consecutive_losses: must be in [1, 1000], got 0"),
     (raw_config(spot(risk={"daily_loss_pct": 0})), "strategies[0].risk.daily_loss_pct: must be in (0, 100], got 0"),
     (raw_config(spot(capitl=5)), 'strategies[0].capitl: unknown key (did you mean "capital"?)'),
     (raw_config(spot(theta_harvest={"enabled": True})), "strategies[0].theta_harvest: unknown key"),
@@ -284,8 +285,8 @@ def test_unknown_strategy_id_names_the_closest():
      "strategies[0].id: must be letters, digits, '-' or '_', got \"momentum btc\""),
     (raw_config(spot(type="spto")), 'strategies[0].type: must be one of "spot", "options" (did you mean "spot"?), '
                                     'got "spto"'),
-    (raw_config(option(strategy="wheeel")), 'strategies[0].strategy: must be one of "vol_mean_reversion", '
-     '"momentum_options", "protective_puts", "covered_calls", "wheel" (did you mean "wheel"?), got "wheeel"'),
+    (raw_config(option(strategy="wheeel")), 'strategies[0].strategy: must be one of "momentum_options", '
+     '"vol_mean_reversion", "protective_puts", "covered_calls", "wheel" (did you mean "wheel"?), got "wheeel"'),
     (raw_config(option(venue="okx")), 'strategies[0].venue: must be one of "deribit", "ibkr", got "okx"'),
     (raw_config(option(underlying="SOL")), 'strategies[0].underlying: deribit lists BTC, ETH, got "SOL"'),
     (raw_config(gateway={"port": 70000}), "gateway.port: must be in [1, 65535], got 70000"),
@@ -439,7 +440,7 @@ def test_every_error_is_collected_and_listed_with_the_file_name(tmp_path):
         load_config(path)
     assert caught.value.errors == [
         'feed.speed: expected a number, got "fast"',
-        "strategies[0].capital: must be > 0, got -5",
+        "strategies[0].capital: must be in (0, 1000000000000], got -5",
         "strategies[1].max_drawdown_pct: must be in (0, 100], got 0",
         'strategies[1].id: duplicate id "momentum-btc" (first at strategies[0])',
     ]
@@ -488,7 +489,7 @@ def test_cli_check_exits_2_with_every_error_on_stderr(tmp_path):
     path.write_text(json.dumps(raw_config(spot(capital=-5), spot(id="b", symbol="DOGE/USDT"))))
     done = _cli("--check", str(path))
     assert done.returncode == 2 and done.stdout == ""
-    assert "strategies[0].capital: must be > 0, got -5" in done.stderr
+    assert "strategies[0].capital: must be in (0, 1000000000000], got -5" in done.stderr
     assert 'strategies[1].symbol: must be one of feed.symbols' in done.stderr
 
 
@@ -499,7 +500,8 @@ def test_docs_config_md_is_generated_from_the_schema():
 
 def test_docs_list_every_key_with_its_default():
     docs = render_markdown()
-    for row in ("| `speed` | number | = 3600, or 1 in live mode | > 0 |",
+    for row in ("| `speed` | number | = 3600, or 1 in live mode | in (0, 1000000] |",
+                "| `wheel` | `take_profit_pct` | `60.0` | a number in [0, 1000] |",
                 "| `marketdata.pub` | string | `\"tcp://127.0.0.1:5560\"` |",
                 "| `max_drawdown_pct` | number | required | in (0, 100] |",
                 "| `risk.daily_loss_pct` | number | = risk.daily_loss_pct | in (0, 100] |"):
