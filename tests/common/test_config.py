@@ -506,3 +506,185 @@ def test_docs_list_every_key_with_its_default():
                 "| `max_drawdown_pct` | number | required | in (0, 100] |",
                 "| `risk.daily_loss_pct` | number | = risk.daily_loss_pct | in (0, 100] |"):
         assert row in docs
+
+
+# ---- bounds: the attack run's bad configs, each refused with its path ---------------------------
+
+def deep(levels: int) -> list:
+    nested: list = []
+    for _ in range(levels):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (raw_config(spot(capital=1e308)), "strategies[0].capital: must be in (0, 1000000000000], got 1e+308"),
+    (raw_config(spot(capital=1e12 + 1)), "strategies[0].capital: must be in (0, 1000000000000], got 1000000000001.0"),
+    (raw_config(option(capital=-1)), "strategies[0].capital: must be in (0, 1000000000000], got -1"),
+    (raw_config(spot(capital=float("nan"))), "strategies[0].capital: must be a finite number, got NaN"),
+    (raw_config(spot(capital=float("inf"))), "strategies[0].capital: must be a finite number, got Infinity"),
+    (raw_config(spot(params={"threshold": float("-inf")})),
+     "strategies[0].params.threshold: must be a finite number, got -Infinity"),
+    (raw_config(fee_pct=float("nan")), "fee_pct: must be a finite number, got NaN"),
+    (raw_config(fee_pct=50), "fee_pct: must be in [0, 10], got 50"),
+    (raw_config(slippage_pct=-0.1), "slippage_pct: must be in [0, 10], got -0.1"),
+    (raw_config(interval_seconds=10**9), "interval_seconds: must be in [1, 2592000], got 1000000000"),
+    (raw_config(spot(interval_seconds=31 * 86_400)),
+     "strategies[0].interval_seconds: must be in [1, 2592000], got 2678400"),
+    (raw_config(feed={"speed": 1e7}), "feed.speed: must be in (0, 1000000], got 10000000.0"),
+    (raw_config(feed={"seed": -1}), "feed.seed: must be in [0, 9223372036854775807], got -1"),
+    (raw_config(feed={"seed": 2**64}), "feed.seed: must be in [0, 9223372036854775807], got 18446744073709551616"),
+    (raw_config(feed={"history_days": 10**6}), "feed.history_days: must be in [0, 3650], got 1000000"),
+    (raw_config(feed={"live": {"poll_seconds": 0}}), "feed.live.poll_seconds: must be in [0.01, 3600], got 0"),
+    (raw_config(risk={"max_consecutive_losses": 10**6}),
+     "risk.max_consecutive_losses: must be in [1, 1000], got 1000000"),
+    (raw_config(risk={"circuit_breaker_hours": 1e9}),
+     "risk.circuit_breaker_hours: must be in (0, 8760], got 1000000000.0"),
+    (raw_config(spot(risk={"max_position_pct": 101})),
+     "strategies[0].risk.max_position_pct: must be in (0, 100], got 101"),
+    (raw_config(options={"max_positions": 10**4}), "options.max_positions: must be in [1, 100], got 10000"),
+    (raw_config(options={"venues": {"ibkr": {"min_score": 2}}}), "options.venues.ibkr.min_score: must be in [0, 1], got 2"),
+    (raw_config(ibkr={"client_id": 2**40}), "ibkr.client_id: must be in [0, 2147483647], got 1099511627776"),
+    (raw_config(option(theta_harvest={"stop_loss_pct": 1e9})),
+     "strategies[0].theta_harvest.stop_loss_pct: must be in (0, 10000], got 1000000000.0"),
+    (raw_config(option(theta_harvest={"min_dte_close": 1000})),
+     "strategies[0].theta_harvest.min_dte_close: must be in [0, 365], got 1000"),
+    (raw_config(option(params={"alloc_fraction": -5})),
+     "strategies[0].params.alloc_fraction: must be in [0, 1], got -5"),
+    (raw_config(option(params={"target_dte": 1e9})),
+     "strategies[0].params.target_dte: must be in [1, 365], got 1000000000.0"),
+    (raw_config(option(strategy="momentum_options", params={"roc_period": "lots"})),
+     'strategies[0].params.roc_period: expected an integer in [1, 999], got "lots"'),
+    (raw_config(option(strategy="momentum_options", params={"roc_period": 14.5})),
+     "strategies[0].params.roc_period: expected an integer in [1, 999], got 14.5"),
+    (raw_config(option(strategy="wheel", params={"put_otm": True})),
+     "strategies[0].params.put_otm: expected a number in [0, 0.9], got true"),
+    (raw_config(option(strategy="wheel", params={"put_otn": 0.1})),
+     "strategies[0].params.put_otn: unknown parameter of wheel; accepted: take_profit_pct, stop_loss_pct, "
+     'close_dte, alloc_fraction, put_otm, call_otm, target_dte, min_premium_pct (did you mean "put_otm"?)'),
+    (raw_config(option(params={"high_rank": 20})),
+     'strategies[0].params: low_rank must be < high_rank, got {"high_rank": 20}'),
+    (raw_config({"script": "check_options.py", "args": ["wheel", "BTC"], "id": "w", "capital": 1000,
+                 "max_drawdown_pct": 20, "params": {"stop_loss_pct": -5}}),
+     "strategies[0].params.stop_loss_pct: must be in [0, 10000], got -5"),
+    (raw_config(spot(params={"period": deep(20)})), "strategies[0].params.period" + "[0]" * 13
+     + ": nested more than 16 levels deep; a config is at most 16 levels"),
+    (raw_config(feed=deep(100_000)), "feed" + "[0]" * 16 + ": nested more than 16 levels deep; a config is at "
+     "most 16 levels"),
+])
+def test_out_of_range_values_are_refused_with_their_path(raw, expected):
+    assert one_error(raw) == expected
+
+
+def test_options_params_within_their_ranges_are_accepted():
+    raw = raw_config(option(strategy="momentum_options", params={"roc_period": 30, "alloc_fraction": 1,
+                                                                 "take_profit_pct": 1000, "target_dte": 365}))
+    assert parse_config(raw).strategies[0].params["roc_period"] == 30
+
+
+def test_state_file_that_is_a_directory_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    error = one_error(raw_config(state_file="run"), tmp_path)
+    assert error == f'state_file: {tmp_path / "run"} is a directory; name a file inside it, like ' \
+                    f'"run/state.json", got "run"'
+
+
+def test_state_file_under_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("not a directory")
+    error = one_error(raw_config(state_file="run/state/state.json"), tmp_path)
+    assert error == f'state_file: {tmp_path / "run"} is a file, so nothing can be created under it; ' \
+                    f'got "run/state/state.json"'
+
+
+def test_state_file_in_directories_yet_to_be_made_is_accepted(tmp_path):
+    config = parse_config(raw_config(state_file="a/b/state.json"), base_dir=tmp_path)
+    assert config.state_file == tmp_path / "a" / "b" / "state.json"
+
+
+def test_a_hundred_thousand_nested_arrays_give_a_clean_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == ["(top level): nested too deeply to parse; a config is at most 16 levels deep"]
+
+
+def test_nesting_deep_enough_to_parse_is_refused_before_any_recursion(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"strategies": ' + "[" * 500 + "]" * 500 + "}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == ["strategies" + "[0]" * 16 + ": nested more than 16 levels deep; a config is "
+                                   "at most 16 levels"]
+
+
+def test_nan_and_infinity_literals_in_a_file_are_refused_with_their_path(tmp_path):
+    path = tmp_path / "nan.json"
+    raw = json.dumps(raw_config(spot(capital=1000)))
+    path.write_text(raw.replace('"capital": 1000', '"capital": NaN', 1).replace('"strategies"', '"fee_pct": 1e999, '
+                                                                                                  '"strategies"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == ["fee_pct: must be a finite number, got Infinity",
+                                   "strategies[0].capital: must be a finite number, got NaN"]
+
+
+def test_a_file_over_10_mb_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.json"
+    with path.open("wb") as out:
+        out.truncate(10 * 1024 * 1024 + 1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"config file is 10,485,761 bytes, more than the 10,485,760 a config may have: "
+                                   f"{path}"]
+
+
+def test_a_directory_as_the_config_path_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.errors == [f"config path is a directory, not a file: {tmp_path}"]
+
+
+# ---- capacity: the engine must keep up ----------------------------------------------------------
+
+def many_spot(count: int, **feed) -> dict:
+    return raw_config(*[spot(id=f"s{i}", interval_seconds=300) for i in range(count)], feed=feed)
+
+
+def test_ten_thousand_strategies_are_refused_naming_round_budget_and_ceiling():
+    errors = errors_of(many_spot(10_000))
+    # 10,000 x 1.42 ms = 14.2 s; the 1h bars at 3600x leave 1.0 s; 1.0 / 1.42 ms = 704 strategies.
+    assert errors == [
+        "strategies: signals: 10000 strategies need ~14.2 s per round, but the 1h deadline at 3600x leaves 1.0 s "
+        "(s0 decides 1h bars every 5m, and a bar not decided before the next one closes is skipped); the ceiling "
+        "at this speed is 704 strategies like these; lower feed.speed, use longer intervals or timeframes, or "
+        "split strategies across engines",
+        "strategies: signals: 10000 spot strategies run ~14.2 s in one blocking round, longer than the 2.0 s after "
+        "which a missed heartbeat makes /healthz declare the engine lost; the ceiling is 1408 spot strategies per "
+        "engine at any speed; split strategies across engines",
+    ]
+
+
+def test_the_stated_ceiling_is_exact_for_spot_strategies():
+    # 36,000x: the 1h bars leave 100 ms; 100 ms / 1.42 ms = 70.4 -> 70.
+    assert len(parse_config(many_spot(70, speed=36_000)).strategies) == 70
+    [error] = errors_of(many_spot(71, speed=36_000))
+    assert "71 strategies need ~101 ms per round" in error and "the ceiling at this speed is 70 strategies" in error
+
+
+def test_live_mode_is_bounded_by_the_heartbeat_not_the_interval():
+    [error] = errors_of(many_spot(2_000, mode="live"))
+    assert error.startswith("strategies: signals: 2000 spot strategies run ~2.8 s in one blocking round")
+
+
+@pytest.mark.parametrize("speed", [3_600, 18_000, 36_000, 72_000])
+def test_the_default_config_fits_at_every_speed_the_tests_run_it(speed):
+    raw = json.loads(DEFAULT.read_text())
+    raw["feed"]["speed"] = speed
+    assert len(parse_config(raw).strategies) == 34
+
+
+def test_the_default_config_at_3600x_leaves_room_for_20_times_the_strategies():
+    raw = json.loads(DEFAULT.read_text())
+    raw["strategies"] = [dict(s, id=f"{s['id']}-{i}") for i in range(20) for s in raw["strategies"]]
+    assert len(parse_config(raw).strategies) == 680
