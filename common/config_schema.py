@@ -584,10 +584,10 @@ Check a file with `python -m common.config --check PATH`: it lists *every* probl
   `state_file` is not a directory and no file stands where its parent directories go.
 - The file is at most {MAX_CONFIG_BYTES // 2**20} MB and {MAX_DEPTH} levels deep; NaN and Infinity are refused anywhere.
 - Capacity: the signals engine must decide every strategy within its deadline (the longer of
-  its interval and its bar timeframe) at the feed's speed on a machine twice as slow as the one
-  measured (`common/capacity.py`, `python -m bench.bench_decision`), and its blocking spot round
-  must end before /healthz would declare it lost. A config beyond that is refused with the
-  estimated round time, the budget and the ceiling.
+  its interval and its bar timeframe, divided by `feed.speed`) on a machine twice as slow as the
+  one measured, and no loop turn may outlast the heartbeat (`common/capacity.py`; costs from
+  `python -m bench.bench_decision`). A config beyond that is refused with the estimated time,
+  the budget and the ceiling at that speed.
 
 Options venues and their underlyings: {_VENUES_DOC}.
 Options strategies: {", ".join(f"`{n}`" for n in OPTIONS_STRATEGY_NAMES)}.

@@ -1,4 +1,4 @@
-"""The capacity ceiling: a round of every strategy must fit the tightest deadline and the heartbeat."""
+"""The capacity ceiling: what the engine does in a loop turn must fit the tightest deadline and the heartbeat."""
 from __future__ import annotations
 
 import pytest
@@ -10,8 +10,8 @@ from common.capacity import (
     OPTIONS_DECISION_S,
     SPOT_DECISION_S,
     Demand,
+    EngineLoad,
     capacity_problems,
-    round_seconds,
 )
 from common.engine import Schedule
 
@@ -25,7 +25,7 @@ def option(i: int = 0, underlying: str = "BTC", venue: str = "deribit") -> Deman
 
 
 def test_measured_costs_carry_the_factor_for_a_machine_twice_as_slow():
-    assert (SPOT_DECISION_S, OPTIONS_DECISION_S, CHAIN_REQUEST_S) == pytest.approx((1.42e-3, 1.12e-3, 0.54e-3))
+    assert (SPOT_DECISION_S, OPTIONS_DECISION_S, CHAIN_REQUEST_S) == pytest.approx((1.52e-3, 1.72e-3, 0.62e-3))
 
 
 def test_the_heartbeat_period_is_the_runtimes():
@@ -51,26 +51,44 @@ def test_the_schedule_drops_missed_grid_points_so_a_late_engine_builds_no_backlo
     assert schedule.due(10 * 300_000 + 2) == []
 
 
-def test_a_round_costs_every_decision_plus_one_chain_per_underlying_and_venue():
-    demands = [spot(0), spot(1), option(0), option(1), option(2, "ETH")]
-    assert round_seconds(demands) == pytest.approx(2 * 1.42e-3 + 3 * 1.12e-3 + 2 * 0.54e-3)  # 7.28 ms
+def test_the_load_of_an_engine_from_the_measured_costs():
+    load = EngineLoad.of([spot(0), spot(1), option(0), option(1), option(2, "ETH")])
+    assert (load.spot, load.options, load.chains) == (2, 3, 2)
+    assert load.spot_round_s == pytest.approx(2 * 1.52e-3)  # 3.04 ms
+    assert load.options_step_s == pytest.approx(1.72e-3 + 2 * 0.62e-3)  # 2.96 ms: the batch's first step
+    assert load.turn_s == pytest.approx(6.0e-3)
+    assert load.options_batch_s == pytest.approx(3 * (1.72e-3 + 3.04e-3) + 2 * 0.62e-3)  # 15.52 ms
+    assert EngineLoad.of([spot()]).options_step_s == 0.0
 
 
-def test_a_mixed_config_beyond_its_budget_names_everything_needed_to_fix_it():
-    demands = [spot(i) for i in range(400)] + [option(i) for i in range(400)]
-    # 400 x 1.42 + 400 x 1.12 + 0.54 = 1016.5 ms > 1 s; 1 s / (1016.5 ms / 800) = 786.
+def test_spot_beyond_its_budget_names_the_round_the_deadline_and_the_ceiling():
+    # 700 x 1.52 ms = 1.064 s; the 1h bars at 3600x leave 1 s; 1 s / 1.52 ms = 657.
+    assert capacity_problems("signals", [spot(i) for i in range(700)], 3600) == [
+        "signals: 700 spot strategies need ~1.1 s per round, but the 1h deadline at 3600x leaves 1.0 s (s0 decides "
+        "1h bars every 5m, and a bar not decided before the next one closes is skipped); the ceiling at this speed "
+        "is 657 spot strategies; lower feed.speed, use longer intervals or timeframes, or split strategies across "
+        "engines"]
+
+
+def test_options_wait_a_spot_round_per_step_so_many_spot_strategies_starve_them():
+    demands = [spot(i, timeframe="1d") for i in range(600)] + [option(i) for i in range(30)]
+    # spot round 600 x 1.52 = 912 ms (fits 1d bars); batch 30 x (1.72 + 912) + 0.62 ms = 27.4 s
+    # > 24 s at 3600x; (24 s - 0.62 ms) / 913.72 ms = 26.3 -> 26.
     assert capacity_problems("signals", demands, 3600) == [
-        "signals: 800 strategies need ~1.0 s per round, but the 1h deadline at 3600x leaves 1.0 s (s0 decides 1h "
-        "bars every 5m, and a bar not decided before the next one closes is skipped); the ceiling at this speed is "
-        "786 strategies like these; lower feed.speed, use longer intervals or timeframes, or split strategies "
-        "across engines"]
+        "signals: 30 options strategies need ~27.4 s per batch (one per loop turn, each turn behind a spot round "
+        "of ~912 ms), but the 1d deadline at 3600x leaves 24.0 s (o0 decides 1d bars every 20m, and a bar not "
+        "decided before the next one closes is skipped); the ceiling at this speed is 26 options strategies beside "
+        "600 spot; lower feed.speed, use longer intervals or timeframes, or split strategies across engines"]
+    assert capacity_problems("signals", demands[:626], 3600) == []
 
 
-def test_options_are_stepped_between_messages_so_only_spot_blocks_the_heartbeat():
+def test_only_a_loop_turn_blocks_the_heartbeat_and_options_are_one_step_of_it():
     assert capacity_problems("signals", [option(i) for i in range(3_000)], 1.0) == []
-    [problem] = capacity_problems("signals", [spot(i, timeframe="1d") for i in range(1_409)], 1.0)
-    assert problem.startswith("signals: 1409 spot strategies run ~2.0 s in one blocking round")
-    assert capacity_problems("signals", [spot(i, timeframe="1d") for i in range(1_408)], 1.0) == []
+    [problem] = capacity_problems("signals", [spot(i, timeframe="1d") for i in range(1_316)], 1.0)
+    assert problem == ("signals: 1316 spot strategies run ~2.0 s in one blocking loop turn, longer than the 2.0 s "
+                       "after which a missed heartbeat makes /healthz declare the engine lost; the ceiling is 1315 "
+                       "spot strategies per engine at any speed; split strategies across engines")
+    assert capacity_problems("signals", [spot(i, timeframe="1d") for i in range(1_315)], 1.0) == []
 
 
 def test_each_engine_is_judged_on_its_own_strategies():

@@ -654,28 +654,29 @@ def many_spot(count: int, **feed) -> dict:
 
 def test_ten_thousand_strategies_are_refused_naming_round_budget_and_ceiling():
     errors = errors_of(many_spot(10_000))
-    # 10,000 x 1.42 ms = 14.2 s; the 1h bars at 3600x leave 1.0 s; 1.0 / 1.42 ms = 704 strategies.
+    # 10,000 x 1.52 ms = 15.2 s; the 1h bars at 3600x leave 1.0 s: 1.0 / 1.52 ms = 657 strategies;
+    # the heartbeat allows 2.0 s: 1315.
     assert errors == [
-        "strategies: signals: 10000 strategies need ~14.2 s per round, but the 1h deadline at 3600x leaves 1.0 s "
-        "(s0 decides 1h bars every 5m, and a bar not decided before the next one closes is skipped); the ceiling "
-        "at this speed is 704 strategies like these; lower feed.speed, use longer intervals or timeframes, or "
+        "strategies: signals: 10000 spot strategies need ~15.2 s per round, but the 1h deadline at 3600x leaves "
+        "1.0 s (s0 decides 1h bars every 5m, and a bar not decided before the next one closes is skipped); the "
+        "ceiling at this speed is 657 spot strategies; lower feed.speed, use longer intervals or timeframes, or "
         "split strategies across engines",
-        "strategies: signals: 10000 spot strategies run ~14.2 s in one blocking round, longer than the 2.0 s after "
-        "which a missed heartbeat makes /healthz declare the engine lost; the ceiling is 1408 spot strategies per "
-        "engine at any speed; split strategies across engines",
+        "strategies: signals: 10000 spot strategies run ~15.2 s in one blocking loop turn, longer than the 2.0 s "
+        "after which a missed heartbeat makes /healthz declare the engine lost; the ceiling is 1315 spot strategies "
+        "per engine at any speed; split strategies across engines",
     ]
 
 
 def test_the_stated_ceiling_is_exact_for_spot_strategies():
-    # 36,000x: the 1h bars leave 100 ms; 100 ms / 1.42 ms = 70.4 -> 70.
-    assert len(parse_config(many_spot(70, speed=36_000)).strategies) == 70
-    [error] = errors_of(many_spot(71, speed=36_000))
-    assert "71 strategies need ~101 ms per round" in error and "the ceiling at this speed is 70 strategies" in error
+    # 36,000x: the 1h bars leave 100 ms; 100 ms / 1.52 ms = 65.8 -> 65.
+    assert len(parse_config(many_spot(65, speed=36_000)).strategies) == 65
+    [error] = errors_of(many_spot(66, speed=36_000))
+    assert "66 spot strategies need ~100 ms per round" in error and "the ceiling at this speed is 65 spot" in error
 
 
 def test_live_mode_is_bounded_by_the_heartbeat_not_the_interval():
     [error] = errors_of(many_spot(2_000, mode="live"))
-    assert error.startswith("strategies: signals: 2000 spot strategies run ~2.8 s in one blocking round")
+    assert error.startswith("strategies: signals: 2000 spot strategies run ~3.0 s in one blocking loop turn")
 
 
 @pytest.mark.parametrize("speed", [3_600, 18_000, 36_000, 72_000])
@@ -685,7 +686,9 @@ def test_the_default_config_fits_at_every_speed_the_tests_run_it(speed):
     assert len(parse_config(raw).strategies) == 34
 
 
-def test_the_default_config_at_3600x_leaves_room_for_20_times_the_strategies():
+def test_the_default_config_at_3600x_leaves_room_for_five_times_its_strategies():
+    # 70 spot: a 106 ms round of the 1 s the 1h bars leave; 100 options: 100 x (1.72 + 106.4) ms
+    # + 4 chains = 10.8 s of the 24 s the 1d bars leave.
     raw = json.loads(DEFAULT.read_text())
-    raw["strategies"] = [dict(s, id=f"{s['id']}-{i}") for i in range(20) for s in raw["strategies"]]
-    assert len(parse_config(raw).strategies) == 680
+    raw["strategies"] = [dict(s, id=f"{s['id']}-{i}") for i in range(5) for s in raw["strategies"]]
+    assert len(parse_config(raw).strategies) == 170
