@@ -264,6 +264,8 @@ def load_config(path: str | Path, *, base_dir: Path | None = None) -> Config:
     try:
         if path.is_dir():
             raise ConfigError(source, [f"config path is a directory, not a file: {path.resolve()}"])
+        if path.exists() and not path.is_file():
+            raise ConfigError(source, [f"config path is not a regular file: {path.resolve()}"])
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             raise ConfigError(source, [f"config file is {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config "
@@ -284,6 +286,8 @@ def load_config(path: str | Path, *, base_dir: Path | None = None) -> Config:
     except RecursionError:
         raise ConfigError(source, [f"(top level): nested too deeply to parse; a config is at most {MAX_DEPTH} "
                                    f"levels deep"]) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError(source, [f"invalid JSON: {exc}"]) from None
     return _parse(raw, source, path.resolve(), base_dir, duplicates)
 
 

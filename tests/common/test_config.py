@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -638,6 +639,23 @@ def test_a_file_over_10_mb_is_refused_unread(tmp_path):
         load_config(path)
     assert caught.value.errors == [f"config file is 10,485,761 bytes, more than the 10,485,760 a config may have: "
                                    f"{path}"]
+
+
+def test_an_integer_too_long_to_convert_is_a_clean_error(tmp_path):
+    path = tmp_path / "long.json"
+    path.write_text('{"fee_pct": ' + "1" * 5000 + "}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [error] = caught.value.errors
+    assert error.startswith("invalid JSON: Exceeds the limit (4300 digits) for integer string conversion")
+
+
+def test_a_fifo_as_the_config_path_is_refused_unread(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"config path is not a regular file: {path}"]
 
 
 def test_a_directory_as_the_config_path_is_refused(tmp_path):
