@@ -650,7 +650,7 @@ def _check_capacity(config: Config) -> list[str]:
     """The signals engine must keep up with its strategies at this feed speed (common.capacity).
     One engine runs every strategy today; with several, each is checked with its own."""
     demands = [Demand(s.id, s.is_options, s.interval_seconds, s.timeframe,
-                      (s.underlying, s.venue) if s.is_options and s.underlying and s.venue else None)
+                      (s.underlying or "", s.venue or "") if s.is_options else None)
                for s in config.strategies]
     return [f"strategies: {problem}" for problem in capacity_problems("signals", demands, config.feed.speed)]
 

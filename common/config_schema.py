@@ -35,9 +35,9 @@ SERVICE_PORTS: Mapping[str, tuple[int, int]] = {
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 STRATEGY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+TCP_ENDPOINT_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
 MAX_CONFIG_BYTES = 10 * 1024 * 1024  # the default config is 12 KB; 10,000 strategies fit in 3 MB
 MAX_DEPTH = 16  # the deepest key is 4 levels down (options.venues.deribit.min_score)
-TCP_ENDPOINT_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
 
 
 def show(value: Any) -> str:
@@ -266,7 +266,6 @@ MAX_SPEED = 1_000_000
 CAPITAL = Range(gt=0, le=MAX_CAPITAL_USD)
 INTERVAL = Range(ge=1, le=MAX_INTERVAL_SECONDS)
 COST_PCT = Range(ge=0, le=10)
-PORT = Range(ge=1, le=65535)
 DAYS_TO_EXPIRY = Range(ge=0, le=365)
 ENV_NAME_RULE = Matches(ENV_NAME_RE, "an environment variable name, like DISCORD_WEBHOOK_URL")
 
@@ -328,7 +327,7 @@ ENDPOINTS = Section(
 GATEWAY = Section("gateway", "HTTP status server (`/status`, dashboard, `/metrics`, `/healthz`).", {
     "host": Field(STRING, "Listen address. Anything but 127.0.0.1/localhost/::1 needs `allow_remote`.",
                   "127.0.0.1", Matches(re.compile(r"^\S+$"), "a host name or address")),
-    "port": Field(INTEGER, "Listen port.", 8099, PORT),
+    "port": Field(INTEGER, "Listen port.", 8099, Range(ge=1, le=65535)),
     "allow_remote": Field(BOOLEAN, f"Allow a non-local `host`; requests then need the bearer token from the "
                           f"`{GATEWAY_TOKEN_ENV}` environment variable.", False),
 })
@@ -395,7 +394,7 @@ DISCORD = Section(
 IBKR = Section("ibkr", "Interactive Brokers TWS/Gateway for CME options; `host` null means price with "
                "Black-Scholes only and never connect.", {
     "host": Field(STRING, "TWS/Gateway host, or null.", None, nullable=True),
-    "port": Field(INTEGER, "TWS/Gateway port (7497 = paper TWS).", 7497, PORT),
+    "port": Field(INTEGER, "TWS/Gateway port (7497 = paper TWS).", 7497, Range(ge=1, le=65535)),
     "client_id": Field(INTEGER, "API client id.", 17, Range(ge=0, le=2**31 - 1)),
 })
 
