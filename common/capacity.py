@@ -103,14 +103,14 @@ def _wall(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds >= 0.95 else f"{seconds * 1000:.0f} ms"
 
 
-def _tightest(demands: Sequence[Demand], speed: float) -> tuple[Demand, float, str]:
-    """The demand with the shortest deadline, its wall budget, and the words for both."""
+def _tightest(demands: Sequence[Demand], speed: float) -> tuple[float, str]:
+    """The shortest deadline's wall budget, and the words that name it and its strategy."""
     tight = min(demands, key=lambda d: d.deadline_s)
     budget = tight.deadline_s / speed
     words = (f"the {_span(tight.deadline_s)} deadline at {speed:g}x leaves {_wall(budget)} ({tight.strategy_id} "
              f"decides {tight.timeframe} bars every {_span(tight.interval_s)}, and a bar not decided before the "
              f"next one closes is skipped)")
-    return tight, budget, words
+    return budget, words
 
 
 def capacity_problems(engine: str, demands: Sequence[Demand], speed: float) -> list[str]:
@@ -120,14 +120,14 @@ def capacity_problems(engine: str, demands: Sequence[Demand], speed: float) -> l
     options = [d for d in demands if d.is_options]
     problems = []
     if spot:
-        _tight, budget, words = _tightest(spot, speed)
+        budget, words = _tightest(spot, speed)
         if load.turn_s > budget:
             ceiling = max(0, math.floor((budget - load.options_step_s) / SPOT_DECISION_S))
             during = f" (~{_wall(load.turn_s)} with an options decision in progress)" if options else ""
             problems.append(f"{engine}: {load.spot} spot strategies need ~{_wall(load.spot_round_s)} per round"
                             f"{during}, but {words}; the ceiling at this speed is {ceiling} spot strategies; {ADVICE}")
     if options:
-        _tight, budget, words = _tightest(options, speed)
+        budget, words = _tightest(options, speed)
         if load.options_batch_s > budget:
             per_option = OPTIONS_DECISION_S + load.spot_round_s
             ceiling = max(0, math.floor((budget - load.chains * CHAIN_REQUEST_S) / per_option))
