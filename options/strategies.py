@@ -29,6 +29,7 @@ import numpy as np
 
 from options.chain import OptionChain, closest_strike
 from options.contracts import OptionContract, OptionPosition, ProposedTrade, closest_expiry
+from options.params import DEFAULT_PARAMS
 from options.venues import UnderlyingSpec, VenueSpec
 from options.vol_surface import iv_rank
 
@@ -54,18 +55,6 @@ class OptionsContext:
     cash: float  # its free cash, USD
     spot_quantity: float = 0.0  # coins held (e.g. after a wheel assignment)
     spot_cost_basis: float = 0.0  # USD per coin of that holding
-
-
-_EXIT_PARAMS = {"take_profit_pct": 60.0, "stop_loss_pct": 200.0, "close_dte": 3.0, "alloc_fraction": 0.25}
-DEFAULT_PARAMS: dict[str, dict[str, float]] = {
-    "momentum_options": {**_EXIT_PARAMS, "roc_period": 14, "roc_threshold_pct": 5.0, "target_dte": 37.0},
-    "vol_mean_reversion": {**_EXIT_PARAMS, "high_rank": 75.0, "low_rank": 25.0, "target_dte": 30.0,
-                           "strangle_otm": 0.10},
-    "protective_puts": {**_EXIT_PARAMS, "otm": 0.12, "target_dte": 45.0},
-    "covered_calls": {**_EXIT_PARAMS, "otm": 0.12, "target_dte": 21.0},
-    "wheel": {**_EXIT_PARAMS, "close_dte": 0.0, "put_otm": 0.06, "call_otm": 0.0, "target_dte": 37.0,
-              "min_premium_pct": 2.0},
-}
 
 
 def strategy_params(name: str, params: Mapping[str, Any] | None) -> dict[str, float]:
