@@ -10,7 +10,8 @@ Calls       common.portfolio.Portfolio (pure books and risk), options.book, comm
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
 path. A crash at any point loses nothing that was acknowledged: on start the journal tail
-past state.json's ``journal_seq`` is replayed.
+past state.json's ``journal_seq`` is replayed, into books created from the config first, and
+only after the journal has been checked to be this state's history (``start_from_disk``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from common.config import Config, load_config
 from common.model import Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, strategy_metas
 from options.book import OptionOrder
-from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
+from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
+                                remove_stale_temp_files, save_state)
 from services.runtime import ServiceRuntime, config_path
 
 MARK_SECONDS = 0.1
@@ -45,23 +47,7 @@ class PortfolioService:
                                    max_option_positions=cfg.options.max_positions,
                                    min_option_score=cfg.options.min_score,
                                    underlying_quote=cfg.options.underlying_quote)
-        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
-        if state is not None:
-            try:
-                self.portfolio.load_state(state)
-            except RecordError as exc:
-                raise StateFileError(self.state_path, str(exc)) from None
-        self.journal = Journal(self.state_path.parent / "journal.jsonl")
-        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
-        for problem in self.equity.damaged_lines:
-            self.rt.log.warning("equity_line_skipped", detail=problem)
-        replayed = [Fill.from_dict(r, f"journal seq {r.get('seq')}")
-                    for r in self.journal.read(after_seq=self.portfolio.journal_seq)]
-        self.portfolio.commit(replayed)
-        rec = self.portfolio.reconcile(self.portfolio.market_ts)
-        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=len(replayed),
-                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
-                         pruned=list(rec.pruned), kept=len(rec.kept))
+        self.start_from_disk()
         self.pending_ticks: dict[str, float] = {}
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
@@ -74,6 +60,41 @@ class PortfolioService:
         self.save()
 
     # --- persistence -------------------------------------------------------------------
+    def start_from_disk(self) -> None:
+        """Load state.json, create the books the config adds, check that the journal is this
+        state's history, then book the journal's tail. Any doubt stops the service with a
+        StateFileError or JournalError naming the file, the line or seq, and the fix: a
+        state that is saved never drops or repeats a journaled fill."""
+        stale = remove_stale_temp_files(self.state_path)
+        if stale:
+            self.rt.log.warning("stale_temp_files_removed", files=stale)
+        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
+        if state is not None:
+            try:
+                self.portfolio.load_state(state)
+            except RecordError as exc:
+                raise StateFileError(self.state_path, str(exc)) from None
+        rec = self.portfolio.reconcile(self.portfolio.market_ts)  # books exist before the replay
+        self.journal = Journal(self.state_path.parent / "journal.jsonl")
+        seen = self.portfolio.last_seen_fill()
+        tail = self.journal.read(after_seq=seen["seq"] - 1 if seen else self.portfolio.journal_seq)
+        problem = self.portfolio.journal_disagreement(self.journal.last_seq, tail)
+        try:
+            if problem:
+                raise RecordError(problem)
+            replayed = len([r for r in tail if r["seq"] > self.portfolio.journal_seq])
+            for event in self.portfolio.replay(tail):
+                self.rt.log.warning("risk_event", detail=event)
+        except RecordError as exc:
+            self.journal.close()
+            raise JournalError(f"{self.journal.path}: {exc}") from None
+        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
+        for damage in self.equity.damaged_lines:
+            self.rt.log.warning("equity_line_skipped", detail=damage)
+        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=replayed,
+                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
+                         retired=list(rec.retired), kept=len(rec.kept))
+
     def save(self) -> None:
         if self.dirty:
             save_state(self.state_path, self.portfolio.to_state())
@@ -229,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     rt = ServiceRuntime("portfolio")
     try:
         svc = PortfolioService(cfg, rt)
-    except StateFileError as exc:
+    except (StateFileError, JournalError) as exc:
         rt.log.error("state_unreadable", detail=str(exc))
         print(f"portfolio: {exc}", file=sys.stderr)
         rt.close()
