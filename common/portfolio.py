@@ -14,8 +14,9 @@ from common.ledger import (
     MAX_USD, OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict, closes_a_trade,
     decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
-from common.model import Fill, RecordError, SpotOrder, read_int, read_object
-from common.risk import RiskLimits, entry_block_reason, risk_summary, update_on_mark, update_on_trade_closed
+from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
+from common.risk import (RiskLimits, RiskState, entry_block_reason, risk_summary, update_on_mark,
+                         update_on_trade_closed)
 from common.status import category_totals
 from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
                           mark_option_positions, option_value, read_option_positions, settle_expired)
@@ -47,6 +48,48 @@ class Reconciliation:
     created: tuple[str, ...]
     retired: tuple[str, ...]
     kept: tuple[str, ...]
+
+
+RISK_RECORD = "risk"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRecord:
+    """A journal record of one book's whole risk state, written when a mark trips or clears a
+    sticky limit (the kill switch, the daily loss limit). Fills replay the loss streak and the
+    circuit breaker by themselves, but marks are not journaled, so without these records a book
+    rebuilt from the journal would trade again after its kill switch had stopped it. Between
+    records, the drawdown peak and the day's start value follow the marks and are re-derived
+    from the marks after a rebuild. Journal lines carry ``"type": "risk"``; fills have no type."""
+
+    seq: int
+    strategy_id: str
+    ts_event: int
+    risk: RiskState
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": RISK_RECORD, "strategy_id": self.strategy_id, "ts_event": self.ts_event,
+                "risk": self.risk.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "risk record") -> "RiskRecord":
+        return cls(read_int(d, "seq", where, minimum=1), read_str(d, "strategy_id", where),
+                   read_int(d, "ts_event", where), RiskState.from_dict(d.get("risk"), f"{where}.risk"))
+
+
+JournalRecord = Fill | RiskRecord
+
+
+def journal_record(d: Mapping[str, Any], where: str) -> JournalRecord:
+    """A journal line as its record: a RiskRecord when ``type`` says so, else a Fill."""
+    if read_object(d, where).get("type") == RISK_RECORD:
+        return RiskRecord.from_dict(d, where)
+    return Fill.from_dict(d, where)
+
+
+def journal_fills(records: Iterable[Mapping[str, Any]]) -> list[Fill]:
+    """The fills among journal lines (what readers of the trade history want)."""
+    return [Fill.from_dict(r, f"journal seq {r.get('seq')}") for r in records if r.get("type") != RISK_RECORD]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +157,7 @@ class Portfolio:
         self.prices: dict[str, float] = {}
         self.market_ts = 0
         self.journal_seq = 0
+        self._risk_unjournaled: set[str] = set()  # books whose sticky risk flags changed since their last record
 
     # --- state ---------------------------------------------------------------------------
     def reconcile(self, ts: int) -> Reconciliation:
@@ -196,13 +240,13 @@ class Portfolio:
             seq = record.get("seq")
             if isinstance(seq, int) and seq <= self.journal_seq:
                 continue
-            fill = Fill.from_dict(record, f"seq {seq}")
-            if fill.strategy_id not in self.books:
+            parsed = journal_record(record, f"seq {seq}")
+            if parsed.strategy_id not in self.books:
                 raise RecordError(
-                    f"seq {seq}: a fill of strategy {fill.strategy_id!r}, which has no book in state.json and is not "
-                    f"in the config. Add it back to the config (same id, type and capital) to rebuild its book, "
+                    f"seq {seq}: a record of strategy {parsed.strategy_id!r}, which has no book in state.json and is "
+                    f"not in the config. Add it back to the config (same id, type and capital) to rebuild its book, "
                     f"or restore the state.json that has it")
-            fills.append(fill)
+            fills.append(parsed)
         return self.commit(fills)
 
     # --- orders and fills ----------------------------------------------------------------
@@ -229,15 +273,20 @@ class Portfolio:
             entry_block=entry_block_reason(book.risk, order.ts_event) if opens else None,
         )
 
-    def commit(self, fills: Iterable[Fill]) -> list[str]:
-        """Book journaled fills; returns risk events (circuit breaker trips) for the log."""
+    def commit(self, fills: Iterable[JournalRecord]) -> list[str]:
+        """Book journaled fills (and risk records); returns risk events (circuit breaker trips)
+        for the log. A record of a strategy without a book is an error, never skipped."""
         events: list[str] = []
         for fill in fills:
             book = self.books.get(fill.strategy_id)
             if book is None:
-                raise RecordError(f"fill seq {fill.seq}: no book for strategy {fill.strategy_id!r}")
+                raise RecordError(f"journal seq {fill.seq}: no book for strategy {fill.strategy_id!r}")
             if fill.seq > self.journal_seq:
                 self.journal_seq = fill.seq
+            if isinstance(fill, RiskRecord):
+                book.risk = RiskState.from_dict(fill.risk.to_dict())
+                self._risk_unjournaled.discard(fill.strategy_id)
+                continue
             apply_fill(book, fill)
             if fill.kind in ("option", "settlement"):
                 apply_option_fill(book, fill)
@@ -306,14 +355,23 @@ class Portfolio:
             if meta is None:
                 continue
             value = self.value_of(sid)
+            sticky = (book.risk.kill_switch, book.risk.daily_loss_tripped)
             for event in update_on_mark(book.risk, meta.limits, value, ts):
                 events.append(f"{sid}: {event}")
+            if (book.risk.kill_switch, book.risk.daily_loss_tripped) != sticky:
+                self._risk_unjournaled.add(sid)
             if book.risk.kill_switch and book.positions:
                 fills = liquidation_orders(book, self.prices, ts, fee_rate=self.fee_rate,
                                            slippage_rate=self.slippage_rate, first_seq=next_seq)
                 liquidations += fills
                 next_seq += len(fills)
         return events, liquidations
+
+    def risk_records(self, first_seq: int) -> list[RiskRecord]:
+        """Records to journal, then commit, for the books whose kill switch or daily loss flag
+        a mark changed; a book stays listed until its record is committed."""
+        return [RiskRecord(first_seq + i, sid, self.market_ts, RiskState.from_dict(self.books[sid].risk.to_dict()))
+                for i, sid in enumerate(sorted(self._risk_unjournaled))]
 
     # --- views -----------------------------------------------------------------------------
     def positions_view(self, sid: str, symbol: str) -> dict[str, Any]:

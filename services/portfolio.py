@@ -115,6 +115,15 @@ class PortfolioService:
                              side=fill.side, instrument=fill.instrument, quantity=fill.quantity,
                              price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
 
+    def journal_risk(self) -> None:
+        """Journal the risk state of books whose kill switch or daily loss flag a mark changed,
+        before the next save, so the journal alone rebuilds them (``RiskRecord``)."""
+        records = self.portfolio.risk_records(self.portfolio.journal_seq + 1)
+        if records:
+            self.journal.append([r.to_dict() for r in records])
+            self.portfolio.commit(records)
+            self.dirty = True
+
     # --- requests --------------------------------------------------------------------------
     def on_order(self, body: Any) -> dict[str, Any]:
         try:
@@ -197,6 +206,7 @@ class PortfolioService:
         if events:
             self.dirty = True
         self.book_fills(liquidations)
+        self.journal_risk()
         step = self.portfolio.market_ts // EQUITY_STEP_MS
         if step > self.last_equity_step:
             self.last_equity_step = step
