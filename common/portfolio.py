@@ -7,7 +7,7 @@ change is two-step (decide, then commit), so the service can journal a fill in b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from common.ledger import (
@@ -284,7 +284,7 @@ class Portfolio:
             if fill.seq > self.journal_seq:
                 self.journal_seq = fill.seq
             if isinstance(fill, RiskRecord):
-                book.risk = RiskState.from_dict(fill.risk.to_dict())
+                book.risk = replace(fill.risk)
                 self._risk_unjournaled.discard(fill.strategy_id)
                 continue
             apply_fill(book, fill)
@@ -370,7 +370,7 @@ class Portfolio:
     def risk_records(self, first_seq: int) -> list[RiskRecord]:
         """Records to journal, then commit, for the books whose kill switch or daily loss flag
         a mark changed; a book stays listed until its record is committed."""
-        return [RiskRecord(first_seq + i, sid, self.market_ts, RiskState.from_dict(self.books[sid].risk.to_dict()))
+        return [RiskRecord(first_seq + i, sid, self.market_ts, replace(self.books[sid].risk))
                 for i, sid in enumerate(sorted(self._risk_unjournaled))]
 
     # --- views -----------------------------------------------------------------------------

@@ -78,16 +78,17 @@ class PortfolioService:
         self.journal = Journal(self.state_path.parent / "journal.jsonl")
         seen = self.portfolio.last_seen_fill()
         tail = self.journal.read(after_seq=seen["seq"] - 1 if seen else self.portfolio.journal_seq)
+        replayed = sum(1 for r in tail if r["seq"] > self.portfolio.journal_seq)
         problem = self.portfolio.journal_disagreement(self.journal.last_seq, tail)
-        try:
-            if problem:
-                raise RecordError(problem)
-            replayed = len([r for r in tail if r["seq"] > self.portfolio.journal_seq])
-            for event in self.portfolio.replay(tail):
-                self.rt.log.warning("risk_event", detail=event)
-        except RecordError as exc:
+        if problem is None:
+            try:
+                for event in self.portfolio.replay(tail):
+                    self.rt.log.warning("risk_event", detail=event)
+            except ValueError as exc:  # a record that does not parse or does not fit its book
+                problem = str(exc)
+        if problem is not None:
             self.journal.close()
-            raise JournalError(f"{self.journal.path}: {exc}") from None
+            raise JournalError(f"{self.journal.path}: {problem}")
         self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
         for damage in self.equity.damaged_lines:
             self.rt.log.warning("equity_line_skipped", detail=damage)

@@ -279,3 +279,18 @@ def test_the_portfolio_process_exits_2_naming_the_damaged_journal_line(cfg, tmp_
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2, proc.stderr
     assert f"{path}:2: not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("record, problem", [
+    ({"seq": 1, "order_id": "momentum-btc:1", "strategy_id": "momentum-btc", "kind": "spot", "instrument": "BTC/USDT",
+      "side": "sell", "quantity": 0.01, "price": 90_000.0, "fee": 0.9, "cash_delta": 899.1, "realized_pnl": 0.0,
+      "ts_event": T0}, "sells BTC/USDT but momentum-btc holds none"),
+    ({"seq": 1, "type": "risk", "strategy_id": "momentum-btc", "ts_event": T0}, "seq 1.risk: expected an object"),
+])
+def test_a_journal_record_that_does_not_fit_its_book_is_refused(cfg, record, problem):
+    path = journal_path(cfg)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(JournalError, match=problem):
+        Portfolio(cfg)
+    assert not Path(cfg.state_file).exists() and path.read_text() == json.dumps(record) + "\n"
