@@ -32,6 +32,9 @@ STATE_VERSION = 1
 BACKUPS = 6
 BACKUP_SPACING_S = 3600.0
 _MAX_INT = 2**63
+# Journal lines of one append but its last carry this key, so an append cut short by a crash
+# is recognised whole; readers never see it.
+_MORE = "more"
 # A JSON integer literal this long may be beyond 64 bits; only then does a save walk the state.
 _LONG_INT = re.compile(r"[-\d]\d{18}")
 # How far back from the end EquityLog looks for the last complete line on open.
@@ -255,11 +258,11 @@ class Journal:
     """Append-only JSON lines of records (dicts) with a gap-free ``seq`` starting at 1.
 
     Opening scans the file once: it learns ``last_seq`` and checks every line. Only a torn
-    tail, bytes after the last newline, is cut off: an append writes its lines and their
-    final newline in one write and fsyncs before the order is acknowledged, so a line without
-    its newline was never acknowledged. A line that ends in a newline may have been
-    acknowledged: if it is damaged, that is an error naming its line number, and nothing in
-    the file is ever deleted or skipped.
+    tail is cut off: the bytes after the last newline, and the lines of an append whose last
+    line is missing (its other lines are marked ``"more": true``). An append writes all its
+    lines in one write and fsyncs before the order is acknowledged, so an append without its
+    final newline was never acknowledged. A complete line may have been acknowledged: if it is
+    damaged, that is an error naming its line number, and nothing is ever deleted or skipped.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -294,6 +297,7 @@ class Journal:
         complete = lines[:-1]  # what follows the last newline is a torn tail (or nothing)
         records: list[dict[str, Any]] = []
         size = 0
+        batch_end = (0, 0)  # records and bytes up to the end of the last complete append
         for number, line in enumerate(complete, start=1):
             record = _parse_line(line)
             if record is None:
@@ -308,7 +312,11 @@ class Journal:
                                    f"Restore the journal from a copy; it was left untouched")
             records.append(record)
             size += len(line) + 1
-        return records, size
+            if not record.pop(_MORE, False):
+                batch_end = (len(records), size)
+        # An append whose last line is missing never finished, so it was never acknowledged:
+        # it goes whole, or an option structure could come back with only some of its legs.
+        return records[:batch_end[0]], batch_end[1]
 
     def append(self, fills: Sequence[Mapping[str, Any]]) -> None:
         """Write and fsync ``fills``; acknowledge an order only after this returns."""
@@ -322,7 +330,8 @@ class Journal:
                 raise JournalError(
                     f"{self.path}: append[{i}] has seq {seq!r}, expected {expected + i} (seq must be gap-free)"
                 )
-            lines.append(_dumps(fill, f"fill[{i}]"))
+            last = i == len(fills) - 1
+            lines.append(_dumps(fill if last else {**fill, _MORE: True}, f"fill[{i}]"))
         data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
             written = os.write(self._fd, data)

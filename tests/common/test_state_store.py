@@ -233,6 +233,22 @@ def test_torn_tail_without_its_newline_was_never_acknowledged_and_is_cut_on_open
         assert journal.read() == [fill(1), fill(2), fill(3)]
 
 
+@pytest.mark.parametrize("kept", [b"", b'{"seq": 4, "or'])
+def test_an_append_cut_short_by_a_crash_goes_whole_never_only_some_of_its_lines(tmp_path, kept):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1)])
+        journal.append([fill(2), fill(3), fill(4)])  # one order's legs: all or none
+        assert journal.read() == [fill(1), fill(2), fill(3), fill(4)]  # the marks are the journal's own
+    first, second, third, _ = path.read_bytes().split(b"\n", 3)
+    assert b'"more":true' in second and b'"more":true' in third and b"more" not in first
+    path.write_bytes(b"\n".join([first, second, third]) + b"\n" + kept)  # a power cut: the last leg lost
+    with Journal(path) as journal:
+        assert journal.last_seq == 1 and journal.read() == [fill(1)]
+        journal.append([fill(2)])
+    assert path.read_bytes() == first + b"\n" + json.dumps(fill(2), separators=(",", ":")).encode() + b"\n"
+
+
 def test_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path):
     path = tmp_path / "fills.jsonl"
     with Journal(path) as journal:
