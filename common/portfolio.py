@@ -251,8 +251,9 @@ class Portfolio:
 
     # --- orders and fills ----------------------------------------------------------------
     def decide_spot(self, order: SpotOrder) -> OrderDecision:
+        """KeyError for a strategy not in the config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
-        if book is None:
+        if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         meta = self.metas[order.strategy_id]
         return decide_spot_order(
@@ -262,9 +263,10 @@ class Portfolio:
         )
 
     def decide_options(self, order: OptionOrder) -> OptionOrderDecision:
-        """All legs of an option order or none, numbered after the journal."""
+        """All legs of an option order or none, numbered after the journal. KeyError for a
+        strategy not in the config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
-        if book is None:
+        if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         opens = any(leg.action == "open" for leg in order.legs)
         return decide_option_order(

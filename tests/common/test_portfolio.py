@@ -205,6 +205,9 @@ def test_a_book_whose_strategy_left_the_config_is_kept_with_its_money():
     assert rec.retired == ("mom",) and rec.created == () and rec.kept == ("vol", "wheel")
     assert later.books["mom"].cash == 1_234.5 and later.to_state()["strategies"]["mom"]["cash"] == 1_234.5
     later.mark({"BTC/USDT": 1.0}, T0 + HOUR)  # not marked for risk: no meta
+    assert later.risk_records(1) == [] and not later.books["mom"].risk.kill_switch
+    with pytest.raises(KeyError):
+        later.decide_spot(SpotOrder("mom:1", "mom", "BTC/USDT", 1, 1.0, T0 + HOUR))  # never traded
     back = new_portfolio()
     back.load_state(later.to_state())
     assert back.reconcile(T0).created == () and back.books["mom"].cash == 1_234.5
@@ -257,11 +260,10 @@ def test_a_journal_of_another_run_is_refused_at_the_last_fill_the_state_saw(tmp_
 # --- state validation ------------------------------------------------------------------------
 def _state_with(mutate) -> dict:
     p = new_portfolio()
-    run_p = p
-    run_p.commit(run_p.decide_options(OptionOrder("vol:1:c", "vol", T0, 90_000.0, (
+    p.commit(p.decide_options(OptionOrder("vol:1:c", "vol", T0, 90_000.0, (
         OptionLeg(CALL, 1, 0.3, 1_500.0, {"delta": 0.4}, 0.8, "cheap vol", "open"),))).fills)
-    run_p.mark({"BTC/USDT": 90_000.0}, T0)
-    state = copy.deepcopy(run_p.to_state())
+    p.mark({"BTC/USDT": 90_000.0}, T0)
+    state = copy.deepcopy(p.to_state())
     mutate(state)
     return state
 
