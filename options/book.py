@@ -324,9 +324,10 @@ def _read_option_position(d: Any, name: str, where: str) -> dict[str, Any]:
     position["marked_ts"] = read_int(d, "marked_ts", where)
     position["greeks"] = {key: read_number(d["greeks"], key, f"{where}.greeks")
                           for key in read_object(d.get("greeks", {}), f"{where}.greeks")}
-    score = d.get("score")
-    if score is not None:
+    if d.get("score") is not None:
         position["score"] = read_number(d, "score", where)
+    if "mark_source" in d:
+        read_str(d, "mark_source", where)
     _revalue(position)
     if abs(position["current_value_usd"]) > MAX_USD:
         raise RecordError(f"{where}.current_mark: values the position at {position['current_value_usd']:g} USD, "

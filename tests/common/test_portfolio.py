@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.ledger import book_to_dict
 from common.model import RecordError, SpotOrder
@@ -299,6 +301,8 @@ V = "state.strategies.vol.option_positions." + CALL.name
      f"{V}.contract: describes 'BTC-"),
     (lambda s: s["strategies"]["vol"]["option_positions"][CALL.name].update(greeks={"delta": "x"}),
      f"{V}.greeks.delta: expected a number"),
+    (lambda s: s["strategies"]["vol"]["option_positions"][CALL.name].update(mark_source=[1]),
+     f"{V}.mark_source: expected a string"),
     (lambda s: s.update(prices={"BTC/USDT": 0}), "state.prices.BTC/USDT: expected a price in (0, 1e+12]"),
     (lambda s: s.update(prices=[1]), "state.prices: expected an object"),
     (lambda s: s.update(market_ts=-1), "state.market_ts: must be >= 0"),
@@ -329,3 +333,30 @@ def test_a_book_that_could_not_be_loaded_back_is_never_handed_to_a_save():
         p.to_state()
     p.books["mom"].cash = 1_000.0
     assert book_to_dict(p.books["mom"])["cash"] == 1_000.0 and p.to_state()["strategies"]["mom"]["cash"] == 1_000.0
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+_GOOD = _state_with(lambda s: None)
+_POSITION = _GOOD["strategies"]["vol"]["option_positions"][CALL.name]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(_POSITION) + ["contract.strike", "contract.expiry_ts", "contract.is_call"]), _json)
+def test_any_value_in_any_option_position_field_loads_or_is_refused_by_key_path(key, value):
+    state = copy.deepcopy(_GOOD)
+    position = state["strategies"]["vol"]["option_positions"][CALL.name]
+    if key.startswith("contract."):
+        position["contract"][key.split(".")[1]] = value
+    else:
+        position[key] = value
+    p = new_portfolio()
+    try:
+        p.load_state(state)
+    except RecordError as exc:
+        assert "state.strategies.vol.option_positions" in str(exc)
+    else:  # what loads saves, and loads back the same
+        again = new_portfolio()
+        again.load_state(copy.deepcopy(p.to_state()))
+        assert again.to_state() == p.to_state()
