@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.ledger import StrategyBook, check_rate, duplicate_reason
+from common.ledger import MAX_USD, StrategyBook, check_rate, duplicate_reason, read_usd
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
 from options.contracts import ContractError, OptionContract, ProposedTrade
 
@@ -289,6 +289,55 @@ def _revalue(position: dict[str, Any]) -> None:
     mark = float(position["current_mark"])
     position["current_value_usd"] = coins * mark
     position["unrealized_pnl"] = coins * mark + abs(float(position["quantity"])) * float(position["open_cash_per_contract"])
+
+
+def _read_option_position(d: Any, name: str, where: str) -> dict[str, Any]:
+    """One option position from state.json, checked field by field; its value fields are
+    recomputed from quantity, multiplier and mark, as ``_revalue`` keeps them."""
+    read_object(d, where)
+    try:
+        contract = OptionContract.from_dict(d.get("contract"), f"{where}.contract")
+    except ContractError as exc:
+        raise RecordError(str(exc)) from None
+    if contract.name != name:
+        raise RecordError(f"{where}.contract: describes {contract.name!r}, not its key {name!r}")
+    for key, expected in (("name", name), ("venue", contract.venue), ("underlying", contract.underlying),
+                          ("strike", contract.strike), ("is_call", contract.is_call),
+                          ("expiry_ts", contract.expiry_ts), ("multiplier", contract.multiplier)):
+        if key in d and d[key] != expected:
+            raise RecordError(f"{where}.{key}: {d[key]!r} disagrees with the contract ({expected!r})")
+    quantity = read_number(d, "quantity", where)
+    if quantity == 0:
+        raise RecordError(f"{where}.quantity: must not be 0 (a closed position is removed)")
+    if abs(quantity) * contract.multiplier * contract.strike > MAX_USD:
+        raise RecordError(f"{where}.quantity: {quantity!r} contracts at strike {contract.strike:g} is out of "
+                          f"range (<= {MAX_USD:g} USD)")
+    position = {**d, "name": name, "venue": contract.venue, "underlying": contract.underlying,
+                "contract": contract.to_dict(), "quantity": quantity, "multiplier": contract.multiplier,
+                "strike": contract.strike, "is_call": contract.is_call, "expiry_ts": contract.expiry_ts}
+    for key in ("entry_premium", "current_mark"):
+        if read_usd(d, key, where) < 0:
+            raise RecordError(f"{where}.{key}: must be >= 0 USD per coin, got {d[key]!r}")
+        position[key] = float(d[key])
+    position["open_cash_per_contract"] = read_usd(d, "open_cash_per_contract", where)
+    position["entry_ts"] = read_int(d, "entry_ts", where)
+    position["marked_ts"] = read_int(d, "marked_ts", where)
+    position["greeks"] = {key: read_number(d["greeks"], key, f"{where}.greeks")
+                          for key in read_object(d.get("greeks", {}), f"{where}.greeks")}
+    if d.get("score") is not None:
+        position["score"] = read_number(d, "score", where)
+    if "mark_source" in d:
+        read_str(d, "mark_source", where)
+    _revalue(position)
+    if abs(position["current_value_usd"]) > MAX_USD:
+        raise RecordError(f"{where}.current_mark: values the position at {position['current_value_usd']:g} USD, "
+                          f"out of range (<= {MAX_USD:g})")
+    return position
+
+
+def read_option_positions(d: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A book's ``option_positions`` from state.json; RecordError names the key path of junk."""
+    return {name: _read_option_position(p, name, f"{where}.{name}") for name, p in read_object(d, where).items()}
 
 
 def mark_option_positions(book: StrategyBook, marks: Mapping[str, Mapping[str, Any]], ts: int) -> float:

@@ -10,7 +10,8 @@ Calls       common.portfolio.Portfolio (pure books and risk), options.book, comm
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
 path. A crash at any point loses nothing that was acknowledged: on start the journal tail
-past state.json's ``journal_seq`` is replayed.
+past state.json's ``journal_seq`` is replayed, into books created from the config first, and
+only after the journal has been checked to be this state's history (``start_from_disk``).
 
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,
@@ -30,7 +31,8 @@ from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_di
 from common.model import ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, strategy_metas
 from options.book import OptionOrder
-from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
+from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
+                                remove_stale_temp_files, save_state)
 from services.runtime import ServiceRuntime, config_path
 
 MARK_SECONDS = 0.1
@@ -58,23 +60,7 @@ class PortfolioService:
                                    max_option_positions=cfg.options.max_positions,
                                    min_option_score=cfg.options.min_score,
                                    underlying_quote=cfg.options.underlying_quote)
-        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
-        if state is not None:
-            try:
-                self.portfolio.load_state(state)
-            except RecordError as exc:
-                raise StateFileError(self.state_path, str(exc)) from None
-        self.journal = Journal(self.state_path.parent / "journal.jsonl")
-        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
-        for problem in self.equity.damaged_lines:
-            self.rt.log.warning("equity_line_skipped", detail=problem)
-        replayed = [Fill.from_dict(r, f"journal seq {r.get('seq')}")
-                    for r in self.journal.read(after_seq=self.portfolio.journal_seq)]
-        self.portfolio.commit(replayed)
-        rec = self.portfolio.reconcile(self.portfolio.market_ts)
-        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=len(replayed),
-                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
-                         pruned=list(rec.pruned), kept=len(rec.kept))
+        self.start_from_disk()
         self.pending_ticks: dict[str, float] = {}
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
@@ -87,6 +73,42 @@ class PortfolioService:
         self.save()
 
     # --- persistence -------------------------------------------------------------------
+    def start_from_disk(self) -> None:
+        """Load state.json, create the books the config adds, check that the journal is this
+        state's history, then book the journal's tail. Any doubt stops the service with a
+        StateFileError or JournalError naming the file, the line or seq, and the fix: a
+        state that is saved never drops or repeats a journaled fill."""
+        stale = remove_stale_temp_files(self.state_path)
+        if stale:
+            self.rt.log.warning("stale_temp_files_removed", files=stale)
+        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
+        if state is not None:
+            try:
+                self.portfolio.load_state(state)
+            except RecordError as exc:
+                raise StateFileError(self.state_path, str(exc)) from None
+        rec = self.portfolio.reconcile(self.portfolio.market_ts)  # books exist before the replay
+        self.journal = Journal(self.state_path.parent / "journal.jsonl")
+        seen = self.portfolio.last_seen_fill()
+        tail = self.journal.read(after_seq=seen["seq"] - 1 if seen else self.portfolio.journal_seq)
+        replayed = sum(1 for r in tail if r["seq"] > self.portfolio.journal_seq)
+        problem = self.portfolio.journal_disagreement(self.journal.last_seq, tail)
+        if problem is None:
+            try:
+                for event in self.portfolio.replay(tail):
+                    self.rt.log.warning("risk_event", detail=event)
+            except ValueError as exc:  # a record that does not parse or does not fit its book
+                problem = str(exc)
+        if problem is not None:
+            self.journal.close()
+            raise JournalError(f"{self.journal.path}: {problem}")
+        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
+        for damage in self.equity.damaged_lines:
+            self.rt.log.warning("equity_line_skipped", detail=damage)
+        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=replayed,
+                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
+                         retired=list(rec.retired), kept=len(rec.kept))
+
     def save(self) -> None:
         """Save state.json if it changed; a failed save is a persist problem, retried next time."""
         if not self.dirty:
@@ -94,7 +116,7 @@ class PortfolioService:
         try:
             self.check_lock()
             save_state(self.state_path, self.portfolio.to_state())
-        except (OSError, LockHeld) as exc:
+        except (OSError, LockHeld, RecordError) as exc:  # RecordError: a state that would not load back
             self.persist_failed("state.json", exc)
             return
         self.dirty = False
@@ -120,12 +142,7 @@ class PortfolioService:
         PersistFailed when the journal cannot be written: nothing is booked."""
         if not fills:
             return
-        try:
-            self.check_lock()
-            self.journal.append([f.to_dict() for f in fills])
-        except (OSError, LockHeld) as exc:
-            self.persist_failed("journal.jsonl", exc)
-            raise PersistFailed(str(exc)) from None
+        self.journal_append([f.to_dict() for f in fills])
         for event in self.portfolio.commit(fills):
             self.rt.log.warning("risk_event", detail=event)
         self.fills_made += len(fills)
@@ -135,6 +152,25 @@ class PortfolioService:
             self.rt.log.info("fill", seq=fill.seq, strategy=fill.strategy_id, kind=fill.kind,
                              side=fill.side, instrument=fill.instrument, quantity=fill.quantity,
                              price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
+
+    def journal_append(self, records: list[dict[str, Any]]) -> None:
+        """Append and fsync while holding the lock; PersistFailed (nothing written that counts)
+        when the disk or the lock says no."""
+        try:
+            self.check_lock()
+            self.journal.append(records)
+        except (OSError, LockHeld) as exc:
+            self.persist_failed("journal.jsonl", exc)
+            raise PersistFailed(str(exc)) from None
+
+    def journal_risk(self) -> None:
+        """Journal the risk state of books whose kill switch or daily loss flag a mark changed,
+        before the next save, so the journal alone rebuilds them (``RiskRecord``)."""
+        records = self.portfolio.risk_records(self.portfolio.journal_seq + 1)
+        if records:
+            self.journal_append([r.to_dict() for r in records])
+            self.portfolio.commit(records)
+            self.dirty = True
 
     # --- requests --------------------------------------------------------------------------
     def retry_when_unwritable(self, handler: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
@@ -232,8 +268,9 @@ class PortfolioService:
             self.dirty = True
         try:
             self.book_fills(liquidations)
+            self.journal_risk()
         except PersistFailed:
-            return  # not booked: the next mark decides these fills again
+            return  # not booked: the next mark decides these fills (and risk records) again
         step = self.portfolio.market_ts // EQUITY_STEP_MS
         if step > self.last_equity_step:
             self.last_equity_step = step
@@ -296,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"portfolio: {exc}", file=sys.stderr)
         rt.close()
         return 2
-    except StateFileError as exc:
+    except (StateFileError, JournalError) as exc:
         rt.log.error("state_unreadable", detail=str(exc))
         print(f"portfolio: {exc}", file=sys.stderr)
         rt.close()
