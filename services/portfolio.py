@@ -60,7 +60,11 @@ class PortfolioService:
                                    max_option_positions=cfg.options.max_positions,
                                    min_option_score=cfg.options.min_score,
                                    underlying_quote=cfg.options.underlying_quote)
-        self.start_from_disk()
+        try:
+            self.start_from_disk()
+        except BaseException:
+            self.lock.release()  # refused to start: the next attempt (or a test in-process) may lock
+            raise
         self.pending_ticks: dict[str, float] = {}
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
