@@ -15,7 +15,7 @@ def trade(side: int, quantity: float, delta: float, vega: float, action: str = "
 
 def test_delta_limit_blocks_growth_but_not_reduction():
     ok, reason = check_options_trade(OptionsRiskLimits(), [LONG], trade(1, 1.0, 0.8, 0.0), 100_000.0, spot=100_000.0)
-    assert not ok and reason == "net delta would be 1.100 x value > limit 1"  # (0.3 + 0.8) * 100k / 100k
+    assert not ok and reason == "risk limit: net delta would be 1.100 x value > limit 1"  # (0.3 + 0.8) * 100k / 100k
     assert check_options_trade(OptionsRiskLimits(), [LONG], trade(1, 0.5, 0.8, 0.0), 100_000.0, spot=100_000.0)[0]
     over = OptionsRiskLimits(max_delta_ratio=0.1)
     assert check_options_trade(over, [LONG], trade(-1, 0.1, 0.6, 0.0), 100_000.0, spot=100_000.0)[0]
@@ -31,7 +31,7 @@ def test_drawdown_blocks_opens_but_never_closes():
     limits = OptionsRiskLimits()
     ok, reason = check_options_trade(limits, [], trade(1, 0.1, 0.5, 10.0), 100_000.0, spot=100_000.0,
                                      peak_value=130_000.0)
-    assert not ok and reason.startswith("drawdown 23.1% >= 20%")
+    assert not ok and reason.startswith("risk limit: drawdown 23.1% >= 20%")
     assert check_options_trade(limits, [LONG], trade(-1, 0.5, 0.6, 100.0, "close"), 100_000.0, spot=100_000.0,
                                peak_value=130_000.0) == (True, "close: reduces risk")
 
