@@ -197,7 +197,8 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
             refused += failed
             continue
         accepted += legs
-        book_now = book_now + opened
+        closed = {leg.contract for leg in legs if leg.action == "close"}
+        book_now = [p for p in book_now if p.contract not in closed] + opened
         spot_coins += coins
     parts = [score_trade(t, positions, chain.spot).parts for t in accepted]
     return OptionsDecision(strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
