@@ -132,7 +132,8 @@ class OptionsBacktest:
                  limits: OptionsRiskLimits | None = None, risk_limits: RiskLimits | None = None,
                  every_hours: float = 24.0, trade_from_ms: int | None = None,
                  capital_by_id: Mapping[str, float] | None = None,
-                 limits_by_id: Mapping[str, OptionsRiskLimits] | None = None) -> None:
+                 limits_by_id: Mapping[str, OptionsRiskLimits] | None = None,
+                 risk_limits_by_id: Mapping[str, RiskLimits] | None = None) -> None:
         if len(data) < 2:
             raise OptionsBacktestError(f"data: need at least 2 bars of {underlying}, got {len(data)}")
         if atm_iv.shape[0] != len(data):
@@ -170,7 +171,8 @@ class OptionsBacktest:
             spec.underlying(underlying)
             if any(m.strategy_id == sid for m in metas):
                 raise OptionsBacktestError(f"strategies: id {sid!r} appears twice")
-            metas.append(StrategyMeta(sid, "options", spec.name, float(capitals[sid]), risk_limits, name))
+            metas.append(StrategyMeta(sid, "options", spec.name, float(capitals[sid]),
+                                      (risk_limits_by_id or {}).get(sid, risk_limits), name))
             runs.append((sid, name, spec, strategy_params(name, params)))
         self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0,
                                    max_option_positions=max_positions, min_option_score=min_score)
@@ -303,7 +305,8 @@ def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capita
                          risk_limits: RiskLimits | None = None, every_hours: float = 24.0,
                          trade_from_ms: int | None = None, progress: bool = False,
                          capital_by_id: Mapping[str, float] | None = None,
-                         limits_by_id: Mapping[str, OptionsRiskLimits] | None = None) -> OptionsBacktestResult:
+                         limits_by_id: Mapping[str, OptionsRiskLimits] | None = None,
+                         risk_limits_by_id: Mapping[str, RiskLimits] | None = None) -> OptionsBacktestResult:
     """Backtest options strategies on ``underlying``'s bars; ``iv`` (decimal, per bar) replaces
     the realized-vol estimate of the ATM implied vol when given. Bars before ``trade_from_ms``
     are volatility history only. ``fee_pct`` is the portfolio's fee, % of each leg's premium;
@@ -316,4 +319,5 @@ def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capita
                            capital=capital, max_positions=max_positions, min_score=min_score,
                            risk_free_rate=risk_free_rate, fee_pct=fee_pct, slippage_pct=slippage_pct, limits=limits,
                            risk_limits=risk_limits, every_hours=every_hours, trade_from_ms=trade_from_ms,
-                           capital_by_id=capital_by_id, limits_by_id=limits_by_id).run(progress)
+                           capital_by_id=capital_by_id, limits_by_id=limits_by_id,
+                           risk_limits_by_id=risk_limits_by_id).run(progress)
