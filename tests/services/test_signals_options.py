@@ -20,6 +20,9 @@ def test_options_skip_with_a_reason_while_the_pricer_is_down():
         assert time.monotonic() - started < 3.0  # one bounded request, not one per strategy
         assert {d.skipped.split(":")[0] for d in decisions} == {"pricer unavailable"}
         assert all(engine.strategy_status[sid]["status"].startswith("skipped: pricer unavailable") for sid in ids)
+        last = engine.strategy_status[ids[0]]  # what the heartbeat carries to /status
+        assert last["decision"] == "skipped" and last["reason"].startswith("pricer unavailable")
+        assert last["ts"] == cfg.feed.start_ms
         started = time.monotonic()
         engine.queue_options(ids)
         again = engine.decide_pending_options()
