@@ -4,10 +4,12 @@
     backtest spot --config config/default.json --id momentum-btc --csv BTC_USDT-1h.csv
     backtest spot --config config/default.json --all --data-dir ../shared/data/ohlcv/binance
     backtest spot --strategy rsi --sim --days 365
-    backtest options --underlying BTC --since 2021-01-01 --capital 1000 --max-positions 4 --csv BTC_USDT-1h.csv
+    backtest options --underlying BTC --since 2023-01-01 --capital 1000 --max-positions 4   # download-data's files
+    backtest options --csv BTC_USD-1d_2022-11-06_2024-08-31.csv --config config/default.json
     backtest walkforward --strategy sma_crossover --csv BTC_USDT-1h.csv --train-bars 4380 --test-bars 1095
 
-Every run prints its metrics; ``--out DIR`` also writes metrics.json, trades.csv, fills.csv,
+The timeframe is the file's bar spacing and the symbol its name (or --symbol); a flag or config
+entry that contradicts either is refused. Every run prints its metrics; ``--out DIR`` also writes metrics.json, trades.csv, fills.csv,
 equity.csv, report.png and report.html (per strategy in a subfolder when there are several).
 """
 from __future__ import annotations
