@@ -51,12 +51,13 @@ class OptionsRiskLimits:
 _GREEKS = ("delta", "vega")
 
 
-def _net(positions: Sequence[OptionPosition], greek: str, spot_coins: float = 0.0) -> float:
+def net_greek(positions: Sequence[OptionPosition], greek: str, spot_coins: float = 0.0) -> float:
+    """The book's net ``greek``: options' per-coin greek x signed coins, plus coins held for delta."""
     options = sum(pos.greeks.get(greek, 0.0) * pos.coins for pos in positions)
     return options + spot_coins if greek == "delta" else options
 
 
-def _limit(limits: OptionsRiskLimits, greek: str, spot: float) -> tuple[float, float]:
+def greek_limit(limits: OptionsRiskLimits, greek: str, spot: float) -> tuple[float, float]:
     """(USD scale of one unit of the net greek, the limit as a ratio of value)."""
     return (spot, limits.max_delta_ratio) if greek == "delta" else (1.0, limits.max_vega_ratio)
 
@@ -91,9 +92,9 @@ def max_quantity(limits: OptionsRiskLimits, positions: Sequence[OptionPosition],
         g = float(per_unit.get(greek, 0.0))
         if g == 0.0 or not math.isfinite(g):
             continue
-        scale, ratio = _limit(limits, greek, spot)
+        scale, ratio = greek_limit(limits, greek, spot)
         bound_value = ratio * portfolio_value / scale
-        net = _net(positions, greek, spot_coins)
+        net = net_greek(positions, greek, spot_coins)
         within = (bound_value - math.copysign(1.0, g) * net) / abs(g)
         reducing = 2.0 * abs(net) / abs(g) if net * g < 0 else 0.0
         q = max(within, reducing, 0.0) * (1.0 - 1e-9)  # a hair inside, so the check passes after rounding
@@ -118,8 +119,8 @@ def check_options_trade(limits: OptionsRiskLimits, positions: Sequence[OptionPos
         if drawdown_pct >= limits.max_drawdown_pct:
             return False, f"risk limit: drawdown {drawdown_pct:.1f}% >= {limits.max_drawdown_pct:g}%: no new positions"
     for greek in _GREEKS:
-        scale, limit = _limit(limits, greek, spot)
-        net = _net(positions, greek, spot_coins)
+        scale, limit = greek_limit(limits, greek, spot)
+        net = net_greek(positions, greek, spot_coins)
         before = abs(net) * scale / portfolio_value
         after = abs(net + trade_greek(trade, greek)) * scale / portfolio_value
         if after > limit and after > before:

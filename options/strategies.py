@@ -36,7 +36,7 @@ import numpy as np
 
 from options.chain import OptionChain, closest_strike
 from options.contracts import OptionContract, OptionPosition, ProposedTrade, closest_expiry
-from options.risk import OptionsRiskLimits, max_quantity
+from options.risk import OptionsRiskLimits, greek_limit, max_quantity, net_greek
 from options.venues import UnderlyingSpec, VenueSpec
 from options.vol_surface import iv_rank
 
@@ -188,8 +188,8 @@ def _limit_text(ctx: OptionsContext, positions: Sequence[OptionPosition], per_un
                 value: float, spec: UnderlyingSpec, greek: str | None) -> str:
     if greek is None or greek == "value" or ctx.limits is None:
         return f"cannot be risked at portfolio value {value:,.2f}"
-    scale, limit = (ctx.spot, ctx.limits.max_delta_ratio) if greek == "delta" else (1.0, ctx.limits.max_vega_ratio)
-    net = sum(pos.greeks.get(greek, 0.0) * pos.coins for pos in positions) + (ctx.spot_quantity if greek == "delta" else 0.0)
+    scale, limit = greek_limit(ctx.limits, greek, ctx.spot)
+    net = net_greek(positions, greek, ctx.spot_quantity)
     after = abs(net + spec.min_quantity * per_unit[greek]) * scale / value
     return f"would put net {greek} at {after:.3f} x value > risk limit {limit:g}"
 

@@ -173,7 +173,8 @@ def test_idle_strategies_say_why():
     assert decide_with_reason("wheel", ctx(atm_iv=0.2), [])[1].startswith("no signal: put premium ")
     [put] = decide("protective_puts", ctx(), [])
     held = OptionPosition(put.contract, put.quantity, put.premium, TS, put.greeks)
-    assert decide_with_reason("protective_puts", ctx(), [held])[1] == f"holding: {put.contract.name} x +{put.quantity:g} still open"
+    holding = decide_with_reason("protective_puts", ctx(), [held])[1]
+    assert holding == f"holding: {put.contract.name} x +{put.quantity:g} still open"
 
 
 # --- buy-write and married put: the coins are the strategy's own --------------------------------
