@@ -294,6 +294,9 @@ class SignalEngine:
             else:
                 self.orders_acked += 1
                 self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
+                if ack["status"] == "rejected":  # the strategy decided, the portfolio said no: /status says why
+                    self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
+                                                        "reason": f"{order_id}: {ack['reason']}"})
                 acks.append(ack)
             del self.outbox[order_id]
         return acks
