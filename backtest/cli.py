@@ -100,18 +100,18 @@ DISCOVERY_TIMEFRAMES = ("1d", "4h", "1h", "30m", "15m", "5m", "1m")
 DOWNLOAD_ROOT = Path("data")
 
 
-def download_data_file(base: str, root: Path = DOWNLOAD_ROOT) -> Path:
+def download_data_file(base: str, root: Path = DOWNLOAD_ROOT, pattern: str = "*/{base}_*-*.csv") -> Path:
     """The bars ``download-data`` fetched for ``base`` (``data/<exchange>/<BASE>_<QUOTE>-<tf>.csv``),
     the coarsest timeframe first: an options backtest decides once a day."""
     found = {}
-    for path in sorted(root.glob(f"*/{base}_*-*.csv")):
+    for path in sorted(root.glob(pattern.format(base=base))):
         parts = name_parts(path)
         if parts is not None and parts[0].startswith(f"{base}/"):
             found.setdefault(parts[1], path)
     for timeframe in DISCOVERY_TIMEFRAMES:
         if timeframe in found:
             return found[timeframe]
-    raise CliError(f"no bars for {base}: none in {root}/*/{base}_*-*.csv; fetch them with "
+    raise CliError(f"no bars for {base}: none in {root}/{pattern.format(base=base)}; fetch them with "
                    f"`download-data --exchange binanceus --symbols {base}/USDT --timeframe 1d --since 2022-10-01`, "
                    f"or give --csv FILE, --data-dir DIR or --sim")
 
@@ -160,12 +160,14 @@ class BarSource:
         ``timeframe`` when one is asked for (``asked_by`` names who asked)."""
         args = self.args
         if args.sim:
-            symbol, timeframe = symbol or "BTC/USDT", timeframe or "1h"
+            symbol, timeframe = symbol or f"{base or 'BTC'}/USDT", timeframe or "1h"
             primary, pair, origin = self._simulated(symbol, timeframe), None, "simulator"
             if pair_symbol:
                 pair = self._simulated(pair_symbol, timeframe)
         else:
-            if args.data_dir:
+            if args.data_dir and symbol is None and base is not None:
+                path = download_data_file(base, Path(args.data_dir), "{base}_*-*.csv")
+            elif args.data_dir:
                 if symbol is None:
                     raise CliError("--data-dir: give --symbol (or --config) to say which file to read")
                 path = self._in_dir(Path(args.data_dir), symbol, timeframe)
@@ -385,11 +387,12 @@ def run_options(args: argparse.Namespace) -> int:
     underlying = _underlying(args)
     jobs = options_jobs(args, underlying)
     source = BarSource(args, discover=True)
-    bars = source.bars(None, args.timeframe, base=underlying)
+    bars = source.bars(args.symbol, args.timeframe, base=underlying)
     if bars.symbol.split("/")[0] != underlying:
         raise CliError(f"--underlying {underlying} contradicts {bars.origin}, whose name says {bars.symbol}")
     data = bars.data
-    print(f"bars: {bars.origin} ({bars.symbol}, {bars.timeframe} from the bar spacing, {len(data)} bars)")
+    spacing = "" if args.sim else " from the bar spacing"
+    print(f"bars: {bars.origin} ({bars.symbol}, {bars.timeframe}{spacing}, {len(data)} bars)")
     iv = None
     if args.iv_csv:
         iv_ts, iv_values = _iv_series(args.iv_csv)
