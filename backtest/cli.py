@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from common.market_sim import DAY_MS, DEFAULT_SPECS
 from common.ohlcv import OHLCV
 from common.timeframes import TIMEFRAME_MS
 from common.risk import RiskLimits
+
+if TYPE_CHECKING:
+    from backtest.options import OptionsBacktestResult
+    from options.risk import OptionsRiskLimits
 
 SUMMARY_KEYS = ("total_return_pct", "cagr_pct", "sharpe", "sortino", "max_drawdown_pct", "win_rate_pct",
                 "profit_factor", "exposure_pct", "trades", "fees")
@@ -321,7 +325,7 @@ class OptionsJobs:
 
     strategies: list[tuple[str, str, str, dict[str, Any]]]  # (id, strategy, venue, params)
     capital: dict[str, float]
-    limits: dict[str, Any]  # id -> OptionsRiskLimits (the signal engine's)
+    limits: dict[str, "OptionsRiskLimits"]  # the signal engine's
     risk_limits: dict[str, RiskLimits]  # id -> the portfolio's limits
     max_positions: int
     min_score: float
@@ -367,7 +371,7 @@ def _underlying(args: argparse.Namespace) -> str:
     return args.underlying or base or "BTC"
 
 
-def print_reasons(result: Any, capital: Mapping[str, float]) -> None:
+def print_reasons(result: "OptionsBacktestResult", capital: Mapping[str, float]) -> None:
     """Per strategy: what it opened, or why it opened nothing; every kind of reason a proposal
     was not taken, with its count and latest text."""
     for sid, run in result.books.items():
