@@ -273,6 +273,7 @@ class Portfolio:
             book, order, fee_rate=self.fee_rate, seq0=self.journal_seq + 1,
             max_positions=self.max_option_positions, min_score=self.min_option_score,
             entry_block=entry_block_reason(book.risk, order.ts_event) if opens else None,
+            quote=self.underlying_quote,
         )
 
     def commit(self, fills: Iterable[JournalRecord]) -> list[str]:

@@ -94,7 +94,8 @@ class OptionOrder:
     """One structure (a strangle, a single put, a close) for one strategy: all legs or none.
 
     ``order_id`` is ``<strategy_id>:<ts_event>:<group or leg>``, so a retried structure is
-    recognised whole and never filled twice.
+    recognised whole and never filled twice. ``spot_quantity`` coins of the underlying are
+    bought at ``spot`` with the legs, all or nothing (a buy-write, a married put).
     """
 
     order_id: str
@@ -102,10 +103,12 @@ class OptionOrder:
     ts_event: int
     spot: float  # the underlying's price the legs were priced at
     legs: tuple[OptionLeg, ...]
+    spot_quantity: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"order_id": self.order_id, "strategy_id": self.strategy_id, "ts_event": self.ts_event,
-                "spot": float(self.spot), "legs": [leg.to_dict() for leg in self.legs]}
+        d = {"order_id": self.order_id, "strategy_id": self.strategy_id, "ts_event": self.ts_event,
+             "spot": float(self.spot), "legs": [leg.to_dict() for leg in self.legs]}
+        return d | {"spot_quantity": float(self.spot_quantity)} if self.spot_quantity else d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "option_order") -> "OptionOrder":
@@ -125,8 +128,10 @@ class OptionOrder:
         spot = read_number(d, "spot", where)
         if spot <= 0:
             raise OptionOrderError(f"{where}.spot: must be > 0, got {spot!r}")
+        spot_quantity = read_number(d, "spot_quantity", where, minimum=0.0) if "spot_quantity" in d else 0.0
         return cls(read_str(d, "order_id", where), read_str(d, "strategy_id", where), read_int(d, "ts_event", where),
-                   spot, tuple(OptionLeg.from_dict(leg, f"{where}.legs[{i}]") for i, leg in enumerate(legs)))
+                   spot, tuple(OptionLeg.from_dict(leg, f"{where}.legs[{i}]") for i, leg in enumerate(legs)),
+                   spot_quantity)
 
 
 def option_order_id(strategy_id: str, ts_event: int, label: str) -> str:
@@ -140,13 +145,15 @@ def option_orders(strategy_id: str, ts_event: int, spot: float, trades: Sequence
     if len(parts) != len(trades):
         raise OptionOrderError(f"score_parts: {len(parts)} entries for {len(trades)} trades")
     structures: dict[str, list[OptionLeg]] = {}
+    coins: dict[str, float] = {}
     for trade, trade_parts in zip(trades, parts):
         label = f"{trade.action}-{trade.group}" if trade.group else f"{trade.action}-{trade.contract.name}"
         structures.setdefault(label, []).append(OptionLeg(
             trade.contract, trade.side, trade.quantity, trade.premium, dict(trade.greeks), trade.score,
             trade.reason, trade.action, dict(trade_parts)))
-    return [OptionOrder(option_order_id(strategy_id, ts_event, label), strategy_id, ts_event, spot, tuple(legs))
-            for label, legs in structures.items()]
+        coins[label] = coins.get(label, 0.0) + trade.spot_coins
+    return [OptionOrder(option_order_id(strategy_id, ts_event, label), strategy_id, ts_event, spot, tuple(legs),
+                        coins[label]) for label, legs in structures.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +171,16 @@ def _reject(reason: str) -> OptionOrderDecision:
 
 def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: float, seq0: int,
                         max_positions: int, min_score: float,
-                        entry_block: str | None = None) -> OptionOrderDecision:
+                        entry_block: str | None = None, quote: str = "USDT") -> OptionOrderDecision:
     """Decide (without mutating) the fills of an order; one bad leg rejects the whole order.
 
     A leg is refused when its score is below ``min_score``, it opens an expired contract or
     one the book holds the other way, or it closes more than the book holds; the order is
     refused when it would leave more than ``max_positions`` open, when it opens anything
     while ``entry_block`` says why not (kill switch, circuit breaker), or when its net
-    premium is more than the book's cash. Fill seqs run from ``seq0``.
+    premium is more than the book's cash. Fill seqs run from ``seq0``. An order's spot leg
+    (``spot_quantity`` coins of ``<underlying>/<quote>`` at ``spot``, fee as a leg's) is one
+    more fill after the legs, inside the same all-or-nothing decision and cash check.
     """
     if order.strategy_id != book.strategy_id:
         raise ValueError(f"order {order.order_id}: strategy_id {order.strategy_id!r} does not match book "
@@ -207,6 +216,8 @@ def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: flo
             del held[name]
     if len(held) > max_positions:
         return _reject(f"would hold {len(held)} option positions > max {max_positions}")
+    if order.spot_quantity:
+        fills.append(_spot_leg_fill(book, order, fee_rate, seq0 + len(fills), quote))
     net = sum(f.cash_delta for f in fills)
     if book.cash + net < 0:
         return _reject(f"insufficient cash: needs {-net:.2f}, has {book.cash:.2f}")
@@ -229,6 +240,19 @@ def _leg_fill(book: StrategyBook, order: OptionOrder, leg: OptionLeg, fee_rate: 
                "multiplier": contract.multiplier, "premium_usd_per_contract": leg.premium_usd_per_coin * contract.multiplier,
                "greeks": dict(leg.greeks), "score": leg.score, "score_parts": dict(leg.score_parts),
                "reason": leg.reason, "spot": order.spot},
+    )
+
+
+def _spot_leg_fill(book: StrategyBook, order: OptionOrder, fee_rate: float, seq: int, quote: str) -> Fill:
+    """The coins an order buys with its legs, as a spot fill the ledger books (fee-inclusive cost)."""
+    underlying = order.legs[0].contract.underlying
+    notional = order.spot_quantity * order.spot
+    fee = notional * fee_rate
+    return Fill(
+        seq=seq, order_id=order.order_id, strategy_id=book.strategy_id, kind="spot",
+        instrument=f"{underlying}/{quote}", side="buy", quantity=order.spot_quantity, price=order.spot, fee=fee,
+        cash_delta=-(notional + fee), realized_pnl=0.0, ts_event=order.ts_event,
+        extra={"action": "spot_leg", "reason": "; ".join(sorted({leg.reason for leg in order.legs}))},
     )
 
 

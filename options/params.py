@@ -54,6 +54,7 @@ _EXITS = {
     "alloc_fraction": OptionsParam(0.25, 0.0, 1.0),
 }
 _TARGET_DTE = (1.0, 365.0)
+_SPOT_FRACTION = OptionsParam(0.5, 0.0, 1.0)  # of capital spent on the coins a buy-write or married put holds
 _OTM = (0.0, 0.9)
 
 
@@ -72,8 +73,10 @@ OPTIONS_PARAMS: Mapping[str, Mapping[str, OptionsParam]] = MappingProxyType({
     "vol_mean_reversion": MappingProxyType({**_EXITS, "high_rank": OptionsParam(75.0, 0.0, 100.0),
                                             "low_rank": OptionsParam(25.0, 0.0, 100.0), "target_dte": _dte(30.0),
                                             "strangle_otm": _otm(0.10)}),
-    "protective_puts": MappingProxyType({**_EXITS, "otm": _otm(0.12), "target_dte": _dte(45.0)}),
-    "covered_calls": MappingProxyType({**_EXITS, "otm": _otm(0.12), "target_dte": _dte(21.0)}),
+    "protective_puts": MappingProxyType({**_EXITS, "otm": _otm(0.12), "target_dte": _dte(45.0),
+                                         "spot_fraction": _SPOT_FRACTION}),
+    "covered_calls": MappingProxyType({**_EXITS, "otm": _otm(0.12), "target_dte": _dte(21.0),
+                                       "spot_fraction": _SPOT_FRACTION}),
     "wheel": MappingProxyType({**_EXITS, "close_dte": OptionsParam(0.0, 0.0, 365.0), "put_otm": _otm(0.06),
                                "call_otm": _otm(0.0), "target_dte": _dte(37.0),
                                "min_premium_pct": OptionsParam(2.0, 0.0, 100.0)}),

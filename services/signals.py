@@ -3,7 +3,8 @@
 Subscribes  bar.* and clock from marketdata
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer;
             positions, order and option_order to portfolio
-Publishes   signal.<strategy_id>, cycle, heartbeat.signals
+Publishes   signal.<strategy_id>, cycle, heartbeat.signals (with each strategy's last decision, its
+            market time and its reason: the gateway's /status shows them)
 Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.registry
 
 Orders travel over REQ/REP and stay in the outbox until the portfolio answers them for good
@@ -26,7 +27,7 @@ from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
 from common.config import Config, load_config
 from common.engine import (HISTORY_BARS, IV_HISTORY_DAYS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
-                           evaluate_spot, options_params)
+                           evaluate_spot, options_params, spot_summary)
 from common.exchange_client import backoff_seconds
 from common.model import ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
 from common.ohlcv import OHLCV
@@ -143,13 +144,14 @@ class SignalEngine:
                                      self.bars, self.market_ts, sc.pair)
         except Exception as exc:  # one broken strategy is logged and skipped, never the engine
             self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-            self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+            self.note_error(sc.id, exc)
             return None
+        summary = spot_summary(decision)
         if decision.signal is None:
-            self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+            self.note(sc.id, f"skipped: {decision.skipped}", summary)
             return decision
         self.rt.publisher.publish(f"signal.{sc.id}", "signal", decision.signal.to_dict())
-        self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "signal": decision.signal.signal}
+        self.note(sc.id, "ok", summary, signal=decision.signal.signal)
         order = decision.order
         if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
             self.last_ordered_bar[sc.id] = decision.signal.ts_bar
@@ -243,20 +245,29 @@ class SignalEngine:
                 decision = self.evaluate_option_strategy(sc, market)
             except Exception as exc:  # one broken strategy is logged and skipped, never the engine
                 self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-                self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+                self.note_error(sc.id, exc)
                 return None
+        summary = decision.summary()
         if decision.skipped is not None:
-            self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+            self.note(sc.id, f"skipped: {decision.skipped}", summary)
             return decision
         for why in decision.refused:
             self.rt.log.info("option_trade_refused", strategy=sc.id, reason=why)
         self.rt.publisher.publish(f"signal.{sc.id}", "options_signal", {
             "strategy_id": sc.id, "strategy": sc.strategy, "venue": sc.venue, "underlying": sc.underlying,
-            "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused})
-        self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "actions": len(decision.actions)}
+            "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused,
+            "reasons": decision.reasons, **summary})
+        self.note(sc.id, "ok", summary, actions=len(decision.actions))
         for order in decision.orders:
             self.outbox[order.order_id] = order
         return decision
+
+    def note(self, sid: str, status: str, summary: dict[str, str], **extra: Any) -> None:
+        """A strategy's last decision (what, when in market time, why) for the heartbeat and /status."""
+        self.strategy_status[sid] = {"status": status, "ts": self.market_ts, **summary, **extra}
+
+    def note_error(self, sid: str, exc: Exception) -> None:
+        self.note(sid, f"error: {exc}", {"decision": "error", "reason": f"{type(exc).__name__}: {exc}"})
 
     def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
         try:
@@ -296,6 +307,9 @@ class SignalEngine:
                     return acks
                 self.orders_acked += 1
                 self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
+                if ack["status"] == "rejected":  # the strategy decided, the portfolio said no: /status says why
+                    self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
+                                                        "reason": f"{order_id}: {ack['reason']}"})
                 acks.append(ack)
             self.portfolio_failures = 0
             del self.outbox[order_id]

@@ -27,7 +27,7 @@ def test_every_default_is_within_its_range_and_accepted_by_the_strategy(name):
     ("covered_calls", {"otm": float("nan")}, [("otm", "expected a number in [0, 0.9]")]),
     ("covered_calls", {"put_otm": 0.1},
      [("put_otm", "unknown parameter of covered_calls; accepted: take_profit_pct, stop_loss_pct, close_dte, "
-                  "alloc_fraction, otm, target_dte")]),
+                  "alloc_fraction, otm, target_dte, spot_fraction")]),
     ("vol_mean_reversion", {"low_rank": 80}, [("", "low_rank must be < high_rank")]),
     ("wheel", {"take_profit_pct": 1000}, []),
 ])
