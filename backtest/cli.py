@@ -206,40 +206,23 @@ def run_spot(args: argparse.Namespace) -> int:
 
 
 # --- options -------------------------------------------------------------------------------------------
-def _iv_series(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A CSV ``timestamp_ms,iv`` (iv as decimal, or percent when above 3)."""
-    import pandas as pd
-
-    frame = pd.read_csv(path)
-    if list(frame.columns[:2]) != ["timestamp_ms", "iv"]:
-        raise CliError(f"--iv-csv {path}: header must start with timestamp_ms,iv; got {list(frame.columns)}")
-    ts = frame["timestamp_ms"].to_numpy(dtype=np.int64)
-    iv = frame["iv"].to_numpy(dtype=np.float64)
-    if np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(iv) & (iv > 0)):
-        raise CliError(f"--iv-csv {path}: timestamps must increase and every iv must be a number > 0")
-    return ts, np.where(iv > 3.0, iv / 100.0, iv)
-
-
 def run_options(args: argparse.Namespace) -> int:
-    from backtest.options import iv_from_series, run_options_backtest
+    from backtest.options import run_options_backtest
 
     source = BarSource(args)
     symbol = f"{args.underlying}/USDT"
     data, _ = source.bars(symbol, args.timeframe)
-    iv = None
-    if args.iv_csv:
-        iv_ts, iv_values = _iv_series(args.iv_csv)
-        iv = iv_from_series(data.ts + TIMEFRAME_MS[args.timeframe], iv_ts, iv_values)
     started = time.perf_counter()
     result = run_options_backtest(args.underlying, data, args.timeframe, capital=args.capital,
                                   max_positions=args.max_positions, min_score=args.min_score,
-                                  venues=args.venue, iv=iv,
+                                  venues=args.venue, iv_csv=args.iv_csv,
                                   vol_lookback_days=args.vol_lookback_days, fee_pct=args.fee_pct,
                                   slippage_pct=args.slippage_pct, every_hours=args.every_hours,
                                   trade_from_ms=parse_time(args.since, "--since"), progress=args.progress)
     elapsed = time.perf_counter() - started
     print_table(list(result.metrics.items()), (*SUMMARY_KEYS[:5], "trades", "fills", "rejected_by_risk", "fees"))
     print(f"{len(result.books)} options strategies, {result.close_ts.size} decision steps in {elapsed:.2f} s")
+    print(f"ATM vol: {result.iv_source}")
     if args.out:
         out = Path(args.out)
         for sid, run in result.books.items():
@@ -304,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--venue", nargs="+", default=["deribit", "ibkr"], choices=("deribit", "ibkr"))
     options.add_argument("--max-positions", type=int, default=4, help="open option positions per strategy at most")
     options.add_argument("--min-score", type=float, default=0.3, help="score a new trade needs (the config's min_score)")
-    options.add_argument("--iv-csv", help="CSV timestamp_ms,iv to use as ATM IV instead of realized vol")
+    options.add_argument("--iv-csv", help="DVOL CSV (columns timestamp_ms,dvol_close in percent, as download-data "
+                                          "--dvol writes it) to decide on instead of realized vol")
     options.add_argument("--vol-lookback-days", type=float, default=30.0)
     options.add_argument("--every-hours", type=float, default=24.0, help="market hours between decisions")
     _add_common(options)
