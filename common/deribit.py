@@ -1,4 +1,5 @@
-"""Deribit public REST API (v2, no keys): index prices, listed options, tickers, book summaries.
+"""Deribit public REST API (v2, no keys): index prices, listed options, tickers, book summaries,
+and the DVOL volatility index.
 
 Payloads are decoded here, once, into typed records (:class:`~options.live_marks.ListedOption`,
 :class:`~options.live_marks.OptionQuote`, :class:`DeribitTicker`); nothing past this module sees
@@ -9,7 +10,9 @@ or :class:`DeribitRequestError` (a JSON-RPC error such as invalid params: fix th
 The helpers keep the seed's names and meaning (``fetch_available_expiries``,
 ``find_closest_expiry``, ``fetch_available_strikes``, ``find_closest_strike``), with the
 market time passed in as ``now_ts`` and ``is_call`` instead of the seed's "call"/"put" text.
-:class:`DeribitMarkSource` marks open positions (Deribit and IBKR) every pricer cycle.
+:class:`DeribitMarkSource` marks open positions (Deribit and IBKR) every pricer cycle;
+:class:`DvolHistory` keeps the DVOL history in a CSV beside the state file; and
+:class:`LiveDeribitSource` is the pricer's live mark source, every number from Deribit.
 """
 from __future__ import annotations
 
@@ -212,7 +215,8 @@ class DeribitClient:
         out = np.empty((len(rows), 5))
         for i, row in enumerate(rows):
             if not (isinstance(row, list) and len(row) == 5):
-                raise DeribitUnavailable(f"{where}: data[{i}]: expected [ts, open, high, low, close], got {str(row)[:80]}")
+                raise DeribitUnavailable(f"{where}: data[{i}]: expected [ts, open, high, low, close], "
+                                         f"got {str(row)[:80]}")
             out[i, 0] = _positive(row[0], f"{where}: data[{i}] ts")
             for j, name in enumerate(("open", "high", "low", "close"), start=1):
                 out[i, j] = _positive(row[j], f"{where}: data[{i}] {name}")
@@ -474,31 +478,33 @@ class LiveDeribitSource:
         self._failing: dict[str, str] = {}
 
     # --- reading Deribit, with outage bookkeeping --------------------------------------------
-    def _guarded(self, underlying: str, ts: int, what: str, read: Any) -> Any:
-        key = f"iv {underlying}"
+    def _guarded(self, underlying: str, feed: str, ts: int, what: str, read: Any) -> Any:
+        """``read()``; a failure becomes LiveIvUnavailable, logged once per outage of that feed
+        (``chain``: the listed chain, ``DVOL``: the history) and kept for ``problem()``."""
+        key = f"{feed} {underlying}"
         episode = self._outages.episode(key)
         if episode is not None and not self._outages.due(key, ts):
-            raise LiveIvUnavailable(f"no live IV for {underlying}: {episode.detail} (retrying later)")
+            raise LiveIvUnavailable(f"no live IV for {underlying}: {self._failing[key]} (retrying later)")
         try:
             value = read()
         except (ExchangeUnavailable, DeribitRequestError, ContractError, ImpliedVolError, LiveIvUnavailable) as exc:
             detail = f"{what}: {exc}"[:300]
-            self._failing[underlying] = detail
+            self._failing[key] = detail
             if self._outages.failure(key, exc, ts) and self.log is not None:
-                self.log.warning("live_iv_unavailable", underlying=underlying, detail=detail)
+                self.log.warning("live_iv_unavailable", underlying=underlying, feed=feed, detail=detail)
             raise LiveIvUnavailable(f"no live IV for {underlying}: {detail}") from None
         self._outages.success(key)
-        if self._failing.pop(underlying, None) is not None and self.log is not None:
-            self.log.info("live_iv_recovered", underlying=underlying)
+        if self._failing.pop(key, None) is not None and self.log is not None:
+            self.log.info("live_iv_recovered", underlying=underlying, feed=feed)
         return value
 
     def problem(self) -> str | None:
-        """Why Deribit's vol cannot be read right now (every failing underlying), else None."""
-        reasons = [f"{u}: {d}" for u, d in sorted(self._failing.items())] + self.live.stale_reasons()
+        """Why Deribit's vol or marks cannot be read right now (every failing feed), else None."""
+        reasons = [f"{key}: {detail}" for key, detail in sorted(self._failing.items())] + self.live.stale_reasons()
         return "; ".join(reasons)[:500] if reasons else None
 
     def failing_underlyings(self) -> list[str]:
-        return sorted(self._failing)
+        return sorted({key.split(" ", 1)[1] for key in self._failing})
 
     def warm_up(self, underlying: str, ts: int) -> None:
         """Read the DVOL history as soon as the underlying's first price arrives (the start)."""
@@ -534,13 +540,13 @@ class LiveDeribitSource:
             return atm_iv_at(snap.expiry_ts, snap.strike, snap.mark_iv, snap.forward, ts,
                              ts + int(target_days * DAY_MS))
 
-        return self._guarded(underlying, ts, "ATM vol from the listed chain", read)
+        return self._guarded(underlying, "chain", ts, "ATM vol from the listed chain", read)
 
     def iv_history(self, underlying: str, ts: int, days: int) -> np.ndarray:
-        return self._guarded(underlying, ts, "history", lambda: self.dvol.history(underlying, ts, days))
+        return self._guarded(underlying, "DVOL", ts, "history", lambda: self.dvol.history(underlying, ts, days))
 
     def chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:
-        return self._guarded(underlying, ts, f"{venue.name} chain",
+        return self._guarded(underlying, "chain", ts, f"{venue.name} chain",
                              lambda: self._chain(venue, underlying, spot, ts, horizon_days))
 
     def _chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:

@@ -41,7 +41,8 @@ def _columns(expiry_ts: ArrayLike, strike: ArrayLike, mark_iv: ArrayLike, forwar
     size = columns[0].shape
     for name, col in zip(("expiry_ts", "strike", "mark_iv", "forward"), columns):
         if col.ndim != 1 or col.shape != size:
-            raise ImpliedVolError(f"{name}: expected a 1-d array of {size[0] if size else 0} rows, got shape {col.shape}")
+            raise ImpliedVolError(f"{name}: expected a 1-d array of {size[0] if size else 0} rows, "
+                                  f"got shape {col.shape}")
     e, k, iv, f = columns
     with np.errstate(invalid="ignore"):
         ok = (e > now_ts) & np.isfinite(k) & (k > 0) & np.isfinite(iv) & (iv > 0) & np.isfinite(f) & (f > 0)

@@ -46,7 +46,8 @@ def check_daily_series(ts: ArrayLike, values: ArrayLike, where: str) -> tuple[np
     return t, v
 
 
-def merge_daily(old_ts: np.ndarray, old: np.ndarray, new_ts: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def merge_daily(old_ts: np.ndarray, old: np.ndarray, new_ts: np.ndarray,
+                new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Union of two daily series by day, the new value winning a day both hold; ascending."""
     ts = np.concatenate([np.asarray(new_ts, dtype=np.int64), np.asarray(old_ts, dtype=np.int64)])
     values = np.concatenate([np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64)])

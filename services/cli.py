@@ -187,7 +187,8 @@ class OptionsMarket:
         if self.surface is None:
             chain = chain_from_dict(self.req.request("chain", {"underlying": underlying, "venue": venue,
                                                                "horizon_days": OPTIONS_HORIZON_DAYS}))
-            return chain, self.req.request("iv", {"underlying": underlying, "days": self.source.cfg.options.iv_rank_days})
+            days = self.source.cfg.options.iv_rank_days
+            return chain, self.req.request("iv", {"underlying": underlying, "days": days})
         prices = self.source.prices()
         symbol = f"{underlying}/{self.source.cfg.options.underlying_quote}"
         if symbol not in prices:

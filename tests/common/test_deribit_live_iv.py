@@ -251,3 +251,29 @@ def test_live_marks_carry_deribits_greeks_then_stay_stale_and_say_so_in_an_outag
     stale = source.marks([put], {"BTC": INDEX_2020}, SNAPSHOT_TS + 1_000)[put.name]
     assert stale == {**live, "source": "stale:deribit-unavailable"}
     assert source.problem() is not None and "deribit BTC" in source.problem()
+
+
+def test_pricer_shows_a_chain_outage_as_its_problem_once_and_clears_it(deribit, tmp_path):
+    _, server, client = deribit
+    log = Recorder()
+    pricer = PricerService(load_config("config/default.json"), Runtime(log), source=live_source(client, tmp_path, log))
+    pricer.spot["BTC"], pricer.market_ts = INDEX_2020, SNAPSHOT_TS
+    server.inject("/api/v2/public/get_index_price", Fault("status", status=429, retry_after=1), times=2)
+    for dt in (0, 200):  # the second request falls inside the backoff: Deribit is not asked again
+        pricer.market_ts = SNAPSHOT_TS + dt
+        with pytest.raises(RequestError) as err:
+            pricer.on_chain({"underlying": "BTC", "venue": "deribit"})
+        assert err.value.code == "no_live_iv" and "HTTP 429" in str(err.value)
+    assert server.hits("/api/v2/public/get_index_price") == 1
+    assert pricer.rt.problems["deribit_iv"].startswith("chain BTC: deribit chain: deribit get_index_price: HTTP 429")
+    [line] = log.events("live_iv_unavailable")
+    assert line["feed"] == "chain" and line["underlying"] == "BTC"
+    pricer.market_ts = SNAPSHOT_TS + 1_500
+    pricer.retry_live_iv()  # the periodic re-read: Deribit answers again (its 2nd 429 was consumed here)
+    assert "deribit_iv" in pricer.rt.problems
+    pricer.market_ts = SNAPSHOT_TS + 10_000
+    pricer.retry_live_iv()
+    assert "chain BTC" not in pricer.rt.problems.get("deribit_iv", "")
+    assert len(log.events("live_iv_recovered")) == 1
+    reply = pricer.on_chain({"underlying": "BTC", "venue": "deribit"})
+    assert reply["source"] == "deribit-live" and reply["size"] > 100

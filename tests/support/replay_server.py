@@ -304,7 +304,8 @@ class DeribitReplay:
         lo = int(np.searchsorted(self.dvol_ts, start, side="left"))
         hi = int(np.searchsorted(self.dvol_ts, end, side="right"))
         first = max(lo, hi - self.dvol_page_size)
-        data = [[int(t), c, c, c, c] for t, c in zip(self.dvol_ts[first:hi].tolist(), self.dvol_close[first:hi].tolist())]
+        days = zip(self.dvol_ts[first:hi].tolist(), self.dvol_close[first:hi].tolist())
+        data = [[int(t), c, c, c, c] for t, c in days]
         continuation = int(self.dvol_ts[first]) - 1 if first > lo else None
         return Reply(body=rest_envelope({"data": data, "continuation": continuation}))
 
