@@ -550,19 +550,20 @@ class LiveDeribitSource:
                              lambda: self._chain(venue, underlying, spot, ts, horizon_days))
 
     def _chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:
+        """Deribit: its listed rows with a mark_iv, at its marks. Another venue (IBKR/CME): that
+        venue's calendar and strike grid priced on the Deribit surface (the proxy). Greeks are
+        Black-Scholes at each row's vol and forward, r = 0."""
         snap = self.snapshot(underlying, ts)
-        multiplier = venue.underlying(underlying).multiplier
         if venue.name == DERIBIT.name:
             keep = (snap.expiry_ts <= ts + horizon_days * DAY_MS) & np.isfinite(snap.mark_iv) \
                 & np.isfinite(snap.forward) & (snap.forward > 0)
-            order = np.lexsort((~snap.is_call[keep], snap.strike[keep], snap.expiry_ts[keep]))
-            expiry_ts, strike, is_call = (snap.expiry_ts[keep][order], snap.strike[keep][order],
-                                          snap.is_call[keep][order])
-            forward, iv = snap.forward[keep][order], snap.mark_iv[keep][order]
-            mark = snap.mark_coin[keep][order] * snap.index_price
-            if expiry_ts.size == 0:
+            if not keep.any():
                 raise ImpliedVolError(f"deribit {underlying}: no listed option within {horizon_days} days "
                                       f"has a mark_iv and an underlying_price")
+            rows = np.flatnonzero(keep)[np.lexsort((~snap.is_call[keep], snap.strike[keep], snap.expiry_ts[keep]))]
+            expiry_ts, strike, is_call = snap.expiry_ts[rows], snap.strike[rows], snap.is_call[rows]
+            forward, iv = snap.forward[rows], snap.mark_iv[rows]
+            mark = snap.mark_coin[rows] * snap.index_price
         else:
             strikes = listed_strikes(venue, underlying, spot)
             expiries = np.asarray(listed_expiries(venue, underlying, ts, horizon_days), dtype=np.int64)
@@ -570,14 +571,11 @@ class LiveDeribitSource:
             strike = np.tile(np.repeat(strikes, 2), expiries.size)
             is_call = np.tile(np.array([True, False]), expiries.size * strikes.size)
             iv, forward = surface_at(snap.expiry_ts, snap.strike, snap.mark_iv, snap.forward, ts, expiry_ts, strike)
-            mark = None
-        T = (expiry_ts - ts) / YEAR_MS
-        if mark is None:
-            mark = bs_price(forward, strike, T, 0.0, iv, is_call)
-        greeks = bs_greeks(forward, strike, T, 0.0, iv, is_call)
-        return OptionChain(venue.name, underlying, multiplier, ts, float(snap.index_price), expiry_ts, strike,
-                           is_call, forward, iv, np.asarray(mark, dtype=np.float64), greeks.delta, greeks.gamma,
-                           greeks.theta, greeks.vega)
+            mark = bs_price(forward, strike, (expiry_ts - ts) / YEAR_MS, 0.0, iv, is_call)
+        greeks = bs_greeks(forward, strike, (expiry_ts - ts) / YEAR_MS, 0.0, iv, is_call)
+        return OptionChain(venue.name, underlying, venue.underlying(underlying).multiplier, ts,
+                           float(snap.index_price), expiry_ts, strike, is_call, forward, iv,
+                           np.asarray(mark, dtype=np.float64), greeks.delta, greeks.gamma, greeks.theta, greeks.vega)
 
     def marks(self, contracts: Sequence[OptionContract], spot_by_underlying: Mapping[str, float],
               ts: int) -> dict[str, dict[str, Any]]:
