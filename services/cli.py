@@ -181,21 +181,21 @@ class OptionsMarket:
     def chain_and_iv(self, underlying: str, venue: str) -> tuple[Any, dict[str, Any]]:
         from options.venues import venue_spec
         from options.vol_surface import iv_rank
-        from common.engine import IV_HISTORY_DAYS
         from services.pricer import chain_from_dict
         from services.signals import OPTIONS_HORIZON_DAYS
 
         if self.surface is None:
             chain = chain_from_dict(self.req.request("chain", {"underlying": underlying, "venue": venue,
                                                                "horizon_days": OPTIONS_HORIZON_DAYS}))
-            return chain, self.req.request("iv", {"underlying": underlying, "days": IV_HISTORY_DAYS})
+            days = self.source.cfg.options.iv_rank_days
+            return chain, self.req.request("iv", {"underlying": underlying, "days": days})
         prices = self.source.prices()
         symbol = f"{underlying}/{self.source.cfg.options.underlying_quote}"
         if symbol not in prices:
             raise ValueError(f"no price for {symbol}; the feed has {', '.join(sorted(prices))}")
         ts = self.source.status["market_ts"]
         chain = self.surface.chain(venue_spec(venue), underlying, prices[symbol]["price"], ts, OPTIONS_HORIZON_DAYS)
-        history = self.surface.iv_history(underlying, ts, IV_HISTORY_DAYS)
+        history = self.surface.iv_history(underlying, ts, self.source.cfg.options.iv_rank_days)
         atm = self.surface.atm_iv(underlying, ts)
         return chain, {"atm_iv": atm, "history": history.tolist(), "iv_rank": iv_rank(history, atm)}
 
