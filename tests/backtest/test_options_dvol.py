@@ -1,11 +1,9 @@
 """Options backtests on real implied vol: Deribit's BTC DVOL with BTC daily bars of the same
 days (shared/data, 2022-11-06 .. 2024-08-31), through ``--iv-csv`` and ``run_options_backtest``.
 
-Measured at the default capital ($1,000) with the seed's sizing: momentum_options,
-vol_mean_reversion and protective_puts open positions on both venues; covered_calls and wheel
-on neither (making every strategy trade is the sizing task's). This file pins the IV plumbing:
-each bar decides on that day's DVOL close, the report says so, and vol_mean_reversion, which
-trades on the DVOL IV rank, opens positions.
+This file pins the IV plumbing: each bar decides on that day's DVOL close, the report says
+so, and vol_mean_reversion, which trades on the DVOL IV rank, opens positions. That all 10
+strategies open positions on DVOL at the config's capital is tests/backtest/test_cli_options.py's.
 """
 from __future__ import annotations
 
