@@ -13,7 +13,7 @@ from backtest.cli import main
 from backtest.options import OptionsBacktestError, atm_vol_input, run_options_backtest
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, require_shared
 
 DVOL = SHARED_DATA / "deribit" / "btc_dvol_1d_2022-11-06_2024-08-31.csv"
 BARS = SHARED_DATA / "ohlcv" / "daily" / "BTC_USD-1d_2022-11-06_2024-08-31.csv"
@@ -22,9 +22,7 @@ DAY = 86_400_000
 
 @pytest.fixture(scope="module")
 def bars() -> OHLCV:
-    if not BARS.is_file():
-        pytest.skip(f"{BARS} is not present (../shared/data)")
-    return load_ohlcv_csv(BARS)
+    return load_ohlcv_csv(require_shared(BARS))
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +57,7 @@ def test_bars_the_dvol_file_does_not_cover_fall_back_to_realized_vol_and_say_so(
 
 
 def test_cli_names_the_vol_it_used_and_refuses_other_columns(tmp_path, capsys):
-    if not BARS.is_file():
-        pytest.skip(f"{BARS} is not present (../shared/data)")
+    require_shared(BARS)
     short = tmp_path / "BTC_USD-1d.csv"
     short.write_text("\n".join(BARS.read_text().splitlines()[:61]) + "\n")  # 60 days keep the CLI test quick
     argv = ["options", "--underlying", "BTC", "--venue", "deribit", "--csv", str(short), "--timeframe", "1d"]
