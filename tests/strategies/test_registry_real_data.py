@@ -6,7 +6,6 @@ every bar", not a tuned result.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
