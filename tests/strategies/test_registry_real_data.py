@@ -6,7 +6,6 @@ every bar", not a tuned result.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
