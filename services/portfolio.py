@@ -29,7 +29,7 @@ from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.model import ORDER_RETRY, Fill, RecordError, SpotOrder
-from common.portfolio import Portfolio, strategy_metas
+from common.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 from options.book import OptionOrder
 from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
                                 remove_stale_temp_files, save_state)
@@ -91,6 +91,12 @@ class PortfolioService:
                 self.portfolio.load_state(state)
             except RecordError as exc:
                 raise StateFileError(self.state_path, str(exc)) from None
+        renamed, skipped = self.portfolio.rename_books(SEED_RENAMES)  # before reconcile: never pruned
+        for old, new in renamed:
+            self.rt.log.warning("strategy_renamed", old_id=old, new_id=new)
+        for old, new in skipped:
+            self.rt.log.warning("strategy_rename_skipped", old_id=old, new_id=new,
+                                reason="a book of the new id exists too; both are kept")
         rec = self.portfolio.reconcile(self.portfolio.market_ts)  # books exist before the replay
         self.journal = Journal(self.state_path.parent / "journal.jsonl")
         seen = self.portfolio.last_seen_fill()
@@ -106,6 +112,10 @@ class PortfolioService:
         if problem is not None:
             self.journal.close()
             raise JournalError(f"{self.journal.path}: {problem}")
+        try:
+            self.journal_risk()  # the renames done above, so the journal alone rebuilds them too
+        except PersistFailed:
+            pass  # flagged as a persist problem; the next mark journals them
         self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
         for damage in self.equity.damaged_lines:
             self.rt.log.warning("equity_line_skipped", detail=damage)
@@ -168,9 +178,11 @@ class PortfolioService:
             raise PersistFailed(str(exc)) from None
 
     def journal_risk(self) -> None:
-        """Journal the risk state of books whose kill switch or daily loss flag a mark changed,
-        before the next save, so the journal alone rebuilds them (``RiskRecord``)."""
-        records = self.portfolio.risk_records(self.portfolio.journal_seq + 1)
+        """Journal the renames done on start (``RenameRecord``) and the risk state of books whose
+        kill switch or daily loss flag changed, before the next save, so the journal alone
+        rebuilds them (``RiskRecord``)."""
+        records: list[Any] = self.portfolio.rename_records(self.portfolio.journal_seq + 1)
+        records += self.portfolio.risk_records(self.portfolio.journal_seq + 1 + len(records))
         if records:
             self.journal_append([r.to_dict() for r in records])
             self.portfolio.commit(records)
