@@ -15,7 +15,7 @@ from common.ledger import (
     decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
-from common.risk import (RiskLimits, RiskState, entry_block_reason, risk_summary, update_on_mark,
+from common.risk import (RiskLimits, RiskState, entry_block_reason, reset_risk, risk_summary, update_on_mark,
                          update_on_trade_closed)
 from common.status import category_totals
 from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
@@ -493,6 +493,19 @@ class Portfolio:
         a mark changed; a book stays listed until its record is committed."""
         return [RiskRecord(first_seq + i, sid, self.market_ts, replace(self.books[sid].risk))
                 for i, sid in enumerate(sorted(self._risk_unjournaled))]
+
+    def decide_risk_reset(self, sid: str) -> tuple[RiskRecord | None, list[str]]:
+        """An operator re-arms a configured strategy (``common.risk.reset_risk`` at its current
+        value and market time): the record to journal, then commit, and what it clears; no
+        record when nothing is tripped. KeyError for a strategy not in the config."""
+        book = self.books.get(sid)
+        if book is None or sid not in self.metas:
+            raise KeyError(sid)
+        risk = replace(book.risk)
+        cleared = reset_risk(risk, self.value_of(sid), self.market_ts)
+        if not cleared:
+            return None, []
+        return RiskRecord(self.journal_seq + 1, sid, self.market_ts, risk), cleared
 
     # --- views -----------------------------------------------------------------------------
     def positions_view(self, sid: str, symbol: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Subscribes  tick.* from marketdata (marks, risk, kill-switch liquidation, option expiry)
 Answers     order, option_order (both idempotent by order id), positions {strategy_id}, snapshot,
-            status
+            status, equity, reset_risk {strategy_id} (an operator re-arms its risk limits)
 Requests    prices from marketdata (late joiner); mark from the pricer (open option positions)
 Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
 Calls       common.portfolio.Portfolio (pure books and risk), options.book, common.state_store
@@ -239,6 +239,26 @@ class PortfolioService:
         return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
                 "fills": [f.to_dict() for f in decision.fills]}
 
+    def on_reset_risk(self, body: Any) -> dict[str, Any]:
+        """An operator re-arms a strategy (``go-trader reset-risk``): decide, journal (a risk
+        record, so a rebuild keeps the reset), book, answer, as for a fill."""
+        sid = body.get("strategy_id") if isinstance(body, dict) else None
+        if not isinstance(sid, str) or sid not in self.portfolio.books or sid not in self.portfolio.metas:
+            raise RequestError("unknown_strategy", f"reset_risk.strategy_id: no configured strategy {sid!r} "
+                                                   f"in this portfolio")
+        record, cleared = self.portfolio.decide_risk_reset(sid)
+        if record is not None:
+            try:
+                self.journal_append([record.to_dict()])
+            except PersistFailed as exc:
+                raise RequestError("not_journaled", f"reset of {sid} not journaled, nothing changed ({exc}); "
+                                                    f"try again once the state directory is writable") from None
+            self.portfolio.commit([record])
+            self.dirty = True
+            self.rt.log.warning("risk_reset", strategy=sid, seq=record.seq, cleared=cleared)
+        return {"strategy_id": sid, "reset": record is not None, "cleared": cleared,
+                "risk_state": self.portfolio.strategy_view(sid)["risk_state"]}
+
     def on_positions(self, body: Any) -> dict[str, Any]:
         sid = body.get("strategy_id") if isinstance(body, dict) else None
         if not isinstance(sid, str) or sid not in self.portfolio.books:
@@ -359,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_replier(ep.rep, {"order": svc.retry_when_unwritable(svc.on_order),
                              "option_order": svc.retry_when_unwritable(svc.on_option_order),
                              "positions": svc.on_positions, "snapshot": svc.on_snapshot,
-                             "status": svc.on_status, "equity": svc.on_equity})
+                             "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)
