@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Callable
 
 import zmq
@@ -259,12 +260,18 @@ def check_options_ibkr_main(argv: list[str] | None = None) -> int:
     return _check_options("ibkr", "check-options-ibkr", argv)
 
 
+TAP_NOTICE_SECONDS = 5.0  # how often tap repeats that nothing has arrived yet
+
+
 def tap_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tap", description="Print messages from the bus as JSON lines.")
+    parser = argparse.ArgumentParser(prog="tap", description="Print messages from the bus as JSON lines "
+                                                             "(every type is described in docs/BUS.md).")
     parser.add_argument("topics", nargs="*", default=["signal."], help="topic prefixes (default: signal.)")
     parser.add_argument("--service", default="signals",
                         choices=["marketdata", "signals", "portfolio", "pricer"], help="whose PUB to tap")
     parser.add_argument("--count", type=int, default=0, help="stop after N messages (0: run until Ctrl-C)")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help="stop after this many seconds (0: no limit); exit 1 if nothing arrived by then")
     _config_arg(parser)
     args = parser.parse_args(argv)
     try:
@@ -272,12 +279,26 @@ def tap_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    endpoint = cfg.endpoints[args.service].pub
+    waiting = (f"{' '.join(repr(t) for t in args.topics)} on {endpoint} "
+               f"(endpoints.{args.service}.pub in {args.config})")
+    print(f"tap: waiting for {waiting}; nothing has arrived yet", file=sys.stderr, flush=True)
     ctx = zmq.Context()
-    sub = Subscriber(ctx, [cfg.endpoints[args.service].pub], args.topics)
+    sub = Subscriber(ctx, [endpoint], args.topics)
     seen = 0
+    started = time.monotonic()
+    next_notice = started + TAP_NOTICE_SECONDS
     try:
         while not args.count or seen < args.count:
-            got = sub.receive(1000)
+            now = time.monotonic()
+            if args.timeout and now - started >= args.timeout:
+                break
+            if not seen and now >= next_notice:
+                print(f"tap: nothing has arrived after {now - started:.0f} s from {waiting}: is the stack running "
+                      f"(`go-trader status`) and is that the topic you want?", file=sys.stderr, flush=True)
+                next_notice = now + TAP_NOTICE_SECONDS
+            until = [now + 1.0] + ([started + args.timeout] if args.timeout else []) + ([next_notice] if not seen else [])
+            got = sub.receive(max(1, int((min(until) - now) * 1000)))
             if got is None:
                 continue
             topic, env = got
@@ -289,4 +310,8 @@ def tap_main(argv: list[str] | None = None) -> int:
     finally:
         sub.close()
         ctx.term()
+    if args.timeout and not seen:
+        print(f"tap: nothing arrived in {args.timeout:g} s from {waiting}. Start the stack (`go-trader start`) or "
+              f"check the topic prefix (docs/BUS.md lists them)", file=sys.stderr)
+        return 1
     return 0

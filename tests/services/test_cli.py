@@ -79,3 +79,20 @@ def test_tap_prints_the_signal_stream_as_json_lines(capsys, config):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2
     assert all(line["topic"] == "signal.momentum-btc" and line["body"]["signal"] == 1 for line in lines)
+
+
+def test_tap_says_what_it_waits_for_and_gives_up_after_its_timeout(capsys, config, monkeypatch):
+    path, cfg = config
+    monkeypatch.setattr("services.cli.TAP_NOTICE_SECONDS", 0.3)
+    started = time.monotonic()
+    assert tap_main(["signal.", "--timeout", "1", "--config", str(path)]) == 1
+    assert 0.9 <= time.monotonic() - started < 5
+    out, err = capsys.readouterr()
+    endpoint = cfg["endpoints"]["signals"]["pub"]
+    waiting = f"'signal.' on {endpoint} (endpoints.signals.pub in {path})"
+    lines = err.splitlines()
+    assert out == "" and lines[0] == f"tap: waiting for {waiting}; nothing has arrived yet"
+    assert any(line.startswith("tap: nothing has arrived after 0 s from") or line.startswith(
+        "tap: nothing has arrived after 1 s from") for line in lines[1:-1])
+    assert lines[-1] == (f"tap: nothing arrived in 1 s from {waiting}. Start the stack (`go-trader start`) or check "
+                         f"the topic prefix (docs/BUS.md lists them)")
