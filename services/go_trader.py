@@ -133,6 +133,17 @@ def stop(config: str, conf: Path = CONF, timeout_s: float = STOP_TIMEOUT_S) -> i
     return 0
 
 
+def running_supervisorctl(conf: Path, *args: str) -> int:
+    """supervisorctl ``args``, once a live supervisord is behind ``conf``; else CommandError
+    (supervisorctl itself would only say that a socket file is missing)."""
+    pidfile = conf.parent / "run" / "supervisord.pid"
+    pid = read_pid(pidfile)
+    if pid is None or not pid_alive(pid):
+        raise CommandError(f"{args[0]}: the stack is not running (no live supervisord in {pidfile}); start it with "
+                           f"`go-trader start` (or `go-trader --config FILE` in the foreground)")
+    return supervisorctl(conf, *args)
+
+
 def logs(conf: Path = CONF) -> int:
     files = sorted((conf.parent / "run" / "logs").glob("*.log"))
     if not files:
@@ -185,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stop":
             return stop(args.config, conf=args.conf)
         if args.command == "status":
-            return supervisorctl(args.conf, "status")
+            return running_supervisorctl(args.conf, "status")
         if args.command == "restart":
             if not args.service:
                 raise CommandError("restart: name a program (marketdata, signals, portfolio, pricer, gateway) or all")
-            return supervisorctl(args.conf, "restart", args.service)
+            return running_supervisorctl(args.conf, "restart", args.service)
         if args.command == "reset-risk":
             if not args.service:
                 raise CommandError("reset-risk: name a strategy id (as in /status), e.g. `go-trader reset-risk momentum-btc`")
