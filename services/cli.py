@@ -299,6 +299,8 @@ def tap_main(argv: list[str] | None = None) -> int:
                         help="stop after this many seconds (0: no limit); exit 1 if nothing arrived by then")
     _config_arg(parser)
     args = parser.parse_args(argv)
+    if args.count < 0 or not 0 <= args.timeout < float("inf"):
+        parser.error(f"--count and --timeout must be finite and >= 0, got {args.count} and {args.timeout:g}")
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -312,18 +314,19 @@ def tap_main(argv: list[str] | None = None) -> int:
     sub = Subscriber(ctx, [endpoint], args.topics)
     seen = 0
     started = time.monotonic()
+    deadline = started + args.timeout if args.timeout else float("inf")
     next_notice = started + TAP_NOTICE_SECONDS
     try:
         while not args.count or seen < args.count:
             now = time.monotonic()
-            if args.timeout and now - started >= args.timeout:
+            if now >= deadline:
                 break
             if not seen and now >= next_notice:
                 print(f"tap: nothing has arrived after {now - started:.0f} s from {waiting}: is the stack running "
                       f"(`go-trader status`) and is that the topic you want?", file=sys.stderr, flush=True)
                 next_notice = now + TAP_NOTICE_SECONDS
-            until = [now + 1.0] + ([started + args.timeout] if args.timeout else []) + ([next_notice] if not seen else [])
-            got = sub.receive(max(1, int((min(until) - now) * 1000)))
+            wake = min(now + 1.0, deadline, next_notice if not seen else deadline)
+            got = sub.receive(max(1, int((wake - now) * 1000)))
             if got is None:
                 continue
             topic, env = got

@@ -96,3 +96,11 @@ def test_tap_says_what_it_waits_for_and_gives_up_after_its_timeout(capsys, confi
         "tap: nothing has arrived after 1 s from") for line in lines[1:-1])
     assert lines[-1] == (f"tap: nothing arrived in 1 s from {waiting}. Start the stack (`go-trader start`) or check "
                          f"the topic prefix (docs/BUS.md lists them)")
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "-1"], ["--count", "-2"], ["--timeout", "inf"]])
+def test_tap_refuses_a_negative_count_or_timeout(capsys, config, argv):
+    path, _ = config
+    with pytest.raises(SystemExit) as exit_:
+        tap_main([*argv, "--config", str(path)])
+    assert exit_.value.code == 2 and "--count and --timeout must be finite and >= 0" in capsys.readouterr().err
