@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             written, dropped = download_symbol(client, symbol, args.timeframe, since, until, path,
                                                progress=not args.no_progress)
             print(f"{symbol}: {written} bars appended to {path}" + (f", {dropped} bad rows dropped" if dropped else ""))
-    except (ExchangeUnavailable, ExchangeRejected) as exc:
+    except ExchangeUnavailable as exc:
+        print(f"download-data: {args.exchange} ({args.api_url or 'its public API'}) did not answer: {exc}. Check the "
+              f"network (or --api-url), then run the same command again to resume", file=sys.stderr)
+        return 1
+    except ExchangeRejected as exc:
         print(f"download-data: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
     return 0
