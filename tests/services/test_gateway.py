@@ -15,9 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.bus import Envelope
 from common.config import parse_config
-from services.gateway import (
-    ROUTES, STATIC_FILES, WEB_DIR, CycleReporter, Gateway, GatewayCache, listen_host, main, make_server,
-)
+from services.gateway import CycleReporter, Gateway, GatewayCache, listen_host, main
+from services.gateway_http import ROUTES, STATIC_FILES, STREAM_PATH, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
 from tests.common.test_discord import known_status
 
@@ -44,12 +43,11 @@ def filled_cache(now=NOW) -> GatewayCache:
 
 
 class Served:
-    def __init__(self, cache: GatewayCache, token: str | None = None):
+    def __init__(self, cache: GatewayCache, token: str | None = None, **limits):
         self.cache = cache
-        self.server = make_server("127.0.0.1", 0, cache, token)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = HttpServer("127.0.0.1", 0, cache, token, **limits).start()
+        self.port = self.server.port
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str, method: str = "GET", headers: dict | None = None, data: bytes | None = None):
         req = urllib.request.Request(self.base + path, method=method, headers=headers or {}, data=data)
@@ -60,8 +58,7 @@ class Served:
             return err.code, dict(err.headers), err.read()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture
@@ -194,11 +191,15 @@ def test_unknown_path_is_404_json(served):
     assert code == 404 and json.loads(body)["error"] == "no such path '/nope'"
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 def test_every_method_but_get_and_head_is_405(served, method):
     code, headers, body = served.get("/status", method=method, data=b"{}" if method in ("POST", "PUT") else None)
     assert code == 405 and headers["Allow"] == "GET, HEAD"
     assert "read-only" in json.loads(body)["error"]
+
+
+def test_a_method_http_does_not_define_is_a_bad_request(served):
+    assert served.get("/status", method="BREW")[0] == 400
 
 
 def test_head_has_the_headers_and_no_body(served):
@@ -229,11 +230,11 @@ def test_the_default_config_binds_loopback_only():
     cfg = parse_config(json.loads((REPO / "config" / "default.json").read_text()), "default")
     host = listen_host(cfg, None)
     assert host == "127.0.0.1"
-    server = make_server(host, 0, GatewayCache(), None)
+    server = HttpServer(host, 0, GatewayCache()).start()
     try:
-        assert server.server_address[0] == "127.0.0.1"
+        assert server._runner.addresses[0][0] == "127.0.0.1"
     finally:
-        server.server_close()
+        server.stop()
 
 
 def test_a_wider_host_needs_allow_remote():

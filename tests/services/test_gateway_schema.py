@@ -17,7 +17,7 @@ SCHEMA = schemathesis.openapi.from_path(Path(__file__).resolve().parents[2] / "s
 def served():
     s = Served(filled_cache())
     yield s
-    s.server.shutdown()
+    s.close()
 
 
 @SCHEMA.parametrize()
