@@ -291,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
         rt.log.error("http_failed", host=host, port=cfg.gateway.port, error=str(exc))
         rt.close()
         return 1
-    gw.cache.http = lambda: server.counts
     rt.log.info("http_listening", host=host, port=server.port, auth=token is not None,
                 max_connections=server.max_connections, idle_timeout_s=server.idle_timeout_s)
 

@@ -358,6 +358,7 @@ class HttpServer:
         self.idle_timeout_s = idle_timeout_s
         self.stream = EventStream(cache, max_subscribers, stream_interval_s)
         self.app = GatewayApp(cache, token, self.stream)
+        cache.http = lambda: self.counts  # /metrics shows them
         self.server: BoundedServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -19,6 +19,7 @@ from services.gateway import CycleReporter, Gateway, GatewayCache, listen_host, 
 from services.gateway_http import ROUTES, STATIC_FILES, STREAM_PATH, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
 from tests.common.test_discord import known_status
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_000_000
@@ -45,7 +46,7 @@ def filled_cache(now=NOW) -> GatewayCache:
 class Served:
     def __init__(self, cache: GatewayCache, token: str | None = None, **limits):
         self.cache = cache
-        self.server = HttpServer("127.0.0.1", 0, cache, token, **limits).start()
+        self.server = HttpServer("127.0.0.1", free_port(), cache, token, **limits).start()
         self.port = self.server.port
         self.base = f"http://127.0.0.1:{self.port}"
 
