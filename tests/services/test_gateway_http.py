@@ -295,8 +295,10 @@ def test_a_slow_subscriber_holds_only_the_latest_event_of_each_kind():
     assert sub.pending == {"status": b"2", "equity": b"e"} and sub.wake.is_set()
 
 
-def test_the_stream_publishes_only_what_was_replaced():
+def test_the_stream_publishes_what_was_replaced_and_status_every_two_seconds():
+    now = [1_000_000]
     cache = filled_cache()
+    cache.clock_ms = lambda: now[0]
     stream = EventStream(cache)
     assert set(stream.changed()) == {"status", "equity"}
     assert stream.changed() == {}
@@ -304,6 +306,11 @@ def test_the_stream_publishes_only_what_was_replaced():
     assert set(stream.changed()) == {"status"}
     cache.equity_points = list(cache.equity_points)
     assert set(stream.changed()) == {"equity"}
+    now[0] += 1_999
+    assert stream.changed() == {}
+    now[0] += 1  # nothing replaced for 2 s (every service stopped): health ages still move on screen
+    (event,) = stream.changed().values()
+    assert json.loads(event.split(b"data: ", 1)[1])["health"]["services"]["pricer"]["last_heartbeat_age_s"] == 2.4
 
 
 def test_stopping_with_an_open_stream_takes_under_three_seconds():
