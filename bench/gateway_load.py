@@ -6,8 +6,8 @@ Two modes, each printing one JSON line of results on stdout when done:
 - ``hammer``: ``--clients`` keep-alive connections, each sending GET ``--path`` back to back
   for ``--seconds``; latencies per request, failures, the generator's own CPU time.
 - ``slow``: ``--clients`` slowloris connections, each trickling an endless header one byte
-  every ``--trickle`` seconds and reconnecting at once when the gateway cuts it, held for
-  ``--seconds`` and then all closed together. It prints ``held`` (one line) once every client
+  every ``--trickle`` seconds and coming back ``--comeback`` seconds after the gateway cuts
+  it, held for ``--seconds`` and then all closed together. It prints ``held`` (one line) once every client
   has connected once, so the benchmark knows when the hold has begun.
 
 Usage: ``python -m bench.gateway_load hammer --port 8099 --clients 200 --seconds 60 --path /status``
@@ -79,7 +79,7 @@ async def hammer(port: int, clients: int, seconds: float, path: str) -> dict[str
     return {"latencies_s": latencies, "failures": failures, "elapsed_s": elapsed}
 
 
-async def slow(port: int, clients: int, seconds: float, trickle_s: float) -> dict[str, Any]:
+async def slow(port: int, clients: int, seconds: float, trickle_s: float, comeback_s: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     counts = {"connects": 0, "connect_failures": 0, "cut_by_gateway": 0, "answered": 0}
     writers: set[asyncio.StreamWriter] = set()
@@ -112,6 +112,7 @@ async def slow(port: int, clients: int, seconds: float, trickle_s: float) -> dic
             finally:
                 writers.discard(writer)
                 writer.close()
+            await asyncio.sleep(comeback_s)
 
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
     await asyncio.gather(*(event.wait() for event in first_connect))
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--path", default="/status")
     parser.add_argument("--trickle", type=float, default=1.0, help="slow mode: seconds between header bytes")
+    parser.add_argument("--comeback", type=float, default=1.0, help="slow mode: seconds before a cut client reconnects")
     args = parser.parse_args(argv)
     fds = raise_file_limit()
     if args.clients + 64 > fds:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "hammer":
         result = asyncio.run(hammer(args.port, args.clients, args.seconds, args.path))
     else:
-        result = asyncio.run(slow(args.port, args.clients, args.seconds, args.trickle))
+        result = asyncio.run(slow(args.port, args.clients, args.seconds, args.trickle, args.comeback))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["generator_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     print(json.dumps(result), flush=True)

@@ -54,7 +54,7 @@ STREAM_PATH = "/api/stream"
 MAX_CONNECTIONS = 512  # a few dashboards and scrapers need tens; far below the fd limit
 FD_RESERVE = 64  # descriptors kept for zmq, logs and the listening socket
 IDLE_TIMEOUT_S = 10.0  # a connection must complete a request within this (from connect or last reply)
-BACKLOG = 256  # a burst of new connections waits in the kernel instead of seeing resets
+BACKLOG = 2048  # a wave of new connections waits in the kernel instead of losing SYNs (1 s, 3 s retries)
 SHUTDOWN_TIMEOUT_S = 2.0  # supervisord's stopwaitsecs is 15
 
 MAX_SUBSCRIBERS = 32
@@ -223,9 +223,18 @@ BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/js
               b"Connection: close\r\nContent-Length: " + str(len(BUSY_BODY)).encode() + b"\r\n\r\n" + BUSY_BODY)
 
 
+class Refusal(asyncio.Protocol):
+    """What a connection beyond the limit gets when no connection can make room: a 503."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(BUSY_REPLY)
+        transport.close()
+
+
 class BoundedServer(web.Server):
     """aiohttp's low-level server with a connection limit that a flood of slow clients cannot
-    use to shut others out: at the limit, the oldest connection waiting for a request is
+    use to shut others out: at the limit, the oldest connection without a request in hand is
     closed to make room. Connections are kept in accept order, so the oldest come first."""
 
     def __init__(self, handler: Callable[[web.BaseRequest], Any], max_connections: int, **kwargs: Any) -> None:
@@ -234,23 +243,26 @@ class BoundedServer(web.Server):
         self.counts = {"evicted": 0, "refused": 0}
 
     @staticmethod
-    def waiting_for_request(handler: RequestHandler) -> bool:
-        # aiohttp's own keep-alive timer uses this future to tell an idle connection (pinned version)
+    def without_request(handler: RequestHandler) -> bool:
+        """Idle between requests, still receiving its first one, or not yet started: nothing
+        would be lost by closing it. Read from aiohttp's own state (the pinned version's): its
+        keep-alive timer takes a pending ``_waiter`` for idle too."""
         waiter = handler._waiter
-        return waiter is not None and not waiter.done()
+        if waiter is not None:
+            return not waiter.done()
+        return handler._request_count == 0 and not handler._messages
 
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+    def __call__(self) -> asyncio.Protocol:
         if len(self._connections) >= self.max_connections:
-            victim = next((h for h in self._connections if self.waiting_for_request(h)), None)
+            victim = next((h for h in self._connections if self.without_request(h)), None)
             if victim is None:
                 self.counts["refused"] += 1
-                transport.write(BUSY_REPLY)
-                transport.close()
-                return
+                return Refusal()
             self.counts["evicted"] += 1
-            self._connections[victim].close()
+            transport = self._connections.pop(victim)
             victim.force_close()
-        super().connection_made(handler, transport)
+            transport.close()
+        return super().__call__()
 
 
 # --- requests -------------------------------------------------------------------------------------
