@@ -349,3 +349,42 @@ def test_a_busy_port_is_reported_by_start():
         holder.listen()
         with pytest.raises(OSError, match="address already in use"):
             HttpServer("127.0.0.1", port, filled_cache()).start()
+
+
+# --- the process ------------------------------------------------------------------------------------
+def test_sigterm_stops_the_gateway_with_a_stream_open_well_within_stopwaitsecs(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.stack import REPO, stack_config
+
+    cfg = stack_config()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    port = cfg["gateway"]["port"]
+    proc = subprocess.Popen([sys.executable, "-m", "services.gateway", "--config", str(path)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sock, _h, reader = open_stream(port)
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                assert time.monotonic() < deadline and proc.poll() is None, "the gateway did not start"
+                time.sleep(0.1)
+        assert reader.events(1)[0][0] == "status"
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5.0  # supervisord's stopwaitsecs is 15
+        assert closed_by_peer(sock, 1.0)
+        sock.close()
+        events = [json.loads(line)["event"] for line in proc.stdout.read().splitlines()]
+        assert "http_listening" in events and events[-1] == "stopped" and "stop_failed" not in events
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
