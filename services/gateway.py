@@ -26,7 +26,7 @@ from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
 from common.config import Config, load_config
 from common.config_schema import LOCAL_HOSTS
 from common.discord import cycle_messages
-from common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, MetricsInputs, metric_families, render
+from common.metrics import MetricsInputs, metric_families, render
 from common.status import build_health, build_status, equity_curves
 from services.gateway_http import HttpServer, encode_json
 from services.runtime import ServiceRuntime, config_path

@@ -284,17 +284,16 @@ class GatewayApp:
         self.cache = cache
         self.stream = stream
         self.static = load_static() if static is None else static
-        self.expected = f"Bearer {token}".encode() if token else None
-        self.token = token
+        self.token = token.encode() if token else None
 
     def authorized(self, request: web.BaseRequest) -> bool:
-        if self.expected is None:
+        if self.token is None:
             return True
-        if hmac.compare_digest((request.headers.get("Authorization") or "").encode(), self.expected):
+        if hmac.compare_digest((request.headers.get("Authorization") or "").encode(), b"Bearer " + self.token):
             return True
         # EventSource cannot send headers: the stream also takes RFC 6750's access_token parameter
         given = request.query.get("access_token") if request.path == STREAM_PATH else None
-        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        return given is not None and hmac.compare_digest(given.encode(), self.token)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.bus import Envelope
 from common.config import parse_config
 from services.gateway import CycleReporter, Gateway, GatewayCache, listen_host, main
-from services.gateway_http import ROUTES, STATIC_FILES, STREAM_PATH, WEB_DIR, HttpServer
+from services.gateway_http import ROUTES, STATIC_FILES, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
 from tests.common.test_discord import known_status
 from tests.support.ports import free_port

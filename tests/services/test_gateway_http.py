@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import resource
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.gateway_http import BUSY_REPLY, STREAM_PATH, EventStream, HttpServer, Subscriber, connection_limit
 from tests.services.test_gateway import Served, filled_cache
 from tests.support.ports import free_port
+from tests.support.stack import REPO, stack_config
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
@@ -183,8 +189,6 @@ def test_when_every_connection_is_busy_a_new_one_gets_503():
 
 
 def test_the_connection_limit_stays_below_the_open_file_limit():
-    import resource
-
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert connection_limit(10) == min(10, soft - 64)
     assert connection_limit(10**9) <= soft - 64
@@ -353,13 +357,6 @@ def test_a_busy_port_is_reported_by_start():
 
 # --- the process ------------------------------------------------------------------------------------
 def test_sigterm_stops_the_gateway_with_a_stream_open_well_within_stopwaitsecs(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support.stack import REPO, stack_config
-
     cfg = stack_config()
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
