@@ -159,13 +159,15 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
                          timeout=60, what="a first cycle")
         pid = started.pid("gateway")
         time.sleep(0 if quick else 5.0)  # the gateway settles: caches full, heap trimmed
-        results: dict[str, Any] = {"params": n, "rss_idle_mb": round(rss_mb(pid), 1)}
+        results: dict[str, Any] = {"params": n, "rss_idle_mb": round(rss_mb(pid), 1),
+                                   "load_average_1m_start": round(os.getloadavg()[0], 2)}
         results["slow"] = slow_phase(port, pid, n)
         results["many"] = hammer_phase(port, pid, started, n["many_clients"], n["many_s"], "/status")
         for path in ("/status", "/metrics"):
             results[f"keepalive {path}"] = hammer_phase(port, pid, started, n["keepalive_clients"], n["keepalive_s"],
                                                         path)
         results["rss_end_mb"] = round(rss_mb(pid), 1)
+        results["load_average_1m_end"] = round(os.getloadavg()[0], 2)
         results["gateway_restarted"] = started.pid("gateway") != pid
     return results
 
@@ -205,6 +207,8 @@ def report(r: dict[str, Any]) -> list[Row]:
          verdict(r["rss_idle_mb"] <= RSS_TARGET_MB)),
         ("gateway RSS peak (slow clients, 200 clients) / at the end", f"{peak:.1f} / {r['rss_end_mb']:.1f} MB",
          f"peak <= {RSS_PEAK_TARGET_MB:.0f} MB", verdict(peak <= RSS_PEAK_TARGET_MB and not r["gateway_restarted"])),
+        ("machine load average (1 min) at start / end", f"{r['load_average_1m_start']:.1f} / "
+         f"{r['load_average_1m_end']:.1f}", f"{os.cpu_count()} cores: above that, latencies include waiting for a CPU", ""),
     ]
     return rows
 

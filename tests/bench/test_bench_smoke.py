@@ -67,7 +67,7 @@ def test_gateway_quick_answers_a_person_among_slow_and_many_clients(stack: Stack
     for phase in ("many", "keepalive /status", "keepalive /metrics"):
         assert r[phase]["requests"] > 0 and sum(r[phase]["failures"].values()) == 0, phase
     assert 10 < r["rss_idle_mb"] < 200 and not r["gateway_restarted"]
-    assert len(bench_gateway.report(r)) == 10
+    assert len(bench_gateway.report(r)) == 11
 
 
 def test_run_all_reports_a_failing_benchmark_and_still_renders(tmp_path: Path) -> None:
