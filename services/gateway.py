@@ -39,9 +39,9 @@ STATUS_TTL_MS = 250  # /status is rebuilt at most this often unless its inputs c
 EQUITY_SECONDS = 2.0
 EQUITY_MAX_POINTS = 500
 # Collector settings for a process that allocates a few hundred short-lived objects per HTTP
-# request: young collections every 50,000 allocations instead of 700, and the objects alive at
+# request: young collections every 10,000 allocations instead of 700, and the objects alive at
 # start (modules, config) kept out of every full collection (measured in bench/bench_gateway).
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (10_000, 10, 10)
 DISCORD_MIN_INTERVAL_MS = 2_000  # a fast-forwarded feed runs many cycles a second: coalesce
 MAX_PENDING_FILLS = 1_000
 
