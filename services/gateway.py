@@ -35,7 +35,10 @@ from services.runtime import ServiceRuntime, config_path
 if TYPE_CHECKING:
     from services.discord_webhook import WebhookPoster
 
-STATUS_TTL_MS = 250  # /status is rebuilt at most this often unless its inputs change
+# /status is rebuilt when its inputs change (and for health ages every STATUS_TTL_MS), but at
+# most once per STATUS_TTL_MS: a fast feed replaces prices tens of times a second, and a
+# 150 kB document rebuilt for each would hold the HTTP loop most of the time (measured).
+STATUS_TTL_MS = 250
 EQUITY_SECONDS = 2.0
 EQUITY_MAX_POINTS = 500
 # Collector settings for a process that allocates a few hundred short-lived objects per HTTP
@@ -48,7 +51,8 @@ MAX_PENDING_FILLS = 1_000
 
 class GatewayCache:
     """What the HTTP thread reads. Each attribute is replaced, never mutated; views built from
-    them are memoized on the identity of their inputs, so a burst of requests builds once."""
+    them are memoized on the identity of their inputs, so a burst of requests builds once, and
+    the status (and what derives from it) at most once per STATUS_TTL_MS."""
 
     def __init__(self, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.clock_ms = clock_ms
@@ -62,14 +66,20 @@ class GatewayCache:
         self.gateway_bus: dict[str, Any] = {}
         self.discord: Callable[[], dict[str, int]] | None = None
         self.http: Callable[[], dict[str, int]] | None = None
-        self._memo: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._memo: dict[str, tuple[tuple[Any, ...], Any, int]] = {}
 
-    def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any], min_interval_ms: int = 0) -> Any:
+        """``build()``'s value, kept while ``key`` holds the same objects (or equal ints and
+        tuples), and in any case for ``min_interval_ms`` after it was built."""
         held = self._memo.get(name)
-        if held is not None and all(a is b or (type(a) in (int, tuple) and a == b) for a, b in zip(held[0], key)):
-            return held[1]
+        now_ms = self.clock_ms()
+        if held is not None:
+            held_key, value, built_ms = held
+            if (now_ms - built_ms < min_interval_ms
+                    or all(a is b or (type(a) in (int, tuple) and a == b) for a, b in zip(held_key, key))):
+                return value
         value = build()
-        self._memo = {**self._memo, name: (key, value)}
+        self._memo = {**self._memo, name: (key, value, now_ms)}
         return value
 
     def health(self) -> dict[str, Any]:
@@ -80,10 +90,11 @@ class GatewayCache:
 
     def status(self) -> dict[str, Any]:
         return self._memoized("status", self._status_key(), lambda: build_status(
-            self.snapshot, self.prices, self.cycle_count, self.health()))
+            self.snapshot, self.prices, self.cycle_count, self.health()), STATUS_TTL_MS)
 
     def status_json(self) -> bytes:
-        return self._memoized("status_json", self._status_key(), lambda: encode_json(self.status()))
+        status = self.status()
+        return self._memoized("status_json", (status,), lambda: encode_json(status))
 
     def equity(self) -> dict[str, Any]:
         status = self.status()
@@ -93,10 +104,11 @@ class GatewayCache:
     def metrics_text(self) -> bytes:
         discord = self.discord() if self.discord else None
         http = self.http() if self.http else None
-        key = (*self._status_key(), self.cycles, self.gateway_bus, discord, tuple(sorted((http or {}).items())))
+        status = self.status()
+        key = (status, self.cycles, self.gateway_bus, discord, tuple(sorted((http or {}).items())))
         return self._memoized("metrics", key, lambda: render(metric_families(MetricsInputs(
-            status=self.status(), heartbeats=self.heartbeats, gateway_bus=self.gateway_bus, cycles=self.cycles,
-            discord=discord, http=http))))
+            status=status, heartbeats=self.heartbeats, gateway_bus=self.gateway_bus, cycles=self.cycles,
+            discord=discord, http=http))), STATUS_TTL_MS)
 
 
 class CycleReporter:

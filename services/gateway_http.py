@@ -59,7 +59,6 @@ SHUTDOWN_TIMEOUT_S = 2.0  # supervisord's stopwaitsecs is 15
 
 MAX_SUBSCRIBERS = 32
 STREAM_INTERVAL_S = 0.5  # at most two status events a second, whatever the bus does
-STATUS_REFRESH_MS = 2_000  # and at least one every two seconds
 PING_S = 15.0  # a comment line keeps proxies from closing a quiet stream and finds dead clients
 WRITE_TIMEOUT_S = 10.0  # a subscriber that takes no bytes for this long is dropped
 RETRY_MS = 2000  # what EventSource waits before it reconnects
@@ -159,7 +158,6 @@ class EventStream:
         self.subscribers: set[Subscriber] = set()
         self.counts = {"stream_refused": 0, "coalesced": 0, "dropped_slow": 0, "events": 0}
         self._seen: dict[str, tuple[Any, ...]] = {}
-        self._sent_ms: dict[str, int] = {}
 
     def current(self) -> dict[str, bytes]:
         """Every event kind built now (a new subscriber starts from these)."""
@@ -167,19 +165,17 @@ class EventStream:
                 "equity": sse_event("equity", encode_json(self.cache.equity()))}
 
     def changed(self) -> dict[str, bytes]:
-        """The events whose inputs were replaced since the last call, and status again after
-        STATUS_REFRESH_MS without one: heartbeat ages must grow on a screen even when the
-        services that would replace them have all stopped."""
+        """The events whose document was rebuilt since the last call: status whenever the
+        cache built a new one (its inputs changed, or health ages moved on: a few times a
+        second at most), equity when the portfolio's equity log was replaced."""
         cache = self.cache
-        now_ms = cache.clock_ms()
-        builds = {"status": ((cache.snapshot, cache.prices, cache.heartbeats, cache.cycle_count), cache.status_json),
+        builds = {"status": ((cache.status_json(),), cache.status_json),
                   "equity": ((cache.equity_points,), lambda: encode_json(cache.equity()))}
         out = {}
         for name, (key, build) in builds.items():
             seen = self._seen.get(name)
-            stale = name == "status" and now_ms - self._sent_ms.get(name, now_ms) >= STATUS_REFRESH_MS
-            if stale or seen is None or any(a is not b and not (type(a) is int and a == b) for a, b in zip(seen, key)):
-                self._seen[name], self._sent_ms[name] = key, now_ms
+            if seen is None or any(a is not b for a, b in zip(seen, key)):
+                self._seen[name] = key
                 out[name] = sse_event(name, build())
         return out
 
@@ -210,7 +206,7 @@ class EventStream:
                 except Exception:  # a bad cache entry costs one round, not the stream
                     continue
             else:
-                self._seen, self._sent_ms = {}, {}
+                self._seen = {}
 
     def close(self) -> None:
         for sub in list(self.subscribers):

@@ -7,7 +7,7 @@
 const STATUS_MS = 2000;
 const EQUITY_MS = 5000;
 const STREAM_PATH = "/api/stream";
-const STREAM_SILENCE_MS = 10000;  // the gateway sends status at least every 2 s
+const STREAM_SILENCE_MS = 10000;  // the gateway sends status about twice a second
 const STREAM_RETRY_MS = 60000;
 const CATEGORY_NAMES = { spot: "Spot", deribit: "Deribit", ibkr: "IBKR", options: "Options", total: "Total" };
 const COLORS = ["#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#56d4dd", "#ff7b72", "#e3b341"];
