@@ -37,13 +37,13 @@ if TYPE_CHECKING:
 
 # /status is rebuilt when its inputs change (and for health ages every STATUS_TTL_MS), but at
 # most once per STATUS_TTL_MS: a fast feed replaces prices tens of times a second, and a
-# 150 kB document rebuilt for each would hold the HTTP loop most of the time (measured).
+# 150 kB document rebuilt for each (4-20 ms) would hold the HTTP loop most of the time.
 STATUS_TTL_MS = 250
 EQUITY_SECONDS = 2.0
 EQUITY_MAX_POINTS = 500
 # Collector settings for a process that allocates a few hundred short-lived objects per HTTP
 # request: young collections every 10,000 allocations instead of 700, and the objects alive at
-# start (modules, config) kept out of every full collection (measured in bench/bench_gateway).
+# start (modules, config) kept out of every full collection (fewer pauses between requests).
 GC_THRESHOLDS = (10_000, 10, 10)
 DISCORD_MIN_INTERVAL_MS = 2_000  # a fast-forwarded feed runs many cycles a second: coalesce
 MAX_PENDING_FILLS = 1_000
