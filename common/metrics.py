@@ -19,13 +19,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True)
 class MetricsInputs:
     """One scrape's view: the /status document (strategies marked now, health), the raw
-    heartbeats (bus counters per service), the gateway's own bus counters, cycles, Discord."""
+    heartbeats (bus counters per service), the gateway's own bus counters, cycles, Discord, and
+    the gateway's HTTP counters (connections, stream subscribers, what the limits cut off)."""
 
     status: Mapping[str, Any]
     heartbeats: Mapping[str, Mapping[str, Any]]
     gateway_bus: Mapping[str, Any]
     cycles: Mapping[str, float] = field(default_factory=dict)
     discord: Mapping[str, int] | None = None
+    http: Mapping[str, int] | None = None
 
 
 @dataclass
@@ -104,8 +106,16 @@ def service_families(health: Mapping[str, Any], heartbeats: Mapping[str, Mapping
     up = _gauge("service_up", "1 while the service's heartbeats arrive.", ["service"])
     age = _gauge("service_heartbeat_age_seconds", "Seconds since the service's last heartbeat.", ["service"])
     errors = _counter("service_errors", "Callback errors the service has logged.", ["service"])
+    problems = _gauge("service_problems", "Problems the service reports in its heartbeat (non-zero: /healthz is 503).",
+                      ["service"])
+    problem = _gauge("service_problem", "1 for each problem a service reports, by its name (the text before ':').",
+                     ["service", "problem"])
     for name, svc in sorted((health.get("services") or {}).items()):
         up.add_metric([name], 1.0 if svc.get("alive") else 0.0)
+        reported = svc.get("problems") or []
+        problems.add_metric([name], float(len(reported)))
+        for key in sorted({str(p).split(":", 1)[0].strip() for p in reported}):
+            problem.add_metric([name, key], 1.0)
         if _num(svc.get("last_heartbeat_age_s")) is not None:
             age.add_metric([name], float(svc["last_heartbeat_age_s"]))
         if _num(svc.get("errors")) is not None:
@@ -125,7 +135,7 @@ def service_families(health: Mapping[str, Any], heartbeats: Mapping[str, Mapping
             dropped.add_metric([name, str(reason)], _num(count) or 0.0)
         for source, count in sorted((bus.get("missed") or {}).items()):
             missed.add_metric([name, str(source)], _num(count) or 0.0)
-    return [up, age, errors, sent, received, dropped, missed]
+    return [up, age, errors, problems, problem, sent, received, dropped, missed]
 
 
 def feed_families(feed: Mapping[str, Any]) -> list[Metric]:
@@ -167,6 +177,33 @@ def discord_families(discord: Mapping[str, int] | None) -> list[Metric]:
     return [posts]
 
 
+HTTP_COUNTERS = {  # gateway_http's count -> (family, help)
+    "evicted": ("http_connections_evicted", "Idle connections closed to admit a new one at the connection limit."),
+    "refused": ("http_connections_refused", "Connections answered 503 at the limit (every one mid-request)."),
+    "stream_refused": ("stream_subscribers_refused", "Stream requests answered 503: every subscriber slot taken."),
+    "events": ("stream_events", "Server-sent events published (each to every subscriber)."),
+    "coalesced": ("stream_events_coalesced", "Events a subscriber never got because a newer one replaced them."),
+    "dropped_slow": ("stream_subscribers_dropped", "Stream subscribers disconnected for not taking their events."),
+}
+HTTP_GAUGES = {
+    "connections": ("http_connections", "Open HTTP connections."),
+    "subscribers": ("stream_subscribers", "Open server-sent event streams."),
+}
+
+
+def http_families(http: Mapping[str, int] | None) -> list[Metric]:
+    if http is None:
+        return []
+    out = []
+    for table, make in ((HTTP_GAUGES, _gauge), (HTTP_COUNTERS, _counter)):
+        for key, (name, doc) in table.items():
+            if _num(http.get(key)) is not None:
+                family = make(name, doc)
+                family.add_metric([], float(http[key]))
+                out.append(family)
+    return out
+
+
 def metric_families(inputs: MetricsInputs) -> list[Metric]:
     """Every family of one scrape, in a stable order."""
     status = inputs.status
@@ -178,6 +215,7 @@ def metric_families(inputs: MetricsInputs) -> list[Metric]:
         *feed_families(health.get("feed") or {}),
         *cycle_families(inputs.cycles),
         *discord_families(inputs.discord),
+        *http_families(inputs.http),
     ]
 
 

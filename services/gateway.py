@@ -5,56 +5,54 @@ Subscribes  portfolio.snapshot, fill.*, heartbeat.* (portfolio); tick.*, heartbe
 Requests    snapshot from portfolio when it joins late (clone pattern: snapshot, then deltas);
             equity from portfolio every few seconds (the equity log behind the charts)
 Serves      GET /status (the seed's JSON), /healthz, /metrics (Prometheus), /api/equity,
-            /openapi.json, and the dashboard (/, /app.js, /style.css from services/web/)
+            /api/stream (server-sent events), /openapi.json, and the dashboard (/, /app.js,
+            /style.css from services/web/): services.gateway_http, aiohttp on its own thread
 Posts       the seed's cycle summary to the Discord webhook named by discord.webhook_env,
             after a cycle with fills, from a background thread (services.discord_webhook)
 Calls       common.status, common.metrics, common.discord (pure views over the caches)
 
-ZeroMQ sockets live on the main thread's loop; HTTP handler threads only read the caches,
-which the loop replaces whole (never mutates in place), so a request never sees half an update.
+ZeroMQ sockets live on the main thread's loop (ServiceRuntime); the HTTP thread's asyncio loop
+only reads the caches, which the zmq loop replaces whole (never mutates in place), so a request
+never sees half an update. SIGTERM stops the zmq loop, whose on_stop stops the HTTP thread.
 """
 from __future__ import annotations
 
 import argparse
-import hmac
-import json
+import gc
 import os
-import socket
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import urlsplit
 
 from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
 from common.config import Config, load_config
 from common.config_schema import LOCAL_HOSTS
 from common.discord import cycle_messages
-from common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, MetricsInputs, metric_families, render
-from common.status import build_health, build_status, equity_curves, json_safe
+from common.metrics import MetricsInputs, metric_families, render
+from common.status import build_health, build_status, equity_curves
+from services.gateway_http import HttpServer, encode_json
 from services.runtime import ServiceRuntime, config_path
 
 if TYPE_CHECKING:
     from services.discord_webhook import WebhookPoster
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
-STATIC_FILES = {  # path -> (file in services/web, content type); the UI shell carries no data
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/style.css": ("style.css", "text/css; charset=utf-8"),
-    "/openapi.json": ("openapi.json", "application/json"),
-}
-STATUS_TTL_MS = 250  # /status is rebuilt at most this often unless its inputs change
+# /status is rebuilt when its inputs change (and for health ages every STATUS_TTL_MS), but at
+# most once per STATUS_TTL_MS: a fast feed replaces prices tens of times a second, and a
+# 150 kB document rebuilt for each (4-20 ms) would hold the HTTP loop most of the time.
+STATUS_TTL_MS = 250
 EQUITY_SECONDS = 2.0
 EQUITY_MAX_POINTS = 500
+# Collector settings for a process that allocates a few hundred short-lived objects per HTTP
+# request: young collections every 10,000 allocations instead of 700, and the objects alive at
+# start (modules, config) kept out of every full collection (fewer pauses between requests).
+GC_THRESHOLDS = (10_000, 10, 10)
 DISCORD_MIN_INTERVAL_MS = 2_000  # a fast-forwarded feed runs many cycles a second: coalesce
 MAX_PENDING_FILLS = 1_000
 
 
 class GatewayCache:
-    """What the HTTP threads read. Each attribute is replaced, never mutated; views built from
-    them are memoized on the identity of their inputs, so a burst of requests builds once."""
+    """What the HTTP thread reads. Each attribute is replaced, never mutated; views built from
+    them are memoized on the identity of their inputs, so a burst of requests builds once, and
+    the status (and what derives from it) at most once per STATUS_TTL_MS."""
 
     def __init__(self, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.clock_ms = clock_ms
@@ -67,14 +65,21 @@ class GatewayCache:
         self.equity_points: list[dict[str, Any]] = []
         self.gateway_bus: dict[str, Any] = {}
         self.discord: Callable[[], dict[str, int]] | None = None
-        self._memo: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self.http: Callable[[], dict[str, int]] | None = None
+        self._memo: dict[str, tuple[tuple[Any, ...], Any, int]] = {}
 
-    def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any], min_interval_ms: int = 0) -> Any:
+        """``build()``'s value, kept while ``key`` holds the same objects (or equal ints and
+        tuples), and in any case for ``min_interval_ms`` after it was built."""
         held = self._memo.get(name)
-        if held is not None and all(a is b or (type(a) is int and a == b) for a, b in zip(held[0], key)):
-            return held[1]
+        now_ms = self.clock_ms()
+        if held is not None:
+            held_key, value, built_ms = held
+            if (now_ms - built_ms < min_interval_ms
+                    or all(a is b or (type(a) in (int, tuple) and a == b) for a, b in zip(held_key, key))):
+                return value
         value = build()
-        self._memo = {**self._memo, name: (key, value)}
+        self._memo = {**self._memo, name: (key, value, now_ms)}
         return value
 
     def health(self) -> dict[str, Any]:
@@ -86,10 +91,11 @@ class GatewayCache:
     def status(self) -> dict[str, Any]:
         return self._memoized("status", self._status_key(), lambda: build_status(
             self.snapshot, self.prices, self.cycle_count, self.health(),
-            self.heartbeats.get("signals", {}).get("strategies")))
+            self.heartbeats.get("signals", {}).get("strategies")), STATUS_TTL_MS)
 
     def status_json(self) -> bytes:
-        return self._memoized("status_json", self._status_key(), lambda: encode_json(self.status()))
+        status = self.status()
+        return self._memoized("status_json", (status,), lambda: encode_json(status))
 
     def equity(self) -> dict[str, Any]:
         status = self.status()
@@ -98,17 +104,12 @@ class GatewayCache:
 
     def metrics_text(self) -> bytes:
         discord = self.discord() if self.discord else None
-        key = (*self._status_key(), self.cycles, self.gateway_bus, discord)
+        http = self.http() if self.http else None
+        status = self.status()
+        key = (status, self.cycles, self.gateway_bus, discord, tuple(sorted((http or {}).items())))
         return self._memoized("metrics", key, lambda: render(metric_families(MetricsInputs(
-            status=self.status(), heartbeats=self.heartbeats, gateway_bus=self.gateway_bus, cycles=self.cycles,
-            discord=discord))))
-
-
-def encode_json(doc: Any) -> bytes:
-    try:
-        return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
-    except (ValueError, TypeError):  # a NaN or an odd type slipped in: strict JSON all the same
-        return json.dumps(json_safe(doc), separators=(",", ":"), default=str).encode()
+            status=status, heartbeats=self.heartbeats, gateway_bus=self.gateway_bus, cycles=self.cycles,
+            discord=discord, http=http))), STATUS_TTL_MS)
 
 
 class CycleReporter:
@@ -251,137 +252,6 @@ class Gateway:
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
-def load_static(web_dir: Path = WEB_DIR) -> dict[str, tuple[bytes, str]]:
-    """The dashboard's files, read once; a missing file is a broken install, said plainly."""
-    files = {}
-    for path, (name, content_type) in STATIC_FILES.items():
-        file = web_dir / name
-        if not file.is_file():
-            raise FileNotFoundError(f"gateway: dashboard file {file} is missing (services/web is package data)")
-        files[path] = (file.read_bytes(), content_type)
-    return files
-
-
-Route = Callable[[GatewayCache], tuple[int, bytes, str]]
-JSON = "application/json"
-
-
-def route_status(cache: GatewayCache) -> tuple[int, bytes, str]:
-    return 200, cache.status_json(), JSON
-
-
-def route_health(cache: GatewayCache) -> tuple[int, bytes, str]:
-    health = cache.health()
-    return (200 if health["ok"] else 503), encode_json(health), JSON
-
-
-def route_metrics(cache: GatewayCache) -> tuple[int, bytes, str]:
-    return 200, cache.metrics_text(), METRICS_CONTENT_TYPE
-
-
-def route_equity(cache: GatewayCache) -> tuple[int, bytes, str]:
-    return 200, encode_json(cache.equity()), JSON
-
-
-ROUTES: dict[str, Route] = {
-    "/status": route_status,
-    "/healthz": route_health,
-    "/metrics": route_metrics,
-    "/api/equity": route_equity,
-}
-ALLOWED_METHODS = "GET, HEAD"
-
-
-def make_handler(cache: GatewayCache, token: str | None,
-                 static: dict[str, tuple[bytes, str]] | None = None) -> type[BaseHTTPRequestHandler]:
-    """The request handler: GET/HEAD only, a bearer token on data paths when ``token`` is set."""
-    static_files = load_static() if static is None else static
-    expected = f"Bearer {token}".encode() if token else None
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: every reply carries Content-Length
-        server_version = "go-trader"
-        sys_version = ""
-
-        def log_message(self, *_args: Any) -> None:  # access logs would drown the service log
-            return
-
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("do_"):  # any other method: 405, never 501
-                return self.refuse_method
-            raise AttributeError(name)
-
-        def reply(self, code: int, body: bytes, content_type: str, head_only: bool = False,
-                  extra: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            if not head_only:
-                self.wfile.write(body)
-
-        def reply_error(self, code: int, message: str, head_only: bool = False, **extra: str) -> None:
-            self.reply(code, encode_json({"error": message}), JSON, head_only, extra)
-
-        def refuse_method(self) -> None:
-            self.close_connection = True  # a body we will not read must not become the next request
-            self.reply_error(405, f"method {self.command} not allowed: this gateway is read-only",
-                             head_only=False, Allow=ALLOWED_METHODS)
-
-        def authorized(self) -> bool:
-            if expected is None:
-                return True
-            given = (self.headers.get("Authorization") or "").encode()
-            return hmac.compare_digest(given, expected)
-
-        def serve(self, head_only: bool) -> None:
-            path = urlsplit(self.path).path
-            if path in static_files:
-                body, content_type = static_files[path]
-                self.reply(200, body, content_type, head_only)
-                return
-            route = ROUTES.get(path)
-            if route is None:
-                known = sorted([*ROUTES, *static_files])
-                self.reply(404, encode_json({"error": f"no such path {path!r}", "paths": known}), JSON, head_only)
-                return
-            if not self.authorized():
-                self.reply_error(401, "missing or wrong bearer token", head_only, **{"WWW-Authenticate": "Bearer"})
-                return
-            try:
-                code, body, content_type = route(cache)
-            except Exception as exc:  # a bad cache entry must cost one reply, not the thread
-                self.reply_error(500, f"{type(exc).__name__}: {exc}", head_only)
-                return
-            self.reply(code, body, content_type, head_only)
-
-        def do_GET(self) -> None:
-            self.serve(head_only=False)
-
-        def do_HEAD(self) -> None:
-            self.serve(head_only=True)
-
-    return Handler
-
-
-class GatewayServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # many dashboards and scrapers at once must not see resets
-
-
-class GatewayServer6(GatewayServer):
-    address_family = socket.AF_INET6
-
-
-def make_server(host: str, port: int, cache: GatewayCache, token: str | None) -> GatewayServer:
-    server_class = GatewayServer6 if ":" in host else GatewayServer
-    return server_class((host, port), make_handler(cache, token))
-
-
 def listen_host(cfg: Config, override: str | None) -> str:
     """``--host`` if given, else the config's; a non-loopback host needs gateway.allow_remote."""
     host = override or cfg.gateway.host
@@ -433,18 +303,23 @@ def main(argv: list[str] | None = None) -> int:
     rt.every(EQUITY_SECONDS, gw.fetch_equity)
     rt.every(1.0, gw.refresh_bus_stats)
     rt.every(0.25, gw.report_cycle)
-    server = make_server(host, cfg.gateway.port, gw.cache, token)
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
-    rt.log.info("http_listening", host=host, port=cfg.gateway.port, auth=token is not None)
+    try:
+        server = HttpServer(host, cfg.gateway.port, gw.cache, token).start()
+    except OSError as exc:
+        rt.log.error("http_failed", host=host, port=cfg.gateway.port, error=str(exc))
+        rt.close()
+        return 1
+    rt.log.info("http_listening", host=host, port=server.port, auth=token is not None,
+                max_connections=server.max_connections, idle_timeout_s=server.idle_timeout_s)
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
-    def stop() -> None:
-        server.shutdown()
+    def stop() -> None:  # SIGTERM: streams and connections closed within SHUTDOWN_TIMEOUT_S
+        server.stop()
         if gw.poster is not None:
             gw.poster.stop()
 
     rt.run(on_stop=stop)
-    server.server_close()
     return 0
 
 

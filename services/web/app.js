@@ -1,9 +1,14 @@
-// go-trader dashboard: polls the gateway's /status and /api/equity and redraws in place.
+// go-trader dashboard: follows the gateway's event stream (/api/stream: status and equity
+// events) and redraws in place; polls /status and /api/equity instead while the stream is
+// refused or silent, and tries the stream again a minute later.
 // Hand-written, no framework and nothing fetched from elsewhere; charts are plain SVG.
 "use strict";
 
 const STATUS_MS = 2000;
 const EQUITY_MS = 5000;
+const STREAM_PATH = "/api/stream";
+const STREAM_SILENCE_MS = 10000;  // the gateway sends status about twice a second
+const STREAM_RETRY_MS = 60000;
 const CATEGORY_NAMES = { spot: "Spot", deribit: "Deribit", ibkr: "IBKR", options: "Options", total: "Total" };
 const COLORS = ["#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#56d4dd", "#ff7b72", "#e3b341"];
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -131,10 +136,17 @@ function sparkline(values) {
 }
 
 // --- sections -------------------------------------------------------------------------------
+function serviceProblems(health) {
+  return Object.entries(health.services || {}).flatMap(([name, s]) => (s.problems || []).map((p) => `${name}: ${p}`));
+}
+
 function renderHeader(status) {
   const health = status.health || {};
   const badge = document.getElementById("health-badge");
-  badge.textContent = health.ok ? "all services up" : "degraded";
+  const problems = serviceProblems(health);
+  badge.textContent = health.ok ? "all services up"
+    : problems.length ? `degraded · ${problems.length} problem${problems.length > 1 ? "s" : ""}` : "degraded";
+  badge.title = problems.join("\n");
   badge.className = "badge " + (health.ok ? "ok" : "bad");
   document.getElementById("clock").textContent =
     `market ${isoTime(status.market_ts)} · cycle ${status.cycle_count} · ` +
@@ -231,12 +243,17 @@ function renderRisk(strategies) {
 }
 
 function renderServices(health) {
-  const services = Object.entries(health.services || {}).map(([name, s]) => el("tr", { "data-service": name },
-    el("td", {}, name), el("td", { class: s.alive ? "up" : "down" }, s.alive ? "alive" : "lost"),
-    el("td", { class: "num" }, s.last_heartbeat_age_s == null ? "—" : `${s.last_heartbeat_age_s.toFixed(1)} s`),
-    el("td", { class: "num" }, s.uptime_s == null ? "—" : `${Math.round(s.uptime_s)} s`),
-    el("td", { class: "num" }, s.errors == null ? "—" : s.errors)));
-  fillBody("#services", services, "no heartbeats yet", 5);
+  const services = Object.entries(health.services || {}).map(([name, s]) => {
+    const problems = s.problems || [];
+    const stateText = !s.alive ? "lost" : problems.length ? "problem" : "alive";
+    return el("tr", { "data-service": name },
+      el("td", {}, name), el("td", { class: stateText === "alive" ? "up" : "down" }, stateText),
+      el("td", { class: "num" }, s.last_heartbeat_age_s == null ? "—" : `${s.last_heartbeat_age_s.toFixed(1)} s`),
+      el("td", { class: "num" }, s.uptime_s == null ? "—" : `${Math.round(s.uptime_s)} s`),
+      el("td", { class: "num" }, s.errors == null ? "—" : s.errors),
+      el("td", { class: problems.length ? "problems down" : "problems muted" }, problems.length ? problems.join("; ") : "none"));
+  });
+  fillBody("#services", services, "no heartbeats yet", 6);
   const feed = health.feed || {};
   document.getElementById("feed").textContent = `feed: ${feed.mode || "?"}${feed.stale ? " · STALE" : ""}` +
     `${feed.finished ? " · finished" : ""} · last tick ${feed.last_tick_age_s == null ? "—" : feed.last_tick_age_s.toFixed(1) + " s ago"}`;
@@ -281,18 +298,62 @@ function render() {
   renderCharts();
 }
 
-// --- polling --------------------------------------------------------------------------------
-async function poll(path, key, every) {
-  try {
-    state[key] = await getJSON(path);
-    state.lastUpdate = Date.now();
-    document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
-    render();
-  } catch (err) {
-    document.getElementById("health-badge").textContent = `gateway unreachable (${err.message})`;
-    document.getElementById("health-badge").className = "badge bad";
+// --- updates: the event stream, or polling while it is unavailable ----------------------------
+// Each start bumps the generation; a loop or stream of an older generation stops by itself.
+const transport = { generation: 0 };
+
+function receive(key, doc) {
+  state[key] = doc;
+  state.lastUpdate = Date.now();
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+  render();
+}
+
+function showUnreachable(why) {
+  const badge = document.getElementById("health-badge");
+  badge.textContent = `gateway unreachable (${why})`;
+  badge.className = "badge bad";
+}
+
+function startStream() {
+  const generation = ++transport.generation;
+  if (typeof EventSource !== "function") { startPolling("no EventSource"); return; }
+  const source = new EventSource(token ? `${STREAM_PATH}?access_token=${encodeURIComponent(token)}` : STREAM_PATH);
+  let watchdog = null;
+  const fallBack = (why) => {
+    clearTimeout(watchdog);
+    source.close();
+    if (generation === transport.generation) startPolling(why);
+  };
+  const arm = () => { clearTimeout(watchdog); watchdog = setTimeout(() => fallBack("stream silent"), STREAM_SILENCE_MS); };
+  for (const key of ["status", "equity"]) {
+    source.addEventListener(key, (event) => {
+      arm();
+      document.body.dataset.transport = "stream";
+      receive(key, JSON.parse(event.data));
+    });
   }
-  setTimeout(() => poll(path, key, every), every);
+  // A refused stream (401, 503, not a stream) is CLOSED; a dropped one reconnects by itself.
+  source.onerror = () => source.readyState === EventSource.CLOSED ? fallBack("stream refused") : showUnreachable("reconnecting");
+  arm();
+}
+
+function startPolling(why) {
+  const generation = ++transport.generation;
+  document.body.dataset.transport = "poll";
+  document.body.dataset.pollReason = why;
+  const poll = async (path, key, every) => {
+    if (generation !== transport.generation) return;
+    try {
+      receive(key, await getJSON(path));
+    } catch (err) {
+      showUnreachable(err.message);
+    }
+    setTimeout(() => poll(path, key, every), every);
+  };
+  poll("/status", "status", STATUS_MS);
+  poll("/api/equity", "equity", EQUITY_MS);
+  setTimeout(() => { if (generation === transport.generation) startStream(); }, STREAM_RETRY_MS);
 }
 
 document.querySelectorAll("#strategies th[data-key]").forEach((th) => th.addEventListener("click", () => {
@@ -303,5 +364,4 @@ document.querySelectorAll("#strategies th[data-key]").forEach((th) => th.addEven
 }));
 
 window.addEventListener("resize", renderCharts);
-poll("/status", "status", STATUS_MS);
-poll("/api/equity", "equity", EQUITY_MS);
+startStream();

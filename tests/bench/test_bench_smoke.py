@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_bus, bench_cycle, bench_latency, bench_memory, run_all
+from bench import bench_bus, bench_cycle, bench_gateway, bench_latency, bench_memory, run_all
 from tests.support.stack import Stack, stack_config
 
 
@@ -56,6 +56,18 @@ def test_cycle_quick_seed_children_decide_exactly_as_the_engine(stack: Stack) ->
     assert 0 < r["service_cycle_s"] < r["seed_sequential_cycle_s"]
     assert r["speedup_vs_sequential"] == pytest.approx(r["seed_sequential_cycle_s"] / r["service_cycle_s"])
     stack.wait_running()  # its signals program is back
+
+
+def test_gateway_quick_answers_a_person_among_slow_and_many_clients(stack: Stack) -> None:
+    stack.wait_running()
+    r = bench_gateway.run(quick=True, stack=stack)
+    slow = r["slow"]
+    assert slow["connects"] >= bench_gateway.QUICK["slow_clients"] and slow["probes_held"] > 0
+    assert slow["probe_held_max_ms"] < bench_gateway.PROBE_TARGET_MS and slow["probes_after"] > 0
+    for phase in ("many", "keepalive /status", "keepalive /metrics"):
+        assert r[phase]["requests"] > 0 and sum(r[phase]["failures"].values()) == 0, phase
+    assert 10 < r["rss_idle_mb"] < 200 and not r["gateway_restarted"]
+    assert len(bench_gateway.report(r)) == 11
 
 
 def test_run_all_reports_a_failing_benchmark_and_still_renders(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The dashboard as a person sees it: headless Debian Chromium (driven by playwright, which
 downloads no browser of its own) opens the page of a running sim stack, waits for live data,
 checks the strategies table and the equity charts carry real numbers, and saves a screenshot.
+It follows the gateway's event stream, and polls when the stream is refused.
 """
 from __future__ import annotations
 
@@ -85,8 +86,10 @@ def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
 
         updates = int(page.evaluate("document.body.dataset.updates"))
         page.wait_for_function(f"Number(document.body.dataset.updates) >= {updates + 2}", timeout=10_000)
+        assert page.evaluate("document.body.dataset.transport") == "stream"
         assert page.locator("#services tbody tr[data-service]").count() == 4
-        assert page.text_content("#health-badge") == "all services up"
+        assert page.eval_on_selector_all("#services td.problems", "cs => cs.map(c => c.textContent)") == ["none"] * 4
+        assert page.text_content("#health-badge") == "all services up", page.evaluate("JSON.stringify(state.status.health)")
 
         page.click("#strategies th[data-key='id']")
         ids = page.eval_on_selector_all("#strategies tbody tr[data-strategy]", "rs => rs.map(r => r.dataset.strategy)")
@@ -100,3 +103,14 @@ def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
         assert shot.stat().st_size > 20_000
         assert errors == [] and outside == []
         page.close()
+
+        # the stream refused (as when every subscriber slot is taken): the page polls instead
+        polled = chromium.new_page()
+        polled.route("**/api/stream", lambda route: route.fulfill(status=503, content_type="application/json",
+                                                                  body='{"error": "stream full"}'))
+        polled.goto(stack.gateway_url + "/")
+        polled.wait_for_function("document.body.dataset.transport === 'poll' && Number(document.body.dataset.updates) >= 3",
+                                 timeout=20_000)
+        assert polled.evaluate("document.body.dataset.pollReason") == "stream refused"
+        assert polled.locator("#strategies tbody tr[data-strategy]").count() == count
+        polled.close()

@@ -15,18 +15,28 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.bus import Envelope
 from common.config import parse_config
-from services.gateway import (
-    ROUTES, STATIC_FILES, WEB_DIR, CycleReporter, Gateway, GatewayCache, listen_host, main, make_server,
-)
+from services.gateway import STATUS_TTL_MS, CycleReporter, Gateway, GatewayCache, listen_host, main
+from services.gateway_http import ROUTES, STATIC_FILES, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
 from tests.common.test_discord import known_status
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_000_000
 
 
+class Clock:
+    """The wall clock a test moves by hand (``clock.now += ms``)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
 def filled_cache(now=NOW) -> GatewayCache:
-    cache = GatewayCache(clock_ms=lambda: now)
+    cache = GatewayCache(clock_ms=Clock(now))
     status = known_status()  # a status doc carries everything a snapshot does
     cache.snapshot = {"market_ts": status["market_ts"], "journal_seq": 5, "prices": {"BTC/USDT": 40_000.0},
                       "strategies": {sid: {**v, "portfolio_value": None} for sid, v in status["strategies"].items()}}
@@ -44,12 +54,11 @@ def filled_cache(now=NOW) -> GatewayCache:
 
 
 class Served:
-    def __init__(self, cache: GatewayCache, token: str | None = None):
+    def __init__(self, cache: GatewayCache, token: str | None = None, **limits):
         self.cache = cache
-        self.server = make_server("127.0.0.1", 0, cache, token)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = HttpServer("127.0.0.1", free_port(), cache, token, **limits).start()
+        self.port = self.server.port
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str, method: str = "GET", headers: dict | None = None, data: bytes | None = None):
         req = urllib.request.Request(self.base + path, method=method, headers=headers or {}, data=data)
@@ -60,8 +69,7 @@ class Served:
             return err.code, dict(err.headers), err.read()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture
@@ -84,19 +92,27 @@ def test_status_marks_the_snapshot_at_the_feed_price(served):
     assert doc["health"]["ok"] is True
 
 
-def test_status_follows_a_new_price_at_once(served):
+def test_status_follows_a_new_price_within_the_rebuild_interval(served):
     served.get("/status")
     served.cache.prices = {"BTC/USDT": 70_000.0}  # the loop replaces the dict
+    served.cache.clock_ms.now += STATUS_TTL_MS
     doc = json.loads(served.get("/status")[2])
     assert doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_200.0)
 
 
-def test_status_is_built_once_for_a_burst_of_requests():
+def test_status_is_built_once_for_a_burst_of_requests_and_at_most_once_per_interval():
     cache = filled_cache()
     first = cache.status_json()
     assert cache.status_json() is first
     cache.snapshot = dict(cache.snapshot)
-    assert cache.status_json() is not first
+    cache.clock_ms.now += STATUS_TTL_MS - 1
+    assert cache.status_json() is first  # a fast feed's replacements wait for the interval
+    cache.clock_ms.now += 1
+    second = cache.status_json()
+    assert second is not first and cache.status_json() is second
+    cache.clock_ms.now += STATUS_TTL_MS  # nothing replaced: rebuilt for the health ages all the same
+    assert cache.status_json() is not second
+    assert cache.metrics_text() is cache.metrics_text()
 
 
 def test_healthz_is_503_when_a_service_is_lost(served):
@@ -142,7 +158,7 @@ def test_equity_endpoint_gives_curves_with_the_live_point(served):
 
 
 def test_status_before_any_snapshot_is_still_valid():
-    s = Served(GatewayCache(clock_ms=lambda: NOW))
+    s = Served(GatewayCache(clock_ms=Clock(NOW)))
     try:
         for path in ("/status", "/metrics", "/api/equity"):
             assert s.get(path)[0] == 200, path
@@ -194,11 +210,15 @@ def test_unknown_path_is_404_json(served):
     assert code == 404 and json.loads(body)["error"] == "no such path '/nope'"
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 def test_every_method_but_get_and_head_is_405(served, method):
     code, headers, body = served.get("/status", method=method, data=b"{}" if method in ("POST", "PUT") else None)
     assert code == 405 and headers["Allow"] == "GET, HEAD"
     assert "read-only" in json.loads(body)["error"]
+
+
+def test_a_method_http_does_not_define_is_a_bad_request(served):
+    assert served.get("/status", method="BREW")[0] == 400
 
 
 def test_head_has_the_headers_and_no_body(served):
@@ -229,11 +249,11 @@ def test_the_default_config_binds_loopback_only():
     cfg = parse_config(json.loads((REPO / "config" / "default.json").read_text()), "default")
     host = listen_host(cfg, None)
     assert host == "127.0.0.1"
-    server = make_server(host, 0, GatewayCache(), None)
+    server = HttpServer(host, 0, GatewayCache()).start()
     try:
-        assert server.server_address[0] == "127.0.0.1"
+        assert server._runner.addresses[0][0] == "127.0.0.1"
     finally:
-        server.server_close()
+        server.stop()
 
 
 def test_a_wider_host_needs_allow_remote():

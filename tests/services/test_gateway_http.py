@@ -1,0 +1,387 @@
+"""The gateway's HTTP server as a client sees it on the wire: keep-alive without a Nagle stall,
+HTTP/1.0 with and without keep-alive, a GET body that is never a second request, slow and idle
+clients cut off while others are served, the connection limit, and the event stream."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.gateway import STATUS_TTL_MS
+from services.gateway_http import BUSY_REPLY, STREAM_PATH, EventStream, HttpServer, Subscriber, connection_limit
+from tests.services.test_gateway import Served, filled_cache
+from tests.support.ports import free_port
+from tests.support.stack import REPO, stack_config
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def read_response(sock: socket.socket, buffered: bytes = b"") -> tuple[str, dict[str, str], bytes, bytes]:
+    """One response by its Content-Length: status line, headers (lower-case), body, bytes after it."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before the headers ended: {data[:200]!r}")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    length = int(headers.get("content-length", 0))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        rest += chunk
+    return status, headers, rest[:length], rest[length:]
+
+
+def closed_by_peer(sock: socket.socket, within_s: float) -> bool:
+    """True when the server closes ``sock`` within ``within_s`` (EOF or a reset)."""
+    sock.settimeout(within_s)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.fixture
+def served():
+    s = Served(filled_cache())
+    yield s
+    s.close()
+
+
+# --- keep-alive, HTTP/1.0, bodies --------------------------------------------------------------------
+def test_keep_alive_requests_have_no_nagle_stall(served):
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+    times = []
+    for _ in range(21):
+        began = time.perf_counter()
+        conn.request("GET", "/status")
+        resp = conn.getresponse()
+        assert resp.status == 200 and len(resp.read()) > 100
+        times.append(time.perf_counter() - began)
+    conn.close()
+    # Nagle with delayed ACKs adds ~40 ms to every request after the first on a connection
+    assert statistics.median(times[1:]) < 0.015, times
+
+
+def test_http10_without_keep_alive_gets_its_reply_and_a_close(served):
+    with connect(served.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        status, headers, body, _rest = read_response(sock)
+        assert status.split()[1] == "200" and json.loads(body)["ok"] is True
+        assert closed_by_peer(sock, 2.0)
+
+
+def test_http10_keep_alive_serves_a_second_request_on_the_same_socket(served):
+    with connect(served.port) as sock:
+        for path in ("/healthz", "/status"):
+            sock.sendall(f"GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+            status, headers, body, rest = read_response(sock)
+            assert status.split()[1] == "200" and headers["connection"].lower() == "keep-alive"
+            assert json.loads(body) and rest == b""
+
+
+def test_a_get_body_is_never_parsed_as_a_second_request(served):
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(served.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        status, _headers, body, rest = read_response(sock)
+        assert status.split()[1] == "200" and json.loads(body)["ok"] is True
+        sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):  # no 404 for the body's "request" follows
+            rest += sock.recv(65536)
+        assert rest == b""
+        sock.settimeout(5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection is still in step
+        assert read_response(sock)[0].split()[1] == "200"
+
+
+def test_pipelined_requests_are_answered_in_order(served):
+    with connect(served.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = read_response(sock)
+        second = read_response(sock, first[3])
+        assert first[0].split()[1] == "200" and second[0].split()[1] == "404"
+
+
+# --- slow clients and the connection limit -----------------------------------------------------------
+def test_a_slowloris_client_is_cut_off_after_the_idle_timeout_while_others_are_served():
+    s = Served(filled_cache(), idle_timeout_s=0.6)
+    try:
+        slow = connect(s.port)
+        began = time.monotonic()
+        request = b"GET /status HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
+        cut = False
+        for byte in request:  # a byte every 50 ms: the request never completes
+            try:
+                slow.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+            assert s.get("/healthz")[0] == 200  # others are served meanwhile
+            if closed_by_peer(slow, 0.05):
+                cut = True
+                break
+        elapsed = time.monotonic() - began
+        assert cut and 0.5 <= elapsed < 2.5, elapsed
+        slow.close()
+    finally:
+        s.close()
+
+
+def test_an_idle_connection_that_never_sends_is_closed():
+    s = Served(filled_cache(), idle_timeout_s=0.3)
+    try:
+        with connect(s.port) as idle:
+            assert closed_by_peer(idle, 2.0)
+    finally:
+        s.close()
+
+
+def test_at_the_connection_limit_the_oldest_idle_connection_makes_room():
+    s = Served(filled_cache(), max_connections=4)
+    try:
+        held = [connect(s.port) for _ in range(4)]
+        time.sleep(0.1)  # each is accepted and waiting for its request
+        assert s.get("/healthz")[0] == 200
+        assert closed_by_peer(held[0], 1.0)
+        assert s.server.counts["evicted"] >= 1 and s.server.counts["connections"] <= 4
+        for sock in held:
+            sock.close()
+    finally:
+        s.close()
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_503():
+    s = Served(filled_cache(), max_connections=2)
+    try:
+        streams = [connect(s.port) for _ in range(2)]
+        for sock in streams:
+            sock.sendall(f"GET {STREAM_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.recv(65536)  # the stream has started: this connection is mid-request for good
+        with connect(s.port) as extra:
+            reply = b""
+            while chunk := extra.recv(65536):
+                reply += chunk
+        assert reply == BUSY_REPLY and s.server.counts["refused"] == 1
+        for sock in streams:
+            sock.close()
+    finally:
+        s.close()
+
+
+def test_the_connection_limit_stays_below_the_open_file_limit():
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_limit(10) == min(10, soft - 64)
+    assert connection_limit(10**9) <= soft - 64
+
+
+# --- server-sent events -----------------------------------------------------------------------------
+class EventReader:
+    """Server-sent events from a raw socket: undoes the chunked transfer coding, then splits
+    the text/event-stream into (event name, JSON data)."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes = b"") -> None:
+        self.sock, self.raw, self.text = sock, buffered, b""
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("stream closed")
+        self.raw += chunk
+
+    def _dechunk(self) -> None:
+        while b"\r\n" in self.raw:
+            size_line, rest = self.raw.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            if len(rest) < size + 2:
+                return
+            self.text += rest[:size]
+            self.raw = rest[size + 2:]
+
+    def events(self, count: int) -> list[tuple[str, dict]]:
+        out: list[tuple[str, dict]] = []
+        while len(out) < count:
+            self._dechunk()
+            if b"\n\n" not in self.text:
+                self._fill()
+                continue
+            block, self.text = self.text.split(b"\n\n", 1)
+            fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if line.startswith((b"event:", b"data:")))
+            if b"event" in fields:
+                out.append((fields[b"event"].decode(), json.loads(fields[b"data"])))
+        return out
+
+
+def open_stream(port: int, path: str = STREAM_PATH) -> tuple[socket.socket, dict[str, str], EventReader]:
+    sock = connect(port)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    assert status.split()[1] == "200", head
+    assert headers["transfer-encoding"] == "chunked"
+    return sock, headers, EventReader(sock, rest)
+
+
+def test_the_stream_sends_the_current_state_then_each_new_snapshot():
+    s = Served(filled_cache(), stream_interval_s=0.05)
+    try:
+        sock, headers, reader = open_stream(s.port)
+        assert headers["content-type"] == "text/event-stream" and headers["cache-control"] == "no-store"
+        first = reader.events(2)
+        assert [name for name, _doc in first] == ["status", "equity"]
+        assert first[0][1]["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_100.0)
+        assert first[1][1]["strategies"]["momentum-btc"][:2] == [1000.0, 1040.0]
+        s.cache.prices = {"BTC/USDT": 70_000.0}  # the zmq loop replaces the dict
+        s.cache.clock_ms.now += STATUS_TTL_MS
+        (name, doc), = reader.events(1)
+        assert name == "status" and doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_200.0)
+        sock.close()
+    finally:
+        s.close()
+
+
+def test_the_stream_refuses_subscribers_beyond_its_bound():
+    s = Served(filled_cache(), max_subscribers=1)
+    try:
+        sock, _h, _rest = open_stream(s.port)
+        code, headers, body = s.get(STREAM_PATH)
+        assert code == 503 and headers["Retry-After"] == "5" and "stream full" in json.loads(body)["error"]
+        assert s.server.counts["stream_refused"] == 1
+        sock.close()
+    finally:
+        s.close()
+
+
+def test_head_on_the_stream_is_headers_only(served):
+    code, headers, body = served.get(STREAM_PATH, method="HEAD")
+    assert code == 200 and headers["Content-Type"] == "text/event-stream" and body == b""
+
+
+def test_the_stream_takes_the_token_as_a_query_parameter():
+    s = Served(filled_cache(), token="s3cret")
+    try:
+        assert s.get(STREAM_PATH)[0] == 401
+        assert s.get(STREAM_PATH + "?access_token=wrong")[0] == 401
+        assert s.get("/status?access_token=s3cret")[0] == 401  # only the stream, which cannot send headers
+        sock, _h, reader = open_stream(s.port, STREAM_PATH + "?access_token=s3cret")
+        assert reader.events(1)[0][0] == "status"
+        sock.close()
+    finally:
+        s.close()
+
+
+def test_a_slow_subscriber_holds_only_the_latest_event_of_each_kind():
+    sub = Subscriber()
+    assert sub.offer("status", b"1") is False
+    assert sub.offer("status", b"2") is True and sub.offer("equity", b"e") is False
+    assert sub.pending == {"status": b"2", "equity": b"e"} and sub.wake.is_set()
+
+
+def test_the_stream_publishes_each_new_status_document_and_each_new_equity_log():
+    cache = filled_cache()
+    stream = EventStream(cache)
+    assert set(stream.changed()) == {"status", "equity"}
+    assert stream.changed() == {}
+    cache.heartbeats = dict(cache.heartbeats)
+    assert stream.changed() == {}  # the status document is rebuilt at most once per interval
+    cache.clock_ms.now += STATUS_TTL_MS
+    (event,) = stream.changed().values()
+    assert json.loads(event.split(b"data: ", 1)[1])["health"]["services"]["pricer"]["last_heartbeat_age_s"] == 0.65
+    cache.equity_points = list(cache.equity_points)
+    assert set(stream.changed()) == {"equity"}
+    cache.clock_ms.now += STATUS_TTL_MS  # nothing replaced (every service stopped): heartbeat ages still move on
+    assert set(stream.changed()) == {"status"}
+
+
+def test_stopping_with_an_open_stream_takes_under_three_seconds():
+    s = Served(filled_cache())
+    sock, _h, _rest = open_stream(s.port)
+    began = time.monotonic()
+    s.close()
+    assert time.monotonic() - began < 3.0
+    assert closed_by_peer(sock, 2.0)
+    sock.close()
+
+
+# --- health in /metrics ---------------------------------------------------------------------------
+def test_metrics_count_each_services_problems():
+    cache = filled_cache()
+    cache.heartbeats = {**cache.heartbeats, "portfolio": {**cache.heartbeats["portfolio"],
+                                                          "problems": ["persist: disk full", "marking: 2 books"]}}
+    s = Served(cache)
+    try:
+        code, _h, body = s.get("/metrics")
+        samples = {(x.name, tuple(sorted(x.labels.items()))): x.value
+                   for family in text_string_to_metric_families(body.decode()) for x in family.samples}
+        assert samples[("gotrader_service_problems", (("service", "portfolio"),))] == 2.0
+        assert samples[("gotrader_service_problems", (("service", "pricer"),))] == 0.0
+        assert samples[("gotrader_service_problem", (("problem", "persist"), ("service", "portfolio")))] == 1.0
+        assert samples[("gotrader_http_connections", ())] >= 1.0
+        assert s.get("/healthz")[0] == 503
+    finally:
+        s.close()
+
+
+def test_a_busy_port_is_reported_by_start():
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        with pytest.raises(OSError, match="address already in use"):
+            HttpServer("127.0.0.1", port, filled_cache()).start()
+
+
+# --- the process ------------------------------------------------------------------------------------
+def test_sigterm_stops_the_gateway_with_a_stream_open_well_within_stopwaitsecs(tmp_path):
+    cfg = stack_config()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    port = cfg["gateway"]["port"]
+    proc = subprocess.Popen([sys.executable, "-m", "services.gateway", "--config", str(path)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sock, _h, reader = open_stream(port)
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                assert time.monotonic() < deadline and proc.poll() is None, "the gateway did not start"
+                time.sleep(0.1)
+        assert reader.events(1)[0][0] == "status"
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5.0  # supervisord's stopwaitsecs is 15
+        assert closed_by_peer(sock, 1.0)
+        sock.close()
+        events = [json.loads(line)["event"] for line in proc.stdout.read().splitlines()]
+        assert "http_listening" in events and events[-1] == "stopped" and "stop_failed" not in events
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
