@@ -11,7 +11,8 @@ are the same functions the vectorized strategies call.
 
 :class:`SignalCache` holds one computation per (strategy, symbol, pair, timeframe, resolved
 params), so strategies that differ only in id or interval share it. It reads the engine's bar
-store through a tail source and feeds only the bars it has not seen; when the store no longer
+store through a tail source (whose bars were checked on entry, so they are not checked again)
+and feeds only the bars it has not seen; when the store no longer
 continues what it fed (a refetch after a gap) it rebuilds from the store's whole history.
 """
 from __future__ import annotations
@@ -246,19 +247,24 @@ class IncrementalSignal:
         self.last_close = NAN
         self.signal = 0
 
-    def feed(self, data: OHLCV, pair: OHLCV | None = None) -> list[int]:
+    def feed(self, data: OHLCV, pair: OHLCV | None = None, checked: bool = False) -> list[int]:
         """Take the bars of ``data`` (oldest first, all after the last bar fed) and return their
-        signals. ``pair``: the second leg's bars at those times; a time it lacks holds."""
+        signals. ``pair``: the second leg's bars at those times; a time it lacks holds.
+
+        ``checked``: the bars were validated already (the engine's store checks every bar on
+        entry), so they are not checked again; a non-finite value still stops the indicators.
+        """
         if self.needs_pair and pair is None:
             raise ValueError(f"{self.name}: needs a pair (the second leg's bars), got none")
         if not self.needs_pair and pair is not None:
             raise ValueError(f"{self.name}: takes no pair, got one")
-        data.validate("data")
+        if not checked:
+            data.validate("data")
+            if pair is not None:
+                pair.validate("pair")
         if len(data) and self.last_ts is not None and int(data.ts[0]) <= self.last_ts:
             raise ValueError(f"{self.name}: bar ts={int(data.ts[0])} is not after the last bar fed ts={self.last_ts}")
-        pair_close: dict[int, float] = {}
-        if pair is not None:
-            pair_close = dict(zip(pair.validate("pair").ts.tolist(), pair.close.tolist()))
+        pair_close = {} if pair is None else dict(zip(pair.ts.tolist(), pair.close.tolist()))
         update = self.state.update
         signals = [update(h, lo, c, v, pair_close.get(t, NAN)) for t, h, lo, c, v in
                    zip(data.ts.tolist(), data.high.tolist(), data.low.tolist(), data.close.tolist(),
@@ -314,7 +320,7 @@ class SignalCache:
             if state is None or not _catch_up(state, symbol, pair_symbol, timeframe, bars):
                 state = self.states[key] = IncrementalSignal(strategy, dict(key[4]))
                 state.feed(bars(symbol, timeframe, None),
-                           None if pair_symbol is None else bars(pair_symbol, timeframe, None))
+                           None if pair_symbol is None else bars(pair_symbol, timeframe, None), checked=True)
         except Exception:
             self.states.pop(key, None)  # never keep a half-fed state: the next call rebuilds it
             raise
@@ -346,5 +352,5 @@ def _catch_up(state: IncrementalSignal, symbol: str, pair_symbol: str | None, ti
         first = int(new.ts[0])
         covering = (int(pair_newest.ts[-1]) - first) // step + 1 if len(pair_newest) else 0
         pair = bars(pair_symbol, timeframe, covering) if covering > 0 else OHLCV.empty()
-    state.feed(new, pair)
+    state.feed(new, pair, checked=True)
     return True

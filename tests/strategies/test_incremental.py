@@ -305,8 +305,10 @@ def test_bad_input_is_refused_and_leaves_no_half_fed_state(real):
     bad = btc.slice(100, 101)
     bad = OHLCV(bad.ts, bad.open, bad.high, bad.low, np.array([np.nan]), bad.volume)
     cache.latest("rsi", "BTC/USDT", "1h", {}, lambda s, tf, n=None: btc.slice(0, 100))
-    with pytest.raises(ValueError, match="close is not a finite number"):
+    with pytest.raises(ValueError, match="rsi: got nan, every value fed must be finite"):
         cache.latest("rsi", "BTC/USDT", "1h", {}, lambda s, tf, n=None: concat(btc.slice(0, 100), bad).tail(n or 101))
+    with pytest.raises(ValueError, match=r"data\[0\] \(ts=\d+\): close is not a finite number"):
+        IncrementalSignal("rsi").feed(bad)
     assert cache.states == {}
 
 
