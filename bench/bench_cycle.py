@@ -5,8 +5,15 @@ process against a real stack whose signals program is stopped first, so it is th
 and its order ids are new. One cycle = ``run_cycle`` over every strategy the engine schedules
 (spot through ``evaluate_spot``; options with their chain / IV / positions requests to the
 running pricer and portfolio and ``evaluate_options``) + ``flush_outbox`` (a REQ/REP round trip
-to the portfolio, journaled and acknowledged, for every order). Bar upkeep (the engine's
-history requests) is outside the timer: the running service does it incrementally per bar.
+to the portfolio, journaled and acknowledged, for every order). Bar upkeep is outside the
+timer: the newest bars are fetched and handed to the engine's bar hook (``on_bar``), as the
+running service gets them from the bus.
+
+Spot before/after, in the same run: the same cycles once with every ``evaluate_spot`` call
+recomputing the whole history (the path before incremental strategies) and once reading the
+incremental cache (the service's path). Per cycle: the spot decision time, and for the first
+and the last spot strategy in config order the time from the cycle's start (the clock message
+that makes them due, after their bar) to its decision ("bar -> signal" inside the engine).
 
 Seed side: every ``evaluate_spot`` / ``evaluate_options`` call of one recorded engine cycle is
 pickled with its exact inputs; a fresh ``python -c 'import pandas, numpy, ccxt; ...'`` per
@@ -68,6 +75,7 @@ class BenchEngine:
         self.ids = list(self.engine.schedule.due_at)
         self.deciders = {name: getattr(signals, name) for name in DECIDERS}
         self.decide_s = {name: 0.0 for name in DECIDERS}
+        self.spot_done_s: list[float] = []  # when each spot decision of the cycle returned, from its start
 
     def close(self) -> None:
         for name, fn in self.deciders.items():
@@ -75,8 +83,16 @@ class BenchEngine:
         self.rt.close()
 
     def refresh(self) -> None:
-        """Newest bars and market time, as the running service has them (untimed upkeep)."""
-        self.engine.needs_warmup = set(self.engine.stores) | self.engine.needs_warmup
+        """Newest bars through the engine's bar hook, and market time, as the running service
+        has them (untimed upkeep). A gap makes the engine refetch, as in the service."""
+        for (symbol, timeframe), store in self.engine.stores.items():
+            last = store.history(symbol, timeframe, 1)
+            after = int(last.ts[-1]) if len(last) else -1
+            reply = self.engine.marketdata.request("history", {"symbol": symbol, "timeframe": timeframe,
+                                                               "limit": self.signals.HISTORY_BARS})
+            for ts, o, h, lo, c, v in (row for row in reply["rows"] if int(row[0]) > after):
+                self.engine.on_bar({"symbol": symbol, "timeframe": timeframe, "ts_open": int(ts), "open": o,
+                                    "high": h, "low": lo, "close": c, "volume": v})
         self.engine.warm_up()
         self.engine.market_ts = self.engine.marketdata.request("status")["market_ts"]
 
@@ -84,17 +100,25 @@ class BenchEngine:
         for name, fn in self.deciders.items():
             setattr(self.signals, name, wrapper(name, fn))
 
-    def cycle(self) -> dict[str, float]:
-        """One timed cycle; the deciders are timed to split the spot part from the rest."""
+    def cycle(self, recompute: bool = False) -> dict[str, Any]:
+        """One timed cycle; the deciders are timed to split the spot part from the rest.
+
+        ``recompute``: spot strategies decide over the whole history (the path before
+        incremental strategies) instead of from the engine's incremental cache.
+        """
         self.decide_s = {name: 0.0 for name in DECIDERS}
+        self.spot_done_s = []
 
         def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             def call(*args: Any) -> Any:
                 began = time.perf_counter()
                 try:
-                    return fn(*args)
+                    return fn(*args[:8]) if recompute and name == "evaluate_spot" else fn(*args)
                 finally:
-                    self.decide_s[name] += time.perf_counter() - began
+                    done = time.perf_counter()
+                    self.decide_s[name] += done - began
+                    if name == "evaluate_spot":
+                        self.spot_done_s.append(done - start)
             return call
 
         self._wrap(timed)
@@ -108,7 +132,7 @@ class BenchEngine:
         spot_s = self.decide_s["evaluate_spot"]
         return {"seconds": end - start, "spot_s": spot_s, "options_s": decided - start - spot_s,
                 "orders_s": end - decided, "orders": self.engine.orders_acked - acked,
-                "options_decide_s": self.decide_s["evaluate_options"]}
+                "options_decide_s": self.decide_s["evaluate_options"], "spot_done_s": list(self.spot_done_s)}
 
     def record(self) -> list[tuple[str, tuple[Any, ...], str]]:
         """One untimed cycle whose every decision is kept with its inputs and its outcome."""
@@ -118,9 +142,17 @@ class BenchEngine:
             def call(*args: Any) -> Any:
                 result = fn(*args)
                 if name == "evaluate_spot":
-                    _id, _strategy, symbol, timeframe, _params, bars, _now, pair = args
+                    # A seed child recomputes the history it is given; its reference is the same
+                    # recomputation here, whose decision must be the incremental one's.
+                    _id, _strategy, symbol, timeframe, _params, bars, _now, pair, _cache = args
                     read = {(s, timeframe): bars(s, timeframe) for s in filter(None, (symbol, pair))}
-                    args = (*args[:5], RecordedBars(read), *args[6:])
+                    args = (*args[:5], RecordedBars(read), *args[6:8])
+                    full = fn(*args)
+                    if (full.order, full.skipped, full.signal and full.signal.signal) != \
+                            (result.order, result.skipped, result.signal and result.signal.signal):
+                        raise RuntimeError(f"{_id}: the incremental decision {result} differs from the full "
+                                           f"recomputation {full}")
+                    result = full
                 calls.append((name, args, repr(result)))
                 return result
             return call
@@ -173,6 +205,12 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
         bench = BenchEngine(running)
         try:
             running.wait_for(bench.options_ready, timeout=30, what="the pricer quoting chains")
+            recomputed = []
+            for _ in range(service_cycles):
+                bench.refresh()
+                recomputed.append(bench.cycle(recompute=True))
+            bench.refresh()
+            bench.cycle()  # the incremental cache catches up with the bars of the cycles above
             outcomes = []
             for _ in range(service_cycles):
                 bench.refresh()
@@ -225,7 +263,19 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
         "seed_4way_cycle_s": par_s,
         "speedup_vs_sequential": seq_s / service_s,
         "speedup_vs_4way": par_s / service_s,
+        **spot_before_after(recomputed, outcomes),
     }
+
+
+def spot_before_after(recomputed: list[dict[str, Any]], incremental: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians per cycle: spot decision time, and bar -> signal of the first and last spot strategy."""
+    out: dict[str, float] = {}
+    for label, cycles in (("recompute", recomputed), ("incremental", incremental)):
+        out[f"spot_{label}_median_s"] = statistics.median(c["spot_s"] for c in cycles)
+        out[f"first_signal_{label}_median_s"] = statistics.median(c["spot_done_s"][0] for c in cycles)
+        out[f"last_signal_{label}_median_s"] = statistics.median(c["spot_done_s"][-1] for c in cycles)
+    out["spot_speedup"] = out["spot_recompute_median_s"] / out["spot_incremental_median_s"]
+    return out
 
 
 def report(r: dict[str, Any]) -> list[Row]:
@@ -246,11 +296,23 @@ def report(r: dict[str, Any]) -> list[Row]:
          f"{r['seed_sequential_cycle_s']:.2f} s", "", ""),
         (f"seed cycle, {SEED_WORKERS} processes at a time (median of {r['seed_cycles']}){scaled}",
          f"{r['seed_4way_cycle_s']:.2f} s", "", ""),
+        ("spot decisions per cycle, full recompute (before) / incremental (after), medians, same run",
+         f"{ms(r['spot_recompute_median_s'])} / {ms(r['spot_incremental_median_s'])} "
+         f"({r['spot_speedup']:.1f}x)", "", ""),
+        ("bar -> signal in the engine, 1st spot strategy: before / after (median)",
+         f"{ms(r['first_signal_recompute_median_s'])} / {ms(r['first_signal_incremental_median_s'])}", "", ""),
+        (f"bar -> signal in the engine, {_ordinal(r['spot_strategies'])} (last) spot strategy: before / after "
+         "(median)", f"{ms(r['last_signal_recompute_median_s'])} / {ms(r['last_signal_incremental_median_s'])}",
+         "", ""),
         ("speed-up vs seed, one at a time", f"{r['speedup_vs_sequential']:,.0f}x", f">= {TARGET_SPEEDUP}x",
          verdict(r["speedup_vs_sequential"] >= TARGET_SPEEDUP)),
         (f"speed-up vs seed, {SEED_WORKERS} at a time", f"{r['speedup_vs_4way']:,.0f}x", f">= {TARGET_SPEEDUP}x",
          verdict(r["speedup_vs_4way"] >= TARGET_SPEEDUP)),
     ]
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 if __name__ == "__main__":

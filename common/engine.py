@@ -22,9 +22,10 @@ from options.risk import OptionsRiskLimits, check_options_trade
 from options.scoring import MAX_POSITIONS, score_trade, select_with_reasons
 from options.strategies import OptionsContext, decide_with_reason
 from options.venues import VenueSpec
+from strategies.incremental import SignalCache
 from strategies.registry import latest_signal
 
-BarSource = Callable[[str, str], OHLCV]
+BarSource = Callable[..., OHLCV]  # (symbol, timeframe[, newest n bars]) -> that history
 HISTORY_BARS = 1000  # bars of each series the engine decides on (the backtester uses as many)
 
 
@@ -50,19 +51,30 @@ def stale_reason(data: OHLCV, timeframe: str, now_ts: int, label: str) -> str | 
 
 
 def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, params: dict,
-                  bars: BarSource, now_ts: int, pair_symbol: str | None = None) -> SpotDecision:
-    """Run one spot strategy on the newest closed bar; never trades on stale or missing data."""
-    data = bars(symbol, timeframe)
+                  bars: BarSource, now_ts: int, pair_symbol: str | None = None,
+                  signals: SignalCache | None = None) -> SpotDecision:
+    """Run one spot strategy on the newest closed bar; never trades on stale or missing data.
+
+    With ``signals`` the decision comes from its incremental state (``bars`` must then take a
+    third argument, the number of newest bars wanted, None for all) and only the last bar is
+    read here; without it the strategy recomputes over everything ``bars`` returns. Both give
+    the same decision on the same history.
+    """
+    newest = (lambda s: bars(s, timeframe, 1)) if signals is not None else (lambda s: bars(s, timeframe))
+    data = newest(symbol)
     reason = stale_reason(data, timeframe, now_ts, symbol)
     pair = None
     if reason is None and pair_symbol is not None:
-        pair = bars(pair_symbol, timeframe)
+        pair = newest(pair_symbol)
         reason = stale_reason(pair, timeframe, now_ts, pair_symbol)
     if reason is not None:
         return SpotDecision(strategy_id, None, None, reason)
-    latest = latest_signal(strategy, data, params, pair)
+    if signals is None:
+        latest = latest_signal(strategy, data, params, pair)
+    else:
+        latest = signals.latest(strategy, symbol, timeframe, params, bars, pair_symbol)
     if not latest.enough_history:
-        return SpotDecision(strategy_id, None, None, f"warming up: {len(data)} bars")
+        return SpotDecision(strategy_id, None, None, f"warming up: {len(bars(symbol, timeframe))} bars")
     ts_close = latest.ts_bar + timeframe_ms(timeframe)
     signal = Signal(strategy_id, strategy, symbol, timeframe, latest.signal, latest.price,
                     latest.ts_bar, now_ts, latest.indicators)

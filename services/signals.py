@@ -5,7 +5,8 @@ Requests    history from marketdata (warm-up, and again after a gap); chain + iv
             positions, order and option_order to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals (with each strategy's last decision, its
             market time and its reason: the gateway's /status shows them)
-Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.registry
+Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.incremental (spot
+            strategies kept bar by bar, rebuilt from a refetched history)
 
 Orders travel over REQ/REP and stay in the outbox until the portfolio answers them for good
 (a fill or a final refusal: risk, duplicate, bad order); their id (strategy + bar time, or
@@ -37,6 +38,7 @@ from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
 from services.pricer import ChainReplyError, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
+from strategies.incremental import SignalCache
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
@@ -64,6 +66,7 @@ class SignalEngine:
         self.options_unavailable: str | None = None
         self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
+        self.spot_signals = SignalCache()  # incremental spot strategies, fed from the stores
         self.needs_warmup: set[tuple[str, str]] = set()
         for sc in self.spot + self.options:
             for symbol in filter(None, (sc.symbol, sc.pair)):
@@ -76,9 +79,9 @@ class SignalEngine:
         self.orders_acked = 0
 
     # --- bars --------------------------------------------------------------------------
-    def bars(self, symbol: str, timeframe: str) -> OHLCV:
+    def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
         store = self.stores.get((symbol, timeframe))
-        return store.history(symbol, timeframe) if store is not None else OHLCV.empty()
+        return store.history(symbol, timeframe, limit) if store is not None else OHLCV.empty()
 
     def warm_up(self) -> None:
         if time.monotonic() < self.warmup_retry_at:
@@ -95,6 +98,7 @@ class SignalEngine:
             store = BarStore(capacity=HISTORY_BARS)
             store.append(symbol, timeframe, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
             self.stores[key] = store
+            self.spot_signals.invalidate(symbol, timeframe)  # a new history: rebuilt from it when next due
             self.needs_warmup.discard(key)
             self.rt.log.info("warmed_up", symbol=symbol, timeframe=timeframe, bars=len(reply["rows"]))
 
@@ -141,7 +145,7 @@ class SignalEngine:
     def run_spot(self, sc: Any) -> SpotDecision | None:
         try:
             decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
-                                     self.bars, self.market_ts, sc.pair)
+                                     self.bars, self.market_ts, sc.pair, self.spot_signals)
         except Exception as exc:  # one broken strategy is logged and skipped, never the engine
             self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
             self.note_error(sc.id, exc)

@@ -1,6 +1,8 @@
 """Mean-reverting strategies: buy what has fallen too far, sell once it has recovered."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from common.ohlcv import OHLCV
@@ -41,6 +43,12 @@ def mean_reversion(data: OHLCV, period: int = 48, entry_z: float = 2.0, exit_z: 
     return StrategyOutput(to_signals(buy, sell), {"zscore": z})
 
 
+def rsi_macd_bias(value: Any, line: Any, signal_line: Any, rsi_mid: float) -> tuple[Any, Any]:
+    """(bullish, bearish): MACD above its signal and RSI above ``rsi_mid``, or both below
+    (arrays or one bar's floats; NaN: neither)."""
+    return (line > signal_line) & (value > rsi_mid), (line < signal_line) & (value < rsi_mid)
+
+
 def rsi_macd(
     data: OHLCV, rsi_period: int = 14, rsi_mid: float = 50.0, fast: int = 12, slow: int = 26, signal: int = 9
 ) -> StrategyOutput:
@@ -53,7 +61,6 @@ def rsi_macd(
     value = indicators.rsi(data.close, rsi_period)
     line, signal_line, hist = indicators.macd(data.close, fast, slow, signal)
     defined = np.isfinite(value) & np.isfinite(signal_line)
-    bullish = (line > signal_line) & (value > rsi_mid)
-    bearish = (line < signal_line) & (value < rsi_mid)
+    bullish, bearish = rsi_macd_bias(value, line, signal_line, rsi_mid)
     signals = to_signals(becomes_true(bullish, defined), becomes_true(bearish, defined))
     return StrategyOutput(signals, {"rsi": value, "macd": line, "macd_signal": signal_line, "macd_hist": hist})

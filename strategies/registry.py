@@ -2,10 +2,12 @@
 
 Each spot strategy's parameters, rules and warm-up are declared in ``strategies.params``
 (numpy-free, so checking a config stays light); here each is bound to its function, and the
-import fails if a function's keyword defaults differ from the declared ones. The engine asks
-:func:`latest_signal` on every closed bar; the backtester calls :func:`compute_signals` once
-over the whole history. Both run the same function, and a signal at bar ``i`` only ever
-depends on bars ``0..i`` (tested), so a backtest and a paper run on the same bars agree.
+import fails if a function's keyword defaults differ from the declared ones. The backtester
+calls :func:`compute_signals` once over the whole history; :func:`latest_signal` is the same
+run read on its last bar. A signal at bar ``i`` only ever depends on bars ``0..i`` (tested).
+The signal engine runs the bar-by-bar forms in :mod:`strategies.incremental`, which are tested
+to equal :func:`compute_signals` at every bar, so a backtest and a paper run on the same bars
+agree.
 """
 from __future__ import annotations
 

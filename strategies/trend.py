@@ -1,6 +1,8 @@
 """Trend-following strategies: enter when the trend turns up, exit when it turns down."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from common.ohlcv import OHLCV
@@ -28,6 +30,16 @@ def ema_crossover(data: OHLCV, fast: int = 12, slow: int = 26) -> StrategyOutput
     )
 
 
+def ema_stacked(fast: Any, mid: Any, slow: Any) -> Any:
+    """Whether the EMAs are stacked fast > mid > slow (arrays or one bar's floats; NaN: False)."""
+    return (fast > mid) & (mid > slow)
+
+
+def volume_confirmed(close: Any, price_vwap: Any, ratio: Any, volume_threshold: float) -> Any:
+    """Close above the VWAP on volume at least ``volume_threshold`` times its average (arrays or floats)."""
+    return (close > price_vwap) & (ratio >= volume_threshold)
+
+
 def triple_ema(data: OHLCV, fast: int = 8, mid: int = 21, slow: int = 55) -> StrategyOutput:
     """Hold only while three EMAs are stacked fast > mid > slow.
 
@@ -38,7 +50,7 @@ def triple_ema(data: OHLCV, fast: int = 8, mid: int = 21, slow: int = 55) -> Str
     ema_mid = indicators.ema(data.close, mid)
     ema_slow = indicators.ema(data.close, slow)
     defined = np.isfinite(ema_fast) & np.isfinite(ema_mid) & np.isfinite(ema_slow)
-    stacked = (ema_fast > ema_mid) & (ema_mid > ema_slow)
+    stacked = ema_stacked(ema_fast, ema_mid, ema_slow)
     signals = to_signals(becomes_true(stacked, defined), becomes_true(~stacked & defined, defined))
     return StrategyOutput(signals, {"ema_fast": ema_fast, "ema_mid": ema_mid, "ema_slow": ema_slow})
 
@@ -70,6 +82,6 @@ def volume_weighted(
     price_vwap = indicators.vwap(data.high, data.low, data.close, data.volume, period)
     ratio = indicators.volume_ratio(data.volume, volume_period)
     defined = np.isfinite(price_vwap) & np.isfinite(ratio)
-    confirmed = (data.close > price_vwap) & (ratio >= volume_threshold)
+    confirmed = volume_confirmed(data.close, price_vwap, ratio, volume_threshold)
     signals = to_signals(becomes_true(confirmed, defined), cross_below(data.close, price_vwap))
     return StrategyOutput(signals, {"vwap": price_vwap, "volume_ratio": ratio})
