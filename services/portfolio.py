@@ -9,10 +9,10 @@ Calls       common.portfolio.Portfolio (pure books and risk), options.book, comm
 
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. The orders of one request share one append and one fsync (group commit,
-``answer_orders``); none of them is acknowledged before it. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
-path. A crash at any point loses nothing that was acknowledged: on start the journal tail
-past state.json's ``journal_seq`` is replayed, into books created from the config first, and
-only after the journal has been checked to be this state's history (``start_from_disk``).
+``answer_orders``); none of them is acknowledged before it. state.json is saved atomically
+every SAVE_SECONDS and on stop, off the order path. A crash at any point loses nothing that
+was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
+into books created from the config first, and only after the journal has been checked to be this state's history (``start_from_disk``).
 
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import errno
 import sys
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Sequence
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
@@ -241,7 +241,7 @@ class PortfolioService:
         self.book_fills([fill for _, _, fills in decided for fill in fills])
         answers = []
         for order, decision, fills in decided:
-            if not fills and decision.status not in ("duplicate", ORDER_RETRY):
+            if not fills and decision.status not in ("duplicate", ORDER_RETRY):  # a retry's resend must fill
                 self.portfolio.record_no_fill(order.strategy_id, order.order_id)
                 self.dirty = True
             answer = {"order_id": order.order_id, "status": decision.status, "reason": decision.reason}
