@@ -12,7 +12,8 @@ acknowledge. The orders of one request share one append and one fsync (group com
 ``answer_orders``); none of them is acknowledged before it. state.json is saved atomically
 every SAVE_SECONDS and on stop, off the order path. A crash at any point loses nothing that
 was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
-into books created from the config first, and only after the journal has been checked to be this state's history (``start_from_disk``).
+into books created from the config first, and only after the journal has been checked to be
+this state's history (``start_from_disk``).
 
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,
