@@ -15,7 +15,7 @@ saw published, it records:
   acknowledgement to within a send; it also includes the tap's own receive delay. The same from
   the fill envelope's ``ts`` (the portfolio's clock, whole ms) is reported beside it.
 
-Load: config/default.json (34 strategies) plus PROBES fast EMA crossovers on the default 1h bars,
+Load: config/default.json (34 strategies) plus 30 PROBES (cheap SMA crossovers and momentum) on the default 1h bars,
 which trade every few bars, so MIN_FILLS fills arrive within minutes at the default 3,600x. One
 stack per speed (3,600x, then 36,000x). The machine may be shared: the 1-minute load average at
 the start and end of each run is reported with the figures.
@@ -44,18 +44,20 @@ MIN_FILLS = 1_000
 QUICK_FILLS = 20
 TAP_LIMIT_S = 600.0  # a run that cannot collect its fills in this long reports what it has
 QUICK_LIMIT_S = 20.0
-PROBE_PARAMS = ((2, 3), (2, 4), (2, 5), (3, 4), (3, 5), (3, 6), (2, 6), (4, 5), (4, 6), (2, 7))
+# Cheap (vectorized) strategies that trade every two to four 1h bars on the sim.
+PROBES = tuple(("sma_crossover", {"fast": fast, "slow": slow}) for fast, slow in ((1, 2), (1, 3), (2, 3), (1, 4), (2, 4))) \
+    + tuple(("momentum", {"period": period, "threshold": threshold})
+            for period, threshold in ((1, 0.1), (1, 0.2), (2, 0.2), (1, 0.3), (2, 0.1)))
 SPANS = ("close_to_fill", "close_to_bar", "bar_to_signal", "signal_to_fill", "close_to_fill_env")
 
 
 def bench_config() -> dict[str, Any]:
-    """config/default.json plus fast EMA crossovers on every symbol (1h bars, decided at each close)."""
+    """config/default.json plus PROBES on every symbol (1h bars, decided at each close)."""
     cfg = json.loads((REPO / "config" / "default.json").read_text())
     cfg["strategies"] += [
-        {"id": f"probe-{symbol.split('/')[0].lower()}-{fast}-{slow}", "type": "spot", "strategy": "ema_crossover",
-         "symbol": symbol, "timeframe": "1h", "capital": 1000, "max_drawdown_pct": 60, "interval_seconds": 3600,
-         "params": {"fast": fast, "slow": slow}}
-        for symbol in cfg["feed"]["symbols"] for fast, slow in PROBE_PARAMS
+        {"id": f"probe-{symbol.split('/')[0].lower()}-{i}", "type": "spot", "strategy": strategy, "symbol": symbol,
+         "timeframe": "1h", "capital": 1000, "max_drawdown_pct": 60, "interval_seconds": 3600, "params": params}
+        for symbol in cfg["feed"]["symbols"] for i, (strategy, params) in enumerate(PROBES)
     ]
     return cfg
 
@@ -84,6 +86,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     signals: dict[tuple[str, int], float] = {}
     fills: list[dict[str, float]] = []
     bar_lateness: list[float] = []
+    bar_sent: list[float] = []  # marketdata's own send time (envelope ts, whole ms) minus the close's
     deadline = time.monotonic() + limit_s
     try:
         while len(fills) < want_fills and time.monotonic() < deadline:
@@ -104,6 +107,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
                         if key not in bars:
                             bars[key] = (received, due)
                             bar_lateness.append(received - due)
+                            bar_sent.append(env.ts - due)
                     elif env.type == "signal":
                         signals.setdefault((body["strategy_id"], body["ts_bar"]), received)
                     elif env.type == "fill" and body.get("kind") == "spot":
@@ -115,7 +119,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
         for sub in subs:
             sub.close()
         ctx.term()
-    return {"fills": fills, "bar_lateness": bar_lateness, "bars": len(bars), "seq_gaps": gaps}
+    return {"fills": fills, "bar_lateness": bar_lateness, "bar_sent": bar_sent, "bars": len(bars), "seq_gaps": gaps}
 
 
 def _fill_sample(body: dict[str, Any], sent_ms: int, received: float, spot: dict[str, tuple[str, str]],
@@ -155,9 +159,10 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
         values = [f[span] for f in tapped["fills"]]
         result[span] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
                         "max": max(values, default=float("nan"))}
-    lateness = tapped["bar_lateness"]
-    result["bar_lateness"] = {"p50": percentile(lateness, 50), "p99": percentile(lateness, 99),
-                              "max": max(lateness, default=float("nan"))}
+    for name in ("bar_lateness", "bar_sent"):
+        values = tapped[name]
+        result[name] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
+                        "max": max(values, default=float("nan"))}
     return result
 
 
@@ -193,6 +198,7 @@ def report(r: dict[str, Any]) -> list[Row]:
             (f"{speed:,}x: split 3, signal -> fill ack", span("signal_to_fill"), "", ""),
             (f"{speed:,}x: bar close -> fill, the fill envelope's ts (whole ms)", span("close_to_fill_env"), "", ""),
             (f"{speed:,}x: every bar, close -> received ({run_['bars']} bars)", span("bar_lateness"), "", ""),
+            (f"{speed:,}x: every bar, close -> sent (bar envelope ts, whole ms)", span("bar_sent"), "", ""),
             (f"{speed:,}x: {run_['seconds']:g} s wall; load average {run_['load_before']:.2f} -> "
              f"{run_['load_after']:.2f} (2 cores, shared); tap sequence gaps (topics it filters out count too)",
              f"{run_['seq_gaps']}", "", ""),
