@@ -31,6 +31,10 @@ from services.runtime import ServiceRuntime, config_path
 
 TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at their close
 CLOCK_SAVE_SECONDS = 0.25
+# A save (fsync) takes 1-7 ms, up to tens of ms on a busy disk: not in the way of a bar due this
+# soon (wall), unless the clock file would then be older than CLOCK_SAVE_MAX_AGE_SECONDS.
+CLOSE_QUIET_SECONDS = 0.02
+CLOCK_SAVE_MAX_AGE_SECONDS = 1.0
 MAX_HISTORY = 5000
 LOCK_NAME = "marketdata.lock"
 
@@ -64,6 +68,7 @@ class MarketDataService:
         self.bars_published = 0
         self.bar_periods_ms = sorted({timeframe_ms(tf) for tf in self.feed.timeframes})
         self.next_close: int | None = None  # the market time of the next bar close, once known
+        self.clock_saved_at = 0.0  # monotonic s
 
     def _identity(self) -> dict[str, Any]:
         replay = {s: str(p) for s, p in self.cfg.feed.replay.files.items()} if self.cfg.feed.mode == "replay" else {}
@@ -115,11 +120,17 @@ class MarketDataService:
         market_ts = state.get("market_ts") if state else None
         return market_ts if isinstance(market_ts, int) and not isinstance(market_ts, bool) else 0
 
-    def save_clock(self) -> None:
+    def save_clock(self, force: bool = False) -> None:
         """Write the clock atomically (the previous file kept as .bak); a failure is a persist
-        problem, retried on the next save."""
+        problem, retried on the next save. Put off while a bar close is near (see
+        CLOSE_QUIET_SECONDS), so its publication never waits behind an fsync."""
         if self.cfg.feed.mode == "live":
             return
+        now = time.monotonic()
+        if not force and self.next_close is not None and now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS \
+                and self.clock.wall_ms_at(self.next_close) - time.time_ns() / 1e6 < CLOSE_QUIET_SECONDS * 1000:
+            return
+        self.clock_saved_at = now
         try:
             save_state(self.clock_file, {"version": 1, "feed": self._identity(), "market_ts": self.feed.now_ts})
         except OSError as exc:
@@ -179,7 +190,7 @@ class MarketDataService:
 
     def stop(self) -> None:
         """Save the clock and stop a live feed's poller thread."""
-        self.save_clock()
+        self.save_clock(force=True)
         getattr(self.feed, "stop", lambda: None)()
         if self.lock is not None:
             self.lock.release()

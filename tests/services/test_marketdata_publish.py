@@ -32,13 +32,16 @@ class Recorder:
 
 
 class WallClock:
-    """``time`` for the service under test: ``time_ns`` reads ``now_ms``."""
+    """``time`` for the service under test: ``time_ns`` reads ``now_ms``, ``monotonic`` follows it."""
 
     def __init__(self) -> None:
         self.now_ms = WALL0
 
     def time_ns(self) -> int:
         return round(self.now_ms * 1e6)
+
+    def monotonic(self) -> float:
+        return self.now_ms / 1000
 
 
 @pytest.fixture
@@ -120,3 +123,24 @@ def test_the_bars_published_do_not_depend_on_when_it_woke_up(service) -> None:
     assert steady_pub.bars() == jumpy_pub.bars()
     assert [b["ts_close"] for b in steady_pub.bars()][::3] == [steady.feed.now_ts - 6 * HOUR + h * HOUR
                                                                for h in range(1, 7)]
+
+
+def test_the_clock_file_is_not_saved_just_before_a_close_but_never_goes_stale(service, monkeypatch) -> None:
+    start, wall = service
+    svc, _ = start()
+    saves: list[int] = []
+    monkeypatch.setattr(marketdata, "save_state", lambda _path, state: saves.append(state["market_ts"]))
+    close = svc.feed.now_ts + HOUR
+    wall.now_ms = svc.clock.wall_ms_at(close) - 500.0
+    svc.advance()
+    svc.save_clock()
+    assert len(saves) == 1  # half a second from the close: saved
+    wall.now_ms = svc.clock.wall_ms_at(close) - 10.0
+    svc.advance()
+    svc.save_clock()
+    assert len(saves) == 1  # 10 ms from the close: the bar goes first
+    svc.save_clock(force=True)  # on stop, whatever comes
+    wall.now_ms += 1000 * marketdata.CLOCK_SAVE_MAX_AGE_SECONDS
+    svc.next_close = svc.feed.now_ts + 1  # closes due every moment: the file still gets saved
+    svc.save_clock()
+    assert len(saves) == 3
