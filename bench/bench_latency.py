@@ -45,7 +45,8 @@ QUICK_FILLS = 20
 TAP_LIMIT_S = 600.0  # a run that cannot collect its fills in this long reports what it has
 QUICK_LIMIT_S = 20.0
 # Cheap (vectorized) strategies that trade every two to four 1h bars on the sim.
-PROBES = tuple(("sma_crossover", {"fast": fast, "slow": slow}) for fast, slow in ((1, 2), (1, 3), (2, 3), (1, 4), (2, 4))) \
+PROBES = tuple(("sma_crossover", {"fast": fast, "slow": slow})
+               for fast, slow in ((1, 2), (1, 3), (2, 3), (1, 4), (2, 4))) \
     + tuple(("momentum", {"period": period, "threshold": threshold})
             for period, threshold in ((1, 0.1), (1, 0.2), (2, 0.2), (1, 0.3), (2, 0.1)))
 SPANS = ("close_to_fill", "close_to_bar", "bar_to_signal", "signal_to_fill", "close_to_fill_env")

@@ -190,7 +190,8 @@ class PortfolioService:
             raise RequestError("bad_order", str(exc)) from None
         book = self.portfolio.books.get(order.strategy_id)
         if book is None:
-            raise RequestError("unknown_strategy", f"{kind}.strategy_id: no strategy {order.strategy_id!r} in this portfolio")
+            raise RequestError("unknown_strategy",
+                               f"{kind}.strategy_id: no strategy {order.strategy_id!r} in this portfolio")
         if kind == "option_order" and book.kind != "options":
             raise RequestError("unknown_strategy",
                                f"option_order.strategy_id: no options strategy {order.strategy_id!r} in this portfolio")
@@ -268,8 +269,9 @@ class PortfolioService:
         in its place; the others go ahead."""
         items = body.get("orders") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_ORDERS_PER_REQUEST:
+            got = len(items) if isinstance(items, list) else type(items).__name__
             raise RequestError("bad_request", f"orders.orders: expected a list of 1..{MAX_ORDERS_PER_REQUEST} "
-                                              f"orders, got {type(items).__name__ if not isinstance(items, list) else len(items)}")
+                                              f"orders, got {got}")
         acks: list[dict[str, Any] | None] = [None] * len(items)
         valid: list[tuple[int, SpotOrder | OptionOrder]] = []
         for i, item in enumerate(items):
