@@ -71,8 +71,9 @@ def die_with_parent(libc: Any, parent_pid: int, sig: int = signal.SIGTERM) -> bo
 @dataclass
 class _Timer:
     interval: float
-    callback: Callable[[], None]
+    callback: Callable[[], Any]
     due: float
+    self_timed: bool = False  # the callback returns the seconds until it wants to run again
 
 
 class ServiceRuntime:
@@ -151,6 +152,11 @@ class ServiceRuntime:
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
         self._timers.append(_Timer(seconds, callback, time.monotonic()))
 
+    def wake(self, callback: Callable[[], float]) -> None:
+        """A timer that sets its own beat: ``callback`` returns the seconds until its next run
+        (marketdata wakes at each bar's close rather than on a fixed period)."""
+        self._timers.append(_Timer(0.0, callback, time.monotonic(), self_timed=True))
+
     def step_between_messages(self, step: Callable[[], bool]) -> None:
         """Long work cut into small steps: one step per loop turn, between socket reads, so a
         message never waits behind the whole job. ``step`` returns True while work remains."""
@@ -176,9 +182,9 @@ class ServiceRuntime:
         self.publisher.publish(f"heartbeat.{self.name}", "heartbeat", body)
 
     # --- loop ----------------------------------------------------------------------------
-    def _guarded(self, callback: Callable[[], None]) -> None:
+    def _guarded(self, callback: Callable[[], Any]) -> Any:
         try:
-            callback()
+            return callback()
         except Exception as exc:
             self.errors += 1
             self.log.error("callback_failed", callback=getattr(callback, "__name__", "?"),
@@ -211,7 +217,9 @@ class ServiceRuntime:
                 for timer in self._timers:
                     if now >= timer.due:
                         timer.due = max(timer.due + timer.interval, now)
-                        self._guarded(timer.callback)
+                        wait = self._guarded(timer.callback)
+                        if timer.self_timed:
+                            timer.due = time.monotonic() + (wait if isinstance(wait, (int, float)) else 0.05)
                 next_due = min((t.due for t in self._timers), default=now + 0.1)
                 timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
                 ready = dict(self._poller.poll(0 if self._busy else timeout_ms))
