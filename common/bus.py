@@ -15,6 +15,11 @@ PUB/SUB frames are ``[topic, envelope]`` with dotted topics, general part first
 filters work. Pub/sub may drop under load; anything that must arrive (orders) goes over
 REQ/REP with retries and idempotent ids. Nothing here ever raises on a bad frame: it is
 dropped, counted in ``BusStats`` and logged once per reason.
+
+Every socket takes a ``security`` (common/bus_auth.py): binding sockets become CurveZMQ
+servers, connecting ones pin the server's key, and a Replier answers only what its caller's
+key may ask. ``security=None`` is plain TCP, for the pure bus unit tests only; services always
+pass keys (ServiceRuntime has no way to open a socket without them).
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import msgpack
 import zmq
+
+from common.bus_auth import BusSecurity, may_request
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024
@@ -154,17 +161,31 @@ def close_quietly(sock: zmq.Socket | None) -> None:
         sock.close(linger=0)
 
 
+def bind_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
+    if security is not None:
+        security.serve(sock)
+    sock.bind(endpoint)
+
+
+def connect_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
+    if security is None:
+        sock.connect(endpoint)
+    else:
+        security.connect(sock, endpoint)
+
+
 class Publisher:
     """PUB socket that stamps every message with the next sequence number of its topic."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None, *,
+                 security: BusSecurity | None) -> None:
         self.source = source
         self.stats = stats or BusStats()
         self.seqs: dict[str, int] = {}
         self.socket = ctx.socket(zmq.PUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
-        self.socket.bind(endpoint)
+        bind_socket(self.socket, endpoint, security)
 
     def publish(self, topic: str, type_: str, body: Any) -> None:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
@@ -189,6 +210,8 @@ class Subscriber:
         topics: Iterable[str],
         stats: BusStats | None = None,
         on_drop: Callable[[str, str], None] | None = None,
+        *,
+        security: BusSecurity | None,
     ) -> None:
         self.stats = stats or BusStats()
         self.on_drop = on_drop
@@ -197,7 +220,7 @@ class Subscriber:
         self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
         self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
         for endpoint in endpoints:
-            self.socket.connect(endpoint)
+            connect_socket(self.socket, endpoint, security)
         for topic in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
@@ -251,7 +274,9 @@ class Replier:
     """REP socket that dispatches by envelope type through a table of handlers.
 
     Every request gets exactly one reply, bad ones included, so the REQ/REP state
-    machine never wedges and a bad client cannot stop the service.
+    machine never wedges and a bad client cannot stop the service. With keys, the caller is
+    the identity the ZAP handler vouched for (the frame's User-Id), and a request its key may
+    not send is answered ``forbidden`` without reaching a handler.
     """
 
     def __init__(
@@ -262,18 +287,22 @@ class Replier:
         handlers: Mapping[str, Handler],
         stats: BusStats | None = None,
         on_error: Callable[[str, str], None] | None = None,
+        *,
+        security: BusSecurity | None,
     ) -> None:
         self.source = source
         self.handlers = dict(handlers)
         self.stats = stats or BusStats()
         self.on_error = on_error
+        self.secure = security is not None
         self.socket = ctx.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        self.socket.bind(endpoint)
+        bind_socket(self.socket, endpoint, security)
 
-    def answer(self, raw: bytes) -> bytes:
-        """Turn one raw request into one raw reply; pure dispatch, usable without a socket."""
+    def answer(self, raw: bytes, caller: str | None = None) -> bytes:
+        """Turn one raw request into one raw reply; pure dispatch, usable without a socket.
+        ``caller`` is the authenticated identity; None (plain sockets) skips the permission check."""
         try:
             env = decode_envelope(raw)
         except BadMessage as exc:
@@ -281,7 +310,12 @@ class Replier:
             return encode_envelope("reply", reply_body("", error=("bad_request", str(exc))), self.source)
         self.stats.received += 1
         handler = self.handlers.get(env.type)
-        if handler is None:
+        refusal = None if caller is None else may_request(caller, env.type)
+        if refusal is not None:
+            if self.stats.count_drop("forbidden_request") == 1 and self.on_error:  # logged once, counted always
+                self.on_error(env.type, f"forbidden: {refusal}")
+            body = reply_body(env.id, error=("forbidden", refusal))
+        elif handler is None:
             self.stats.count_drop("unknown_request")
             known = ", ".join(sorted(self.handlers))
             body = reply_body(env.id, error=("unknown_request", f"unknown request type {env.type!r}; known: {known}"))
@@ -305,14 +339,23 @@ class Replier:
         served = 0
         while served < max_requests:
             try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            raw = parts[-1] if parts else b""
-            self.socket.send(self.answer(raw))
+            raw = parts[-1].bytes if parts else b""
+            self.socket.send(self.answer(raw, self._caller(parts[-1]) if parts else ""))
             self.stats.sent += 1
             served += 1
         return served
+
+    def _caller(self, frame: zmq.Frame) -> str | None:
+        """Who sent ``frame``: its ZAP User-Id on a secure socket ('' if it has none), else None."""
+        if not self.secure:
+            return None
+        try:
+            return frame.get("User-Id")
+        except zmq.ZMQError:
+            return ""
 
     def close(self) -> None:
         close_quietly(self.socket)
@@ -333,8 +376,11 @@ class Requester:
         timeout_ms: int = 2000,
         retries: int = 3,
         stats: BusStats | None = None,
+        *,
+        security: BusSecurity | None,
     ) -> None:
         self.ctx = ctx
+        self.security = security
         self.endpoint = endpoint
         self.source = source
         self.timeout_ms = timeout_ms
@@ -346,7 +392,7 @@ class Requester:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        sock.connect(self.endpoint)
+        connect_socket(sock, self.endpoint, self.security)
         return sock
 
     def request(self, type_: str, body: Any = None, timeout_ms: int | None = None, retries: int | None = None) -> Any:
