@@ -32,11 +32,12 @@ def _tap(stack: Any, seconds: float) -> dict[str, Any]:
     from common.config import load_config
 
     cfg = load_config(str(stack.config_path))
+    security = stack.security()  # the stack's read-only key
     ctx = zmq.Context()
     subs = {
-        "bar": Subscriber(ctx, [cfg.endpoints["marketdata"].pub], ["bar."]),
-        "signal": Subscriber(ctx, [cfg.endpoints["signals"].pub], ["signal."]),
-        "fill": Subscriber(ctx, [cfg.endpoints["portfolio"].pub], ["fill."]),
+        "bar": Subscriber(ctx, [cfg.endpoints["marketdata"].pub], ["bar."], security=security),
+        "signal": Subscriber(ctx, [cfg.endpoints["signals"].pub], ["signal."], security=security),
+        "fill": Subscriber(ctx, [cfg.endpoints["portfolio"].pub], ["fill."], security=security),
     }
     poller = zmq.Poller()
     for sub in subs.values():

@@ -27,8 +27,9 @@ import itertools
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import msgpack
 import zmq
@@ -161,6 +162,17 @@ def close_quietly(sock: zmq.Socket | None) -> None:
         sock.close(linger=0)
 
 
+@contextmanager
+def closed_on_failure(sock: zmq.Socket) -> Iterator[zmq.Socket]:
+    """Close ``sock`` if setting it up fails (a bad endpoint, a port in use, no key): a socket
+    left open would hang ``ctx.term()``."""
+    try:
+        yield sock
+    except BaseException:
+        sock.close(linger=0)
+        raise
+
+
 def bind_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
     if security is not None:
         security.serve(sock)
@@ -182,10 +194,10 @@ class Publisher:
         self.source = source
         self.stats = stats or BusStats()
         self.seqs: dict[str, int] = {}
-        self.socket = ctx.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
-        bind_socket(self.socket, endpoint, security)
+        with closed_on_failure(ctx.socket(zmq.PUB)) as self.socket:
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
+            bind_socket(self.socket, endpoint, security)
 
     def publish(self, topic: str, type_: str, body: Any) -> None:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
@@ -215,14 +227,14 @@ class Subscriber:
     ) -> None:
         self.stats = stats or BusStats()
         self.on_drop = on_drop
-        self.socket = ctx.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        for endpoint in endpoints:
-            connect_socket(self.socket, endpoint, security)
-        for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        with closed_on_failure(ctx.socket(zmq.SUB)) as self.socket:
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
+            self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+            for endpoint in endpoints:
+                connect_socket(self.socket, endpoint, security)
+            for topic in topics:
+                self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
     def _drop(self, reason: str, detail: str) -> None:
         if self.stats.count_drop(reason) == 1 and self.on_drop:
@@ -295,10 +307,10 @@ class Replier:
         self.stats = stats or BusStats()
         self.on_error = on_error
         self.secure = security is not None
-        self.socket = ctx.socket(zmq.REP)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        bind_socket(self.socket, endpoint, security)
+        with closed_on_failure(ctx.socket(zmq.REP)) as self.socket:
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+            bind_socket(self.socket, endpoint, security)
 
     def answer(self, raw: bytes, caller: str | None = None) -> bytes:
         """Turn one raw request into one raw reply; pure dispatch, usable without a socket.
@@ -366,6 +378,8 @@ class Requester:
 
     A peer that died never hangs the caller: after ``retries`` timeouts ``request`` raises
     RequestFailed. Replies to an earlier, abandoned request are recognised by ``re`` and dropped.
+    ``security`` may be a function giving the keys: it is called when the socket first opens,
+    so a requester that never sends needs no keys.
     """
 
     def __init__(
@@ -377,7 +391,7 @@ class Requester:
         retries: int = 3,
         stats: BusStats | None = None,
         *,
-        security: BusSecurity | None,
+        security: BusSecurity | Callable[[], BusSecurity] | None,
     ) -> None:
         self.ctx = ctx
         self.security = security
@@ -389,10 +403,11 @@ class Requester:
         self.socket: zmq.Socket | None = None
 
     def _open(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        connect_socket(sock, self.endpoint, self.security)
+        security = self.security() if callable(self.security) else self.security
+        with closed_on_failure(self.ctx.socket(zmq.REQ)) as sock:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+            connect_socket(sock, self.endpoint, security)
         return sock
 
     def request(self, type_: str, body: Any = None, timeout_ms: int | None = None, retries: int | None = None) -> Any:

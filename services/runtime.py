@@ -151,7 +151,8 @@ class ServiceRuntime:
         return rep
 
     def requester(self, endpoint: str, timeout_ms: int = 2000, retries: int = 3) -> Requester:
-        req = Requester(self.ctx, endpoint, self.name, timeout_ms, retries, self.stats, security=self.security)
+        req = Requester(self.ctx, endpoint, self.name, timeout_ms, retries, self.stats,
+                        security=lambda: self.security)
         self._closables.append(req)
         return req
 

@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 
 from common.bus import Subscriber
+from common.bus_auth import BusSecurity
 from common.config import parse_config
 from common.model import Fill
 from common.timeframes import timeframe_ms
@@ -58,9 +59,10 @@ class ChaosReport:
 class BusRecorder(threading.Thread):
     """Follows bars, signals and fills from outside the stack, as any user's tap would."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], security: BusSecurity) -> None:
         super().__init__(daemon=True)
         self.cfg = cfg
+        self.security = security
         self.stop_event = threading.Event()
         self.bars: dict[tuple[str, str], set[int]] = defaultdict(set)
         self.signaled: dict[str, set[int]] = defaultdict(set)
@@ -71,7 +73,7 @@ class BusRecorder(threading.Thread):
         ctx = zmq.Context()
         eps = self.cfg["endpoints"]
         sub = Subscriber(ctx, [eps["marketdata"]["pub"], eps["signals"]["pub"], eps["portfolio"]["pub"]],
-                         ["bar.", "signal.", "fill.", "clock"])
+                         ["bar.", "signal.", "fill.", "clock"], security=self.security)
         try:
             while not self.stop_event.is_set():
                 got = sub.receive(100)
@@ -141,7 +143,7 @@ def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int 
     cfg = stack_config(speed=speed)
     stack = Stack(workdir, cfg)
     report = ChaosReport()
-    recorder = BusRecorder(cfg)
+    recorder = BusRecorder(cfg, stack.security())
     reader = StateReader(stack.state_path)
     outages: list[tuple[str, float]] = []
     started = time.monotonic()
