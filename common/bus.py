@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common.bus_auth import BusSecurity, may_request
 
@@ -213,7 +214,12 @@ class Publisher:
 
 
 class Subscriber:
-    """SUB socket over one or more publishers; ``receive`` never raises on bad input."""
+    """SUB socket over one or more publishers; ``receive`` never raises on bad input.
+
+    libzmq drops an endpoint for good after a protocol error in the handshake, which is what a
+    plain socket bound where a CURVE service belongs causes; ``repair`` reconnects such endpoints
+    so a subscriber hears the real service again once an impostor is gone.
+    """
 
     def __init__(
         self,
@@ -227,11 +233,16 @@ class Subscriber:
     ) -> None:
         self.stats = stats or BusStats()
         self.on_drop = on_drop
+        self.security = security
+        self.endpoints = list(endpoints)
+        self.monitor: zmq.Socket | None = None
         with closed_on_failure(ctx.socket(zmq.SUB)) as self.socket:
             self.socket.setsockopt(zmq.LINGER, 0)
             self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
             self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-            for endpoint in endpoints:
+            if security is not None:
+                self.monitor = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            for endpoint in self.endpoints:
                 connect_socket(self.socket, endpoint, security)
             for topic in topics:
                 self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -246,6 +257,8 @@ class Subscriber:
         while True:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
             if not self.socket.poll(remaining):
+                if timeout_ms:  # a caller that waits is idle: the moment to mend lost endpoints
+                    self.repair()
                 return None
             parts = self.socket.recv_multipart(zmq.NOBLOCK)
             if len(parts) != 2:
@@ -261,7 +274,25 @@ class Subscriber:
             self.stats.track_sequence(env.source, env.seq, topic)
             return topic, env
 
+    def repair(self) -> list[str]:
+        """Reconnect the endpoints whose peer broke the handshake protocol since the last call;
+        return them (an endpoint the event names in another spelling reconnects them all)."""
+        failed: set[str] = set()
+        while self.monitor is not None and self.monitor.poll(0):
+            failed.add(recv_monitor_message(self.monitor)["endpoint"].decode(errors="replace"))
+        targets = sorted(failed) if failed <= set(self.endpoints) else list(self.endpoints)
+        for endpoint in targets if failed else []:
+            try:
+                self.socket.disconnect(endpoint)
+            except zmq.ZMQError:
+                pass  # libzmq may have forgotten it already
+            connect_socket(self.socket, endpoint, self.security)
+        return sorted(failed)
+
     def close(self) -> None:
+        if self.monitor is not None and not self.socket.closed:
+            self.socket.disable_monitor()
+        close_quietly(self.monitor)
         close_quietly(self.socket)
 
 

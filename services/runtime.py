@@ -27,6 +27,7 @@ from common.log import EventLog
 
 HEARTBEAT_SECONDS = 1.0
 HEAP_TRIM_SECONDS = 10.0
+REPAIR_SECONDS = 1.0  # how soon a subscriber reconnects an endpoint an impostor broke
 # glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
 # two arenas instead of 8 per core for zmq's I/O threads; a fixed 128 KiB mmap threshold, so
 # a large transient (a state snapshot, a numpy temporary) is mapped and unmapped instead of
@@ -87,6 +88,7 @@ class ServiceRuntime:
         self.publisher: Publisher | None = None
         self._closables: list[Any] = []
         self._readers: list[tuple[zmq.Socket, Callable[[], None]]] = []
+        self._subscribers: list[Subscriber] = []
         self._timers: list[_Timer] = []
         self._steps: list[Callable[[], bool]] = []
         self._busy = False
@@ -96,6 +98,7 @@ class ServiceRuntime:
         self.problems: dict[str, str] = {}
         self._poller = zmq.Poller()
         self.every(HEAP_TRIM_SECONDS, self.trim_heap)
+        self.every(REPAIR_SECONDS, self._repair_subscribers)
 
     # --- sockets -------------------------------------------------------------------------
     @property
@@ -127,6 +130,7 @@ class ServiceRuntime:
             security=self.security,
         )
         self._closables.append(sub)
+        self._subscribers.append(sub)
 
         def drain() -> None:
             for _ in range(10_000):  # bounded so timers keep running under a flood
@@ -168,6 +172,14 @@ class ServiceRuntime:
     def heartbeat_status(self, extra: Callable[[], dict[str, Any]]) -> None:
         """What this service adds to its heartbeat (the gateway shows it in /healthz)."""
         self._heartbeat_extra = extra
+
+    def _repair_subscribers(self) -> None:
+        for sub in self._subscribers:
+            failed = sub.repair()
+            if failed:
+                self.stats.dropped["bus_handshake_failed"] += len(failed)
+                self.log.warning("bus_impostor_refused", endpoints=failed,
+                                 detail="the peer does not speak CURVE: it is not a go-trader service")
 
     def _report_refused_clients(self) -> None:
         """Count and log the clients the ZAP handler turned away since the last heartbeat."""
