@@ -11,7 +11,8 @@ Every bus socket is encrypted and authenticated with CurveZMQ (ZeroMQ RFC 26):
 - On the serving side a ZAP handler (RFC 27) admits only the public keys in the key directory
   and names the caller; a REP reads that name (the frame's ``User-Id``) to decide what the
   caller may ask. Requests that change state (``WRITE_REQUESTS``) are for the services that
-  need them; the ``reader`` key may only subscribe and send ``READ_REQUESTS``.
+  need them (orders from ``signals``), operator commands that change state from the ``operator``
+  key, and the ``reader`` key of the tap and the CLIs may only subscribe and send ``READ_REQUESTS``.
 
 Key files use ZeroMQ's certificate format (what ``zmq.auth.load_certificate`` and czmq's
 ``zcert_load`` read), in one directory of mode 0700: ``NAME.key`` holds the public key and
@@ -32,7 +33,9 @@ from zmq.utils import z85
 
 SERVICES = ("marketdata", "signals", "portfolio", "pricer", "gateway")
 READER = "reader"  # the read-only client key of the tap and the CLIs
-IDENTITIES = (*SERVICES, READER)
+OPERATOR = "operator"  # the client key of operator commands that change state (reset_risk)
+CLIENTS = (READER, OPERATOR)
+IDENTITIES = (*SERVICES, *CLIENTS)
 ZAP_DOMAIN = "go-trader"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq looks for a context's ZAP handler
 KEYS_COMMAND = "make keys CONFIG=<your config> (or python -m services.keys --config <your config>)"
@@ -42,8 +45,9 @@ KEYS_COMMAND = "make keys CONFIG=<your config> (or python -m services.keys --con
 WRITE_REQUESTS: Mapping[str, frozenset[str]] = {
     "order": frozenset({"signals"}),
     "option_order": frozenset({"signals"}),
+    "reset_risk": frozenset({OPERATOR}),
 }
-# Everything the read-only key may ask; any other type is refused to it.
+# Everything a client key may ask beyond its WRITE_REQUESTS grants; any other type is refused to it.
 READ_REQUESTS = frozenset({"status", "snapshot", "positions", "equity", "prices", "history", "chain", "price",
                            "iv", "mark"})
 
@@ -70,8 +74,8 @@ def may_request(caller: str, request_type: str) -> str | None:
         if caller in writers:
             return None
         return f"{caller!r} may not send {request_type!r} (only {', '.join(sorted(writers))})"
-    if caller == READER:
-        return None if request_type in READ_REQUESTS else f"the read-only key may not send {request_type!r}"
+    if caller in CLIENTS:
+        return None if request_type in READ_REQUESTS else f"the {caller} key may not send {request_type!r}"
     if caller in SERVICES:
         return None
     return f"unknown caller {caller!r}"

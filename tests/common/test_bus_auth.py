@@ -135,6 +135,12 @@ def test_connecting_to_an_endpoint_no_service_binds_is_refused(keys, ctx):
     ("reader", "snapshot", True),
     ("reader", "history", True),
     ("reader", "reset", False),  # the read-only key is refused anything not known to be a read
+    ("reader", "reset_risk", False),
+    ("signals", "reset_risk", False),
+    ("operator", "reset_risk", True),
+    ("operator", "order", False),
+    ("operator", "snapshot", True),
+    ("operator", "something_else", False),
     ("gateway", "equity", True),
     ("portfolio", "mark", True),
     ("pricer", "some_new_read", True),

@@ -52,7 +52,7 @@ def test_make_keys_creates_them_once(config, capsys):
     path, cfg = config
     assert keys_main(["--config", str(path)]) == 0
     assert capsys.readouterr().out.strip() == (f"keys: created marketdata, signals, portfolio, pricer, gateway, "
-                                               f"reader in {cfg.bus.keys_dir}")
+                                               f"reader, operator in {cfg.bus.keys_dir}")
     assert keys_main(["--config", str(path)]) == 0
     assert capsys.readouterr().out == ""
 
