@@ -178,7 +178,7 @@ class BusSecurity:
 
     identity: str
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log line or a traceback
     server_keys: Mapping[str, bytes]  # endpoint -> public key of the service that binds it
     clients: Mapping[bytes, str]  # raw 32-byte public key -> identity
     directory: Path = field(default=Path("."))
@@ -328,6 +328,7 @@ def ensure_zap(ctx: zmq.Context, clients: Mapping[bytes, str]) -> ZapHandler:
 
 
 def zap_handler(ctx: zmq.Context) -> ZapHandler | None:
+    """The running ZAP handler of ``ctx`` (to read its refusal counts), or None."""
     with _handlers_lock:
         handler = _handlers.get(id(ctx))
         return handler if handler is not None and handler.ctx is ctx else None
