@@ -69,16 +69,19 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     import zmq
 
     from common.bus import Subscriber
+    from common.bus_auth import READER
     from common.clock import MarketClock
     from common.config import load_config
     from common.timeframes import timeframe_ms
+    from services.runtime import bus_security
 
     cfg = load_config(config_path)
+    security = bus_security(cfg, READER)  # the stack's read-only key
     spot = {sc.id: (sc.symbol, sc.timeframe) for sc in cfg.spot_strategies()}
     ctx = zmq.Context()
-    subs = [Subscriber(ctx, [cfg.endpoints["marketdata"].pub], ["bar.", "clock"]),
-            Subscriber(ctx, [cfg.endpoints["signals"].pub], ["signal."]),
-            Subscriber(ctx, [cfg.endpoints["portfolio"].pub], ["fill."])]
+    subs = [Subscriber(ctx, [cfg.endpoints["marketdata"].pub], ["bar.", "clock"], security=security),
+            Subscriber(ctx, [cfg.endpoints["signals"].pub], ["signal."], security=security),
+            Subscriber(ctx, [cfg.endpoints["portfolio"].pub], ["fill."], security=security)]
     poller = zmq.Poller()
     for sub in subs:
         poller.register(sub.socket, zmq.POLLIN)
