@@ -45,6 +45,7 @@ KEYS_COMMAND = "make keys CONFIG=<your config> (or python -m services.keys --con
 WRITE_REQUESTS: Mapping[str, frozenset[str]] = {
     "order": frozenset({"signals"}),
     "option_order": frozenset({"signals"}),
+    "orders": frozenset({"signals"}),  # a cycle's orders in one request (group commit)
     "reset_risk": frozenset({OPERATOR}),
 }
 # Everything a client key may ask beyond its WRITE_REQUESTS grants; any other type is refused to it.
