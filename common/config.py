@@ -219,6 +219,7 @@ class Config:
     state_file: Path
     fee_pct: float
     slippage_pct: float
+    price_band_pct: float
     feed: FeedConfig
     endpoints: Mapping[str, ServiceEndpoints]
     gateway: GatewayConfig
@@ -585,6 +586,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         state_file=base / top["state_file"],
         fee_pct=top["fee_pct"],
         slippage_pct=top["slippage_pct"],
+        price_band_pct=top["price_band_pct"],
         feed=FeedConfig(
             mode=feed["mode"],
             symbols=tuple(feed["symbols"]),
