@@ -272,6 +272,9 @@ class PortfolioService:
             return
         ticks = {s: q["price"] for s, q in reply.get("prices", {}).items() if s not in self.pending_ticks}
         self.pending_ticks.update(ticks)
+        for symbol, quote in reply.get("prices", {}).items():
+            if isinstance(quote.get("ts"), int) and isinstance(quote.get("price"), (int, float)):
+                self.portfolio.record_tick(symbol, float(quote["price"]), quote["ts"])
         if isinstance(reply.get("ts"), int):
             self.portfolio.market_ts = max(self.portfolio.market_ts, reply["ts"])
         self.mark()
