@@ -11,9 +11,13 @@ order trades (``quotes_from_chain`` reads that reply without numpy), and
 - each leg's quantity must be on the venue's step and at least its minimum, and a sold
   opening leg may not sell more than ``MAX_SHORT_NOTIONAL_TO_VALUE`` x the book's value in
   coins at spot (the strategies sell only what cash or coins secure: about 1x);
-- the declared premium must lie within ``band_pct`` % of the pricer's mark (measured
-  against at least ``BAND_FLOOR_OF_SPOT`` of spot, so a cheap far-from-the-money option is
-  not refused for a move of a few dollars); the fill is at the pricer's mark with its greeks;
+- the declared premium must lie within ``band_pct`` % of the larger of the pricer's mark and
+  ``BAND_FLOOR_OF_SPOT`` of spot. The floor is wide on purpose: the declared premium is the
+  chain's mark at the order's time, up to one bar (a day, with the default options
+  timeframe) before the pricer's mark now, and a fast-forwarded market moves in between. The
+  fill is at the pricer's mark with its greeks whatever was declared, so the band only has to
+  catch premiums that cannot come from this market (5 % of 10 % of a 90,000 spot: ±450 USD
+  per coin around the mark of any option cheaper than 9,000);
 - the score is the portfolio's own (``options.scoring.score_trade`` on its book's positions
   of that venue and underlying, at the pricer's spot and greeks; a structure's legs share
   their mean, as ``select_trades`` gives them). It is recomputed rather than required to
@@ -50,7 +54,7 @@ _ARRAY_CODES = {"<i8": "q", "<f8": "d", "|b1": "b"}
 CHAIN_HORIZON_DAYS = 400  # the furthest the pricer lists
 GREEKS = ("delta", "gamma", "theta", "vega")
 SCORE_TOLERANCE = 0.05
-BAND_FLOOR_OF_SPOT = 0.01
+BAND_FLOOR_OF_SPOT = 0.1
 MAX_SHORT_NOTIONAL_TO_VALUE = 10.0
 _STEP_TOLERANCE = 1e-6
 

@@ -122,7 +122,8 @@ class PortfolioService:
         elif decision.status not in ("duplicate", "retry"):
             self.portfolio.record_no_fill(order.strategy_id, order.order_id)
             self.dirty = True
-            self.rt.log.info("order_refused", order_id=order.order_id, reason=decision.reason)
+            self.rt.log.info("order_not_filled", order_id=order.order_id, status=decision.status,
+                             reason=decision.reason)
         return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
                 "fill": decision.fill.to_dict() if decision.fill else None}
 
@@ -144,7 +145,8 @@ class PortfolioService:
         elif decision.status not in ("duplicate", "retry"):
             self.portfolio.record_no_fill(order.strategy_id, order.order_id)
             self.dirty = True
-            self.rt.log.info("option_order_refused", order_id=order.order_id, reason=decision.reason)
+            self.rt.log.info("option_order_refused", order_id=order.order_id, status=decision.status,
+                             reason=decision.reason)
         return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
                 "fills": [f.to_dict() for f in decision.fills]}
 

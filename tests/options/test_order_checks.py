@@ -96,7 +96,7 @@ def test_a_back_dated_order_is_refused_before_any_price():
 
 
 def test_the_order_is_priced_at_the_pricer_mark_with_the_portfolio_score():
-    got = price(order(leg(CALL_120, premium=540.0, score=0.6)))
+    got = price(order(leg(CALL_120, premium=940.0, score=0.6)))
     assert got.status == "ok"
     (priced,) = got.order.legs
     # Empty book: strike far +0.4, new expiry +0.3, no delta to balance 0, a sale's premium 500/90,000.
@@ -126,11 +126,12 @@ def test_an_inflated_score_is_refused():
 
 
 def test_a_premium_outside_the_band_is_refused():
-    # The band is 5% of max(mark 500, 1% of spot 900) = 45 USD either side of 500.
-    assert BAND_FLOOR_OF_SPOT == 0.01
-    assert price(order(leg(CALL_120, premium=545.0))).status == "ok"
-    got = price(order(leg(CALL_120, premium=545.5)))
-    assert got.status == "rejected" and "premium: declared 545.5 is +9.10% from the portfolio's mark 500" in got.reason
+    # The band is 5% of max(mark 500, 10% of spot 9,000) = 450 USD either side of 500.
+    assert BAND_FLOOR_OF_SPOT == 0.1
+    assert price(order(leg(CALL_120, premium=950.0))).status == "ok"
+    assert price(order(leg(CALL_120, premium=50.0))).status == "ok"
+    got = price(order(leg(CALL_120, premium=950.5)))
+    assert got.status == "rejected" and "premium: declared 950.5 is +90.10% from the portfolio's mark 500" in got.reason
 
 
 def test_an_unlisted_contract_is_refused():
