@@ -84,7 +84,8 @@ class Portfolio:
 
     def __init__(self, metas: Iterable[StrategyMeta], *, fee_rate: float, slippage_rate: float,
                  max_option_positions: int = MAX_POSITIONS, min_option_score: float = EXECUTE_THRESHOLD,
-                 underlying_quote: str = "USDT", price_band_pct: float = DEFAULT_PRICE_BAND_PCT) -> None:
+                 underlying_quote: str = "USDT", price_band_pct: float = DEFAULT_PRICE_BAND_PCT,
+                 order_transit_ms: int = 0) -> None:
         self.metas = {m.strategy_id: m for m in metas}
         if not (math.isfinite(price_band_pct) and price_band_pct > 0):
             raise ValueError(f"price_band_pct: must be a finite number > 0, got {price_band_pct!r}")
@@ -94,9 +95,12 @@ class Portfolio:
         self.min_option_score = min_option_score
         self.underlying_quote = underlying_quote
         self.price_band_pct = price_band_pct
+        if isinstance(order_transit_ms, bool) or not isinstance(order_transit_ms, int) or order_transit_ms < 0:
+            raise ValueError(f"order_transit_ms: must be an integer >= 0, got {order_transit_ms!r}")
+        self.order_transit_ms = order_transit_ms
         self.books: dict[str, StrategyBook] = {}
         self.prices: dict[str, float] = {}
-        self.tape = PriceTape(max((m.bar_ms for m in self.metas.values()), default=0))
+        self.tape = PriceTape(max((self.order_lag_ms(sid) for sid in self.metas), default=0))
         self.market_ts = 0
         self.journal_seq = 0
         self._problems: dict[str, dict[str, str]] = {"mark": {}, "option marks": {}}  # by marking pass
@@ -142,10 +146,21 @@ class Portfolio:
                            if isinstance(p, (int, float)) and math.isfinite(p) and p > 0}
 
     # --- orders and fills ----------------------------------------------------------------
-    def record_tick(self, symbol: str, price: float, ts: int) -> None:
-        """A tick from the feed, kept for the orders of its time (marking happens in ``mark``)."""
-        if self.tape.record(symbol, price, ts):
-            self.market_ts = max(self.market_ts, ts)
+    def order_lag_ms(self, sid: str) -> int:
+        """How long before market time an order of ``sid`` may be dated: its bar (the decision
+        of the bar that just closed may be in flight while the next forms) plus the market
+        time that passes while an order travels (``order_transit_ms``: a few wall seconds at
+        the feed's speed, which is hours in a fast-forwarded sim and seconds live)."""
+        return self.metas[sid].bar_ms + self.order_transit_ms
+
+    def record_tick(self, symbol: str, price: float, ts: int) -> bool:
+        """A tick from the feed, kept for the orders of its time (marking happens in ``mark``);
+        False for a bad price or a tick older than the symbol's last (market time only moves
+        forward: a rewound feed is not a price)."""
+        if not self.tape.record(symbol, price, ts):
+            return False
+        self.market_ts = max(self.market_ts, ts)
+        return True
 
     def decide_spot(self, order: SpotOrder) -> OrderDecision:
         """Fill at the portfolio's own tick of the order's symbol at the order's time, never at
@@ -159,7 +174,7 @@ class Portfolio:
         if duplicate is not None:
             return OrderDecision("duplicate", duplicate)
         check = check_spot_order(order, self.tape, symbols=meta.symbols, market_ts=self.market_ts,
-                                 lag_ms=meta.bar_ms, band_pct=self.price_band_pct)
+                                 lag_ms=self.order_lag_ms(order.strategy_id), band_pct=self.price_band_pct)
         if check.status != OK:
             return OrderDecision(check.status, check.reason)
         return decide_spot_order(
@@ -180,7 +195,7 @@ class Portfolio:
             return OptionOrderDecision("duplicate", duplicate)
         meta = self.metas[order.strategy_id]
         why = order_refusal(order, venue=meta.category, underlying=meta.symbols[0] if meta.symbols else "",
-                            market_ts=self.market_ts, lag_ms=meta.bar_ms)
+                            market_ts=self.market_ts, lag_ms=self.order_lag_ms(order.strategy_id))
         return None if why is None else OptionOrderDecision("rejected", why)
 
     def decide_options_at_market(self, order: OptionOrder, market: OptionMarket) -> OptionOrderDecision:
@@ -193,7 +208,8 @@ class Portfolio:
         check = price_option_order(order, market, list(self.books[order.strategy_id].option_positions.values()),
                                    venue=meta.category, underlying=meta.symbols[0] if meta.symbols else "",
                                    book_value=self.value_of(order.strategy_id), market_ts=self.market_ts,
-                                   lag_ms=meta.bar_ms, band_pct=self.price_band_pct)
+                                   lag_ms=self.order_lag_ms(order.strategy_id), band_pct=self.price_band_pct,
+                                   spot_at_order=self.spot_at(order.ts_event))
         if check.order is None:
             return OptionOrderDecision(check.status, check.reason)
         return self.decide_options(check.order)
@@ -239,6 +255,12 @@ class Portfolio:
         book = self.books[sid]
         marks = {s: p.avg_price for s, p in book.positions.items() if s not in self.prices}
         return portfolio_value(book, {**self.prices, **marks} if marks else self.prices, option_value(book))
+
+    def spot_at(self, ts: int) -> dict[str, float]:
+        """Each coin's price at ``ts`` from the tape (the newest tick at or before it)."""
+        suffix = f"/{self.underlying_quote}"
+        ticks = {s[: -len(suffix)]: self.tape.price_at(s, ts) for s in self.tape.symbols() if s.endswith(suffix)}
+        return {coin: tick[1] for coin, tick in ticks.items() if tick is not None}
 
     def spot_by_underlying(self) -> dict[str, float]:
         """Last price of each coin quoted in the options quote currency: 'BTC/USDT' -> BTC."""

@@ -11,13 +11,14 @@ order trades (``quotes_from_chain`` reads that reply without numpy), and
 - each leg's quantity must be on the venue's step and at least its minimum, and a sold
   opening leg may not sell more than ``MAX_SHORT_NOTIONAL_TO_VALUE`` x the book's value in
   coins at spot (the strategies sell only what cash or coins secure: about 1x);
-- the declared premium must lie within ``band_pct`` % of the larger of the pricer's mark and
-  ``BAND_FLOOR_OF_SPOT`` of spot. The floor is wide on purpose: the declared premium is the
-  chain's mark at the order's time, up to one bar (a day, with the default options
-  timeframe) before the pricer's mark now, and a fast-forwarded market moves in between. The
-  fill is at the pricer's mark with its greeks whatever was declared, so the band only has to
-  catch premiums that cannot come from this market (5 % of 10 % of a 90,000 spot: ±450 USD
-  per coin around the mark of any option cheaper than 9,000);
+- the declared premium is the chain's mark at the order's time, up to a bar (a day, with the
+  default options timeframe) before the pricer's mark now. So the mark is first taken back
+  to the order's time along its delta (``mark + delta x (spot then - spot now)``, spot then
+  from the portfolio's own ticks), and the declared premium must lie within ``band_pct`` % of
+  the larger of that and ``BAND_FLOOR_OF_SPOT`` of spot (5 % of 10 % of a 90,000 spot:
+  ±450 USD per coin for any option cheaper than 9,000), room for the time decay and vol
+  moves the delta leaves out. The fill is at the pricer's mark now with its greeks whatever
+  was declared, so the band only has to catch premiums that cannot come from this market;
 - the score is the portfolio's own (``options.scoring.score_trade`` on its book's positions
   of that venue and underlying, at the pricer's spot and greeks; a structure's legs share
   their mean, as ``select_trades`` gives them). It is recomputed rather than required to
@@ -209,9 +210,10 @@ def _own_scores(legs: Sequence[OptionLeg], quotes: Mapping[str, OptionQuote], po
 
 def price_option_order(order: OptionOrder, market: OptionMarket, position_dicts: Sequence[Mapping[str, Any]], *,
                        venue: str, underlying: str, book_value: float, market_ts: int, lag_ms: int,
-                       band_pct: float) -> OptionCheck:
+                       band_pct: float, spot_at_order: Mapping[str, float] | None = None) -> OptionCheck:
     """The order as the portfolio prices it (premium and greeks from the pricer, its own score,
-    the pricer's spot), or why it is refused; see the module docstring for every rule."""
+    the pricer's spot), or why it is refused; see the module docstring for every rule.
+    ``spot_at_order`` is the portfolio's own price of each coin at the order's time."""
     why = order_refusal(order, venue=venue, underlying=underlying, market_ts=market_ts, lag_ms=lag_ms)
     if why is not None:
         return OptionCheck(REJECTED, why)
@@ -222,7 +224,9 @@ def price_option_order(order: OptionOrder, market: OptionMarket, position_dicts:
         if quote is None or spot is None:
             return OptionCheck(REJECTED, f"{where}: not listed in the pricer's {leg.contract.venue} "
                                          f"{leg.contract.underlying} chain")
-        off = band_reason(leg.premium_usd_per_coin, quote.mark_usd, band_pct, f"{where} premium",
+        then = (spot_at_order or {}).get(leg.contract.underlying, spot)
+        mark_then = max(quote.mark_usd + quote.greeks.get("delta", 0.0) * (then - spot), 0.0)
+        off = band_reason(leg.premium_usd_per_coin, mark_then, band_pct, f"{where} premium",
                           BAND_FLOOR_OF_SPOT * spot)
         if off is not None:
             return OptionCheck(REJECTED, off)

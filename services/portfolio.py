@@ -44,6 +44,16 @@ SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
+# Wall seconds an order may spend between its decision and the portfolio (a busy engine, a
+# retry, a backoff); at the feed's speed that is market time an order may be dated before the
+# portfolio's market time, on top of one bar of its strategy.
+ORDER_TRANSIT_SECONDS = 5.0
+
+
+def order_transit_ms(cfg: Config) -> int:
+    """Market ms that pass in ``ORDER_TRANSIT_SECONDS`` of wall time (live runs at speed 1)."""
+    speed = 1.0 if cfg.feed.mode == "live" else cfg.feed.speed
+    return int(ORDER_TRANSIT_SECONDS * speed * 1000)
 
 
 class PortfolioService:
@@ -57,7 +67,8 @@ class PortfolioService:
                                    max_option_positions=cfg.options.max_positions,
                                    min_option_score=cfg.options.min_score,
                                    underlying_quote=cfg.options.underlying_quote,
-                                   price_band_pct=cfg.price_band_pct)
+                                   price_band_pct=cfg.price_band_pct,
+                                   order_transit_ms=order_transit_ms(cfg))
         state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
         if state is not None:
             try:
@@ -207,8 +218,10 @@ class PortfolioService:
             symbol, price, ts = body.get("symbol"), body.get("price"), body.get("ts")
             if isinstance(symbol, str) and isinstance(price, (int, float)) and not isinstance(price, bool) \
                     and math.isfinite(price) and price > 0 and isinstance(ts, int) and not isinstance(ts, bool):
-                self.pending_ticks[symbol] = float(price)
-                self.portfolio.record_tick(symbol, float(price), ts)  # orders of this time fill at it
+                if self.portfolio.record_tick(symbol, float(price), ts):  # orders of this time fill at it
+                    self.pending_ticks[symbol] = float(price)
+                else:  # older than the last tick of the symbol: market time never goes back
+                    self.rt.stats.count_drop("stale_tick")
             else:
                 self.rt.stats.count_drop("bad_tick")
 

@@ -130,3 +130,21 @@ def test_a_bad_option_mark_leaves_that_book_as_it_was_and_is_named():
     assert "opt" in p.marking_problems
     p.mark_options({CALL.name: {"mark_usd": 400.0, "source": "sim"}}, T + 3)
     assert p.marking_problems == {} and p.books["opt"].option_positions[CALL.name]["current_mark"] == 400.0
+
+
+def test_an_order_may_be_one_bar_plus_the_transit_time_old():
+    p = Portfolio([StrategyMeta("spot", "spot", "spot", 10_000.0, LIMITS, "sma", ("BTC/USDT",), HOUR)],
+                  fee_rate=0.0, slippage_rate=0.0, order_transit_ms=2 * HOUR)
+    p.reconcile(T)
+    for hours in range(5):
+        p.mark({"BTC/USDT": 90_000.0 + hours}, T + hours * HOUR)
+    assert p.order_lag_ms("spot") == 3 * HOUR
+    assert p.decide_spot(buy(90_001.0, T + HOUR)).fill.price == 90_001.0  # 3 h before market time T + 4 h
+    late = p.decide_spot(buy(90_000.0, T + HOUR - 1))
+    assert late.status == "rejected" and "back-dated" in late.reason
+
+
+def test_a_tick_older_than_the_last_is_not_a_price():
+    p = portfolio()
+    assert p.record_tick("BTC/USDT", 50_000.0, T - 67 * 24 * HOUR) is False  # a rewound feed
+    assert p.tape.last("BTC/USDT") == (T, 90_000.0) and p.market_ts == T

@@ -149,3 +149,15 @@ def test_the_chain_horizon_covers_the_furthest_contract():
     assert chain_horizon_days([CALL_90], E - 10 * DAY_MS - DAY_MS // 2) == 12
     assert chain_horizon_days([CALL_90], E + DAY_MS) == 1
     assert chain_horizon_days([CALL_90], E - 1000 * DAY_MS) == 400
+
+
+def test_the_mark_is_taken_back_to_the_order_time_along_its_delta():
+    # Spot was 89,000 at the order's time: the 120k call (delta 0.1) was worth 500 - 0.1 x 1,000 = 400 then.
+    o = order(leg(CALL_120, premium=850.0))
+    moved = price_option_order(o, MARKET, [], venue="deribit", underlying="BTC", book_value=100_000.0, market_ts=TS,
+                               lag_ms=3_600_000, band_pct=5.0, spot_at_order={"BTC": 89_000.0})
+    assert moved.status == "ok" and moved.order.legs[0].premium_usd_per_coin == 500.0  # filled at the mark now
+    late = price_option_order(order(leg(CALL_120, premium=850.5)), MARKET, [], venue="deribit", underlying="BTC",
+                              book_value=100_000.0, market_ts=TS, lag_ms=3_600_000, band_pct=5.0,
+                              spot_at_order={"BTC": 89_000.0})
+    assert late.status == "rejected" and "portfolio's mark 400" in late.reason
