@@ -98,14 +98,16 @@ def backdated_reason(ts_event: int, market_ts: int, lag_ms: int) -> str | None:
     return None
 
 
-def band_reason(declared: float, mark: float, band_pct: float, what: str, floor: float = 0.0) -> str | None:
-    """Why ``declared`` is not within ``band_pct`` % of ``mark`` (or of ``floor``, if larger), or None."""
+def band_reason(declared: float, mark: float, band_pct: float, what: str, floor: float = 0.0,
+                slack: float = 0.0) -> str | None:
+    """Why ``declared`` is not within ``band_pct`` % of ``mark`` (or of ``floor``, if larger)
+    plus ``slack`` (an absolute allowance, same units), or None."""
     if not (math.isfinite(declared) and declared >= 0):
         return f"{what}: declared {declared!r} is not a finite number >= 0"
-    width = band_pct / 100.0 * max(mark, floor)
+    width = band_pct / 100.0 * max(mark, floor) + slack
     if abs(declared - mark) > width:
         off = f"{(declared / mark - 1.0) * 100.0:+.2f}% from" if mark > 0 else "away from"
-        return f"{what}: declared {declared:.6g} is {off} the portfolio's mark {mark:.6g} (band ±{band_pct:g}%)"
+        return f"{what}: declared {declared:.6g} is {off} the portfolio's mark {mark:.6g} (band ±{band_pct:g}%: ±{width:.6g})"
     return None
 
 

@@ -12,13 +12,13 @@ order trades (``quotes_from_chain`` reads that reply without numpy), and
   opening leg may not sell more than ``MAX_SHORT_NOTIONAL_TO_VALUE`` x the book's value in
   coins at spot (the strategies sell only what cash or coins secure: about 1x);
 - the declared premium is the chain's mark at the order's time, up to a bar (a day, with the
-  default options timeframe) before the pricer's mark now. So the mark is first taken back
-  to the order's time along its delta (``mark + delta x (spot then - spot now)``, spot then
-  from the portfolio's own ticks), and the declared premium must lie within ``band_pct`` % of
-  the larger of that and ``BAND_FLOOR_OF_SPOT`` of spot (5 % of 10 % of a 90,000 spot:
-  ±450 USD per coin for any option cheaper than 9,000), room for the time decay and vol
-  moves the delta leaves out. The fill is at the pricer's mark now with its greeks whatever
-  was declared, so the band only has to catch premiums that cannot come from this market;
+  default options timeframe) and the transit allowance before the pricer's mark now. So the
+  mark is first taken back to the order's time along its delta (``mark + delta x (spot then
+  - spot now)``, spot then from the portfolio's own ticks), and the declared premium must
+  lie within ``band_pct`` % of the larger of that and ``BAND_FLOOR_OF_SPOT`` of spot, plus
+  what the delta leaves out: ``VOL_POINTS_IN_FLIGHT`` vol points of vega and the theta of
+  the days in between. The fill is at the pricer's mark now with its greeks whatever was
+  declared, so the band only has to catch premiums that cannot come from this market;
 - the score is the portfolio's own (``options.scoring.score_trade`` on its book's positions
   of that venue and underlying, at the pricer's spot and greeks; a structure's legs share
   their mean, as ``select_trades`` gives them). It is recomputed rather than required to
@@ -56,6 +56,7 @@ CHAIN_HORIZON_DAYS = 400  # the furthest the pricer lists
 GREEKS = ("delta", "gamma", "theta", "vega")
 SCORE_TOLERANCE = 0.05
 BAND_FLOOR_OF_SPOT = 0.1
+VOL_POINTS_IN_FLIGHT = 5.0
 MAX_SHORT_NOTIONAL_TO_VALUE = 10.0
 _STEP_TOLERANCE = 1e-6
 
@@ -226,8 +227,10 @@ def price_option_order(order: OptionOrder, market: OptionMarket, position_dicts:
                                          f"{leg.contract.underlying} chain")
         then = (spot_at_order or {}).get(leg.contract.underlying, spot)
         mark_then = max(quote.mark_usd + quote.greeks.get("delta", 0.0) * (then - spot), 0.0)
+        days = max(market.ts - order.ts_event, 0) / DAY_MS
+        slack = abs(quote.greeks.get("vega", 0.0)) * VOL_POINTS_IN_FLIGHT + abs(quote.greeks.get("theta", 0.0)) * days
         off = band_reason(leg.premium_usd_per_coin, mark_then, band_pct, f"{where} premium",
-                          BAND_FLOOR_OF_SPOT * spot)
+                          BAND_FLOOR_OF_SPOT * spot, slack)
         if off is not None:
             return OptionCheck(REJECTED, off)
         if leg.action == "open" and leg.side < 0:

@@ -10,7 +10,7 @@ import pytest
 from options.book import OptionLeg, OptionOrder
 from options.chain import OptionChain
 from options.contracts import OptionContract
-from options.order_checks import (BAND_FLOOR_OF_SPOT, ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
+from options.order_checks import (BAND_FLOOR_OF_SPOT, VOL_POINTS_IN_FLIGHT, ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
                                   leg_refusal, order_refusal, price_option_order, quotes_from_chain)
 from options.venues import DAY_MS, DERIBIT
 from services.pricer import chain_to_dict
@@ -126,12 +126,20 @@ def test_an_inflated_score_is_refused():
 
 
 def test_a_premium_outside_the_band_is_refused():
-    # The band is 5% of max(mark 500, 10% of spot 9,000) = 450 USD either side of 500.
-    assert BAND_FLOOR_OF_SPOT == 0.1
-    assert price(order(leg(CALL_120, premium=950.0))).status == "ok"
-    assert price(order(leg(CALL_120, premium=50.0))).status == "ok"
-    got = price(order(leg(CALL_120, premium=950.5)))
-    assert got.status == "rejected" and "premium: declared 950.5 is +90.10% from the portfolio's mark 500" in got.reason
+    # 5% of max(mark 500, 10% of spot 9,000) = 450, plus 5 vol points of vega 30 = 150, plus
+    # theta for no days in flight: 600 USD either side of 500.
+    assert (BAND_FLOOR_OF_SPOT, VOL_POINTS_IN_FLIGHT) == (0.1, 5.0)
+    assert price(order(leg(CALL_120, premium=1_100.0))).status == "ok"
+    assert price(order(leg(CALL_120, premium=0.0))).status == "ok"
+    got = price(order(leg(CALL_120, premium=1_100.5)))
+    assert got.status == "rejected" and "premium: declared 1100.5 is +120.10% from the portfolio's mark 500" in got.reason
+    assert "(band ±5%: ±600)" in got.reason
+
+
+def test_the_band_allows_the_theta_of_the_days_in_flight():
+    later = OptionMarket(TS + 2 * DAY_MS, MARKET.spot, MARKET.quotes)  # theta -10 a day: 20 more
+    assert price(order(leg(CALL_120, premium=1_120.0)), market=later).status == "ok"
+    assert price(order(leg(CALL_120, premium=1_120.5)), market=later).status == "rejected"
 
 
 def test_an_unlisted_contract_is_refused():
@@ -152,12 +160,13 @@ def test_the_chain_horizon_covers_the_furthest_contract():
 
 
 def test_the_mark_is_taken_back_to_the_order_time_along_its_delta():
-    # Spot was 89,000 at the order's time: the 120k call (delta 0.1) was worth 500 - 0.1 x 1,000 = 400 then.
-    o = order(leg(CALL_120, premium=850.0))
+    # Spot was 89,000 at the order's time: the 120k call (delta 0.1) was worth 500 - 0.1 x 1,000 = 400 then;
+    # the band around it is 450 + 150 (see above).
+    o = order(leg(CALL_120, premium=1_000.0))
     moved = price_option_order(o, MARKET, [], venue="deribit", underlying="BTC", book_value=100_000.0, market_ts=TS,
                                lag_ms=3_600_000, band_pct=5.0, spot_at_order={"BTC": 89_000.0})
     assert moved.status == "ok" and moved.order.legs[0].premium_usd_per_coin == 500.0  # filled at the mark now
-    late = price_option_order(order(leg(CALL_120, premium=850.5)), MARKET, [], venue="deribit", underlying="BTC",
+    late = price_option_order(order(leg(CALL_120, premium=1_000.5)), MARKET, [], venue="deribit", underlying="BTC",
                               book_value=100_000.0, market_ts=TS, lag_ms=3_600_000, band_pct=5.0,
                               spot_at_order={"BTC": 89_000.0})
     assert late.status == "rejected" and "portfolio's mark 400" in late.reason
