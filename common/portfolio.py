@@ -412,5 +412,7 @@ class Portfolio:
         }
 
     def equity_point(self) -> dict[str, float]:
-        return {sid: self.value_of(sid) for sid in self.books}
+        """Each book's value; a book the last mark could not value is left out of the point."""
+        problems = self.marking_problems
+        return {sid: self.value_of(sid) for sid in self.books if sid not in problems}
 
