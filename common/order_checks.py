@@ -107,7 +107,8 @@ def band_reason(declared: float, mark: float, band_pct: float, what: str, floor:
     width = band_pct / 100.0 * max(mark, floor) + slack
     if abs(declared - mark) > width:
         off = f"{(declared / mark - 1.0) * 100.0:+.2f}% from" if mark > 0 else "away from"
-        return f"{what}: declared {declared:.6g} is {off} the portfolio's mark {mark:.6g} (band ±{band_pct:g}%: ±{width:.6g})"
+        return (f"{what}: declared {declared:.6g} is {off} the portfolio's mark {mark:.6g} "
+                f"(band ±{band_pct:g}%: ±{width:.6g})")
     return None
 
 

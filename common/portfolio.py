@@ -7,14 +7,15 @@ change is two-step (decide, then commit), so the service can journal a fill in b
 No order is taken at its word: a spot order fills at the portfolio's own tick of its symbol
 at the order's time (``common.order_checks``), an option order from the sender at the
 pricer's listed marks (``decide_options_at_market``, ``options.order_checks``), and neither
-may be dated before the portfolio's market time by more than one bar of its strategy.
+may be dated before the portfolio's market time by more than ``order_lag_ms`` (one bar of
+its strategy plus the market time an order may spend in transit).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from common.ledger import (
     OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict, closes_a_trade,
@@ -293,7 +294,7 @@ class Portfolio:
                 merged[sid] = f"{merged[sid]}; {reason}" if sid in merged else reason
         return merged
 
-    def _guarded_mark(self, marking: str, sid: str, what: str, step: Any) -> Any:
+    def _guarded_mark(self, marking: str, sid: str, what: str, step: Callable[[], Any]) -> Any:
         """Run one book's ``step`` of a ``marking`` pass: an exception or a non-finite result
         names the book in that pass's problems and yields None, so the other books are still
         marked."""

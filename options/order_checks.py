@@ -175,7 +175,8 @@ def leg_refusal(leg: OptionLeg, where: str, *, venue: str, underlying: str) -> s
     if contract.multiplier != spec.multiplier:
         return f"{where}: multiplier {contract.multiplier:g} is not {contract.venue}'s {spec.multiplier:g}"
     steps = leg.quantity / spec.quantity_step
-    if leg.quantity < spec.min_quantity * (1 - _STEP_TOLERANCE) or abs(steps - round(steps)) > _STEP_TOLERANCE * max(steps, 1):
+    off_step = abs(steps - round(steps)) > _STEP_TOLERANCE * max(steps, 1)
+    if off_step or leg.quantity < spec.min_quantity * (1 - _STEP_TOLERANCE):
         return (f"{where}: quantity {leg.quantity:g} is not a multiple of {spec.quantity_step:g} contracts "
                 f"of at least {spec.min_quantity:g}")
     return None

@@ -34,7 +34,8 @@ from common.config import Config, load_config
 from common.model import Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, strategy_metas
 from options.book import OptionOrder, OptionOrderDecision
-from options.order_checks import ChainQuoteError, OptionMarket, chain_horizon_days, quotes_from_chain
+from options.order_checks import (ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
+                                  quotes_from_chain)
 from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
 from services.runtime import ServiceRuntime, config_path
 
@@ -168,13 +169,14 @@ class PortfolioService:
             return OptionOrderDecision("retry", "pricer unavailable: waiting before asking again")
         contracts = [leg.contract for leg in order.legs]
         spot: dict[str, float] = {}
-        quotes: dict[str, Any] = {}
+        quotes: dict[str, OptionQuote] = {}
         ts = 0
         try:
             for underlying, venue in sorted({(c.underlying, c.venue) for c in contracts}):
                 wanted = [c for c in contracts if (c.underlying, c.venue) == (underlying, venue)]
+                horizon = chain_horizon_days(wanted, self.portfolio.market_ts)
                 reply = self.pricer.request("chain", {"underlying": underlying, "venue": venue,
-                                                      "horizon_days": chain_horizon_days(wanted, self.portfolio.market_ts)})
+                                                      "horizon_days": horizon})
                 spot[underlying], found = quotes_from_chain(reply, wanted)
                 quotes.update(found)
                 ts = max(ts, reply["ts"]) if isinstance(reply.get("ts"), int) else ts

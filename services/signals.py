@@ -284,7 +284,8 @@ class SignalEngine:
                 self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
             else:
                 if ack.get("status") == "retry":  # transient (no tick of its time yet, no pricer): keep it
-                    self.rt.log.info("order_retry", order_id=order_id, reason=ack.get("reason"), outbox=len(self.outbox))
+                    self.rt.log.info("order_retry", order_id=order_id, reason=ack.get("reason"),
+                                     outbox=len(self.outbox))
                     self.portfolio_retry_at = time.monotonic() + ORDER_RETRY_SECONDS
                     return acks
                 self.orders_acked += 1

@@ -10,8 +10,9 @@ import pytest
 from options.book import OptionLeg, OptionOrder
 from options.chain import OptionChain
 from options.contracts import OptionContract
-from options.order_checks import (BAND_FLOOR_OF_SPOT, VOL_POINTS_IN_FLIGHT, ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
-                                  leg_refusal, order_refusal, price_option_order, quotes_from_chain)
+from options.order_checks import (BAND_FLOOR_OF_SPOT, VOL_POINTS_IN_FLIGHT, ChainQuoteError, OptionMarket,
+                                  OptionQuote, chain_horizon_days, leg_refusal, order_refusal, price_option_order,
+                                  quotes_from_chain)
 from options.venues import DAY_MS, DERIBIT
 from services.pricer import chain_to_dict
 
@@ -132,7 +133,8 @@ def test_a_premium_outside_the_band_is_refused():
     assert price(order(leg(CALL_120, premium=1_100.0))).status == "ok"
     assert price(order(leg(CALL_120, premium=0.0))).status == "ok"
     got = price(order(leg(CALL_120, premium=1_100.5)))
-    assert got.status == "rejected" and "premium: declared 1100.5 is +120.10% from the portfolio's mark 500" in got.reason
+    assert got.status == "rejected"
+    assert "premium: declared 1100.5 is +120.10% from the portfolio's mark 500" in got.reason
     assert "(band ±5%: ±600)" in got.reason
 
 

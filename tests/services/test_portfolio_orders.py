@@ -80,7 +80,8 @@ def spot_order(sid: str, symbol: str, price: float, ts: int, signal_: int = 1) -
 
 
 def books(clients) -> dict[str, tuple[float, int]]:
-    return {sid: (v["cash"], v["trade_count"]) for sid, v in clients["portfolio"].request("snapshot")["strategies"].items()}
+    strategies = clients["portfolio"].request("snapshot")["strategies"]
+    return {sid: (v["cash"], v["trade_count"]) for sid, v in strategies.items()}
 
 
 def journal(state_dir: Path) -> list[dict[str, Any]]:
