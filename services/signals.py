@@ -6,8 +6,7 @@ Requests    history from marketdata (warm-up, and again after a gap); chain + iv
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals
 Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.registry
 
-Orders travel over REQ/REP and stay in the outbox until the portfolio decides them (an
-answer with status "retry" is not a decision: the order stays and is sent again);
+Orders travel over REQ/REP and stay in the outbox until the portfolio acknowledges them;
 their id (strategy + bar time, or strategy + chain time + structure) makes a resend harmless.
 Options strategies never trade without a fresh chain: a pricer that does not answer makes
 them skip (and is not asked again for a few seconds) while spot keeps trading.
@@ -35,7 +34,6 @@ from services.runtime import ServiceRuntime, config_path
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0
-ORDER_RETRY_SECONDS = 0.1  # an order the portfolio answered "retry" is sent again after this
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
 
@@ -283,11 +281,6 @@ class SignalEngine:
             except RemoteError as exc:
                 self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
             else:
-                if ack.get("status") == "retry":  # transient (no tick of its time yet, no pricer): keep it
-                    self.rt.log.info("order_retry", order_id=order_id, reason=ack.get("reason"),
-                                     outbox=len(self.outbox))
-                    self.portfolio_retry_at = time.monotonic() + ORDER_RETRY_SECONDS
-                    return acks
                 self.orders_acked += 1
                 self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
                 acks.append(ack)
