@@ -29,8 +29,8 @@ start: venv run/logs  ## all services in the background
 	$(BIN)/python -m common.config --check $(CONFIG)
 	$(BIN)/supervisord -c supervisord.conf
 
-stop:
-	-$(SUPERVISORCTL) shutdown
+stop:  ## returns once supervisord, every service and every port are gone
+	$(BIN)/python -m services.go_trader stop --config $(CONFIG)
 
 restart:
 	$(SUPERVISORCTL) restart all
@@ -56,10 +56,12 @@ test: venv browser
 	$(BIN)/python -m pytest
 
 bench: venv
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(BIN)/python -m bench.run_all
 
+# DISK=1 also kills supervisord, fills the state volume (a tmpfs, as root) and damages files.
 chaos: venv
-	$(BIN)/python -m tests.support.chaos --seconds $(or $(SECONDS),600)
+	$(BIN)/python -m tests.support.chaos --seconds $(or $(SECONDS),600) $(if $(DISK),--disk)
 
 clean:
 	rm -rf $(VENV) run .pytest_cache

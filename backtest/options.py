@@ -22,13 +22,14 @@ refreshed at each decision step (the portfolio service refreshes them about once
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from backtest.metrics import performance
-from common.engine import HISTORY_BARS, IV_HISTORY_DAYS, evaluate_options
+from common.engine import HISTORY_BARS, IV_HISTORY_DAYS, evaluate_options, reason_kind
 from common.ledger import StrategyBook, closes_a_trade
 from common.model import Fill
 from common.ohlcv import OHLCV
@@ -92,6 +93,20 @@ class OptionsStrategyRun:
     equity: list[float] = field(default_factory=list)
     exposed: list[bool] = field(default_factory=list)
     rejected: int = 0  # refused by the engine's risk check or by the portfolio
+    # Why proposals were not taken (or none was made), by kind ("venue minimum", "risk limit",
+    # "score below 0.3", "no signal", ...): how often, and the latest full reason of each kind.
+    reason_counts: Counter[str] = field(default_factory=Counter)
+    last_reasons: dict[str, str] = field(default_factory=dict)
+    opened: int = 0  # option legs opened
+
+    def note(self, reason: str) -> None:
+        kind = reason_kind(reason)
+        self.reason_counts[kind] += 1
+        self.last_reasons[kind] = reason
+
+    def why_not(self) -> list[str]:
+        """Each kind of reason, most frequent first: 'venue minimum x12: <latest such reason>'."""
+        return [f"{kind} x{count}: {self.last_reasons[kind]}" for kind, count in self.reason_counts.most_common()]
 
 
 @dataclass
@@ -115,7 +130,10 @@ class OptionsBacktest:
                  max_positions: int = MAX_POSITIONS, min_score: float = EXECUTE_THRESHOLD,
                  risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT, slippage_pct: float = 0.0,
                  limits: OptionsRiskLimits | None = None, risk_limits: RiskLimits | None = None,
-                 every_hours: float = 24.0, trade_from_ms: int | None = None) -> None:
+                 every_hours: float = 24.0, trade_from_ms: int | None = None,
+                 capital_by_id: Mapping[str, float] | None = None,
+                 limits_by_id: Mapping[str, OptionsRiskLimits] | None = None,
+                 risk_limits_by_id: Mapping[str, RiskLimits] | None = None) -> None:
         if len(data) < 2:
             raise OptionsBacktestError(f"data: need at least 2 bars of {underlying}, got {len(data)}")
         if atm_iv.shape[0] != len(data):
@@ -124,8 +142,11 @@ class OptionsBacktest:
             raise OptionsBacktestError(f"max_positions: must be an integer >= 1, got {max_positions!r}")
         if not (math.isfinite(min_score) and 0 <= min_score <= 1):
             raise OptionsBacktestError(f"min_score: must be a number in [0, 1], got {min_score!r}")
-        if not (math.isfinite(capital) and capital > 0):
-            raise OptionsBacktestError(f"capital: must be a finite number > 0, got {capital!r}")
+        capitals = {sid: (capital_by_id or {}).get(sid, capital) for sid, *_ in strategies}
+        for sid, value in {"": capital, **capitals}.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise OptionsBacktestError(f"capital{f' of {sid}' if sid else ''}: must be a finite number > 0, "
+                                           f"got {value!r}")
         for name, value in (("fee_pct", fee_pct), ("slippage_pct", slippage_pct)):
             if not (math.isfinite(value) and 0 <= value < 100):
                 raise OptionsBacktestError(f"{name}: must be a number in [0, 100), got {value!r}")
@@ -150,13 +171,15 @@ class OptionsBacktest:
             spec.underlying(underlying)
             if any(m.strategy_id == sid for m in metas):
                 raise OptionsBacktestError(f"strategies: id {sid!r} appears twice")
-            metas.append(StrategyMeta(sid, "options", spec.name, float(capital), risk_limits, name))
+            metas.append(StrategyMeta(sid, "options", spec.name, float(capitals[sid]),
+                                      (risk_limits_by_id or {}).get(sid, risk_limits), name))
             runs.append((sid, name, spec, strategy_params(name, params)))
         self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0,
                                    max_option_positions=max_positions, min_option_score=min_score)
         self.portfolio.reconcile(self.portfolio.market_ts)  # as the portfolio service does on a fresh start
         self.symbol = f"{underlying}/{self.portfolio.underlying_quote}"
-        self.strategies = {sid: OptionsStrategyRun(sid, name, spec, params, limits, self.portfolio.books[sid])
+        self.strategies = {sid: OptionsStrategyRun(sid, name, spec, params, (limits_by_id or {}).get(sid, limits),
+                                                   self.portfolio.books[sid])
                            for sid, name, spec, params in runs}
         self.journal: list[Fill] = []
         self.risk_events: list[str] = []
@@ -225,13 +248,17 @@ class OptionsBacktest:
                                         self.portfolio.positions_view(sid, self.symbol), run.limits,
                                         self.min_score, self.max_positions)
             run.rejected += len(decision.refused)
+            for reason in decision.reasons if decision.skipped is None else [decision.skipped]:
+                run.note(reason)
             for order in decision.orders:
                 answer = self.portfolio.decide_options(order)
                 if answer.fills:
                     self.commit(answer.fills)
+                    run.opened += sum(f.kind == "option" and f.extra.get("action") == "open" for f in answer.fills)
                 elif answer.status != "duplicate":
                     self.portfolio.record_no_fill(sid, order.order_id)
                     run.rejected += 1
+                    run.note(f"portfolio refused: {answer.reason}")
         for sid, run in self.strategies.items():
             run.equity.append(self.portfolio.value_of(sid))
             run.exposed.append(bool(run.book.option_positions))
@@ -256,6 +283,8 @@ class OptionsBacktest:
                                        len(run.fills))
             metrics[sid]["rejected_by_risk"] = run.rejected
             metrics[sid]["open_positions"] = len(run.book.option_positions)
+            metrics[sid]["opened"] = run.opened
+            metrics[sid]["why_not"] = run.why_not()
         return OptionsBacktestResult(self.underlying, close_ts, self.data.close[bars], self.atm_iv[bars],
                                      self.strategies, metrics, self.journal, self.risk_events,
                                      self.portfolio.to_state())
@@ -274,7 +303,10 @@ def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capita
                          risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT,
                          slippage_pct: float = 0.0, limits: OptionsRiskLimits | None = None,
                          risk_limits: RiskLimits | None = None, every_hours: float = 24.0,
-                         trade_from_ms: int | None = None, progress: bool = False) -> OptionsBacktestResult:
+                         trade_from_ms: int | None = None, progress: bool = False,
+                         capital_by_id: Mapping[str, float] | None = None,
+                         limits_by_id: Mapping[str, OptionsRiskLimits] | None = None,
+                         risk_limits_by_id: Mapping[str, RiskLimits] | None = None) -> OptionsBacktestResult:
     """Backtest options strategies on ``underlying``'s bars; ``iv`` (decimal, per bar) replaces
     the realized-vol estimate of the ATM implied vol when given. Bars before ``trade_from_ms``
     are volatility history only. ``fee_pct`` is the portfolio's fee, % of each leg's premium;
@@ -286,5 +318,6 @@ def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capita
     return OptionsBacktest(underlying, data, timeframe, np.asarray(atm_iv, dtype=np.float64), strategies=chosen,
                            capital=capital, max_positions=max_positions, min_score=min_score,
                            risk_free_rate=risk_free_rate, fee_pct=fee_pct, slippage_pct=slippage_pct, limits=limits,
-                           risk_limits=risk_limits, every_hours=every_hours,
-                           trade_from_ms=trade_from_ms).run(progress)
+                           risk_limits=risk_limits, every_hours=every_hours, trade_from_ms=trade_from_ms,
+                           capital_by_id=capital_by_id, limits_by_id=limits_by_id,
+                           risk_limits_by_id=risk_limits_by_id).run(progress)

@@ -108,6 +108,8 @@ def _shown(value: Any) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1e-3 or abs(value) >= 1e6 else f"{value:,.2f}"
+    if isinstance(value, list):  # e.g. an options strategy's reasons, one per line
+        return "<br>".join(html.escape(str(v)) for v in value) or "–"
     return html.escape(str(value))
 
 

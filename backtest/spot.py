@@ -187,8 +187,7 @@ class SpotReplay:
         risk, limits, value = self.book.risk, self.limits, self.book.cash
         if value > risk.peak_value:
             return True
-        if risk.peak_value > 0 and (risk.peak_value - value) / risk.peak_value * 100.0 >= \
-                limits.max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT:
+        if bool(may_trip_kill_switch(np.float64(risk.peak_value), np.float64(value), limits.max_drawdown_pct)):
             return True
         if self.days[a] > risk.day:
             return False  # the new day starts at this very value: no daily loss
@@ -206,7 +205,7 @@ class SpotReplay:
         high = cash + quantity * float(closes[top])
         low = cash + quantity * float(closes.min())
         peak = max(risk.peak_value, high)
-        no_kill = peak > 0 and (peak - low) / peak * 100.0 < limits.max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT
+        no_kill = peak > 0 and not bool(may_trip_kill_switch(np.float64(peak), np.float64(low), limits.max_drawdown_pct))
         no_daily = low >= max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0) * (1.0 + _FLOOR_MARGIN)
         if no_kill and no_daily:
             return b, a + top
@@ -246,14 +245,25 @@ class SpotReplay:
         return cash + quantity * self.close[first:], quantity
 
 
+def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct: float) -> np.ndarray:
+    """Where marking ``values`` against ``peak`` could trip ``common.risk.kill_switch_trips``,
+    flagged a hair early (a false alarm costs one real mark). A 100% limit trips only at a
+    worthless book, so only values near zero are candidates: a series that falls by orders of
+    magnitude (a GBM path) keeps the fast path."""
+    if max_drawdown_pct >= 100.0:
+        return values <= _FLOOR_MARGIN * peak
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drawdown = np.where(peak > 0, (peak - values) / np.where(peak > 0, peak, 1.0) * 100.0, 0.0)
+    return drawdown >= max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT
+
+
 def first_trip_candidate(values: np.ndarray, days: np.ndarray, risk: RiskState, limits: RiskLimits) -> int:
     """Offset of the first bar where marking ``values`` in turn could trip the drawdown kill
     switch or the daily loss limit (``common.risk.update_on_mark``'s rules, with a small
     margin so it never fires later than they would); ``len(values)`` when none can."""
     n = values.shape[0]
     peak = np.maximum(np.maximum.accumulate(values), risk.peak_value)
-    drawdown = np.where(peak > 0, (peak - values) / np.where(peak > 0, peak, 1.0) * 100.0, 0.0)
-    kill = drawdown >= limits.max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT
+    kill = may_trip_kill_switch(peak, values, limits.max_drawdown_pct)
     previous = np.empty_like(days)
     previous[0] = risk.day
     previous[1:] = days[:-1]

@@ -27,6 +27,7 @@ from strategies.params import get_params
 Task = tuple[Any, ...]
 Mapper = Callable[[Callable[[Task], Any], list[Task]], list[Any]]
 CLUSTER_EXTRA = 'pip install "go-trader[cluster]"'
+DASK_CONNECT_SECONDS = 30
 
 
 class ClusterUnavailableError(RuntimeError):
@@ -180,10 +181,11 @@ def _dask_mapper(address: str) -> Mapper:
         raise ClusterUnavailableError(
             f"--cluster {address}: dask.distributed is not installed; install it with "
             f'pip install "dask[distributed]" (or the optional extra: {CLUSTER_EXTRA})') from None
-    client = Client(address.replace("dask://", "tcp://", 1))
+    scheduler = address.replace("dask://", "tcp://", 1)
 
     def run(fn: Callable[[Task], Any], tasks: list[Task]) -> list[Any]:
-        return client.gather(client.map(fn, tasks, pure=False))
+        with Client(scheduler, timeout=DASK_CONNECT_SECONDS) as client:  # closed with the sweep, not leaked
+            return client.gather(client.map(fn, tasks, pure=False))
     return run
 
 

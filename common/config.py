@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -19,11 +20,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
+from common.capacity import Demand, capacity_problems
 from common.config_schema import (
     ENV_NAME_RE,
     GATEWAY_TOKEN_ENV,
     INVALID,
     LOCAL_HOSTS,
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
     OPTIONS,
     OPTIONS_STRATEGY_NAMES,
     OPTIONS_VENUE_UNDERLYINGS,
@@ -37,11 +41,13 @@ from common.config_schema import (
     check_section,
     check_value,
     did_you_mean,
+    join_path,
     render_markdown,
     show,
     utc_iso_to_ms,
 )
 from common.timeframes import TIMEFRAME_MS
+from options.params import OPTIONS_PARAMS, params_problems
 from strategies.params import STRATEGY_PARAMS, get_params
 
 __all__ = [
@@ -217,6 +223,7 @@ class Config:
     path: Path | None  # the file it came from; None when parsed from a dict
     interval_seconds: int
     state_file: Path
+    create_state_dir: bool
     fee_pct: float
     slippage_pct: float
     price_band_pct: float
@@ -257,16 +264,32 @@ def load_config(path: str | Path, *, base_dir: Path | None = None) -> Config:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(source, [f"config path is a directory, not a file: {path.resolve()}"])
+        if path.exists() and not path.is_file():
+            raise ConfigError(source, [f"config path is not a regular file: {path.resolve()}"])
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(source, [f"config file is {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config "
+                                       f"may have: {path.resolve()}"])
+        with path.open("rb") as file:
+            text = file.read(MAX_CONFIG_BYTES + 1).decode("utf-8")  # bounded even if it grows meanwhile
     except FileNotFoundError:
         raise ConfigError(source, [f"config file not found: {path.resolve()}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, [f"cannot read config file {path.resolve()}: {exc}"]) from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [f"config file is more than the {MAX_CONFIG_BYTES:,} bytes a config may have"])
     duplicates: list[str] = []
     try:
         raw = json.loads(text, object_pairs_hook=lambda pairs: _object_noting_duplicates(pairs, duplicates))
     except json.JSONDecodeError as exc:
         raise ConfigError(source, [f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+    except RecursionError:
+        raise ConfigError(source, [f"(top level): nested too deeply to parse; a config is at most {MAX_DEPTH} "
+                                   f"levels deep"]) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError(source, [f"invalid JSON: {exc}"]) from None
     return _parse(raw, source, path.resolve(), base_dir, duplicates)
 
 
@@ -287,6 +310,9 @@ def _object_noting_duplicates(pairs: list[tuple[str, Any]], duplicates: list[str
 def _parse(raw: Any, source: str, path: Path | None, base_dir: Path | None, errors: list[str]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(source, [*errors, f"(top level): expected an object, got {show(raw)}"])
+    shape = _shape_problems(raw)
+    if shape:  # the passes below recurse and do arithmetic: they only see finite, shallow data
+        raise ConfigError(source, [*errors, *shape])
     base = Path.cwd() if base_dir is None else Path(base_dir)
     secrets = _find_secrets(raw)
     errors.extend(secrets.values())
@@ -296,9 +322,34 @@ def _parse(raw: Any, source: str, path: Path | None, base_dir: Path | None, erro
     _check_endpoints(top["endpoints"], errors)
     _check_gateway(top["gateway"], errors)
     _check_strategies(top, entries, errors)
+    _check_state_file(top["state_file"], base, errors)
     if errors:
         raise ConfigError(source, errors)
-    return _build(top, entries, path, base)
+    config = _build(top, entries, path, base)
+    capacity = _check_capacity(config)
+    if capacity:
+        raise ConfigError(source, capacity)
+    return config
+
+
+# ---- pass 0: the shape of the data -------------------------------------------------------------
+
+def _shape_problems(raw: Any) -> list[str]:
+    """Nesting deeper than MAX_DEPTH and every NaN or infinity (JSON's NaN/Infinity, or 1e999),
+    found without recursion, so no input can overflow the stack or reach a range check."""
+    problems: list[str] = []
+    pending: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return [f"{where}: nested more than {MAX_DEPTH} levels deep; a config is at most {MAX_DEPTH} levels"]
+        if isinstance(value, dict):
+            pending.extend((v, join_path(where, str(k)), depth + 1) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            pending.extend((v, f"{where}[{i}]", depth + 1) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where or '(top level)'}: must be a finite number, got {show(value)}")
+    return problems
 
 
 # ---- pass 2: consistency rules ---------------------------------------------------------------------
@@ -367,6 +418,8 @@ def _check_strategy_entry(entry: Any, where: str, errors: list[str], reported: s
     values = check_section(entry, section, where, errors, key_paths=key_paths, reported=reported)
     values["where"] = where
     values["paths"] = {key: key_paths.get(key, f"{where}.{key}") for key in section.fields}
+    if isinstance(values["params"], dict):  # a literal secret in params is reported once, as a secret
+        values["params"] = {k: v for k, v in values["params"].items() if f"{where}.params.{k}" not in reported}
     return values
 
 
@@ -546,6 +599,7 @@ def _check_spot(entry: dict[str, Any], errors: list[str]) -> None:
 
 def _check_options(entry: dict[str, Any], options: dict[str, Any], errors: list[str]) -> list[tuple[str, Any]]:
     """Check the venue lists the underlying; return the spot symbol the strategy reads."""
+    _check_options_params(entry, errors)
     venue, underlying, quote = entry["venue"], entry["underlying"], options["underlying_quote"]
     if venue is INVALID or underlying is INVALID:
         return []
@@ -558,6 +612,49 @@ def _check_options(entry: dict[str, Any], options: dict[str, Any], errors: list[
     entry["symbol"] = f"{underlying}/{quote}"
     entry["paths"]["symbol"] = entry["paths"]["underlying"]
     return [("symbol", entry["symbol"])]
+
+
+def _check_options_params(entry: dict[str, Any], errors: list[str]) -> None:
+    """Params against the strategy's declared table (options.params); kept as given, since the
+    engine lets them override the theta-harvest exits, so defaults are not filled in here."""
+    name, params, where = entry["strategy"], entry["params"], entry["paths"]["params"]
+    if name is INVALID or params is INVALID:
+        return
+    table = OPTIONS_PARAMS[name]
+    for key, problem in params_problems(name, params):
+        if not key:
+            errors.append(f"{where}: {problem}, got {show(dict(params))}")
+        elif key not in table:
+            errors.append(f"{where}.{key}: {problem}{did_you_mean(key, table)}")
+        else:
+            errors.append(f"{where}.{key}: {problem}, got {show(params[key])}")
+
+
+def _check_state_file(state_file: Any, base: Path, errors: list[str]) -> None:
+    """The portfolio must be able to create the state file: not a directory, and its nearest
+    existing ancestor a directory (a file there makes every save fail)."""
+    if state_file is INVALID:
+        return
+    path = base / state_file
+    if path.is_dir():
+        errors.append(f"state_file: {path} is a directory; name a file inside it, like "
+                      f"{show(str(Path(state_file) / 'state.json'))}, got {show(state_file)}")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                errors.append(f"state_file: {parent} is a file, so nothing can be created under it; "
+                              f"got {show(state_file)}")
+            return
+
+
+def _check_capacity(config: Config) -> list[str]:
+    """The signals engine must keep up with its strategies at this feed speed (common.capacity).
+    One engine runs every strategy today; with several, each is checked with its own."""
+    demands = [Demand(s.id, s.is_options, s.interval_seconds, s.timeframe,
+                      (s.underlying or "", s.venue or "") if s.is_options else None)
+               for s in config.strategies]
+    return [f"strategies: {problem}" for problem in capacity_problems("signals", demands, config.feed.speed)]
 
 
 # ---- building the typed config (only once every check passed) -------------------------------------
@@ -584,6 +681,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         path=path,
         interval_seconds=top["interval_seconds"],
         state_file=base / top["state_file"],
+        create_state_dir=top["create_state_dir"],
         fee_pct=top["fee_pct"],
         slippage_pct=top["slippage_pct"],
         price_band_pct=top["price_band_pct"],

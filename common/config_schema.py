@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from common.timeframes import TIMEFRAME_MS
+from options.params import OPTIONS_PARAMS, PARAMS_RULES
 
 SPOT = "spot"
 OPTIONS = "options"
 STRATEGY_TYPES = (SPOT, OPTIONS)
-# Until options/ publishes its own registry, this is the one list of options strategy names.
-OPTIONS_STRATEGY_NAMES = ("vol_mean_reversion", "momentum_options", "protective_puts", "covered_calls", "wheel")
+OPTIONS_STRATEGY_NAMES = tuple(OPTIONS_PARAMS)
 OPTIONS_VENUE_UNDERLYINGS: Mapping[str, tuple[str, ...]] = {"deribit": ("BTC", "ETH"), "ibkr": ("BTC", "ETH")}
 FEED_MODES = ("sim", "replay", "live")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -36,6 +36,8 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 STRATEGY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 TCP_ENDPOINT_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
+MAX_CONFIG_BYTES = 10 * 1024 * 1024  # the default config is 12 KB; 10,000 strategies fit in 3 MB
+MAX_DEPTH = 16  # the deepest key is 4 levels down (options.venues.deribit.min_score)
 
 
 def show(value: Any) -> str:
@@ -115,6 +117,11 @@ OBJECT_LIST = ValueType("a list of objects", "list of objects", lambda v: isinst
 
 # ---- constraints: each says what is wrong (problem) and what is allowed (describe) -------------
 
+def _num(v: float) -> str:
+    """A bound as a user would write it: 2592000 and 1000000000000, not 2.592e+06."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e19 else f"{v:g}"
+
+
 @dataclass(frozen=True, slots=True)
 class Range:
     gt: float | None = None
@@ -123,13 +130,13 @@ class Range:
     le: float | None = None
 
     def describe(self) -> str:
-        low = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else None
-        high = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else None
+        low = f"({_num(self.gt)}" if self.gt is not None else f"[{_num(self.ge)}" if self.ge is not None else None
+        high = f"{_num(self.lt)})" if self.lt is not None else f"{_num(self.le)}]" if self.le is not None else None
         if low and high:
             return f"in {low}, {high}"
         if low:
-            return f"> {self.gt:g}" if self.gt is not None else f">= {self.ge:g}"
-        return f"< {self.lt:g}" if self.lt is not None else f"<= {self.le:g}"
+            return f"> {_num(self.gt)}" if self.gt is not None else f">= {_num(self.ge)}"
+        return f"< {_num(self.lt)}" if self.lt is not None else f"<= {_num(self.le)}"
 
     def problem(self, v: float) -> str | None:
         ok = (
@@ -251,7 +258,15 @@ ENDPOINT_RULE = Rule("`tcp://HOST:PORT` (HOST not `*`) or `ipc://PATH`", _endpoi
 SYMBOL_RULE = Matches(SYMBOL_RE, "BASE/QUOTE in upper case, like BTC/USDT")
 TIMEFRAME_RULE = OneOf(tuple(TIMEFRAME_MS))
 PERCENT = Range(gt=0, le=100)
-POSITIVE = Range(gt=0)
+# Bounds on every number: wide enough for any real use, narrow enough that a typo (1e308 of
+# capital, a fee of 90 %) or an attack cannot reach arithmetic that overflows or means nothing.
+MAX_CAPITAL_USD = 1e12
+MAX_INTERVAL_SECONDS = 30 * 86_400
+MAX_SPEED = 1_000_000
+CAPITAL = Range(gt=0, le=MAX_CAPITAL_USD)
+INTERVAL = Range(ge=1, le=MAX_INTERVAL_SECONDS)
+COST_PCT = Range(ge=0, le=10)
+DAYS_TO_EXPIRY = Range(ge=0, le=365)
 ENV_NAME_RULE = Matches(ENV_NAME_RE, "an environment variable name, like DISCORD_WEBHOOK_URL")
 
 
@@ -267,7 +282,7 @@ FEED_REPLAY = Section("feed.replay", "CSV bars replayed as the market (`feed.mod
 FEED_LIVE = Section("feed.live", "Real exchanges (`feed.mode` = `live`); public data only, no keys.", {
     "exchange": Field(STRING, "CCXT exchange id for spot bars.", "binanceus",
                       Matches(re.compile(r"^[a-z0-9_]+$"), "a CCXT exchange id in lower case")),
-    "poll_seconds": Field(NUMBER, "Seconds between polls of the exchange.", 10, POSITIVE),
+    "poll_seconds": Field(NUMBER, "Seconds between polls of the exchange.", 10, Range(ge=0.01, le=3600)),
     "deribit_url": Field(STRING, "Deribit public REST base URL (option chains, index prices).",
                          "https://www.deribit.com/api/v2", Rule("an http(s) URL", _url_problem)),
     "binance_url": Field(STRING, "Scheme and host that replace the exchange's own API host "
@@ -283,11 +298,13 @@ FEED = Section("feed", "Where market data comes from and how fast market time ru
     "timeframes": Field(STRING_LIST, "Bar timeframes the feed produces; must cover every strategy timeframe.",
                         Derived("the strategies' timeframes"), Each(TIMEFRAME_RULE)),
     "speed": Field(NUMBER, "Market seconds per wall second (`sim`, `replay`); `live` runs at 1.",
-                   Derived("3600, or 1 in live mode"), POSITIVE),
-    "seed": Field(INTEGER, "Random seed of the simulator: the same seed gives the same market.", 7),
+                   Derived("3600, or 1 in live mode"), Range(gt=0, le=MAX_SPEED)),
+    "seed": Field(INTEGER, "Random seed of the simulator: the same seed gives the same market.", 7,
+                  Range(ge=0, le=2**63 - 1)),
     "start": Field(STRING, "Market time of the first live bar (`sim`, `replay`), ISO 8601 UTC.",
                    "2026-01-01T00:00:00Z", Rule("ISO 8601 in UTC", _utc_time_problem)),
-    "history_days": Field(INTEGER, "Days of bars made before `start` so strategies warm up.", 120, Range(ge=0)),
+    "history_days": Field(INTEGER, "Days of bars made before `start` so strategies warm up.", 120,
+                          Range(ge=0, le=3650)),
     "replay": Field(FEED_REPLAY, "Replay settings."),
     "live": Field(FEED_LIVE, "Live settings."),
 })
@@ -318,8 +335,9 @@ GATEWAY = Section("gateway", "HTTP status server (`/status`, dashboard, `/metric
 RISK = Section("risk", "Risk limits for every strategy; a strategy may override any of them under its own `risk`.", {
     "max_position_pct": Field(NUMBER, "Largest position as % of the strategy's equity.", 95, PERCENT),
     "max_consecutive_losses": Field(INTEGER, "Losing trades in a row that trip the circuit breaker.", 5,
-                                    Range(ge=1)),
-    "circuit_breaker_hours": Field(NUMBER, "Market hours a tripped strategy stays paused.", 24, POSITIVE),
+                                    Range(ge=1, le=1000)),
+    "circuit_breaker_hours": Field(NUMBER, "Market hours a tripped strategy stays paused.", 24,
+                                   Range(gt=0, le=8760)),
     "daily_loss_pct": Field(NUMBER, "Loss in one market day (% of day-start equity) that pauses the strategy.",
                             10, PERCENT),
 })
@@ -329,7 +347,7 @@ _VENUE_KEYS = ("risk_free_rate", "max_positions", "min_score")
 OPTIONS_SECTION_FIELDS: dict[str, Field] = {
     "risk_free_rate": Field(NUMBER, "Annual risk-free rate for Black-Scholes, as a fraction (0.05 = 5 %).", 0.0,
                             Range(gt=-1, lt=1)),
-    "max_positions": Field(INTEGER, "Open options positions per strategy at most.", 4, Range(ge=1)),
+    "max_positions": Field(INTEGER, "Open options positions per strategy at most.", 4, Range(ge=1, le=100)),
     "min_score": Field(NUMBER, "Portfolio-aware score a new trade needs to be opened.", 0.3, Range(ge=0, le=1)),
     "timeframe": Field(STRING, "Bars of the underlying that options strategies read (realized vol, IV rank).",
                        "1d", TIMEFRAME_RULE),
@@ -377,15 +395,18 @@ IBKR = Section("ibkr", "Interactive Brokers TWS/Gateway for CME options; `host` 
                "Black-Scholes only and never connect.", {
     "host": Field(STRING, "TWS/Gateway host, or null.", None, nullable=True),
     "port": Field(INTEGER, "TWS/Gateway port (7497 = paper TWS).", 7497, Range(ge=1, le=65535)),
-    "client_id": Field(INTEGER, "API client id.", 17, Range(ge=0)),
+    "client_id": Field(INTEGER, "API client id.", 17, Range(ge=0, le=2**31 - 1)),
 })
 
 TOP = Section("top level", "The file is one JSON object.", {
-    "interval_seconds": Field(INTEGER, "Default spot strategy interval (market seconds).", 300, POSITIVE),
+    "interval_seconds": Field(INTEGER, "Default spot strategy interval (market seconds).", 300, INTERVAL),
     "state_file": Field(STRING, "Portfolio state file; relative paths resolve against the working directory.",
                         "run/state.json", Matches(re.compile(r"^\S.*$"), "a path")),
-    "fee_pct": Field(NUMBER, "Fee per fill, % of notional.", 0.1, Range(ge=0, lt=100)),
-    "slippage_pct": Field(NUMBER, "Slippage per fill, % of price, against the trader.", 0.0, Range(ge=0, lt=100)),
+    "create_state_dir": Field(BOOLEAN, "Create the state file's directory when it is missing; off, a missing "
+                              "directory (an unmounted volume?) stops the portfolio instead of starting from zero.",
+                              False),
+    "fee_pct": Field(NUMBER, "Fee per fill, % of notional.", 0.1, COST_PCT),
+    "slippage_pct": Field(NUMBER, "Slippage per fill, % of price, against the trader.", 0.0, COST_PCT),
     "price_band_pct": Field(NUMBER, "An order whose declared price (spot) or premium (options) is more than this % "
                             "from the portfolio's own mark is refused; fills are at that mark.", 5.0,
                             Range(gt=0, le=50)),
@@ -406,20 +427,22 @@ STRATEGY_RISK = Section("strategies[].risk", "Per-strategy overrides of the top-
 THETA_HARVEST = Section("strategies[].theta_harvest", "Close sold options early.", {
     "enabled": Field(BOOLEAN, "Close short options early on the rules below.", False),
     "profit_target_pct": Field(NUMBER, "Close when this % of the premium is captured.", 60, PERCENT),
-    "stop_loss_pct": Field(NUMBER, "Close when the loss reaches this % of the premium.", 200, POSITIVE),
-    "min_dte_close": Field(INTEGER, "Close when this many days or fewer are left to expiry.", 3, Range(ge=0)),
+    "stop_loss_pct": Field(NUMBER, "Close when the loss reaches this % of the premium.", 200,
+                           Range(gt=0, le=10_000)),
+    "min_dte_close": Field(INTEGER, "Close when this many days or fewer are left to expiry.", 3, DAYS_TO_EXPIRY),
 })
 
 _STRATEGY_COMMON: dict[str, Field] = {
     "id": Field(STRING, "Unique id; used in topics (`signal.<id>`) and the state file.", REQUIRED,
                 Matches(STRATEGY_ID_RE, "letters, digits, '-' or '_'")),
     "type": Field(STRING, "`spot` or `options`.", REQUIRED, OneOf(STRATEGY_TYPES)),
-    "capital": Field(NUMBER, "Starting paper capital in USD.", REQUIRED, POSITIVE),
+    "capital": Field(NUMBER, "Starting paper capital in USD.", REQUIRED, CAPITAL),
     "max_drawdown_pct": Field(NUMBER, "Drawdown from peak equity (%) that stops the strategy.", REQUIRED, PERCENT),
     "interval_seconds": Field(INTEGER, "How often the strategy is checked (market seconds).",
-                              Derived("top-level `interval_seconds` (spot), 1200 (options)"), POSITIVE),
+                              Derived("top-level `interval_seconds` (spot), 1200 (options)"), INTERVAL),
     "params": Field(OBJECT, "Strategy parameters. Spot: checked by `strategies.params` (names, types, "
-                     "ranges) and stored with defaults filled in; options: passed to the strategy as given.", {}),
+                     "ranges) and stored with defaults filled in; options: checked by `options.params` (names, types, "
+                     "ranges; see below) and passed to the strategy as given.", {}),
     "risk": Field(STRATEGY_RISK, STRATEGY_RISK.doc),
 }
 
@@ -562,7 +585,14 @@ Check a file with `python -m common.config --check PATH`: it lists *every* probl
   `strategies.params`; symbols must be in `feed.symbols` and timeframes in `feed.timeframes`;
   an options strategy reads `UNDERLYING/options.underlying_quote` bars at `options.timeframe`,
   so that symbol must be in `feed.symbols` too; `pairs_spread` needs a `pair` other than
-  `symbol`; endpoints are all distinct; in `replay` mode every symbol needs an existing file.
+  `symbol`; endpoints are all distinct; in `replay` mode every symbol needs an existing file;
+  `state_file` is not a directory and no file stands where its parent directories go.
+- The file is at most {MAX_CONFIG_BYTES // 2**20} MB and {MAX_DEPTH} levels deep; NaN and Infinity are refused anywhere.
+- Capacity: the signals engine must decide every strategy within its deadline (the longer of
+  its interval and its bar timeframe, divided by `feed.speed`) on a machine twice as slow as the
+  one measured, and no loop turn may outlast the heartbeat (`common/capacity.py`; costs from
+  `python -m bench.bench_decision`). A config beyond that is refused with the estimated time,
+  the budget and the ceiling at that speed.
 
 Options venues and their underlyings: {_VENUES_DOC}.
 Options strategies: {", ".join(f"`{n}`" for n in OPTIONS_STRATEGY_NAMES)}.
@@ -603,10 +633,29 @@ def _doc_table(heading: str, section: Section) -> str:
     ])
 
 
+def _options_params_table() -> str:
+    """The options strategies' `params`, from options.params (the table the check uses)."""
+    rows = [f"| `{name}` | `{key}` | `{json.dumps(spec.default)}` | {spec.describe()} |"
+            for name, table in OPTIONS_PARAMS.items() for key, spec in table.items()]
+    rules = [f"`{name}`: {rule.message}" for name, listed in PARAMS_RULES.items() for rule in listed]
+    return "\n".join([
+        "## strategies[].params (options)",
+        "",
+        "Checked by `options.params`: unknown keys, other types and values out of range are errors. "
+        "Explicit params override the `theta_harvest` exits. Rules: " + "; ".join(rules) + ".",
+        "",
+        "| strategy | param | default | allowed |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
 def render_markdown() -> str:
     """docs/CONFIG.md, made from the schema tables above."""
     top_scalars = Section(TOP.title, TOP.doc, {k: f for k, f in TOP.fields.items() if not isinstance(f.type, Section)})
     parts = [DOCS_INTRO, _doc_table("Top level", top_scalars)]
     parts += [_doc_table(f"`{f.type.title}`", f.type) for f in TOP.fields.values() if isinstance(f.type, Section)]
     parts += [_doc_table(s.title, s) for s in STRATEGY_SECTIONS]
+    parts.append(_options_params_table())
     return "\n".join(parts)

@@ -10,17 +10,46 @@ pandas is imported inside the loader: a sim-mode service never pays its ~70 MB.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from common.bars import find_bar_problems
 from common.ohlcv import OHLCV, BadBarError
+from common.timeframes import TIMEFRAME_MS
 
 HEADER = "timestamp_ms,open,high,low,close,volume"
 TIME_COLUMNS = ("timestamp_ms", "timestamp", "date")
 VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 SECONDS_BELOW = 100_000_000_000  # 1e11: as seconds that is year 5138, as ms it is 1973
+
+
+# BTC_USDT-1h.csv (download-data, freqtrade), BTC_USD-1d_2022-11-06_2024-08-31.csv (a dated cut).
+_FILE_NAME = re.compile(r"^([A-Z0-9]+)_([A-Z0-9]+)-(\d+[mhdw])(?:[_.-].*)?\.csv$", re.IGNORECASE)
+
+
+def name_parts(path: str | Path) -> tuple[str, str] | None:
+    """(symbol, timeframe) a bar file's name states ('BTC_USDT-1h.csv' -> ('BTC/USDT', '1h')), or None."""
+    match = _FILE_NAME.match(Path(path).name)
+    if match is None:
+        return None
+    base, quote, timeframe = match.groups()
+    return f"{base.upper()}/{quote.upper()}", timeframe
+
+
+def spacing_timeframe(ohlcv: OHLCV, where: str) -> str:
+    """The timeframe of the bars' spacing: the most common gap between consecutive opens
+    (robust to missing bars), which must be a known timeframe."""
+    if len(ohlcv) < 2:
+        raise BadBarError(f"{where}: {len(ohlcv)} bar(s); need 2 to tell the timeframe from the spacing")
+    gaps, counts = np.unique(np.diff(ohlcv.ts), return_counts=True)
+    gap = int(gaps[np.argmax(counts)])
+    for name, ms in TIMEFRAME_MS.items():
+        if ms == gap:
+            return name
+    raise BadBarError(f"{where}: bars are {gap} ms apart, which is no known timeframe "
+                      f"({', '.join(TIMEFRAME_MS)})")
 
 
 def _line(index: int) -> int:

@@ -20,8 +20,8 @@ from options.chain import OptionChain
 from options.contracts import OptionPosition, ProposedTrade
 from options.order_checks import book_positions as positions_of
 from options.risk import OptionsRiskLimits, check_options_trade
-from options.scoring import MAX_POSITIONS, score_trade, select_trades
-from options.strategies import OptionsContext, decide
+from options.scoring import MAX_POSITIONS, score_trade, select_with_reasons
+from options.strategies import OptionsContext, decide_with_reason
 from options.venues import VenueSpec
 from strategies.registry import latest_signal
 
@@ -84,6 +84,32 @@ class OptionsDecision:
     orders: list[OptionOrder] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # risk refusals, for the log
     skipped: str | None = None
+    # Every reason a proposal was not taken, or the strategy proposed none: "no signal: ...",
+    # "holding: ...", "venue minimum: ...", "score below 0.3: ...", "position cap: ...",
+    # "risk limit: ...", "no chain: ..." (the kind before the first colon).
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, str]:
+        """The last decision as /status and the backtest show it: what happened and why."""
+        if self.skipped is not None:
+            return {"decision": "skipped", "reason": self.skipped}
+        if self.actions:
+            done = "; ".join(dict.fromkeys(f"{a['action']} {a['contract']}: {a['reason']}" for a in self.actions))
+            return {"decision": "trade", "reason": "; ".join([done, *self.reasons])}
+        return {"decision": "no trade", "reason": "; ".join(self.reasons) or "nothing proposed"}
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a reason string ("venue minimum", "risk limit", ...): its text before the first colon."""
+    return reason.split(":", 1)[0].strip()
+
+
+def spot_summary(decision: SpotDecision) -> dict[str, str]:
+    """A spot strategy's last decision: buy, sell or hold on its bar, or why it was skipped."""
+    if decision.signal is None:
+        return {"decision": "skipped", "reason": decision.skipped or "no signal"}
+    word = {1: "buy", -1: "sell"}.get(decision.signal.signal, "hold")
+    return {"decision": word, "reason": f"{decision.signal.strategy} says {word} at {decision.signal.price:g}"}
 
 
 def options_params(strategy: str, params: Mapping[str, Any], theta_harvest: Any | None) -> dict[str, Any]:
@@ -117,7 +143,7 @@ def _action(trade: ProposedTrade, parts: Mapping[str, float]) -> dict[str, Any]:
             "quantity": trade.quantity, "multiplier": c.multiplier, "strike": c.strike, "expiry_ts": c.expiry_ts,
             "premium_usd": trade.premium, "premium_usd_per_contract": trade.premium * c.multiplier,
             "greeks": dict(trade.greeks), "score": trade.score, "score_parts": dict(parts),
-            "reason": trade.reason, "group": trade.group}
+            "reason": trade.reason, "group": trade.group, "spot_coins": trade.spot_coins}
 
 
 def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlying: str, params: Mapping[str, Any],
@@ -136,33 +162,43 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
     if reason is not None:
         return OptionsDecision(strategy_id, skipped=reason)
     positions = book_positions(book, venue.name, underlying)
+    spot_coins = float(book.get("spot_quantity", 0.0))
+    value = float(book["portfolio_value"])
     ctx = OptionsContext(
         strategy_id=strategy_id, underlying=underlying, venue=venue, ts_event=chain.ts, spot=chain.spot,
         closes=np.asarray(closes.close, dtype=np.float64), atm_iv=atm_iv, iv_history=np.asarray(iv_history),
-        chain=chain, capital=float(book["capital"]), cash=float(book["cash"]),
-        spot_quantity=float(book.get("spot_quantity", 0.0)), spot_cost_basis=float(book.get("spot_cost_basis", 0.0)))
-    proposals = decide(strategy, ctx, positions, params)
-    selected = select_trades(proposals, positions, chain.spot, max_positions=max_positions, min_score=min_score)
+        chain=chain, capital=float(book["capital"]), cash=float(book["cash"]), spot_quantity=spot_coins,
+        spot_cost_basis=float(book.get("spot_cost_basis", 0.0)), portfolio_value=value, limits=limits)
+    proposals, idle = decide_with_reason(strategy, ctx, positions, params)
+    selected, reasons = select_with_reasons(proposals, positions, chain.spot, max_positions=max_positions,
+                                            min_score=min_score)
+    if idle is not None:
+        reasons.insert(0, idle)
     accepted, refused, book_now = [], [], list(positions)
     groups: dict[str, list[ProposedTrade]] = {}
     for trade in selected:
         groups.setdefault(trade.group or f"{trade.action}-{trade.contract.name}", []).append(trade)
     for legs in groups.values():
-        # A structure is judged whole: each leg against the book holding the structure's other legs,
-        # so a delta-neutral straddle is not refused for its call leg alone.
+        # A structure is judged whole: each leg against the book holding the structure's other legs
+        # (and its coins), so a delta-neutral straddle is not refused for its call leg alone.
         opened = [_as_position(leg, chain.ts) for leg in legs if leg.action == "open"]
+        coins = sum(leg.spot_coins for leg in legs)
         verdicts = [check_options_trade(limits, book_now + [p for p in opened if p.contract != leg.contract], leg,
-                                        float(book["portfolio_value"]), spot=chain.spot,
-                                        peak_value=book.get("peak_value")) for leg in legs]
-        failed = [f"{leg.action} {leg.contract.name}: {why}" for leg, (ok, why) in zip(legs, verdicts) if not ok]
+                                        value, spot=chain.spot, peak_value=book.get("peak_value"),
+                                        spot_coins=spot_coins + coins - leg.spot_coins) for leg in legs]
+        failed = [f"risk limit: {leg.action} {leg.contract.name}: {why.removeprefix('risk limit: ')}"
+                  for leg, (ok, why) in zip(legs, verdicts) if not ok]
         if failed:
             refused += failed
             continue
         accepted += legs
-        book_now = book_now + opened
+        closed = {leg.contract for leg in legs if leg.action == "close"}
+        book_now = [p for p in book_now if p.contract not in closed] + opened
+        spot_coins += coins
     parts = [score_trade(t, positions, chain.spot).parts for t in accepted]
     return OptionsDecision(strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
-                           option_orders(strategy_id, chain.ts, chain.spot, accepted, parts), refused)
+                           option_orders(strategy_id, chain.ts, chain.spot, accepted, parts), refused,
+                           reasons=reasons + refused)
 
 
 class Schedule:

@@ -28,6 +28,9 @@ FILL_KINDS = ("spot", "option", "settlement", "liquidation")
 _SPOT_POSITION_KINDS = ("spot", "liquidation")
 # A sell within this fraction of the held quantity closes the position (float residue).
 _CLOSE_TOLERANCE = 1e-9
+# No paper book honestly reaches a trillion dollars: a state amount beyond it is damage or an
+# attack, and would break marking (1e308 overflows on the first sum).
+MAX_USD = 1e12
 
 
 class MissingPriceError(ValueError):
@@ -323,6 +326,16 @@ def book_to_dict(book: StrategyBook) -> dict[str, Any]:
     }
 
 
+def read_usd(d: Mapping[str, Any], name: str, where: str, *, positive: bool = False) -> float:
+    """An amount of money from a state file: finite, within +-MAX_USD, and > 0 if ``positive``."""
+    value = read_number(d, name, where)
+    if positive and value <= 0:
+        raise RecordError(f"{where}.{name}: must be > 0, got {value!r}")
+    if abs(value) > MAX_USD:
+        raise RecordError(f"{where}.{name}: {value!r} is out of range (|amount| <= {MAX_USD:g} USD)")
+    return value
+
+
 def _position_from_dict(d: Any, key: str, where: str) -> Position:
     read_object(d, where)
     symbol = read_str(d, "symbol", where)
@@ -331,9 +344,10 @@ def _position_from_dict(d: Any, key: str, where: str) -> Position:
     quantity = read_number(d, "quantity", where)
     if quantity <= 0:
         raise RecordError(f"{where}.quantity: must be > 0, got {quantity!r}")
-    avg_price = read_number(d, "avg_price", where)
-    if avg_price <= 0:
-        raise RecordError(f"{where}.avg_price: must be > 0, got {avg_price!r}")
+    avg_price = read_usd(d, "avg_price", where, positive=True)
+    if quantity * avg_price > MAX_USD:
+        raise RecordError(f"{where}: quantity x avg_price = {quantity * avg_price:g} USD is out of range "
+                          f"(<= {MAX_USD:g})")
     return Position(symbol, quantity, avg_price, read_int(d, "opened_ts", where))
 
 
@@ -343,15 +357,17 @@ def _child(d: Mapping[str, Any], name: str, where: str) -> Any:
     return d[name]
 
 
-def book_from_dict(d: Mapping[str, Any], where: str) -> StrategyBook:
-    """Rebuild a book from state.json, naming the exact key path of anything wrong."""
+def book_from_dict(d: Mapping[str, Any], where: str, *, check_trades: bool = True) -> StrategyBook:
+    """Rebuild a book from state.json, naming the exact key path of anything wrong: money is
+    finite and within +-MAX_USD, quantities are positive. ``option_positions`` are only
+    checked to be objects here; ``options.book.read_option_positions`` checks their fields.
+    ``check_trades=False`` takes ``recent_trades`` as they are (a save checking a state it
+    built from fills; they are the bulk of the work)."""
     read_object(d, where)
     kind = read_str(d, "kind", where)
     if kind not in BOOK_KINDS:
         raise RecordError(f"{where}.kind: must be one of {BOOK_KINDS}, got {kind!r}")
-    initial_capital = read_number(d, "initial_capital", where)
-    if initial_capital <= 0:
-        raise RecordError(f"{where}.initial_capital: must be > 0, got {initial_capital!r}")
+    initial_capital = read_usd(d, "initial_capital", where, positive=True)
     positions_d = read_object(_child(d, "positions", where), f"{where}.positions")
     options_d = read_object(_child(d, "option_positions", where), f"{where}.option_positions")
     ids_d = read_object(_child(d, "recent_order_ids", where), f"{where}.recent_order_ids")
@@ -361,20 +377,24 @@ def book_from_dict(d: Mapping[str, Any], where: str) -> StrategyBook:
     recent_order_ids: dict[str, int] = {}
     for order_id in list(ids_d)[-RECENT_ORDER_IDS:]:
         recent_order_ids[order_id] = read_int(ids_d, order_id, f"{where}.recent_order_ids", minimum=0)
+    risk_d = read_object(_child(d, "risk", where), f"{where}.risk")
+    for name in ("peak_value", "day_start_value", "last_value"):
+        read_usd(risk_d, name, f"{where}.risk")
     return StrategyBook(
         strategy_id=read_str(d, "strategy_id", where),
         kind=kind,
         initial_capital=initial_capital,
-        cash=read_number(d, "cash", where),
+        cash=read_usd(d, "cash", where),
         positions={s: _position_from_dict(p, s, f"{where}.positions.{s}") for s, p in positions_d.items()},
         option_positions={
             name: dict(read_object(p, f"{where}.option_positions.{name}")) for name, p in options_d.items()
         },
         trade_count=read_int(d, "trade_count", where, minimum=0),
         recent_trades=[
-            Fill.from_dict(t, f"{where}.recent_trades[{i}]").to_dict() for i, t in enumerate(trades[-RECENT_TRADES:])
+            Fill.from_dict(t, f"{where}.recent_trades[{i}]").to_dict() if check_trades else t
+            for i, t in enumerate(trades[-RECENT_TRADES:])
         ],
-        risk=RiskState.from_dict(_child(d, "risk", where), f"{where}.risk"),
+        risk=RiskState.from_dict(risk_d, f"{where}.risk"),
         recent_order_ids=recent_order_ids,
         last_ts=read_int(d, "last_ts", where),
     )

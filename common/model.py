@@ -76,6 +76,14 @@ def read_bool(d: Mapping[str, Any], name: str, where: str) -> bool:
     return value
 
 
+# The status of an order answer that is neither a fill nor a refusal: the portfolio cannot
+# decide or book it right now (its journal cannot be written, the pricer cannot price the
+# contract). The sender keeps the order and sends it again later; its id makes that harmless.
+ORDER_RETRY = "retry"
+# Error codes of a request that may succeed when sent again later.
+TRANSIENT_ERRORS = frozenset({"unavailable"})
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     """What a strategy decided on one bar; published on ``signal.<strategy_id>``."""

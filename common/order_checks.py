@@ -19,13 +19,13 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Collection
 
-from common.model import SpotOrder
+from common.model import ORDER_RETRY, SpotOrder
 
 # Default half-width of the band around the portfolio's mark that a declared price must lie
 # in (config ``price_band_pct``): far wider than a bar's move in a normal market or the gap
 # between the engine's bar close and the portfolio's tick, far narrower than a forged price.
 DEFAULT_PRICE_BAND_PCT = 5.0
-OK, REJECTED, RETRY = "ok", "rejected", "retry"
+OK, REJECTED, RETRY = "ok", "rejected", ORDER_RETRY
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,22 +12,22 @@ its strategy plus the market time an order may spend in transit).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from common.ledger import (
-    OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict, closes_a_trade,
+    MAX_USD, OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict, closes_a_trade,
     decide_spot_order, duplicate_reason, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
-from common.model import Fill, RecordError, SpotOrder
+from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
 from common.order_checks import DEFAULT_PRICE_BAND_PCT, OK, PriceTape, check_spot_order
-from common.risk import RiskLimits, entry_block_reason, risk_summary, update_on_mark, update_on_trade_closed
+from common.risk import (RiskLimits, RiskState, entry_block_reason, risk_summary, update_on_mark,
+                         update_on_trade_closed)
 from common.status import category_totals
 from common.timeframes import timeframe_ms
 from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
-                          mark_option_positions, option_value, settle_expired)
+                          mark_option_positions, option_value, read_option_positions, settle_expired)
 from options.order_checks import OptionMarket, order_refusal, price_option_order
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from common.config import Config
 
 STATE_VERSION = 1
+
+
 @dataclass(frozen=True, slots=True)
 class StrategyMeta:
     """What the portfolio needs to know of a configured strategy."""
@@ -51,9 +53,87 @@ class StrategyMeta:
 
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
+    """What ``reconcile`` did: books it created, books kept although their strategy left the
+    config (``retired``: never dropped, so no money vanishes), and the other books kept."""
+
     created: tuple[str, ...]
-    pruned: tuple[str, ...]
+    retired: tuple[str, ...]
     kept: tuple[str, ...]
+
+
+RISK_RECORD = "risk"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRecord:
+    """A journal record of one book's whole risk state, written when a mark trips or clears a
+    sticky limit (the kill switch, the daily loss limit). Fills replay the loss streak and the
+    circuit breaker by themselves, but marks are not journaled, so without these records a book
+    rebuilt from the journal would trade again after its kill switch had stopped it. Between
+    records, the drawdown peak and the day's start value follow the marks and are re-derived
+    from the marks after a rebuild. Journal lines carry ``"type": "risk"``; fills have no type."""
+
+    seq: int
+    strategy_id: str
+    ts_event: int
+    risk: RiskState
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": RISK_RECORD, "strategy_id": self.strategy_id, "ts_event": self.ts_event,
+                "risk": self.risk.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "risk record") -> "RiskRecord":
+        return cls(read_int(d, "seq", where, minimum=1), read_str(d, "strategy_id", where),
+                   read_int(d, "ts_event", where), RiskState.from_dict(d.get("risk"), f"{where}.risk"))
+
+
+JournalRecord = Fill | RiskRecord
+
+
+def journal_record(d: Mapping[str, Any], where: str) -> JournalRecord:
+    """A journal line as its record: a RiskRecord when ``type`` says so, else a Fill."""
+    if read_object(d, where).get("type") == RISK_RECORD:
+        return RiskRecord.from_dict(d, where)
+    return Fill.from_dict(d, where)
+
+
+def journal_fills(records: Iterable[Mapping[str, Any]]) -> list[Fill]:
+    """The fills among journal lines (what readers of the trade history want)."""
+    return [Fill.from_dict(r, f"journal seq {r.get('seq')}") for r in records if r.get("type") != RISK_RECORD]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedState:
+    """A state.json checked field by field (``parse_state``), ready to adopt."""
+
+    books: dict[str, StrategyBook]
+    journal_seq: int
+    market_ts: int
+    prices: dict[str, float]
+
+
+def parse_state(state: Mapping[str, Any], *, check_trades: bool = True) -> ParsedState:
+    """Check a state dict as load and save both need it; RecordError names the key path.
+    ``check_trades=False`` skips re-reading the recent trades (see ``book_from_dict``)."""
+    strategies = read_object(state.get("strategies"), "state.strategies")
+    seq = read_int(state, "journal_seq", "state", minimum=0) if "journal_seq" in state else 0
+    market_ts = read_int(state, "market_ts", "state", minimum=0) if "market_ts" in state else 0
+    books = {}
+    for sid, raw in strategies.items():
+        where = f"state.strategies.{sid}"
+        book = book_from_dict(raw, where, check_trades=check_trades)
+        if book.strategy_id != sid:
+            raise RecordError(f"{where}.strategy_id: {book.strategy_id!r} does not match its key {sid!r}")
+        book.option_positions = read_option_positions(raw["option_positions"], f"{where}.option_positions")
+        books[sid] = book
+    prices = {}
+    for symbol, price in read_object(state.get("prices", {}), "state.prices").items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) \
+                or not (math.isfinite(price) and 0 < price <= MAX_USD):
+            raise RecordError(f"state.prices.{symbol}: expected a price in (0, {MAX_USD:g}], got {price!r}")
+        prices[symbol] = float(price)
+    return ParsedState(books, seq, market_ts, prices)
 
 
 def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
@@ -105,46 +185,97 @@ class Portfolio:
         self.market_ts = 0
         self.journal_seq = 0
         self._problems: dict[str, dict[str, str]] = {"mark": {}, "option marks": {}}  # by marking pass
+        self._risk_unjournaled: set[str] = set()  # books whose sticky risk flags changed since their last record
 
     # --- state ---------------------------------------------------------------------------
     def reconcile(self, ts: int) -> Reconciliation:
-        """Create books for strategies new in config, drop those no longer in it, keep the rest."""
-        pruned = tuple(sorted(set(self.books) - set(self.metas)))
-        for sid in pruned:
-            del self.books[sid]
+        """Create books for strategies new in config and keep every other book: a book whose
+        strategy left the config stays (retired: not marked for risk, not traded), so putting
+        the strategy back finds its money where it was."""
         created = []
         for sid, meta in self.metas.items():
             if sid not in self.books:
                 self.books[sid] = new_book(sid, meta.kind, meta.capital, ts)
                 created.append(sid)
-        kept = tuple(sorted(set(self.books) - set(created)))
-        return Reconciliation(tuple(created), pruned, kept)
+        retired = tuple(sorted(set(self.books) - set(self.metas)))
+        kept = tuple(sorted(set(self.books) - set(created) - set(retired)))
+        return Reconciliation(tuple(created), retired, kept)
 
     def to_state(self) -> dict[str, Any]:
-        return {
+        """The state to save, checked as ``load_state`` will check it: a book that could not be
+        loaded back raises RecordError here, before any file or backup is touched."""
+        state = {
             "version": STATE_VERSION,
             "journal_seq": self.journal_seq,
             "market_ts": self.market_ts,
             "prices": dict(self.prices),
             "strategies": {sid: book_to_dict(book) for sid, book in self.books.items()},
         }
+        parse_state(state, check_trades=False)
+        return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Adopt a parsed state.json; RecordError names the bad key path."""
-        strategies = state.get("strategies")
-        if not isinstance(strategies, dict):
-            raise RecordError("state.strategies: expected an object of strategy books")
-        seq = state.get("journal_seq", 0)
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise RecordError(f"state.journal_seq: expected an integer >= 0, got {seq!r}")
-        self.books = {sid: book_from_dict(b, f"strategies.{sid}") for sid, b in strategies.items()}
-        self.journal_seq = seq
-        market_ts = state.get("market_ts", 0)
-        self.market_ts = market_ts if isinstance(market_ts, int) else 0
-        prices = state.get("prices", {})
-        if isinstance(prices, dict):
-            self.prices = {s: float(p) for s, p in prices.items()
-                           if isinstance(p, (int, float)) and math.isfinite(p) and p > 0}
+        """Adopt a parsed state.json, all or nothing; RecordError names the bad key path."""
+        parsed = parse_state(state)
+        self.books = parsed.books
+        self.journal_seq = parsed.journal_seq
+        self.market_ts = parsed.market_ts
+        self.prices = parsed.prices
+
+    # --- the journal -----------------------------------------------------------------------
+    def last_seen_fill(self) -> dict[str, Any] | None:
+        """The newest fill the books remember: the last one this state has seen."""
+        newest = None
+        for book in self.books.values():
+            if book.recent_trades and (newest is None or book.recent_trades[-1]["seq"] > newest["seq"]):
+                newest = book.recent_trades[-1]
+        return newest
+
+    def journal_disagreement(self, last_seq: int, tail: Sequence[Mapping[str, Any]]) -> str | None:
+        """Why the journal cannot be the history of this state, or None when it can.
+
+        ``last_seq`` is the journal's last seq; ``tail`` its records from the last seen fill's
+        seq on (``last_seen_fill``), or after ``journal_seq`` when no book remembers a fill.
+        """
+        if self.journal_seq > last_seq:
+            ends = "is empty or missing" if last_seq == 0 else f"ends at seq {last_seq}"
+            return (f"state.json has seen the journal up to seq {self.journal_seq} but the journal {ends}: "
+                    f"it was lost or cut short, and starting would reuse seqs {last_seq + 1}..{self.journal_seq}. "
+                    f"Restore the journal from a copy (state.json's books are intact)")
+        seen = self.last_seen_fill()
+        if seen is None:
+            return None
+        record = tail[0] if tail and tail[0].get("seq") == seen["seq"] else None
+        try:
+            same = record is not None and Fill.from_dict(record) == Fill.from_dict(seen)
+        except RecordError:
+            same = False
+        if same:
+            return None
+        return (f"line {seen['seq']}: the journal's seq {seen['seq']} is not the fill state.json last saw there "
+                f"(order {seen.get('order_id')!r} of {seen.get('strategy_id')!r}): the journal belongs to another "
+                f"state or was edited. Restore the matching journal, or move state.json away to rebuild from this "
+                f"journal alone")
+
+    def replay(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Book the journal records this state has not seen (``seq > journal_seq``), in order.
+
+        Call ``reconcile`` first, so every configured strategy has its book. A fill of a
+        strategy that has no book is refused (RecordError naming its seq), never skipped:
+        skipping would lose its money for good once the state is saved past it."""
+        fills = []
+        for record in records:
+            seq = record.get("seq")
+            if isinstance(seq, int) and seq <= self.journal_seq:
+                continue
+            parsed = journal_record(record, f"seq {seq}")
+            if parsed.strategy_id not in self.books:
+                raise RecordError(
+                    f"seq {seq}: a record of strategy {parsed.strategy_id!r}, which has no book in state.json and is "
+                    f"not in the config. Add it back to the config (same id, type and capital) to rebuild its book, "
+                    f"or restore the state.json that has it")
+            fills.append(parsed)
+        return self.commit(fills)
 
     # --- orders and fills ----------------------------------------------------------------
     def order_lag_ms(self, sid: str) -> int:
@@ -166,9 +297,10 @@ class Portfolio:
     def decide_spot(self, order: SpotOrder) -> OrderDecision:
         """Fill at the portfolio's own tick of the order's symbol at the order's time, never at
         the declared price; refused ("rejected", or "retry" while the tick is on its way) as
-        ``common.order_checks.check_spot_order`` says."""
+        ``common.order_checks.check_spot_order`` says. KeyError for a strategy not in the
+        config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
-        if book is None:
+        if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         meta = self.metas[order.strategy_id]
         duplicate = duplicate_reason(book, order.order_id)
@@ -179,7 +311,7 @@ class Portfolio:
         if check.status != OK:
             return OrderDecision(check.status, check.reason)
         return decide_spot_order(
-            book, dataclasses.replace(order, price=check.price), fee_rate=self.fee_rate,
+            book, replace(order, price=check.price), fee_rate=self.fee_rate,
             slippage_rate=self.slippage_rate, max_position_pct=meta.limits.max_position_pct,
             risk_limits=meta.limits, seq=self.journal_seq + 1,
         )
@@ -189,7 +321,7 @@ class Portfolio:
         another venue or underlying than the strategy's, a wrong multiplier or quantity step),
         or None: then ask the pricer and call ``decide_options_at_market``."""
         book = self.books.get(order.strategy_id)
-        if book is None:
+        if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         duplicate = duplicate_reason(book, order.order_id)
         if duplicate is not None:
@@ -218,25 +350,32 @@ class Portfolio:
     def decide_options(self, order: OptionOrder) -> OptionOrderDecision:
         """All legs of an option order or none, numbered after the journal, at the order's own
         premiums: for a caller that priced it (``decide_options_at_market``, or the backtester,
-        whose orders come from the chain it built itself)."""
+        whose orders come from the chain it built itself). KeyError for a strategy not in the
+        config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
-        if book is None:
+        if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         opens = any(leg.action == "open" for leg in order.legs)
         return decide_option_order(
             book, order, fee_rate=self.fee_rate, seq0=self.journal_seq + 1,
             max_positions=self.max_option_positions, min_score=self.min_option_score,
             entry_block=entry_block_reason(book.risk, order.ts_event) if opens else None,
+            quote=self.underlying_quote,
         )
 
-    def commit(self, fills: Iterable[Fill]) -> list[str]:
-        """Book journaled fills; returns risk events (circuit breaker trips) for the log."""
+    def commit(self, fills: Iterable[JournalRecord]) -> list[str]:
+        """Book journaled fills (and risk records); returns risk events (circuit breaker trips)
+        for the log. A record of a strategy without a book is an error, never skipped."""
         events: list[str] = []
         for fill in fills:
             book = self.books.get(fill.strategy_id)
+            if book is None:
+                raise RecordError(f"journal seq {fill.seq}: no book for strategy {fill.strategy_id!r}")
             if fill.seq > self.journal_seq:
                 self.journal_seq = fill.seq
-            if book is None:  # a fill of a strategy pruned from config: history only
+            if isinstance(fill, RiskRecord):
+                book.risk = replace(fill.risk)
+                self._risk_unjournaled.discard(fill.strategy_id)
                 continue
             apply_fill(book, fill)
             if fill.kind in ("option", "settlement"):
@@ -345,14 +484,23 @@ class Portfolio:
             value = self._guarded_mark("mark", sid, "valuation", lambda s=sid: float(self.value_of(s)))
             if value is None:
                 continue
+            sticky = (book.risk.kill_switch, book.risk.daily_loss_tripped)
             for event in update_on_mark(book.risk, meta.limits, value, ts):
                 events.append(f"{sid}: {event}")
+            if (book.risk.kill_switch, book.risk.daily_loss_tripped) != sticky:
+                self._risk_unjournaled.add(sid)
             if book.risk.kill_switch and book.positions:
                 fills = self._guarded_mark("mark", sid, "liquidation", lambda b=book, n=next_seq: liquidation_orders(
                     b, self.prices, ts, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate, first_seq=n))
                 liquidations += fills or []
                 next_seq += len(fills or [])
         return events, liquidations
+
+    def risk_records(self, first_seq: int) -> list[RiskRecord]:
+        """Records to journal, then commit, for the books whose kill switch or daily loss flag
+        a mark changed; a book stays listed until its record is committed."""
+        return [RiskRecord(first_seq + i, sid, self.market_ts, replace(self.books[sid].risk))
+                for i, sid in enumerate(sorted(self._risk_unjournaled))]
 
     # --- views -----------------------------------------------------------------------------
     def positions_view(self, sid: str, symbol: str) -> dict[str, Any]:

@@ -118,6 +118,15 @@ def drawdown_pct(peak_value: float, value: float) -> float:
     return (peak_value - value) / peak_value * 100.0
 
 
+def kill_switch_trips(peak_value: float, value: float, max_drawdown_pct: float) -> bool:
+    """A drawdown of at least the limit trips the kill switch. A 100% limit means "never, unless
+    the book is worth nothing": in percent arithmetic a book at a billionth of its peak would
+    otherwise trip it at 99.9999999%, which no one who set 100% meant."""
+    if max_drawdown_pct >= 100.0:
+        return peak_value > 0 and value <= 0.0
+    return drawdown_pct(peak_value, value) >= max_drawdown_pct - _PCT_TOLERANCE
+
+
 def update_on_mark(state: RiskState, limits: RiskLimits, value: float, ts_event: int) -> list[str]:
     """Fold one mark-to-market into the state; returns what tripped or rolled, for the log.
 
@@ -139,7 +148,7 @@ def update_on_mark(state: RiskState, limits: RiskLimits, value: float, ts_event:
     if value > state.peak_value:
         state.peak_value = value
     dd = drawdown_pct(state.peak_value, value)
-    if not state.kill_switch and dd >= limits.max_drawdown_pct - _PCT_TOLERANCE:
+    if not state.kill_switch and kill_switch_trips(state.peak_value, value, limits.max_drawdown_pct):
         state.kill_switch = True
         state.kill_reason = (
             f"drawdown {dd:.1f}% >= {limits.max_drawdown_pct:g}% "

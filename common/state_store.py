@@ -2,9 +2,13 @@
 
 - ``save_state`` replaces state.json atomically (temp file in the same directory, fsync,
   rename, fsync of the directory) and keeps the previous good file as ``state.json.bak``
-  (a hard link, so state.json itself is never missing, not even for a moment).
+  (a hard link, so state.json itself is never missing, not even for a moment), plus rolling
+  backups ``state.json.bak.1`` .. ``.bak.N`` spaced at least ``BACKUP_SPACING_S`` apart
+  (file times, newest first), for damage noticed later than the last save.
 - ``load_state`` never modifies a file it cannot read: it raises ``StateFileError`` saying
   what is wrong and what to do, and the service stops instead of starting from scratch.
+  A number that is not finite, an integer beyond 64 bits or nesting too deep to parse is
+  refused here, naming its key path; ``save_state`` never writes what this would refuse.
 - ``Journal`` is the append-only fill history, fsynced before an order is acknowledged;
   replaying it rebuilds the books. ``EquityLog`` is the append-only equity curve.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from array import array
@@ -22,6 +27,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 STATE_VERSION = 1
+# Rolling backups: state.json.bak.1 (newest) .. .bak.BACKUPS, each at least BACKUP_SPACING_S
+# older than the one before it, so with the defaults they reach back five to six hours.
+BACKUPS = 6
+BACKUP_SPACING_S = 3600.0
+_MAX_INT = 2**63
+# Journal lines of one append but its last carry this key, so an append cut short by a crash
+# is recognised whole; readers never see it.
+_MORE = "more"
+# A JSON integer literal this long may be beyond 64 bits; only then does a save walk the state.
+_LONG_INT = re.compile(r"[-\d]\d{18}")
 # How far back from the end EquityLog looks for the last complete line on open.
 EQUITY_CAPACITY = 1024  # points kept in memory for charts (~0.3 MB for 34 strategies); the file keeps all
 _TAIL_CHUNK = 1 << 16
@@ -35,35 +50,43 @@ class StateFileError(ValueError):
         self.problem = problem
         super().__init__(
             f"{self.path}: {problem}. The file was left untouched. Restore the last good state "
-            f"from {self.path}.bak, or move the file away to start from the journal and config."
+            f"from {self.path}.bak (or an older {self.path}.bak.N), or move the file away to "
+            f"rebuild every book from the journal and config."
         )
 
 
 class JournalError(ValueError):
-    """The journal is damaged or an append would break its gap-free sequence."""
+    """The journal is damaged, disagrees with state.json, or an append would break its
+    gap-free sequence; the message names the file, the line or seq, and the way out."""
 
 
 def _first_bad_value(obj: Any, where: str) -> str | None:
-    """Key path and description of the first value JSON must not hold (NaN, inf, non-JSON type)."""
-    if isinstance(obj, float):
-        return None if math.isfinite(obj) else f"{where}: {obj!r} is not a finite number"
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return None
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                return f"{where}: key {key!r} is not a string"
-            found = _first_bad_value(value, f"{where}.{key}")
-            if found:
-                return found
-        return None
-    if isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            found = _first_bad_value(value, f"{where}[{i}]")
-            if found:
-                return found
-        return None
-    return f"{where}: {type(obj).__name__} is not JSON-serializable"
+    """Key path and description of the first value state files must not hold: NaN or inf, an
+    integer beyond 64 bits, a non-JSON type. Iterative, so no nesting exhausts the stack."""
+    stack = [(obj, where)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{path}: {value!r} is not a finite number"
+        elif isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        elif isinstance(value, int):
+            if not -_MAX_INT <= value < _MAX_INT:
+                return f"{path}: integer {str(value)[:20]}... is out of range"
+        elif isinstance(value, (Mapping, list, tuple)):
+            if isinstance(value, Mapping):
+                items = []
+                for key, child in value.items():
+                    if not isinstance(key, str):
+                        return f"{path}: key {key!r} is not a string"
+                    items.append((child, f"{path}.{key}"))
+            else:
+                items = [(child, f"{path}[{i}]") for i, child in enumerate(value)]
+            stack.extend(reversed(items))  # depth-first, in document order
+        else:
+            return f"{path}: {type(value).__name__} is not JSON-serializable"
+    return None
 
 
 def _dumps(obj: Any, where: str, indent: int | None = None) -> str:
@@ -82,13 +105,68 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes the file ``src`` is now: a hard link (saves only ever rename a new file
+    over ``src``, so the linked inode never changes), or a copy where links are unsupported."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _rotate_backups(path: Path, tmp: Path, backups: int, spacing_s: float) -> None:
+    """Keep ``path`` as ``<path>.bak.1`` when that backup is ``spacing_s`` older than it,
+    shifting the older ones up to ``.bak.<backups>`` (file times: no clock read here)."""
+    if backups < 1:
+        return
+    newest = path.with_name(f"{path.name}.bak.1")
+    try:
+        if path.stat().st_mtime - newest.stat().st_mtime < spacing_s:
+            return
+    except FileNotFoundError:
+        pass
+    for n in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.bak.{n}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.bak.{n + 1}"))
+    _link_or_copy(path, tmp)
+    os.replace(tmp, newest)
+
+
+def backup_paths(path: str | os.PathLike[str]) -> list[Path]:
+    """The backups of ``path`` that exist, newest first: ``.bak``, then ``.bak.1``, ``.bak.2`` ..."""
+    path = Path(path)
+    found = [path.with_name(path.name + ".bak")]
+    numbered = [p for p in path.parent.glob(f"{path.name}.bak.*") if p.suffix[1:].isdigit()]
+    found += sorted(numbered, key=lambda p: int(p.suffix[1:]))
+    return [p for p in found if p.is_file()]
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[str]:
+    """Delete the temp files a crash during ``save_state`` of ``path`` left behind; returns
+    their names. Call it only while no other process can be saving ``path``."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    return sorted(removed)
+
+
+def save_state(path: str | os.PathLike[str], state: Mapping[str, Any], *, backups: int = BACKUPS,
+               backup_spacing_s: float = BACKUP_SPACING_S) -> None:
     """Write ``state`` (stamped with ``version``) so that a crash at any point leaves either
-    the old or the new file, complete; the old one is kept as ``<path>.bak``."""
+    the old or the new file, complete; the old one is kept as ``<path>.bak`` and, spaced out,
+    as ``<path>.bak.1`` .. ``.bak.<backups>``. Nothing is rotated before the new state has
+    been serialized, so a state that cannot be written never pushes a good backup out."""
     path = Path(path)
     if state.get("version", STATE_VERSION) != STATE_VERSION:
         raise ValueError(f"save_state: state version {state['version']!r} is not {STATE_VERSION}")
     text = _dumps({**state, "version": STATE_VERSION}, "state")  # compact: the C encoder, ~10x faster
+    problem = _first_bad_value(state, "state") if _LONG_INT.search(text) else None
+    if problem:  # what load_state would refuse is never written
+        raise ValueError(f"cannot save {problem}")
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     bak_tmp = tmp.with_suffix(".bak.tmp")
@@ -98,10 +176,8 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         if path.exists():
-            try:
-                os.link(path, bak_tmp)
-            except OSError:  # filesystems without hard links: a copy does the same job
-                shutil.copyfile(path, bak_tmp)
+            _rotate_backups(path, bak_tmp, backups, backup_spacing_s)
+            _link_or_copy(path, bak_tmp)
             os.replace(bak_tmp, path.with_name(path.name + ".bak"))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -118,6 +194,10 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise StateFileError(path, "is a directory, not a state file") from None
+    except OSError as exc:
+        raise StateFileError(path, f"cannot be read: {exc.strerror or exc}") from None
     if not raw.strip():
         raise StateFileError(path, "the file is empty (a crash during a copy, or a full disk?)")
     try:
@@ -126,6 +206,13 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise StateFileError(path, f"not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise StateFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise StateFileError(path, "nested too deeply to parse") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise StateFileError(path, f"invalid JSON: {exc}") from None
+    problem = _first_bad_value(state, "state")
+    if problem:
+        raise StateFileError(path, problem)
     if not isinstance(state, dict):
         raise StateFileError(path, f"expected a JSON object at the top level, got {type(state).__name__}")
     if "version" not in state:
@@ -168,15 +255,20 @@ def _truncate(path: Path, size: int) -> None:
 
 
 class Journal:
-    """Append-only JSON lines of fill records (dicts with a gap-free ``seq``).
+    """Append-only JSON lines of records (dicts) with a gap-free ``seq`` starting at 1.
 
-    Opening scans the file once: it learns ``last_seq``, checks every line, and cuts off a
-    torn last line (a crash mid-append; that fill was never acknowledged). A bad line
-    anywhere else is damage, reported with its line number, never skipped.
+    Opening scans the file once: it learns ``last_seq`` and checks every line. Only a torn
+    tail is cut off: the bytes after the last newline, and the lines of an append whose last
+    line is missing (its other lines are marked ``"more": true``). An append writes all its
+    lines in one write and fsyncs before the order is acknowledged, so an append without its
+    final newline was never acknowledged. A complete line may have been acknowledged: if it is
+    damaged, that is an error naming its line number, and nothing is ever deleted or skipped.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_file():
+            raise JournalError(f"{self.path}: is not a regular file; move it away and restore the journal")
         records, good_size = self._scan()
         self._last_seq = records[-1]["seq"] if records else 0
         if self.path.exists() and self.path.stat().st_size != good_size:
@@ -188,33 +280,43 @@ class Journal:
     def last_seq(self) -> int:
         return self._last_seq
 
+    def _damaged(self, number: int, problem: str) -> JournalError:
+        return JournalError(
+            f"{self.path}:{number}: {problem}. The line ends in a newline, so its fill may have been "
+            f"acknowledged; the journal was left untouched. Repair line {number} (seq {number}) from a copy "
+            f"of the journal, or from the fill with that seq in state.json's recent_trades, then start again"
+        )
+
     def _scan(self) -> tuple[list[dict[str, Any]], int]:
-        """All good records and the byte length they occupy (excluding a torn tail)."""
+        """All records and the byte length they occupy (excluding a torn tail)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return [], 0
         lines = data.split(b"\n")
-        # After the last "\n" comes either nothing or an unterminated (torn) line.
-        complete = lines[:-1]
+        complete = lines[:-1]  # what follows the last newline is a torn tail (or nothing)
         records: list[dict[str, Any]] = []
         size = 0
+        batch_end = (0, 0)  # records and bytes up to the end of the last complete append
         for number, line in enumerate(complete, start=1):
             record = _parse_line(line)
             if record is None:
-                if number == len(complete) and lines[-1] == b"":
-                    break  # garbled last line: torn, drop it
-                raise JournalError(f"{self.path}:{number}: not valid JSON; the journal is damaged "
-                                   f"(lines after it exist, so this is not a torn write)")
-            where = f"{self.path}:{number}"
+                raise self._damaged(number, f"not valid JSON ({line[:60]!r})")
             seq = record.get("seq") if isinstance(record, dict) else None
             if isinstance(seq, bool) or not isinstance(seq, int):
-                raise JournalError(f"{where}: expected an object with an integer 'seq', got {line[:80]!r}")
-            if records and seq != records[-1]["seq"] + 1:
-                raise JournalError(f"{where}: seq {seq} follows {records[-1]['seq']}; the journal has a gap")
+                raise self._damaged(number, f"expected an object with an integer 'seq', got {line[:80]!r}")
+            expected = records[-1]["seq"] + 1 if records else 1
+            if seq != expected:
+                what = "the journal has a gap" if records else "the beginning of the journal is missing"
+                raise JournalError(f"{self.path}:{number}: seq {seq} where {expected} belongs; {what}. "
+                                   f"Restore the journal from a copy; it was left untouched")
             records.append(record)
             size += len(line) + 1
-        return records, size
+            if not record.pop(_MORE, False):
+                batch_end = (len(records), size)
+        # An append whose last line is missing never finished, so it was never acknowledged:
+        # it goes whole, or an option structure could come back with only some of its legs.
+        return records[:batch_end[0]], batch_end[1]
 
     def append(self, fills: Sequence[Mapping[str, Any]]) -> None:
         """Write and fsync ``fills``; acknowledge an order only after this returns."""
@@ -228,7 +330,8 @@ class Journal:
                 raise JournalError(
                     f"{self.path}: append[{i}] has seq {seq!r}, expected {expected + i} (seq must be gap-free)"
                 )
-            lines.append(_dumps(fill, f"fill[{i}]"))
+            last = i == len(fills) - 1
+            lines.append(_dumps(fill if last else {**fill, _MORE: True}, f"fill[{i}]"))
         data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
             written = os.write(self._fd, data)
@@ -269,7 +372,8 @@ class EquityLog:
     dict per point: a service's memory then stays flat while the curve fills and halves,
     instead of rising and falling by megabytes. Not fsynced per point: a power cut may lose
     the last few, which a chart can spare; a torn last line is cut off on open. A damaged line
-    in the middle is skipped and listed in ``damaged_lines``.
+    in the middle is skipped and listed in ``damaged_lines`` (an equity point is not money), and a
+    failed append is cut back, so no torn line ever ends up in the middle.
     """
 
     def __init__(self, path: str | os.PathLike[str], capacity: int = EQUITY_CAPACITY) -> None:
@@ -295,6 +399,7 @@ class EquityLog:
             self._cut_torn_tail()
             self._load()
         self._fd = _open_for_append(self.path)
+        self._size = os.fstat(self._fd).st_size
 
     def _load(self) -> None:
         """Stream the file into the curve, line by line: memory stays bounded however long it is."""
@@ -383,8 +488,15 @@ class EquityLog:
         for sid, value in values.items():
             if not _is_number(value):
                 raise ValueError(f"equity log: values.{sid} must be a number, got {value!r}")
-        line = _dumps({"ts": ts, "values": dict(values)}, f"equity[{ts}]") + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        data = (_dumps({"ts": ts, "values": dict(values)}, f"equity[{ts}]") + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+        except BaseException:
+            os.ftruncate(self._fd, self._size)  # never a torn line for the next point to follow
+            raise
+        self._size += len(data)
         self._add(ts, values)
 
     def read(self, since_ts: int | None = None, max_points: int | None = None) -> list[dict[str, Any]]:

@@ -61,16 +61,34 @@ def revalue(view: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, A
     return out
 
 
+NO_DECISION = {"decision": "none yet", "reason": "the signal engine has not run this strategy yet", "ts": None}
+
+
+def last_decision(entry: Any) -> dict[str, Any]:
+    """A strategy's last decision from the signal engine's heartbeat entry: what it decided
+    (trade, no trade, buy, sell, hold, skipped, error), at what market time, and why."""
+    if not isinstance(entry, Mapping):
+        return dict(NO_DECISION)
+    ts = entry.get("ts")
+    return {"decision": str(entry.get("decision") or entry.get("status") or "unknown"),
+            "reason": str(entry.get("reason") or entry.get("status") or ""),
+            "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None}
+
+
 def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float], cycle_count: int,
-                 health: Mapping[str, Any]) -> dict[str, Any]:
-    """The seed's /status document: cycle count, live prices, and every strategy marked now."""
+                 health: Mapping[str, Any], decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The seed's /status document: cycle count, live prices, and every strategy marked now,
+    each with its ``last_decision`` (``decisions``: the signal engine's heartbeat ``strategies``),
+    so a strategy that does nothing always says why."""
     if not snapshot:
         return {"cycle_count": cycle_count, "market_ts": None, "prices": dict(prices), "strategies": {},
                 "totals": {}, "health": health, "note": "waiting for the portfolio's first snapshot"}
     if not isinstance(snapshot.get("strategies"), Mapping):
         raise StatusInputError("snapshot.strategies: expected an object of strategy views")
     live = {**snapshot.get("prices", {}), **prices}
-    strategies = {sid: revalue(view, live) for sid, view in snapshot["strategies"].items()}
+    known = decisions if isinstance(decisions, Mapping) else {}
+    strategies = {sid: revalue(view, live) | {"last_decision": last_decision(known.get(sid))}
+                  for sid, view in snapshot["strategies"].items()}
     return {
         "cycle_count": cycle_count,
         "market_ts": snapshot.get("market_ts"),

@@ -26,15 +26,19 @@ def signed_money(x: float) -> str:
     return f"-${abs(x):,.2f}" if x < 0 else f"+${x:,.2f}"
 
 
-def signed_pct(x: float, digits: int = 2) -> str:
-    return f"{_shown(x, digits):+.{digits}f}%"
+def signed_pct(x: float, digits: int = 2, money_pnl: float | None = None) -> str:
+    """``x`` percent with its sign; beside a money P&L the sign follows the money, so a loss too
+    small to move the percent shows as -0.00%, never +0.00%."""
+    shown = _shown(x, digits)
+    negative = shown < 0 or (shown == 0 and money_pnl is not None and _shown(money_pnl, 2) < 0)
+    return f"{'-' if negative else '+'}{abs(shown):.{digits}f}%"
 
 
 def balance_header(bucket: Mapping[str, float], markdown: bool) -> str:
     text = f"{money(bucket['initial'])} → {money(bucket['value'])}"
     if markdown:
         text = f"**{text}**"
-    return f"{text} ({signed_money(bucket['pnl'])} / {signed_pct(bucket['pnl_pct'])})"
+    return f"{text} ({signed_money(bucket['pnl'])} / {signed_pct(bucket['pnl_pct'], money_pnl=bucket['pnl'])})"
 
 
 def trade_line(fill: Mapping[str, Any]) -> str:

@@ -13,25 +13,27 @@ price nothing (S <= 0, K <= 0, T < 0, sigma < 0, NaN) give NaN, never an excepti
 shapes that cannot broadcast and a non-bool ``is_call`` raise :class:`PricingInputError`.
 ``T == 0`` or ``sigma == 0`` give the discounted intrinsic value of the forward, so a chain
 near expiry stays finite. No numpy warnings escape (every computation runs under errstate).
+
+The normal CDF is scipy's compiled ``ndtr``, imported on the first price: only the processes
+that price (the pricer, the backtester) pay its 26 MB; the signals engine, which imports this
+module for the chain's types, never loads scipy.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from options.normal import norm_cdf as ndtr
-
 
 DAYS_PER_YEAR = 365.0
 _INV_SQRT_2PI = 0.3989422804014327
-# Implied-vol solver: the starting bracket is [0, _SIGMA_HI]; it grows by 4x (up to
-# _SIGMA_CAP) for the rare price that needs a larger volatility.
-_SIGMA_HI = 8.0
-_SIGMA_CAP = 1e4
-_IV_MAX_ITER = 100
-_IV_SIGMA_TOL = 1e-12
+# Implied vol: Householder steps of order 4 from a closed-form start (see implied_vol); a row
+# still moving after _IV_STEPS steps is not a number anyone should trade on, so it is NaN.
+_IV_STEPS = 8
+_IV_W_TOL = 1e-13  # relative change of the total volatility at which a row is done
+_IV_PRICE_ULPS = 4.0  # or when it reprices the target to a few units of the last place
 
 
 class PricingInputError(ValueError):
@@ -47,11 +49,23 @@ class Greeks:
     vol point (0.01 of sigma).  rho: price change per one percentage point of r (0.01).
     """
 
-    delta: np.ndarray
-    gamma: np.ndarray
-    theta: np.ndarray
-    vega: np.ndarray
-    rho: np.ndarray
+    delta: Any
+    gamma: Any
+    theta: Any
+    vega: Any
+    rho: Any
+
+
+def _ndtr(x: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr  # the first call pays the import; see the module docstring
+
+    return ndtr(x)
+
+
+def _ndtri(p: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtri
+
+    return ndtri(p)
 
 
 def _broadcast(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
@@ -70,42 +84,76 @@ def _broadcast(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: Ar
     return tuple(arrays)
 
 
-def _scalar_or_array(x: np.ndarray) -> np.ndarray:
+def _scalar_or_array(x: np.ndarray) -> Any:
     return x[()] if x.ndim == 0 else x
 
 
-def _d1_d2(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np.ndarray):
+def _d1_d2(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+           sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """d1, d2 and total volatility; with zero total volatility d1 = d2 = +-inf (0 at the money)."""
     v = sigma * np.sqrt(T)
     log_moneyness = np.log(S / K) + r * T
-    degenerate = np.where(log_moneyness > 0, np.inf, np.where(log_moneyness < 0, -np.inf, 0.0))
-    d1 = np.where(v > 0, log_moneyness / np.where(v > 0, v, 1.0) + 0.5 * v, degenerate)
+    d1 = log_moneyness / v + 0.5 * v
+    flat = ~(v > 0)
+    if flat.any():  # rare: expiry or zero vol; the sign of the forward's moneyness decides
+        d1 = np.where(flat, np.sign(log_moneyness) * np.inf, d1)
+        d1[flat & (log_moneyness == 0)] = 0.0
     return d1, d1 - v, v
 
 
-def _valid(S, K, T, r, sigma) -> np.ndarray:
+def _valid(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     finite = np.isfinite(S) & np.isfinite(K) & np.isfinite(T) & np.isfinite(r) & np.isfinite(sigma)
     return finite & (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0)
 
 
-def _price(S, K, T, r, sigma, is_call) -> np.ndarray:
-    """Price on already-broadcast float arrays; invalid rows come out NaN."""
-    d1, d2, _ = _d1_d2(S, K, T, r, sigma)
-    df = np.exp(-r * T)
-    call = S * ndtr(d1) - K * df * ndtr(d2)
-    put = K * df * ndtr(-d2) - S * ndtr(-d1)
-    price = np.where(is_call, call, put)
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """What price and greeks share: one d1/d2, one discount, one CDF pair per row.
+
+    ``sign`` is +1 for a call and -1 for a put, so both rights evaluate N(sign d1) and
+    N(sign d2) once each: no row computes the branch it does not use.
+    """
+
+    d1: np.ndarray
+    v: np.ndarray
+    kdf: np.ndarray
+    sign: np.ndarray
+    n1: np.ndarray
+    n2: np.ndarray
+    price: np.ndarray
+    ok: np.ndarray
+
+
+def _terms(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np.ndarray,
+           is_call: np.ndarray) -> _Terms:
+    d1, d2, v = _d1_d2(S, K, T, r, sigma)
+    kdf = K * np.exp(-r * T)
+    sign = np.where(is_call, 1.0, -1.0)
+    n1 = _ndtr(sign * d1)
+    n2 = _ndtr(sign * d2)
     # Rounding can leave a deep-ITM price a hair below its lower bound; clamp to it.
-    lower = np.where(is_call, np.maximum(S - K * df, 0.0), np.maximum(K * df - S, 0.0))
-    return np.where(_valid(S, K, T, r, sigma), np.maximum(price, lower), np.nan)
+    price = np.maximum(sign * (S * n1 - kdf * n2), np.maximum(sign * (S - kdf), 0.0))
+    ok = _valid(S, K, T, r, sigma)
+    return _Terms(d1, v, kdf, sign, n1, n2, np.where(ok, price, np.nan), ok)
+
+
+def _greeks(t: _Terms, S: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np.ndarray) -> Greeks:
+    pdf = _INV_SQRT_2PI * np.exp(-0.5 * t.d1 * t.d1)
+    sqrt_t = np.sqrt(T)
+    n_d2 = t.sign * t.n2
+    gamma = np.where(t.v > 0, pdf / (S * t.v), np.where(pdf > 0, np.inf, 0.0))
+    decay = np.where(pdf > 0, -S * pdf * sigma / (2.0 * sqrt_t), 0.0)
+    greeks = (t.sign * t.n1, gamma, (decay - r * t.kdf * n_d2) / DAYS_PER_YEAR,
+              S * pdf * sqrt_t * 0.01, t.kdf * T * n_d2 * 0.01)
+    return Greeks(*(_scalar_or_array(np.where(t.ok, g, np.nan)) for g in greeks))
 
 
 def bs_price(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
-             is_call: ArrayLike) -> np.ndarray:
+             is_call: ArrayLike) -> Any:
     """Black-Scholes (European, no dividends) price, in the currency of S and K."""
     args = _broadcast(S, K, T, r, sigma, is_call, ("S", "K", "T", "r", "sigma", "is_call"))
     with np.errstate(all="ignore"):
-        return _scalar_or_array(_price(*args))
+        return _scalar_or_array(_terms(*args).price)
 
 
 def bs_greeks(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
@@ -116,39 +164,35 @@ def bs_greeks(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: Arr
     the forward), gamma is 0 away from the strike and +inf exactly at it, theta keeps only
     the carry term away from the strike.
     """
+    return bs_price_greeks(S, K, T, r, sigma, is_call)[1]
+
+
+def bs_price_greeks(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+                    is_call: ArrayLike) -> tuple[Any, Greeks]:
+    """Price and greeks from one evaluation of d1, d2 and the CDF: what a chain or a mark needs."""
     S, K, T, r, sigma, is_call = _broadcast(S, K, T, r, sigma, is_call,
                                             ("S", "K", "T", "r", "sigma", "is_call"))
     with np.errstate(all="ignore"):
-        d1, d2, v = _d1_d2(S, K, T, r, sigma)
-        df = np.exp(-r * T)
-        pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
-        sqrt_t = np.sqrt(T)
-        n_d2 = np.where(is_call, ndtr(d2), -ndtr(-d2))
-        delta = np.where(is_call, ndtr(d1), -ndtr(-d1))
-        gamma = np.where(v > 0, pdf / (S * v), np.where(pdf > 0, np.inf, 0.0))
-        decay = np.where(pdf > 0, -S * pdf * sigma / (2.0 * sqrt_t), 0.0)
-        theta = (decay - r * K * df * n_d2) / DAYS_PER_YEAR
-        vega = S * pdf * sqrt_t * 0.01
-        rho = K * T * df * n_d2 * 0.01
-        ok = _valid(S, K, T, r, sigma)
-        out = [_scalar_or_array(np.where(ok, g, np.nan)) for g in (delta, gamma, theta, vega, rho)]
-    return Greeks(*out)
+        terms = _terms(S, K, T, r, sigma, is_call)
+        return _scalar_or_array(terms.price), _greeks(terms, S, T, r, sigma)
 
 
 def implied_vol(price: ArrayLike, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike,
-                is_call: ArrayLike) -> np.ndarray:
+                is_call: ArrayLike) -> Any:
     """Volatility that reprices each option, or NaN where no volatility does.
 
     NaN where the price is below the no-arbitrage lower bound (discounted intrinsic of the
     forward), at or above the upper bound (S for a call, K e^-rT for a put), where T <= 0,
     or where an input is invalid. A price exactly at the lower bound gives 0.
 
-    Method: the price is turned into the time value of the out-of-the-money option (by
-    put-call parity), then a safeguarded Newton iteration runs on every row at once: each
-    step keeps a bracket [lo, hi] with price(lo) <= target <= price(hi); a Newton step that
-    leaves the bracket, or a vanishing vega, is replaced by bisection, so every row
-    converges. The start is Manaster-Koehler's sigma = sqrt(2|ln(F/K)|/T), the inflection
-    point of price(sigma), from which plain Newton is already monotone.
+    Method (after Jaeckel, "Let's Be Rational"): the price becomes the time value of the
+    out-of-the-money option in normalised Black form b(w), with total volatility
+    w = sigma sqrt(T) and x = -|ln(F/K)|. b is convex below its inflection point
+    w_c = sqrt(2|x|) and concave above it. Above, order-4 Householder steps run on
+    b(w) - b* from the large-w asymptote b ~ e^(x/2) - 2 cosh(x/2) N(-w/2) (exact at the
+    money); below, on ln b(w) - ln b* (nearly linear there) from the small-w asymptote
+    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Two to four steps reach machine precision on almost every row, with
+    no bracket and no bisection.
     """
     price, S, K, T, r, is_call = _broadcast(price, S, K, T, r, is_call,
                                             ("price", "S", "K", "T", "r", "is_call"))
@@ -157,13 +201,43 @@ def implied_vol(price: ArrayLike, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: A
     return _scalar_or_array(sigma)
 
 
-def _implied_vol(price, S, K, T, r, is_call) -> np.ndarray:
+def _normalised_otm(w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """b(w) and db/dw of the out-of-the-money option in normalised Black form (x <= 0)."""
+    d1 = x / w + 0.5 * w
+    half = np.exp(0.5 * x)
+    b = half * _ndtr(d1) - _ndtr(d1 - w) / half
+    return b, half * _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
+
+
+def _householder_step(w: np.ndarray, x: np.ndarray, target: np.ndarray,
+                      lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One order-4 Householder step, and whether ``w`` already reprices b* to rounding (then no
+    step can do better). ``lower`` rows solve ln b = ln b*, the others b = b*.
+
+    With f the objective, n = -f/f' the Newton step, h2 = f''/f' and h3 = f'''/f', the step is
+    n (1 + h2 n / 2) / (1 + n (h2 + h3 n / 6)). For b: b''/b' = x^2/w^3 - w/4 and
+    b'''/b' = (b''/b')^2 - 3 x^2/w^4 - 1/4; for ln b they follow with q = b'/b.
+    """
+    b, b1 = _normalised_otm(w, x)
+    a2 = x * x / (w * w * w) - 0.25 * w
+    a3 = a2 * a2 - 3.0 * x * x / (w * w * w * w) - 0.25
+    q = b1 / b
+    newton = np.where(lower, -(np.log(b) - np.log(target)) / q, -(b - target) / b1)
+    h2 = np.where(lower, a2 - q, a2)
+    h3 = np.where(lower, a3 - 3.0 * a2 * q + 2.0 * q * q, a3)
+    step = newton * (1.0 + 0.5 * h2 * newton) / (1.0 + newton * (h2 + h3 * newton / 6.0))
+    nxt = w + np.where(np.isfinite(step), step, newton)
+    exact = np.abs(b - target) <= _IV_PRICE_ULPS * np.finfo(float).eps * target
+    return np.where(nxt > 0, nxt, 0.5 * w), exact  # never leave the domain: halve towards zero
+
+
+def _implied_vol(price: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+                 is_call: np.ndarray) -> np.ndarray:
     out = np.full(price.shape, np.nan)
-    df = np.exp(-r * T)
-    forward_intrinsic = S - K * df
+    kdf = K * np.exp(-r * T)
+    forward_intrinsic = S - kdf
     intrinsic = np.where(is_call, np.maximum(forward_intrinsic, 0.0), np.maximum(-forward_intrinsic, 0.0))
-    otm_is_call = forward_intrinsic < 0
-    upper = np.where(otm_is_call, S, K * df)
+    upper = np.where(forward_intrinsic < 0, S, kdf)
     time_value = price - intrinsic
     ok = (_valid(S, K, T, r, np.zeros_like(S)) & (T > 0) & np.isfinite(price)
           & (time_value >= 0) & (time_value < upper))
@@ -171,38 +245,29 @@ def _implied_vol(price, S, K, T, r, is_call) -> np.ndarray:
     idx = np.flatnonzero(ok & (time_value > 0))
     if idx.size == 0:
         return out
-    S, K, T, r = S.flat[idx], K.flat[idx], T.flat[idx], r.flat[idx]
-    target, otm_is_call = time_value.flat[idx], otm_is_call.flat[idx]
-
-    lo = np.zeros(idx.size)
-    hi = np.full(idx.size, _SIGMA_HI)
-    short = _price(S, K, T, r, hi, otm_is_call) < target
-    while short.any() and hi[short][0] < _SIGMA_CAP:
-        hi[short] *= 4.0
-        short &= _price(S, K, T, r, hi, otm_is_call) < target
-    sigma = np.clip(np.sqrt(2.0 * np.abs(np.log(S / K) + r * T) / T), 0.05, 0.5 * hi)
+    S, kdf, T = S.flat[idx], kdf.flat[idx], T.flat[idx]
+    x = -np.abs(np.log(S / kdf))  # ln(F/K) of the out-of-the-money side, seen as a call
+    target = time_value.flat[idx] / np.sqrt(S * kdf)  # = undiscounted time value / sqrt(F K)
+    w_c = np.sqrt(2.0 * np.abs(x))
+    lower = target < _normalised_otm(w_c, x)[0]
+    half = np.exp(0.5 * x)
+    w_high = -2.0 * _ndtri((half - target) / (half + 1.0 / half))
+    w = np.maximum(w_high, w_c)
+    if lower.any():  # the tail asymptote far from the money, the at-the-money one near it: the closer
+        low = np.flatnonzero(lower)
+        tail = np.minimum(np.abs(x[low]) / np.sqrt(-2.0 * np.log(target[low])), w_c[low])
+        near = np.minimum(w_high[low], w_c[low])
+        miss = [np.abs(np.log(_normalised_otm(g, x[low])[0] / target[low])) for g in (tail, near)]
+        w[low] = np.where(miss[0] <= miss[1], tail, near)
 
     active = np.arange(idx.size)
-    for _ in range(_IV_MAX_ITER):
-        s, k, t, rr, c = S[active], K[active], T[active], r[active], otm_is_call[active]
-        sig = sigma[active]
-        d1, d2, v = _d1_d2(s, k, t, rr, sig)
-        vega = s * _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1) * np.sqrt(t)
-        model = _price(s, k, t, rr, sig, c)
-        diff = model - target[active]
-        a_lo = np.where(diff < 0, sig, lo[active])
-        a_hi = np.where(diff > 0, sig, hi[active])
-        lo[active], hi[active] = a_lo, a_hi
-        newton = sig - diff / vega
-        inside = (newton > a_lo) & (newton < a_hi) & (vega > 0) & np.isfinite(newton)
-        nxt = np.where(inside, newton, 0.5 * (a_lo + a_hi))
-        sigma[active] = nxt
-        step_small = np.abs(nxt - sig) <= _IV_SIGMA_TOL * np.maximum(sig, 1.0)
-        done = (diff == 0) | step_small | (a_hi - a_lo <= _IV_SIGMA_TOL)
-        active = active[~done]
+    for _ in range(_IV_STEPS):
+        before = w[active]
+        after, exact = _householder_step(before, x[active], target[active], lower[active])
+        w[active] = np.where(exact, before, after)
+        active = active[~(exact | (np.abs(after - before) <= _IV_W_TOL * after))]
         if active.size == 0:
             break
-    sigma[active] = np.nan
-    sigma[short] = np.nan
-    out.flat[idx] = sigma
+    w[active] = np.nan
+    out.flat[idx] = w / np.sqrt(T)
     return out

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.ledger import StrategyBook, check_rate, duplicate_reason
+from common.ledger import MAX_USD, StrategyBook, check_rate, duplicate_reason, read_usd
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
 from options.contracts import ContractError, OptionContract, ProposedTrade
 
@@ -94,7 +94,8 @@ class OptionOrder:
     """One structure (a strangle, a single put, a close) for one strategy: all legs or none.
 
     ``order_id`` is ``<strategy_id>:<ts_event>:<group or leg>``, so a retried structure is
-    recognised whole and never filled twice.
+    recognised whole and never filled twice. ``spot_quantity`` coins of the underlying are
+    bought at ``spot`` with the legs, all or nothing (a buy-write, a married put).
     """
 
     order_id: str
@@ -102,10 +103,12 @@ class OptionOrder:
     ts_event: int
     spot: float  # the underlying's price the legs were priced at
     legs: tuple[OptionLeg, ...]
+    spot_quantity: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"order_id": self.order_id, "strategy_id": self.strategy_id, "ts_event": self.ts_event,
-                "spot": float(self.spot), "legs": [leg.to_dict() for leg in self.legs]}
+        d = {"order_id": self.order_id, "strategy_id": self.strategy_id, "ts_event": self.ts_event,
+             "spot": float(self.spot), "legs": [leg.to_dict() for leg in self.legs]}
+        return d | {"spot_quantity": float(self.spot_quantity)} if self.spot_quantity else d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "option_order") -> "OptionOrder":
@@ -125,8 +128,10 @@ class OptionOrder:
         spot = read_number(d, "spot", where)
         if spot <= 0:
             raise OptionOrderError(f"{where}.spot: must be > 0, got {spot!r}")
+        spot_quantity = read_number(d, "spot_quantity", where, minimum=0.0) if "spot_quantity" in d else 0.0
         return cls(read_str(d, "order_id", where), read_str(d, "strategy_id", where), read_int(d, "ts_event", where),
-                   spot, tuple(OptionLeg.from_dict(leg, f"{where}.legs[{i}]") for i, leg in enumerate(legs)))
+                   spot, tuple(OptionLeg.from_dict(leg, f"{where}.legs[{i}]") for i, leg in enumerate(legs)),
+                   spot_quantity)
 
 
 def option_order_id(strategy_id: str, ts_event: int, label: str) -> str:
@@ -140,13 +145,15 @@ def option_orders(strategy_id: str, ts_event: int, spot: float, trades: Sequence
     if len(parts) != len(trades):
         raise OptionOrderError(f"score_parts: {len(parts)} entries for {len(trades)} trades")
     structures: dict[str, list[OptionLeg]] = {}
+    coins: dict[str, float] = {}
     for trade, trade_parts in zip(trades, parts):
         label = f"{trade.action}-{trade.group}" if trade.group else f"{trade.action}-{trade.contract.name}"
         structures.setdefault(label, []).append(OptionLeg(
             trade.contract, trade.side, trade.quantity, trade.premium, dict(trade.greeks), trade.score,
             trade.reason, trade.action, dict(trade_parts)))
-    return [OptionOrder(option_order_id(strategy_id, ts_event, label), strategy_id, ts_event, spot, tuple(legs))
-            for label, legs in structures.items()]
+        coins[label] = coins.get(label, 0.0) + trade.spot_coins
+    return [OptionOrder(option_order_id(strategy_id, ts_event, label), strategy_id, ts_event, spot, tuple(legs),
+                        coins[label]) for label, legs in structures.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +171,16 @@ def _reject(reason: str) -> OptionOrderDecision:
 
 def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: float, seq0: int,
                         max_positions: int, min_score: float,
-                        entry_block: str | None = None) -> OptionOrderDecision:
+                        entry_block: str | None = None, quote: str = "USDT") -> OptionOrderDecision:
     """Decide (without mutating) the fills of an order; one bad leg rejects the whole order.
 
     A leg is refused when its score is below ``min_score``, it opens an expired contract or
     one the book holds the other way, or it closes more than the book holds; the order is
     refused when it would leave more than ``max_positions`` open, when it opens anything
     while ``entry_block`` says why not (kill switch, circuit breaker), or when its net
-    premium is more than the book's cash. Fill seqs run from ``seq0``.
+    premium is more than the book's cash. Fill seqs run from ``seq0``. An order's spot leg
+    (``spot_quantity`` coins of ``<underlying>/<quote>`` at ``spot``, fee as a leg's) is one
+    more fill after the legs, inside the same all-or-nothing decision and cash check.
     """
     if order.strategy_id != book.strategy_id:
         raise ValueError(f"order {order.order_id}: strategy_id {order.strategy_id!r} does not match book "
@@ -207,6 +216,8 @@ def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: flo
             del held[name]
     if len(held) > max_positions:
         return _reject(f"would hold {len(held)} option positions > max {max_positions}")
+    if order.spot_quantity:
+        fills.append(_spot_leg_fill(book, order, fee_rate, seq0 + len(fills), quote))
     net = sum(f.cash_delta for f in fills)
     if book.cash + net < 0:
         return _reject(f"insufficient cash: needs {-net:.2f}, has {book.cash:.2f}")
@@ -229,6 +240,19 @@ def _leg_fill(book: StrategyBook, order: OptionOrder, leg: OptionLeg, fee_rate: 
                "multiplier": contract.multiplier, "premium_usd_per_contract": leg.premium_usd_per_coin * contract.multiplier,
                "greeks": dict(leg.greeks), "score": leg.score, "score_parts": dict(leg.score_parts),
                "reason": leg.reason, "spot": order.spot},
+    )
+
+
+def _spot_leg_fill(book: StrategyBook, order: OptionOrder, fee_rate: float, seq: int, quote: str) -> Fill:
+    """The coins an order buys with its legs, as a spot fill the ledger books (fee-inclusive cost)."""
+    underlying = order.legs[0].contract.underlying
+    notional = order.spot_quantity * order.spot
+    fee = notional * fee_rate
+    return Fill(
+        seq=seq, order_id=order.order_id, strategy_id=book.strategy_id, kind="spot",
+        instrument=f"{underlying}/{quote}", side="buy", quantity=order.spot_quantity, price=order.spot, fee=fee,
+        cash_delta=-(notional + fee), realized_pnl=0.0, ts_event=order.ts_event,
+        extra={"action": "spot_leg", "reason": "; ".join(sorted({leg.reason for leg in order.legs}))},
     )
 
 
@@ -289,6 +313,55 @@ def _revalue(position: dict[str, Any]) -> None:
     mark = float(position["current_mark"])
     position["current_value_usd"] = coins * mark
     position["unrealized_pnl"] = coins * mark + abs(float(position["quantity"])) * float(position["open_cash_per_contract"])
+
+
+def _read_option_position(d: Any, name: str, where: str) -> dict[str, Any]:
+    """One option position from state.json, checked field by field; its value fields are
+    recomputed from quantity, multiplier and mark, as ``_revalue`` keeps them."""
+    read_object(d, where)
+    try:
+        contract = OptionContract.from_dict(d.get("contract"), f"{where}.contract")
+    except ContractError as exc:
+        raise RecordError(str(exc)) from None
+    if contract.name != name:
+        raise RecordError(f"{where}.contract: describes {contract.name!r}, not its key {name!r}")
+    for key, expected in (("name", name), ("venue", contract.venue), ("underlying", contract.underlying),
+                          ("strike", contract.strike), ("is_call", contract.is_call),
+                          ("expiry_ts", contract.expiry_ts), ("multiplier", contract.multiplier)):
+        if key in d and d[key] != expected:
+            raise RecordError(f"{where}.{key}: {d[key]!r} disagrees with the contract ({expected!r})")
+    quantity = read_number(d, "quantity", where)
+    if quantity == 0:
+        raise RecordError(f"{where}.quantity: must not be 0 (a closed position is removed)")
+    if abs(quantity) * contract.multiplier * contract.strike > MAX_USD:
+        raise RecordError(f"{where}.quantity: {quantity!r} contracts at strike {contract.strike:g} is out of "
+                          f"range (<= {MAX_USD:g} USD)")
+    position = {**d, "name": name, "venue": contract.venue, "underlying": contract.underlying,
+                "contract": contract.to_dict(), "quantity": quantity, "multiplier": contract.multiplier,
+                "strike": contract.strike, "is_call": contract.is_call, "expiry_ts": contract.expiry_ts}
+    for key in ("entry_premium", "current_mark"):
+        if read_usd(d, key, where) < 0:
+            raise RecordError(f"{where}.{key}: must be >= 0 USD per coin, got {d[key]!r}")
+        position[key] = float(d[key])
+    position["open_cash_per_contract"] = read_usd(d, "open_cash_per_contract", where)
+    position["entry_ts"] = read_int(d, "entry_ts", where)
+    position["marked_ts"] = read_int(d, "marked_ts", where)
+    position["greeks"] = {key: read_number(d["greeks"], key, f"{where}.greeks")
+                          for key in read_object(d.get("greeks", {}), f"{where}.greeks")}
+    if d.get("score") is not None:
+        position["score"] = read_number(d, "score", where)
+    if "mark_source" in d:
+        read_str(d, "mark_source", where)
+    _revalue(position)
+    if abs(position["current_value_usd"]) > MAX_USD:
+        raise RecordError(f"{where}.current_mark: values the position at {position['current_value_usd']:g} USD, "
+                          f"out of range (<= {MAX_USD:g})")
+    return position
+
+
+def read_option_positions(d: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A book's ``option_positions`` from state.json; RecordError names the key path of junk."""
+    return {name: _read_option_position(p, name, f"{where}.{name}") for name, p in read_object(d, where).items()}
 
 
 def mark_option_positions(book: StrategyBook, marks: Mapping[str, Mapping[str, Any]], ts: int) -> float:

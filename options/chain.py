@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from options.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price
+from options.black_scholes import DAYS_PER_YEAR, bs_price_greeks
 from options.contracts import ContractError, OptionContract, listed_expiries
 from options.venues import DAY_MS, VenueSpec
 from options.vol_surface import DEFAULT_CURVATURE, DEFAULT_IV_FLOOR, DEFAULT_SKEW, smile_iv
@@ -110,7 +110,7 @@ def build_chain(venue: VenueSpec, underlying: str, spot: float, ts_event: int, a
     T = (expiry_ts - ts_event) / DAY_MS / DAYS_PER_YEAR
     forward = spot * np.exp(r * T)
     iv = smile_iv(atm_iv, strike, forward, skew, curvature, iv_floor)
-    greeks = bs_greeks(spot, strike, T, r, iv, is_call)
+    price, greeks = bs_price_greeks(spot, strike, T, r, iv, is_call)
     return OptionChain(venue.name, underlying, venue.underlying(underlying).multiplier, ts_event, float(spot),
-                       expiry_ts, strike, is_call, forward, iv, bs_price(spot, strike, T, r, iv, is_call),
+                       expiry_ts, strike, is_call, forward, iv, price,
                        greeks.delta, greeks.gamma, greeks.theta, greeks.vega)

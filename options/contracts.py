@@ -140,7 +140,11 @@ class OptionPosition:
 
 @dataclass(frozen=True, slots=True)
 class ProposedTrade:
-    """One order a strategy wants; ``group`` ties the legs of a structure (strangle, straddle)."""
+    """One order a strategy wants; ``group`` ties the legs of a structure (strangle, straddle).
+
+    ``spot_coins`` are coins of the underlying bought with this leg, all or nothing (the spot
+    leg of a buy-write or a married put), paid at the order's spot price.
+    """
 
     action: str  # "open" | "close"
     contract: OptionContract
@@ -151,6 +155,7 @@ class ProposedTrade:
     reason: str
     score: float = 0.0
     group: str = ""
+    spot_coins: float = 0.0
 
     def __post_init__(self) -> None:
         if self.action not in ("open", "close"):
@@ -161,6 +166,8 @@ class ProposedTrade:
             raise ContractError(f"trade.quantity: must be a finite number > 0, got {self.quantity!r}")
         if not (math.isfinite(self.premium) and self.premium >= 0):
             raise ContractError(f"trade.premium: must be a finite number >= 0, got {self.premium!r}")
+        if not (math.isfinite(self.spot_coins) and self.spot_coins >= 0):
+            raise ContractError(f"trade.spot_coins: must be a finite number >= 0, got {self.spot_coins!r}")
 
     @property
     def coins(self) -> float:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from options.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price
+from options.black_scholes import DAYS_PER_YEAR, bs_price_greeks
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
 from options.venues import DAY_MS, VenueSpec
@@ -91,9 +91,9 @@ def price_contracts(contracts: Sequence[OptionContract], spot_by_underlying: Map
             continue
         forward = spot * math.exp(r * T)
         iv = float(smile_iv(atm, contract.strike, forward))
-        greeks = bs_greeks(spot, contract.strike, T, r, iv, contract.is_call)
+        price, greeks = bs_price_greeks(spot, contract.strike, T, r, iv, contract.is_call)
         out[contract.name] = {
-            "mark_usd": float(bs_price(spot, contract.strike, T, r, iv, contract.is_call)), "iv": iv,
+            "mark_usd": float(price), "iv": iv,
             "delta": float(greeks.delta), "gamma": float(greeks.gamma), "theta": float(greeks.theta),
             "vega": float(greeks.vega), "source": source,
         }

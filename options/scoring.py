@@ -76,7 +76,14 @@ def score_trade(trade: ProposedTrade, open_positions: Sequence[OptionPosition], 
 def select_trades(proposals: Sequence[ProposedTrade], open_positions: Sequence[OptionPosition],
                   spot: float, max_positions: int = MAX_POSITIONS,
                   min_score: float = EXECUTE_THRESHOLD) -> list[ProposedTrade]:
-    """The proposals to execute, each carrying its score.
+    """The proposals to execute, each carrying its score (see :func:`select_with_reasons`)."""
+    return select_with_reasons(proposals, open_positions, spot, max_positions, min_score)[0]
+
+
+def select_with_reasons(proposals: Sequence[ProposedTrade], open_positions: Sequence[OptionPosition],
+                        spot: float, max_positions: int = MAX_POSITIONS,
+                        min_score: float = EXECUTE_THRESHOLD) -> tuple[list[ProposedTrade], list[str]]:
+    """(the proposals to execute, each carrying its score; why each other structure is skipped).
 
     Closes first (they free slots). Then openings in proposal order: the legs of one group
     (a strangle, a straddle) are scored against the book without each other, the group's
@@ -93,12 +100,18 @@ def select_trades(proposals: Sequence[ProposedTrade], open_positions: Sequence[O
     groups: dict[object, list[ProposedTrade]] = {}
     for i, trade in enumerate(t for t in proposals if t.action == "open"):
         groups.setdefault(trade.group or i, []).append(trade)
-    selected = list(closes)
+    selected: list[ProposedTrade] = list(closes)
+    skipped: list[str] = []
     for legs in groups.values():
         score = sum(_score(leg, book, spot).total for leg in legs) / len(legs)
-        if score < min_score or count + len(legs) > max_positions:
+        names = "+".join(leg.contract.name for leg in legs)
+        if score < min_score:
+            skipped.append(f"score below {min_score:g}: open {names} scores {score:.3f}")
+            continue
+        if count + len(legs) > max_positions:
+            skipped.append(f"position cap: open {names} would hold {count + len(legs)} positions > max {max_positions}")
             continue
         selected.extend(dataclasses.replace(leg, score=score) for leg in legs)
         book.extend(_trade_leg(leg) for leg in legs)
         count += len(legs)
-    return selected
+    return selected, skipped

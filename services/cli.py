@@ -212,6 +212,8 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
     parser.add_argument("--capital", type=float, help="capital in USD (default: the configured strategy's, else "
                                                       "10000)")
     parser.add_argument("--params", default="{}", help="JSON object of strategy parameters")
+    parser.add_argument("--coins", type=float, default=0.0,
+                        help="coins of the underlying the strategy holds, bought at spot (default 0)")
     _config_arg(parser)
     args = parser.parse_args(argv)
 
@@ -222,6 +224,8 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
 
         params = json.loads(args.params)
         positions = _positions_arg(args.positions)
+        if not args.coins >= 0:
+            raise ValueError(f"--coins: must be a number >= 0, got {args.coins!r}")
         cfg = source.cfg
         configured = next((sc for sc in cfg.options_strategies() if (sc.strategy, sc.venue, sc.underlying)
                            == (args.strategy, venue, args.underlying)), None)
@@ -234,17 +238,20 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
         finally:
             market.close()
         timeframe = cfg.options.timeframe
-        book = {"capital": capital, "cash": capital, "portfolio_value": capital, "peak_value": capital,
-                "option_positions": positions}
+        book = {"capital": capital, "cash": capital - args.coins * chain.spot,
+                "portfolio_value": capital, "peak_value": capital, "option_positions": positions,
+                "spot_quantity": args.coins, "spot_cost_basis": chain.spot if args.coins else 0.0}
+        limits = OptionsRiskLimits(max_drawdown_pct=configured.max_drawdown_pct) if configured else OptionsRiskLimits()
+        venue_cfg = cfg.options.venues[venue]
         decision = evaluate_options(
             f"check-{args.strategy}", args.strategy, venue_spec(venue), args.underlying, params,
             source.history(f"{args.underlying}/{cfg.options.underlying_quote}", timeframe), timeframe, chain.ts,
-            chain, iv["atm_iv"], iv["history"], book, OptionsRiskLimits(), cfg.options.venues[venue].min_score)
+            chain, iv["atm_iv"], iv["history"], book, limits, venue_cfg.min_score, venue_cfg.max_positions)
         print(json.dumps({
             "strategy": args.strategy, "underlying": args.underlying, "venue": venue, "spot": chain.spot,
             "atm_iv": iv["atm_iv"], "iv_rank": iv["iv_rank"], "ts": chain.ts, "capital": capital,
-            "actions": decision.actions, "refused": decision.refused, "skipped": decision.skipped,
-            "source": f"{source.origin}, {market.origin}",
+            "coins": args.coins, **decision.summary(), "actions": decision.actions, "reasons": decision.reasons,
+            "refused": decision.refused, "skipped": decision.skipped, "source": f"{source.origin}, {market.origin}",
         }))
         return 0
 

@@ -85,7 +85,8 @@ class GatewayCache:
 
     def status(self) -> dict[str, Any]:
         return self._memoized("status", self._status_key(), lambda: build_status(
-            self.snapshot, self.prices, self.cycle_count, self.health()))
+            self.snapshot, self.prices, self.cycle_count, self.health(),
+            self.heartbeats.get("signals", {}).get("strategies")))
 
     def status_json(self) -> bytes:
         return self._memoized("status_json", self._status_key(), lambda: encode_json(self.status()))

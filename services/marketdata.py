@@ -6,7 +6,11 @@ Answers    history {symbol, timeframe, limit} -> rows; prices -> {symbol: {price
 Calls      common.feeds (sim / replay / live), common.clock.MarketClock
 
 The market time it has reached is saved beside the state file, so a restarted feed resumes
-where it stopped instead of replaying days the portfolio has already traded.
+where it stopped instead of replaying days the portfolio has already traded. Market time never
+moves backwards across restarts: the clock file is written atomically with a ``.bak``, an
+unreadable file falls back to the ``.bak`` (logged), and with neither usable the service
+refuses to start rather than rewind the market to the feed's start. One writer: the clock
+file is only touched under ``marketdata.lock`` in the same directory.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 from common.bus import RequestError, wall_ms
 from common.clock import MarketClock
 from common.config import Config, load_config
+from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.feeds import MarketFeed, build_feed_from_config
 from common.state_store import StateFileError, load_state, save_state
 from services.runtime import ServiceRuntime, config_path
@@ -24,6 +29,11 @@ from services.runtime import ServiceRuntime, config_path
 TICK_SECONDS = 0.05
 CLOCK_SAVE_SECONDS = 0.25
 MAX_HISTORY = 5000
+LOCK_NAME = "marketdata.lock"
+
+
+class ClockFileError(RuntimeError):
+    """The clock file and its .bak are both unusable; starting would rewind the market."""
 
 
 class MarketDataService:
@@ -31,6 +41,10 @@ class MarketDataService:
         self.cfg = cfg
         self.rt = runtime
         self.clock_file = Path(cfg.state_file).parent / "marketdata.clock.json"
+        self.lock: DirLock | None = None
+        if cfg.feed.mode != "live":  # live market time is the wall clock: no file to own
+            state_dir = prepare_state_dir(self.clock_file.parent, cfg.create_state_dir)
+            self.lock = DirLock(state_dir / LOCK_NAME).acquire()  # LockHeld: another marketdata is here
         self.feed: MarketFeed = build_feed_from_config(cfg, log=runtime.log)
         resume_ts = self._resume_ts()
         if cfg.feed.mode == "live":  # live market time is the wall clock (speed 1)
@@ -52,21 +66,61 @@ class MarketDataService:
                 "replay": replay}
 
     def _resume_ts(self) -> int | None:
+        """Where the saved clock stopped, None on a first start or a different feed; the .bak
+        when the file is unusable; ClockFileError when neither is. Never before the market time
+        the portfolio has already seen (the clock is saved every CLOCK_SAVE_SECONDS, so a killed
+        feed's file may lag the ticks it published)."""
         if self.cfg.feed.mode == "live":
             return None
+        backup = self.clock_file.with_name(self.clock_file.name + ".bak")
+        passed_over: list[str] = []
+        damaged = False
+        for path in (self.clock_file, backup):
+            try:
+                saved = load_state(path)
+                if saved is None:
+                    passed_over.append(f"{path}: missing")
+                    continue
+                market_ts = saved.get("market_ts")
+                if isinstance(market_ts, bool) or not isinstance(market_ts, int) or market_ts < 0:
+                    raise StateFileError(path, f"'market_ts' must be an integer >= 0, got {market_ts!r}")
+            except StateFileError as exc:
+                passed_over.append(str(exc))
+                damaged = True
+                continue
+            if passed_over:
+                self.rt.log.warning("clock_file_restored_from_bak", detail=passed_over[0], market_ts=market_ts)
+            if saved.get("feed") != self._identity():
+                return None  # another feed (seed, start or files changed in config): its own clock
+            return max(market_ts, self._portfolio_market_ts())
+        if damaged:
+            raise ClockFileError(
+                f"{self.clock_file}: no usable market clock ({'; '.join(passed_over)}). Starting would rewind "
+                f"the market to the feed's start. Restore the file (or its .bak) from a backup, or delete "
+                f"both to start the simulated market from the beginning on purpose."
+            )
+        return None
+
+    def _portfolio_market_ts(self) -> int:
+        """The portfolio's market time from its state file (read only), 0 when unknown."""
         try:
-            saved = load_state(self.clock_file)
-        except StateFileError as exc:
-            self.rt.log.warning("clock_file_unreadable", detail=str(exc))
-            return None
-        if not saved or saved.get("feed") != self._identity():
-            return None
-        market_ts = saved.get("market_ts")
-        return market_ts if isinstance(market_ts, int) else None
+            state = load_state(self.cfg.state_file)
+        except (StateFileError, OSError):
+            return 0
+        market_ts = state.get("market_ts") if state else None
+        return market_ts if isinstance(market_ts, int) and not isinstance(market_ts, bool) else 0
 
     def save_clock(self) -> None:
-        if self.cfg.feed.mode != "live":
+        """Write the clock atomically (the previous file kept as .bak); a failure is a persist
+        problem, retried on the next save."""
+        if self.cfg.feed.mode == "live":
+            return
+        try:
             save_state(self.clock_file, {"version": 1, "feed": self._identity(), "market_ts": self.feed.now_ts})
+        except OSError as exc:
+            self.rt.set_problem("persist", f"cannot write {self.clock_file.name}: {exc.strerror or exc}")
+            return
+        self.rt.clear_problem("persist")
 
     def advance(self) -> None:
         pub = self.rt.publisher
@@ -107,12 +161,20 @@ class MarketDataService:
         """Save the clock and stop a live feed's poller thread."""
         self.save_clock()
         getattr(self.feed, "stop", lambda: None)()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
     rt = ServiceRuntime("marketdata")
-    svc = MarketDataService(cfg, rt)
+    try:
+        svc = MarketDataService(cfg, rt)
+    except (ClockFileError, StateDirMissing, LockHeld) as exc:
+        rt.log.error("clock_unusable", detail=str(exc))
+        print(f"marketdata: {exc}", file=sys.stderr)
+        rt.close()
+        return 2
     ep = cfg.endpoints["marketdata"]
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"history": svc.history, "prices": svc.prices, "status": svc.status})

@@ -19,24 +19,33 @@ until a mark values it again; the other books are marked regardless.
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
 path. A crash at any point loses nothing that was acknowledged: on start the journal tail
-past state.json's ``journal_seq`` is replayed.
+past state.json's ``journal_seq`` is replayed, into books created from the config first, and
+only after the journal has been checked to be this state's history (``start_from_disk``).
+
+One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
+there, and writes only while it still holds that lock. When a write fails (disk full,
+read-only, permissions, lock lost) ``problems["persist"]`` makes /healthz 503 until a write
+succeeds again; an order whose fill cannot be journaled is answered ``retry``, never acked.
 """
 from __future__ import annotations
 
+import errno
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
-from common.model import Fill, RecordError, SpotOrder
+from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
+from common.model import ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.portfolio import Portfolio, strategy_metas
 from options.book import OptionOrder, OptionOrderDecision
 from options.order_checks import (ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
                                   quotes_from_chain)
-from common.state_store import EquityLog, Journal, StateFileError, load_state, save_state
+from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
+                                remove_stale_temp_files, save_state)
 from services.runtime import ServiceRuntime, config_path
 
 MARK_SECONDS = 0.1
@@ -45,10 +54,15 @@ SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
+LOCK_NAME = "portfolio.lock"
 # Wall seconds an order may spend between its decision and the portfolio (a busy engine, a
 # retry, a backoff); at the feed's speed that is market time an order may be dated before the
 # portfolio's market time, on top of one bar of its strategy.
 ORDER_TRANSIT_SECONDS = 5.0
+
+
+class PersistFailed(RuntimeError):
+    """A fill could not be journaled: the order gets a ``retry`` answer, never an ack."""
 
 
 def order_transit_ms(cfg: Config) -> int:
@@ -62,7 +76,8 @@ class PortfolioService:
         self.cfg = cfg
         self.rt = runtime
         self.state_path = Path(cfg.state_file)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_dir = prepare_state_dir(self.state_path.parent, cfg.create_state_dir)
+        self.lock = DirLock(state_dir / LOCK_NAME).acquire()  # LockHeld: another writer is here
         self.portfolio = Portfolio(strategy_metas(cfg), fee_rate=cfg.fee_pct / 100.0,
                                    slippage_rate=cfg.slippage_pct / 100.0,
                                    max_option_positions=cfg.options.max_positions,
@@ -70,23 +85,11 @@ class PortfolioService:
                                    underlying_quote=cfg.options.underlying_quote,
                                    price_band_pct=cfg.price_band_pct,
                                    order_transit_ms=order_transit_ms(cfg))
-        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
-        if state is not None:
-            try:
-                self.portfolio.load_state(state)
-            except RecordError as exc:
-                raise StateFileError(self.state_path, str(exc)) from None
-        self.journal = Journal(self.state_path.parent / "journal.jsonl")
-        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
-        for problem in self.equity.damaged_lines:
-            self.rt.log.warning("equity_line_skipped", detail=problem)
-        replayed = [Fill.from_dict(r, f"journal seq {r.get('seq')}")
-                    for r in self.journal.read(after_seq=self.portfolio.journal_seq)]
-        self.portfolio.commit(replayed)
-        rec = self.portfolio.reconcile(self.portfolio.market_ts)
-        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=len(replayed),
-                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
-                         pruned=list(rec.pruned), kept=len(rec.kept))
+        try:
+            self.start_from_disk()
+        except BaseException:
+            self.lock.release()  # refused to start: the next attempt (or a test in-process) may lock
+            raise
         self.pending_ticks: dict[str, float] = {}
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
@@ -99,16 +102,76 @@ class PortfolioService:
         self.save()
 
     # --- persistence -------------------------------------------------------------------
+    def start_from_disk(self) -> None:
+        """Load state.json, create the books the config adds, check that the journal is this
+        state's history, then book the journal's tail. Any doubt stops the service with a
+        StateFileError or JournalError naming the file, the line or seq, and the fix: a
+        state that is saved never drops or repeats a journaled fill."""
+        stale = remove_stale_temp_files(self.state_path)
+        if stale:
+            self.rt.log.warning("stale_temp_files_removed", files=stale)
+        state = load_state(self.state_path)  # StateFileError stops the service: never overwrite
+        if state is not None:
+            try:
+                self.portfolio.load_state(state)
+            except RecordError as exc:
+                raise StateFileError(self.state_path, str(exc)) from None
+        rec = self.portfolio.reconcile(self.portfolio.market_ts)  # books exist before the replay
+        self.journal = Journal(self.state_path.parent / "journal.jsonl")
+        seen = self.portfolio.last_seen_fill()
+        tail = self.journal.read(after_seq=seen["seq"] - 1 if seen else self.portfolio.journal_seq)
+        replayed = sum(1 for r in tail if r["seq"] > self.portfolio.journal_seq)
+        problem = self.portfolio.journal_disagreement(self.journal.last_seq, tail)
+        if problem is None:
+            try:
+                for event in self.portfolio.replay(tail):
+                    self.rt.log.warning("risk_event", detail=event)
+            except ValueError as exc:  # a record that does not parse or does not fit its book
+                problem = str(exc)
+        if problem is not None:
+            self.journal.close()
+            raise JournalError(f"{self.journal.path}: {problem}")
+        self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
+        for damage in self.equity.damaged_lines:
+            self.rt.log.warning("equity_line_skipped", detail=damage)
+        self.rt.log.info("state_loaded", existed=state is not None, journal_replayed=replayed,
+                         journal_seq=self.portfolio.journal_seq, created=list(rec.created),
+                         retired=list(rec.retired), kept=len(rec.kept))
+
     def save(self) -> None:
-        if self.dirty:
+        """Save state.json if it changed; a failed save is a persist problem, retried next time."""
+        if not self.dirty:
+            return
+        try:
+            self.check_lock()
             save_state(self.state_path, self.portfolio.to_state())
-            self.dirty = False
+        except (OSError, LockHeld, RecordError) as exc:  # RecordError: a state that would not load back
+            self.persist_failed("state.json", exc)
+            return
+        self.dirty = False
+        self.rt.clear_problem("persist")
+
+    def check_lock(self) -> None:
+        """Write only while holding the lock: if its file was deleted or replaced under us, take
+        the new one; LockHeld when another process got there first."""
+        if not self.lock.still_held():
+            self.lock.release()
+            self.lock = DirLock(self.lock.path).acquire()
+
+    def persist_failed(self, what: str, exc: Exception) -> None:
+        """Flag the outage (problems -> /healthz 503, logged once); the next save probes the disk
+        again, and only a good save of state.json clears the flag."""
+        code = errno.errorcode.get(exc.errno, "") if isinstance(exc, OSError) and exc.errno else ""
+        self.rt.set_problem("persist", f"cannot write {what}: {code + ': ' if code else ''}"
+                                       f"{getattr(exc, 'strerror', None) or exc}")
+        self.dirty = True
 
     def book_fills(self, fills: list[Fill]) -> None:
-        """Journal (fsync) first, then book and publish: the ack follows only after this."""
+        """Journal (fsync) first, then book and publish: the ack follows only after this.
+        PersistFailed when the journal cannot be written: nothing is booked."""
         if not fills:
             return
-        self.journal.append([f.to_dict() for f in fills])
+        self.journal_append([f.to_dict() for f in fills])
         for event in self.portfolio.commit(fills):
             self.rt.log.warning("risk_event", detail=event)
         self.fills_made += len(fills)
@@ -119,7 +182,39 @@ class PortfolioService:
                              side=fill.side, instrument=fill.instrument, quantity=fill.quantity,
                              price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
 
+    def journal_append(self, records: list[dict[str, Any]]) -> None:
+        """Append and fsync while holding the lock; PersistFailed (nothing written that counts)
+        when the disk or the lock says no."""
+        try:
+            self.check_lock()
+            self.journal.append(records)
+        except (OSError, LockHeld) as exc:
+            self.persist_failed("journal.jsonl", exc)
+            raise PersistFailed(str(exc)) from None
+
+    def journal_risk(self) -> None:
+        """Journal the risk state of books whose kill switch or daily loss flag a mark changed,
+        before the next save, so the journal alone rebuilds them (``RiskRecord``)."""
+        records = self.portfolio.risk_records(self.portfolio.journal_seq + 1)
+        if records:
+            self.journal_append([r.to_dict() for r in records])
+            self.portfolio.commit(records)
+            self.dirty = True
+
     # --- requests --------------------------------------------------------------------------
+    def retry_when_unwritable(self, handler: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        """An order handler whose fill could not be journaled answers ``retry``: the sender keeps
+        the order and resends it (same id) once the disk is back."""
+        def answer(body: Any) -> dict[str, Any]:
+            try:
+                return handler(body)
+            except PersistFailed as exc:
+                order_id = body.get("order_id") if isinstance(body, dict) else None
+                return {"order_id": order_id, "status": ORDER_RETRY, "reason": f"not journaled: {exc}",
+                        "fill": None, "fills": []}
+        answer.__name__ = handler.__name__
+        return answer
+
     def on_order(self, body: Any) -> dict[str, Any]:
         try:
             order = SpotOrder.from_dict(body)
@@ -131,7 +226,7 @@ class PortfolioService:
         decision = self.portfolio.decide_spot(order)
         if decision.fill is not None:
             self.book_fills([decision.fill])
-        elif decision.status not in ("duplicate", "retry"):
+        elif decision.status not in ("duplicate", ORDER_RETRY):
             self.portfolio.record_no_fill(order.strategy_id, order.order_id)
             self.dirty = True
             self.rt.log.info("order_not_filled", order_id=order.order_id, status=decision.status,
@@ -154,7 +249,7 @@ class PortfolioService:
             decision = self.decide_option_order(order)
         if decision.fills:
             self.book_fills(list(decision.fills))
-        elif decision.status not in ("duplicate", "retry"):
+        elif decision.status not in ("duplicate", ORDER_RETRY):
             self.portfolio.record_no_fill(order.strategy_id, order.order_id)
             self.dirty = True
             self.rt.log.info("option_order_refused", order_id=order.order_id, status=decision.status,
@@ -166,7 +261,7 @@ class PortfolioService:
         """Price the order's contracts with the pricer's chains, then decide at those prices;
         "retry" when the pricer cannot answer: never fill blind."""
         if time.monotonic() < self.pricer_retry_at:
-            return OptionOrderDecision("retry", "pricer unavailable: waiting before asking again")
+            return OptionOrderDecision(ORDER_RETRY, "pricer unavailable: waiting before asking again")
         contracts = [leg.contract for leg in order.legs]
         spot: dict[str, float] = {}
         quotes: dict[str, OptionQuote] = {}
@@ -182,12 +277,12 @@ class PortfolioService:
                 ts = max(ts, reply["ts"]) if isinstance(reply.get("ts"), int) else ts
         except RequestFailed as exc:
             self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
-            return OptionOrderDecision("retry", f"pricer unavailable: {exc}")
+            return OptionOrderDecision(ORDER_RETRY, f"pricer unavailable: {exc}")
         except RemoteError as exc:
-            return OptionOrderDecision("retry", f"pricer refused: {exc.code}: {exc.message}")
+            return OptionOrderDecision(ORDER_RETRY, f"pricer refused: {exc.code}: {exc.message}")
         except ChainQuoteError as exc:
             self.rt.log.error("pricer_bad_chain", order_id=order.order_id, error=str(exc))
-            return OptionOrderDecision("retry", f"pricer sent a bad chain: {exc}")
+            return OptionOrderDecision(ORDER_RETRY, f"pricer sent a bad chain: {exc}")
         return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes))
 
     def on_positions(self, body: Any) -> dict[str, Any]:
@@ -237,11 +332,18 @@ class PortfolioService:
             self.rt.log.warning("risk_event", detail=event)
         if events:
             self.dirty = True
-        self.book_fills(liquidations)
+        try:
+            self.book_fills(liquidations)
+            self.journal_risk()
+        except PersistFailed:
+            return  # not booked: the next mark decides these fills (and risk records) again
         step = self.portfolio.market_ts // EQUITY_STEP_MS
         if step > self.last_equity_step:
             self.last_equity_step = step
-            self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
+            try:
+                self.equity.append(step * EQUITY_STEP_MS, self.portfolio.equity_point())
+            except OSError as exc:
+                self.persist_failed("equity.jsonl", exc)
 
     def mark_options(self) -> None:
         """Reprice every open option position through the pricer (at most once a second)."""
@@ -304,6 +406,7 @@ class PortfolioService:
         self.save()
         self.journal.close()
         self.equity.close()
+        self.lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     rt = ServiceRuntime("portfolio")
     try:
         svc = PortfolioService(cfg, rt)
-    except StateFileError as exc:
+    except (StateDirMissing, LockHeld) as exc:
+        rt.log.error("state_dir_unusable", detail=str(exc))
+        print(f"portfolio: {exc}", file=sys.stderr)
+        rt.close()
+        return 2
+    except (StateFileError, JournalError) as exc:
         rt.log.error("state_unreadable", detail=str(exc))
         print(f"portfolio: {exc}", file=sys.stderr)
         rt.close()
@@ -321,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     # Ticks first: in each loop turn they are read before the orders, so an order finds the
     # tick of its own bar when both are waiting.
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
-    rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order,
+    rt.bind_replier(ep.rep, {"order": svc.retry_when_unwritable(svc.on_order),
+                             "option_order": svc.retry_when_unwritable(svc.on_option_order),
                              "positions": svc.on_positions, "snapshot": svc.on_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity})
     rt.heartbeat_status(svc.on_status)

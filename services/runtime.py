@@ -3,6 +3,10 @@
 SIGTERM and SIGINT set a flag that the loop checks, so a service always leaves through the
 same door: its ``on_stop`` saves what it owns, then the sockets close and the context ends.
 A failing callback is logged and counted; it never takes the service down.
+
+A service dies with the process that started it (Linux ``PR_SET_PDEATHSIG``): when
+supervisord itself is SIGKILLed, its programs get SIGTERM, save and exit instead of running
+on as unsupervised orphans beside the copies a new supervisord starts.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ HEAP_TRIM_SECONDS = 10.0
 # free); and the heap trimmed past 128 KiB of free top.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 MALLOC_SETTINGS = ((M_ARENA_MAX, 2), (M_MMAP_THRESHOLD, 128 * 1024), (M_TRIM_THRESHOLD, 128 * 1024))
+PR_SET_PDEATHSIG = 1
 
 
 def _glibc() -> Any:
@@ -48,6 +53,21 @@ def tune_malloc(libc: Any) -> list[tuple[int, int]]:
 _libc = _glibc()
 
 
+_PARENT_PID = os.getppid()  # who started us, read as early as this process can
+
+
+def die_with_parent(libc: Any, parent_pid: int, sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send ``sig`` when our parent exits; True when armed. The parent may
+    have died before we asked (we were reparented, or a supervisord child now hangs off init):
+    then we are already an orphan, and ``sig`` is raised at once."""
+    if libc is None or libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    ppid = os.getppid()
+    if ppid != parent_pid or (ppid == 1 and os.environ.get("SUPERVISOR_ENABLED")):
+        signal.raise_signal(sig)
+    return True
+
+
 @dataclass
 class _Timer:
     interval: float
@@ -63,6 +83,7 @@ class ServiceRuntime:
         self.log = EventLog(name)
         self.stats = BusStats()
         self.malloc_settings = tune_malloc(_libc) if _libc is not None else []  # before zmq starts its threads
+        self.dies_with_parent = False
         self.ctx = zmq.Context()
         self.started_ms = wall_ms()
         self.stopping = False
@@ -163,13 +184,27 @@ class ServiceRuntime:
             self.log.error("callback_failed", callback=getattr(callback, "__name__", "?"),
                            error=f"{type(exc).__name__}: {exc}")
 
+    def set_problem(self, name: str, reason: str) -> None:
+        """Flag what keeps this service from its job (``problems``); logged once per outage."""
+        if name not in self.problems:
+            self.log.error("problem", name=name, reason=reason)
+        self.problems[name] = reason
+
+    def clear_problem(self, name: str) -> None:
+        if self.problems.pop(name, None) is not None:
+            self.log.info("problem_cleared", name=name)
+
     def request_stop(self, *_args: Any) -> None:
         self.stopping = True
 
     def run(self, on_stop: Callable[[], None] | None = None) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        self.log.info("started", pid=os.getpid())
+        # Armed here, not in __init__: only a process that runs as a service dies with its parent
+        # (a test or `make once` building a runtime in-process is left alone). The check against
+        # the parent seen at import still catches a supervisord that died while we started up.
+        self.dies_with_parent = die_with_parent(_libc, _PARENT_PID)
+        self.log.info("started", pid=os.getpid(), parent=_PARENT_PID, dies_with_parent=self.dies_with_parent)
         try:
             while not self.stopping:
                 now = time.monotonic()

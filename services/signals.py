@@ -3,11 +3,16 @@
 Subscribes  bar.* and clock from marketdata
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer;
             positions, order and option_order to portfolio
-Publishes   signal.<strategy_id>, cycle, heartbeat.signals
+Publishes   signal.<strategy_id>, cycle, heartbeat.signals (with each strategy's last decision, its
+            market time and its reason: the gateway's /status shows them)
 Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.registry
 
-Orders travel over REQ/REP and stay in the outbox until the portfolio acknowledges them;
-their id (strategy + bar time, or strategy + chain time + structure) makes a resend harmless.
+Orders travel over REQ/REP and stay in the outbox until the portfolio answers them for good
+(a fill or a final refusal: risk, duplicate, bad order); their id (strategy + bar time, or
+strategy + chain time + structure) makes a resend harmless. An order that goes unanswered or
+is refused for a transient reason (status ``retry``, error ``unavailable``: the portfolio
+cannot journal it, or cannot price it yet) stays first in line and is sent again with
+exponential backoff, so the orders behind it keep their order.
 Options strategies never trade without a fresh chain: a pricer that does not answer makes
 them skip (and is not asked again for a few seconds) while spot keeps trading.
 """
@@ -22,8 +27,9 @@ from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
 from common.config import Config, load_config
 from common.engine import (HISTORY_BARS, IV_HISTORY_DAYS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
-                           evaluate_spot, options_params)
-from common.model import RecordError, SpotOrder
+                           evaluate_spot, options_params, spot_summary)
+from common.exchange_client import backoff_seconds
+from common.model import ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from options.book import OptionOrder
@@ -33,7 +39,9 @@ from services.pricer import ChainReplyError, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
 
 WARMUP_BACKOFF_SECONDS = 2.0
-PORTFOLIO_BACKOFF_SECONDS = 1.0
+PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
+ORDER_RETRY_SECONDS = 0.1  # first wait after a transient refusal ('retry': often a tick on its way)
+PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
 
@@ -45,6 +53,7 @@ class SignalEngine:
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=1000, retries=2)
         self.warmup_retry_at = 0.0
         self.portfolio_retry_at = 0.0
+        self.portfolio_failures = 0  # transient failures in a row: the backoff grows with them
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
@@ -135,13 +144,14 @@ class SignalEngine:
                                      self.bars, self.market_ts, sc.pair)
         except Exception as exc:  # one broken strategy is logged and skipped, never the engine
             self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-            self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+            self.note_error(sc.id, exc)
             return None
+        summary = spot_summary(decision)
         if decision.signal is None:
-            self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+            self.note(sc.id, f"skipped: {decision.skipped}", summary)
             return decision
         self.rt.publisher.publish(f"signal.{sc.id}", "signal", decision.signal.to_dict())
-        self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "signal": decision.signal.signal}
+        self.note(sc.id, "ok", summary, signal=decision.signal.signal)
         order = decision.order
         if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
             self.last_ordered_bar[sc.id] = decision.signal.ts_bar
@@ -235,20 +245,29 @@ class SignalEngine:
                 decision = self.evaluate_option_strategy(sc, market)
             except Exception as exc:  # one broken strategy is logged and skipped, never the engine
                 self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-                self.strategy_status[sc.id] = {"status": f"error: {exc}", "ts": self.market_ts}
+                self.note_error(sc.id, exc)
                 return None
+        summary = decision.summary()
         if decision.skipped is not None:
-            self.strategy_status[sc.id] = {"status": f"skipped: {decision.skipped}", "ts": self.market_ts}
+            self.note(sc.id, f"skipped: {decision.skipped}", summary)
             return decision
         for why in decision.refused:
             self.rt.log.info("option_trade_refused", strategy=sc.id, reason=why)
         self.rt.publisher.publish(f"signal.{sc.id}", "options_signal", {
             "strategy_id": sc.id, "strategy": sc.strategy, "venue": sc.venue, "underlying": sc.underlying,
-            "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused})
-        self.strategy_status[sc.id] = {"status": "ok", "ts": self.market_ts, "actions": len(decision.actions)}
+            "ts_event": self.market_ts, "actions": decision.actions, "refused": decision.refused,
+            "reasons": decision.reasons, **summary})
+        self.note(sc.id, "ok", summary, actions=len(decision.actions))
         for order in decision.orders:
             self.outbox[order.order_id] = order
         return decision
+
+    def note(self, sid: str, status: str, summary: dict[str, str], **extra: Any) -> None:
+        """A strategy's last decision (what, when in market time, why) for the heartbeat and /status."""
+        self.strategy_status[sid] = {"status": status, "ts": self.market_ts, **summary, **extra}
+
+    def note_error(self, sid: str, exc: Exception) -> None:
+        self.note(sid, f"error: {exc}", {"decision": "error", "reason": f"{type(exc).__name__}: {exc}"})
 
     def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
         try:
@@ -265,27 +284,44 @@ class SignalEngine:
                                 venue.min_score, venue.max_positions)
 
     def flush_outbox(self) -> list[dict[str, Any]]:
-        """Send queued orders in order until one fails to get through; return the acks."""
+        """Send queued orders in order until one fails to get through; return the final answers."""
         acks: list[dict[str, Any]] = []
         if time.monotonic() < self.portfolio_retry_at:
-            return acks  # the portfolio did not answer a moment ago: the orders wait, the loop does not
+            return acks  # the portfolio could not take an order a moment ago: they wait, the loop does not
         while self.outbox:
             order_id, order = next(iter(self.outbox.items()))
             kind = "option_order" if isinstance(order, OptionOrder) else "order"
             try:
                 ack = self.portfolio.request(kind, order.to_dict())
             except RequestFailed as exc:
-                self.rt.log.warning("order_pending", order_id=order_id, error=str(exc), outbox=len(self.outbox))
-                self.portfolio_retry_at = time.monotonic() + PORTFOLIO_BACKOFF_SECONDS
-                return acks  # the portfolio is down: keep the order and retry shortly
+                self.hold_outbox(order_id, f"unanswered: {exc}", PORTFOLIO_BACKOFF_SECONDS)
+                return acks
             except RemoteError as exc:
+                if exc.code in TRANSIENT_ERRORS:
+                    self.hold_outbox(order_id, f"{exc.code}: {exc.message}", ORDER_RETRY_SECONDS)
+                    return acks
                 self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
             else:
+                if ack.get("status") == ORDER_RETRY:
+                    self.hold_outbox(order_id, f"retry: {ack.get('reason')}", ORDER_RETRY_SECONDS)
+                    return acks
                 self.orders_acked += 1
                 self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
+                if ack["status"] == "rejected":  # the strategy decided, the portfolio said no: /status says why
+                    self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
+                                                        "reason": f"{order_id}: {ack['reason']}"})
                 acks.append(ack)
+            self.portfolio_failures = 0
             del self.outbox[order_id]
         return acks
+
+    def hold_outbox(self, order_id: str, why: str, first_wait: float) -> None:
+        """Keep the order first in line; wait ``first_wait``, doubled after each failure in a row."""
+        self.portfolio_failures += 1
+        wait = backoff_seconds(self.portfolio_failures, base=first_wait, cap=PORTFOLIO_BACKOFF_CAP_SECONDS)
+        self.portfolio_retry_at = time.monotonic() + wait
+        self.rt.log.warning("order_pending", order_id=order_id, error=why, outbox=len(self.outbox),
+                            retry_in_s=wait)
 
     def status(self) -> dict[str, Any]:
         return {"cycle_count": self.cycle_count, "market_ts": self.market_ts, "outbox": len(self.outbox),

@@ -34,3 +34,12 @@ def btc_csv() -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is not present (../shared/data)")
     return path
+
+
+@pytest.fixture(scope="session")
+def btc_daily_csv() -> Path:
+    """Real BTC daily bars 2022-11-06 .. 2024-08-31 (the days of shared/data's DVOL file)."""
+    path = BINANCE.parent / "daily" / "BTC_USD-1d_2022-11-06_2024-08-31.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is not present (../shared/data)")
+    return path

@@ -2,7 +2,8 @@
 in local processes, and a cluster address without its library says which extra to install."""
 from __future__ import annotations
 
-import importlib.util
+import logging
+import sys
 
 import pytest
 
@@ -77,14 +78,29 @@ def test_cluster_selection():
         make_mapper("spark://x:1")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed here")
-def test_ray_address_without_ray_names_the_extra():
+@pytest.mark.parametrize("address, library", [("ray://10.0.0.5:10001", "ray"), ("dask://10.0.0.5:8786", "dask")])
+def test_cluster_address_without_its_library_names_the_extra(monkeypatch, address, library):
+    for name in ("ray", "dask", "dask.distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: import raises ImportError
     with pytest.raises(ClusterUnavailableError) as err:
-        make_mapper("ray://10.0.0.5:10001")
-    assert CLUSTER_EXTRA in str(err.value) and "ray" in str(err.value)
+        make_mapper(address)
+    assert CLUSTER_EXTRA in str(err.value) and library in str(err.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dask") is not None, reason="dask is installed here")
-def test_dask_address_without_dask_says_what_to_install():
-    with pytest.raises(ClusterUnavailableError, match="dask"):
-        make_mapper("dask://10.0.0.5:8786")
+def test_sweep_on_a_local_dask_cluster_equals_the_local_process_pool(btc_1h):
+    """Two dask worker processes behind a real scheduler on loopback, reached through --cluster's
+    address form: the same windows, winners and out-of-sample metrics as the process pool."""
+    from distributed import LocalCluster
+
+    data = btc_1h.slice(20000, 24000)
+    spec = WalkForwardSpec("sma_crossover", "BTC/USDT", "1h", train_bars=2000, test_bars=1000,
+                           grid={"fast": [10, 20], "slow": [50, 100]}, objective="sharpe")
+    local = walk_forward(spec, data, mapper=local_mapper(workers=2))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://", 1)
+        remote = walk_forward(spec, data, mapper=make_mapper(address))
+        workers = len(cluster.scheduler_info["workers"])
+    assert workers == 2
+    assert remote.windows == local.windows
+    assert remote.summary == local.summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -220,12 +221,13 @@ def test_spot_params_are_resolved_by_the_registry_and_read_only():
         config.fee_pct = 1.0  # type: ignore[misc]
 
 
-def test_options_params_are_frozen_deeply():
-    config = parse_config(raw_config(option(params={"deltas": [0.2, 0.3], "nested": {"a": 1}})))
+def test_options_params_are_kept_as_given_and_read_only():
+    # Not filled with defaults: the engine lets given params override the theta-harvest exits.
+    config = parse_config(raw_config(option(params={"alloc_fraction": 0.1, "target_dte": 20})))
     params = config.strategy("deribit-vol-btc").params
-    assert params["deltas"] == (0.2, 0.3)
+    assert params == {"alloc_fraction": 0.1, "target_dte": 20}
     with pytest.raises(TypeError):
-        params["nested"]["a"] = 2  # type: ignore[index]
+        params["alloc_fraction"] = 0.2  # type: ignore[index]
 
 
 def test_replay_files_resolve_against_the_working_directory(tmp_path):
@@ -246,16 +248,16 @@ def test_unknown_strategy_id_names_the_closest():
 # ---- pass 1: the schema ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    (raw_config(spot(capital=-5)), "strategies[0].capital: must be > 0, got -5"),
-    (raw_config(spot(capital=0)), "strategies[0].capital: must be > 0, got 0"),
+    (raw_config(spot(capital=-5)), "strategies[0].capital: must be in (0, 1000000000000], got -5"),
+    (raw_config(spot(capital=0)), "strategies[0].capital: must be in (0, 1000000000000], got 0"),
     (raw_config(spot(capital=True)), "strategies[0].capital: expected a number, got true"),
     (raw_config(spot(max_drawdown_pct=0)), "strategies[0].max_drawdown_pct: must be in (0, 100], got 0"),
     (raw_config(spot(max_drawdown_pct=100.5)), "strategies[0].max_drawdown_pct: must be in (0, 100], got 100.5"),
-    (raw_config(spot(interval_seconds=0)), "strategies[0].interval_seconds: must be > 0, got 0"),
+    (raw_config(spot(interval_seconds=0)), "strategies[0].interval_seconds: must be in [1, 2592000], got 0"),
     (raw_config(spot(interval_seconds=1.5)), "strategies[0].interval_seconds: expected an integer, got 1.5"),
-    (raw_config(interval_seconds=-1), "interval_seconds: must be > 0, got -1"),
+    (raw_config(interval_seconds=-1), "interval_seconds: must be in [1, 2592000], got -1"),
     (raw_config(feed={"speed": "fast"}), 'feed.speed: expected a number, got "fast"'),
-    (raw_config(feed={"speed": 0}), "feed.speed: must be > 0, got 0"),
+    (raw_config(feed={"speed": 0}), "feed.speed: must be in (0, 1000000], got 0"),
     (raw_config(feed={"sped": 10}), 'feed.sped: unknown key (did you mean "speed"?)'),
     (raw_config(feed={"mode": "sym"}),
      'feed.mode: must be one of "sim", "replay", "live" (did you mean "sim"?), got "sym"'),
@@ -270,7 +272,7 @@ def test_unknown_strategy_id_names_the_closest():
     (raw_config(feed={"symbols": ["BTC/USDT", "ETH/USDT", "BTC/USDT"]}),
      'feed.symbols[2]: repeats an earlier item, got "BTC/USDT"'),
     (raw_config(fee_pct=False), "fee_pct: expected a number, got false"),
-    (raw_config(risk={"max_consecutive_losses": 0}), "risk.max_consecutive_losses: must be >= 1, got 0"),
+    (raw_config(risk={"max_consecutive_losses": 0}), "risk.max_consecutive_losses: must be in [1, 1000], got 0"),
     (raw_config(spot(risk={"daily_loss_pct": 0})), "strategies[0].risk.daily_loss_pct: must be in (0, 100], got 0"),
     (raw_config(spot(capitl=5)), 'strategies[0].capitl: unknown key (did you mean "capital"?)'),
     (raw_config(spot(theta_harvest={"enabled": True})), "strategies[0].theta_harvest: unknown key"),
@@ -284,8 +286,8 @@ def test_unknown_strategy_id_names_the_closest():
      "strategies[0].id: must be letters, digits, '-' or '_', got \"momentum btc\""),
     (raw_config(spot(type="spto")), 'strategies[0].type: must be one of "spot", "options" (did you mean "spot"?), '
                                     'got "spto"'),
-    (raw_config(option(strategy="wheeel")), 'strategies[0].strategy: must be one of "vol_mean_reversion", '
-     '"momentum_options", "protective_puts", "covered_calls", "wheel" (did you mean "wheel"?), got "wheeel"'),
+    (raw_config(option(strategy="wheeel")), 'strategies[0].strategy: must be one of "momentum_options", '
+     '"vol_mean_reversion", "protective_puts", "covered_calls", "wheel" (did you mean "wheel"?), got "wheeel"'),
     (raw_config(option(venue="okx")), 'strategies[0].venue: must be one of "deribit", "ibkr", got "okx"'),
     (raw_config(option(underlying="SOL")), 'strategies[0].underlying: deribit lists BTC, ETH, got "SOL"'),
     (raw_config(gateway={"port": 70000}), "gateway.port: must be in [1, 65535], got 70000"),
@@ -439,7 +441,7 @@ def test_every_error_is_collected_and_listed_with_the_file_name(tmp_path):
         load_config(path)
     assert caught.value.errors == [
         'feed.speed: expected a number, got "fast"',
-        "strategies[0].capital: must be > 0, got -5",
+        "strategies[0].capital: must be in (0, 1000000000000], got -5",
         "strategies[1].max_drawdown_pct: must be in (0, 100], got 0",
         'strategies[1].id: duplicate id "momentum-btc" (first at strategies[0])',
     ]
@@ -488,7 +490,7 @@ def test_cli_check_exits_2_with_every_error_on_stderr(tmp_path):
     path.write_text(json.dumps(raw_config(spot(capital=-5), spot(id="b", symbol="DOGE/USDT"))))
     done = _cli("--check", str(path))
     assert done.returncode == 2 and done.stdout == ""
-    assert "strategies[0].capital: must be > 0, got -5" in done.stderr
+    assert "strategies[0].capital: must be in (0, 1000000000000], got -5" in done.stderr
     assert 'strategies[1].symbol: must be one of feed.symbols' in done.stderr
 
 
@@ -499,8 +501,212 @@ def test_docs_config_md_is_generated_from_the_schema():
 
 def test_docs_list_every_key_with_its_default():
     docs = render_markdown()
-    for row in ("| `speed` | number | = 3600, or 1 in live mode | > 0 |",
+    for row in ("| `speed` | number | = 3600, or 1 in live mode | in (0, 1000000] |",
+                "| `wheel` | `take_profit_pct` | `60.0` | a number in [0, 1000] |",
                 "| `marketdata.pub` | string | `\"tcp://127.0.0.1:5560\"` |",
                 "| `max_drawdown_pct` | number | required | in (0, 100] |",
                 "| `risk.daily_loss_pct` | number | = risk.daily_loss_pct | in (0, 100] |"):
         assert row in docs
+
+
+# ---- bounds: the attack run's bad configs, each refused with its path ---------------------------
+
+def deep(levels: int) -> list:
+    nested: list = []
+    for _ in range(levels):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (raw_config(spot(capital=1e308)), "strategies[0].capital: must be in (0, 1000000000000], got 1e+308"),
+    (raw_config(spot(capital=1e12 + 1)), "strategies[0].capital: must be in (0, 1000000000000], got 1000000000001.0"),
+    (raw_config(option(capital=-1)), "strategies[0].capital: must be in (0, 1000000000000], got -1"),
+    (raw_config(spot(capital=float("nan"))), "strategies[0].capital: must be a finite number, got NaN"),
+    (raw_config(spot(capital=float("inf"))), "strategies[0].capital: must be a finite number, got Infinity"),
+    (raw_config(spot(params={"threshold": float("-inf")})),
+     "strategies[0].params.threshold: must be a finite number, got -Infinity"),
+    (raw_config(fee_pct=float("nan")), "fee_pct: must be a finite number, got NaN"),
+    (raw_config(fee_pct=50), "fee_pct: must be in [0, 10], got 50"),
+    (raw_config(slippage_pct=-0.1), "slippage_pct: must be in [0, 10], got -0.1"),
+    (raw_config(interval_seconds=10**9), "interval_seconds: must be in [1, 2592000], got 1000000000"),
+    (raw_config(spot(interval_seconds=31 * 86_400)),
+     "strategies[0].interval_seconds: must be in [1, 2592000], got 2678400"),
+    (raw_config(feed={"speed": 1e7}), "feed.speed: must be in (0, 1000000], got 10000000.0"),
+    (raw_config(feed={"seed": -1}), "feed.seed: must be in [0, 9223372036854775807], got -1"),
+    (raw_config(feed={"seed": 2**64}), "feed.seed: must be in [0, 9223372036854775807], got 18446744073709551616"),
+    (raw_config(feed={"history_days": 10**6}), "feed.history_days: must be in [0, 3650], got 1000000"),
+    (raw_config(feed={"live": {"poll_seconds": 0}}), "feed.live.poll_seconds: must be in [0.01, 3600], got 0"),
+    (raw_config(risk={"max_consecutive_losses": 10**6}),
+     "risk.max_consecutive_losses: must be in [1, 1000], got 1000000"),
+    (raw_config(risk={"circuit_breaker_hours": 1e9}),
+     "risk.circuit_breaker_hours: must be in (0, 8760], got 1000000000.0"),
+    (raw_config(spot(risk={"max_position_pct": 101})),
+     "strategies[0].risk.max_position_pct: must be in (0, 100], got 101"),
+    (raw_config(options={"max_positions": 10**4}), "options.max_positions: must be in [1, 100], got 10000"),
+    (raw_config(options={"venues": {"ibkr": {"min_score": 2}}}),
+     "options.venues.ibkr.min_score: must be in [0, 1], got 2"),
+    (raw_config(ibkr={"client_id": 2**40}), "ibkr.client_id: must be in [0, 2147483647], got 1099511627776"),
+    (raw_config(option(theta_harvest={"stop_loss_pct": 1e9})),
+     "strategies[0].theta_harvest.stop_loss_pct: must be in (0, 10000], got 1000000000.0"),
+    (raw_config(option(theta_harvest={"min_dte_close": 1000})),
+     "strategies[0].theta_harvest.min_dte_close: must be in [0, 365], got 1000"),
+    (raw_config(option(params={"alloc_fraction": -5})),
+     "strategies[0].params.alloc_fraction: must be in [0, 1], got -5"),
+    (raw_config(option(params={"target_dte": 1e9})),
+     "strategies[0].params.target_dte: must be in [1, 365], got 1000000000.0"),
+    (raw_config(option(strategy="momentum_options", params={"roc_period": "lots"})),
+     'strategies[0].params.roc_period: expected an integer in [1, 999], got "lots"'),
+    (raw_config(option(strategy="momentum_options", params={"roc_period": 14.5})),
+     "strategies[0].params.roc_period: expected an integer in [1, 999], got 14.5"),
+    (raw_config(option(strategy="wheel", params={"put_otm": True})),
+     "strategies[0].params.put_otm: expected a number in [0, 0.9], got true"),
+    (raw_config(option(strategy="wheel", params={"put_otn": 0.1})),
+     "strategies[0].params.put_otn: unknown parameter of wheel; accepted: take_profit_pct, stop_loss_pct, "
+     'close_dte, alloc_fraction, put_otm, call_otm, target_dte, min_premium_pct (did you mean "put_otm"?)'),
+    (raw_config(option(params={"high_rank": 20})),
+     'strategies[0].params: low_rank must be < high_rank, got {"high_rank": 20}'),
+    (raw_config({"script": "check_options.py", "args": ["wheel", "BTC"], "id": "w", "capital": 1000,
+                 "max_drawdown_pct": 20, "params": {"stop_loss_pct": -5}}),
+     "strategies[0].params.stop_loss_pct: must be in [0, 10000], got -5"),
+    (raw_config(spot(params={"period": deep(20)})), "strategies[0].params.period" + "[0]" * 13
+     + ": nested more than 16 levels deep; a config is at most 16 levels"),
+    (raw_config(feed=deep(100_000)), "feed" + "[0]" * 16 + ": nested more than 16 levels deep; a config is at "
+     "most 16 levels"),
+])
+def test_out_of_range_values_are_refused_with_their_path(raw, expected):
+    assert one_error(raw) == expected
+
+
+def test_options_params_within_their_ranges_are_accepted():
+    raw = raw_config(option(strategy="momentum_options", params={"roc_period": 30, "alloc_fraction": 1,
+                                                                 "take_profit_pct": 1000, "target_dte": 365}))
+    assert parse_config(raw).strategies[0].params["roc_period"] == 30
+
+
+def test_state_file_that_is_a_directory_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    error = one_error(raw_config(state_file="run"), tmp_path)
+    assert error == f'state_file: {tmp_path / "run"} is a directory; name a file inside it, like ' \
+                    f'"run/state.json", got "run"'
+
+
+def test_state_file_under_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("not a directory")
+    error = one_error(raw_config(state_file="run/state/state.json"), tmp_path)
+    assert error == f'state_file: {tmp_path / "run"} is a file, so nothing can be created under it; ' \
+                    f'got "run/state/state.json"'
+
+
+def test_state_file_in_directories_yet_to_be_made_is_accepted(tmp_path):
+    config = parse_config(raw_config(state_file="a/b/state.json"), base_dir=tmp_path)
+    assert config.state_file == tmp_path / "a" / "b" / "state.json"
+
+
+def test_a_hundred_thousand_nested_arrays_give_a_clean_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == ["(top level): nested too deeply to parse; a config is at most 16 levels deep"]
+
+
+def test_nesting_deep_enough_to_parse_is_refused_before_any_recursion(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"strategies": ' + "[" * 500 + "]" * 500 + "}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == ["strategies" + "[0]" * 16 + ": nested more than 16 levels deep; a config is "
+                                   "at most 16 levels"]
+
+
+def test_nan_and_infinity_literals_in_a_file_are_refused_with_their_path(tmp_path):
+    path = tmp_path / "nan.json"
+    raw = json.dumps(raw_config(spot(capital=1000)))
+    path.write_text(raw.replace('"capital": 1000', '"capital": NaN', 1).replace('"strategies"', '"fee_pct": 1e999, '
+                                                                                                  '"strategies"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == ["fee_pct: must be a finite number, got Infinity",
+                                   "strategies[0].capital: must be a finite number, got NaN"]
+
+
+def test_a_file_over_10_mb_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.json"
+    with path.open("wb") as out:
+        out.truncate(10 * 1024 * 1024 + 1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"config file is 10,485,761 bytes, more than the 10,485,760 a config may have: "
+                                   f"{path}"]
+
+
+def test_an_integer_too_long_to_convert_is_a_clean_error(tmp_path):
+    path = tmp_path / "long.json"
+    path.write_text('{"fee_pct": ' + "1" * 5000 + "}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [error] = caught.value.errors
+    assert error.startswith("invalid JSON: Exceeds the limit (4300 digits) for integer string conversion")
+
+
+def test_a_fifo_as_the_config_path_is_refused_unread(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"config path is not a regular file: {path}"]
+
+
+def test_a_directory_as_the_config_path_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.errors == [f"config path is a directory, not a file: {tmp_path}"]
+
+
+# ---- capacity: the engine must keep up ----------------------------------------------------------
+
+def many_spot(count: int, **feed) -> dict:
+    return raw_config(*[spot(id=f"s{i}", interval_seconds=300) for i in range(count)], feed=feed)
+
+
+def test_ten_thousand_strategies_are_refused_naming_round_budget_and_ceiling():
+    errors = errors_of(many_spot(10_000))
+    # 10,000 x 1.52 ms = 15.2 s; the 1h bars at 3600x leave 1.0 s: 1.0 / 1.52 ms = 657 strategies;
+    # the heartbeat allows 2.0 s: 1315.
+    assert errors == [
+        "strategies: signals: 10000 spot strategies need ~15.2 s per round, but the 1h deadline at 3600x leaves "
+        "1.0 s (s0 decides 1h bars every 5m, and a bar not decided before the next one closes is skipped); the "
+        "ceiling at this speed is 657 spot strategies; lower feed.speed, use longer intervals or timeframes, or "
+        "split strategies across engines",
+        "strategies: signals: 10000 spot strategies run ~15.2 s in one blocking loop turn, longer than the 2.0 s "
+        "after which a missed heartbeat makes /healthz declare the engine lost; the ceiling is 1315 spot strategies "
+        "per engine at any speed; split strategies across engines",
+    ]
+
+
+def test_the_stated_ceiling_is_exact_for_spot_strategies():
+    # 36,000x: the 1h bars leave 100 ms; 100 ms / 1.52 ms = 65.8 -> 65.
+    assert len(parse_config(many_spot(65, speed=36_000)).strategies) == 65
+    [error] = errors_of(many_spot(66, speed=36_000))
+    assert "66 spot strategies need ~100 ms per round" in error and "the ceiling at this speed is 65 spot" in error
+
+
+def test_live_mode_is_bounded_by_the_heartbeat_not_the_interval():
+    [error] = errors_of(many_spot(2_000, mode="live"))
+    assert error.startswith("strategies: signals: 2000 spot strategies run ~3.0 s in one blocking loop turn")
+
+
+@pytest.mark.parametrize("speed", [3_600, 18_000, 36_000, 72_000])
+def test_the_default_config_fits_at_every_speed_the_tests_run_it(speed):
+    raw = json.loads(DEFAULT.read_text())
+    raw["feed"]["speed"] = speed
+    assert len(parse_config(raw).strategies) == 34
+
+
+def test_the_default_config_at_3600x_leaves_room_for_five_times_its_strategies():
+    # 70 spot: a 106 ms round of the 1 s the 1h bars leave; 100 options: 100 x (1.72 + 106.4) ms
+    # + 4 chains = 10.8 s of the 24 s the 1d bars leave.
+    raw = json.loads(DEFAULT.read_text())
+    raw["strategies"] = [dict(s, id=f"{s['id']}-{i}") for i in range(5) for s in raw["strategies"]]
+    assert len(parse_config(raw).strategies) == 170

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.csv_bars import HEADER, load_ohlcv_csv, write_ohlcv_csv
+from common.csv_bars import HEADER, load_ohlcv_csv, name_parts, spacing_timeframe, write_ohlcv_csv
 from common.ohlcv import OHLCV, BadBarError
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
@@ -156,3 +156,26 @@ def test_real_binance_file_loads_fast(shared_data):
     assert len(bars) == 45_024
     assert bars.rows()[0] == [1502942400000, 4261.48, 4313.62, 4261.32, 4308.83, 47.181009]
     assert elapsed < 0.3
+
+
+@pytest.mark.parametrize("name, parts", [
+    ("BTC_USDT-1h.csv", ("BTC/USDT", "1h")),  # download-data / freqtrade
+    ("BTC_USD-1d_2022-11-06_2024-08-31.csv", ("BTC/USD", "1d")),  # a dated cut
+    ("eth_usdt-4h.csv", ("ETH/USDT", "4h")),
+    ("prices.csv", None),
+    ("BTC_USDT.csv", None),
+])
+def test_a_bar_files_name_states_its_symbol_and_timeframe(name, parts):
+    assert name_parts(f"/some/dir/{name}") == parts
+
+
+def test_the_timeframe_is_the_most_common_bar_spacing_despite_gaps():
+    hour = 3_600_000
+    ts = [0, hour, 2 * hour, 5 * hour, 6 * hour]  # a 3-hour gap
+    bars = OHLCV.from_rows([[t, 1.0, 1.0, 1.0, 1.0, 1.0] for t in ts])
+    assert spacing_timeframe(bars, "x.csv") == "1h"
+    odd = OHLCV.from_rows([[t * 7_000, 1.0, 1.0, 1.0, 1.0, 1.0] for t in range(3)])
+    with pytest.raises(BadBarError, match="x.csv: bars are 7000 ms apart, which is no known timeframe"):
+        spacing_timeframe(odd, "x.csv")
+    with pytest.raises(BadBarError, match="need 2"):
+        spacing_timeframe(bars.slice(0, 1), "x.csv")

@@ -63,6 +63,20 @@ def test_cycle_summary_without_trades_has_no_trade_section():
     assert text.splitlines()[-1] == "Total: **$5,000.00 → $5,000.00** (+$0.00 / +0.00%)"
 
 
+def test_a_loss_too_small_for_the_percent_keeps_its_minus_sign():
+    status = known_status()
+    status["strategies"]["rsi-eth"]["cash"] -= 0.004  # rounds away in money, stays 0.00% +$0.00
+    status["strategies"]["ibkr-strangle-mbt"]["cash"] += 84.66  # IBKR -$15.34 of $2,000: -0.77%
+    status = build_status({"market_ts": JAN_1_2026, "prices": {"BTC/USDT": 60_000.0},
+                           "strategies": status["strategies"]}, {}, 12, {"ok": True})
+    lines = cycle_summary(status, [], cycle=12).splitlines()
+    assert "IBKR: **$2,000.00 → $1,984.66** (-$15.34 / -0.77%)" in lines
+    assert lines[-1] == "Total: **$5,000.00 → $5,084.66** (+$84.66 / +1.69%)"
+    big = build_status({"market_ts": JAN_1_2026, "prices": {}, "strategies": {
+        "a": view("a", "spot", 9_999_984.66, 10_000_000.0)}}, {}, 1, {"ok": True})
+    assert "Spot: **$10,000,000.00 → $9,999,984.66** (-$15.34 / -0.00%)" in cycle_summary(big, [], cycle=1)
+
+
 def test_a_short_summary_is_one_message():
     assert cycle_messages(known_status(), [FILL], cycle=12) == [EXPECTED]
 

@@ -4,8 +4,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from common.engine import evaluate_options, options_params
+from common.engine import evaluate_options, options_params, reason_kind
 from common.ohlcv import OHLCV
+from common.portfolio import Portfolio, StrategyMeta
+from common.risk import RiskLimits
 from options.chain import build_chain
 from options.risk import OptionsRiskLimits
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
@@ -75,3 +77,48 @@ def test_theta_harvest_becomes_exit_params_but_the_wheel_holds_to_expiry():
     assert options_params("covered_calls", {}, th) == {"take_profit_pct": 50, "stop_loss_pct": 150, "close_dte": 2}
     assert options_params("wheel", {"take_profit_pct": 1000}, th) == {"take_profit_pct": 1000, "stop_loss_pct": 150}
     assert options_params("wheel", {}, SimpleNamespace(enabled=False)) == {}
+
+
+def rising_daily(pct=8.0):
+    bars = daily()
+    close = bars.close.copy()
+    close[:-1] = SPOT / (1 + pct / 100)
+    return OHLCV(bars.ts, close, close, close, close, bars.volume)
+
+
+def test_momentum_at_the_default_capital_is_sized_inside_the_delta_limit_not_refused():
+    chain = build_chain(DERIBIT, "BTC", SPOT, TS, 0.5, horizon_days=100)
+    decision = evaluate_options("s", "momentum_options", DERIBIT, "BTC", {"alloc_fraction": 0.1}, rising_daily(),
+                                "1d", TS, chain, 0.5, np.array([0.4, 0.6]), book(), OptionsRiskLimits(), 0.3)
+    [action] = decision.actions
+    assert decision.refused == [] and action["contract"].endswith("-C")
+    assert action["quantity"] * action["greeks"]["delta"] * SPOT / 50_000.0 <= 1.0  # net delta x value <= limit 1
+    assert decision.summary()["decision"] == "trade"
+
+
+def test_a_strategy_that_does_nothing_says_why():
+    decision = run("wheel", atm_iv=0.2)
+    assert decision.orders == [] and decision.reasons[0].startswith("no signal: put premium")
+    assert decision.summary() == {"decision": "no trade", "reason": "; ".join(decision.reasons)}
+    small = run("wheel", b=book(capital=1_000.0))
+    assert small.summary()["reason"].startswith("venue minimum: 0.1 contract(s) (0.1 BTC) of BTC-")
+    assert reason_kind(small.reasons[0]) == "venue minimum"
+    assert run("wheel", chain_ts=TS - DAY_MS).summary()["decision"] == "skipped"
+
+
+def test_a_married_put_books_its_coins_in_the_strategys_spot_leg():
+    portfolio = Portfolio([StrategyMeta("s", "options", "deribit", 50_000.0, RiskLimits(max_drawdown_pct=20.0),
+                                        "protective_puts")], fee_rate=0.001, slippage_rate=0.0)
+    portfolio.reconcile(TS)
+    portfolio.mark({"BTC/USDT": SPOT}, TS)
+    decision = run("protective_puts", b=portfolio.positions_view("s", "BTC/USDT"))
+    [order] = decision.orders
+    assert order.spot_quantity > 0 and order.spot_quantity == pytest.approx(order.legs[0].quantity)
+    answer = portfolio.decide_options(order)
+    assert answer.status == "filled"
+    portfolio.commit(answer.fills)
+    view = portfolio.positions_view("s", "BTC/USDT")
+    assert view["spot_quantity"] == pytest.approx(order.spot_quantity)
+    # Next decision: protected, so it holds; the coins it holds are the ones the put covers.
+    again = run("protective_puts", b=portfolio.positions_view("s", "BTC/USDT"))
+    assert again.orders == [] and again.reasons[0].startswith("holding: ")

@@ -9,7 +9,9 @@ from common.state_store import (
     Journal,
     JournalError,
     StateFileError,
+    backup_paths,
     load_state,
+    remove_stale_temp_files,
     save_state,
 )
 
@@ -31,7 +33,9 @@ def test_save_then_load_round_trip_and_backup(tmp_path):
     save_state(path, {"strategies": {}})
     assert (tmp_path / "state.json.bak").read_bytes() == first
     assert load_state(path) == {"strategies": {}, "version": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak"]
+    # The first save over a file also starts the rolling backups.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak", "state.json.bak.1"]
+    assert (tmp_path / "state.json.bak.1").read_bytes() == first
 
 
 def test_crash_during_rename_leaves_old_file_intact_and_no_temp_litter(tmp_path, monkeypatch):
@@ -66,7 +70,7 @@ def test_crash_on_the_final_rename_keeps_old_state(tmp_path, monkeypatch):
         save_state(path, {"n": 2})
     monkeypatch.undo()
     assert load_state(path)["n"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak", "state.json.bak.1"]
 
 
 def test_nan_is_rejected_with_its_key_path_and_the_old_file_is_untouched(tmp_path):
@@ -114,6 +118,88 @@ def test_unusable_state_file_raises_and_is_left_byte_identical(tmp_path, content
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b'{"version": 1, "cash": NaN}', "state.cash: nan is not a finite number"),
+        (b'{"version": 1, "s": {"m": [1, -Infinity]}}', "state.s.m[1]: -inf is not a finite number"),
+        (b'{"version": 1, "cash": 1e400}', "state.cash: inf is not a finite number"),
+        (b'{"version": 1, "ts": 123456789012345678901234}', "state.ts: integer 12345678901234567890... is out of range"),
+        (b'{"version": 1, "n": ' + b"9" * 5000 + b"}", "invalid JSON: Exceeds the limit"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply to parse"),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested too deeply to parse"),
+    ],
+)
+def test_non_finite_huge_and_deeply_nested_values_are_refused_naming_the_key(tmp_path, content, problem):
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(StateFileError) as info:
+        load_state(path)
+    assert problem in str(info.value)
+    assert path.read_bytes() == content
+
+
+def test_a_directory_in_place_of_state_json_is_a_clean_error(tmp_path):
+    (tmp_path / "state.json").mkdir()
+    with pytest.raises(StateFileError, match=r"state\.json: is a directory, not a state file\. The file was left"):
+        load_state(tmp_path / "state.json")
+
+
+def test_save_never_writes_what_load_would_refuse_and_rotates_nothing(tmp_path):
+    path = tmp_path / "state.json"
+    save_state(path, {"n": 1})
+    save_state(path, {"n": 2})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"state\.x\[0\]: integer 10000000000000000000... is out of range"):
+        save_state(path, {"x": [10**40]})
+    with pytest.raises(ValueError, match=r"state\.cash: inf"):
+        save_state(path, {"cash": float("inf")})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    save_state(path, {"id": "mom:12345678901234567890123", "n": -9223372036854775808})  # text, and int64 min
+    assert load_state(path)["n"] == -(2**63)
+
+
+def _age(path, seconds):
+    st = path.stat()
+    os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def test_rolling_backups_are_spaced_out_and_shift_oldest_last(tmp_path):
+    path = tmp_path / "state.json"
+    saves = 0
+
+    def save():
+        nonlocal saves
+        saves += 1
+        save_state(path, {"n": saves}, backups=3, backup_spacing_s=100)
+
+    save()
+    save()  # state n=1 becomes .bak and .bak.1
+    assert load_state(tmp_path / "state.json.bak.1")["n"] == 1
+    save()  # bak.1 is not 100 s older than the state it would replace: kept
+    assert load_state(tmp_path / "state.json.bak")["n"] == 2
+    assert load_state(tmp_path / "state.json.bak.1")["n"] == 1
+    for n in range(3):  # each round, the current file is 100 s younger than bak.1
+        _age(tmp_path / "state.json.bak.1", 100)
+        save()
+    assert [load_state(p)["n"] for p in backup_paths(path)] == [5, 5, 4, 3]
+    _age(tmp_path / "state.json.bak.1", 100)
+    save()
+    assert [p.name for p in backup_paths(path)] == ["state.json.bak", "state.json.bak.1", "state.json.bak.2",
+                                                    "state.json.bak.3"]
+    assert [load_state(p)["n"] for p in backup_paths(path)] == [6, 6, 5, 4]
+    assert load_state(path)["n"] == 7
+
+
+def test_stale_temp_files_of_a_crashed_save_are_removed_and_nothing_else(tmp_path):
+    path = tmp_path / "state.json"
+    save_state(path, {"n": 1})
+    for name in (".state.json.abc123.tmp", ".state.json.abc123.bak.tmp", ".other.json.x.tmp", "state.json.tmp"):
+        (tmp_path / name).write_text("partial")
+    assert remove_stale_temp_files(path) == [".state.json.abc123.bak.tmp", ".state.json.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "state.json", "state.json.tmp"]
+
+
 # --- journal ---------------------------------------------------------------------------------
 
 
@@ -133,8 +219,8 @@ def test_journal_appends_reads_and_reopens(tmp_path):
     assert path.read_text().count("\n") == 4
 
 
-@pytest.mark.parametrize("tail", [b'{"seq": 3, "order_id": "mo', b'{"seq": 3}', b"\x00\x00\x00\n", b"\n"])
-def test_torn_tail_is_ignored_and_cut_on_open(tmp_path, tail):
+@pytest.mark.parametrize("tail", [b'{"seq": 3, "order_id": "mo', b'{"seq": 3}', b"\x00\x00\x00", b" "])
+def test_torn_tail_without_its_newline_was_never_acknowledged_and_is_cut_on_open(tmp_path, tail):
     path = tmp_path / "fills.jsonl"
     with Journal(path) as journal:
         journal.append([fill(1), fill(2)])
@@ -145,6 +231,22 @@ def test_torn_tail_is_ignored_and_cut_on_open(tmp_path, tail):
         assert path.read_bytes() == good
         journal.append([fill(3)])
         assert journal.read() == [fill(1), fill(2), fill(3)]
+
+
+@pytest.mark.parametrize("kept", [b"", b'{"seq": 4, "or'])
+def test_an_append_cut_short_by_a_crash_goes_whole_never_only_some_of_its_lines(tmp_path, kept):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1)])
+        journal.append([fill(2), fill(3), fill(4)])  # one order's legs: all or none
+        assert journal.read() == [fill(1), fill(2), fill(3), fill(4)]  # the marks are the journal's own
+    first, second, third, _ = path.read_bytes().split(b"\n", 3)
+    assert b'"more":true' in second and b'"more":true' in third and b"more" not in first
+    path.write_bytes(b"\n".join([first, second, third]) + b"\n" + kept)  # a power cut: the last leg lost
+    with Journal(path) as journal:
+        assert journal.last_seq == 1 and journal.read() == [fill(1)]
+        journal.append([fill(2)])
+    assert path.read_bytes() == first + b"\n" + json.dumps(fill(2), separators=(",", ":")).encode() + b"\n"
 
 
 def test_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path):
@@ -163,8 +265,35 @@ def test_corrupt_line_in_the_middle_is_an_error_naming_the_line(tmp_path):
 def test_gap_in_the_file_is_an_error(tmp_path):
     path = tmp_path / "fills.jsonl"
     path.write_text(json.dumps(fill(1)) + "\n" + json.dumps(fill(3)) + "\n")
-    with pytest.raises(JournalError, match=r"fills\.jsonl:2: seq 3 follows 1"):
+    with pytest.raises(JournalError, match=r"fills\.jsonl:2: seq 3 where 2 belongs; the journal has a gap"):
         Journal(path)
+
+
+def test_a_journal_that_does_not_start_at_seq_1_is_an_error(tmp_path):
+    path = tmp_path / "fills.jsonl"
+    path.write_text(json.dumps(fill(2)) + "\n")
+    with pytest.raises(JournalError, match=r"fills\.jsonl:1: seq 2 where 1 belongs; the beginning .* is missing"):
+        Journal(path)
+
+
+@pytest.mark.parametrize("last", [b'{"seq": 3, "ord', b"\x00\x00\x00", b"", b'"seq 3"'])
+def test_a_damaged_last_line_that_ends_in_a_newline_is_an_error_and_never_deleted(tmp_path, last):
+    path = tmp_path / "fills.jsonl"
+    with Journal(path) as journal:
+        journal.append([fill(1), fill(2)])
+    damaged = path.read_bytes() + last + b"\n"
+    path.write_bytes(damaged)
+    with pytest.raises(JournalError) as info:
+        Journal(path)
+    message = str(info.value)
+    assert f"{path}:3:" in message and "may have been acknowledged" in message and "Repair line 3" in message
+    assert path.read_bytes() == damaged
+
+
+def test_a_directory_in_place_of_the_journal_is_an_error(tmp_path):
+    (tmp_path / "fills.jsonl").mkdir()
+    with pytest.raises(JournalError, match="not a regular file"):
+        Journal(tmp_path / "fills.jsonl")
 
 
 def test_line_without_seq_is_an_error(tmp_path):
@@ -345,3 +474,18 @@ def test_equity_log_names_a_line_with_a_non_number_value_as_damaged(tmp_path):
     with EquityLog(path) as log:
         assert log.read() == [{"ts": 1, "values": {"a": 1.5}}, {"ts": 3, "values": {"a": 2.0}}]
         assert len(log.damaged_lines) == 1 and "equity.jsonl:2:" in log.damaged_lines[0]
+
+
+def test_a_failed_equity_append_leaves_no_torn_line_for_the_next_point(tmp_path, monkeypatch):
+    path = tmp_path / "equity.jsonl"
+    with EquityLog(path) as log:
+        log.append(1, {"mom": 1.0})
+        real_write = os.write
+        monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:7]))
+        with pytest.raises(OSError, match="short write"):
+            log.append(2, {"mom": 2.0})
+        monkeypatch.undo()
+        log.append(3, {"mom": 3.0})
+    assert path.read_text() == '{"ts":1,"values":{"mom":1.0}}\n{"ts":3,"values":{"mom":3.0}}\n'
+    with EquityLog(path) as log:
+        assert [p["ts"] for p in log.read()] == [1, 3] and log.damaged_lines == []

@@ -167,3 +167,24 @@ def test_json_safe_turns_non_finite_numbers_into_null():
     doc = json_safe({"a": [1.0, math.nan], "b": {"c": math.inf}, 3: "x"})
     assert doc == {"a": [1.0, None], "b": {"c": None}, "3": "x"}
     json.dumps(doc, allow_nan=False)
+
+
+def test_every_strategy_in_status_carries_its_last_decision_and_why():
+    snapshot = {"market_ts": 5, "prices": {"BTC/USDT": 40_000.0},
+                "strategies": {"momentum-btc": spot_view(), "deribit-vol-btc": options_view(),
+                               "deribit-wheel-btc": options_view("deribit-wheel-btc")}}
+    decisions = {
+        "momentum-btc": {"status": "ok", "ts": 3_600_000, "decision": "hold", "reason": "momentum says hold at 40000"},
+        "deribit-vol-btc": {"status": "ok", "ts": 7_200_000, "decision": "no trade",
+                            "reason": "venue minimum: 0.1 contract(s) (0.1 BTC) of X needs $8,500.00 > budget $250.00"},
+        "deribit-wheel-btc": "garbage",
+    }
+    doc = build_status(snapshot, {}, 1, {}, decisions)
+    strategies = doc["strategies"]
+    assert strategies["momentum-btc"]["last_decision"] == {"decision": "hold", "ts": 3_600_000,
+                                                           "reason": "momentum says hold at 40000"}
+    vol = strategies["deribit-vol-btc"]["last_decision"]
+    assert vol["decision"] == "no trade" and vol["reason"].startswith("venue minimum") and vol["ts"] == 7_200_000
+    assert strategies["deribit-wheel-btc"]["last_decision"]["decision"] == "none yet"
+    assert build_status(snapshot, {}, 1, {})["strategies"]["momentum-btc"]["last_decision"]["decision"] == "none yet"
+    json.dumps(json_safe(doc))

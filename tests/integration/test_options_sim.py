@@ -13,6 +13,7 @@ import zmq
 from common.bus import Requester
 from common.ledger import apply_fill, new_book
 from common.model import Fill
+from common.portfolio import journal_fills
 from common.ohlcv import OHLCV
 from options.book import apply_option_fill
 from options.contracts import OptionContract
@@ -28,7 +29,7 @@ STRATEGY_TYPES = ("vol", "momentum", "protective", "covered", "wheel")
 
 
 def option_fills(journal: list[dict]) -> list[Fill]:
-    return [Fill.from_dict(f) for f in journal if f["kind"] in ("option", "settlement")]
+    return [f for f in journal_fills(journal) if f.kind in ("option", "settlement")]
 
 
 def hourly_bars(cfg: dict, symbol: str) -> OHLCV:
@@ -45,8 +46,7 @@ def max_open_positions(journal: list[dict], final_books: dict) -> dict[str, int]
     """Replay the journal into fresh books; the most option positions each book ever held."""
     books = {sid: new_book(sid, b["kind"], b["initial_capital"], 0) for sid, b in final_books.items()}
     most: dict[str, int] = defaultdict(int)
-    for record in journal:
-        fill = Fill.from_dict(record)
+    for fill in journal_fills(journal):
         book = books[fill.strategy_id]
         apply_fill(book, fill)
         if fill.kind in ("option", "settlement"):

@@ -10,7 +10,7 @@ import zmq
 from backtest.spot import run_spot_backtest
 from common.bus import Subscriber
 from common.csv_bars import load_ohlcv_csv, write_ohlcv_csv
-from common.model import Fill
+from common.portfolio import journal_fills
 from common.timeframes import timeframe_ms
 from tests.support.stack import Stack, stack_config
 
@@ -72,7 +72,7 @@ def test_replay_through_the_services_fills_exactly_as_the_backtester(tmp_path, s
         stack.wait_for(lambda: stack.status()["market_ts"] is not None, 10, "a final snapshot")
     tap.stop_event.set()
     tap.join()
-    fills = [Fill.from_dict(r) for r in stack.journal()]
+    fills = journal_fills(stack.journal())
 
     last_bar = int(bars.ts[-1])
     for sid, (name, params) in STRATEGIES.items():

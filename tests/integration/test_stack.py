@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from common.ledger import rebuild_books_from_journal
-from common.model import Fill
+from common.portfolio import journal_fills
 from tests.support.stack import PROGRAMS, StateReader, Stack, acked_fill_ids, stack_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -44,8 +44,8 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     assert watcher.failures == [] and watcher.reads > 10
 
     journal = stack.journal()
-    fills = [Fill.from_dict(r) for r in journal]
-    assert [f.seq for f in fills] == list(range(1, len(fills) + 1)), "journal seqs must be gap-free"
+    fills = journal_fills(journal)
+    assert [r["seq"] for r in journal] == list(range(1, len(journal) + 1)), "journal seqs must be gap-free"
     doubled = [key for key, n in Counter((f.order_id, f.instrument) for f in fills).items() if n > 1]
     assert doubled == [], f"orders filled twice: {doubled}"
     journaled = {f.order_id for f in fills}

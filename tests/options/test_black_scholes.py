@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from options.black_scholes import PricingInputError, bs_greeks, bs_price, implied_vol
+from options.black_scholes import PricingInputError, bs_greeks, bs_price, bs_price_greeks, implied_vol
 
 
 def reference_price(S: float, K: float, T: float, r: float, sigma: float, is_call: bool) -> float:
@@ -153,3 +153,58 @@ def test_string_option_type_is_refused():
         bs_price(100.0, 100.0, 1.0, 0.0, 0.5, "c")
     with pytest.raises(PricingInputError, match="is_call"):
         bs_greeks(100.0, 100.0, 1.0, 0.0, 0.5, np.array([1, 0]))
+
+
+def test_price_and_greeks_in_one_evaluation_equal_the_separate_calls():
+    S, K, T, r, sig = 100.0, np.array([60.0, 99.0, 100.0, 150.0]), np.array([0.0, 0.01, 0.5, 2.0]), 0.03, 0.7
+    for is_call in (True, False, np.array([True, False, True, False])):
+        price, g = bs_price_greeks(S, K, T, r, sig, is_call)
+        np.testing.assert_array_equal(price, bs_price(S, K, T, r, sig, is_call))
+        separate = bs_greeks(S, K, T, r, sig, is_call)
+        for name in ("delta", "gamma", "theta", "vega", "rho"):
+            np.testing.assert_array_equal(getattr(g, name), getattr(separate, name))
+
+
+def test_implied_vol_agrees_with_brentq_on_a_wide_random_chain():
+    """Strikes e^-2.5..e^2.5 x spot, 1 hour..3 years, vols 1%..500%, r -1%..10%: the solver's
+    answer and brentq's (same pricing formula as the reference above) agree where vega matters."""
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(7)
+    n = 400
+    S = np.full(n, 90_000.0)
+    K = S * np.exp(rng.uniform(-2.5, 2.5, n))
+    T = rng.uniform(1 / 24, 1000, n) / 365
+    sig = rng.uniform(0.01, 5.0, n)
+    r = rng.choice([-0.01, 0.0, 0.02, 0.1], n)
+    is_call = rng.random(n) < 0.5
+    price = bs_price(S, K, T, r, sig, is_call)
+    iv = implied_vol(price, S, K, T, r, is_call)
+    vega = bs_greeks(S, K, T, r, sig, is_call).vega
+    checked = 0
+    for i in np.flatnonzero(vega > 1e-2):
+        args = (float(S[i]), float(K[i]), float(T[i]), float(r[i]))
+        ref = brentq(lambda s: reference_price(*args, s, bool(is_call[i])) - price[i], 1e-4, 6.0, xtol=1e-13)
+        assert iv[i] == pytest.approx(ref, abs=1e-7), (args, sig[i], bool(is_call[i]))
+        checked += 1
+    assert checked > 0.9 * n
+
+
+def test_implied_vol_near_the_upper_bound_still_reprices():
+    # sigma 4.97 over 2.7 years: the price sits within 1e-4 of its bound, vega is tiny.
+    S, K, T, r = 90_000.0, 90_000.0 * 0.536, 995.0 / 365, 0.1
+    price = float(bs_price(S, K, T, r, 4.973, False))
+    iv = float(implied_vol(price, S, K, T, r, False))
+    assert iv == pytest.approx(4.973, abs=1e-6)
+
+
+def test_importing_the_pricer_math_does_not_load_scipy_until_it_prices():
+    import subprocess
+    import sys
+
+    code = ("import sys, options.black_scholes as bs\n"
+            "before = 'scipy' in sys.modules\n"
+            "bs.bs_price(1.0, 1.0, 1.0, 0.0, 0.5, True)\n"
+            "print(before, 'scipy.special' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.split() == ["False", "True"]

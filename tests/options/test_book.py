@@ -1,4 +1,5 @@
 """Option orders become fills all-or-nothing, fills move positions, expiry settles at intrinsic."""
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
@@ -203,6 +204,8 @@ def test_option_orders_group_structures_under_one_id():
     (lambda d: d["legs"][0]["contract"].update(venue="cboe"), r"option_order.legs\[0\].contract"),
     (lambda d: d.pop("strategy_id"), "option_order.strategy_id: missing"),
     (lambda d: d.update(spot=0), "option_order.spot: must be > 0"),
+    (lambda d: d.update(spot_quantity=-0.1), "option_order.spot_quantity"),
+    (lambda d: d.update(spot_quantity="1"), "option_order.spot_quantity"),
 ])
 def test_bad_order_dicts_name_the_field(mutate, message):
     d = order(leg(deribit())).to_dict()
@@ -217,3 +220,40 @@ def test_decide_refuses_a_book_of_another_kind_or_strategy():
         decide(new_book("s", "spot", 1000.0, TS), order(leg(deribit())))
     with pytest.raises(ValueError, match="does not match book"):
         decide(new_book("t", "options", 1000.0, TS), order(leg(deribit())))
+
+
+# --- the spot leg of a buy-write / married put: coins and option together or not at all ----------
+def buy_write(quantity=0.5, premium=2_000.0, oid="s:1:bw"):
+    trade = ProposedTrade("open", deribit(100_000.0), -1, quantity, premium, {"delta": 0.3}, "buy-write", 0.7,
+                          spot_coins=quantity)
+    [o] = option_orders("s", TS, 90_000.0, [trade])
+    return dataclasses.replace(o, order_id=oid)
+
+
+def test_a_buy_write_buys_its_coins_in_the_same_order_and_the_ledger_holds_them():
+    book = fresh()
+    o = buy_write()
+    assert o.spot_quantity == 0.5 and OptionOrder.from_dict(o.to_dict()) == o
+    decision = decide_option_order(book, o, fee_rate=0.001, seq0=7, max_positions=4, min_score=0.3, quote="USDT")
+    option_fill, coins = decision.fills
+    assert decision.status == "filled" and (option_fill.seq, coins.seq) == (7, 8)
+    assert (coins.kind, coins.instrument, coins.side, coins.quantity, coins.price) == ("spot", "BTC/USDT", "buy",
+                                                                                        0.5, 90_000.0)
+    assert coins.fee == pytest.approx(45.0) and coins.cash_delta == pytest.approx(-45_045.0)  # 0.5 x 90k + 0.1%
+    book_fills(book, decision.fills)
+    assert book.positions["BTC/USDT"].quantity == 0.5
+    assert book.positions["BTC/USDT"].avg_price == pytest.approx(90_090.0)  # fee-inclusive cost per coin
+    assert book.option_positions[deribit(100_000.0).name]["quantity"] == -0.5
+    assert book.cash == pytest.approx(100_000.0 - 45_045.0 + 0.5 * 2_000.0 * 0.999)
+
+
+def test_a_spot_leg_the_cash_cannot_pay_rejects_the_whole_order():
+    book = fresh(capital=40_000.0)
+    decision = decide(book, buy_write())
+    assert decision.status == "rejected" and decision.fills == ()
+    assert decision.reason == "insufficient cash: needs 44000.00, has 40000.00"  # 45k coins less 1k premium
+    assert book.positions == {} and book.option_positions == {}
+
+
+def test_orders_without_a_spot_leg_keep_their_wire_format():
+    assert "spot_quantity" not in order(leg(deribit())).to_dict()

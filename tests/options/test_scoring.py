@@ -4,7 +4,8 @@ from datetime import datetime, timezone
 import pytest
 
 from options.contracts import OptionContract, OptionPosition, ProposedTrade
-from options.scoring import CLOSE_SCORE, EXECUTE_THRESHOLD, MAX_POSITIONS, score_trade, select_trades
+from options.scoring import (CLOSE_SCORE, EXECUTE_THRESHOLD, MAX_POSITIONS, score_trade, select_trades,
+                             select_with_reasons)
 from options.venues import DAY_MS
 
 E1 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
@@ -88,3 +89,15 @@ def test_accepted_trades_join_the_book_for_later_proposals():
 def test_bad_spot_raises():
     with pytest.raises(ValueError, match="spot"):
         score_trade(trade(100_000, True, 1, 0.5, 3000.0), [], 0.0)
+
+
+def test_every_skipped_structure_says_why():
+    book = [OptionPosition(contract(k, False, E1 + i * DAY_MS), -1.0, 100.0, 0, {"delta": 0.0})
+            for i, k in enumerate((60_000, 70_000, 130_000))]
+    strangle = [trade(80_000, False, -1, -0.2, 800.0, expiry=E2, group="strangle"),
+                trade(120_000, True, -1, 0.2, 700.0, expiry=E2, group="strangle")]
+    picked, skipped = select_with_reasons(strangle, book, SPOT)
+    assert picked == [] and len(skipped) == 1
+    assert skipped[0].startswith("position cap: open ") and "would hold 5 positions > max 4" in skipped[0]
+    _, low = select_with_reasons([trade(93_000, True, 1, 0.4, 5000.0)], [SHORT_PUT], SPOT)
+    assert low == [f"score below 0.3: open {contract(93_000, True).name} scores -0.650"]

@@ -7,7 +7,8 @@ import pytest
 
 from options.chain import build_chain
 from options.contracts import OptionPosition
-from options.strategies import OptionsContext, StrategyError, decide
+from options.risk import OptionsRiskLimits, check_options_trade
+from options.strategies import OptionsContext, StrategyError, decide, decide_with_reason
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 
 TS = int(datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp() * 1000)
@@ -129,3 +130,83 @@ def test_bad_names_and_params_raise():
         decide("wheel", ctx(), [], {"put_otn": 0.1})
     with pytest.raises(StrategyError, match=r"wheel\.put_otm: expected a finite number >= 0"):
         decide("wheel", ctx(), [], {"put_otm": "6%"})
+
+
+# --- sizing inside the limits, and the reason when nothing fits --------------------------------
+def limited(limits=None, **kw) -> OptionsContext:
+    return dataclasses.replace(ctx(**kw), limits=limits or OptionsRiskLimits())
+
+
+def test_momentum_call_is_sized_to_the_delta_limit_not_the_budget():
+    c = limited(closes=rising(8.0), capital=100_000.0)
+    [call] = decide("momentum_options", c, [])
+    delta = call.greeks["delta"]
+    # Budget 25k buys 25k / premium contracts; the delta limit allows 1.0 x 100k / 90k coins / delta.
+    by_delta = 100_000.0 / SPOT / delta
+    assert by_delta < 25_000.0 / call.premium
+    assert call.quantity == pytest.approx(np.floor(by_delta * 10) / 10)
+    assert check_options_trade(OptionsRiskLimits(), [], call, 100_000.0, spot=SPOT)[0]
+
+
+def test_when_not_even_the_venue_minimum_fits_the_limit_the_reason_names_it_and_the_numbers():
+    c = limited(OptionsRiskLimits(max_delta_ratio=0.01), closes=rising(8.0), capital=100_000.0)
+    trades, why = decide_with_reason("momentum_options", c, [])
+    row = c.chain.lookup(decide("momentum_options", ctx(closes=rising(8.0)), [])[0].contract)
+    delta = c.chain.greeks(row)["delta"]
+    assert trades == []
+    assert why == (f"venue minimum: 0.1 contract(s) (0.1 BTC) of {c.chain.contract(row).name} would put net delta "
+                   f"at {0.1 * delta * SPOT / 100_000.0:.3f} x value > risk limit 0.01")
+
+
+def test_when_the_budget_cannot_pay_the_venue_minimum_the_reason_says_how_much():
+    trades, why = decide_with_reason("wheel", limited(atm_iv=0.6, capital=1_000.0), [])
+    assert trades == []
+    assert why.startswith("venue minimum: 0.1 contract(s) (0.1 BTC) of BTC-")
+    assert why.endswith("needs $8,500.00 > budget min(cash, capital x alloc_fraction 0.25) $250.00")  # 85k strike
+
+
+def test_idle_strategies_say_why():
+    assert decide_with_reason("momentum_options", ctx(closes=rising(2.0)), [])[1] == \
+        "no signal: ROC(14) +2.0% within +-5%"
+    assert decide_with_reason("vol_mean_reversion", ctx(atm_iv=0.55, iv_history=np.array([0.4, 0.72])), [])[1] == \
+        "no signal: IV rank 47 between 25 and 75"
+    assert decide_with_reason("wheel", ctx(atm_iv=0.2), [])[1].startswith("no signal: put premium ")
+    [put] = decide("protective_puts", ctx(), [])
+    held = OptionPosition(put.contract, put.quantity, put.premium, TS, put.greeks)
+    holding = decide_with_reason("protective_puts", ctx(), [held])[1]
+    assert holding == f"holding: {put.contract.name} x +{put.quantity:g} still open"
+
+
+# --- buy-write and married put: the coins are the strategy's own --------------------------------
+def test_married_put_buys_the_coins_it_protects_with_the_strategys_capital():
+    c = limited(capital=100_000.0)
+    [put] = decide("protective_puts", c, [])
+    # 50k (spot_fraction 0.5) pays per contract 1 BTC at spot + 1% + the put's premium
+    expected = np.floor(50_000.0 / (SPOT * 1.01 + put.premium) * 10) / 10
+    assert (put.side, put.contract.is_call) == (1, False)
+    assert put.quantity == pytest.approx(expected) and put.spot_coins == pytest.approx(put.quantity)
+    assert "married put: buy" in put.reason
+
+
+def test_protective_put_with_coins_hedges_exactly_the_coins_held():
+    [put] = decide("protective_puts", limited(spot_quantity=0.35), [])
+    assert put.quantity == pytest.approx(0.3) and put.spot_coins == 0.0
+
+
+def test_covered_call_without_coins_is_a_buy_write_never_a_naked_call():
+    c = limited(capital=100_000.0)
+    [call] = decide("covered_calls", c, [])
+    assert call.side == -1 and call.contract.is_call
+    assert call.spot_coins > 0 and call.spot_coins == pytest.approx(call.quantity * call.contract.multiplier)
+    assert call.quantity == pytest.approx(np.floor(50_000.0 / (SPOT * 1.01) * 10) / 10)
+    [micro] = decide("covered_calls", dataclasses.replace(c, venue=IBKR_CME, chain=build_chain(
+        IBKR_CME, "BTC", SPOT, TS, 0.5)), [])
+    assert micro.quantity == float(int(micro.quantity)) and micro.spot_coins == pytest.approx(micro.quantity * 0.1)
+
+
+def test_no_strategy_ever_writes_a_call_it_holds_no_coins_for():
+    for name in ("covered_calls", "wheel"):
+        for c in (ctx(), ctx(atm_iv=0.8), ctx(spot_quantity=0.05)):
+            for t in decide(name, c, []):
+                if t.side < 0 and t.contract.is_call:
+                    assert t.spot_coins + c.spot_quantity >= t.quantity * t.contract.multiplier - 1e-9

@@ -1,4 +1,4 @@
-"""The seed's command-line tools: check-strategy, check-price and tap."""
+"""The seed's command-line tools: check-strategy, check-price, check-options and tap."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,8 @@ import pytest
 import zmq
 
 from common.bus import Publisher
-from services.cli import check_price_main, check_strategy_main, tap_main
+from services.cli import (check_options_ibkr_main, check_options_main, check_price_main, check_strategy_main,
+                          tap_main)
 from tests.support.stack import stack_config
 
 
@@ -79,3 +80,20 @@ def test_tap_prints_the_signal_stream_as_json_lines(capsys, config):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2
     assert all(line["topic"] == "signal.momentum-btc" and line["body"]["signal"] == 1 for line in lines)
+
+
+def test_check_options_says_why_nothing_happened_and_what_fits(capsys, config):
+    path, _ = config
+    code, doc = run_json(capsys, check_options_main, ["covered_calls", "BTC", "--capital", "1000",
+                                                      "--config", str(path)])
+    assert code == 0 and doc["actions"] == [] and doc["decision"] == "no trade"
+    assert doc["reasons"][0].startswith("venue minimum: 0.1 contract(s) (0.1 BTC) of BTC-")
+    assert "> budget min(cash, capital x spot_fraction 0.5) $500.00" in doc["reason"]
+    code, micro = run_json(capsys, check_options_ibkr_main, ["covered_calls", "ETH", "--capital", "1000",
+                                                              "--config", str(path)])
+    assert code == 0 and micro["decision"] == "trade"
+    [action] = micro["actions"]
+    assert action["contract"].startswith("MET-") and action["side"] == -1  # a buy-write of micro ETH
+    assert action["spot_coins"] == pytest.approx(action["quantity"] * 0.1) and action["quantity"] >= 1
+    code, bad = run_json(capsys, check_options_main, ["wheel", "BTC", "--coins", "-1", "--config", str(path)])
+    assert code == 1 and "--coins: must be a number >= 0" in bad["error"]

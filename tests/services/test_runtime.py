@@ -1,5 +1,11 @@
-"""The runtime's glibc allocator settings: applied before zmq starts its threads, refusals left out."""
+"""The runtime: glibc allocator settings applied before zmq starts its threads (refusals left out),
+a service that dies with its parent, and problems logged once per outage."""
 from __future__ import annotations
+
+import io
+import json
+import os
+import signal
 
 import pytest
 
@@ -29,5 +35,50 @@ def test_a_service_on_glibc_runs_with_all_the_settings():
     rt = ServiceRuntime("probe")
     try:
         assert rt.malloc_settings == list(MALLOC_SETTINGS)
+    finally:
+        rt.close()
+
+
+class FakePrctl:
+    def __init__(self, result: int) -> None:
+        self.result = result
+        self.calls: list[tuple[int, ...]] = []
+
+    def prctl(self, *args: int) -> int:
+        self.calls.append(args)
+        return self.result
+
+
+def test_die_with_parent_arms_pdeathsig_and_stays_while_the_parent_is_ours(monkeypatch):
+    raised = []
+    monkeypatch.setattr(runtime.signal, "raise_signal", raised.append)
+    libc = FakePrctl(0)
+    assert runtime.die_with_parent(libc, os.getppid())
+    assert libc.calls == [(runtime.PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)] and raised == []
+
+
+def test_a_service_whose_parent_died_before_arming_stops_at_once(monkeypatch):
+    raised = []
+    monkeypatch.setattr(runtime.signal, "raise_signal", raised.append)
+    assert runtime.die_with_parent(FakePrctl(0), os.getppid() + 1)  # reparented: the starter is gone
+    assert raised == [signal.SIGTERM]
+
+
+def test_without_prctl_nothing_is_armed():
+    assert not runtime.die_with_parent(None, os.getppid())
+    assert not runtime.die_with_parent(FakePrctl(-1), os.getppid())
+
+
+def test_a_problem_is_logged_once_per_outage_and_cleared():
+    rt = ServiceRuntime("probe")
+    try:
+        rt.log.stream = io.StringIO()
+        rt.set_problem("persist", "cannot write state.json: ENOSPC")
+        rt.set_problem("persist", "cannot write journal.jsonl: ENOSPC")
+        assert rt.problems == {"persist": "cannot write journal.jsonl: ENOSPC"}
+        rt.clear_problem("persist")
+        rt.clear_problem("persist")
+        events = [json.loads(line)["event"] for line in rt.log.stream.getvalue().splitlines()]
+        assert events == ["problem", "problem_cleared"] and rt.problems == {}
     finally:
         rt.close()

@@ -1,4 +1,5 @@
-"""The signal engine never trades options without the pricer, and does not hammer a dead one."""
+"""The signal engine never trades options without the pricer, does not hammer a dead one, and keeps
+each strategy's last decision and its reason."""
 import time
 
 from common.config import parse_config
@@ -20,6 +21,9 @@ def test_options_skip_with_a_reason_while_the_pricer_is_down():
         assert time.monotonic() - started < 3.0  # one bounded request, not one per strategy
         assert {d.skipped.split(":")[0] for d in decisions} == {"pricer unavailable"}
         assert all(engine.strategy_status[sid]["status"].startswith("skipped: pricer unavailable") for sid in ids)
+        last = engine.strategy_status[ids[0]]  # what the heartbeat carries to /status
+        assert last["decision"] == "skipped" and last["reason"].startswith("pricer unavailable")
+        assert last["ts"] == cfg.feed.start_ms
         started = time.monotonic()
         engine.queue_options(ids)
         again = engine.decide_pending_options()
@@ -45,5 +49,29 @@ def test_the_service_decides_one_options_strategy_per_loop_turn():
             turns += 1
         assert turns == len(ids) == 20
         assert engine.options_market is None  # the batch's chains are dropped once it is done
+    finally:
+        rt.close()
+
+
+def test_an_order_the_portfolio_refuses_becomes_the_strategys_last_decision():
+    from common.model import SpotOrder
+
+    class Refusing:
+        def request(self, kind, body):
+            return {"status": "rejected", "reason": "kill switch: drawdown 61.0% >= 60%"}
+
+    cfg = parse_config(stack_config())
+    rt = ServiceRuntime("signals-test")
+    try:
+        engine = SignalEngine(cfg, rt)
+        engine.market_ts = cfg.feed.start_ms
+        engine.portfolio = Refusing()
+        order = SpotOrder("momentum-btc:1", "momentum-btc", "BTC/USDT", 1, 90_000.0, cfg.feed.start_ms)
+        engine.outbox[order.order_id] = order
+        engine.flush_outbox()
+        last = engine.strategy_status["momentum-btc"]
+        assert last["decision"] == "refused by portfolio"
+        assert last["reason"] == "momentum-btc:1: kill switch: drawdown 61.0% >= 60%"
+        assert not engine.outbox
     finally:
         rt.close()

@@ -10,6 +10,17 @@ supervisord restarts each one. Afterwards the invariants must hold:
 
 ``python -m tests.support.chaos --seconds 600`` (``make chaos``) prints the counts; the test
 suite runs a short version.
+
+``--disk`` (``make chaos DISK=1``) adds, in every round, the operator's and the machine's
+faults (``DiskFaults``): supervisord itself SIGKILLed (every service must exit within seconds,
+and a new supervisord starts one copy of each), the state volume filled to ENOSPC (a real
+tmpfs mounted over the state directory: /healthz must turn 503 with a persist problem and
+recover once space is back), and, each while its owner is stopped, state.json truncated (the
+portfolio must refuse, the file untouched; restored from state.json.bak as the README says),
+the .bak garbled (harmless), the clock file garbled (resumed from its .bak) or both clock
+files garbled (marketdata must refuse), a torn tail appended to the journal (cut off: never
+acknowledged), and the journal's last acknowledged line truncated (the portfolio must refuse).
+On top of the invariants above: market time never rewinds by more than a lost clock save.
 """
 from __future__ import annotations
 
@@ -17,10 +28,14 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +44,18 @@ import zmq
 
 from common.bus import Subscriber
 from common.config import parse_config
-from common.model import Fill
 from common.timeframes import timeframe_ms
-from common.portfolio import Portfolio, strategy_metas
+from common.portfolio import Portfolio, journal_fills, strategy_metas
+from tests.support import disk
 from tests.support.stack import StateReader, Stack, acked_fill_ids, stack_config
 
 VICTIMS = ("marketdata", "signals", "portfolio", "pricer", "gateway")
+FAULTS = ("supervisord", "disk_full", "state_truncated", "state_bak_garbled", "clock_garbled",
+          "clock_and_bak_garbled", "journal_torn_tail", "journal_last_line_truncated")
+# The clock is saved every 0.25 s wall; a SIGKILL or a fall-back to the .bak loses at most a
+# save or two, which under a loaded machine's stalls stays far below a market day. A rewind
+# to the feed's start (the bug this guards against) is two months.
+MAX_REWIND_MS = 86_400_000
 
 
 @dataclass
@@ -46,13 +67,18 @@ class ChaosReport:
     fills: int = 0
     state_reads: int = 0
     market_days: float = 0.0
+    max_rewind_ms: int = 0
+    faults: Counter = field(default_factory=Counter)
+    skipped_faults: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        faults = f", faults={sum(self.faults.values())} ({dict(self.faults)})" if self.faults else ""
+        skipped = f", skipped={self.skipped_faults}" if self.skipped_faults else ""
         return (f"chaos: {self.seconds:.0f}s wall, {self.market_days:.1f} market days, "
-                f"kills={sum(self.kills.values())} ({dict(self.kills)}), restarts={self.restarts}, "
+                f"kills={sum(self.kills.values())} ({dict(self.kills)}), restarts={self.restarts}{faults}{skipped}, "
                 f"orders_acked={self.orders_acked}, fills={self.fills}, state_reads={self.state_reads}, "
-                f"mismatches={len(self.mismatches)}")
+                f"max_rewind_h={self.max_rewind_ms / 3_600_000:.1f}, mismatches={len(self.mismatches)}")
 
 
 class BusRecorder(threading.Thread):
@@ -66,6 +92,7 @@ class BusRecorder(threading.Thread):
         self.signaled: dict[str, set[int]] = defaultdict(set)
         self.fill_event = threading.Event()
         self.market_ts = 0
+        self.max_rewind_ms = 0  # the furthest a clock message went back before the latest seen
 
     def run(self) -> None:
         ctx = zmq.Context()
@@ -86,18 +113,199 @@ class BusRecorder(threading.Thread):
                 elif env.type == "fill":
                     self.fill_event.set()
                 elif env.type == "clock":
+                    self.max_rewind_ms = max(self.max_rewind_ms, self.market_ts - body["ts"])
                     self.market_ts = max(self.market_ts, body["ts"])
         finally:
             sub.close()
             ctx.term()
 
 
+class DiskFaults:
+    """The faults of ``--disk``, one method each; every one ends with the stack RUNNING again
+    and adds a mismatch when the stack did not react as promised."""
+
+    def __init__(self, stack: Stack, report: ChaosReport, rng: random.Random, can_fill: bool,
+                 reader: StateReader) -> None:
+        self.stack = stack
+        self.reader = reader
+        self.report = report
+        self.rng = rng
+        self.can_fill = can_fill
+        self.state_dir = stack.state_path.parent
+        self.journal = self.state_dir / "journal.jsonl"
+        self.clock = self.state_dir / "marketdata.clock.json"
+        self.handlers = {
+            "supervisord": self.kill_supervisord,
+            "disk_full": self.fill_disk,
+            "state_truncated": self.truncate_state,
+            "state_bak_garbled": self.garble_state_bak,
+            "clock_garbled": self.garble_clock,
+            "clock_and_bak_garbled": self.garble_clock_and_bak,
+            "journal_torn_tail": self.tear_journal_tail,
+            "journal_last_line_truncated": self.truncate_journal_last_line,
+        }
+
+    def run(self, fault: str) -> None:
+        if fault == "disk_full" and not self.can_fill:
+            if fault not in self.report.skipped_faults:
+                self.report.skipped_faults.append(fault)  # no tmpfs here (needs root): said, not hidden
+            return
+        self.handlers[fault]()
+        self.report.faults[fault] += 1
+        self.stack.wait_running(timeout=60)
+
+    # --- helpers ---------------------------------------------------------------------------
+    def fail(self, fault: str, problem: str) -> None:
+        self.report.mismatches.append(f"{fault}: {problem}")
+
+    def stopped(self, program: str) -> None:
+        self.stack.ctl("stop", program)
+
+    def start(self, program: str) -> None:
+        self.stack.ctl("start", program)
+
+    def refuses(self, fault: str, program: str, names: Path, *files: Path) -> None:
+        """Run ``program`` on the damaged files by hand: it must exit 2 at once, name ``names``
+        in its error and leave every file byte-identical."""
+        before = {f: f.read_bytes() if f.exists() else None for f in files}
+        try:
+            done = subprocess.run([sys.executable, "-m", f"services.{program}", "--config", str(self.stack.config_path)],
+                                  cwd=self.stack.dir, env=self.stack.env, capture_output=True, text=True, timeout=15)
+        except subprocess.TimeoutExpired:
+            self.fail(fault, f"{program} started on damaged files instead of refusing")
+            return
+        if done.returncode != 2 or str(names) not in done.stderr:
+            self.fail(fault, f"{program} exited {done.returncode} without naming {names.name}: {done.stderr[-300:]!r}")
+        for f, content in before.items():
+            if (f.read_bytes() if f.exists() else None) != content:
+                self.fail(fault, f"{f.name} was modified by the refused start")
+
+    def health_problems(self) -> list[str]:
+        code, doc = self.stack.http("/healthz")
+        if not isinstance(doc, dict):
+            return []
+        return [p for svc in doc.get("services", {}).values() for p in svc.get("problems", [])]
+
+    # --- the faults ------------------------------------------------------------------------
+    def kill_supervisord(self) -> None:
+        pids = self.stack.program_pids()
+        self.stack.proc.kill()
+        self.stack.proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        orphans = [pid for pid in pids if _alive(pid)]
+        if orphans:
+            self.fail("supervisord", f"services {orphans} outlived their supervisord by 10 s")
+            for pid in orphans:
+                os.kill(pid, signal.SIGKILL)
+        (self.stack.dir / "run" / "supervisor.sock").unlink(missing_ok=True)
+        self.stack.proc = None
+        self.stack.start()
+
+    def fill_disk(self) -> None:
+        disk.fill(self.state_dir)
+        try:
+            flagged = _wait(lambda: any("persist" in p for p in self.health_problems()), 15)
+            if not flagged:
+                self.fail("disk_full", "/healthz showed no persist problem within 15 s of a full disk")
+            time.sleep(self.rng.uniform(0.5, 2.0))
+        finally:
+            disk.free(self.state_dir)
+        if not _wait(lambda: not any("persist" in p for p in self.health_problems()), 20):
+            self.fail("disk_full", f"persist problem still reported 20 s after space came back: {self.health_problems()}")
+
+    def truncate_state(self) -> None:
+        self.stopped("portfolio")
+        state = self.stack.state_path
+        self.reader.paused.set()  # this damage is ours: the reader checks what the services write
+        time.sleep(0.05)
+        try:
+            state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+            self.refuses("state_truncated", "portfolio", state, state, self.journal)
+            bak = state.with_name(state.name + ".bak")
+            shutil.copyfile(bak, state.with_name(".restored.tmp"))  # the README's way back: the .bak,
+            os.replace(state.with_name(".restored.tmp"), state)  # then the journal tail replays
+        finally:
+            self.reader.paused.clear()
+        self.start("portfolio")
+
+    def garble_state_bak(self) -> None:
+        self.stopped("portfolio")
+        self.stack.state_path.with_name("state.json.bak").write_bytes(b"\x00garbage")
+        self.start("portfolio")
+
+    def garble_clock(self) -> None:
+        self.stopped("marketdata")
+        log = self.stack.dir / "run" / "logs" / "marketdata.log"
+        seen = log.stat().st_size
+        self.clock.write_bytes(b'{"version": 1, "market_ts": 17')
+        self.start("marketdata")
+        if not _wait(lambda: b"clock_file_restored_from_bak" in _read_from(log, seen), 15):
+            self.fail("clock_garbled", "marketdata did not log that it resumed from the clock's .bak")
+
+    def garble_clock_and_bak(self) -> None:
+        self.stopped("marketdata")
+        bak = self.clock.with_name(self.clock.name + ".bak")
+        originals = {f: f.read_bytes() for f in (self.clock, bak)}
+        for f in originals:
+            f.write_bytes(b"\xff" + originals[f][: len(originals[f]) // 3])
+        self.refuses("clock_and_bak_garbled", "marketdata", self.clock, self.clock, bak)
+        for f, content in originals.items():  # the operator restores them from a backup
+            f.write_bytes(content)
+        self.start("marketdata")
+
+    def tear_journal_tail(self) -> None:
+        self.stopped("portfolio")
+        with open(self.journal, "ab") as f:
+            f.write(b'{"seq":999999999,"order_id":"torn-by-a-crash')  # no newline: never acknowledged
+        self.start("portfolio")
+
+    def truncate_journal_last_line(self) -> None:
+        self.stopped("portfolio")
+        original = self.journal.read_bytes()
+        if original.count(b"\n") < 2:
+            self.start("portfolio")
+            return
+        self.journal.write_bytes(original[:-12])  # the last fill was acknowledged: this is damage
+        self.refuses("journal_last_line_truncated", "portfolio", self.journal, self.journal, self.stack.state_path)
+        self.journal.write_bytes(original)
+        self.start("portfolio")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
+def _wait(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except (OSError, RuntimeError, ValueError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
 def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,
                      outages: list[tuple[str, float]], speed: float) -> None:
-    fills = [Fill.from_dict(r) for r in stack.journal()]
+    records = stack.journal()
+    fills = journal_fills(records)
     report.fills = len(fills)
-    seqs = [f.seq for f in fills]
-    if seqs != list(range(1, len(fills) + 1)):
+    seqs = [r["seq"] for r in records]
+    if seqs != list(range(1, len(records) + 1)):
         report.mismatches.append("journal seqs are not gap-free")
     legs = Counter((f.order_id, f.instrument) for f in fills)  # a structure's legs share one order id
     report.mismatches += [f"order {oid} leg {leg} filled {n} times" for (oid, leg), n in legs.items() if n > 1]
@@ -136,7 +344,27 @@ def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,
             report.mismatches.append(f"{sc.id}: missed {len(missed)} bars, outages explain {allowed:.0f}")
 
 
-def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int = 1, speed: float = 36_000) -> ChaosReport:
+def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int = 1, speed: float = 36_000,
+              faults: tuple[str, ...] = ()) -> ChaosReport:
+    """``faults`` (a subset of FAULTS; ``--disk`` passes them all) join every round of kills.
+    With ``disk_full`` among them the state directory is a small tmpfs (root only)."""
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        raise ValueError(f"chaos: unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    with ExitStack() as mounts:
+        can_fill = "disk_full" in faults and disk.can_mount()
+        state_dir = Path(workdir) / "state"
+        if can_fill:
+            mounts.enter_context(disk.small_tmpfs(state_dir, size_kb=32 * 1024))
+        try:
+            return _run_chaos(Path(workdir), seconds, kill_every, seed, speed, faults, can_fill)
+        finally:
+            if can_fill and state_dir.exists():  # keep the files to look at once the tmpfs is gone
+                shutil.copytree(state_dir, Path(workdir) / "state.saved", dirs_exist_ok=True)
+
+
+def _run_chaos(workdir: Path, seconds: float, kill_every: float, seed: int, speed: float,
+               faults: tuple[str, ...], can_fill: bool) -> ChaosReport:
     rng = random.Random(seed)
     cfg = stack_config(speed=speed)
     stack = Stack(workdir, cfg)
@@ -144,6 +372,7 @@ def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int 
     recorder = BusRecorder(cfg)
     reader = StateReader(stack.state_path)
     outages: list[tuple[str, float]] = []
+    operator = DiskFaults(stack, report, rng, can_fill, reader)
     started = time.monotonic()
     with stack:
         recorder.start()
@@ -153,11 +382,21 @@ def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int 
         first_ts = recorder.market_ts
         deadline = time.monotonic() + seconds
         schedule: list[str] = []
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or any(f in schedule for f in faults):  # every fault at least once
             time.sleep(rng.uniform(0.5, kill_every))
-            if not schedule:  # every service in each round, in random order; the portfolio twice
-                schedule = rng.sample(VICTIMS + ("portfolio",), len(VICTIMS) + 1)
+            if not schedule:  # every service in each round, in random order, the portfolio twice;
+                # each fault once, every fault followed by a kill, the faults first (short runs see them all)
+                kills = rng.sample(VICTIMS + ("portfolio",), len(VICTIMS) + 1)
+                shuffled = rng.sample(faults, len(faults))
+                paired = [e for pair in zip(shuffled, kills + rng.choices(VICTIMS, k=len(faults))) for e in pair]
+                schedule = list(reversed(paired + kills[len(faults):]))
             victim = schedule.pop()
+            if victim in faults:
+                fault_at = time.monotonic()
+                operator.run(victim)
+                stopped = "marketdata" if victim in ("supervisord", "clock_garbled", "clock_and_bak_garbled") else "portfolio"
+                outages.append((stopped, time.monotonic() - fault_at + 1.0))
+                continue
             if victim == "portfolio" and rng.random() < 0.7:
                 recorder.fill_event.clear()
                 recorder.fill_event.wait(2.0)  # strike while it journals and saves
@@ -173,6 +412,7 @@ def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int 
             report.restarts += 1
         time.sleep(2.0)  # let the last restarted service catch up before the stop
         report.market_days = (recorder.market_ts - first_ts) / 86_400_000
+        report.max_rewind_ms = recorder.max_rewind_ms
         recorder.stop_event.set()
         reader.stop_event.set()
     recorder.join()
@@ -180,6 +420,8 @@ def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int 
     report.seconds = time.monotonic() - started
     report.state_reads = reader.reads
     report.mismatches += reader.failures
+    if report.max_rewind_ms > MAX_REWIND_MS:
+        report.mismatches.append(f"market time went back {report.max_rewind_ms / 3_600_000:.1f} h across a restart")
     check_invariants(stack, report, recorder, outages, speed)
     return report
 
@@ -190,11 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", default=None, help="work dir (default: a new temp dir)")
+    parser.add_argument("--disk", action="store_true", help="also kill supervisord, fill the disk and damage files")
     args = parser.parse_args(argv)
     import tempfile
 
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="go-trader-chaos-"))
-    report = run_chaos(workdir, args.seconds, args.kill_every, args.seed)
+    report = run_chaos(workdir, args.seconds, args.kill_every, args.seed, faults=FAULTS if args.disk else ())
     print(report.summary())
     for problem in report.mismatches:
         print(f"  MISMATCH {problem}")

@@ -28,6 +28,7 @@ def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, A
     """config/default.json with free ports, a local state file and an accelerated feed."""
     cfg = json.loads((REPO / "config" / "default.json").read_text()) if base is None else json.loads(json.dumps(base))
     cfg["state_file"] = "state/state.json"
+    cfg["create_state_dir"] = True
     cfg["endpoints"] = {
         name: {"pub": f"tcp://127.0.0.1:{free_port()}", "rep": f"tcp://127.0.0.1:{free_port()}"}
         for name in ("marketdata", "signals", "portfolio", "pricer")
@@ -190,9 +191,13 @@ class StateReader(threading.Thread):
         self.reads = 0
         self.failures: list[str] = []
         self.stop_event = threading.Event()
+        self.paused = threading.Event()  # set while a test damages state.json on purpose
 
     def run(self) -> None:
         while not self.stop_event.is_set():
+            if self.paused.is_set():
+                time.sleep(0.01)
+                continue
             try:
                 text = self.path.read_text()
             except FileNotFoundError:

@@ -1,0 +1,174 @@
+"""``go-trader``: the seed's command, and supervisorctl with the right config behind one name.
+
+    go-trader --config FILE             everything in the foreground, as ``make run`` (Ctrl-C stops)
+    go-trader --config FILE --once      one cycle of every strategy, the summary, then stop
+    go-trader start | stop | status | restart SERVICE | logs
+
+``stop`` returns only when supervisord and every service have exited and every port in the
+config is free again, so ``go-trader stop && go-trader start`` (and ``make stop start``)
+never meets "Another program is already listening". Every supervisorctl call passes this
+checkout's supervisord.conf, so it never talks to a system-wide supervisord.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from common.config import Config, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "supervisord.conf"  # its run/ directory (pidfile, socket, logs) sits beside it
+STOP_TIMEOUT_S = 60.0
+DEFAULT_CONFIG = "config/default.json"
+
+
+class CommandError(RuntimeError):
+    """What was tried, what failed and what to do next; printed on stderr with exit status 2."""
+
+
+def tcp_ports(cfg: Config) -> list[tuple[str, int]]:
+    """Every (host, port) the stack listens on: each service's PUB and REP, and the gateway's HTTP."""
+    ports = [(cfg.gateway.host, cfg.gateway.port)]
+    for endpoints in cfg.endpoints.values():
+        for endpoint in (endpoints.pub, endpoints.rep):
+            parts = urlsplit(endpoint)
+            if parts.scheme == "tcp" and parts.port:
+                ports.append((parts.hostname or "127.0.0.1", parts.port))
+    return sorted(set(ports))
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Bindable as the services bind (SO_REUSEADDR, so TIME_WAIT does not count as taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(poll_s)
+    return done()
+
+
+def supervisorctl(conf: Path, *args: str) -> int:
+    return subprocess.call([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args])
+
+
+def _env(config: str) -> dict[str, str]:
+    return {**os.environ, "GO_TRADER_CONFIG": str(Path(config).resolve())}
+
+
+def _checked(config: str) -> Config:
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise CommandError(f"config {config}: {exc}") from None
+
+
+def start(config: str, foreground: bool, conf: Path = CONF) -> int:
+    """supervisord with the five programs; refuses while another copy holds the pidfile."""
+    _checked(config)
+    pidfile = conf.parent / "run" / "supervisord.pid"
+    pid = read_pid(pidfile)
+    if pid is not None and pid_alive(pid):
+        raise CommandError(f"supervisord is already running (pid {pid}, {pidfile}); `go-trader stop` first")
+    (conf.parent / "run" / "logs").mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)] + (["-n"] if foreground else [])
+    if foreground:
+        os.execve(sys.executable, command, _env(config))
+    return subprocess.call(command, env=_env(config), cwd=conf.parent)
+
+
+def stop(config: str, conf: Path = CONF, timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """Shut supervisord down and wait for it, its programs and their ports."""
+    cfg = _checked(config)
+    pidfile = conf.parent / "run" / "supervisord.pid"
+    pid = read_pid(pidfile)
+    if pid is None or not pid_alive(pid):
+        print(f"go-trader: not running (no live supervisord in {pidfile})", file=sys.stderr)
+    else:
+        supervisorctl(conf, "shutdown")
+        if not wait_until(lambda: not pid_alive(pid), timeout_s):
+            raise CommandError(f"supervisord (pid {pid}) is still running {timeout_s:.0f} s after shutdown; "
+                               f"see {conf.parent / 'run' / 'logs' / 'supervisord.log'}, then `kill {pid}`")
+    busy = [f"{h}:{p}" for h, p in tcp_ports(cfg) if not port_is_free(h, p)]
+    if busy and not wait_until(lambda: all(port_is_free(h, p) for h, p in tcp_ports(cfg)), timeout_s):
+        still = [f"{h}:{p}" for h, p in tcp_ports(cfg) if not port_is_free(h, p)]
+        raise CommandError(f"ports still in use after stop: {', '.join(still)}; "
+                           f"`ss -ltnp` shows which process holds them")
+    return 0
+
+
+def logs(conf: Path = CONF) -> int:
+    files = sorted((conf.parent / "run" / "logs").glob("*.log"))
+    if not files:
+        raise CommandError(f"no logs in {conf.parent / 'run' / 'logs'}; start the stack first (`go-trader start`)")
+    return subprocess.call(["tail", "-n", "50", "-F", *map(str, files)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="go-trader", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=("start", "stop", "status", "restart", "logs"),
+                        help="manage the background stack; without one, run in the foreground")
+    parser.add_argument("service", nargs="?", help="for restart: a program name, or all")
+    parser.add_argument("--config", default=os.environ.get("GO_TRADER_CONFIG") or DEFAULT_CONFIG)
+    parser.add_argument("--once", action="store_true", help="one cycle of every strategy, then stop")
+    parser.add_argument("--conf", type=Path, default=CONF, help="supervisord.conf (default: this checkout's)")
+    args = parser.parse_args(argv)
+    try:
+        if args.once:
+            from services.once import run_once
+
+            return run_once(args.config)
+        if args.command is None:
+            return start(args.config, foreground=True, conf=args.conf)
+        if args.command == "start":
+            return start(args.config, foreground=False, conf=args.conf)
+        if args.command == "stop":
+            return stop(args.config, conf=args.conf)
+        if args.command == "status":
+            return supervisorctl(args.conf, "status")
+        if args.command == "restart":
+            if not args.service:
+                raise CommandError("restart: name a program (marketdata, signals, portfolio, pricer, gateway) or all")
+            return supervisorctl(args.conf, "restart", args.service)
+        return logs(args.conf)
+    except CommandError as exc:
+        print(f"go-trader: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

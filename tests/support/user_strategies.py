@@ -1,0 +1,34 @@
+"""User strategies for the tests: one honest, two that peek at the future in different ways."""
+from __future__ import annotations
+
+import numpy as np
+
+from common.ohlcv import OHLCV
+from strategies.events import StrategyOutput
+
+
+def breakout(data: OHLCV, lookback: int = 20) -> np.ndarray:
+    """Buy a close above the previous ``lookback`` highs, sell one below their lows: honest."""
+    signals = np.zeros(len(data), dtype=np.int8)
+    for i in range(lookback, len(data)):
+        if data.close[i] > data.high[i - lookback:i].max():
+            signals[i] = 1
+        elif data.close[i] < data.low[i - lookback:i].min():
+            signals[i] = -1
+    return signals
+
+
+def next_bar_peek(data: OHLCV, threshold: float = 0.0) -> np.ndarray:
+    """Buys before every rise: it reads the NEXT bar's close."""
+    signals = np.zeros(len(data), dtype=np.int8)
+    ret = np.diff(data.close) / data.close[:-1]
+    signals[:-1] = np.where(ret > threshold, 1, -1)
+    return signals
+
+
+def centred_mean(data: OHLCV, window: int = 5) -> StrategyOutput:
+    """A centred moving average, a classic accidental peek: its indicator uses window//2 later bars."""
+    full = np.convolve(data.close, np.ones(window) / window, mode="full")
+    mean = full[window // 2: window // 2 + len(data)]
+    signals = np.zeros(len(data), dtype=np.int8)
+    return StrategyOutput(signals, {"mean": mean})
