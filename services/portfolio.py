@@ -55,10 +55,12 @@ EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
 LOCK_NAME = "portfolio.lock"
-# Wall seconds an order may spend between its decision and the portfolio (a busy engine, a
-# retry, a backoff); at the feed's speed that is market time an order may be dated before the
-# portfolio's market time, on top of one bar of its strategy.
-ORDER_TRANSIT_SECONDS = 5.0
+# Wall seconds an order may spend between its decision and the portfolio: a busy engine, a
+# portfolio restart, the engine's backoff (at most 10 s). At the feed's speed that is market
+# time an order may be dated before the portfolio's market time, on top of one bar of its
+# strategy: 30 s live, 30 market hours at the default sim speed; a clock rewound by days is
+# still refused.
+ORDER_TRANSIT_SECONDS = 30.0
 
 
 class PersistFailed(RuntimeError):

@@ -37,9 +37,9 @@ def tick(svc: PortfolioService, symbol: str, price: float, ts: int) -> None:
 
 
 def test_the_transit_allowance_is_wall_seconds_at_the_feed_speed(service):
-    assert ORDER_TRANSIT_SECONDS == 5.0
-    assert order_transit_ms(service.cfg) == 5 * 60 * 1000  # speed 60: five market minutes
-    assert service.portfolio.order_lag_ms("momentum-btc") == HOUR + 300_000
+    assert ORDER_TRANSIT_SECONDS == 30.0
+    assert order_transit_ms(service.cfg) == 30 * 60 * 1000  # speed 60: thirty market minutes
+    assert service.portfolio.order_lag_ms("momentum-btc") == HOUR + 1_800_000
 
 
 def test_an_order_fills_at_the_tick_of_its_time_even_before_the_mark(service):
