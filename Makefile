@@ -8,7 +8,7 @@ SUPERVISORCTL := $(BIN)/supervisorctl -c supervisord.conf
 # Every service reads the config named here; supervisord passes it on.
 export GO_TRADER_CONFIG := $(abspath $(CONFIG))
 
-.PHONY: venv browser run start stop restart status logs once test bench chaos clean
+.PHONY: venv browser run start stop restart status logs once test test-fast bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ browser:
 
 test: venv browser
 	$(BIN)/python -m pytest
+
+test-fast: venv  ## the edit-test loop: everything not marked slow (no stacks, browsers or long runs)
+	$(BIN)/python -m pytest -m "not slow" -x
 
 bench: venv
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt

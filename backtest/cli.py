@@ -305,20 +305,6 @@ def run_spot(args: argparse.Namespace) -> int:
 
 
 # --- options -------------------------------------------------------------------------------------------
-def _iv_series(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A CSV ``timestamp_ms,iv`` (iv as decimal, or percent when above 3)."""
-    import pandas as pd
-
-    frame = pd.read_csv(path)
-    if list(frame.columns[:2]) != ["timestamp_ms", "iv"]:
-        raise CliError(f"--iv-csv {path}: header must start with timestamp_ms,iv; got {list(frame.columns)}")
-    ts = frame["timestamp_ms"].to_numpy(dtype=np.int64)
-    iv = frame["iv"].to_numpy(dtype=np.float64)
-    if np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(iv) & (iv > 0)):
-        raise CliError(f"--iv-csv {path}: timestamps must increase and every iv must be a number > 0")
-    return ts, np.where(iv > 3.0, iv / 100.0, iv)
-
-
 @dataclass(frozen=True)
 class OptionsJobs:
     """The options strategies of one underlying as the services run them, from the config."""
@@ -331,6 +317,7 @@ class OptionsJobs:
     min_score: float
     fee_pct: float
     slippage_pct: float
+    iv_rank_days: int
 
 
 def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
@@ -359,6 +346,7 @@ def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
         min_score=args.min_score if args.min_score is not None else venue.min_score,
         fee_pct=cfg.fee_pct if args.fee_pct is None else args.fee_pct,
         slippage_pct=cfg.slippage_pct if args.slippage_pct is None else args.slippage_pct,
+        iv_rank_days=cfg.options.iv_rank_days,
     )
 
 
@@ -386,7 +374,7 @@ def print_reasons(result: "OptionsBacktestResult", capital: Mapping[str, float])
 
 
 def run_options(args: argparse.Namespace) -> int:
-    from backtest.options import iv_from_series, run_options_backtest
+    from backtest.options import run_options_backtest
 
     underlying = _underlying(args)
     jobs = options_jobs(args, underlying)
@@ -397,15 +385,12 @@ def run_options(args: argparse.Namespace) -> int:
     data = bars.data
     spacing = "" if args.sim else " from the bar spacing"
     print(f"bars: {bars.origin} ({bars.symbol}, {bars.timeframe}{spacing}, {len(data)} bars)")
-    iv = None
-    if args.iv_csv:
-        iv_ts, iv_values = _iv_series(args.iv_csv)
-        iv = iv_from_series(data.ts + TIMEFRAME_MS[bars.timeframe], iv_ts, iv_values)
     started = time.perf_counter()
     result = run_options_backtest(underlying, data, bars.timeframe, capital=min(jobs.capital.values()),
                                   max_positions=jobs.max_positions, min_score=jobs.min_score,
                                   strategies=jobs.strategies, capital_by_id=jobs.capital, limits_by_id=jobs.limits,
-                                  risk_limits_by_id=jobs.risk_limits, iv=iv,
+                                  risk_limits_by_id=jobs.risk_limits, iv_csv=args.iv_csv,
+                                  iv_rank_days=jobs.iv_rank_days,
                                   vol_lookback_days=args.vol_lookback_days, fee_pct=jobs.fee_pct,
                                   slippage_pct=jobs.slippage_pct, every_hours=args.every_hours,
                                   trade_from_ms=parse_time(args.since, "--since"), progress=args.progress)
@@ -413,6 +398,7 @@ def run_options(args: argparse.Namespace) -> int:
     print_table(list(result.metrics.items()),
                 (*SUMMARY_KEYS[:5], "opened", "trades", "fills", "rejected_by_risk", "fees"))
     print(f"{len(result.books)} options strategies, {result.close_ts.size} decision steps in {elapsed:.2f} s")
+    print(f"ATM vol: {result.iv_source}")
     print_reasons(result, jobs.capital)
     if args.out:
         out = Path(args.out)
@@ -482,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--max-positions", type=int, help="open option positions per strategy at most "
                                                             "(default: the config's)")
     options.add_argument("--min-score", type=float, help="score a new trade needs (default: the config's min_score)")
-    options.add_argument("--iv-csv", help="CSV timestamp_ms,iv to use as ATM IV instead of realized vol")
+    options.add_argument("--iv-csv", help="DVOL CSV (columns timestamp_ms,dvol_close in percent, as download-data "
+                                          "--dvol writes it) to decide on instead of realized vol")
     options.add_argument("--vol-lookback-days", type=float, default=30.0)
     options.add_argument("--every-hours", type=float, default=24.0, help="market hours between decisions")
     _add_common(options)

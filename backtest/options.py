@@ -14,22 +14,28 @@ keeps no accounting of its own: its fills are the journal of that portfolio, and
 settlement and assignment are the portfolio's rules.
 
 What the services get from the pricer comes from the backtest's inputs instead: the ATM vol
-is the underlying's realized vol or a given IV series; chains are ``build_chain`` at the
-bar's close and that vol; the IV history is the ATM vol at the same time of day over the
-last ``IV_HISTORY_DAYS`` days, as the pricer's ``iv`` reply gives it. Option marks are
-refreshed at each decision step (the portfolio service refreshes them about once a second).
+is a given implied-vol series (DVOL, ``--iv-csv``: each bar takes the latest day closed by
+its close, at most ``IV_MAX_AGE_DAYS`` old) or, without one or where it has no such day, the
+underlying's realized vol; the result names which (``iv_source``). Chains are ``build_chain``
+at the bar's close and that vol; the IV history is the ATM vol at the same time of day over
+the last ``iv_rank_days`` days (the config's ``options.iv_rank_days``), as the pricer's
+``iv`` reply gives it. Option marks are refreshed at each decision step (the portfolio
+service refreshes them about once a second).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from backtest.metrics import performance
-from common.engine import HISTORY_BARS, IV_HISTORY_DAYS, evaluate_options, reason_kind
+from common.dvol_csv import DvolCsvError, read_dvol_csv
+from common.engine import HISTORY_BARS, evaluate_options, reason_kind
 from common.ledger import StrategyBook, closes_a_trade
 from common.model import Fill
 from common.ohlcv import OHLCV
@@ -39,6 +45,7 @@ from common.risk import RiskLimits
 from options.black_scholes import DAYS_PER_YEAR
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
+from options.iv_history import DEFAULT_IV_RANK_DAYS
 from options.marks import price_contracts
 from options.risk import OptionsRiskLimits
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
@@ -46,6 +53,7 @@ from options.strategies import DEFAULT_PARAMS, strategy_params
 from options.venues import DAY_MS, VenueSpec, venue_spec
 
 HOUR_MS = 3_600_000
+IV_MAX_AGE_DAYS = 3  # a daily IV older than this at a bar's close is not used (gap in the file)
 # The config's default fee: fee_pct % of each option leg's premium, the portfolio's one rule.
 DEFAULT_FEE_PCT = 0.1
 
@@ -71,10 +79,51 @@ def realized_vol(close: np.ndarray, bar_ms: int, lookback_days: float = 30.0) ->
     return out
 
 
-def iv_from_series(bar_close_ts: np.ndarray, iv_ts: np.ndarray, iv: np.ndarray) -> np.ndarray:
-    """The latest given IV (decimal) at or before each bar close; NaN before the first one."""
+def iv_from_series(bar_close_ts: np.ndarray, iv_ts: np.ndarray, iv: np.ndarray,
+                   max_age_ms: int | None = None) -> np.ndarray:
+    """The latest given IV (decimal) at or before each bar close; NaN before the first one
+    and, with ``max_age_ms``, where the latest one is older than that."""
     at = np.searchsorted(iv_ts, bar_close_ts, side="right") - 1
-    return np.where(at >= 0, iv[np.maximum(at, 0)], np.nan)
+    known = at >= 0
+    if max_age_ms is not None:
+        known &= bar_close_ts - np.asarray(iv_ts)[np.maximum(at, 0)] <= max_age_ms
+    return np.where(known, iv[np.maximum(at, 0)], np.nan)
+
+
+@dataclass(frozen=True)
+class AtmVolInput:
+    """The ATM vol per bar a backtest decides on, and a line naming where it came from."""
+
+    atm_iv: np.ndarray
+    source: str
+
+
+def atm_vol_input(data: OHLCV, timeframe: str, iv_csv: str | Path | None, vol_lookback_days: float) -> AtmVolInput:
+    """DVOL from ``iv_csv`` (see common/dvol_csv.py for the columns), realized vol where it has
+    no day closed within ``IV_MAX_AGE_DAYS`` of a bar's close; realized vol alone without a file."""
+    bar_ms = timeframe_ms(timeframe)
+    realized = realized_vol(data.close, bar_ms, vol_lookback_days)
+    label = f"realized vol ({vol_lookback_days:g}-day close-to-close)"
+    if iv_csv is None:
+        return AtmVolInput(realized, label)
+    try:
+        day_ts, dvol = read_dvol_csv(iv_csv)
+    except (DvolCsvError, OSError) as exc:
+        raise OptionsBacktestError(f"--iv-csv: {exc}") from None
+    implied = iv_from_series(data.ts + bar_ms, day_ts + DAY_MS, dvol, IV_MAX_AGE_DAYS * DAY_MS)
+    known = np.isfinite(implied)
+    if not known.any():
+        raise OptionsBacktestError(f"--iv-csv {iv_csv}: no day of it ({_day(int(day_ts[0]))} .. "
+                                   f"{_day(int(day_ts[-1]))}) covers the bars ({_day(int(data.ts[0]))} .. "
+                                   f"{_day(int(data.ts[-1]))})")
+    source = f"DVOL implied vol from {Path(iv_csv).name} on {int(known.sum())} of {known.size} bars"
+    if not known.all():
+        source += f", {label} on the other {int((~known).sum())}"
+    return AtmVolInput(np.where(known, implied, realized), source)
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).date().isoformat()
 
 
 @dataclass
@@ -120,6 +169,7 @@ class OptionsBacktestResult:
     journal: list[Fill] = field(default_factory=list)  # every fill, in commit order
     risk_events: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)  # Portfolio.to_state() after the last bar
+    iv_source: str = "given per bar"  # which implied vol the strategies decided on
 
 
 class OptionsBacktest:
@@ -133,7 +183,8 @@ class OptionsBacktest:
                  every_hours: float = 24.0, trade_from_ms: int | None = None,
                  capital_by_id: Mapping[str, float] | None = None,
                  limits_by_id: Mapping[str, OptionsRiskLimits] | None = None,
-                 risk_limits_by_id: Mapping[str, RiskLimits] | None = None) -> None:
+                 risk_limits_by_id: Mapping[str, RiskLimits] | None = None,
+                 iv_rank_days: int = DEFAULT_IV_RANK_DAYS, iv_source: str = "given per bar") -> None:
         if len(data) < 2:
             raise OptionsBacktestError(f"data: need at least 2 bars of {underlying}, got {len(data)}")
         if atm_iv.shape[0] != len(data):
@@ -152,6 +203,10 @@ class OptionsBacktest:
                 raise OptionsBacktestError(f"{name}: must be a number in [0, 100), got {value!r}")
         if not (math.isfinite(every_hours) and every_hours > 0):
             raise OptionsBacktestError(f"every_hours: must be a number > 0, got {every_hours!r}")
+        if isinstance(iv_rank_days, bool) or not isinstance(iv_rank_days, int) or iv_rank_days < 1:
+            raise OptionsBacktestError(f"iv_rank_days: must be an integer >= 1, got {iv_rank_days!r}")
+        self.iv_rank_days = iv_rank_days
+        self.iv_source = iv_source
         self.underlying = underlying
         self.data = data
         self.timeframe = timeframe
@@ -264,9 +319,9 @@ class OptionsBacktest:
             run.exposed.append(bool(run.book.option_positions))
 
     def iv_history(self, ts: int) -> np.ndarray:
-        """The ATM vol at ``ts`` minus 14..1 days (the latest bar close at or before each), as the
-        pricer's ``iv`` reply gives it; NaN where no vol is known yet."""
-        at = ts - np.arange(IV_HISTORY_DAYS, 0, -1, dtype=np.int64) * DAY_MS
+        """The ATM vol at ``ts`` minus ``iv_rank_days``..1 days (the latest bar close at or before
+        each), as the pricer's ``iv`` reply gives it; NaN where no vol is known yet."""
+        at = ts - np.arange(self.iv_rank_days, 0, -1, dtype=np.int64) * DAY_MS
         row = np.searchsorted(self.close_ts, at, side="right") - 1
         return np.where(row >= 0, self.atm_iv[np.maximum(row, 0)], np.nan)
 
@@ -287,7 +342,7 @@ class OptionsBacktest:
             metrics[sid]["why_not"] = run.why_not()
         return OptionsBacktestResult(self.underlying, close_ts, self.data.close[bars], self.atm_iv[bars],
                                      self.strategies, metrics, self.journal, self.risk_events,
-                                     self.portfolio.to_state())
+                                     self.portfolio.to_state(), self.iv_source)
 
 
 def default_strategies(underlying: str, venues: Sequence[str]) -> list[tuple[str, str, str, None]]:
@@ -299,7 +354,8 @@ def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capita
                          max_positions: int = MAX_POSITIONS, min_score: float = EXECUTE_THRESHOLD,
                          venues: Sequence[str] = ("deribit",),
                          strategies: Sequence[tuple[str, str, str, Mapping[str, Any] | None]] | None = None,
-                         iv: np.ndarray | None = None, vol_lookback_days: float = 30.0,
+                         iv: np.ndarray | None = None, iv_csv: str | Path | None = None,
+                         vol_lookback_days: float = 30.0, iv_rank_days: int = DEFAULT_IV_RANK_DAYS,
                          risk_free_rate: float = 0.0, fee_pct: float = DEFAULT_FEE_PCT,
                          slippage_pct: float = 0.0, limits: OptionsRiskLimits | None = None,
                          risk_limits: RiskLimits | None = None, every_hours: float = 24.0,
@@ -307,17 +363,22 @@ def run_options_backtest(underlying: str, data: OHLCV, timeframe: str, *, capita
                          capital_by_id: Mapping[str, float] | None = None,
                          limits_by_id: Mapping[str, OptionsRiskLimits] | None = None,
                          risk_limits_by_id: Mapping[str, RiskLimits] | None = None) -> OptionsBacktestResult:
-    """Backtest options strategies on ``underlying``'s bars; ``iv`` (decimal, per bar) replaces
-    the realized-vol estimate of the ATM implied vol when given. Bars before ``trade_from_ms``
+    """Backtest options strategies on ``underlying``'s bars; ``iv`` (decimal, per bar) or the
+    DVOL file ``iv_csv`` replaces the realized-vol estimate of the ATM implied vol when given
+    (``atm_vol_input``). Bars before ``trade_from_ms``
     are volatility history only. ``fee_pct`` is the portfolio's fee, % of each leg's premium;
     ``slippage_pct`` moves the spot fills (liquidations) as the portfolio's slippage does."""
-    atm_iv = realized_vol(data.close, timeframe_ms(timeframe), vol_lookback_days) if iv is None else iv
+    if iv is not None and iv_csv is not None:
+        raise OptionsBacktestError("iv and iv_csv: give one implied-vol input, not both")
+    vol = AtmVolInput(np.asarray(iv, dtype=np.float64), "given per bar") if iv is not None \
+        else atm_vol_input(data, timeframe, iv_csv, vol_lookback_days)
     chosen = list(strategies) if strategies is not None else default_strategies(underlying, venues)
     if not chosen:
         raise OptionsBacktestError("strategies: none to backtest")
-    return OptionsBacktest(underlying, data, timeframe, np.asarray(atm_iv, dtype=np.float64), strategies=chosen,
+    return OptionsBacktest(underlying, data, timeframe, vol.atm_iv, strategies=chosen,
                            capital=capital, max_positions=max_positions, min_score=min_score,
                            risk_free_rate=risk_free_rate, fee_pct=fee_pct, slippage_pct=slippage_pct, limits=limits,
                            risk_limits=risk_limits, every_hours=every_hours, trade_from_ms=trade_from_ms,
                            capital_by_id=capital_by_id, limits_by_id=limits_by_id,
-                           risk_limits_by_id=risk_limits_by_id).run(progress)
+                           risk_limits_by_id=risk_limits_by_id, iv_rank_days=iv_rank_days,
+                           iv_source=vol.source).run(progress)

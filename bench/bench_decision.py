@@ -31,7 +31,8 @@ import zmq
 from common.bars import BarStore
 from common.bus import Replier
 from common.config import Config, parse_config
-from common.engine import HISTORY_BARS, IV_HISTORY_DAYS
+from common.engine import HISTORY_BARS
+from options.iv_history import DEFAULT_IV_RANK_DAYS
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 
@@ -59,7 +60,7 @@ def _serve(endpoints: list[str]) -> None:
 
     chains = {(u, v): chain_to_dict(build_chain(venue_spec(v), u, SPOT_PRICES[u], NOW, 0.5, horizon_days=100))
               for u in ("BTC", "ETH") for v in ("deribit", "ibkr")}
-    iv = {"atm_iv": 0.5, "history": list(np.linspace(0.4, 0.6, IV_HISTORY_DAYS))}
+    iv = {"atm_iv": 0.5, "history": list(np.linspace(0.4, 0.6, DEFAULT_IV_RANK_DAYS))}
     ack = {"status": "filled", "reason": "bench"}
     handlers: dict[str, Callable[[Any], Any]] = {
         "positions": lambda _body: BOOK, "order": lambda _body: ack, "option_order": lambda _body: ack,

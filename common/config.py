@@ -160,6 +160,7 @@ class OptionsConfig:
     max_positions: int
     min_score: float
     timeframe: str
+    iv_rank_days: int
     underlying_quote: str
     venues: Mapping[str, VenueOptionsConfig]  # every known venue, overrides applied
 

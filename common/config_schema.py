@@ -351,6 +351,8 @@ OPTIONS_SECTION_FIELDS: dict[str, Field] = {
     "min_score": Field(NUMBER, "Portfolio-aware score a new trade needs to be opened.", 0.3, Range(ge=0, le=1)),
     "timeframe": Field(STRING, "Bars of the underlying that options strategies read (realized vol, IV rank).",
                        "1d", TIMEFRAME_RULE),
+    "iv_rank_days": Field(INTEGER, "Days of daily implied vol behind the IV rank (live: Deribit's DVOL index; "
+                          "sim: the sim's ATM vol).", 365, Range(ge=2, le=1000)),
     "underlying_quote": Field(STRING, "Quote currency of the underlying's spot symbol (BTC -> BTC/USDT).", "USDT",
                               Matches(re.compile(r"^[A-Z0-9]+$"), "upper case, like USDT")),
 }

@@ -1,4 +1,5 @@
-"""Deribit public REST API (v2, no keys): index prices, listed options, tickers, book summaries.
+"""Deribit public REST API (v2, no keys): index prices, listed options, tickers, book summaries,
+and the DVOL volatility index.
 
 Payloads are decoded here, once, into typed records (:class:`~options.live_marks.ListedOption`,
 :class:`~options.live_marks.OptionQuote`, :class:`DeribitTicker`); nothing past this module sees
@@ -9,25 +10,35 @@ or :class:`DeribitRequestError` (a JSON-RPC error such as invalid params: fix th
 The helpers keep the seed's names and meaning (``fetch_available_expiries``,
 ``find_closest_expiry``, ``fetch_available_strikes``, ``find_closest_strike``), with the
 market time passed in as ``now_ts`` and ``is_call`` instead of the seed's "call"/"put" text.
-:class:`DeribitMarkSource` marks open positions (Deribit and IBKR) every pricer cycle.
+:class:`DeribitMarkSource` marks open positions (Deribit and IBKR) every pricer cycle;
+:class:`DvolHistory` keeps the DVOL history in a CSV beside the state file; and
+:class:`LiveDeribitSource` is the pricer's live mark source, every number from Deribit.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import requests
 
 from common.exchange_client import ExchangeUnavailable, OutageTracker
-from options.contracts import ContractError, OptionContract, parse_instrument_name
-from options.marks import MarkSourceError
+from common.dvol_csv import DvolCsvError, read_dvol_csv, write_dvol_csv_atomic
+from options.atm_iv import YEAR_MS, ImpliedVolError, atm_iv_at, surface_at
+from options.black_scholes import bs_greeks, bs_price
+from options.chain import OptionChain, listed_strikes
+from options.contracts import ContractError, OptionContract, listed_expiries, parse_instrument_name
+from options.iv_history import IV_TARGET_DAYS, LiveIvUnavailable, completed, history_window, merge_daily
+from options.live_greeks import greeks_at_mark_iv
 from options.live_marks import LiveMark, ListedOption, OptionQuote, mark_positions
 from options.venues import DAY_MS, DERIBIT
 
 INDEX_NAMES = {"BTC": "btc_usd", "ETH": "eth_usd"}
+SNAPSHOT_TTL_MS = 5_000  # one chain read serves the atm_iv, chain and iv requests of one options batch
+MAX_DVOL_PAGES = 20  # 1D pages hold up to 1000 days: 20 pages is 55 years, far past any real history
 
 
 class DeribitUnavailable(ExchangeUnavailable):
@@ -190,6 +201,50 @@ class DeribitClient:
                 return _positive(row.get("delivery_price"), f"get_delivery_prices {day}.delivery_price")
         return None
 
+    def get_volatility_index_data(self, underlying: str, start_ms: int, end_ms: int,
+                                  resolution: str = "1D") -> tuple[np.ndarray, int | None]:
+        """One page of DVOL candles ``[[ts, open, high, low, close], ...]`` (percent, ascending)
+        and Deribit's ``continuation`` (the next page's ``end_timestamp``; None when done)."""
+        currency = _currency(underlying)
+        result = self.call("get_volatility_index_data", currency=currency, start_timestamp=int(start_ms),
+                           end_timestamp=int(end_ms), resolution=resolution)
+        where = f"get_volatility_index_data {currency}"
+        rows = result.get("data") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise DeribitUnavailable(f"{where}: result.data is not a list")
+        out = np.empty((len(rows), 5))
+        for i, row in enumerate(rows):
+            if not (isinstance(row, list) and len(row) == 5):
+                raise DeribitUnavailable(f"{where}: data[{i}]: expected [ts, open, high, low, close], "
+                                         f"got {str(row)[:80]}")
+            out[i, 0] = _positive(row[0], f"{where}: data[{i}] ts")
+            for j, name in enumerate(("open", "high", "low", "close"), start=1):
+                out[i, j] = _positive(row[j], f"{where}: data[{i}] {name}")
+        continuation = result.get("continuation")
+        if continuation is not None and (isinstance(continuation, bool) or not isinstance(continuation, int)):
+            raise DeribitUnavailable(f"{where}: continuation must be an integer ms or null, got {continuation!r}")
+        return out[np.argsort(out[:, 0], kind="stable")], continuation
+
+    def fetch_dvol(self, underlying: str, start_ms: int, end_ms: int, max_pages: int = MAX_DVOL_PAGES) -> np.ndarray:
+        """Daily DVOL candles in [start_ms, end_ms], every page followed through ``continuation``
+        (newest page first), ascending and one per day. A continuation that does not move back
+        in time, or more than ``max_pages`` pages, is DeribitUnavailable (nothing is returned)."""
+        pages: list[np.ndarray] = []
+        end = int(end_ms)
+        for _ in range(max_pages):
+            page, continuation = self.get_volatility_index_data(underlying, start_ms, end)
+            pages.append(page)
+            if continuation is None or continuation < start_ms:
+                rows = np.concatenate(pages) if pages else np.empty((0, 5))
+                _, first = np.unique(rows[:, 0], return_index=True)
+                return rows[first]
+            if continuation >= end:
+                raise DeribitUnavailable(f"get_volatility_index_data {underlying}: continuation {continuation} does "
+                                         f"not move back from end_timestamp {end}")
+            end = continuation
+        raise DeribitUnavailable(f"get_volatility_index_data {underlying}: continuation never ends "
+                                 f"({max_pages} pages from {start_ms} to {end_ms})")
+
     # --- the seed's helpers --------------------------------------------------------------------
     def fetch_available_expiries(self, underlying: str, min_dte: float, max_dte: float, *, now_ts: int) -> list[int]:
         """Listed expiries (ms, ascending) whose days to expiry lie in [min_dte, max_dte]."""
@@ -266,6 +321,10 @@ class DeribitMarkSource:
     def stale_reasons(self) -> list[str]:
         return self._outages.reasons()
 
+    def outage(self, underlying: str) -> bool:
+        """True while marks of ``underlying`` cannot be read."""
+        return self._outages.episode(f"deribit {underlying}") is not None
+
     def _mark_group(self, underlying: str, group: list[OptionContract], now_ts: int) -> dict[str, LiveMark]:
         index_price = self.client.get_index_price(underlying)
         live = [c for c in group if c.expiry_ts > now_ts]
@@ -294,65 +353,252 @@ class DeribitMarkSource:
         return marks
 
 
-class LiveDeribitSource:
-    """The pricer's mark source in live mode (the ``MarkSource`` protocol of options/marks.py).
+def _day_open(ts: int) -> int:
+    return ts - ts % DAY_MS
 
-    Marks come from Deribit through :class:`DeribitMarkSource`; greeks, the ATM vol and IV
-    history come from ``model`` (the sim/Black-Scholes source), and a contract Deribit cannot
-    mark keeps the model's mark with its ``source`` saying so. Chains list only contracts that
-    exist on Deribit, at Deribit's marks; when Deribit is down the chain request fails, so no
-    new trade is opened on data that is not there.
+
+class DvolHistory:
+    """Deribit's DVOL per currency, kept in ``<folder>/dvol_<currency>.csv`` beside the state
+    file: read at start, topped up once a day (the missing days since the last stored one, at
+    most ``window_days`` back), and rewritten atomically only after a fetch succeeded, so a bad
+    reply never loses a stored day. A cache file that cannot be parsed is never overwritten.
+    """
+
+    def __init__(self, client: DeribitClient, folder: Path | None, window_days: int, log: Any = None) -> None:
+        self.client = client
+        self.folder = folder
+        self.window_days = window_days
+        self.log = log
+        self._series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._unwritable: set[str] = set()
+        self._outages = OutageTracker(base_seconds=5.0, cap_seconds=600.0)
+
+    def path(self, underlying: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"dvol_{underlying.lower()}.csv"
+
+    def series(self, underlying: str) -> tuple[np.ndarray, np.ndarray]:
+        """The stored days (loaded from the cache on first use)."""
+        if underlying not in self._series:
+            empty = (np.empty(0, dtype=np.int64), np.empty(0))
+            path = self.path(underlying)
+            self._series[underlying] = empty
+            if path is not None and path.exists():
+                try:
+                    self._series[underlying] = read_dvol_csv(path)
+                except (DvolCsvError, OSError) as exc:
+                    self._unwritable.add(underlying)
+                    if self.log is not None:
+                        self.log.error("dvol_cache_unreadable", path=str(path), detail=str(exc)[:300])
+        return self._series[underlying]
+
+    def refresh(self, underlying: str, now_ts: int) -> str | None:
+        """Fetch the days missing up to yesterday; None when the history is current, else why not."""
+        ts, values = self.series(underlying)
+        yesterday = _day_open(now_ts) - DAY_MS
+        if ts.size and ts[-1] >= yesterday:
+            return None
+        key = f"dvol {underlying}"
+        episode = self._outages.episode(key)
+        if not self._outages.due(key, now_ts) and episode is not None:
+            return episode.detail
+        start = max(int(ts[-1]) + DAY_MS if ts.size else 0, _day_open(now_ts) - (self.window_days + 1) * DAY_MS)
+        try:
+            rows = self.client.fetch_dvol(underlying, start, now_ts)
+            new_ts, new = completed(rows[:, 0].astype(np.int64), rows[:, 4] / 100.0, now_ts)
+            if not new_ts.size or new_ts[-1] < yesterday:
+                raise DeribitUnavailable(f"get_volatility_index_data {underlying}: no DVOL close for "
+                                         f"{DERIBIT.expiry_date(yesterday).isoformat()} in the reply "
+                                         f"({len(rows)} candles from {start})")
+            merged = merge_daily(ts, values, new_ts, new)
+            path = self.path(underlying)
+            if path is not None and underlying not in self._unwritable:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_dvol_csv_atomic(path, *merged)
+        except (ExchangeUnavailable, DeribitRequestError, ContractError, OSError) as exc:
+            if self._outages.failure(key, exc, now_ts) and self.log is not None:
+                self.log.warning("dvol_unavailable", underlying=underlying, kept_days=int(ts.size),
+                                 detail=str(exc)[:300])
+            return f"{type(exc).__name__}: {exc}"[:300]
+        self._series[underlying] = merged
+        if self._outages.success(key) is not None and self.log is not None:
+            self.log.info("dvol_recovered", underlying=underlying, days=int(merged[0].size))
+        return None
+
+    def history(self, underlying: str, now_ts: int, days: int) -> np.ndarray:
+        """Closing DVOL (decimal) of the last ``days`` closed days; LiveIvUnavailable unless the
+        history reaches yesterday."""
+        problem = self.refresh(underlying, now_ts)
+        if problem is not None:
+            raise LiveIvUnavailable(f"DVOL {underlying} not current: {problem}")
+        return history_window(*self.series(underlying), now_ts, days)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSnapshot:
+    """One read of a currency's listed options with Deribit's marks, as columns."""
+
+    ts: int
+    index_price: float
+    expiry_ts: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    mark_coin: np.ndarray
+    mark_iv: np.ndarray  # decimal; NaN where Deribit gave none
+    forward: np.ndarray  # Deribit's underlying_price; NaN where none
+
+
+class LiveDeribitSource:
+    """The pricer's mark source in live mode (the ``MarkSource`` protocol of options/marks.py):
+    every number from Deribit, none from the simulation.
+
+    - ATM vol: ``options.atm_iv.atm_iv_at`` on the listed chain's ``mark_iv`` around each
+      expiry's forward, at ``target_days`` (DVOL's 30 days unless asked otherwise).
+    - IV history: :class:`DvolHistory`.
+    - Chains: the Deribit contracts listed with a ``mark_iv``, at Deribit's marks, greeks from
+      Black-Scholes at that ``mark_iv`` and forward (r = 0); IBKR/CME contracts priced on the
+      Deribit surface (``options.atm_iv.surface_at``), the proxy.
+    - Marks: :class:`DeribitMarkSource`, greeks by ``options.live_greeks``. A position Deribit
+      cannot mark keeps its last live mark with source ``stale:<reason>``; one never marked
+      is left out (the pricer lists it as missing).
+    When Deribit's vol cannot be read, ``atm_iv``, ``iv_history`` and ``chain`` raise
+    :class:`LiveIvUnavailable`, the outage is logged once, and ``problem()`` says why until a
+    read succeeds again.
     """
 
     name = "deribit-live"
 
-    def __init__(self, client: DeribitClient, model: Any, log: Any = None) -> None:
+    def __init__(self, client: DeribitClient, dvol: DvolHistory, log: Any = None) -> None:
         self.client = client
-        self.model = model
+        self.dvol = dvol
+        self.log = log
         self.live = DeribitMarkSource(client, log)
+        self._snapshots: dict[str, ChainSnapshot] = {}
+        self._last_marks: dict[str, dict[str, Any]] = {}
+        self._outages = OutageTracker(base_seconds=1.0, cap_seconds=60.0)
+        self._failing: dict[str, str] = {}
 
-    def atm_iv(self, underlying: str, ts: int) -> float:
-        return self.model.atm_iv(underlying, ts)
+    # --- reading Deribit, with outage bookkeeping --------------------------------------------
+    def _guarded(self, underlying: str, feed: str, ts: int, what: str, read: Any) -> Any:
+        """``read()``; a failure becomes LiveIvUnavailable, logged once per outage of that feed
+        (``chain``: the listed chain, ``DVOL``: the history) and kept for ``problem()``."""
+        key = f"{feed} {underlying}"
+        episode = self._outages.episode(key)
+        if episode is not None and not self._outages.due(key, ts):
+            raise LiveIvUnavailable(f"no live IV for {underlying}: {self._failing[key]} (retrying later)")
+        try:
+            value = read()
+        except (ExchangeUnavailable, DeribitRequestError, ContractError, ImpliedVolError, LiveIvUnavailable) as exc:
+            detail = f"{what}: {exc}"[:300]
+            self._failing[key] = detail
+            if self._outages.failure(key, exc, ts) and self.log is not None:
+                self.log.warning("live_iv_unavailable", underlying=underlying, feed=feed, detail=detail)
+            raise LiveIvUnavailable(f"no live IV for {underlying}: {detail}") from None
+        self._outages.success(key)
+        if self._failing.pop(key, None) is not None and self.log is not None:
+            self.log.info("live_iv_recovered", underlying=underlying, feed=feed)
+        return value
 
-    def iv_history(self, underlying: str, ts: int, days: int) -> Any:
-        return self.model.iv_history(underlying, ts, days)
+    def problem(self) -> str | None:
+        """Why Deribit's vol or marks cannot be read right now (every failing feed), else None."""
+        reasons = [f"{key}: {detail}" for key, detail in sorted(self._failing.items())] + self.live.stale_reasons()
+        return "; ".join(reasons)[:500] if reasons else None
+
+    def failing_underlyings(self) -> list[str]:
+        return sorted({key.split(" ", 1)[1] for key in self._failing})
+
+    def warm_up(self, underlying: str, ts: int) -> None:
+        """Read the DVOL history as soon as the underlying's first price arrives (the start)."""
+        try:
+            self.iv_history(underlying, ts, 1)
+        except LiveIvUnavailable:
+            pass  # logged once by _guarded; the next iv request retries
+
+    def snapshot(self, underlying: str, ts: int) -> ChainSnapshot:
+        """The chain's columns, read at most once per ``SNAPSHOT_TTL_MS`` of market time."""
+        cached = self._snapshots.get(underlying)
+        if cached is not None and 0 <= ts - cached.ts < SNAPSHOT_TTL_MS:
+            return cached
+        index_price = self.client.get_index_price(underlying)
+        listed = {o.name: o for o in self.client.get_instruments(underlying, ts)}
+        quotes, _ = self.client.book_summary(underlying)
+        rows = [(listed[name], q) for name, q in quotes.items() if name in listed and listed[name].expiry_ts > ts]
+        snap = ChainSnapshot(
+            ts, index_price,
+            np.array([o.expiry_ts for o, _ in rows], dtype=np.int64), np.array([o.strike for o, _ in rows]),
+            np.array([o.is_call for o, _ in rows], dtype=bool), np.array([q.mark_coin for _, q in rows]),
+            np.array([np.nan if q.mark_iv is None else q.mark_iv for _, q in rows]),
+            np.array([np.nan if q.underlying_price is None else q.underlying_price for _, q in rows]),
+        )
+        self._snapshots[underlying] = snap
+        return snap
+
+    # --- the MarkSource protocol ---------------------------------------------------------------
+    def atm_iv(self, underlying: str, ts: int, target_days: float = IV_TARGET_DAYS) -> float:
+
+        def read() -> float:
+            snap = self.snapshot(underlying, ts)
+            return atm_iv_at(snap.expiry_ts, snap.strike, snap.mark_iv, snap.forward, ts,
+                             ts + int(target_days * DAY_MS))
+
+        return self._guarded(underlying, "chain", ts, "ATM vol from the listed chain", read)
+
+    def iv_history(self, underlying: str, ts: int, days: int) -> np.ndarray:
+        return self._guarded(underlying, "DVOL", ts, "history", lambda: self.dvol.history(underlying, ts, days))
+
+    def chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:
+        return self._guarded(underlying, "chain", ts, f"{venue.name} chain",
+                             lambda: self._chain(venue, underlying, spot, ts, horizon_days))
+
+    def _chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:
+        """Deribit: its listed rows with a mark_iv, at its marks. Another venue (IBKR/CME): that
+        venue's calendar and strike grid priced on the Deribit surface (the proxy). Greeks are
+        Black-Scholes at each row's vol and forward, r = 0."""
+        snap = self.snapshot(underlying, ts)
+        if venue.name == DERIBIT.name:
+            keep = (snap.expiry_ts <= ts + horizon_days * DAY_MS) & np.isfinite(snap.mark_iv) \
+                & np.isfinite(snap.forward) & (snap.forward > 0)
+            if not keep.any():
+                raise ImpliedVolError(f"deribit {underlying}: no listed option within {horizon_days} days "
+                                      f"has a mark_iv and an underlying_price")
+            rows = np.flatnonzero(keep)[np.lexsort((~snap.is_call[keep], snap.strike[keep], snap.expiry_ts[keep]))]
+            expiry_ts, strike, is_call = snap.expiry_ts[rows], snap.strike[rows], snap.is_call[rows]
+            forward, iv = snap.forward[rows], snap.mark_iv[rows]
+            mark = snap.mark_coin[rows] * snap.index_price
+        else:
+            strikes = listed_strikes(venue, underlying, spot)
+            expiries = np.asarray(listed_expiries(venue, underlying, ts, horizon_days), dtype=np.int64)
+            expiry_ts = np.repeat(expiries, 2 * strikes.size)
+            strike = np.tile(np.repeat(strikes, 2), expiries.size)
+            is_call = np.tile(np.array([True, False]), expiries.size * strikes.size)
+            iv, forward = surface_at(snap.expiry_ts, snap.strike, snap.mark_iv, snap.forward, ts, expiry_ts, strike)
+            mark = bs_price(forward, strike, (expiry_ts - ts) / YEAR_MS, 0.0, iv, is_call)
+        greeks = bs_greeks(forward, strike, (expiry_ts - ts) / YEAR_MS, 0.0, iv, is_call)
+        return OptionChain(venue.name, underlying, venue.underlying(underlying).multiplier, ts,
+                           float(snap.index_price), expiry_ts, strike, is_call, forward, iv,
+                           np.asarray(mark, dtype=np.float64), greeks.delta, greeks.gamma, greeks.theta, greeks.vega)
 
     def marks(self, contracts: Sequence[OptionContract], spot_by_underlying: Mapping[str, float],
               ts: int) -> dict[str, dict[str, Any]]:
-        out = self.model.marks(contracts, spot_by_underlying, ts)
-        for name, mark in self.live.marks(contracts, ts).items():
-            row = dict(out.get(name, {"delta": 0.0, "gamma": 0.0, "theta": 0.0, "vega": 0.0}))
-            row.update(mark_usd=mark.mark_usd, source=f"deribit:{mark.source}", instrument=mark.instrument,
-                       days_shift=mark.days_shift, index_price=mark.index_price)
-            row["iv"] = mark.mark_iv if mark.mark_iv is not None else row.get("iv", 0.0)
-            out[name] = row
-        return out
-
-    def chain(self, venue: Any, underlying: str, spot: float, ts: int, horizon_days: int) -> Any:
-        """The model chain cut to the contracts Deribit lists, with Deribit's marks and IVs."""
-        chain = self.model.chain(venue, underlying, spot, ts, horizon_days)
-        if venue.name != "deribit":
-            return chain
-        try:
-            listed = {(o.expiry_ts, o.strike, o.is_call) for o in self.client.get_instruments(underlying, ts)}
-            quotes, _ = self.client.book_summary(underlying)
-            index_price = self.client.get_index_price(underlying)
-        except (ExchangeUnavailable, DeribitRequestError, ContractError) as exc:
-            raise MarkSourceError(f"live {underlying} chain unavailable: {exc}") from None
-        by_key = {}
-        for q in quotes.values():
-            try:
-                o = decode_listed({"instrument_name": q.name}, "book_summary")
-            except DeribitUnavailable:
+        """Deribit's mark and greeks at its mark_iv per contract; the last live mark, labelled
+        stale, where Deribit gives none now; nothing where it never gave one."""
+        out: dict[str, dict[str, Any]] = {}
+        live = self.live.marks(contracts, ts)
+        for contract in contracts:
+            mark = live.get(contract.name)
+            greeks = greeks_at_mark_iv(mark, ts) if mark is not None else None
+            if mark is not None and greeks is not None:
+                row = {"mark_usd": mark.mark_usd, **greeks, "source": f"deribit:{mark.source}",
+                       "instrument": mark.instrument, "days_shift": mark.days_shift, "index_price": mark.index_price}
+                self._last_marks[contract.name] = row
+                out[contract.name] = row
                 continue
-            by_key[(o.expiry_ts, o.strike, o.is_call)] = q
-        chain = chain.restricted_to(listed)
-        if len(chain) == 0:
-            raise MarkSourceError(f"live {underlying} chain: none of the model's contracts is listed on Deribit")
-        mark, iv = chain.mark.copy(), chain.iv.copy()
-        for i, key in enumerate(zip(chain.expiry_ts.tolist(), chain.strike.tolist(), chain.is_call.tolist())):
-            quote = by_key.get(key)
-            if quote is not None:
-                mark[i] = quote.mark_coin * index_price
-                iv[i] = quote.mark_iv if quote.mark_iv is not None else iv[i]
-        return dataclasses.replace(chain, mark=mark, iv=iv)
+            last = self._last_marks.get(contract.name)
+            if last is not None:
+                if mark is not None:
+                    reason = "no-iv"
+                elif self.live.outage(contract.underlying):
+                    reason = "deribit-unavailable"
+                else:
+                    reason = "no-quote"
+                out[contract.name] = {**last, "source": f"stale:{reason}"}
+        return out

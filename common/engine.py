@@ -27,7 +27,6 @@ from strategies.registry import latest_signal
 
 BarSource = Callable[[str, str], OHLCV]
 HISTORY_BARS = 1000  # bars of each series the engine decides on (the backtester uses as many)
-IV_HISTORY_DAYS = 14  # daily ATM vols behind the IV rank: with a 3-day vol half-life it crosses 25 and 75 within weeks
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from common.ledger import (
 )
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
 from common.order_checks import DEFAULT_PRICE_BAND_PCT, OK, PriceTape, check_spot_order
-from common.risk import (RiskLimits, RiskState, entry_block_reason, risk_summary, update_on_mark,
+from common.risk import (RiskLimits, RiskState, entry_block_reason, reset_risk, risk_summary, update_on_mark,
                          update_on_trade_closed)
 from common.status import category_totals
 from common.timeframes import timeframe_ms
@@ -88,19 +88,74 @@ class RiskRecord:
                    read_int(d, "ts_event", where), RiskState.from_dict(d.get("risk"), f"{where}.risk"))
 
 
-JournalRecord = Fill | RiskRecord
+RENAME_RECORD = "rename"
+
+# Strategy ids an earlier version of this project used for four of the seed's strategies,
+# beside the seed's own ids, which the config uses again. A state file or journal holding an
+# old id is carried over on start (``Portfolio.rename_books``), never pruned.
+SEED_RENAMES: Mapping[str, str] = {
+    "deribit-protective-btc": "deribit-puts-btc",
+    "deribit-protective-eth": "deribit-puts-eth",
+    "deribit-covered-btc": "deribit-calls-btc",
+    "deribit-covered-eth": "deribit-calls-eth",
+    "ibkr-protective-btc": "ibkr-puts-btc",
+    "ibkr-protective-eth": "ibkr-puts-eth",
+    "ibkr-covered-btc": "ibkr-calls-btc",
+    "ibkr-covered-eth": "ibkr-calls-eth",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RenameRecord:
+    """A journal record of a book renamed on start (``old_id`` -> ``new_id``). The records
+    before it carry the old id; a rebuild from the journal alone books them under the new id,
+    so it gives the same books the renamed state.json holds. Journal lines carry
+    ``"type": "rename"``; ``strategy_id`` is the new id."""
+
+    seq: int
+    old_id: str
+    new_id: str
+    ts_event: int
+
+    @property
+    def strategy_id(self) -> str:
+        return self.new_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": RENAME_RECORD, "old_id": self.old_id, "new_id": self.new_id,
+                "ts_event": self.ts_event}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "rename record") -> "RenameRecord":
+        record = cls(read_int(d, "seq", where, minimum=1), read_str(d, "old_id", where),
+                     read_str(d, "new_id", where), read_int(d, "ts_event", where))
+        if not record.old_id or not record.new_id or record.old_id == record.new_id:
+            raise RecordError(f"{where}: old_id and new_id must be two different ids, got "
+                              f"{record.old_id!r} -> {record.new_id!r}")
+        return record
+
+
+JournalRecord = Fill | RiskRecord | RenameRecord
+_RECORD_TYPES = {RISK_RECORD: RiskRecord.from_dict, RENAME_RECORD: RenameRecord.from_dict}
 
 
 def journal_record(d: Mapping[str, Any], where: str) -> JournalRecord:
-    """A journal line as its record: a RiskRecord when ``type`` says so, else a Fill."""
-    if read_object(d, where).get("type") == RISK_RECORD:
-        return RiskRecord.from_dict(d, where)
-    return Fill.from_dict(d, where)
+    """A journal line as its record: the record its ``type`` names, or a Fill when it has none."""
+    kind = read_object(d, where).get("type")
+    if kind is None:
+        return Fill.from_dict(d, where)
+    if kind not in _RECORD_TYPES:
+        raise RecordError(f"{where}.type: expected one of {sorted(_RECORD_TYPES)} or none (a fill), got {kind!r}")
+    return _RECORD_TYPES[kind](d, where)
 
 
 def journal_fills(records: Iterable[Mapping[str, Any]]) -> list[Fill]:
-    """The fills among journal lines (what readers of the trade history want)."""
-    return [Fill.from_dict(r, f"journal seq {r.get('seq')}") for r in records if r.get("type") != RISK_RECORD]
+    """The fills among journal lines (what readers of the trade history want), under the ids
+    the journal's rename records gave their strategies later."""
+    records = list(records)
+    renames = {r.get("old_id"): r.get("new_id") for r in records if r.get("type") == RENAME_RECORD}
+    fills = [Fill.from_dict(r, f"journal seq {r.get('seq')}") for r in records if r.get("type") is None]
+    return [replace(f, strategy_id=renames[f.strategy_id]) if f.strategy_id in renames else f for f in fills]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +241,9 @@ class Portfolio:
         self.journal_seq = 0
         self._problems: dict[str, dict[str, str]] = {"mark": {}, "option marks": {}}  # by marking pass
         self._risk_unjournaled: set[str] = set()  # books whose sticky risk flags changed since their last record
+        self.aliases: dict[str, str] = {}  # old id -> new id: records of the old id go to the new book
+        self._renames_unjournaled: dict[str, str] = {}  # renames done or used, not yet in the journal
+        self._journaled_renames: set[str] = set()  # old ids whose rename record the journal holds
 
     # --- state ---------------------------------------------------------------------------
     def reconcile(self, ts: int) -> Reconciliation:
@@ -200,6 +258,51 @@ class Portfolio:
         retired = tuple(sorted(set(self.books) - set(self.metas)))
         kept = tuple(sorted(set(self.books) - set(created) - set(retired)))
         return Reconciliation(tuple(created), retired, kept)
+
+    def rename_books(self, table: Mapping[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Carry books over to new ids (``table``: old id -> new id whose strategy is in the
+        config), before ``reconcile``, so they are neither retired nor created empty. A moved
+        book keeps everything; its recent trades carry the new id. Returns (renamed, skipped):
+        skipped when a book of the new id exists too, in which case both are kept. The journal's
+        records of an old id are booked under the new one from now on (``rename_records``)."""
+        renamed, skipped = [], []
+        for old, new in table.items():
+            if new not in self.metas or old in self.metas:
+                continue
+            if old in self.books and new in self.books:
+                skipped.append((old, new))
+                continue
+            self.aliases[old] = new
+            if old in self.books:
+                self._move_book(old, new)
+                self._renames_unjournaled[old] = new
+                renamed.append((old, new))
+        return renamed, skipped
+
+    def _move_book(self, old: str, new: str) -> None:
+        book = self.books.pop(old)
+        book.strategy_id = new
+        book.recent_trades = [{**t, "strategy_id": new} for t in book.recent_trades]
+        self.books[new] = book
+        if old in self._risk_unjournaled:
+            self._risk_unjournaled.discard(old)
+            self._risk_unjournaled.add(new)
+
+    def _routed(self, record: JournalRecord) -> JournalRecord:
+        """A record of a renamed strategy, under its new id (a rename still to journal, if so)."""
+        sid = record.strategy_id
+        new = self.aliases.get(sid)
+        if sid in self.books or new is None or isinstance(record, RenameRecord):
+            return record
+        if sid not in self._journaled_renames:
+            self._renames_unjournaled[sid] = new
+        return replace(record, strategy_id=new)
+
+    def rename_records(self, first_seq: int) -> list[RenameRecord]:
+        """Records to journal, then commit, for the renames done on start (or used to book an
+        old id's records) that the journal does not hold yet."""
+        return [RenameRecord(first_seq + i, old, new, self.market_ts)
+                for i, (old, new) in enumerate(sorted(self._renames_unjournaled.items()))]
 
     def to_state(self) -> dict[str, Any]:
         """The state to save, checked as ``load_state`` will check it: a book that could not be
@@ -247,7 +350,10 @@ class Portfolio:
             return None
         record = tail[0] if tail and tail[0].get("seq") == seen["seq"] else None
         try:
-            same = record is not None and Fill.from_dict(record) == Fill.from_dict(seen)
+            journaled = Fill.from_dict(record) if record is not None else None
+            if journaled is not None and journaled.strategy_id in self.aliases:  # renamed since
+                journaled = replace(journaled, strategy_id=self.aliases[journaled.strategy_id])
+            same = journaled == Fill.from_dict(seen)
         except RecordError:
             same = False
         if same:
@@ -264,11 +370,15 @@ class Portfolio:
         strategy that has no book is refused (RecordError naming its seq), never skipped:
         skipping would lose its money for good once the state is saved past it."""
         fills = []
+        records = [r for r in records if not (isinstance(r.get("seq"), int) and r["seq"] <= self.journal_seq)]
+        for record in records:  # the records before a rename carry the old id: book them under the new
+            if record.get("type") == RENAME_RECORD:
+                rename = RenameRecord.from_dict(record, f"seq {record.get('seq')}")
+                self.aliases[rename.old_id] = rename.new_id
+                self._journaled_renames.add(rename.old_id)
         for record in records:
             seq = record.get("seq")
-            if isinstance(seq, int) and seq <= self.journal_seq:
-                continue
-            parsed = journal_record(record, f"seq {seq}")
+            parsed = self._routed(journal_record(record, f"seq {seq}"))
             if parsed.strategy_id not in self.books:
                 raise RecordError(
                     f"seq {seq}: a record of strategy {parsed.strategy_id!r}, which has no book in state.json and is "
@@ -368,6 +478,15 @@ class Portfolio:
         for the log. A record of a strategy without a book is an error, never skipped."""
         events: list[str] = []
         for fill in fills:
+            if isinstance(fill, RenameRecord):
+                if fill.old_id in self.books and fill.new_id not in self.books:
+                    self._move_book(fill.old_id, fill.new_id)
+                self.aliases[fill.old_id] = fill.new_id
+                self._journaled_renames.add(fill.old_id)
+                self._renames_unjournaled.pop(fill.old_id, None)
+                self.journal_seq = max(self.journal_seq, fill.seq)
+                continue
+            fill = self._routed(fill)
             book = self.books.get(fill.strategy_id)
             if book is None:
                 raise RecordError(f"journal seq {fill.seq}: no book for strategy {fill.strategy_id!r}")
@@ -501,6 +620,19 @@ class Portfolio:
         a mark changed; a book stays listed until its record is committed."""
         return [RiskRecord(first_seq + i, sid, self.market_ts, replace(self.books[sid].risk))
                 for i, sid in enumerate(sorted(self._risk_unjournaled))]
+
+    def decide_risk_reset(self, sid: str) -> tuple[RiskRecord | None, list[str]]:
+        """An operator re-arms a configured strategy (``common.risk.reset_risk`` at its current
+        value and market time): the record to journal, then commit, and what it clears; no
+        record when nothing is tripped. KeyError for a strategy not in the config."""
+        book = self.books.get(sid)
+        if book is None or sid not in self.metas:
+            raise KeyError(sid)
+        risk = replace(book.risk)
+        cleared = reset_risk(risk, self.value_of(sid), self.market_ts)
+        if not cleared:
+            return None, []
+        return RiskRecord(self.journal_seq + 1, sid, self.market_ts, risk), cleared
 
     # --- views -----------------------------------------------------------------------------
     def positions_view(self, sid: str, symbol: str) -> dict[str, Any]:

@@ -66,6 +66,8 @@ class RiskState:
     day_start_value: float
     daily_loss_tripped: bool
     last_value: float
+    resets: int = 0  # times an operator re-armed the strategy (``reset_risk``)
+    last_reset_ts: int = 0  # market time (ms) of the last reset, 0 = never
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,8 @@ class RiskState:
             "day_start_value": self.day_start_value,
             "daily_loss_tripped": self.daily_loss_tripped,
             "last_value": self.last_value,
+            "resets": self.resets,
+            "last_reset_ts": self.last_reset_ts,
         }
 
     @classmethod
@@ -93,6 +97,8 @@ class RiskState:
             day_start_value=read_number(d, "day_start_value", where),
             daily_loss_tripped=read_bool(d, "daily_loss_tripped", where),
             last_value=read_number(d, "last_value", where),
+            resets=read_int(d, "resets", where, minimum=0) if "resets" in d else 0,  # absent before resets existed
+            last_reset_ts=read_int(d, "last_reset_ts", where, minimum=0) if "last_reset_ts" in d else 0,
         )
 
 
@@ -132,7 +138,7 @@ def update_on_mark(state: RiskState, limits: RiskLimits, value: float, ts_event:
 
     The daily window rolls at 00:00 UTC of market time: the first mark of a new day sets
     ``day_start_value`` to that mark and clears the daily loss trip. The kill switch is
-    sticky until ``reset_kill_switch``.
+    sticky until ``reset_risk``.
     """
     if not math.isfinite(value):
         raise ValueError(f"update_on_mark: value must be a finite number, got {value!r}")
@@ -204,6 +210,32 @@ def reset_kill_switch(state: RiskState, value: float) -> None:
     state.last_value = value
 
 
+def reset_risk(state: RiskState, value: float, ts_event: int) -> list[str]:
+    """Operator re-arms a strategy at ``ts_event`` (market time), book worth ``value``: clears the
+    kill switch (``reset_kill_switch``), the circuit breaker with its loss streak, and the daily
+    loss limit, whose day restarts at ``value``. Returns what was cleared, for the log; nothing
+    tripped means nothing changes (an empty list, and the reset is not counted)."""
+    if not math.isfinite(value):
+        raise ValueError(f"reset_risk: value must be a finite number, got {value!r}")
+    cleared = []
+    if state.kill_switch:
+        cleared.append(f"kill_switch ({state.kill_reason})")
+        reset_kill_switch(state, value)
+    if ts_event < state.circuit_breaker_until:
+        cleared.append(f"circuit_breaker (until {iso_utc(state.circuit_breaker_until)})")
+        state.circuit_breaker_until = 0
+        state.consecutive_losses = 0
+    if state.daily_loss_tripped:
+        cleared.append(f"daily_loss (day start {state.day_start_value:.2f})")
+        state.daily_loss_tripped = False
+        state.day = max(state.day, ts_event // DAY_MS)
+        state.day_start_value = value
+    if cleared:
+        state.resets += 1
+        state.last_reset_ts = ts_event
+    return cleared
+
+
 def risk_summary(state: RiskState, ts_event: int) -> dict[str, Any]:
     """The risk part of /status, as of ``ts_event``."""
     return {
@@ -215,4 +247,6 @@ def risk_summary(state: RiskState, ts_event: int) -> dict[str, Any]:
         "daily_loss_tripped": state.daily_loss_tripped and ts_event // DAY_MS <= state.day,
         "drawdown_pct": drawdown_pct(state.peak_value, state.last_value),
         "peak_value": state.peak_value,
+        "resets": state.resets,
+        "last_reset_ts": state.last_reset_ts,
     }

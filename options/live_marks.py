@@ -78,6 +78,7 @@ class LiveMark:
     index_price: float
     mark_iv: float | None = None
     days_shift: float = 0.0
+    underlying_price: float | None = None  # the listed instrument's forward (Deribit's underlying_price)
 
 
 def deribit_name(contract: OptionContract) -> str:
@@ -147,6 +148,6 @@ def mark_positions(
             continue
         marks[contract.name] = LiveMark(
             contract, coin_to_usd(quote.mark_coin, index_price), "exact" if mapping.exact else "mapped",
-            mapping.listed.name, index_price, quote.mark_iv, mapping.days_shift,
+            mapping.listed.name, index_price, quote.mark_iv, mapping.days_shift, quote.underlying_price,
         )
     return marks, unmarked

@@ -36,7 +36,7 @@ class MarkSource(Protocol):
 
     name: str
 
-    def atm_iv(self, underlying: str, ts: int) -> float: ...
+    def atm_iv(self, underlying: str, ts: int, target_days: float = 30.0) -> float: ...
 
     def iv_history(self, underlying: str, ts: int, days: int) -> np.ndarray: ...
 
@@ -123,7 +123,8 @@ class SimSurface:
             self._paths[underlying] = path
         return path
 
-    def atm_iv(self, underlying: str, ts: int) -> float:
+    def atm_iv(self, underlying: str, ts: int, target_days: float = 30.0) -> float:
+        """The sim's ATM vol; its term structure is flat, so ``target_days`` changes nothing."""
         return self._path(underlying).at(ts)
 
     def iv_history(self, underlying: str, ts: int, days: int) -> np.ndarray:

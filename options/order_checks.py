@@ -19,6 +19,9 @@ order trades (``quotes_from_chain`` reads that reply without numpy), and
   what the delta leaves out: ``VOL_POINTS_IN_FLIGHT`` vol points of vega and the theta of
   the days in between. The fill is at the pricer's mark now with its greeks whatever was
   declared, so the band only has to catch premiums that cannot come from this market;
+- coins an order buys with its legs (``spot_quantity``) are bought at the pricer's spot, and
+  the declared spot must lie within ``band_pct`` % of the portfolio's own tick at the order's
+  time;
 - the score is the portfolio's own (``options.scoring.score_trade`` on its book's positions
   of that venue and underlying, at the pricer's spot and greeks; a structure's legs share
   their mean, as ``select_trades`` gives them). It is recomputed rather than required to
@@ -219,6 +222,12 @@ def price_option_order(order: OptionOrder, market: OptionMarket, position_dicts:
     why = order_refusal(order, venue=venue, underlying=underlying, market_ts=market_ts, lag_ms=lag_ms)
     if why is not None:
         return OptionCheck(REJECTED, why)
+    coin = order.legs[0].contract.underlying
+    own_spot = (spot_at_order or {}).get(coin)
+    if order.spot_quantity and own_spot is not None:  # coins bought with the legs: at the pricer's spot
+        off = band_reason(order.spot, own_spot, band_pct, f"{coin} spot")
+        if off is not None:
+            return OptionCheck(REJECTED, off)
     for i, leg in enumerate(order.legs):
         where = f"leg {i} ({leg.action} {leg.contract.name})"
         quote = market.quotes.get(leg.contract.name)

@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 import zmq
@@ -30,28 +32,48 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _fail(message: str) -> int:
+    """The seed's JSON error on stdout, and the same line for people on stderr; exit status 1."""
     print(json.dumps({"error": message}))
+    print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr)
     return 1
+
+
+class SourceUnavailable(RuntimeError):
+    """Neither the running stack nor a feed built here can answer: what was tried, what failed
+    and what to do next."""
 
 
 class MarketSource:
     """Bars and prices from the running marketdata service, or from a feed built here."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, config_file: str = "the config") -> None:
         self.cfg = cfg
         self.ctx = zmq.Context()
-        self.req = Requester(self.ctx, cfg.endpoints["marketdata"].rep, "cli", timeout_ms=700, retries=1)
+        endpoint = cfg.endpoints["marketdata"].rep
+        self.req = Requester(self.ctx, endpoint, "cli", timeout_ms=700, retries=1)
         self.feed = None
         try:
             self.status = self.req.request("status")
             self.origin = "marketdata service"
+            return
         except RequestFailed:
-            from common.feeds import build_feed_from_config
+            pass
+        from common.feeds import build_feed_from_config
 
-            self.feed = build_feed_from_config(cfg)
-            self.feed.start(None if cfg.feed.mode == "live" else cfg.feed.start_ms)  # live: now
-            self.status = {"market_ts": self.feed.now_ts}
-            self.origin = f"local {cfg.feed.mode} feed"
+        down = f"marketdata at {endpoint} (endpoints.marketdata.rep in {config_file}) did not answer"
+        self.feed = build_feed_from_config(cfg)
+        self.feed.start(None if cfg.feed.mode == "live" else cfg.feed.start_ms)  # live: now
+        self.status = {"market_ts": self.feed.now_ts}
+        self.origin = f"local {cfg.feed.mode} feed"
+        if cfg.feed.mode == "live" and not self.feed.prices():
+            reasons = getattr(self.feed, "stale_reasons", lambda: [])()
+            live = cfg.feed.live
+            self.close()
+            raise SourceUnavailable(
+                f"{down}, and a local live feed got no data from {live.exchange} "
+                f"({live.binance_url or 'its public API'}): {reasons[0] if reasons else 'no prices'}. "
+                f"Check the network (or feed.live in {config_file}), or start the stack (`go-trader start`)")
+        print(f"{Path(sys.argv[0]).name}: {down}; using a {self.origin} instead", file=sys.stderr)
 
     def history(self, symbol: str, timeframe: str) -> OHLCV:
         if self.feed is not None:
@@ -76,10 +98,13 @@ def _with_source(config: str, work: Callable[[MarketSource], int]) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    source = MarketSource(cfg)
+    try:
+        source = MarketSource(cfg, config)
+    except SourceUnavailable as exc:
+        return _fail(str(exc))
     try:
         return work(source)
-    except (ValueError, RemoteError) as exc:
+    except (ValueError, RemoteError, RequestFailed, SourceUnavailable) as exc:
         return _fail(str(exc))
     finally:
         source.close()
@@ -126,7 +151,8 @@ def check_price_main(argv: list[str] | None = None) -> int:
         wanted = args.symbols or sorted(prices)
         unknown = [s for s in wanted if s not in prices]
         if unknown:
-            return _fail(f"no price for {', '.join(unknown)}; the feed has {', '.join(sorted(prices))}")
+            has = f"it has {', '.join(sorted(prices))} (feed.symbols)" if prices else "it has no prices yet"
+            return _fail(f"no price for {', '.join(unknown)} from the {source.origin}; {has}")
         print(json.dumps({s: prices[s]["price"] for s in wanted} | {"market_ts": source.status["market_ts"],
                                                                     "source": source.origin}))
         return 0
@@ -181,21 +207,21 @@ class OptionsMarket:
     def chain_and_iv(self, underlying: str, venue: str) -> tuple[Any, dict[str, Any]]:
         from options.venues import venue_spec
         from options.vol_surface import iv_rank
-        from common.engine import IV_HISTORY_DAYS
         from services.pricer import chain_from_dict
         from services.signals import OPTIONS_HORIZON_DAYS
 
         if self.surface is None:
             chain = chain_from_dict(self.req.request("chain", {"underlying": underlying, "venue": venue,
                                                                "horizon_days": OPTIONS_HORIZON_DAYS}))
-            return chain, self.req.request("iv", {"underlying": underlying, "days": IV_HISTORY_DAYS})
+            days = self.source.cfg.options.iv_rank_days
+            return chain, self.req.request("iv", {"underlying": underlying, "days": days})
         prices = self.source.prices()
         symbol = f"{underlying}/{self.source.cfg.options.underlying_quote}"
         if symbol not in prices:
             raise ValueError(f"no price for {symbol}; the feed has {', '.join(sorted(prices))}")
         ts = self.source.status["market_ts"]
         chain = self.surface.chain(venue_spec(venue), underlying, prices[symbol]["price"], ts, OPTIONS_HORIZON_DAYS)
-        history = self.surface.iv_history(underlying, ts, IV_HISTORY_DAYS)
+        history = self.surface.iv_history(underlying, ts, self.source.cfg.options.iv_rank_days)
         atm = self.surface.atm_iv(underlying, ts)
         return chain, {"atm_iv": atm, "history": history.tolist(), "iv_rank": iv_rank(history, atm)}
 
@@ -266,25 +292,48 @@ def check_options_ibkr_main(argv: list[str] | None = None) -> int:
     return _check_options("ibkr", "check-options-ibkr", argv)
 
 
+TAP_NOTICE_SECONDS = 5.0  # how often tap repeats that nothing has arrived yet
+
+
 def tap_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tap", description="Print messages from the bus as JSON lines.")
+    parser = argparse.ArgumentParser(prog="tap", description="Print messages from the bus as JSON lines "
+                                                             "(every type is described in docs/BUS.md).")
     parser.add_argument("topics", nargs="*", default=["signal."], help="topic prefixes (default: signal.)")
     parser.add_argument("--service", default="signals",
                         choices=["marketdata", "signals", "portfolio", "pricer"], help="whose PUB to tap")
     parser.add_argument("--count", type=int, default=0, help="stop after N messages (0: run until Ctrl-C)")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help="stop after this many seconds (0: no limit); exit 1 if nothing arrived by then")
     _config_arg(parser)
     args = parser.parse_args(argv)
+    if args.count < 0 or not 0 <= args.timeout < float("inf"):
+        parser.error(f"--count and --timeout must be finite and >= 0, got {args.count} and {args.timeout:g}")
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    endpoint = cfg.endpoints[args.service].pub
+    waiting = (f"{' '.join(repr(t) for t in args.topics)} on {endpoint} "
+               f"(endpoints.{args.service}.pub in {args.config})")
+    print(f"tap: waiting for {waiting}; nothing has arrived yet", file=sys.stderr, flush=True)
     ctx = zmq.Context()
-    sub = Subscriber(ctx, [cfg.endpoints[args.service].pub], args.topics)
+    sub = Subscriber(ctx, [endpoint], args.topics)
     seen = 0
+    started = time.monotonic()
+    deadline = started + args.timeout if args.timeout else float("inf")
+    next_notice = started + TAP_NOTICE_SECONDS
     try:
         while not args.count or seen < args.count:
-            got = sub.receive(1000)
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if not seen and now >= next_notice:
+                print(f"tap: nothing has arrived after {now - started:.0f} s from {waiting}: is the stack running "
+                      f"(`go-trader status`) and is that the topic you want?", file=sys.stderr, flush=True)
+                next_notice = now + TAP_NOTICE_SECONDS
+            wake = min(now + 1.0, deadline, next_notice if not seen else deadline)
+            got = sub.receive(max(1, int((wake - now) * 1000)))
             if got is None:
                 continue
             topic, env = got
@@ -296,4 +345,8 @@ def tap_main(argv: list[str] | None = None) -> int:
     finally:
         sub.close()
         ctx.term()
+    if args.timeout and not seen:
+        print(f"tap: nothing arrived in {args.timeout:g} s from {waiting}. Start the stack (`go-trader start`) or "
+              f"check the topic prefix (docs/BUS.md lists them)", file=sys.stderr)
+        return 1
     return 0

@@ -1,6 +1,12 @@
-"""download-data: fetch closed OHLCV bars from a CCXT exchange into the replay CSV format.
+"""download-data: fetch closed OHLCV bars from a CCXT exchange into the replay CSV format,
+and Deribit's DVOL implied-vol index into the CSV ``backtest options --iv-csv`` reads.
 
     download-data --exchange binanceus --symbols BTC/USDT,ETH/USDT,SOL/USDT --timeframe 1h --since 2023-01-01
+    download-data --dvol BTC,ETH --since 2023-01-01
+
+DVOL goes to ``<out>/dvol_<coin>_1d.csv`` (default ``data/deribit``), columns
+``timestamp_ms,dvol_open,dvol_high,dvol_low,dvol_close`` (percent, one closed UTC day a line,
+from ``public/get_volatility_index_data``, resolution 1D), resumable the same way.
 
 Writes ``<out>/<BASE>_<QUOTE>-<tf>.csv`` (default ``data/<exchange>``), the format
 common/csv_bars.py reads, so the replay feed and the backtester take the files as they are.
@@ -14,17 +20,21 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from common.bars import sanitize_bars
 from common.config_schema import utc_iso_to_ms
+from common.dvol_csv import DOWNLOAD_COLUMNS, DvolCsvError, append_dvol_csv, last_timestamp
 from common.csv_bars import HEADER, write_ohlcv_csv, _file_tail
 from common.exchange_client import (PAGE_LIMIT, CcxtSpotClient, ExchangeRejected, ExchangeUnavailable, SpotClient,
                                     backoff_seconds, closed_rows)
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
+from options.venues import DAY_MS
 
 MAX_ATTEMPTS = 6
+DVOL_CHUNK_DAYS = 500  # days asked per get_volatility_index_data request (Deribit pages 1000 at most)
+DEFAULT_DERIBIT_URL = "https://www.deribit.com/api/v2"
 
 
 def csv_path(out_dir: Path, symbol: str, timeframe: str) -> Path:
@@ -41,20 +51,25 @@ def resume_from(path: Path, since_ms: int, tf_ms: int) -> int:
     return start
 
 
-def fetch_page(client: SpotClient, symbol: str, timeframe: str, since: int,
-               sleep: Callable[[float], None] = time.sleep) -> OHLCV:
-    """One page, retried on temporary errors with exponential backoff (Retry-After honoured)."""
+def with_retries(what: str, call: Callable[[], Any], sleep: Callable[[float], None] = time.sleep) -> Any:
+    """``call()``, retried on temporary errors with exponential backoff (Retry-After honoured)."""
     attempt = 1
     while True:
         try:
-            return client.fetch_ohlcv(symbol, timeframe, since, PAGE_LIMIT)
+            return call()
         except ExchangeUnavailable as exc:
             if attempt >= MAX_ATTEMPTS:
                 raise
             wait = backoff_seconds(attempt, base=1.0, cap=30.0, retry_after=exc.retry_after)
-            print(f"{symbol}: {exc}; retry {attempt}/{MAX_ATTEMPTS - 1} in {wait:g}s", file=sys.stderr)
+            print(f"{what}: {exc}; retry {attempt}/{MAX_ATTEMPTS - 1} in {wait:g}s", file=sys.stderr)
             sleep(wait)
             attempt += 1
+
+
+def fetch_page(client: SpotClient, symbol: str, timeframe: str, since: int,
+               sleep: Callable[[float], None] = time.sleep) -> OHLCV:
+    """One page, retried on temporary errors with exponential backoff (Retry-After honoured)."""
+    return with_retries(symbol, lambda: client.fetch_ohlcv(symbol, timeframe, since, PAGE_LIMIT), sleep)
 
 
 def download_symbol(client: SpotClient, symbol: str, timeframe: str, since_ms: int, until_ms: int, path: Path,
@@ -88,14 +103,44 @@ def download_symbol(client: SpotClient, symbol: str, timeframe: str, since_ms: i
     return written, dropped
 
 
+def dvol_path(out_dir: Path, coin: str) -> Path:
+    return out_dir / f"dvol_{coin.lower()}_1d.csv"
+
+
+def download_dvol(client: Any, coin: str, since_ms: int, until_ms: int, path: Path, progress: bool = True,
+                  sleep: Callable[[float], None] = time.sleep) -> int:
+    """Append every DVOL day closed in [resume point, until_ms) to ``path``; the days written.
+    Each chunk is appended as soon as it arrives, so an interrupted run loses at most one."""
+    from tqdm import tqdm
+
+    last = last_timestamp(path)
+    cursor = since_ms - since_ms % DAY_MS if last is None else max(since_ms - since_ms % DAY_MS, last + DAY_MS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    total = max((until_ms - cursor) // DAY_MS, 0)
+    with tqdm(total=total, desc=f"DVOL {coin}", unit="day", disable=not progress, file=sys.stderr) as bar:
+        while cursor + DAY_MS <= until_ms:
+            end = min(cursor + DVOL_CHUNK_DAYS * DAY_MS, until_ms)
+            rows = with_retries(f"DVOL {coin}", lambda: client.fetch_dvol(coin, cursor, end), sleep)
+            keep = (rows[:, 0] >= cursor) & (rows[:, 0] + DAY_MS <= until_ms)
+            append_dvol_csv(path, rows[keep], DOWNLOAD_COLUMNS)
+            written += int(keep.sum())
+            step = (end - cursor) // DAY_MS
+            cursor = end
+            bar.update(min(step, total - bar.n))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="download-data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--exchange", default="binanceus", help="CCXT exchange id (default binanceus)")
-    parser.add_argument("--symbols", required=True, help="comma-separated, like BTC/USDT,ETH/USDT")
+    parser.add_argument("--symbols", help="comma-separated, like BTC/USDT,ETH/USDT")
+    parser.add_argument("--dvol", help="Deribit DVOL daily history of these coins instead, like BTC,ETH")
+    parser.add_argument("--deribit-url", default=DEFAULT_DERIBIT_URL, help="Deribit API base (tests, proxies)")
     parser.add_argument("--timeframe", default="1h", help="bar timeframe (default 1h)")
     parser.add_argument("--since", required=True, help="first day or instant, ISO 8601 UTC (2023-01-01)")
     parser.add_argument("--until", help="stop before this instant, ISO 8601 UTC (default: now)")
-    parser.add_argument("--out", help="output folder (default data/<exchange>)")
+    parser.add_argument("--out", help="output folder (default data/<exchange>, data/deribit with --dvol)")
     parser.add_argument("--api-url", help="replace the exchange's API host (tests, proxies)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -106,9 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"download-data: {exc}", file=sys.stderr)
         return 2
-    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    if not symbols or since >= until:
-        print("download-data: need at least one symbol and --since before --until", file=sys.stderr)
+    if since >= until:
+        print("download-data: --since must be before --until", file=sys.stderr)
+        return 2
+    if args.dvol is not None:
+        return main_dvol(args, since, until)
+    symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()]
+    if not symbols:
+        print("download-data: give --symbols (OHLCV) or --dvol (Deribit DVOL)", file=sys.stderr)
         return 2
     out = Path(args.out or Path("data") / args.exchange)
     try:
@@ -118,7 +168,32 @@ def main(argv: list[str] | None = None) -> int:
             written, dropped = download_symbol(client, symbol, args.timeframe, since, until, path,
                                                progress=not args.no_progress)
             print(f"{symbol}: {written} bars appended to {path}" + (f", {dropped} bad rows dropped" if dropped else ""))
-    except (ExchangeUnavailable, ExchangeRejected) as exc:
+    except ExchangeUnavailable as exc:
+        print(f"download-data: {args.exchange} ({args.api_url or 'its public API'}) did not answer: {exc}. Check the "
+              f"network (or --api-url), then run the same command again to resume", file=sys.stderr)
+        return 1
+    except ExchangeRejected as exc:
+        print(f"download-data: {exc}; run the same command again to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_dvol(args: argparse.Namespace, since: int, until: int) -> int:
+    from common.deribit import INDEX_NAMES, DeribitClient, DeribitRequestError
+
+    coins = [c.strip().upper() for c in args.dvol.split(",") if c.strip()]
+    unknown = [c for c in coins if c not in INDEX_NAMES]
+    if not coins or unknown:
+        print(f"download-data --dvol: expected coins among {','.join(INDEX_NAMES)}, got {args.dvol!r}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("data") / "deribit")
+    client = DeribitClient(args.deribit_url)
+    try:
+        for coin in coins:
+            path = dvol_path(out, coin)
+            written = download_dvol(client, coin, since, until, path, progress=not args.no_progress)
+            print(f"DVOL {coin}: {written} days appended to {path}")
+    except (ExchangeUnavailable, DeribitRequestError, DvolCsvError) as exc:
         print(f"download-data: {exc}; run the same command again to resume", file=sys.stderr)
         return 1
     return 0

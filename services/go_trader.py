@@ -3,6 +3,7 @@
     go-trader --config FILE             everything in the foreground, as ``make run`` (Ctrl-C stops)
     go-trader --config FILE --once      one cycle of every strategy, the summary, then stop
     go-trader start | stop | status | restart SERVICE | logs
+    go-trader reset-risk STRATEGY_ID    re-arm a kill switch, circuit breaker or daily loss limit
 
 ``stop`` returns only when supervisord and every service have exited and every port in the
 config is free again, so ``go-trader stop && go-trader start`` (and ``make stop start``)
@@ -12,6 +13,7 @@ checkout's supervisord.conf, so it never talks to a system-wide supervisord.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -131,6 +133,17 @@ def stop(config: str, conf: Path = CONF, timeout_s: float = STOP_TIMEOUT_S) -> i
     return 0
 
 
+def running_supervisorctl(conf: Path, *args: str) -> int:
+    """supervisorctl ``args``, once a live supervisord is behind ``conf``; else CommandError
+    (supervisorctl itself would only say that a socket file is missing)."""
+    pidfile = conf.parent / "run" / "supervisord.pid"
+    pid = read_pid(pidfile)
+    if pid is None or not pid_alive(pid):
+        raise CommandError(f"{args[0]}: the stack is not running (no live supervisord in {pidfile}); start it with "
+                           f"`go-trader start` (or `go-trader --config FILE` in the foreground)")
+    return supervisorctl(conf, *args)
+
+
 def logs(conf: Path = CONF) -> int:
     files = sorted((conf.parent / "run" / "logs").glob("*.log"))
     if not files:
@@ -138,11 +151,35 @@ def logs(conf: Path = CONF) -> int:
     return subprocess.call(["tail", "-n", "50", "-F", *map(str, files)])
 
 
+def reset_risk(config: str, strategy_id: str) -> int:
+    """Ask the running portfolio (its REP endpoint in the config) to re-arm ``strategy_id``;
+    it journals the reset and /status shows it. Prints the reply as JSON."""
+    import zmq
+
+    from common.bus import RemoteError, RequestFailed, Requester
+
+    endpoint = _checked(config).endpoints["portfolio"].rep
+    ctx = zmq.Context()
+    req = Requester(ctx, endpoint, "go-trader", timeout_ms=2000, retries=2)
+    try:
+        reply = req.request("reset_risk", {"strategy_id": strategy_id})
+    except RequestFailed:
+        raise CommandError(f"reset-risk: the portfolio at {endpoint} (endpoints.portfolio.rep in {config}) did not "
+                           f"answer; start the stack (`go-trader start`) and try again") from None
+    except RemoteError as exc:
+        raise CommandError(f"reset-risk {strategy_id}: the portfolio at {endpoint} refused: {exc.message}") from None
+    finally:
+        req.close()
+        ctx.term()
+    print(json.dumps(reply))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="go-trader", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", choices=("start", "stop", "status", "restart", "logs"),
+    parser.add_argument("command", nargs="?", choices=("start", "stop", "status", "restart", "logs", "reset-risk"),
                         help="manage the background stack; without one, run in the foreground")
-    parser.add_argument("service", nargs="?", help="for restart: a program name, or all")
+    parser.add_argument("service", nargs="?", help="for restart: a program name, or all; for reset-risk: a strategy id")
     parser.add_argument("--config", default=os.environ.get("GO_TRADER_CONFIG") or DEFAULT_CONFIG)
     parser.add_argument("--once", action="store_true", help="one cycle of every strategy, then stop")
     parser.add_argument("--conf", type=Path, default=CONF, help="supervisord.conf (default: this checkout's)")
@@ -159,11 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stop":
             return stop(args.config, conf=args.conf)
         if args.command == "status":
-            return supervisorctl(args.conf, "status")
+            return running_supervisorctl(args.conf, "status")
         if args.command == "restart":
             if not args.service:
                 raise CommandError("restart: name a program (marketdata, signals, portfolio, pricer, gateway) or all")
-            return supervisorctl(args.conf, "restart", args.service)
+            return running_supervisorctl(args.conf, "restart", args.service)
+        if args.command == "reset-risk":
+            if not args.service:
+                raise CommandError("reset-risk: name a strategy id (as in /status), e.g. `go-trader reset-risk momentum-btc`")
+            return reset_risk(args.config, args.service)
         return logs(args.conf)
     except CommandError as exc:
         print(f"go-trader: {exc}", file=sys.stderr)

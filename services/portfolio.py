@@ -3,7 +3,7 @@
 Subscribes  tick.* from marketdata (the prices orders fill at; marks, risk, kill-switch
             liquidation, option expiry)
 Answers     order, option_order (both idempotent by order id), positions {strategy_id}, snapshot,
-            status
+            status, equity, reset_risk {strategy_id} (an operator re-arms its risk limits)
 Requests    prices from marketdata (late joiner); chain from the pricer (each option order's
             contracts, listed and priced); mark from the pricer (open option positions)
 Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
@@ -40,7 +40,7 @@ from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.model import ORDER_RETRY, Fill, RecordError, SpotOrder
-from common.portfolio import Portfolio, strategy_metas
+from common.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 from options.book import OptionOrder, OptionOrderDecision
 from options.order_checks import (ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
                                   quotes_from_chain)
@@ -118,6 +118,12 @@ class PortfolioService:
                 self.portfolio.load_state(state)
             except RecordError as exc:
                 raise StateFileError(self.state_path, str(exc)) from None
+        renamed, skipped = self.portfolio.rename_books(SEED_RENAMES)  # before reconcile: never pruned
+        for old, new in renamed:
+            self.rt.log.warning("strategy_renamed", old_id=old, new_id=new)
+        for old, new in skipped:
+            self.rt.log.warning("strategy_rename_skipped", old_id=old, new_id=new,
+                                reason="a book of the new id exists too; both are kept")
         rec = self.portfolio.reconcile(self.portfolio.market_ts)  # books exist before the replay
         self.journal = Journal(self.state_path.parent / "journal.jsonl")
         seen = self.portfolio.last_seen_fill()
@@ -133,6 +139,10 @@ class PortfolioService:
         if problem is not None:
             self.journal.close()
             raise JournalError(f"{self.journal.path}: {problem}")
+        try:
+            self.journal_risk()  # the renames done above, so the journal alone rebuilds them too
+        except PersistFailed:
+            pass  # flagged as a persist problem; the next mark journals them
         self.equity = EquityLog(self.state_path.parent / "equity.jsonl")
         for damage in self.equity.damaged_lines:
             self.rt.log.warning("equity_line_skipped", detail=damage)
@@ -195,9 +205,11 @@ class PortfolioService:
             raise PersistFailed(str(exc)) from None
 
     def journal_risk(self) -> None:
-        """Journal the risk state of books whose kill switch or daily loss flag a mark changed,
-        before the next save, so the journal alone rebuilds them (``RiskRecord``)."""
-        records = self.portfolio.risk_records(self.portfolio.journal_seq + 1)
+        """Journal the renames done on start (``RenameRecord``) and the risk state of books whose
+        kill switch or daily loss flag changed, before the next save, so the journal alone
+        rebuilds them (``RiskRecord``)."""
+        records: list[Any] = self.portfolio.rename_records(self.portfolio.journal_seq + 1)
+        records += self.portfolio.risk_records(self.portfolio.journal_seq + 1 + len(records))
         if records:
             self.journal_append([r.to_dict() for r in records])
             self.portfolio.commit(records)
@@ -286,6 +298,26 @@ class PortfolioService:
             self.rt.log.error("pricer_bad_chain", order_id=order.order_id, error=str(exc))
             return OptionOrderDecision(ORDER_RETRY, f"pricer sent a bad chain: {exc}")
         return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes))
+
+    def on_reset_risk(self, body: Any) -> dict[str, Any]:
+        """An operator re-arms a strategy (``go-trader reset-risk``): decide, journal (a risk
+        record, so a rebuild keeps the reset), book, answer, as for a fill."""
+        sid = body.get("strategy_id") if isinstance(body, dict) else None
+        if not isinstance(sid, str) or sid not in self.portfolio.books or sid not in self.portfolio.metas:
+            raise RequestError("unknown_strategy", f"reset_risk.strategy_id: no configured strategy {sid!r} "
+                                                   f"in this portfolio")
+        record, cleared = self.portfolio.decide_risk_reset(sid)
+        if record is not None:
+            try:
+                self.journal_append([record.to_dict()])
+            except PersistFailed as exc:
+                raise RequestError("not_journaled", f"reset of {sid} not journaled, nothing changed ({exc}); "
+                                                    f"try again once the state directory is writable") from None
+            self.portfolio.commit([record])
+            self.dirty = True
+            self.rt.log.warning("risk_reset", strategy=sid, seq=record.seq, cleared=cleared)
+        return {"strategy_id": sid, "reset": record is not None, "cleared": cleared,
+                "risk_state": self.portfolio.strategy_view(sid)["risk_state"]}
 
     def on_positions(self, body: Any) -> dict[str, Any]:
         sid = body.get("strategy_id") if isinstance(body, dict) else None
@@ -434,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_replier(ep.rep, {"order": svc.retry_when_unwritable(svc.on_order),
                              "option_order": svc.retry_when_unwritable(svc.on_option_order),
                              "positions": svc.on_positions, "snapshot": svc.on_snapshot,
-                             "status": svc.on_status, "equity": svc.on_equity})
+                             "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)
     rt.every(1.0, svc.fetch_prices)

@@ -4,29 +4,34 @@ Subscribes  tick.* from marketdata (spot of each underlying)
 Answers     chain {underlying, venue, horizon_days?} -> listed expiries x strikes with marks, IV, greeks;
             price {contracts: [contract dict | name]} -> {marks: {name: {mark_usd, iv, greeks, source}}};
             mark {positions: [contract dict | position dict]} -> the same, for open positions;
-            iv {underlying, days?} -> {atm_iv, history (daily, oldest first), iv_rank}; status
-Publishes   heartbeat.pricer
+            iv {underlying, days?, target_days?} -> {atm_iv, history (daily, oldest first), iv_rank};
+            status
+Publishes   heartbeat.pricer (its problems: ``deribit_iv`` while Deribit's vol cannot be read)
 Calls       options.marks (the mark source), options.venues, options.contracts
 
 Marks come from a MarkSource (options.marks). With the sim and replay feeds that is the
 SimSurface: a seeded mean-reverting ATM vol with a smile, so every restart prices the same
 market time the same way. IBKR/CME contracts are marked on that Deribit-style surface (the
-proxy). Expired contracts are marked at intrinsic value from the current spot.
+proxy). Expired contracts are marked at intrinsic value from the current spot. In live mode
+it is common.deribit.LiveDeribitSource: every number from Deribit (chain mark_iv, DVOL
+history cached beside the state file), never from the sim; while Deribit's vol cannot be
+read, ``iv`` and ``chain`` answer the error ``no_live_iv`` so no options trade opens.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.bus import Envelope, RequestError
 from common.config import Config, load_config
-from common.engine import IV_HISTORY_DAYS
 from common.ibkr import IbkrListedSource, build_chain_reader
 from common.market_sim import DAY_MS
 from options.chain import OptionChain
 from options.contracts import ContractError, OptionContract, parse_instrument_name
+from options.iv_history import IV_TARGET_DAYS, LiveIvUnavailable
 from options.marks import MarkSource, SimSurface
 from options.order_checks import CHAIN_COLUMNS, CHAIN_HORIZON_DAYS
 from options.venues import venue_spec
@@ -34,18 +39,24 @@ from options.vol_surface import iv_rank
 from services.runtime import ServiceRuntime, config_path
 
 MAX_CONTRACTS = 500
+MAX_IV_DAYS = 1000
+LIVE_IV_RETRY_SECONDS = 30.0  # a failing live vol is re-read this often, so the problem clears on its own
 
 
 def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
     """The sim surface, anchored where the sim feed's path starts (so restarts agree); in live
-    mode Deribit's real marks and listed contracts on top of it (greeks and IV stay modelled);
-    with ``ibkr.host`` set, IBKR chains cut to the CME contracts IBKR really lists."""
-    origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
-    source: MarkSource = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+    mode Deribit alone (chains, marks, greeks at mark_iv, ATM vol, DVOL history cached in the
+    state file's folder); with ``ibkr.host`` set, IBKR chains cut to the CME contracts IBKR
+    really lists."""
     if cfg.feed.mode == "live":
-        from common.deribit import DeribitClient, LiveDeribitSource  # requests only in live mode
+        from common.deribit import DeribitClient, DvolHistory, LiveDeribitSource  # requests only in live mode
 
-        source = LiveDeribitSource(DeribitClient(cfg.feed.live.deribit_url), model=source, log=log)
+        client = DeribitClient(cfg.feed.live.deribit_url)
+        dvol = DvolHistory(client, Path(cfg.state_file).parent, cfg.options.iv_rank_days, log)
+        source: MarkSource = LiveDeribitSource(client, dvol, log)
+    else:
+        origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
+        source = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
     reader = build_chain_reader(cfg)  # None unless ibkr.host is set
     return source if reader is None else IbkrListedSource(source, reader, log)
 
@@ -110,6 +121,7 @@ class PricerService:
         self.market_ts = 0
         self.chains_served = 0
         self.marks_served = 0
+        self.option_underlyings = {s.underlying for s in cfg.options_strategies()}
 
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body
@@ -117,8 +129,45 @@ class PricerService:
             return
         symbol, price, ts = body.get("symbol"), body.get("price"), body.get("ts")
         if isinstance(symbol, str) and isinstance(price, (int, float)) and price > 0 and isinstance(ts, int):
-            self.spot[symbol.split("/")[0]] = float(price)
+            underlying = symbol.split("/")[0]
+            first = underlying not in self.spot
+            self.spot[underlying] = float(price)
             self.market_ts = max(self.market_ts, ts)
+            warm_up = getattr(self.source, "warm_up", None)
+            if first and warm_up is not None and underlying in self.option_underlyings:
+                warm_up(underlying, self.market_ts)  # the DVOL history, fetched at start
+                self.sync_problems()
+
+    def sync_problems(self) -> None:
+        """``rt.problems["deribit_iv"]`` while the live source cannot read Deribit's vol."""
+        read = getattr(self.source, "problem", None)
+        problem = read() if read is not None else None
+        if self.rt is None:
+            return
+        if problem:
+            self.rt.problems["deribit_iv"] = problem
+        else:
+            self.rt.problems.pop("deribit_iv", None)
+
+    def retry_live_iv(self) -> None:
+        """Re-read the vol of each failing underlying (within the source's backoff), so the
+        problem clears as soon as Deribit answers again, not at the next options batch."""
+        for underlying in getattr(self.source, "failing_underlyings", lambda: [])():
+            try:
+                self.source.atm_iv(underlying, self.market_ts)
+                self.source.iv_history(underlying, self.market_ts, self.cfg.options.iv_rank_days)
+            except LiveIvUnavailable:
+                pass
+        self.sync_problems()
+
+    def _live(self, read: Any) -> Any:
+        """``read()``; a live vol that cannot be read is the request error ``no_live_iv``."""
+        try:
+            return read()
+        except LiveIvUnavailable as exc:
+            raise RequestError("no_live_iv", str(exc)) from None
+        finally:
+            self.sync_problems()
 
     def _spot(self, underlying: Any) -> float:
         spot = self.spot.get(underlying) if isinstance(underlying, str) else None
@@ -139,7 +188,8 @@ class PricerService:
             spec.underlying(underlying)
         except ValueError as exc:
             raise RequestError("bad_request", f"chain: {exc}") from None
-        chain = self.source.chain(spec, underlying, self._spot(underlying), self.market_ts, horizon)
+        spot = self._spot(underlying)
+        chain = self._live(lambda: self.source.chain(spec, underlying, spot, self.market_ts, horizon))
         self.chains_served += 1
         return chain_to_dict(chain) | {"source": self.source.name}
 
@@ -150,7 +200,7 @@ class PricerService:
             contracts = [_contract(item, f"{key}[{i}]") for i, item in enumerate(items)]
         except ContractError as exc:
             raise RequestError("bad_request", str(exc)) from None
-        marks = self.source.marks(contracts, self.spot, self.market_ts)
+        marks = self._live(lambda: self.source.marks(contracts, self.spot, self.market_ts))
         self.marks_served += len(marks)
         missing = sorted({c.name for c in contracts} - set(marks))
         return {"ts": self.market_ts, "marks": marks, "missing": missing}
@@ -164,13 +214,21 @@ class PricerService:
     def on_iv(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise RequestError("bad_request", "iv needs {underlying, days?}")
-        underlying, days = body.get("underlying"), body.get("days", IV_HISTORY_DAYS)
+        underlying, days = body.get("underlying"), body.get("days", self.cfg.options.iv_rank_days)
+        target = body.get("target_days", IV_TARGET_DAYS)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_IV_DAYS:
+            raise RequestError("bad_request", f"iv.days: expected an integer 1..{MAX_IV_DAYS}, got {days!r}")
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= CHAIN_HORIZON_DAYS:
+            raise RequestError("bad_request", f"iv.target_days: expected a number in (0, {CHAIN_HORIZON_DAYS}], "
+                                              f"got {target!r}")
         self._spot(underlying)  # only underlyings the feed prices
         try:
-            history = self.source.iv_history(underlying, self.market_ts, days)
+            history = self._live(lambda: self.source.iv_history(underlying, self.market_ts, days))
+            atm = self._live(lambda: self.source.atm_iv(underlying, self.market_ts, float(target)))
+        except RequestError:
+            raise
         except ValueError as exc:
             raise RequestError("bad_request", f"iv: {exc}") from None
-        atm = self.source.atm_iv(underlying, self.market_ts)
         return {"underlying": underlying, "ts": self.market_ts, "atm_iv": atm, "history": history.tolist(),
                 "iv_rank": iv_rank(history, atm), "source": self.source.name}
 
@@ -189,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                              "status": svc.status})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.status)
+    rt.every(LIVE_IV_RETRY_SECONDS, svc.retry_live_iv)
     rt.run()
     return 0
 

@@ -26,7 +26,7 @@ from typing import Any
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
 from common.config import Config, load_config
-from common.engine import (HISTORY_BARS, IV_HISTORY_DAYS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
+from common.engine import (HISTORY_BARS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
                            evaluate_spot, options_params, spot_summary)
 from common.exchange_client import backoff_seconds
 from common.model import ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
@@ -189,7 +189,7 @@ class SignalEngine:
                 market[(underlying, venue)] = chain_from_dict(reply)
                 if underlying not in market:
                     market[underlying] = self.pricer.request("iv", {"underlying": underlying,
-                                                                    "days": IV_HISTORY_DAYS})
+                                                                    "days": self.cfg.options.iv_rank_days})
         except RequestFailed as exc:
             self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
             return {}, f"pricer unavailable: {exc}"

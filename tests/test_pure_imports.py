@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PURE_PACKAGES = ("strategies", "options")
 PURE_COMMON = ("ohlcv", "timeframes", "model", "ledger", "risk", "portfolio", "engine", "clock", "bars", "market_sim",
-               "summary", "status", "config", "config_schema", "discord", "metrics")
+               "summary", "status", "config", "config_schema", "discord", "metrics", "messages")
 FORBIDDEN_MODULES = {"zmq", "requests", "ccxt", "socket", "urllib", "http", "aiohttp", "ib_async", "ib_insync",
                      "subprocess"}
 FORBIDDEN_CALLS = {("time", "time"), ("time", "time_ns"), ("time", "monotonic"), ("datetime", "now"),

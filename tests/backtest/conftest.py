@@ -7,15 +7,13 @@ import pytest
 
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
+from tests.conftest import SHARED_DATA, require_shared
 
-BINANCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv" / "binance"
+BINANCE = SHARED_DATA / "ohlcv" / "binance"
 
 
 def _load(name: str) -> OHLCV:
-    path = BINANCE / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not present (../shared/data)")
-    return load_ohlcv_csv(path)
+    return load_ohlcv_csv(require_shared(BINANCE / name))
 
 
 @pytest.fixture(scope="session")
@@ -30,16 +28,10 @@ def eth_1h() -> OHLCV:
 
 @pytest.fixture(scope="session")
 def btc_csv() -> Path:
-    path = BINANCE / "BTC_USDT-1h.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is not present (../shared/data)")
-    return path
+    return require_shared(BINANCE / "BTC_USDT-1h.csv")
 
 
 @pytest.fixture(scope="session")
 def btc_daily_csv() -> Path:
     """Real BTC daily bars 2022-11-06 .. 2024-08-31 (the days of shared/data's DVOL file)."""
-    path = BINANCE.parent / "daily" / "BTC_USD-1d_2022-11-06_2024-08-31.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is not present (../shared/data)")
-    return path
+    return require_shared(BINANCE.parent / "daily" / "BTC_USD-1d_2022-11-06_2024-08-31.csv")

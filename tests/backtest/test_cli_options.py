@@ -13,9 +13,11 @@ import pytest
 from backtest.cli import build_parser, main, options_jobs
 from backtest.options import run_options_backtest
 from common.csv_bars import load_ohlcv_csv
+from tests.conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "default.json"
+DVOL = SHARED_DATA / "deribit" / "btc_dvol_1d_2022-11-06_2024-08-31.csv"
 SEED_COMMAND = "options --underlying BTC --since 2023-01-01 --capital 1000 --max-positions 4"
 
 
@@ -23,14 +25,18 @@ def opened_per_strategy(out: str) -> dict[str, int]:
     return {sid: int(n) for sid, n in re.findall(r"^(\S+): opened (\d+) option leg", out, re.MULTILINE)}
 
 
-def test_every_options_strategy_opens_on_real_btc_daily_bars_at_the_default_capital(btc_daily_csv):
+@pytest.mark.parametrize("iv", ["realized", "dvol"])
+def test_every_options_strategy_opens_on_real_btc_daily_bars_at_the_default_capital(btc_daily_csv, iv):
+    """On Deribit's DVOL (--iv-csv) as on realized vol, all 10 strategies open a position."""
     args = build_parser().parse_args(["options", "--csv", str(btc_daily_csv), "--config", str(CONFIG)])
     jobs = options_jobs(args, "BTC")
     assert len(jobs.strategies) == 10 and set(jobs.capital.values()) == {50_000.0}
     result = run_options_backtest("BTC", load_ohlcv_csv(btc_daily_csv), "1d", strategies=jobs.strategies,
                                   capital_by_id=jobs.capital, limits_by_id=jobs.limits,
                                   risk_limits_by_id=jobs.risk_limits, max_positions=jobs.max_positions,
-                                  min_score=jobs.min_score, fee_pct=jobs.fee_pct)  # realized vol
+                                  min_score=jobs.min_score, fee_pct=jobs.fee_pct,
+                                  iv_csv=DVOL if iv == "dvol" else None)
+    assert result.iv_source.startswith("DVOL implied vol" if iv == "dvol" else "realized vol")
     idle = {sid: result.books[sid].why_not()[:3] for sid, m in result.metrics.items() if m["opened"] == 0}
     assert not idle, f"options strategies that never opened a position: {idle}"
     for sid in ("deribit-protective-btc", "deribit-covered-btc", "ibkr-protective-btc", "ibkr-covered-btc"):

@@ -54,11 +54,11 @@ def flat_bars(n: int, price: float, start: int = START) -> OHLCV:
     return OHLCV(ts, p, p, p, p, np.ones(n))
 
 
-def test_iv_history_is_the_vol_at_the_same_time_of_day_over_14_days():
+def test_iv_history_is_the_vol_at_the_same_time_of_day_over_the_rank_window():
     n = 20 * 24
     iv = np.arange(n, dtype=np.float64) / 1000.0  # the vol is the bar index / 1000
     bt = OptionsBacktest("BTC", flat_bars(n, 100.0), "1h", iv, strategies=[("s", "wheel", "deribit", None)],
-                         capital=1000.0)
+                         capital=1000.0, iv_rank_days=14)
     ts = START + 16 * DAY + 5 * HOUR  # the close of bar 16 * 24 + 4
     got = bt.iv_history(ts)
     # k days back closes bar (16 - k) * 24 + 4; 16 days back is before the first close.

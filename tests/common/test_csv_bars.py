@@ -8,6 +8,7 @@ import pytest
 
 from common.csv_bars import HEADER, load_ohlcv_csv, name_parts, spacing_timeframe, write_ohlcv_csv
 from common.ohlcv import OHLCV, BadBarError
+from tests.conftest import require_shared
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
 HOUR = 3_600_000
@@ -146,9 +147,7 @@ def test_write_refuses_bad_bars(tmp_path):
 
 
 def test_real_binance_file_loads_fast(shared_data):
-    path = shared_data / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
+    path = require_shared(shared_data / "ohlcv" / "binance" / "BTC_USDT-1h.csv")
     load_ohlcv_csv(path)  # warm pandas import
     started = time.perf_counter()
     bars = load_ohlcv_csv(path)

@@ -11,6 +11,7 @@ from common.exchange_client import LiveFeed
 from common.feeds import FeedUpdate, MarketFeed, ReplayFeed, SimFeed, build_feed
 from common.market_sim import MarketSim
 from common.ohlcv import OHLCV
+from tests.conftest import require_shared
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -231,10 +232,8 @@ def test_replay_start_ts_and_errors(tmp_path):
 
 @pytest.fixture
 def real_btc(shared_data) -> tuple[Path, Path]:
-    hourly, daily = shared_data / "ohlcv/binance/BTC_USDT-1h.csv", shared_data / "ohlcv/binance/BTC_USDT-1d.csv"
-    if not (hourly.exists() and daily.exists()):
-        pytest.skip("real BTC_USDT 1h/1d files are absent")
-    return hourly, daily
+    return (require_shared(shared_data / "ohlcv/binance/BTC_USDT-1h.csv"),
+            require_shared(shared_data / "ohlcv/binance/BTC_USDT-1d.csv"))
 
 
 def test_replay_of_real_binance_data_matches_the_files_and_finishes(real_btc):

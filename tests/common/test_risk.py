@@ -8,6 +8,7 @@ from common.risk import (
     entry_block_reason,
     new_risk_state,
     reset_kill_switch,
+    reset_risk,
     risk_summary,
     update_on_mark,
     update_on_trade_closed,
@@ -108,6 +109,8 @@ def test_risk_summary_shape():
         "daily_loss_tripped": False,
         "drawdown_pct": 0.0,
         "peak_value": 1000.0,
+        "resets": 0,
+        "last_reset_ts": 0,
     }
 
 
@@ -147,3 +150,41 @@ def test_bad_limits_name_the_field(kwargs, field):
 def test_update_on_mark_rejects_nan():
     with pytest.raises(ValueError, match="finite"):
         update_on_mark(new_risk_state(1000.0, T0), LIMITS, float("nan"), T0)
+
+
+def test_reset_risk_clears_every_block_counts_the_reset_and_does_not_re_trip_at_once():
+    limits = RiskLimits(max_drawdown_pct=50.0, daily_loss_pct=10.0, max_consecutive_losses=2, circuit_breaker_ms=24 * HOUR)
+    state = new_risk_state(1000.0, T0)
+    update_on_trade_closed(state, limits, -1.0, T0 + HOUR)
+    update_on_trade_closed(state, limits, -1.0, T0 + HOUR)  # breaker until T0 + 25h
+    update_on_mark(state, limits, 400.0, T0 + 2 * HOUR)  # 60% down: kill switch and daily loss
+    assert state.kill_switch and state.daily_loss_tripped and state.circuit_breaker_until == T0 + 25 * HOUR
+    cleared = reset_risk(state, 400.0, T0 + 3 * HOUR)
+    assert cleared == ["kill_switch (drawdown 60.0% >= 50% (peak 1000.00, value 400.00, at 2026-01-01T02:00:00+00:00))",
+                       "circuit_breaker (until 2026-01-02T01:00:00+00:00)", "daily_loss (day start 1000.00)"]
+    assert entry_block_reason(state, T0 + 3 * HOUR) is None
+    assert (state.peak_value, state.day_start_value, state.consecutive_losses) == (400.0, 400.0, 0)
+    summary = risk_summary(state, T0 + 3 * HOUR)
+    assert summary["resets"] == 1 and summary["last_reset_ts"] == T0 + 3 * HOUR and not summary["kill_switch"]
+    assert update_on_mark(state, limits, 395.0, T0 + 4 * HOUR) == []  # 1.25% below the new start: armed, not tripped
+    assert RiskState.from_dict(state.to_dict()) == state
+
+
+def test_reset_risk_of_an_untripped_strategy_changes_nothing():
+    state = new_risk_state(1000.0, T0)
+    before = state.to_dict()
+    assert reset_risk(state, 1000.0, T0 + HOUR) == []
+    assert state.to_dict() == before and state.resets == 0
+
+
+def test_reset_risk_refuses_a_value_that_is_not_finite():
+    with pytest.raises(ValueError, match="reset_risk: value must be a finite number, got nan"):
+        reset_risk(new_risk_state(1000.0, T0), float("nan"), T0)
+
+
+def test_a_risk_state_saved_before_resets_existed_loads_as_never_reset():
+    old = {k: v for k, v in new_risk_state(1000.0, T0).to_dict().items() if k not in ("resets", "last_reset_ts")}
+    state = RiskState.from_dict(old)
+    assert (state.resets, state.last_reset_ts) == (0, 0)
+    with pytest.raises(RecordError, match=r"risk.resets: must be >= 0, got -1"):
+        RiskState.from_dict({**old, "resets": -1})

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(240)
 
 SPEED = 72_000  # 1 wall second = 20 market hours: 36 market days in about 43 s
 RUN_DAYS = 36  # the wheel's first puts (29-37 DTE, held to expiry) expire inside this
-STRATEGY_TYPES = ("vol", "momentum", "protective", "covered", "wheel")
+STRATEGY_TYPES = ("vol", "momentum", "puts", "calls", "wheel")
 
 
 def option_fills(journal: list[dict]) -> list[Fill]:

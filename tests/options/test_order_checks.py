@@ -1,6 +1,7 @@
 """Option orders priced by the pricer's chain: listing, multiplier, quantity, premium band, own score."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timezone
 
@@ -172,3 +173,14 @@ def test_the_mark_is_taken_back_to_the_order_time_along_its_delta():
                               book_value=100_000.0, market_ts=TS, lag_ms=3_600_000, band_pct=5.0,
                               spot_at_order={"BTC": 89_000.0})
     assert late.status == "rejected" and "portfolio's mark 400" in late.reason
+
+
+def test_coins_bought_with_the_legs_are_checked_against_the_portfolio_spot():
+    o = dataclasses.replace(order(leg(CALL_120)), spot=95_000.0, spot_quantity=1.0)
+    got = price_option_order(o, MARKET, [], venue="deribit", underlying="BTC", book_value=100_000.0, market_ts=TS,
+                             lag_ms=3_600_000, band_pct=5.0, spot_at_order={"BTC": 90_000.0})
+    assert got.status == "rejected" and "BTC spot: declared 95000 is +5.56% from the portfolio's mark 90000" in got.reason
+    o = dataclasses.replace(o, spot=91_000.0)
+    got = price_option_order(o, MARKET, [], venue="deribit", underlying="BTC", book_value=100_000.0, market_ts=TS,
+                             lag_ms=3_600_000, band_pct=5.0, spot_at_order={"BTC": 90_000.0})
+    assert got.status == "ok" and (got.order.spot, got.order.spot_quantity) == (SPOT, 1.0)  # the pricer's spot

@@ -97,3 +97,28 @@ def test_check_options_says_why_nothing_happened_and_what_fits(capsys, config):
     assert action["spot_coins"] == pytest.approx(action["quantity"] * 0.1) and action["quantity"] >= 1
     code, bad = run_json(capsys, check_options_main, ["wheel", "BTC", "--coins", "-1", "--config", str(path)])
     assert code == 1 and "--coins: must be a number >= 0" in bad["error"]
+
+
+def test_tap_says_what_it_waits_for_and_gives_up_after_its_timeout(capsys, config, monkeypatch):
+    path, cfg = config
+    monkeypatch.setattr("services.cli.TAP_NOTICE_SECONDS", 0.3)
+    started = time.monotonic()
+    assert tap_main(["signal.", "--timeout", "1", "--config", str(path)]) == 1
+    assert 0.9 <= time.monotonic() - started < 5
+    out, err = capsys.readouterr()
+    endpoint = cfg["endpoints"]["signals"]["pub"]
+    waiting = f"'signal.' on {endpoint} (endpoints.signals.pub in {path})"
+    lines = err.splitlines()
+    assert out == "" and lines[0] == f"tap: waiting for {waiting}; nothing has arrived yet"
+    assert any(line.startswith("tap: nothing has arrived after 0 s from") or line.startswith(
+        "tap: nothing has arrived after 1 s from") for line in lines[1:-1])
+    assert lines[-1] == (f"tap: nothing arrived in 1 s from {waiting}. Start the stack (`go-trader start`) or check "
+                         f"the topic prefix (docs/BUS.md lists them)")
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "-1"], ["--count", "-2"], ["--timeout", "inf"]])
+def test_tap_refuses_a_negative_count_or_timeout(capsys, config, argv):
+    path, _ = config
+    with pytest.raises(SystemExit) as exit_:
+        tap_main([*argv, "--config", str(path)])
+    assert exit_.value.code == 2 and "--count and --timeout must be finite and >= 0" in capsys.readouterr().err

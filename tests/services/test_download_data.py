@@ -92,3 +92,57 @@ def test_an_unreachable_exchange_fails_cleanly_and_says_how_to_resume(binance, t
     code = main(["--symbols", "NOPE/USDT", "--since", SINCE, "--until", "2022-05-02T00:00:00Z",
                  "--out", str(tmp_path), "--api-url", server.url, "--no-progress"])
     assert code == 1 and "run the same command again to resume" in capsys.readouterr().err
+
+
+# --- DVOL ------------------------------------------------------------------------------------------
+
+DVOL_FIRST = 1_667_692_800_000  # 2022-11-06, the first day of the real DVOL file
+
+
+@pytest.fixture
+def deribit(shared_data):
+    from tests.support.replay_server import DeribitReplay
+
+    replay = DeribitReplay(shared_data)
+    replay.dvol_page_size = 200  # every 500-day chunk takes pages through continuation
+    with ReplayServer(replay.routes()) as server:
+        yield replay, server
+
+
+def test_dvol_download_writes_the_real_days_resumes_and_backtests_read_it(deribit, shared_data, tmp_path, capsys):
+    from common.dvol_csv import read_dvol_csv
+
+    _, server = deribit
+    args = ["--dvol", "BTC", "--since", "2022-11-06", "--out", str(tmp_path), "--deribit-url", server.url + "/api/v2",
+            "--no-progress"]
+    assert main(args + ["--until", "2023-11-06T00:00:00Z"]) == 0
+    path = tmp_path / "dvol_btc_1d.csv"
+    assert "DVOL BTC: 365 days appended" in capsys.readouterr().out
+    assert main(args + ["--until", "2024-09-01T00:00:00Z"]) == 0  # resumes after the last day
+    assert "DVOL BTC: 300 days appended" in capsys.readouterr().out
+    assert path.read_text().splitlines()[:2] == ["timestamp_ms,dvol_open,dvol_high,dvol_low,dvol_close",
+                                                 f"{DVOL_FIRST},56.76,56.76,56.76,56.76"]
+    got_ts, got = read_dvol_csv(path)
+    want_ts, want = read_dvol_csv(shared_data / "deribit/btc_dvol_1d_2022-11-06_2024-08-31.csv")
+    assert got_ts.tolist() == want_ts.tolist() and got.tolist() == want.tolist()
+
+
+def test_dvol_download_retries_a_429_and_stops_cleanly_on_lasting_5xx(deribit, tmp_path, capsys, monkeypatch):
+    import services.download_data as dd
+
+    _, server = deribit
+    monkeypatch.setattr(dd.time, "sleep", lambda s: None)
+    args = ["--dvol", "BTC", "--since", "2022-11-06", "--until", "2022-12-06T00:00:00Z", "--out", str(tmp_path),
+            "--deribit-url", server.url + "/api/v2", "--no-progress"]
+    server.inject("/api/v2/public/get_volatility_index_data", Fault("status", status=429, retry_after=1))
+    assert main(args) == 0
+    assert "HTTP 429; retry 1/5" in capsys.readouterr().err
+    server.inject("/api/v2/public/get_volatility_index_data", Fault("status", status=503), times=dd.MAX_ATTEMPTS)
+    assert main(args[:5] + ["2023-01-06T00:00:00Z"] + args[6:]) == 1
+    assert "HTTP 503, body is not JSON (58 bytes); run the same command again to resume" in capsys.readouterr().err
+    assert len((tmp_path / "dvol_btc_1d.csv").read_text().splitlines()) == 1 + 30  # what was written stays
+
+
+def test_dvol_download_refuses_an_unknown_coin(capsys):
+    assert main(["--dvol", "SOL", "--since", "2024-01-01"]) == 2
+    assert "expected coins among BTC,ETH" in capsys.readouterr().err

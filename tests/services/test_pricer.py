@@ -11,7 +11,7 @@ from options.black_scholes import bs_price
 from options.marks import SimIvPath, SimSurface
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank, simulate_atm_iv, smile_iv
-from services.pricer import IV_HISTORY_DAYS, ChainReplyError, PricerService, chain_from_dict
+from services.pricer import ChainReplyError, PricerService, chain_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = load_config(REPO / "config" / "default.json")
@@ -105,11 +105,12 @@ def test_sim_vol_path_matches_the_reference_process_on_its_grid():
     assert np.array_equal(path.values(grid), reference)
 
 
-def test_vol_path_visits_both_iv_rank_regimes_within_a_few_weeks():
+def test_vol_path_visits_both_iv_rank_regimes_within_six_weeks_over_the_configured_window():
     surface = SimSurface(CFG.feed.seed, CFG.feed.start_ms - 120 * DAY_MS)
+    days = CFG.options.iv_rank_days  # 365 by default: sim mode ranks over the live window
     for underlying in ("BTC", "ETH"):
-        ranks = [iv_rank(surface.iv_history(underlying, t, IV_HISTORY_DAYS), surface.atm_iv(underlying, t))
-                 for t in range(CFG.feed.start_ms, CFG.feed.start_ms + 21 * DAY_MS, 3_600_000)]
+        ranks = [iv_rank(surface.iv_history(underlying, t, days), surface.atm_iv(underlying, t))
+                 for t in range(CFG.feed.start_ms, CFG.feed.start_ms + 42 * DAY_MS, 3_600_000)]
         assert max(ranks) > 75 and min(ranks) < 25, underlying
 
 
@@ -122,6 +123,7 @@ def test_vol_path_visits_both_iv_rank_regimes_within_a_few_weeks():
     ("on_price", {"contracts": ["BTC-1XYZ26-1-C"]}, "bad_request", "instrument name"),
     ("on_iv", {"underlying": "DOGE"}, "no_price", "no spot price for 'DOGE'"),
     ("on_iv", {"underlying": "BTC", "days": 0}, "bad_request", "days: expected an integer"),
+    ("on_iv", {"underlying": "BTC", "target_days": "30"}, "bad_request", "target_days: expected a number"),
 ])
 def test_bad_requests_get_named_errors(pricer, handler, body, code, message):
     with pytest.raises(RequestError, match=message) as err:
@@ -135,16 +137,19 @@ def test_no_chain_before_the_first_tick():
     assert err.value.code == "no_price"
 
 
-def test_live_config_marks_from_deribit_on_top_of_the_model(tmp_path):
+def test_live_config_reads_everything_from_deribit_with_dvol_beside_the_state(tmp_path):
     import json
 
     from common.config import load_config
     from common.deribit import LiveDeribitSource
-    from options.marks import SimSurface
     from services.pricer import build_mark_source
 
     live = json.loads((Path(__file__).resolve().parents[2] / "config" / "live.json").read_text())
+    live["state_file"] = str(tmp_path / "run" / "state.json")
     path = tmp_path / "live.json"
     path.write_text(json.dumps(live))
-    source = build_mark_source(load_config(path))  # building it makes no network call
-    assert isinstance(source, LiveDeribitSource) and isinstance(source.model, SimSurface)
+    cfg = load_config(path)
+    source = build_mark_source(cfg)  # building it makes no network call
+    assert isinstance(source, LiveDeribitSource) and not hasattr(source, "model")  # no sim behind it
+    assert source.dvol.path("BTC") == tmp_path / "run" / "dvol_btc.csv"
+    assert source.dvol.window_days == cfg.options.iv_rank_days == 365

@@ -6,23 +6,20 @@ every bar", not a tuned result.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from common.ohlcv import OHLCV
 from strategies.params import STRATEGY_PARAMS
 from strategies.registry import compute_signals
+from tests.conftest import SHARED_DATA, require_shared
 
-DATA = Path("/work/shared/data/ohlcv/binance")
+DATA = SHARED_DATA / "ohlcv" / "binance"
 YEAR_2021_MS = (1_609_459_200_000, 1_640_995_200_000)
 
 
 def load_2021(symbol: str) -> OHLCV:
-    path = DATA / f"{symbol}-1h.csv"
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
+    path = require_shared(DATA / f"{symbol}-1h.csv")
     rows = np.loadtxt(path, delimiter=",", skiprows=1)
     rows = rows[(rows[:, 0] >= YEAR_2021_MS[0]) & (rows[:, 0] < YEAR_2021_MS[1])]
     return OHLCV.from_rows(rows)

@@ -15,6 +15,11 @@ Nothing here touches the internet. Bodies come from ../shared/data (see its READ
   testnet set are the recorded FastMM frames, re-wrapped in the REST envelope
   ``{jsonrpc, result, usIn, usOut, usDiff, testnet}``; the invalid-params error is the recorded
   frame. ``get_index_price`` returns the index price those records carry.
+  ``get_volatility_index_data`` serves the real BTC DVOL days 2022-11-06 .. 2024-08-31 in the
+  documented shape ``{data: [[ts, open, high, low, close], ...], continuation}``: rows with
+  start_timestamp <= ts <= end_timestamp, the newest ``dvol_page_size`` of them per reply, and
+  ``continuation`` (the next ``end_timestamp``) while older rows remain, else null. The file
+  holds each day's close only, so open, high and low repeat it.
 
 Faults are queued per path prefix and consumed one request each: a delay longer than the
 client's timeout, a status code (429 with Retry-After, 500, 503), a body cut in half, or a
@@ -272,6 +277,9 @@ class DeribitReplay:
         self.index_price = self.chain[0]["index_price"]
         self.delivery_prices: list[dict[str, Any]] = []  # none recorded; tests may set some
         self.use_2026 = False
+        dvol = np.loadtxt(folder / "btc_dvol_1d_2022-11-06_2024-08-31.csv", delimiter=",", skiprows=1)
+        self.dvol_ts, self.dvol_close = dvol[:, 0].astype(np.int64), dvol[:, 1]
+        self.dvol_page_size = 1000  # Deribit's own page limit; tests lower it to see paging
 
     def routes(self) -> dict[str, Handler]:
         base = "/api/v2/public/"
@@ -283,7 +291,23 @@ class DeribitReplay:
             "get_delivery_prices": lambda q: Reply(body=rest_envelope(
                 {"data": self.delivery_prices, "records_total": len(self.delivery_prices)})),
             "get_time": lambda q: Reply(body=self.get_time),
+            "get_volatility_index_data": self.volatility_index,
         }.items()}
+
+    def volatility_index(self, q: dict[str, str]) -> Reply:
+        try:
+            start, end = int(q["start_timestamp"]), int(q["end_timestamp"])
+        except (KeyError, ValueError):
+            return self._bad_params()
+        if q.get("currency") != "BTC" or q.get("resolution") != "1D":
+            return self._bad_params()
+        lo = int(np.searchsorted(self.dvol_ts, start, side="left"))
+        hi = int(np.searchsorted(self.dvol_ts, end, side="right"))
+        first = max(lo, hi - self.dvol_page_size)
+        days = zip(self.dvol_ts[first:hi].tolist(), self.dvol_close[first:hi].tolist())
+        data = [[int(t), c, c, c, c] for t, c in days]
+        continuation = int(self.dvol_ts[first]) - 1 if first > lo else None
+        return Reply(body=rest_envelope({"data": data, "continuation": continuation}))
 
     def _bad_params(self) -> Reply:
         return Reply(400, self.invalid_params)
