@@ -125,6 +125,9 @@ class SpotReplay:
         """The engine's order for bar ``i``, answered as the portfolio service answers it."""
         order = SpotOrder(spot_order_id(self.strategy_id, int(self.bar_ts[i])), self.strategy_id, self.symbol,
                           signal, float(self.close[i]), int(self.close_ts[i]))
+        # The bar's closing tick, which the paper portfolio has when the order comes (the fast
+        # path may have skipped this bar's mark): the order fills at it.
+        self.portfolio.record_tick(self.symbol, float(self.close[i]), int(self.close_ts[i]))
         decision = self.portfolio.decide_spot(order)
         if decision.fill is not None:
             self._book([decision.fill], i)

@@ -235,6 +235,7 @@ class Config:
     create_state_dir: bool
     fee_pct: float
     slippage_pct: float
+    price_band_pct: float
     feed: FeedConfig
     endpoints: Mapping[str, ServiceEndpoints]
     bus: BusConfig
@@ -699,6 +700,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         create_state_dir=top["create_state_dir"],
         fee_pct=top["fee_pct"],
         slippage_pct=top["slippage_pct"],
+        price_band_pct=top["price_band_pct"],
         feed=FeedConfig(
             mode=feed["mode"],
             symbols=tuple(feed["symbols"]),

@@ -436,6 +436,9 @@ TOP = Section("top level", "The file is one JSON object.", {
                               False),
     "fee_pct": Field(NUMBER, "Fee per fill, % of notional.", 0.1, COST_PCT),
     "slippage_pct": Field(NUMBER, "Slippage per fill, % of price, against the trader.", 0.0, COST_PCT),
+    "price_band_pct": Field(NUMBER, "An order whose declared price (spot) or premium (options) is more than this % "
+                            "from the portfolio's own mark is refused; fills are at that mark.", 5.0,
+                            Range(gt=0, le=50)),
     "feed": Field(FEED, FEED.doc),
     "endpoints": Field(ENDPOINTS, ENDPOINTS.doc),
     "bus": Field(BUS, BUS.doc),

@@ -17,7 +17,8 @@ from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from options.book import OptionOrder, option_orders
 from options.chain import OptionChain
-from options.contracts import OptionContract, OptionPosition, ProposedTrade
+from options.contracts import OptionPosition, ProposedTrade
+from options.order_checks import book_positions as positions_of
 from options.risk import OptionsRiskLimits, check_options_trade
 from options.scoring import MAX_POSITIONS, score_trade, select_with_reasons
 from options.strategies import OptionsContext, decide_with_reason
@@ -139,14 +140,8 @@ def options_params(strategy: str, params: Mapping[str, Any], theta_harvest: Any 
 
 def book_positions(book: Mapping[str, Any], venue: str, underlying: str) -> list[OptionPosition]:
     """The portfolio's position dicts (``positions`` reply) of one venue and underlying, with
-    their latest greeks, as the strategies and the scorer take them."""
-    positions = []
-    for i, p in enumerate(book.get("option_positions", [])):
-        contract = OptionContract.from_dict(p.get("contract"), f"option_positions[{i}].contract")
-        if contract.venue == venue and contract.underlying == underlying:
-            positions.append(OptionPosition(contract, float(p["quantity"]), float(p["entry_premium"]),
-                                            int(p["entry_ts"]), dict(p.get("greeks", {}))))
-    return positions
+    their latest greeks, as the strategies and the scorer (here and in the portfolio) take them."""
+    return positions_of(book.get("option_positions", []), venue, underlying)
 
 
 def _as_position(trade: ProposedTrade, ts: int) -> OptionPosition:

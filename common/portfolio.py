@@ -3,23 +3,32 @@
 Pure: the portfolio service wraps it with the state file, the journal and sockets, and the
 backtester drives the very same object bar by bar, so both make the same trades. Every
 change is two-step (decide, then commit), so the service can journal a fill in between.
+
+No order is taken at its word: a spot order fills at the portfolio's own tick of its symbol
+at the order's time (``common.order_checks``), an option order from the sender at the
+pricer's listed marks (``decide_options_at_market``, ``options.order_checks``), and neither
+may be dated before the portfolio's market time by more than ``order_lag_ms`` (one bar of
+its strategy plus the market time an order may spend in transit).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from common.ledger import (
     MAX_USD, OrderDecision, StrategyBook, apply_fill, book_from_dict, book_to_dict, closes_a_trade,
-    decide_spot_order, liquidation_orders, new_book, portfolio_value, record_no_fill,
+    decide_spot_order, duplicate_reason, liquidation_orders, new_book, portfolio_value, record_no_fill,
 )
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
+from common.order_checks import DEFAULT_PRICE_BAND_PCT, OK, PriceTape, check_spot_order
 from common.risk import (RiskLimits, RiskState, entry_block_reason, reset_risk, risk_summary, update_on_mark,
                          update_on_trade_closed)
 from common.status import category_totals
+from common.timeframes import timeframe_ms
 from options.book import (OptionOrder, OptionOrderDecision, apply_option_fill, decide_option_order,
                           mark_option_positions, option_value, read_option_positions, settle_expired)
+from options.order_checks import OptionMarket, order_refusal, price_option_order
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 
 if TYPE_CHECKING:
@@ -38,6 +47,8 @@ class StrategyMeta:
     capital: float
     limits: RiskLimits
     strategy: str = ""  # the strategy's name; "wheel" books take assignment of their short puts
+    symbols: tuple[str, ...] = ()  # what it may trade: spot symbols (a pair: two), or the options underlying
+    bar_ms: int = 0  # its bar: how long before market time one of its orders may be dated
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,26 +203,43 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
             circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
             daily_loss_pct=sc.risk.daily_loss_pct,
         )
-        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy))
+        symbols = (sc.symbol, sc.pair) if sc.pair else (sc.symbol,)
+        if sc.type != "spot":
+            symbols = (sc.underlying,)
+        metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy, symbols,
+                                  timeframe_ms(sc.timeframe)))
     return metas
 
 
 class Portfolio:
-    """All strategy books plus the last known prices; ``next_seq`` numbers the journal."""
+    """All strategy books plus the last known prices; ``journal_seq`` numbers the journal.
+
+    ``prices`` are the marks books are valued at; ``tape`` keeps the feed's recent ticks, the
+    prices spot orders fill at. ``marking_problems`` names each book the last mark could not
+    value (strategy -> reason); the other books are marked regardless."""
 
     def __init__(self, metas: Iterable[StrategyMeta], *, fee_rate: float, slippage_rate: float,
                  max_option_positions: int = MAX_POSITIONS, min_option_score: float = EXECUTE_THRESHOLD,
-                 underlying_quote: str = "USDT") -> None:
+                 underlying_quote: str = "USDT", price_band_pct: float = DEFAULT_PRICE_BAND_PCT,
+                 order_transit_ms: int = 0) -> None:
         self.metas = {m.strategy_id: m for m in metas}
+        if not (math.isfinite(price_band_pct) and price_band_pct > 0):
+            raise ValueError(f"price_band_pct: must be a finite number > 0, got {price_band_pct!r}")
         self.fee_rate = fee_rate
         self.slippage_rate = slippage_rate
         self.max_option_positions = max_option_positions
         self.min_option_score = min_option_score
         self.underlying_quote = underlying_quote
+        self.price_band_pct = price_band_pct
+        if isinstance(order_transit_ms, bool) or not isinstance(order_transit_ms, int) or order_transit_ms < 0:
+            raise ValueError(f"order_transit_ms: must be an integer >= 0, got {order_transit_ms!r}")
+        self.order_transit_ms = order_transit_ms
         self.books: dict[str, StrategyBook] = {}
         self.prices: dict[str, float] = {}
+        self.tape = PriceTape(max((self.order_lag_ms(sid) for sid in self.metas), default=0))
         self.market_ts = 0
         self.journal_seq = 0
+        self._problems: dict[str, dict[str, str]] = {"mark": {}, "option marks": {}}  # by marking pass
         self._risk_unjournaled: set[str] = set()  # books whose sticky risk flags changed since their last record
         self.aliases: dict[str, str] = {}  # old id -> new id: records of the old id go to the new book
         self._renames_unjournaled: dict[str, str] = {}  # renames done or used, not yet in the journal
@@ -360,21 +388,80 @@ class Portfolio:
         return self.commit(fills)
 
     # --- orders and fills ----------------------------------------------------------------
+    def order_lag_ms(self, sid: str) -> int:
+        """How long before market time an order of ``sid`` may be dated: its bar (the decision
+        of the bar that just closed may be in flight while the next forms) plus the market
+        time that passes while an order travels (``order_transit_ms``: a few wall seconds at
+        the feed's speed, which is hours in a fast-forwarded sim and seconds live)."""
+        return self.metas[sid].bar_ms + self.order_transit_ms
+
+    def record_tick(self, symbol: str, price: float, ts: int) -> bool:
+        """A tick from the feed, kept for the orders of its time (marking happens in ``mark``);
+        False for a bad price or a tick older than the symbol's last (market time only moves
+        forward: a rewound feed is not a price)."""
+        if not self.tape.record(symbol, price, ts):
+            return False
+        self.market_ts = max(self.market_ts, ts)
+        return True
+
     def decide_spot(self, order: SpotOrder) -> OrderDecision:
-        """KeyError for a strategy not in the config (a retired book is never traded)."""
+        """Fill at the portfolio's own tick of the order's symbol at the order's time, never at
+        the declared price; refused ("rejected", or "retry" while the tick is on its way) as
+        ``common.order_checks.check_spot_order`` says. KeyError for a strategy not in the
+        config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
         if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         meta = self.metas[order.strategy_id]
+        duplicate = duplicate_reason(book, order.order_id)
+        if duplicate is not None:
+            return OrderDecision("duplicate", duplicate)
+        check = check_spot_order(order, self.tape, symbols=meta.symbols, market_ts=self.market_ts,
+                                 lag_ms=self.order_lag_ms(order.strategy_id), band_pct=self.price_band_pct)
+        if check.status != OK:
+            return OrderDecision(check.status, check.reason)
         return decide_spot_order(
-            book, order, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate,
-            max_position_pct=meta.limits.max_position_pct, risk_limits=meta.limits,
-            seq=self.journal_seq + 1,
+            book, replace(order, price=check.price), fee_rate=self.fee_rate,
+            slippage_rate=self.slippage_rate, max_position_pct=meta.limits.max_position_pct,
+            risk_limits=meta.limits, seq=self.journal_seq + 1,
         )
 
+    def option_order_refusal(self, order: OptionOrder) -> OptionOrderDecision | None:
+        """The answer to an option order that needs no price (a duplicate, a back-dated order,
+        another venue or underlying than the strategy's, a wrong multiplier or quantity step),
+        or None: then ask the pricer and call ``decide_options_at_market``."""
+        book = self.books.get(order.strategy_id)
+        if book is None or order.strategy_id not in self.metas:
+            raise KeyError(order.strategy_id)
+        duplicate = duplicate_reason(book, order.order_id)
+        if duplicate is not None:
+            return OptionOrderDecision("duplicate", duplicate)
+        meta = self.metas[order.strategy_id]
+        why = order_refusal(order, venue=meta.category, underlying=meta.symbols[0] if meta.symbols else "",
+                            market_ts=self.market_ts, lag_ms=self.order_lag_ms(order.strategy_id))
+        return None if why is None else OptionOrderDecision("rejected", why)
+
+    def decide_options_at_market(self, order: OptionOrder, market: OptionMarket) -> OptionOrderDecision:
+        """An option order from outside: checked and priced against the pricer's ``market``
+        (``options.order_checks.price_option_order``), then decided at those prices."""
+        early = self.option_order_refusal(order)
+        if early is not None:
+            return early
+        meta = self.metas[order.strategy_id]
+        check = price_option_order(order, market, list(self.books[order.strategy_id].option_positions.values()),
+                                   venue=meta.category, underlying=meta.symbols[0] if meta.symbols else "",
+                                   book_value=self.value_of(order.strategy_id), market_ts=self.market_ts,
+                                   lag_ms=self.order_lag_ms(order.strategy_id), band_pct=self.price_band_pct,
+                                   spot_at_order=self.spot_at(order.ts_event))
+        if check.order is None:
+            return OptionOrderDecision(check.status, check.reason)
+        return self.decide_options(check.order)
+
     def decide_options(self, order: OptionOrder) -> OptionOrderDecision:
-        """All legs of an option order or none, numbered after the journal. KeyError for a
-        strategy not in the config (a retired book is never traded)."""
+        """All legs of an option order or none, numbered after the journal, at the order's own
+        premiums: for a caller that priced it (``decide_options_at_market``, or the backtester,
+        whose orders come from the chain it built itself). KeyError for a strategy not in the
+        config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
         if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
@@ -428,6 +515,12 @@ class Portfolio:
         marks = {s: p.avg_price for s, p in book.positions.items() if s not in self.prices}
         return portfolio_value(book, {**self.prices, **marks} if marks else self.prices, option_value(book))
 
+    def spot_at(self, ts: int) -> dict[str, float]:
+        """Each coin's price at ``ts`` from the tape (the newest tick at or before it)."""
+        suffix = f"/{self.underlying_quote}"
+        ticks = {s[: -len(suffix)]: self.tape.price_at(s, ts) for s in self.tape.symbols() if s.endswith(suffix)}
+        return {coin: tick[1] for coin, tick in ticks.items() if tick is not None}
+
     def spot_by_underlying(self) -> dict[str, float]:
         """Last price of each coin quoted in the options quote currency: 'BTC/USDT' -> BTC."""
         suffix = f"/{self.underlying_quote}"
@@ -442,10 +535,36 @@ class Portfolio:
         return list(contracts.values())
 
     def mark_options(self, marks: Mapping[str, Mapping[str, Any]], ts: int) -> None:
-        """Write the pricer's marks (name -> {mark_usd, greeks, source}) into every book."""
-        for book in self.books.values():
+        """Write the pricer's marks (name -> {mark_usd, greeks, source}) into every book; a
+        book a mark does not fit keeps its last marks and is named in ``marking_problems``."""
+        self._problems["option marks"] = {}
+        for sid, book in self.books.items():
             if book.option_positions:
-                mark_option_positions(book, marks, ts)
+                self._guarded_mark("option marks", sid, "option marks",
+                                   lambda b=book: mark_option_positions(b, marks, ts))
+
+    @property
+    def marking_problems(self) -> dict[str, str]:
+        """Strategy -> why the last mark (or option mark) could not value its book."""
+        merged: dict[str, str] = {}
+        for problems in self._problems.values():
+            for sid, reason in problems.items():
+                merged[sid] = f"{merged[sid]}; {reason}" if sid in merged else reason
+        return merged
+
+    def _guarded_mark(self, marking: str, sid: str, what: str, step: Callable[[], Any]) -> Any:
+        """Run one book's ``step`` of a ``marking`` pass: an exception or a non-finite result
+        names the book in that pass's problems and yields None, so the other books are still
+        marked."""
+        try:
+            result = step()
+        except (ArithmeticError, KeyError, TypeError, ValueError) as exc:
+            self._problems[marking][sid] = f"{what}: {type(exc).__name__}: {exc}"
+            return None
+        if isinstance(result, float) and not math.isfinite(result):
+            self._problems[marking][sid] = f"{what}: value is {result!r}"
+            return None
+        return result
 
     def settlements(self, ts: int, first_seq: int) -> list[Fill]:
         """Settlement (and assignment) fills of every option expired by ``ts``, not yet booked."""
@@ -456,37 +575,44 @@ class Portfolio:
         fills: list[Fill] = []
         for sid, book in holders:
             meta = self.metas.get(sid)
-            fills += settle_expired(book, spot, ts, first_seq=first_seq + len(fills),
-                                    assign_puts=meta is not None and meta.strategy == "wheel",
-                                    quote=self.underlying_quote)
+            settled = self._guarded_mark("mark", sid, "expiry settlement", lambda b=book, m=meta: settle_expired(
+                b, spot, ts, first_seq=first_seq + len(fills), assign_puts=m is not None and m.strategy == "wheel",
+                quote=self.underlying_quote))
+            fills += settled or []
         return fills
 
     def mark(self, prices: Mapping[str, float], ts: int) -> tuple[list[str], list[Fill]]:
         """Mark every book at ``prices``; returns risk events, and the fills to journal then
         commit: settlements of options expired by ``ts`` (at these prices) and the
-        liquidations a newly tripped kill switch needs."""
+        liquidations a newly tripped kill switch needs. A book that cannot be valued (an
+        exception, a non-finite value) is left as it was and named in ``marking_problems``
+        (until a mark values it again); it never stops the marking of the others."""
         for symbol, price in prices.items():
-            if math.isfinite(price) and price > 0:
+            if isinstance(price, (int, float)) and math.isfinite(price) and price > 0:
                 self.prices[symbol] = price
+                self.tape.record(symbol, price, ts)
         self.market_ts = max(self.market_ts, ts)
+        self._problems["mark"] = {}
         events: list[str] = []
         liquidations = self.settlements(ts, self.journal_seq + 1)
         next_seq = self.journal_seq + 1 + len(liquidations)
         for sid, book in self.books.items():
             meta = self.metas.get(sid)
-            if meta is None:
+            if meta is None or sid in self._problems["mark"]:
                 continue
-            value = self.value_of(sid)
+            value = self._guarded_mark("mark", sid, "valuation", lambda s=sid: float(self.value_of(s)))
+            if value is None:
+                continue
             sticky = (book.risk.kill_switch, book.risk.daily_loss_tripped)
             for event in update_on_mark(book.risk, meta.limits, value, ts):
                 events.append(f"{sid}: {event}")
             if (book.risk.kill_switch, book.risk.daily_loss_tripped) != sticky:
                 self._risk_unjournaled.add(sid)
             if book.risk.kill_switch and book.positions:
-                fills = liquidation_orders(book, self.prices, ts, fee_rate=self.fee_rate,
-                                           slippage_rate=self.slippage_rate, first_seq=next_seq)
-                liquidations += fills
-                next_seq += len(fills)
+                fills = self._guarded_mark("mark", sid, "liquidation", lambda b=book, n=next_seq: liquidation_orders(
+                    b, self.prices, ts, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate, first_seq=n))
+                liquidations += fills or []
+                next_seq += len(fills or [])
         return events, liquidations
 
     def risk_records(self, first_seq: int) -> list[RiskRecord]:
@@ -567,5 +693,7 @@ class Portfolio:
         }
 
     def equity_point(self) -> dict[str, float]:
-        return {sid: self.value_of(sid) for sid in self.books}
+        """Each book's value; a book the last mark could not value is left out of the point."""
+        problems = self.marking_problems
+        return {sid: self.value_of(sid) for sid in self.books if sid not in problems}
 

@@ -368,15 +368,19 @@ def mark_option_positions(book: StrategyBook, marks: Mapping[str, Mapping[str, A
     """Write each marked position's current mark, value and greeks; return the book's option value.
 
     ``marks`` is name -> {mark_usd (USD per coin), delta, gamma, theta, vega, source}; a
-    position without a mark keeps its last one.
+    position without a mark keeps its last one. Every mark is checked before any is written,
+    so a bad one (ValueError) leaves the whole book as it was.
     """
+    marked = []
     for name, position in book.option_positions.items():
         mark = marks.get(name)
         if mark is None:
             continue
-        price = mark.get("mark_usd")
+        price = mark.get("mark_usd") if isinstance(mark, Mapping) else None
         if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
             raise ValueError(f"marks[{name!r}].mark_usd: expected a finite number >= 0, got {price!r}")
+        marked.append((position, mark, price))
+    for position, mark, price in marked:
         position["current_mark"] = float(price)
         position["marked_ts"] = ts
         position["mark_source"] = str(mark.get("source", "pricer"))

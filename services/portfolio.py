@@ -1,12 +1,21 @@
 """portfolio: the only writer of state.json; fills paper orders and enforces risk.
 
-Subscribes  tick.* from marketdata (marks, risk, kill-switch liquidation, option expiry)
+Subscribes  tick.* from marketdata (the prices orders fill at; marks, risk, kill-switch
+            liquidation, option expiry)
 Answers     order, option_order (both idempotent by order id), orders (a cycle's orders in one
             request, group committed), positions {strategy_id}, snapshot, status, equity,
             reset_risk {strategy_id} (an operator re-arms its risk limits)
-Requests    prices from marketdata (late joiner); mark from the pricer (open option positions)
+Requests    prices from marketdata (late joiner); chain from the pricer (each option order's
+            contracts, listed and priced); mark from the pricer (open option positions)
 Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
-Calls       common.portfolio.Portfolio (pure books and risk), options.book, common.state_store
+Calls       common.portfolio.Portfolio (pure books, risk and order checks), options.order_checks,
+            common.state_store
+
+No order is taken at its word: spot fills at this portfolio's own tick, options at the
+pricer's listed marks; an answer with status "retry" (no tick of the order's time yet, the
+pricer not answering) books nothing and records nothing, so the engine's resend is decided
+afresh. A book that cannot be marked is named in ``problems["marking"]`` (so /healthz is 503)
+until a mark values it again; the other books are marked regardless.
 
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. The orders of one request share one append and one fsync (group commit,
@@ -24,7 +33,9 @@ succeeds again; an order whose fill cannot be journaled is answered ``retry``, n
 from __future__ import annotations
 
 import errno
+import math
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +47,8 @@ from common.ledger import OrderDecision
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 from options.book import OptionOrder, OptionOrderDecision
+from options.order_checks import (ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
+                                  quotes_from_chain)
 from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
                                 remove_stale_temp_files, save_state)
 from services.runtime import ServiceRuntime, config_path
@@ -45,12 +58,24 @@ SNAPSHOT_SECONDS = 1.0
 SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
-PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer
+PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
 LOCK_NAME = "portfolio.lock"
+# Wall seconds an order may spend between its decision and the portfolio: a busy engine, a
+# portfolio restart, the engine's backoff (at most 10 s). At the feed's speed that is market
+# time an order may be dated before the portfolio's market time, on top of one bar of its
+# strategy: 30 s live, 30 market hours at the default sim speed; a clock rewound by days is
+# still refused.
+ORDER_TRANSIT_SECONDS = 30.0
 
 
 class PersistFailed(RuntimeError):
     """A fill could not be journaled: the order gets a ``retry`` answer, never an ack."""
+
+
+def order_transit_ms(cfg: Config) -> int:
+    """Market ms that pass in ``ORDER_TRANSIT_SECONDS`` of wall time (live runs at speed 1)."""
+    speed = 1.0 if cfg.feed.mode == "live" else cfg.feed.speed
+    return int(ORDER_TRANSIT_SECONDS * speed * 1000)
 
 
 class PortfolioService:
@@ -64,7 +89,9 @@ class PortfolioService:
                                    slippage_rate=cfg.slippage_pct / 100.0,
                                    max_option_positions=cfg.options.max_positions,
                                    min_option_score=cfg.options.min_score,
-                                   underlying_quote=cfg.options.underlying_quote)
+                                   underlying_quote=cfg.options.underlying_quote,
+                                   price_band_pct=cfg.price_band_pct,
+                                   order_transit_ms=order_transit_ms(cfg))
         try:
             self.start_from_disk()
         except BaseException:
@@ -73,7 +100,7 @@ class PortfolioService:
         self.pending_ticks: dict[str, float] = {}
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
-        self.pricer_skip = 0  # option-mark rounds to skip after the pricer failed
+        self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
         self.option_marks = 0
         self.last_equity_step = self.portfolio.market_ts // EQUITY_STEP_MS
         self.dirty = True
@@ -215,8 +242,37 @@ class PortfolioService:
         ``journal_seq + 1``. The one decision every order handler uses."""
         self.orders_seen += 1
         if isinstance(order, OptionOrder):
-            return self.portfolio.decide_options(order)
+            refusal = self.portfolio.option_order_refusal(order)
+            return refusal if refusal is not None else self.decide_option_order(order)
         return self.portfolio.decide_spot(order)
+
+    def decide_option_order(self, order: OptionOrder) -> OptionOrderDecision:
+        """Price the order's contracts with the pricer's chains, then decide at those prices;
+        "retry" when the pricer cannot answer: never fill blind."""
+        if time.monotonic() < self.pricer_retry_at:
+            return OptionOrderDecision(ORDER_RETRY, "pricer unavailable: waiting before asking again")
+        contracts = [leg.contract for leg in order.legs]
+        spot: dict[str, float] = {}
+        quotes: dict[str, OptionQuote] = {}
+        ts = 0
+        try:
+            for underlying, venue in sorted({(c.underlying, c.venue) for c in contracts}):
+                wanted = [c for c in contracts if (c.underlying, c.venue) == (underlying, venue)]
+                horizon = chain_horizon_days(wanted, self.portfolio.market_ts)
+                reply = self.pricer.request("chain", {"underlying": underlying, "venue": venue,
+                                                      "horizon_days": horizon})
+                spot[underlying], found = quotes_from_chain(reply, wanted)
+                quotes.update(found)
+                ts = max(ts, reply["ts"]) if isinstance(reply.get("ts"), int) else ts
+        except RequestFailed as exc:
+            self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
+            return OptionOrderDecision(ORDER_RETRY, f"pricer unavailable: {exc}")
+        except RemoteError as exc:
+            return OptionOrderDecision(ORDER_RETRY, f"pricer refused: {exc.code}: {exc.message}")
+        except ChainQuoteError as exc:
+            self.rt.log.error("pricer_bad_chain", order_id=order.order_id, error=str(exc))
+            return OptionOrderDecision(ORDER_RETRY, f"pricer sent a bad chain: {exc}")
+        return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes))
 
     def answer_orders(self, orders: Sequence[SpotOrder | OptionOrder]) -> list[dict[str, Any]]:
         """Group commit: decide a round of orders, journal all their fills with one fsync, book
@@ -301,6 +357,34 @@ class PortfolioService:
             acks[i] = ack
         return {"acks": acks}
 
+    def decide_option_order(self, order: OptionOrder) -> OptionOrderDecision:
+        """Price the order's contracts with the pricer's chains, then decide at those prices;
+        "retry" when the pricer cannot answer: never fill blind."""
+        if time.monotonic() < self.pricer_retry_at:
+            return OptionOrderDecision(ORDER_RETRY, "pricer unavailable: waiting before asking again")
+        contracts = [leg.contract for leg in order.legs]
+        spot: dict[str, float] = {}
+        quotes: dict[str, OptionQuote] = {}
+        ts = 0
+        try:
+            for underlying, venue in sorted({(c.underlying, c.venue) for c in contracts}):
+                wanted = [c for c in contracts if (c.underlying, c.venue) == (underlying, venue)]
+                horizon = chain_horizon_days(wanted, self.portfolio.market_ts)
+                reply = self.pricer.request("chain", {"underlying": underlying, "venue": venue,
+                                                      "horizon_days": horizon})
+                spot[underlying], found = quotes_from_chain(reply, wanted)
+                quotes.update(found)
+                ts = max(ts, reply["ts"]) if isinstance(reply.get("ts"), int) else ts
+        except RequestFailed as exc:
+            self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
+            return OptionOrderDecision(ORDER_RETRY, f"pricer unavailable: {exc}")
+        except RemoteError as exc:
+            return OptionOrderDecision(ORDER_RETRY, f"pricer refused: {exc.code}: {exc.message}")
+        except ChainQuoteError as exc:
+            self.rt.log.error("pricer_bad_chain", order_id=order.order_id, error=str(exc))
+            return OptionOrderDecision(ORDER_RETRY, f"pricer sent a bad chain: {exc}")
+        return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes))
+
     def on_reset_risk(self, body: Any) -> dict[str, Any]:
         """An operator re-arms a strategy (``go-trader reset-risk``): decide, journal (a risk
         record, so a rebuild keeps the reset), book, answer, as for a fill."""
@@ -348,10 +432,13 @@ class PortfolioService:
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body
         if env.type == "tick" and isinstance(body, dict):
-            price, ts = body.get("price"), body.get("ts")
-            if isinstance(price, (int, float)) and price > 0 and isinstance(ts, int):
-                self.pending_ticks[str(body.get("symbol"))] = float(price)
-                self.portfolio.market_ts = max(self.portfolio.market_ts, ts)
+            symbol, price, ts = body.get("symbol"), body.get("price"), body.get("ts")
+            if isinstance(symbol, str) and isinstance(price, (int, float)) and not isinstance(price, bool) \
+                    and math.isfinite(price) and price > 0 and isinstance(ts, int) and not isinstance(ts, bool):
+                if self.portfolio.record_tick(symbol, float(price), ts):  # orders of this time fill at it
+                    self.pending_ticks[symbol] = float(price)
+                else:  # older than the last tick of the symbol: market time never goes back
+                    self.rt.stats.count_drop("stale_tick")
             else:
                 self.rt.stats.count_drop("bad_tick")
 
@@ -360,6 +447,7 @@ class PortfolioService:
             return
         ticks, self.pending_ticks = self.pending_ticks, {}
         events, liquidations = self.portfolio.mark(ticks, self.portfolio.market_ts)
+        self.report_marking()
         for event in events:
             self.rt.log.warning("risk_event", detail=event)
         if events:
@@ -382,18 +470,35 @@ class PortfolioService:
         contracts = self.portfolio.open_option_contracts()
         if not contracts:
             return
-        if self.pricer_skip > 0:
-            self.pricer_skip -= 1
+        if time.monotonic() < self.pricer_retry_at:
             return
         try:
             reply = self.pricer.request("mark", {"positions": contracts})
         except (RequestFailed, RemoteError) as exc:
-            self.pricer_skip = int(PRICER_BACKOFF_SECONDS / OPTION_MARK_SECONDS)
+            self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
             self.rt.log.warning("option_marks_unavailable", error=str(exc), positions=len(contracts))
             return
-        self.portfolio.mark_options(reply["marks"], reply["ts"])
+        reply = reply if isinstance(reply, dict) else {}
+        marks, ts = reply.get("marks"), reply.get("ts")
+        if not isinstance(marks, dict) or not isinstance(ts, int):
+            self.rt.log.error("pricer_bad_marks", detail="mark reply: expected {marks: {...}, ts: int}")
+            return
+        self.portfolio.mark_options(marks, ts)
+        self.report_marking()
         self.option_marks += 1
         self.dirty = True
+
+    def report_marking(self) -> None:
+        """``problems["marking"]`` names every book the last marks could not value; cleared
+        (and logged once) when they all value again."""
+        problems = self.portfolio.marking_problems
+        if problems:
+            reason = "; ".join(f"{sid}: {why}" for sid, why in sorted(problems.items()))
+            if self.rt.problems.get("marking") != reason:
+                self.rt.log.error("marking_failed", books=len(problems), detail=reason)
+            self.rt.problems["marking"] = reason
+        elif self.rt.problems.pop("marking", None) is not None:
+            self.rt.log.info("marking_recovered")
 
     def fetch_prices(self) -> None:
         """Late joiner: until every feed symbol has a mark, ask marketdata for its snapshot."""
@@ -406,6 +511,9 @@ class PortfolioService:
             return
         ticks = {s: q["price"] for s, q in reply.get("prices", {}).items() if s not in self.pending_ticks}
         self.pending_ticks.update(ticks)
+        for symbol, quote in reply.get("prices", {}).items():
+            if isinstance(quote.get("ts"), int) and isinstance(quote.get("price"), (int, float)):
+                self.portfolio.record_tick(symbol, float(quote["price"]), quote["ts"])
         if isinstance(reply.get("ts"), int):
             self.portfolio.market_ts = max(self.portfolio.market_ts, reply["ts"])
         self.mark()
@@ -438,10 +546,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ep = cfg.endpoints["portfolio"]
     rt.bind_publisher(ep.pub)
+    # Ticks first: in each loop turn they are read before the orders, so an order finds the
+    # tick of its own bar when both are waiting.
+    rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order, "orders": svc.on_orders,
                              "positions": svc.on_positions, "snapshot": svc.on_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})
-    rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)
     rt.every(1.0, svc.fetch_prices)

@@ -33,11 +33,11 @@ from options.chain import OptionChain
 from options.contracts import ContractError, OptionContract, parse_instrument_name
 from options.iv_history import IV_TARGET_DAYS, LiveIvUnavailable
 from options.marks import MarkSource, SimSurface
+from options.order_checks import CHAIN_COLUMNS, CHAIN_HORIZON_DAYS
 from options.venues import venue_spec
 from options.vol_surface import iv_rank
 from services.runtime import ServiceRuntime, config_path
 
-CHAIN_HORIZON_DAYS = 400
 MAX_CONTRACTS = 500
 MAX_IV_DAYS = 1000
 LIVE_IV_RETRY_SECONDS = 30.0  # a failing live vol is re-read this often, so the problem clears on its own
@@ -72,10 +72,7 @@ def _contract(item: Any, where: str) -> OptionContract:
 
 # A chain travels as raw little-endian columns (msgpack bin), not lists of numbers: thousands
 # of rows then cost one buffer per column on both sides instead of a Python float per cell.
-CHAIN_COLUMNS: dict[str, str] = {
-    "expiry_ts": "<i8", "strike": "<f8", "is_call": "|b1", "forward": "<f8", "iv": "<f8",
-    "mark": "<f8", "delta": "<f8", "gamma": "<f8", "theta": "<f8", "vega": "<f8",
-}
+# The layout (CHAIN_COLUMNS) lives with the numpy-free reader the portfolio checks orders with.
 
 
 class ChainReplyError(ValueError):

@@ -39,7 +39,7 @@ def test_every_options_strategy_opens_on_real_btc_daily_bars_at_the_default_capi
     assert result.iv_source.startswith("DVOL implied vol" if iv == "dvol" else "realized vol")
     idle = {sid: result.books[sid].why_not()[:3] for sid, m in result.metrics.items() if m["opened"] == 0}
     assert not idle, f"options strategies that never opened a position: {idle}"
-    for sid in ("deribit-protective-btc", "deribit-covered-btc", "ibkr-protective-btc", "ibkr-covered-btc"):
+    for sid in ("deribit-puts-btc", "deribit-calls-btc", "ibkr-puts-btc", "ibkr-calls-btc"):
         run = result.books[sid]
         spot_legs = [f for f in run.fills if f.extra.get("action") == "spot_leg"]
         assert spot_legs and all(f.instrument == "BTC/USDT" and f.side == "buy" for f in spot_legs), sid
@@ -93,7 +93,7 @@ def test_config_params_and_capital_reach_the_strategies(btc_daily_csv, tmp_path,
     params = {sid: p for sid, _, _, p in jobs.strategies}
     assert params["deribit-wheel-btc"]["min_premium_pct"] == 99 and jobs.capital["deribit-wheel-btc"] == 60_000
     assert params["deribit-momentum-btc"]["alloc_fraction"] == 0.1  # the default config's
-    assert params["deribit-covered-btc"]["close_dte"] == 3  # theta_harvest, as the services merge it
+    assert params["deribit-calls-btc"]["close_dte"] == 3  # theta_harvest, as the services merge it
     overridden = options_jobs(build_parser().parse_args(["options", "--capital", "7000", "--config", str(path)]), "BTC")
     assert set(overridden.capital.values()) == {7000.0}
     assert main(["options", "--csv", str(btc_daily_csv), "--config", str(path), "--venue", "deribit",

@@ -55,6 +55,7 @@ class Run:
         self.p.commit(records)
 
     def spot(self, sid: str, signal: int, price: float, ts: int) -> str:
+        self.p.record_tick("BTC/USDT", price, ts)  # the tick of the order's bar, which fills it
         decision = self.p.decide_spot(SpotOrder(f"{sid}:{ts}", sid, "BTC/USDT", signal, price, ts))
         if decision.fill is not None:
             self.book([decision.fill])

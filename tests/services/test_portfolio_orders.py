@@ -13,7 +13,9 @@ import pytest
 from common.bus import RequestError
 from common.config import parse_config
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY
+from common.bus import Envelope
 from options.book import OptionLeg, OptionOrder
+from options.order_checks import OptionMarket, OptionQuote
 from options.contracts import OptionContract
 from options.venues import DERIBIT
 from services.portfolio import PortfolioService
@@ -37,8 +39,17 @@ def svc(tmp_path):
     rt.close()
 
 
+def ticks_at(svc, ts: int) -> None:
+    """marketdata's ticks of every symbol at ``ts``: the prices the portfolio fills orders of that time at."""
+    for symbol, price in PRICES.items():
+        svc.on_message(f"tick.{symbol}", Envelope(1, "tick", "t", 0, "marketdata", 0,
+                                                  {"symbol": symbol, "price": price, "ts": ts}))
+
+
 def spot_orders(svc, ts: int, count: int = 6, signal: int = 1) -> list[dict]:
-    """One buy per spot strategy (the first ``count``), as the engine queues them for a bar."""
+    """One buy per spot strategy (the first ``count``), as the engine queues them for a bar, with
+    the market's ticks of that time already in."""
+    ticks_at(svc, ts)
     out = []
     for sc in list(svc.cfg.spot_strategies())[:count]:
         out.append({"order_id": f"{sc.id}:{ts}", "strategy_id": sc.id, "symbol": sc.symbol, "signal": signal,
@@ -95,6 +106,7 @@ def test_two_orders_of_one_strategy_take_two_rounds_and_the_second_sees_the_firs
     ts = svc.cfg.feed.start_ms
     [buy] = spot_orders(svc, ts, count=1)
     sell = {**buy, "order_id": f"{buy['strategy_id']}:{ts + 1}", "signal": -1, "ts_event": ts + 1}
+    ticks_at(svc, ts + 1)
     before = len(fsyncs)
     reply = svc.on_orders(batch([buy, sell, buy]))
     assert [a["status"] for a in reply["acks"]] == ["filled", "filled", "duplicate"]
@@ -126,6 +138,7 @@ def test_a_later_round_that_fails_keeps_the_earlier_acks_and_retries_the_rest(sv
     ts = svc.cfg.feed.start_ms
     first, second = spot_orders(svc, ts, count=2)
     again = {**first, "order_id": f"{first['strategy_id']}:{ts + 1}", "signal": -1, "ts_event": ts + 1}
+    ticks_at(svc, ts + 1)
     real, calls = svc.journal.append, []
 
     def fail_second(records):
@@ -140,13 +153,16 @@ def test_a_later_round_that_fails_keeps_the_earlier_acks_and_retries_the_rest(sv
     assert svc.portfolio.journal_seq == 2
 
 
-def test_spot_and_option_orders_share_one_batch(svc, fsyncs) -> None:
+def test_spot_and_option_orders_share_one_batch(svc, fsyncs, monkeypatch) -> None:
     ts = svc.cfg.feed.start_ms
     options_id = next(sc.id for sc in svc.cfg.options_strategies() if sc.venue == "deribit" and sc.underlying == "BTC")
     expiry = DERIBIT.listed_expiries(ts, 60)[-1]
     contract = OptionContract("deribit", "BTC", expiry, 60_000.0, True, 1.0)
-    leg = OptionLeg(contract, 1, 0.1, 2_000.0, {"delta": 0.4}, 0.9, "test", "open")
+    leg = OptionLeg(contract, 1, 0.1, 2_000.0, {"delta": 0.4}, 0.5, "test", "open")  # at most its own score
     option = OptionOrder(f"{options_id}:{ts}:call", options_id, ts, 50_000.0, (leg,)).to_dict()
+    market = OptionMarket(ts, {"BTC": 50_000.0}, {contract.name: OptionQuote(2_000.0, {"delta": 0.4})})
+    monkeypatch.setattr(svc, "decide_option_order",  # the pricer's chain, as it would list and price the call
+                        lambda order: svc.portfolio.decide_options_at_market(order, market))
     [spot] = spot_orders(svc, ts, count=1)
     before = len(fsyncs)
     acks = svc.on_orders({"orders": [{"type": "order", "order": spot},
