@@ -183,6 +183,7 @@ HEARTBEAT_EXTRAS = {
             Field("ts", "int", "ms, market time", "when it ran"),
             Field("signal", "int", "", "spot: its last signal", optional=True),
             Field("actions", "int", "", "options: how many actions it proposed", optional=True),
+            Field("failures", "int", "", "runs that failed since start (a user strategy's error)", optional=True),
         )),
     ),
     "portfolio": (

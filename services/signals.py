@@ -63,6 +63,7 @@ class SignalEngine:
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
+        self.market_ts = 0
         self.strategy_status: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, int] = {}  # strategy id -> runs that failed (a user strategy's error)
         self.failure_causes: set[tuple[str, str]] = set()  # logged once each
@@ -85,7 +86,6 @@ class SignalEngine:
                 self.needs_warmup.add((symbol, sc.timeframe))
         self.outbox: OrderedDict[str, SpotOrder | OptionOrder] = OrderedDict()
         self.last_ordered_bar: dict[str, int] = {}
-        self.market_ts = 0
         self.cycle_count = 0
         self.orders_acked = 0
 
