@@ -44,3 +44,11 @@ def test_bad_specs_and_params_are_refused(spec, params, pair, fragment):
     with pytest.raises((UserStrategyError, ValueError)) as caught:
         compute_signals(spec, bars([1, 2, 3]), params, pair)
     assert fragment in str(caught.value)
+
+
+def test_the_readme_shows_examples_breakout_whole_in_under_20_lines():
+    from tests.conftest import REPO
+
+    example = (REPO / "examples" / "breakout.py").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert f"```python\n{example}```" in readme and len(example.splitlines()) < 20
