@@ -1,6 +1,7 @@
 """signals: the engine that runs every strategy when it is due, in market time.
 
-Subscribes  bar.* and clock from marketdata
+Subscribes  bar.* and clock from marketdata; portfolio.snapshot and fill.* from the portfolio (the
+            values per category and the trades in each cycle's log line)
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer;
             positions, order and option_order to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals (with each strategy's last decision, its
@@ -34,6 +35,7 @@ from common.engine import (HISTORY_BARS, OptionsDecision, Schedule, SpotDecision
 from common.exchange_client import backoff_seconds
 from common.model import ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
 from common.ohlcv import OHLCV
+from common.summary import cycle_log_fields
 from common.timeframes import timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
@@ -88,6 +90,8 @@ class SignalEngine:
         self.last_ordered_bar: dict[str, int] = {}
         self.cycle_count = 0
         self.orders_acked = 0
+        self.portfolio_totals: dict[str, Any] | None = None  # the portfolio's latest snapshot, for the cycle line
+        self.fills_since_cycle = 0
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
@@ -138,6 +142,10 @@ class SignalEngine:
     def on_message(self, topic: str, env: Envelope) -> None:
         if env.type == "bar":
             self.on_bar(env.body)
+        elif env.type == "fill":
+            self.fills_since_cycle += 1
+        elif env.type == "snapshot" and isinstance(env.body, dict) and isinstance(env.body.get("totals"), dict):
+            self.portfolio_totals = env.body["totals"]
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
             self.run_due()  # the bars of this market time are in: decide now, not on the next tick
@@ -196,7 +204,9 @@ class SignalEngine:
                                                       "duration_ms": duration_ms})
         self.rt.log.info("cycle", cycle=self.cycle_count, market_ts=self.market_ts, ran=len(due),
                          buys=signals.count(1), sells=signals.count(-1), skipped=len(decisions) - len(signals),
-                         outbox=len(self.outbox), duration_ms=duration_ms)
+                         outbox=len(self.outbox), duration_ms=duration_ms,
+                         **cycle_log_fields(self.portfolio_totals, self.fills_since_cycle))
+        self.fills_since_cycle = 0
         return decisions
 
     # --- options ---------------------------------------------------------------------------
@@ -381,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"status": lambda _b: engine.status()})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], engine.on_message)
+    rt.subscribe([cfg.endpoints["portfolio"].pub], ["portfolio.snapshot", "fill."], engine.on_message)  # cycle line
     rt.heartbeat_status(engine.status)
     rt.every(0.05, engine.run_due)
     rt.step_between_messages(engine.options_step)

@@ -110,3 +110,23 @@ def test_user_functions_and_scripts_trade_beside_the_builtins_and_failures_stay_
     assert failed.count(("explodes", 1)) == 1 and [f for f in failed if f[0] == "explodes"] == [("explodes", 1)]
     assert ("typo", 1) in failed and [f[0] for f in failed].count("badscript") == 1
     assert {o.strategy_id for o in engine.outbox.values()} >= {"mine", "script"}
+
+
+def test_each_cycle_logs_one_line_with_values_per_category_and_trades(engine):
+    from common.bus import Envelope
+    from tests.common.test_discord import known_status
+
+    def envelope(type_: str, body: dict) -> Envelope:
+        return Envelope(1, type_, "id", 0, "portfolio", 1, body)
+
+    engine.on_message("portfolio.snapshot", envelope("snapshot", {"totals": known_status()["totals"]}))
+    engine.on_message("fill.mine", envelope("fill", {"seq": 1}))
+    engine.on_message("fill.mine", envelope("fill", {"seq": 2}))
+    engine.on_message("portfolio.snapshot", envelope("snapshot", {"totals": "garbage"}))  # ignored
+    run_hours(engine, range(80, 82))
+    first, second = events(engine, "cycle")
+    assert {k: first[k] for k in ("cycle", "spot_value", "spot_pnl", "deribit_value", "ibkr_pnl", "total_value",
+                                  "total_pnl", "trades")} == {
+        "cycle": 1, "spot_value": 2050.0, "spot_pnl": 50.0, "deribit_value": 1050.0, "ibkr_pnl": -100.0,
+        "total_value": 5000.0, "total_pnl": 0.0, "trades": 2}
+    assert second["trades"] == 0  # counted since the previous line
