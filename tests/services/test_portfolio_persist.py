@@ -15,7 +15,7 @@ from services import portfolio as portfolio_module
 from services.portfolio import LOCK_NAME, PortfolioService
 from services.runtime import ServiceRuntime
 from tests.support import disk
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 SYMBOL, PRICE = "BTC/USDT", 50_000.0
 
@@ -28,9 +28,10 @@ def make_config(state_dir, create: bool = False):
 
 
 @pytest.fixture
-def runtime():
-    rt = ServiceRuntime("portfolio-test")
-    rt.bind_publisher(stack_config()["endpoints"]["portfolio"]["pub"])
+def runtime(tmp_path):
+    raw = stack_config()
+    rt = ServiceRuntime("portfolio-test", stack_security(raw, tmp_path / "keys-home", "portfolio"))
+    rt.bind_publisher(raw["endpoints"]["portfolio"]["pub"])
     yield rt
     rt.close()
 
@@ -76,7 +77,7 @@ def test_missing_state_dir_is_refused_unless_the_config_creates_it(tmp_path, run
 def test_a_journal_that_cannot_be_written_answers_retry_and_books_nothing(tmp_path, runtime, monkeypatch):
     cfg = make_config(tmp_path)
     svc = start(cfg, runtime)
-    on_order = svc.retry_when_unwritable(svc.on_order)
+    on_order = svc.on_order
     sid = spot_strategy(cfg)
     try:
         def read_only(_fills):
@@ -121,7 +122,7 @@ def test_a_deleted_lock_file_is_taken_again_and_a_stolen_one_stops_every_write(t
     cfg = make_config(tmp_path)
     svc = start(cfg, runtime)
     sid = spot_strategy(cfg)
-    on_order = svc.retry_when_unwritable(svc.on_order)
+    on_order = svc.on_order
     thief = None
     try:
         (tmp_path / LOCK_NAME).unlink()
@@ -150,7 +151,7 @@ def test_a_full_disk_flags_persist_refuses_fills_with_retry_and_recovers(tmp_pat
         cfg = make_config(state_dir)
         svc = start(cfg, runtime)
         sid = spot_strategy(cfg)
-        on_order = svc.retry_when_unwritable(svc.on_order)
+        on_order = svc.on_order
         try:
             disk.fill(state_dir)
             reply = on_order(order(sid, cfg.feed.start_ms))

@@ -16,7 +16,7 @@ from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from tests.support import user_strategies
 from tests.support.ports import tcp_endpoint
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 HOUR = 3_600_000
 CLOSES = np.r_[np.linspace(100, 120, 60), np.linspace(119, 90, 40)]
@@ -50,7 +50,7 @@ def engine(tmp_path):
     for e in raw["strategies"]:
         if e.get("script"):
             del e["strategy"], e["symbol"], e["timeframe"], e["type"]
-    rt = ServiceRuntime("signals-test")
+    rt = ServiceRuntime("signals-test", stack_security(raw, tmp_path, "signals"))
     rt.log = EventLog("signals", stream=io.StringIO())
     try:
         rt.bind_publisher(tcp_endpoint())

@@ -2,7 +2,9 @@
 
 Tests use the repo's own supervisord.conf (copied beside a generated config, with the
 program interpreter pointed at this venv), so what is tested is what ``make run`` runs.
-Everything started here is stopped by PID at the end; nothing is ever killed by name.
+The bus keys are made in the stack's key directory before it starts, as ``make run`` does;
+a test talks to the stack with ``stack.security()`` (the read-only key unless it asks for a
+service's). Everything started here is stopped by PID at the end; nothing is ever killed by name.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from common.bus_auth import READER, BusSecurity, generate_keys
+from common.config import parse_config
+from services.runtime import bus_security
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +43,13 @@ def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, A
     return cfg
 
 
+def stack_security(config: dict[str, Any], workdir: Path, identity: str = READER) -> BusSecurity:
+    """The keys of ``identity`` for services run on ``config`` from ``workdir``, made if missing."""
+    cfg = parse_config(config, base_dir=Path(workdir))
+    generate_keys(cfg.bus.keys_dir)
+    return bus_security(cfg, identity)
+
+
 class Stack:
     """supervisord + the five services; ``with Stack(tmp_path) as s:`` starts and stops it."""
 
@@ -51,10 +63,15 @@ class Stack:
     def write_files(self) -> None:
         (self.dir / "run" / "logs").mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
+        self.security()
         conf = (REPO / "supervisord.conf").read_text().replace("%(here)s/.venv/bin/python", sys.executable)
         self.conf_path.write_text(conf)
         self.env["GO_TRADER_CONFIG"] = str(self.config_path)
         self.env["PYTHONPATH"] = str(REPO)
+
+    def security(self, identity: str = READER) -> BusSecurity:
+        """Keys to talk to this stack's bus as ``identity``; they are made if the stack has none yet."""
+        return stack_security(self.config, self.dir, identity)
 
     @property
     def config_path(self) -> Path:
