@@ -44,7 +44,7 @@ def test_the_readme_strategy_trades_in_a_live_stack_and_passes_check_lookahead(t
     sub.setsockopt(zmq.LINGER, 0)
     try:
         with Stack(tmp_path, user_config(tmp_path)) as stack:
-            sub.connect(stack.config["endpoints"]["signals"]["pub"])
+            stack.security().connect(sub, stack.config["endpoints"]["signals"]["pub"])
             sub.setsockopt(zmq.SUBSCRIBE, b"signal.breakout-btc")
             got = []
             while len(got) < 5:
