@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,6 +58,10 @@ class ScriptRunner:
                     exc = ScriptError(f"{sid}: {type(exc).__name__}: {exc}")
                 out.append((sid, context, exc if exc is not None else future.result()))
         return out
+
+    def wait_all(self) -> None:
+        """Block until every running script has ended (each is bounded by its timeout): ``--once`` only."""
+        wait([future for future, _ in self.running.values()])
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
