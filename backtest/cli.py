@@ -243,17 +243,21 @@ def print_table(rows: list[tuple[str, dict[str, Any]]], keys: Sequence[str] = SU
 def _spot_jobs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float, float]:
     """(backtests to run, fee %, slippage %) from --strategy or --config."""
     if args.config:
-        from common.config import load_config
+        from common.config import load_config, use_strategies_dir
         from common.portfolio import strategy_metas
 
         cfg = load_config(args.config)
+        use_strategies_dir(cfg)
         limits = {m.strategy_id: m.limits for m in strategy_metas(cfg)}
         if args.all:
-            chosen = list(cfg.spot_strategies())
+            chosen = [sc for sc in cfg.spot_strategies() if sc.script is None]  # a script reads only the present
         elif args.id:
             sc = cfg.strategy(args.id)
             if not sc.is_spot:
                 raise CliError(f"--id {args.id}: is an options strategy; use `backtest options`")
+            if sc.script is not None:
+                raise CliError(f"--id {args.id}: runs the script {sc.script}, which decides on the present only "
+                               f"and cannot be backtested; write it as a function (see README)")
             chosen = [sc]
         else:
             raise CliError("--config needs --id ID or --all")

@@ -36,8 +36,7 @@ from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from common.portfolio import Portfolio, StrategyMeta
 from common.risk import DAY_MS, RiskLimits, RiskState
-from strategies.params import get_params
-from strategies.registry import compute_signals
+from strategies.registry import compute_signals, resolve_strategy
 
 # Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
 SHORT_RUN_BARS = 2
@@ -81,10 +80,9 @@ def strategy_signals(strategy: str, data: OHLCV, params: Mapping[str, Any] | Non
                      pair: OHLCV | None = None) -> tuple[np.ndarray, dict[str, float | int]]:
     """Signals over the whole series as the engine would see them bar by bar: the registry's
     signal, forced to 0 where fewer bars than the warm-up exist (``latest_signal``)."""
-    spec = get_params(strategy)
-    resolved = spec.resolve(params)
+    resolved, warmup = resolve_strategy(strategy, params)
     signals = compute_signals(strategy, data, resolved, pair).signals.copy()
-    signals[: max(spec.warmup(resolved) - 1, 0)] = 0
+    signals[: max(warmup - 1, 0)] = 0
     return signals, resolved
 
 

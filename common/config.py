@@ -33,6 +33,7 @@ from common.config_schema import (
     OPTIONS_VENUE_UNDERLYINGS,
     SEED_SCRIPTS,
     SPOT,
+    USER_STRATEGY_RE,
     STRATEGY_OPTIONS,
     STRATEGY_SEED,
     STRATEGY_SPOT,
@@ -69,6 +70,8 @@ __all__ = [
     "ThetaHarvestConfig",
     "StrategyConfig",
     "load_config",
+    "use_strategies_dir",
+    "user_strategy_problems",
     "parse_config",
     "DOCS_PATH",
 ]
@@ -205,7 +208,7 @@ class StrategyConfig:
 
     id: str
     type: str  # spot | options
-    strategy: str
+    strategy: str  # a built-in name, a user function "pkg.mod:fn", or a user script's label (args[0])
     capital: float
     max_drawdown_pct: float
     interval_seconds: int
@@ -217,6 +220,12 @@ class StrategyConfig:
     venue: str | None = None
     underlying: str | None = None
     theta_harvest: ThetaHarvestConfig | None = None
+    script: Path | None = None  # a user's seed-style script, run as a subprocess with ``args``
+    args: tuple[str, ...] = ()
+
+    @property
+    def is_user_function(self) -> bool:
+        return self.script is None and ":" in self.strategy
 
     @property
     def is_spot(self) -> bool:
@@ -232,6 +241,7 @@ class Config:
     path: Path | None  # the file it came from; None when parsed from a dict
     interval_seconds: int
     state_file: Path
+    strategies_dir: Path | None
     create_state_dir: bool
     fee_pct: float
     slippage_pct: float
@@ -331,7 +341,7 @@ def _parse(raw: Any, source: str, path: Path | None, base_dir: Path | None, erro
     _check_feed(top, raw.get("feed"), entries, base, errors)
     _check_endpoints(top["endpoints"], top["bus"], errors)
     _check_gateway(top["gateway"], errors)
-    _check_strategies(top, entries, errors)
+    _check_strategies(top, entries, base, errors)
     _check_state_file(top["state_file"], base, errors)
     if errors:
         raise ConfigError(source, errors)
@@ -417,6 +427,9 @@ def _check_strategy_entry(entry: Any, where: str, errors: list[str], reported: s
         if seed is None:
             return None
         entry, key_paths = seed
+        user_script = entry.pop("_script", None)
+    else:
+        user_script = None
     if "type" not in entry:
         errors.append(f"{where}.type: missing required key")
         return None
@@ -427,6 +440,7 @@ def _check_strategy_entry(entry: Any, where: str, errors: list[str], reported: s
     section = STRATEGY_SPOT if kind == SPOT else STRATEGY_OPTIONS
     values = check_section(entry, section, where, errors, key_paths=key_paths, reported=reported)
     values["where"] = where
+    values["script"] = user_script
     values["paths"] = {key: key_paths.get(key, f"{where}.{key}") for key in section.fields}
     if isinstance(values["params"], dict):  # a literal secret in params is reported once, as a secret
         values["params"] = {k: v for k, v in values["params"].items() if f"{where}.params.{k}" not in reported}
@@ -451,7 +465,8 @@ def _native_from_seed(
             script[key] = INVALID
     if script["script"] is INVALID or script["args"] is INVALID:
         return None
-    kind, venue = SEED_SCRIPTS[script["script"].rsplit("/", 1)[-1]]
+    kind, venue = SEED_SCRIPTS.get(script["script"].rsplit("/", 1)[-1], (SPOT, None))
+    user_script = script["script"].rsplit("/", 1)[-1] not in SEED_SCRIPTS
     if "type" in entry:
         given = check_value(entry["type"], fields["type"], f"{where}.type", errors, reported)
         if given is INVALID:
@@ -476,6 +491,8 @@ def _native_from_seed(
     if venue is not None:
         native["venue"] = venue
         key_paths["venue"] = f"{where}.script"
+    if user_script:
+        native["_script"] = (script["script"], tuple(args))
     return native, key_paths
 
 
@@ -558,7 +575,8 @@ def _check_gateway(gateway: dict[str, Any], errors: list[str]) -> None:
                   f"(requests then need the bearer token from {GATEWAY_TOKEN_ENV}), got {show(host)}")
 
 
-def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None], errors: list[str]) -> None:
+def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None], base: Path,
+                      errors: list[str]) -> None:
     feed = top["feed"]
     symbols = feed["symbols"] if feed["symbols"] is not INVALID else None
     timeframes = feed["timeframes"] if feed["timeframes"] is not INVALID else None
@@ -574,7 +592,7 @@ def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None],
             else:
                 first_at[sid] = where
         if entry["type"] == SPOT:
-            _check_spot(entry, errors)
+            _check_spot(entry, base, errors)
             legs = [("symbol", entry["symbol"]), ("pair", entry["pair"])]
         else:
             legs = _check_options(entry, top["options"], errors)
@@ -588,11 +606,14 @@ def _check_strategies(top: dict[str, Any], entries: list[dict[str, Any] | None],
                           f"got {show(timeframe)}")
 
 
-def _check_spot(entry: dict[str, Any], errors: list[str]) -> None:
+def _check_spot(entry: dict[str, Any], base: Path, errors: list[str]) -> None:
     """Name and params through strategies.params; a pair exactly when the strategy needs one."""
     paths = entry["paths"]
     name, pair = entry["strategy"], entry["pair"]
     if name is INVALID:
+        return
+    if entry["script"] is not None or ":" in name:
+        _check_user_spot(entry, base, errors)
         return
     try:
         spec = get_params(name)
@@ -611,6 +632,46 @@ def _check_spot(entry: dict[str, Any], errors: list[str]) -> None:
         errors.append(f"{paths['pair']}: only pairs strategies take a pair, {name} does not, got {show(pair)}")
     elif pair not in (None, INVALID) and pair == entry["symbol"]:
         errors.append(f"{paths['pair']}: must differ from symbol, got {show(pair)}")
+
+
+def _check_user_spot(entry: dict[str, Any], base: Path, errors: list[str]) -> None:
+    """A user function or script: its form here; importing it (user code, often numpy) is left to
+    the processes that run it (``user_strategy_problems``), so the gateway stays light."""
+    paths, name = entry["paths"], entry["strategy"]
+    if entry["script"] is None and not USER_STRATEGY_RE.match(name):
+        errors.append(f"{paths['strategy']}: a user strategy is 'package.module:function', got {show(name)}")
+    if entry["pair"] not in (None, INVALID):
+        errors.append(f"{paths['pair']}: user strategies take no pair, got {show(entry['pair'])}")
+    if entry["script"] is not None and not (base / entry["script"][0]).is_file():
+        script = entry["script"][0]
+        errors.append(f"{entry['where']}.script: no such file {base / script}; the seed's own scripts are "
+                      f"{', '.join(SEED_SCRIPTS)}{did_you_mean(script.rsplit('/', 1)[-1], SEED_SCRIPTS)}, "
+                      f"got {show(script)}")
+    if entry["script"] is not None and entry["params"] not in ({}, INVALID):
+        errors.append(f"{paths['params']}: a script takes its args, not params, got {show(entry['params'])}")
+
+
+def user_strategy_problems(config: Config) -> dict[str, str]:
+    """Strategy id -> why its user function cannot run (cannot import, params it does not
+    declare or of the wrong type). Imports user code: call it only
+    in the processes that run it (signals, ``--check``), after ``use_strategies_dir``."""
+    from strategies.user import UserStrategyError, load_user_function, resolve_user_params
+
+    problems: dict[str, str] = {}
+    for s in config.spot_strategies():
+        if not s.is_user_function:
+            continue
+        try:
+            resolve_user_params(load_user_function(s.strategy), s.params)
+        except UserStrategyError as exc:
+            problems[s.id] = str(exc)
+    return problems
+
+
+def use_strategies_dir(config: Config) -> None:
+    """Put ``strategies_dir`` first on the import path, so its modules name user strategies."""
+    if config.strategies_dir is not None and str(config.strategies_dir) not in sys.path:
+        sys.path.insert(0, str(config.strategies_dir))
 
 
 def _check_options(entry: dict[str, Any], options: dict[str, Any], errors: list[str]) -> list[tuple[str, Any]]:
@@ -697,6 +758,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         path=path,
         interval_seconds=top["interval_seconds"],
         state_file=base / top["state_file"],
+        strategies_dir=None if top["strategies_dir"] is None else (base / top["strategies_dir"]).resolve(),
         create_state_dir=top["create_state_dir"],
         fee_pct=top["fee_pct"],
         slippage_pct=top["slippage_pct"],
@@ -729,7 +791,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
             options_summary_freq=discord["options_summary_freq"],
         ),
         ibkr=IbkrConfig(**top["ibkr"]),
-        strategies=tuple(_build_strategy(e, top, risk) for e in entries if e is not None),
+        strategies=tuple(_build_strategy(e, top, risk, base) for e in entries if e is not None),
     )
 
 
@@ -740,7 +802,7 @@ def _build_bus(top: dict[str, Any], base: Path) -> BusConfig:
     return BusConfig(keys_dir=base / keys_dir, allow_remote=top["bus"]["allow_remote"])
 
 
-def _build_strategy(entry: dict[str, Any], top: dict[str, Any], risk: RiskConfig) -> StrategyConfig:
+def _build_strategy(entry: dict[str, Any], top: dict[str, Any], risk: RiskConfig, base: Path) -> StrategyConfig:
     spot = entry["type"] == SPOT
     interval = entry["interval_seconds"]
     if isinstance(interval, Derived):
@@ -758,7 +820,9 @@ def _build_strategy(entry: dict[str, Any], top: dict[str, Any], risk: RiskConfig
         symbol=entry["symbol"],
     )
     if spot:
-        return StrategyConfig(**common, timeframe=entry["timeframe"], pair=entry["pair"])
+        script, args = entry["script"] or (None, ())
+        return StrategyConfig(**common, timeframe=entry["timeframe"], pair=entry["pair"],
+                              script=None if script is None else base / script, args=args)
     return StrategyConfig(
         **common,
         timeframe=top["options"]["timeframe"],
@@ -784,6 +848,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.check)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    use_strategies_dir(config)
+    problems = user_strategy_problems(config)
+    if problems:
+        print(ConfigError(args.check, [f"strategy {sid}: {why}" for sid, why in problems.items()]), file=sys.stderr)
         return 2
     print(f"config OK: {args.check}: {len(config.strategies)} strategies ({len(config.spot_strategies())} spot, "
           f"{len(config.options_strategies())} options), feed {config.feed.mode}")

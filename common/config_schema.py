@@ -24,6 +24,7 @@ STRATEGY_TYPES = (SPOT, OPTIONS)
 OPTIONS_STRATEGY_NAMES = tuple(OPTIONS_PARAMS)
 OPTIONS_VENUE_UNDERLYINGS: Mapping[str, tuple[str, ...]] = {"deribit": ("BTC", "ETH"), "ibkr": ("BTC", "ETH")}
 FEED_MODES = ("sim", "replay", "live")
+SUMMARY_FREQS = ("per_check", "hourly", "daily")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 GATEWAY_TOKEN_ENV = "GO_TRADER_TOKEN"
 SERVICE_PORTS: Mapping[str, tuple[int, int]] = {
@@ -36,6 +37,7 @@ SERVICE_PORTS: Mapping[str, tuple[int, int]] = {
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 STRATEGY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+USER_STRATEGY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")  # package.module:function
 TCP_ENDPOINT_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+)$")
 MAX_CONFIG_BYTES = 10 * 1024 * 1024  # the default config is 12 KB; 10,000 strategies fit in 3 MB
 MAX_DEPTH = 16  # the deepest key is 4 levels down (options.venues.deribit.min_score)
@@ -413,10 +415,12 @@ DISCORD = Section(
             "spot": Field(STRING, "Seed channel id for spot summaries (the webhook picks the channel).", ""),
             "options": Field(STRING, "Seed channel id for options summaries (the webhook picks the channel).", ""),
         }), "Seed channel ids."),
-        "spot_summary_freq": Field(STRING, "How often spot summaries are posted.", "hourly",
-                                   OneOf(("hourly", "per_check"))),
-        "options_summary_freq": Field(STRING, "How often options summaries are posted.", "per_check",
-                                      OneOf(("hourly", "per_check"))),
+        "spot_summary_freq": Field(STRING, "How often spot summaries are posted: after every cycle (`per_check`), "
+                                   "on the first cycle of each market hour (`hourly`) or day (`daily`, UTC).", "hourly",
+                                   OneOf(SUMMARY_FREQS)),
+        "options_summary_freq": Field(STRING, "How often options summaries (Deribit, IBKR) are posted; as "
+                                      "`spot_summary_freq`.", "per_check",
+                                      OneOf(SUMMARY_FREQS)),
     },
 )
 
@@ -434,6 +438,10 @@ TOP = Section("top level", "The file is one JSON object.", {
     "create_state_dir": Field(BOOLEAN, "Create the state file's directory when it is missing; off, a missing "
                               "directory (an unmounted volume?) stops the portfolio instead of starting from zero.",
                               False),
+    "strategies_dir": Field(STRING, "Directory of user strategy modules, put on the import path of the processes "
+                            "that run them (signals, the config check); relative paths resolve against the working "
+                            "directory. `\"strategy\": \"breakout:breakout\"` then names `breakout.py` in it.", None,
+                            nullable=True),
     "fee_pct": Field(NUMBER, "Fee per fill, % of notional.", 0.1, COST_PCT),
     "slippage_pct": Field(NUMBER, "Slippage per fill, % of price, against the trader.", 0.0, COST_PCT),
     "price_band_pct": Field(NUMBER, "An order whose declared price (spot) or premium (options) is more than this % "
@@ -478,7 +486,9 @@ _STRATEGY_COMMON: dict[str, Field] = {
 
 STRATEGY_SPOT = Section("strategies[] (native form, spot)", "A spot strategy on one symbol's bars.", {
     **_STRATEGY_COMMON,
-    "strategy": Field(STRING, "Spot strategy name from `strategies.params`."),
+    "strategy": Field(STRING, "Spot strategy name from `strategies.params`, or a user function "
+                      "`package.module:function` importable from `PYTHONPATH` or `strategies_dir` (its keyword "
+                      "params and their defaults are its parameters; checked by the processes that run it)."),
     "symbol": Field(STRING, "Symbol traded; must be in `feed.symbols`.", REQUIRED, SYMBOL_RULE),
     "timeframe": Field(STRING, "Bar timeframe the strategy reads.", REQUIRED, TIMEFRAME_RULE),
     "pair": Field(STRING, "Second symbol, for `pairs_spread` only; must differ from `symbol`.", None, SYMBOL_RULE),
@@ -493,6 +503,7 @@ STRATEGY_OPTIONS = Section("strategies[] (native form, options)", "An options st
     "theta_harvest": Field(THETA_HARVEST, THETA_HARVEST.doc),
 })
 
+SCRIPT_TIMEOUT_SECONDS = 5.0  # a user's script that takes longer is killed and counted as failed
 SEED_SCRIPTS: Mapping[str, tuple[str, str | None]] = {
     "check_strategy.py": (SPOT, None),
     "check_options.py": (OPTIONS, "deribit"),
@@ -505,12 +516,14 @@ STRATEGY_SEED = Section(
     "(spot) or `strategy`/`venue`/`underlying` (options); every other key is as in the native form.",
     {
         "script": Field(STRING, "`check_strategy.py` = spot, `check_options.py` = deribit options, "
-                        "`check_options_ibkr.py` = ibkr options (any directory).", REQUIRED,
-                        Rule("a seed script", lambda s: None if s.rsplit("/", 1)[-1] in SEED_SCRIPTS else
-                             "must be one of " + ", ".join(SEED_SCRIPTS) + did_you_mean(s.rsplit("/", 1)[-1],
-                                                                                        SEED_SCRIPTS))),
+                        "`check_options_ibkr.py` = ibkr options (any directory): the built-in strategy named in "
+                        "`args`. Any other path is a user's script, run as a subprocess when due (spot only): "
+                        "`python SCRIPT ARGS...` must print the seed's JSON (`signal` -1/0/1, `price`, ...) within "
+                        "`SCRIPT_TIMEOUT_SECONDS`; relative paths resolve against the working directory.", REQUIRED,
+                        Matches(re.compile(r"^\S.*\.py$"), "a path to a .py file")),
         "args": Field(STRING_LIST, "Spot: `[strategy, symbol, timeframe]` plus `pair` for pairs_spread; "
-                      "options: `[strategy, underlying]`."),
+                      "options: `[strategy, underlying]`. A user's script gets them as its command line, and reads "
+                      "the bars of `symbol` at `timeframe` (its `strategy` is a free label)."),
         "type": Field(STRING, "Optional in the seed form; must agree with `script`.", Derived("from `script`"),
                       OneOf(STRATEGY_TYPES)),
     },

@@ -43,21 +43,40 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
     return [p for p in pieces if p.strip()]
 
 
-def cycle_summary(status: Mapping[str, Any], fills: Iterable[Mapping[str, Any]], cycle: int | None = None) -> str:
+SUMMARY_GROUPS: Mapping[str, tuple[str, ...]] = {"spot": ("spot",), "options": ("deribit", "ibkr")}
+_FREQ_MS = {"hourly": 3_600_000, "daily": 86_400_000}
+
+
+def summary_due(freq: str, last_posted_ts: int | None, market_ts: int, traded: bool) -> bool:
+    """Whether a summary group posts on this cycle, as the seed's ``*_summary_freq`` say:
+    ``per_check`` after every cycle in which the group traded; ``hourly`` / ``daily`` on the
+    first cycle of each market hour / UTC day (trades or not), the trades since the last post with it."""
+    if freq == "per_check":
+        return traded
+    if freq not in _FREQ_MS:
+        raise ValueError(f"summary frequency: expected per_check, hourly or daily, got {freq!r}")
+    return last_posted_ts is None or market_ts // _FREQ_MS[freq] != last_posted_ts // _FREQ_MS[freq]
+
+
+def cycle_summary(status: Mapping[str, Any], fills: Iterable[Mapping[str, Any]], cycle: int | None = None,
+                  group: str | None = None) -> str:
     """The seed's Discord summary for a status document (strategies marked now + totals) and
-    the fills since the last post."""
+    the fills since the last post; with ``group`` ("spot" or "options"), that group's categories only."""
     when = status.get("market_ts")
     title = "**go-trader**"
     if cycle is not None:
         title += f" cycle {cycle}"
     if isinstance(when, int) and not isinstance(when, bool):
         title += f" at {iso_utc(when)}"
-    return format_summary(status, fills, markdown=True, title=title)
+    if group is not None:
+        title += f": {group}"
+    categories = None if group is None else SUMMARY_GROUPS[group]
+    return format_summary(status, fills, markdown=True, title=title, categories=categories)
 
 
 def cycle_messages(status: Mapping[str, Any], fills: Iterable[Mapping[str, Any]], cycle: int | None = None,
-                   limit: int = DISCORD_LIMIT) -> list[str]:
-    return split_message(cycle_summary(status, fills, cycle), limit)
+                   limit: int = DISCORD_LIMIT, group: str | None = None) -> list[str]:
+    return split_message(cycle_summary(status, fills, cycle, group), limit)
 
 
 def _number(value: Any) -> float | None:

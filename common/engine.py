@@ -25,6 +25,8 @@ from options.strategies import OptionsContext, decide_with_reason
 from options.venues import VenueSpec
 from strategies.incremental import SignalCache
 from strategies.registry import latest_signal
+from strategies.script import ScriptSignal
+from strategies.user import is_user_spec
 
 BarSource = Callable[..., OHLCV]  # (symbol, timeframe[, newest n bars]) -> that history
 HISTORY_BARS = 1000  # bars of each series the engine decides on (the backtester uses as many)
@@ -59,8 +61,11 @@ def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, 
     With ``signals`` the decision comes from its incremental state (``bars`` must then take a
     third argument, the number of newest bars wanted, None for all) and only the last bar is
     read here; without it the strategy recomputes over everything ``bars`` returns. Both give
-    the same decision on the same history.
+    the same decision on the same history. A user function (``"pkg.mod:fn"``) has no
+    incremental form: it always recomputes over the engine's bars.
     """
+    if is_user_spec(strategy):
+        signals = None
     newest = (lambda s: bars(s, timeframe, 1)) if signals is not None else (lambda s: bars(s, timeframe))
     data = newest(symbol)
     reason = stale_reason(data, timeframe, now_ts, symbol)
@@ -76,14 +81,30 @@ def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, 
         latest = signals.latest(strategy, symbol, timeframe, params, bars, pair_symbol)
     if not latest.enough_history:
         return SpotDecision(strategy_id, None, None, f"warming up: {len(bars(symbol, timeframe))} bars")
-    ts_close = latest.ts_bar + timeframe_ms(timeframe)
-    signal = Signal(strategy_id, strategy, symbol, timeframe, latest.signal, latest.price,
-                    latest.ts_bar, now_ts, latest.indicators)
+    return _spot_decision(strategy_id, strategy, symbol, timeframe, latest.signal, latest.price, latest.ts_bar,
+                          now_ts, latest.indicators)
+
+
+def script_decision(strategy_id: str, label: str, symbol: str, timeframe: str, answer: ScriptSignal,
+                    newest: OHLCV, now_ts: int) -> SpotDecision:
+    """A user script's answer as a decision on ``newest``, the engine's last bar when the script
+    was started (its order id is strategy + that bar, like the built-ins'); skipped when market
+    time has moved a whole bar past it since."""
+    reason = stale_reason(newest, timeframe, now_ts, symbol)
+    if reason is not None:
+        return SpotDecision(strategy_id, None, None, reason)
+    return _spot_decision(strategy_id, label, symbol, timeframe, answer.signal, answer.price, int(newest.ts[-1]),
+                          now_ts, answer.indicators)
+
+
+def _spot_decision(strategy_id: str, strategy: str, symbol: str, timeframe: str, signal: int, price: float,
+                   ts_bar: int, now_ts: int, indicators: dict[str, float]) -> SpotDecision:
+    record = Signal(strategy_id, strategy, symbol, timeframe, signal, price, ts_bar, now_ts, indicators)
     order = None
-    if latest.signal != 0:
-        order = SpotOrder(spot_order_id(strategy_id, latest.ts_bar), strategy_id, symbol,
-                          latest.signal, latest.price, ts_close)
-    return SpotDecision(strategy_id, signal, order)
+    if signal != 0:
+        order = SpotOrder(spot_order_id(strategy_id, ts_bar), strategy_id, symbol, signal, price,
+                          ts_bar + timeframe_ms(timeframe))
+    return SpotDecision(strategy_id, record, order)
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,7 @@ HEARTBEAT_EXTRAS = {
                   optional=True),
             Field("reason", "str", "", "why, its kind first (`score below 0.3`, `risk limit: ...`, ...)",
                   optional=True),
+            Field("failures", "int", "", "runs that failed since start (a user strategy's error)", optional=True),
         )),
     ),
     "portfolio": (

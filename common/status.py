@@ -66,13 +66,16 @@ NO_DECISION = {"decision": "none yet", "reason": "the signal engine has not run 
 
 def last_decision(entry: Any) -> dict[str, Any]:
     """A strategy's last decision from the signal engine's heartbeat entry: what it decided
-    (trade, no trade, buy, sell, hold, skipped, error), at what market time, and why."""
+    (trade, no trade, buy, sell, hold, skipped, error), at what market time, and why; with
+    ``failures`` when the strategy has failed (a user strategy's errors, counted since start)."""
     if not isinstance(entry, Mapping):
         return dict(NO_DECISION)
     ts = entry.get("ts")
+    failures = entry.get("failures")
+    counted = {"failures": failures} if isinstance(failures, int) and not isinstance(failures, bool) else {}
     return {"decision": str(entry.get("decision") or entry.get("status") or "unknown"),
             "reason": str(entry.get("reason") or entry.get("status") or ""),
-            "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None}
+            "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None, **counted}
 
 
 def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float], cycle_count: int,

@@ -47,13 +47,16 @@ def trade_line(fill: Mapping[str, Any]) -> str:
 
 
 def format_summary(snapshot: Mapping[str, Any], trades: Iterable[Mapping[str, Any]] = (),
-                   markdown: bool = False, title: str | None = None) -> str:
-    """The seed's summary text for a portfolio snapshot (see common.portfolio.Portfolio.snapshot)."""
+                   markdown: bool = False, title: str | None = None,
+                   categories: Iterable[str] | None = None) -> str:
+    """The seed's summary text for a portfolio snapshot (see common.portfolio.Portfolio.snapshot):
+    every category, or only ``categories``, then the total of all."""
     lines: list[str] = [title] if title else []
     totals = snapshot["totals"]
     views = sorted(snapshot["strategies"].values(), key=lambda v: v["id"])
+    shown = set(CATEGORY_TITLES if categories is None else categories)
     for category, name in CATEGORY_TITLES.items():
-        members = [v for v in views if v["category"] == category]
+        members = [v for v in views if v["category"] == category and category in shown]
         if not members:
             continue
         lines.append(f"{name}: {balance_header(totals[category], markdown)}")
@@ -66,3 +69,16 @@ def format_summary(snapshot: Mapping[str, Any], trades: Iterable[Mapping[str, An
         lines.append(f"Trades ({len(trades)}):")
         lines += [f"• {trade_line(t)}" for t in trades]
     return "\n".join(lines)
+
+
+def cycle_log_fields(totals: Mapping[str, Mapping[str, float]] | None, trades: int) -> dict[str, Any]:
+    """The per-cycle summary as log fields: each category's value and P&L in USD (cents), the
+    total, and the trades booked since the last line; without a portfolio snapshot, trades only."""
+    fields: dict[str, Any] = {}
+    for category in (*CATEGORY_TITLES, "total"):
+        bucket = (totals or {}).get(category)
+        if isinstance(bucket, Mapping) and "value" in bucket and "pnl" in bucket:
+            fields[f"{category}_value"] = round(float(bucket["value"]), 2)
+            fields[f"{category}_pnl"] = round(float(bucket["pnl"]), 2)
+    fields["trades"] = trades
+    return fields

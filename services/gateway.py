@@ -21,12 +21,13 @@ import argparse
 import gc
 import os
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
 from common.config import Config, load_config
 from common.config_schema import LOCAL_HOSTS
-from common.discord import cycle_messages
+from common.discord import cycle_messages, summary_due
 from common.metrics import MetricsInputs, metric_families, render
 from common.status import build_health, build_status, equity_curves
 from services.gateway_http import HttpServer, encode_json
@@ -112,16 +113,31 @@ class GatewayCache:
             discord=discord, http=http))), STATUS_TTL_MS)
 
 
-class CycleReporter:
-    """When a Discord summary is due: after a cycle, once the portfolio's snapshot covers every
-    fill since the last post (fills of a cycle arrive after its ``cycle`` message), and not more
-    often than ``min_interval_ms`` of wall time."""
+@dataclass(frozen=True, slots=True)
+class SummaryPost:
+    """One Discord summary to post: a group ("spot" or "options"), the cycle, its fills."""
 
-    def __init__(self, min_interval_ms: int = DISCORD_MIN_INTERVAL_MS, max_pending: int = MAX_PENDING_FILLS) -> None:
+    group: str
+    cycle: int
+    fills: list[dict[str, Any]]
+
+
+class CycleReporter:
+    """When Discord summaries are due: after a cycle, once the portfolio's snapshot covers every
+    fill since the last post (fills of a cycle arrive after its ``cycle`` message), and not more
+    often than ``min_interval_ms`` of wall time. Spot and options post apart, each at its own
+    frequency in market time (``discord.spot_summary_freq``, ``options_summary_freq``;
+    common.discord.summary_due), each with its own fills."""
+
+    def __init__(self, spot_freq: str = "per_check", options_freq: str = "per_check",
+                 min_interval_ms: int = DISCORD_MIN_INTERVAL_MS, max_pending: int = MAX_PENDING_FILLS) -> None:
+        self.freqs = {"spot": spot_freq, "options": options_freq}
+        self.last_posted_ts: dict[str, int | None] = {group: None for group in self.freqs}
         self.min_interval_ms = min_interval_ms
         self.max_pending = max_pending
         self.pending: dict[int, dict[str, Any]] = {}
         self.cycle: int | None = None
+        self.market_ts = 0
         self.last_post_ms: int | None = None
         self.overflow = 0
 
@@ -134,19 +150,26 @@ class CycleReporter:
             del self.pending[min(self.pending)]
             self.overflow += 1
 
-    def on_cycle(self, cycle: int) -> None:
-        self.cycle = cycle
+    def on_cycle(self, cycle: int, market_ts: int) -> None:
+        self.cycle, self.market_ts = cycle, max(self.market_ts, market_ts)
 
-    def take(self, journal_seq: int, now_ms: int) -> tuple[int, list[dict[str, Any]]] | None:
-        """The cycle and its fills to post now, or None; taking them resets the reporter."""
-        if self.cycle is None or not self.pending or journal_seq < max(self.pending):
-            return None
+    def take(self, journal_seq: int, now_ms: int, group_of: Callable[[dict[str, Any]], str]) -> list[SummaryPost]:
+        """The summaries to post now (``group_of`` says a fill's group); taking them resets the
+        cycle, and fills of a group that is not due wait for its next post."""
+        if self.cycle is None or (self.pending and journal_seq < max(self.pending)):
+            return []
         if self.last_post_ms is not None and now_ms - self.last_post_ms < self.min_interval_ms:
-            return None
-        fills = [self.pending[seq] for seq in sorted(self.pending)]
-        cycle = self.cycle
-        self.pending, self.cycle, self.last_post_ms = {}, None, now_ms
-        return cycle, fills
+            return []
+        posts = []
+        for group, freq in self.freqs.items():
+            seqs = [seq for seq in sorted(self.pending) if group_of(self.pending[seq]) == group]
+            if summary_due(freq, self.last_posted_ts[group], self.market_ts, bool(seqs)):
+                posts.append(SummaryPost(group, self.cycle, [self.pending.pop(seq) for seq in seqs]))
+                self.last_posted_ts[group] = self.market_ts
+        self.cycle = None
+        if posts:
+            self.last_post_ms = now_ms
+        return posts
 
 
 class Gateway:
@@ -157,7 +180,7 @@ class Gateway:
         self.rt = runtime
         self.cache = GatewayCache()
         self.poster = poster
-        self.reporter = CycleReporter()
+        self.reporter = CycleReporter(cfg.discord.spot_summary_freq, cfg.discord.options_summary_freq)
         if poster is not None:
             self.cache.discord = lambda: poster.counts
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=1000, retries=1)
@@ -205,7 +228,10 @@ class Gateway:
             stats.update(timed=stats["timed"] + 1, duration_sum_s=stats["duration_sum_s"] + duration_ms / 1000,
                          last_duration_s=duration_ms / 1000)
         self.cache.cycles = stats
-        self.reporter.on_cycle(cycle)
+        market_ts = env.body.get("market_ts")
+        if isinstance(market_ts, bool) or not isinstance(market_ts, int):
+            market_ts = int((self.cache.snapshot or {}).get("market_ts") or 0)
+        self.reporter.on_cycle(cycle, market_ts)
 
     def on_fill(self, env: Envelope) -> None:
         if self.poster is None:
@@ -242,13 +268,20 @@ class Gateway:
         snapshot = self.cache.snapshot
         if self.poster is None or snapshot is None:
             return
-        due = self.reporter.take(int(snapshot.get("journal_seq") or 0), wall_ms())
-        if due is None:
-            return
-        cycle, fills = due
-        messages = cycle_messages(self.cache.status(), fills, cycle)
-        if self.poster.submit(messages):
-            self.rt.log.info("discord_summary_queued", cycle=cycle, fills=len(fills), pieces=len(messages))
+        views = snapshot.get("strategies") or {}
+
+        def group_of(fill: dict[str, Any]) -> str:
+            view = views.get(fill.get("strategy_id"))
+            category = view.get("category") if isinstance(view, dict) else None
+            return "spot" if (category or fill.get("kind")) == "spot" else "options"
+
+        status = None
+        for post in self.reporter.take(int(snapshot.get("journal_seq") or 0), wall_ms(), group_of):
+            status = status or self.cache.status()
+            messages = cycle_messages(status, post.fills, post.cycle, group=post.group)
+            if self.poster.submit(messages):
+                self.rt.log.info("discord_summary_queued", group=post.group, cycle=post.cycle,
+                                 fills=len(post.fills), pieces=len(messages))
 
 
 # --- HTTP ----------------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ def run_once(config: str) -> int:
         engine.warm_up()
         decisions = {d.strategy_id: d for d in engine.run_cycle([sc.id for sc in cfg.strategies])}
         engine.decide_pending_options()
+        engine.scripts.wait_all()  # user scripts answer off the loop in the service; here we wait for them
+        engine.collect_scripts()
         engine.flush_outbox()
         if engine.outbox:
             print(f"once: {len(engine.outbox)} orders were not acknowledged", file=sys.stderr)

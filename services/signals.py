@@ -1,6 +1,7 @@
 """signals: the engine that runs every strategy when it is due, in market time.
 
-Subscribes  bar.* and clock from marketdata
+Subscribes  bar.* and clock from marketdata; portfolio.snapshot and fill.* from the portfolio (the
+            values per category and the trades in each cycle's log line)
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer;
             positions and orders (a cycle's spot and option orders in one request) to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals (with each strategy's last decision, its
@@ -19,6 +20,7 @@ them skip (and is not asked again for a few seconds) while spot keeps trading.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -26,20 +28,24 @@ from typing import Any
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
-from common.config import Config, load_config
+from common.config import Config, load_config, use_strategies_dir, user_strategy_problems
+from common.config_schema import SCRIPT_TIMEOUT_SECONDS
 from common.engine import (HISTORY_BARS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
-                           evaluate_spot, options_params, spot_summary)
+                           evaluate_spot, options_params, script_decision, spot_summary)
 from common.exchange_client import backoff_seconds
 from common.model import (MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, TRANSIENT_ERRORS, RecordError,
                           SpotOrder)
 from common.ohlcv import OHLCV
+from common.summary import cycle_log_fields
 from common.timeframes import timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
 from services.pricer import ChainReplyError, chain_from_dict
 from services.runtime import ServiceRuntime, config_path
+from services.script_runner import ScriptRunner
 from strategies.incremental import SignalCache
+from strategies.script import ScriptError
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
@@ -60,7 +66,16 @@ class SignalEngine:
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
-        self.spot = list(cfg.spot_strategies())
+        self.market_ts = 0
+        self.strategy_status: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, int] = {}  # strategy id -> runs that failed (a user strategy's error)
+        self.failure_causes: set[tuple[str, str]] = set()  # logged once each
+        use_strategies_dir(cfg)
+        broken = user_strategy_problems(cfg)  # user functions that cannot run are left out, never the engine
+        for sid, why in broken.items():
+            self.fail(sid, why)
+        self.spot = [sc for sc in cfg.spot_strategies() if sc.id not in broken]
+        self.scripts = ScriptRunner(SCRIPT_TIMEOUT_SECONDS)
         self.options = list(cfg.options_strategies())
         self.options_pending: list[str] = []  # due options strategies, decided one per loop turn
         self.options_market: dict[Any, Any] | None = None  # this batch's chains and IV
@@ -74,10 +89,10 @@ class SignalEngine:
                 self.needs_warmup.add((symbol, sc.timeframe))
         self.outbox: OrderedDict[str, SpotOrder | OptionOrder] = OrderedDict()
         self.last_ordered_bar: dict[str, int] = {}
-        self.market_ts = 0
         self.cycle_count = 0
-        self.strategy_status: dict[str, dict[str, Any]] = {}
         self.orders_acked = 0
+        self.portfolio_totals: dict[str, Any] | None = None  # the portfolio's latest snapshot, for the cycle line
+        self.fills_since_cycle = 0
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
@@ -128,6 +143,10 @@ class SignalEngine:
     def on_message(self, topic: str, env: Envelope) -> None:
         if env.type == "bar":
             self.on_bar(env.body)
+        elif env.type == "fill":
+            self.fills_since_cycle += 1
+        elif env.type == "snapshot" and isinstance(env.body, dict) and isinstance(env.body.get("totals"), dict):
+            self.portfolio_totals = env.body["totals"]
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
             self.run_due()  # the bars of this market time are in: decide now, not on the next tick
@@ -141,6 +160,7 @@ class SignalEngine:
         due = self.schedule.due(self.market_ts)
         if due:
             self.run_cycle(due)
+        self.collect_scripts()
         self.flush_outbox()
 
     def run_spot(self, sc: Any) -> SpotDecision | None:
@@ -148,9 +168,12 @@ class SignalEngine:
             decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
                                      self.bars, self.market_ts, sc.pair, self.spot_signals)
         except Exception as exc:  # one broken strategy is logged and skipped, never the engine
-            self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-            self.note_error(sc.id, exc)
+            self.fail(sc.id, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
             return None
+        return self.take_spot(sc, decision)
+
+    def take_spot(self, sc: Any, decision: SpotDecision) -> SpotDecision:
+        """Publish a spot decision, note it for /status, and queue its order."""
         summary = spot_summary(decision)
         if decision.signal is None:
             self.note(sc.id, f"skipped: {decision.skipped}", summary)
@@ -167,7 +190,11 @@ class SignalEngine:
         """Spot now, its orders sent at once (latency); options queued, one per loop turn."""
         started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
-        decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id) if d is not None]
+        for sid in due:
+            if sid in by_id and by_id[sid].script is not None:
+                self.start_script(by_id[sid])
+        decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id and by_id[sid].script is None)
+                     if d is not None]
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
         self.cycle_count += 1
         signals = [d.signal.signal for d in decisions if d.signal is not None]
@@ -177,7 +204,9 @@ class SignalEngine:
                                                       "duration_ms": duration_ms})
         self.rt.log.info("cycle", cycle=self.cycle_count, market_ts=self.market_ts, ran=len(due),
                          buys=signals.count(1), sells=signals.count(-1), skipped=len(decisions) - len(signals),
-                         outbox=len(self.outbox), duration_ms=duration_ms)
+                         outbox=len(self.outbox), duration_ms=duration_ms,
+                         **cycle_log_fields(self.portfolio_totals, self.fills_since_cycle))
+        self.fills_since_cycle = 0
         return decisions
 
     # --- options ---------------------------------------------------------------------------
@@ -248,8 +277,7 @@ class SignalEngine:
             try:
                 decision = self.evaluate_option_strategy(sc, market)
             except Exception as exc:  # one broken strategy is logged and skipped, never the engine
-                self.rt.log.error("strategy_failed", strategy=sc.id, error=f"{type(exc).__name__}: {exc}")
-                self.note_error(sc.id, exc)
+                self.fail(sc.id, f"{type(exc).__name__}: {exc}")
                 return None
         summary = decision.summary()
         if decision.skipped is not None:
@@ -268,10 +296,33 @@ class SignalEngine:
 
     def note(self, sid: str, status: str, summary: dict[str, str], **extra: Any) -> None:
         """A strategy's last decision (what, when in market time, why) for the heartbeat and /status."""
-        self.strategy_status[sid] = {"status": status, "ts": self.market_ts, **summary, **extra}
+        failed = {"failures": self.failures[sid]} if sid in self.failures else {}
+        self.strategy_status[sid] = {"status": status, "ts": self.market_ts, **summary, **failed, **extra}
 
-    def note_error(self, sid: str, exc: Exception) -> None:
-        self.note(sid, f"error: {exc}", {"decision": "error", "reason": f"{type(exc).__name__}: {exc}"})
+    def fail(self, sid: str, cause: str) -> None:
+        """Count a failed run and show it in /status; log it once per strategy and cause (numbers
+        aside: "failed on 512 bars" and "on 513 bars" are one cause), not on every cycle."""
+        self.failures[sid] = self.failures.get(sid, 0) + 1
+        key = (sid, re.sub(r"\d+(\.\d+)?", "#", cause))
+        if key not in self.failure_causes:
+            self.failure_causes.add(key)
+            self.rt.log.error("strategy_failed", strategy=sid, error=cause, failures=self.failures[sid])
+        self.note(sid, f"error: {cause}", {"decision": "error", "reason": cause})
+
+    # --- user scripts ----------------------------------------------------------------------
+    def start_script(self, sc: Any) -> None:
+        """Start a due script off the loop; its answer is taken by ``collect_scripts``."""
+        newest = self.bars(sc.symbol, sc.timeframe, 1)
+        if not self.scripts.submit(sc.id, sc.script, sc.args, sc.symbol, (sc, newest)):
+            self.rt.log.info("script_still_running", strategy=sc.id)
+
+    def collect_scripts(self) -> None:
+        for sid, (sc, newest), answer in self.scripts.finished():
+            if isinstance(answer, ScriptError):
+                self.fail(sid, str(answer))
+            else:
+                self.take_spot(sc, script_decision(sid, sc.strategy, sc.symbol, sc.timeframe, answer, newest,
+                                                   self.market_ts))
 
     def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
         try:
@@ -355,10 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"status": lambda _b: engine.status()})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], engine.on_message)
+    rt.subscribe([cfg.endpoints["portfolio"].pub], ["portfolio.snapshot", "fill."], engine.on_message)  # cycle line
     rt.heartbeat_status(engine.status)
     rt.every(0.05, engine.run_due)
     rt.step_between_messages(engine.options_step)
-    rt.run()
+    rt.run(on_stop=engine.scripts.close)
     return 0
 
 

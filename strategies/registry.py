@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from common.ohlcv import OHLCV
-from strategies import oscillators, pairs, trend
+from strategies import oscillators, pairs, trend, user
 from strategies.events import StrategyOutput
 from strategies.params import STRATEGY_PARAMS, Params, StrategyParams, get_params
 
@@ -63,8 +63,27 @@ class LatestSignal:
     enough_history: bool  # False: fewer bars than the warm-up, and the signal is forced to 0
 
 
+def resolve_strategy(name: str, params: Params | None = None) -> tuple[dict, int]:
+    """``name``'s parameters checked and completed, and the bars it needs before its last bar's
+    signal counts. A user function (``"pkg.mod:fn"``) declares no warm-up: it returns 0 itself
+    until it has enough bars, so one bar is enough here."""
+    if user.is_user_spec(name):
+        return user.resolve_user_params(user.load_user_function(name), params), 1
+    spec = get_params(name)
+    resolved = spec.resolve(params)
+    return resolved, spec.warmup(resolved)
+
+
 def compute_signals(name: str, data: OHLCV, params: Params | None = None, pair: OHLCV | None = None) -> StrategyOutput:
-    """Run strategy ``name`` over all of ``data`` after checking the bars and the parameters."""
+    """Run strategy ``name`` (a built-in, or a user function ``"pkg.mod:fn"``) over all of
+    ``data`` after checking the bars and the parameters."""
+    if user.is_user_spec(name):
+        if pair is not None:
+            raise ValueError(f"{name}: user strategies take no pair, got one")
+        fn = user.load_user_function(name)
+        resolved = user.resolve_user_params(fn, params)
+        data.validate("data")
+        return user.run_user_function(fn, data, resolved)
     spec = get_params(name)
     resolved = spec.resolve(params)
     data.validate("data")
@@ -83,10 +102,9 @@ def latest_signal(name: str, data: OHLCV, params: Params | None = None, pair: OH
     """The signal on the last bar of ``data``, equal to ``compute_signals(...).signals[-1]``."""
     if len(data) == 0:
         raise ValueError(f"{name}: no bars, cannot decide on the last one")
-    spec = get_params(name)
-    resolved = spec.resolve(params)
+    resolved, warmup = resolve_strategy(name, params)
     output = compute_signals(name, data, resolved, pair)
-    enough = len(data) >= spec.warmup(resolved)
+    enough = len(data) >= warmup
     last = {key: float(series[-1]) for key, series in output.indicators.items()}
     return LatestSignal(
         signal=int(output.signals[-1]) if enough else 0,

@@ -37,7 +37,7 @@ def load_user_function(spec: str) -> UserFunction:
         raise UserStrategyError(f"{spec!r}: expected 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # a user's module may raise anything on import
+    except (Exception, SystemExit) as exc:  # a user's module may raise anything on import, even exit
         raise UserStrategyError(f"{spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):

@@ -152,7 +152,8 @@ def test_default_json_rewritten_in_seed_form_gives_the_same_strategies():
 
 @pytest.mark.parametrize(("entry", "path", "fragment"), [
     ({"script": "scripts/check_strategyy.py"}, "strategies[0].script",
-     'must be one of check_strategy.py, check_options.py, check_options_ibkr.py (did you mean "check_strategy.py"?)'),
+     'the seed\'s own scripts are check_strategy.py, check_options.py, check_options_ibkr.py '
+     '(did you mean "check_strategy.py"?), got "scripts/check_strategyy.py"'),
     ({"args": ["momentum", "BTC/USDT"]}, "strategies[0].args",
      'expected [strategy, symbol, timeframe] or [strategy, symbol, timeframe, pair], got ["momentum", "BTC/USDT"]'),
     ({"args": ["momentum", 5, "1h"]}, "strategies[0].args", 'expected a list of strings, got ["momentum", 5, "1h"]'),

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from common.status import (
-    HEARTBEAT_LOST_MS, StatusInputError, build_health, build_status, equity_curves, json_safe, revalue,
+    HEARTBEAT_LOST_MS, StatusInputError, build_health, build_status, equity_curves, json_safe, last_decision,
+    revalue,
 )
 
 
@@ -188,3 +189,11 @@ def test_every_strategy_in_status_carries_its_last_decision_and_why():
     assert strategies["deribit-wheel-btc"]["last_decision"]["decision"] == "none yet"
     assert build_status(snapshot, {}, 1, {})["strategies"]["momentum-btc"]["last_decision"]["decision"] == "none yet"
     json.dumps(json_safe(doc))
+
+
+def test_a_failing_strategy_shows_its_error_and_failure_count():
+    entry = {"status": "error: x", "ts": 7, "decision": "error", "reason": "mod:fn: failed on 9 bars: KeyError: 'a'",
+             "failures": 3}
+    assert last_decision(entry) == {"decision": "error", "reason": "mod:fn: failed on 9 bars: KeyError: 'a'", "ts": 7,
+                                    "failures": 3}
+    assert "failures" not in last_decision({**entry, "failures": "3"})

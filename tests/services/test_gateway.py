@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.bus import Envelope
 from common.config import parse_config
-from services.gateway import STATUS_TTL_MS, CycleReporter, Gateway, GatewayCache, listen_host, main
+from services.gateway import STATUS_TTL_MS, CycleReporter, Gateway, GatewayCache, SummaryPost, listen_host, main
 from services.gateway_http import ROUTES, STATIC_FILES, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
 from tests.common.test_discord import known_status
@@ -23,6 +23,7 @@ from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_000_000
+HOUR = 3_600_000
 
 
 class Clock:
@@ -335,28 +336,53 @@ def test_a_cycle_with_fills_posts_one_summary_once_the_snapshot_covers_them(gate
     assert "• momentum-btc: BUY 0.01 BTC/USDT @ $60,000.00 (fee $0.60)" in text
 
 
+def by_kind(fill: dict) -> str:
+    return "spot" if fill.get("kind", "spot") == "spot" else "options"
+
+
+def seqs(posts: list[SummaryPost]) -> list[tuple[str, int, list[int]]]:
+    return [(p.group, p.cycle, [f["seq"] for f in p.fills]) for p in posts]
+
+
 def test_reporter_waits_for_a_cycle_and_coalesces_fast_cycles():
     rep = CycleReporter(min_interval_ms=2_000)
     rep.on_fill({"seq": 1})
-    assert rep.take(journal_seq=1, now_ms=0) is None  # a liquidation between cycles waits
-    rep.on_cycle(3)
-    assert rep.take(journal_seq=1, now_ms=0) == (3, [{"seq": 1}])
-    rep.on_cycle(4)
+    assert rep.take(journal_seq=1, now_ms=0, group_of=by_kind) == []  # a liquidation between cycles waits
+    rep.on_cycle(3, HOUR)
+    assert rep.take(journal_seq=0, now_ms=0, group_of=by_kind) == []  # the snapshot does not cover seq 1 yet
+    assert seqs(rep.take(journal_seq=1, now_ms=0, group_of=by_kind)) == [("spot", 3, [1])]
+    rep.on_cycle(4, HOUR)
     rep.on_fill({"seq": 3})
-    rep.on_fill({"seq": 2})
-    assert rep.take(journal_seq=3, now_ms=1_999) is None
-    rep.on_cycle(5)
-    assert rep.take(journal_seq=3, now_ms=2_000) == (5, [{"seq": 2}, {"seq": 3}])
-    rep.on_cycle(6)
-    assert rep.take(journal_seq=3, now_ms=9_000) is None  # a cycle without fills posts nothing
+    rep.on_fill({"seq": 2, "kind": "option"})
+    assert rep.take(journal_seq=3, now_ms=1_999, group_of=by_kind) == []
+    rep.on_cycle(5, HOUR)
+    assert seqs(rep.take(journal_seq=3, now_ms=2_000, group_of=by_kind)) == [("spot", 5, [3]), ("options", 5, [2])]
+    rep.on_cycle(6, HOUR)
+    assert rep.take(journal_seq=3, now_ms=9_000, group_of=by_kind) == []  # per_check: no fills, no post
+
+
+def test_each_group_posts_at_its_own_frequency_in_market_time():
+    rep = CycleReporter(spot_freq="hourly", options_freq="daily", min_interval_ms=0)
+    day = 24 * HOUR
+    rep.on_cycle(1, 10 * day + 5 * HOUR + 60_000)  # the first cycle posts both: nothing was posted yet
+    assert seqs(rep.take(0, 0, by_kind)) == [("spot", 1, []), ("options", 1, [])]
+    rep.on_fill({"seq": 1})
+    rep.on_fill({"seq": 2, "kind": "option"})
+    rep.on_cycle(2, 10 * day + 5 * HOUR + 30 * 60_000)  # same hour, same day: nothing, the fills wait
+    assert rep.take(2, 1, by_kind) == []
+    rep.on_fill({"seq": 3})
+    rep.on_cycle(3, 10 * day + 6 * HOUR)  # a new market hour: spot posts its two fills, options still waits
+    assert seqs(rep.take(3, 2, by_kind)) == [("spot", 3, [1, 3])]
+    rep.on_cycle(4, 11 * day)  # a new day (and hour): both
+    assert seqs(rep.take(3, 3, by_kind)) == [("spot", 4, []), ("options", 4, [2])]
 
 
 def test_reporter_keeps_a_bounded_backlog():
     rep = CycleReporter(max_pending=3)
     for seq in range(1, 6):
         rep.on_fill({"seq": seq})
-    rep.on_cycle(1)
-    assert [f["seq"] for f in rep.take(5, 0)[1]] == [3, 4, 5] and rep.overflow == 2
+    rep.on_cycle(1, HOUR)
+    assert seqs(rep.take(5, 0, by_kind)) == [("spot", 1, [3, 4, 5])] and rep.overflow == 2
     with pytest.raises(ValueError, match="fill.seq"):
         rep.on_fill({"seq": None})
 

@@ -32,3 +32,10 @@ def centred_mean(data: OHLCV, window: int = 5) -> StrategyOutput:
     mean = full[window // 2: window // 2 + len(data)]
     signals = np.zeros(len(data), dtype=np.int8)
     return StrategyOutput(signals, {"mean": mean})
+
+
+def explodes(data: OHLCV, after: int = 0) -> np.ndarray:
+    """Fails on every run with more than ``after`` bars: a user's bug, for the engine's tests."""
+    if len(data) > after:
+        raise ZeroDivisionError(f"bad bar {len(data)}")
+    return np.zeros(len(data), dtype=np.int8)
