@@ -100,13 +100,17 @@ def _checked(config: str) -> Config:
 
 
 def start(config: str, foreground: bool, conf: Path = CONF) -> int:
-    """supervisord with the five programs; refuses while another copy holds the pidfile."""
-    _checked(config)
+    """supervisord with every program (one per signal engine); refuses while another copy holds
+    the pidfile."""
+    from services.supervisor_conf import write as write_engines
+
+    cfg = _checked(config)
     pidfile = conf.parent / "run" / "supervisord.pid"
     pid = read_pid(pidfile)
     if pid is not None and pid_alive(pid):
         raise CommandError(f"supervisord is already running (pid {pid}, {pidfile}); `go-trader stop` first")
     (conf.parent / "run" / "logs").mkdir(parents=True, exist_ok=True)
+    write_engines(cfg, conf)
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)] + (["-n"] if foreground else [])
     if foreground:
         os.execve(sys.executable, command, _env(config))
@@ -199,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             return running_supervisorctl(args.conf, "status")
         if args.command == "restart":
             if not args.service:
-                raise CommandError("restart: name a program (marketdata, signals, portfolio, pricer, gateway) or all")
+                raise CommandError("restart: name a program (marketdata, portfolio, pricer, gateway, signals-<engine>) "
+                                   "or all")
             return running_supervisorctl(args.conf, "restart", args.service)
         if args.command == "reset-risk":
             if not args.service:

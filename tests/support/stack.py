@@ -18,10 +18,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from common.config import load_config
+from services.supervisor_conf import write as write_engines
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-PROGRAMS = ("marketdata", "portfolio", "pricer", "signals", "gateway")
+CORE_PROGRAMS = ("marketdata", "portfolio", "pricer", "gateway")
+ENGINES = ("signals-spot", "signals-options")  # the default engines' programs
+PROGRAMS = (*CORE_PROGRAMS[:3], *ENGINES, CORE_PROGRAMS[3])
 
 
 def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, Any]:
@@ -33,6 +37,10 @@ def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, A
         name: {"pub": f"tcp://127.0.0.1:{free_port()}", "rep": f"tcp://127.0.0.1:{free_port()}"}
         for name in ("marketdata", "signals", "portfolio", "pricer")
     }
+    if "engines" not in cfg:  # the default split, on free ports (spot on endpoints.signals)
+        cfg["engines"] = {"spot": {"strategies": "spot", **cfg["endpoints"]["signals"]},
+                          "options": {"strategies": "options", "pub": f"tcp://127.0.0.1:{free_port()}",
+                                      "rep": f"tcp://127.0.0.1:{free_port()}"}}
     cfg.setdefault("gateway", {})["port"] = free_port()
     cfg.setdefault("feed", {}).update({"speed": 36_000, **feed})
     return cfg
@@ -53,6 +61,7 @@ class Stack:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         conf = (REPO / "supervisord.conf").read_text().replace("%(here)s/.venv/bin/python", sys.executable)
         self.conf_path.write_text(conf)
+        write_engines(load_config(self.config_path), self.conf_path, sys.executable)
         self.env["GO_TRADER_CONFIG"] = str(self.config_path)
         self.env["PYTHONPATH"] = str(REPO)
 
@@ -121,14 +130,20 @@ class Stack:
         out = self.ctl("status").stdout
         return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
 
-    def wait_running(self, programs: tuple[str, ...] = PROGRAMS, timeout: float = 60) -> None:
+    @property
+    def programs(self) -> tuple[str, ...]:
+        """Every program of this stack: the core services and one per engine of its config."""
+        engines = tuple(f"signals-{name}" for name in self.config.get("engines", {"spot": 0, "options": 0}))
+        return (*CORE_PROGRAMS, *engines)
+
+    def wait_running(self, programs: tuple[str, ...] | None = None, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         states: dict[str, str] = {}
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisord exited with {self.proc.returncode}; logs in {self.dir / 'run/logs'}")
             states = self.states()
-            if all(states.get(p) == "RUNNING" for p in programs):
+            if all(states.get(p) == "RUNNING" for p in programs or self.programs):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"programs not RUNNING after {timeout}s: {states}; logs: {self.logs_tail()}")
@@ -212,9 +227,9 @@ class StateReader(threading.Thread):
 
 
 def acked_fill_ids(stack: Stack) -> list[str]:
-    """Order ids the signal engine logged as acknowledged with a fill (all log rotations)."""
+    """Order ids the signal engines logged as acknowledged with a fill (all log rotations)."""
     ids = []
-    for log in sorted((stack.dir / "run" / "logs").glob("signals.log*")):
+    for log in sorted((stack.dir / "run" / "logs").glob("signals-*.log*")):
         for line in log.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
