@@ -1,8 +1,8 @@
 """``make once``: start the stack, run exactly one cycle of every strategy, print the summary,
 stop everything with state saved (the seed's ``--once``).
 
-marketdata, portfolio and pricer run as their real service processes; the signal engine runs
-its cycle in this process with the same code the ``signals`` service uses.
+marketdata, portfolio and pricer run as their real service processes; the strategies of every
+signal engine run their cycle in this process with the same code the engines (``services.signals``) use.
 """
 from __future__ import annotations
 
