@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,12 +47,24 @@ def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, A
     return cfg
 
 
+def keep_programs(conf: str, keep: tuple[str, ...]) -> str:
+    """supervisord.conf without the ``[program:NAME]`` sections whose NAME is not in ``keep``."""
+    parts = re.split(r"(?m)^(?=\[)", conf)
+    dropped = {f"[program:{name}]" for name in CORE_PROGRAMS if name not in keep}
+    return "".join(p for p in parts if p.split("\n", 1)[0].strip() not in dropped)
+
+
 class Stack:
     """supervisord + the five services; ``with Stack(tmp_path) as s:`` starts and stops it."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 core: tuple[str, ...] = CORE_PROGRAMS, engines: tuple[str, ...] | None = None) -> None:
+        """``core`` and ``engines`` (engine names; None: all) choose what runs here: a stack
+        standing for one host of several runs some of them."""
         self.dir = Path(workdir)
         self.config = config or stack_config()
+        self.core = core
+        self.engines = engines
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
@@ -60,8 +73,8 @@ class Stack:
         (self.dir / "run" / "logs").mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
         conf = (REPO / "supervisord.conf").read_text().replace("%(here)s/.venv/bin/python", sys.executable)
-        self.conf_path.write_text(conf)
-        write_engines(load_config(self.config_path), self.conf_path, sys.executable)
+        self.conf_path.write_text(keep_programs(conf, self.core))
+        write_engines(load_config(self.config_path), self.conf_path, sys.executable, self.engines)
         self.env["GO_TRADER_CONFIG"] = str(self.config_path)
         self.env["PYTHONPATH"] = str(REPO)
 
@@ -133,8 +146,8 @@ class Stack:
     @property
     def programs(self) -> tuple[str, ...]:
         """Every program of this stack: the core services and one per engine of its config."""
-        engines = tuple(f"signals-{name}" for name in self.config.get("engines", {"spot": 0, "options": 0}))
-        return (*CORE_PROGRAMS, *engines)
+        names = self.engines if self.engines is not None else tuple(self.config.get("engines", ("spot", "options")))
+        return (*self.core, *(f"signals-{name}" for name in names))
 
     def wait_running(self, programs: tuple[str, ...] | None = None, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
