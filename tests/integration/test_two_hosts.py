@@ -5,9 +5,9 @@ Spot trades decided on host B are filled and journaled on host A, and /status on
 both engines' cycles."""
 from __future__ import annotations
 
-from common.portfolio import journal_fills
 import pytest
 
+from common.portfolio import journal_fills
 from tests.support.stack import Stack, acked_fill_ids, stack_config
 
 pytestmark = pytest.mark.timeout(240)
