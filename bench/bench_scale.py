@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import queue
 import statistics
 import tempfile
 import time
@@ -132,9 +133,20 @@ def measure(raw: dict[str, Any], count: int, rounds: int, ports: list[int]) -> d
     procs = [ctx.Process(target=_engine, args=(split, f"e{i}", rounds, barrier, results)) for i in range(count)]
     for proc in procs:
         proc.start()
-    rows = [results.get(timeout=900) for _ in range(count * rounds)]
-    for proc in procs:
-        proc.join(timeout=60)
+    rows: list[dict[str, Any]] = []
+    try:
+        while len(rows) < count * rounds:
+            try:
+                rows.append(results.get(timeout=1.0))
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"an engine process exited with {dead[0]}; see its traceback above") from None
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
     per_round = [max(r["seconds"] for r in rows if r["round"] == k) for k in range(1, rounds + 1)]
     per_engine = {f"e{i}": statistics.median(r["seconds"] for r in rows if r["engine"] == f"e{i}")
                   for i in range(count)}
@@ -143,6 +155,32 @@ def measure(raw: dict[str, Any], count: int, rounds: int, ports: list[int]) -> d
             "unacked_at_end": sum(r["unacked"] for r in rows if r["round"] == rounds),
             "strategies_per_engine": {f"e{i}": next(r["strategies"] for r in rows if r["engine"] == f"e{i}")
                                       for i in range(count)}}
+
+
+def ready(raw: dict[str, Any], timeout_s: float = 300) -> None:
+    """Wait until marketdata (its history built for every symbol), the portfolio and the pricer
+    answer; supervisord calls a program RUNNING a second after it starts."""
+    import zmq
+
+    from common.bus import RequestFailed, Requester
+
+    ctx = zmq.Context()
+    deadline = time.monotonic() + timeout_s
+    try:
+        for service in ("marketdata", "portfolio", "pricer"):
+            req = Requester(ctx, raw["endpoints"][service]["rep"], "bench", 1000, 1)
+            try:
+                while True:
+                    try:
+                        req.request("status")
+                        break
+                    except RequestFailed:
+                        if time.monotonic() > deadline:
+                            raise
+            finally:
+                req.close()
+    finally:
+        ctx.term()
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -157,6 +195,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ports = [free_port() for _ in range(2 * max(counts))]
         with tempfile.TemporaryDirectory(prefix="go-trader-scale-") as tmp:
             with Stack(Path(tmp), raw, core=("marketdata", "portfolio", "pricer"), engines=()) as stack:
+                ready(raw)
                 out["sizes"][str(n)] = {str(e): measure(raw, e, rounds, ports) for e in counts}
                 out["sizes"][str(n)]["journaled_fills"] = len(stack.journal())
     return out

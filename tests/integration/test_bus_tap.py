@@ -19,7 +19,7 @@ from tests.support.stack import REPO, Stack, stack_config
 pytestmark = pytest.mark.timeout(180)
 
 TAP_SECONDS = 20.0
-SERVICES = ("marketdata", "signals", "portfolio", "pricer")
+SERVICES = ("marketdata", "portfolio", "pricer")  # and every signal engine (config `engines`)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,8 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
     sub.setsockopt(zmq.RCVHWM, 100_000)
     for service in SERVICES:
         sub.connect(stack.config["endpoints"][service]["pub"])
+    for engine in stack.config["engines"].values():
+        sub.connect(engine["pub"])
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     seen: Counter = Counter()
     problems: dict[str, str] = {}
@@ -54,7 +56,8 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
             topic, raw = sub.recv_multipart()
             env = msgpack.unpackb(raw)
             assert sorted(env) == sorted(f.name for f in ENVELOPE), env
-            seen[(env["type"], env["source"])] += 1
+            engine = env["source"].startswith("signals-")  # signals-spot, signals-options: declared as signals
+            seen[(env["type"], "signals" if engine else env["source"])] += 1
             for problem in message_problems(topic.decode(), env["type"], env["source"], env["body"]):
                 problems.setdefault(problem, topic.decode())
     finally:
@@ -68,9 +71,11 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
 
 def test_the_readme_tap_example_prints_spot_and_options_signals(stack, tmp_path):
     code = readme_tap_example()
-    assert code.count('"tcp://127.0.0.1:5562"') == 1
+    assert code.count('"tcp://127.0.0.1:5562"') == code.count('"tcp://127.0.0.1:5568"') == 1
     script = tmp_path / "tap.py"
-    script.write_text(code.replace('"tcp://127.0.0.1:5562"', repr(stack.config["endpoints"]["signals"]["pub"])))
+    engines = stack.config["engines"]
+    script.write_text(code.replace('"tcp://127.0.0.1:5562"', repr(engines["spot"]["pub"]))
+                      .replace('"tcp://127.0.0.1:5568"', repr(engines["options"]["pub"])))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
