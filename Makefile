@@ -8,7 +8,7 @@ SUPERVISORCTL := $(BIN)/supervisorctl -c supervisord.conf
 # Every service reads the config named here; supervisord passes it on.
 export GO_TRADER_CONFIG := $(abspath $(CONFIG))
 
-.PHONY: venv browser run start stop restart status logs once test test-fast bench chaos clean
+.PHONY: venv browser keys run start stop restart status logs once test test-fast bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,20 @@ venv: $(VENV)/.installed
 run/logs:
 	mkdir -p run/logs
 
+# The bus key pairs (one per service, plus the read-only `reader` key of the tap and the CLIs)
+# in the config's bus.keys_dir (default run/keys), mode 0700; existing keys are kept.
+keys: venv
+	$(BIN)/python -m services.keys --config $(CONFIG)
+
 run: venv run/logs  ## all services in the foreground; Ctrl-C stops them with state saved
 	$(BIN)/python -m common.config --check $(CONFIG)
+	$(BIN)/python -m services.keys --config $(CONFIG)
 	$(BIN)/python -m services.supervisor_conf --config $(CONFIG)
 	exec $(BIN)/supervisord -n -c supervisord.conf
 
 start: venv run/logs  ## all services in the background
 	$(BIN)/python -m common.config --check $(CONFIG)
+	$(BIN)/python -m services.keys --config $(CONFIG)
 	$(BIN)/python -m services.supervisor_conf --config $(CONFIG)
 	$(BIN)/supervisord -c supervisord.conf
 

@@ -3,22 +3,27 @@
 Ours encodes a msgpack envelope per message, and the subscriber decodes, validates and tracks
 sequence numbers; the bare loop sends the very same envelope bytes, pre-encoded once, and
 receives raw frames. Both go over tcp on 127.0.0.1 with a receiver thread, the same HWM,
-so the ratio is the price of the envelope. Then a burst through our HWM (``PUB_HWM``) and
-through zmq's default (1000), both consumed by our decoding receiver: what a burst loses.
+so the ratio is the price of the envelope. The same run of ours again over CurveZMQ (the
+publisher a CURVE server with the marketdata key, the subscriber the read-only key) is the
+price of the authenticated bus. Then a burst through our HWM (``PUB_HWM``) and through zmq's
+default (1000), both consumed by our decoding receiver: what a burst loses.
 
 Run: ``python -m bench.bench_bus``.
 """
 from __future__ import annotations
 
 import statistics
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import zmq
 
 from bench.harness import Row, verdict
 from common.bus import PUB_HWM, Publisher, Subscriber, decode_envelope, encode_envelope
+from common.bus_auth import generate_keys, load_security, stop_zap
 
 TOPIC = "bar.BTC/USDT.1h"
 BODY = {"symbol": "BTC/USDT", "timeframe": "1h", "ts_open": 1_767_225_600_000, "open": 93_512.5,
@@ -71,10 +76,16 @@ def _timed(send_all: Callable[[], None], receive_one: Callable[[int], bool], n: 
     return count[0] / elapsed, count[0]
 
 
-def ours_rate(n: int) -> tuple[float, int]:
+def ours_rate(n: int, keys: Path | None = None) -> tuple[float, int]:
+    """Our Publisher -> Subscriber; over CurveZMQ with the key pairs in ``keys`` if given."""
     ctx = zmq.Context()
-    pub = Publisher(ctx, ANY_LOOPBACK_PORT, "bench")
-    sub = Subscriber(ctx, [_bound_endpoint(pub.socket)], ["bar."])
+    if keys is None:
+        pub = Publisher(ctx, ANY_LOOPBACK_PORT, "bench", security=None)
+        sub = Subscriber(ctx, [_bound_endpoint(pub.socket)], ["bar."], security=None)
+    else:
+        pub = Publisher(ctx, ANY_LOOPBACK_PORT, "bench", security=load_security(keys, "marketdata", {}))
+        endpoint = _bound_endpoint(pub.socket)
+        sub = Subscriber(ctx, [endpoint], ["bar."], security=load_security(keys, "reader", {"marketdata": (endpoint,)}))
     try:
         _join(lambda: pub.publish(TOPIC, "bar", BODY), sub.socket)
 
@@ -86,6 +97,7 @@ def ours_rate(n: int) -> tuple[float, int]:
     finally:
         pub.close()
         sub.close()
+        stop_zap(ctx)
         ctx.term()
 
 
@@ -154,19 +166,25 @@ def burst_loss(n: int, hwm: int) -> float:
 def run(quick: bool = False) -> dict[str, Any]:
     n = 5_000 if quick else 50_000
     runs = 3 if quick else RUNS
-    ours, bare = [], []
-    lost_ours = lost_bare = 0
-    for _ in range(runs):  # interleaved, so drift of the machine hits both alike
-        rate, got = ours_rate(n)
-        ours.append(rate)
-        lost_ours += n - got
-        rate, got = bare_rate(n)
-        bare.append(rate)
-        lost_bare += n - got
+    ours, curve, bare = [], [], []
+    lost_ours = lost_curve = lost_bare = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = Path(tmp) / "keys"
+        generate_keys(keys)
+        for _ in range(runs):  # interleaved, so drift of the machine hits all alike
+            rate, got = ours_rate(n)
+            ours.append(rate)
+            lost_ours += n - got
+            rate, got = ours_rate(n, keys)
+            curve.append(rate)
+            lost_curve += n - got
+            rate, got = bare_rate(n)
+            bare.append(rate)
+            lost_bare += n - got
     burst = 10_000 if quick else 50_000
     loss_default = [burst_loss(burst, ZMQ_DEFAULT_HWM) for _ in range(runs)]
     loss_ours = [burst_loss(burst, PUB_HWM) for _ in range(runs)]
-    ours_med, bare_med = statistics.median(ours), statistics.median(bare)
+    ours_med, curve_med, bare_med = statistics.median(ours), statistics.median(curve), statistics.median(bare)
     return {
         "messages_per_run": n,
         "runs": runs,
@@ -174,6 +192,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ours_msgs_per_s": ours_med,
         "bare_msgs_per_s": bare_med,
         "ours_vs_bare": ours_med / bare_med,
+        "curve_msgs_per_s": curve_med,
+        "curve_vs_plain": curve_med / ours_med,
+        "curve_lost": lost_curve,
         "ours_lost": lost_ours,
         "bare_lost": lost_bare,
         "burst_messages": burst,
@@ -189,8 +210,11 @@ def report(r: dict[str, Any]) -> list[Row]:
          f"{r['messages_per_run']:,})", f"{r['ours_msgs_per_s']:,.0f} msg/s", "", ""),
         ("bare pyzmq PUB -> SUB, same bytes", f"{r['bare_msgs_per_s']:,.0f} msg/s", "", ""),
         ("ours / bare", f"{r['ours_vs_bare']:.2f}", "", ""),
-        ("lost in the throughput runs (ours, bare)", f"{r['ours_lost']}, {r['bare_lost']}", "0",
-         verdict(r["ours_lost"] == 0)),
+        ("ours over CurveZMQ (encrypted, ZAP-checked keys)", f"{r['curve_msgs_per_s']:,.0f} msg/s", "", ""),
+        ("CurveZMQ / plain", f"{r['curve_vs_plain']:.2f}", "", ""),
+        ("lost in the throughput runs (ours, ours over Curve, bare)",
+         f"{r['ours_lost']}, {r['curve_lost']}, {r['bare_lost']}", "0",
+         verdict(r["ours_lost"] == 0 and r["curve_lost"] == 0)),
         (f"burst of {r['burst_messages']:,} lost at our HWM ({r['our_hwm']:,})",
          f"{r['burst_loss_our_hwm']:.2%}", "0%", verdict(r["burst_loss_our_hwm"] == 0)),
         (f"burst of {r['burst_messages']:,} lost at the default HWM ({ZMQ_DEFAULT_HWM})",

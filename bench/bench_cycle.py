@@ -68,7 +68,7 @@ class BenchEngine:
         from services.runtime import ServiceRuntime
 
         self.signals = signals
-        self.rt = ServiceRuntime("signals-bench")
+        self.rt = ServiceRuntime("signals-bench", stack.security("signals"))
         self.rt.log.stream = io.StringIO()  # its per-cycle log lines are not the benchmark's output
         self.rt.bind_publisher("tcp://127.0.0.1:*")
         self.engine = signals.SignalEngine(load_config(str(stack.config_path)), self.rt)

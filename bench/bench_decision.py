@@ -3,7 +3,7 @@
 The signal service's own ``SignalEngine`` (services/signals.py) runs in this process on the
 strategies of config/default.json, with 1,000 bars per series (the engine's ``HISTORY_BARS``)
 already in its stores, against a stand-in portfolio and pricer in another process (as the real
-ones are) that answer ``positions``, ``order``, ``option_order``, ``chain`` and ``iv``. Spot:
+ones are) that answer ``positions``, ``orders`` (and ``order``, ``option_order``), ``chain`` and ``iv``. Spot:
 ``run_cycle`` over the 14 spot strategies (decide, publish each signal, send the orders of the
 first cycle), divided by 14. Options: ``queue_options`` + ``decide_pending_options`` +
 ``flush_outbox`` over the 20 options strategies (one chain and IV request per underlying and
@@ -64,6 +64,7 @@ def _serve(endpoints: list[str]) -> None:
     ack = {"status": "filled", "reason": "bench"}
     handlers: dict[str, Callable[[Any], Any]] = {
         "positions": lambda _body: BOOK, "order": lambda _body: ack, "option_order": lambda _body: ack,
+        "orders": lambda body: {"acks": [ack] * len(body["orders"])},
         "positions_batch": lambda body: {"books": dict.fromkeys(body["strategy_ids"], BOOK)},
         "iv": lambda _body: iv, "chain": lambda body: chains[(body["underlying"], body["venue"])],
     }

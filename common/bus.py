@@ -15,6 +15,11 @@ PUB/SUB frames are ``[topic, envelope]`` with dotted topics, general part first
 filters work. Pub/sub may drop under load; anything that must arrive (orders) goes over
 REQ/REP with retries and idempotent ids. Nothing here ever raises on a bad frame: it is
 dropped, counted in ``BusStats`` and logged once per reason.
+
+Every socket takes a ``security`` (common/bus_auth.py): binding sockets become CurveZMQ
+servers, connecting ones pin the server's key, and a Replier answers only what its caller's
+key may ask. ``security=None`` is plain TCP, for the pure bus unit tests only; services always
+pass keys (ServiceRuntime has no way to open a socket without them).
 """
 from __future__ import annotations
 
@@ -22,11 +27,15 @@ import itertools
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from common.bus_auth import BusSecurity, may_request
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024
@@ -154,17 +163,42 @@ def close_quietly(sock: zmq.Socket | None) -> None:
         sock.close(linger=0)
 
 
+@contextmanager
+def closed_on_failure(sock: zmq.Socket) -> Iterator[zmq.Socket]:
+    """Close ``sock`` if setting it up fails (a bad endpoint, a port in use, no key): a socket
+    left open would hang ``ctx.term()``."""
+    try:
+        yield sock
+    except BaseException:
+        sock.close(linger=0)
+        raise
+
+
+def bind_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
+    if security is not None:
+        security.serve(sock)
+    sock.bind(endpoint)
+
+
+def connect_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
+    if security is None:
+        sock.connect(endpoint)
+    else:
+        security.connect(sock, endpoint)
+
+
 class Publisher:
     """PUB socket that stamps every message with the next sequence number of its topic."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None, *,
+                 security: BusSecurity | None) -> None:
         self.source = source
         self.stats = stats or BusStats()
         self.seqs: dict[str, int] = {}
-        self.socket = ctx.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
-        self.socket.bind(endpoint)
+        with closed_on_failure(ctx.socket(zmq.PUB)) as self.socket:
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.setsockopt(zmq.SNDHWM, PUB_HWM)
+            bind_socket(self.socket, endpoint, security)
 
     def publish(self, topic: str, type_: str, body: Any) -> None:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1
@@ -180,7 +214,12 @@ class Publisher:
 
 
 class Subscriber:
-    """SUB socket over one or more publishers; ``receive`` never raises on bad input."""
+    """SUB socket over one or more publishers; ``receive`` never raises on bad input.
+
+    libzmq drops an endpoint for good after a protocol error in the handshake, which is what a
+    plain socket bound where a CURVE service belongs causes; ``repair`` reconnects such endpoints
+    so a subscriber hears the real service again once an impostor is gone.
+    """
 
     def __init__(
         self,
@@ -189,17 +228,24 @@ class Subscriber:
         topics: Iterable[str],
         stats: BusStats | None = None,
         on_drop: Callable[[str, str], None] | None = None,
+        *,
+        security: BusSecurity | None,
     ) -> None:
         self.stats = stats or BusStats()
         self.on_drop = on_drop
-        self.socket = ctx.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        for endpoint in endpoints:
-            self.socket.connect(endpoint)
-        for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.security = security
+        self.endpoints = list(endpoints)
+        self.monitor: zmq.Socket | None = None
+        with closed_on_failure(ctx.socket(zmq.SUB)) as self.socket:
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
+            self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+            if security is not None:
+                self.monitor = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            for endpoint in self.endpoints:
+                connect_socket(self.socket, endpoint, security)
+            for topic in topics:
+                self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
     def _drop(self, reason: str, detail: str) -> None:
         if self.stats.count_drop(reason) == 1 and self.on_drop:
@@ -211,6 +257,8 @@ class Subscriber:
         while True:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
             if not self.socket.poll(remaining):
+                if timeout_ms:  # a caller that waits is idle: the moment to mend lost endpoints
+                    self.repair()
                 return None
             parts = self.socket.recv_multipart(zmq.NOBLOCK)
             if len(parts) != 2:
@@ -226,7 +274,25 @@ class Subscriber:
             self.stats.track_sequence(env.source, env.seq, topic)
             return topic, env
 
+    def repair(self) -> list[str]:
+        """Reconnect the endpoints whose peer broke the handshake protocol since the last call;
+        return them (an endpoint the event names in another spelling reconnects them all)."""
+        failed: set[str] = set()
+        while self.monitor is not None and self.monitor.poll(0):
+            failed.add(recv_monitor_message(self.monitor)["endpoint"].decode(errors="replace"))
+        targets = sorted(failed) if failed <= set(self.endpoints) else list(self.endpoints)
+        for endpoint in targets if failed else []:
+            try:
+                self.socket.disconnect(endpoint)
+            except zmq.ZMQError:
+                pass  # libzmq may have forgotten it already
+            connect_socket(self.socket, endpoint, self.security)
+        return sorted(failed)
+
     def close(self) -> None:
+        if self.monitor is not None and not self.socket.closed:
+            self.socket.disable_monitor()
+        close_quietly(self.monitor)
         close_quietly(self.socket)
 
 
@@ -251,7 +317,9 @@ class Replier:
     """REP socket that dispatches by envelope type through a table of handlers.
 
     Every request gets exactly one reply, bad ones included, so the REQ/REP state
-    machine never wedges and a bad client cannot stop the service.
+    machine never wedges and a bad client cannot stop the service. With keys, the caller is
+    the identity the ZAP handler vouched for (the frame's User-Id), and a request its key may
+    not send is answered ``forbidden`` without reaching a handler.
     """
 
     def __init__(
@@ -262,18 +330,22 @@ class Replier:
         handlers: Mapping[str, Handler],
         stats: BusStats | None = None,
         on_error: Callable[[str, str], None] | None = None,
+        *,
+        security: BusSecurity | None,
     ) -> None:
         self.source = source
         self.handlers = dict(handlers)
         self.stats = stats or BusStats()
         self.on_error = on_error
-        self.socket = ctx.socket(zmq.REP)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        self.socket.bind(endpoint)
+        self.secure = security is not None
+        with closed_on_failure(ctx.socket(zmq.REP)) as self.socket:
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+            bind_socket(self.socket, endpoint, security)
 
-    def answer(self, raw: bytes) -> bytes:
-        """Turn one raw request into one raw reply; pure dispatch, usable without a socket."""
+    def answer(self, raw: bytes, caller: str | None = None) -> bytes:
+        """Turn one raw request into one raw reply; pure dispatch, usable without a socket.
+        ``caller`` is the authenticated identity; None (plain sockets) skips the permission check."""
         try:
             env = decode_envelope(raw)
         except BadMessage as exc:
@@ -281,7 +353,12 @@ class Replier:
             return encode_envelope("reply", reply_body("", error=("bad_request", str(exc))), self.source)
         self.stats.received += 1
         handler = self.handlers.get(env.type)
-        if handler is None:
+        refusal = None if caller is None else may_request(caller, env.type)
+        if refusal is not None:
+            if self.stats.count_drop("forbidden_request") == 1 and self.on_error:  # logged once, counted always
+                self.on_error(env.type, f"forbidden: {refusal}")
+            body = reply_body(env.id, error=("forbidden", refusal))
+        elif handler is None:
             self.stats.count_drop("unknown_request")
             known = ", ".join(sorted(self.handlers))
             body = reply_body(env.id, error=("unknown_request", f"unknown request type {env.type!r}; known: {known}"))
@@ -305,14 +382,23 @@ class Replier:
         served = 0
         while served < max_requests:
             try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            raw = parts[-1] if parts else b""
-            self.socket.send(self.answer(raw))
+            raw = parts[-1].bytes if parts else b""
+            self.socket.send(self.answer(raw, self._caller(parts[-1]) if parts else ""))
             self.stats.sent += 1
             served += 1
         return served
+
+    def _caller(self, frame: zmq.Frame) -> str | None:
+        """Who sent ``frame``: its ZAP User-Id on a secure socket ('' if it has none), else None."""
+        if not self.secure:
+            return None
+        try:
+            return frame.get("User-Id")
+        except zmq.ZMQError:
+            return ""
 
     def close(self) -> None:
         close_quietly(self.socket)
@@ -323,6 +409,8 @@ class Requester:
 
     A peer that died never hangs the caller: after ``retries`` timeouts ``request`` raises
     RequestFailed. Replies to an earlier, abandoned request are recognised by ``re`` and dropped.
+    ``security`` may be a function giving the keys: it is called when the socket first opens,
+    so a requester that never sends needs no keys.
     """
 
     def __init__(
@@ -333,8 +421,11 @@ class Requester:
         timeout_ms: int = 2000,
         retries: int = 3,
         stats: BusStats | None = None,
+        *,
+        security: BusSecurity | Callable[[], BusSecurity] | None,
     ) -> None:
         self.ctx = ctx
+        self.security = security
         self.endpoint = endpoint
         self.source = source
         self.timeout_ms = timeout_ms
@@ -343,10 +434,11 @@ class Requester:
         self.socket: zmq.Socket | None = None
 
     def _open(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
-        sock.connect(self.endpoint)
+        security = self.security() if callable(self.security) else self.security
+        with closed_on_failure(self.ctx.socket(zmq.REQ)) as sock:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
+            connect_socket(sock, self.endpoint, security)
         return sock
 
     def request(self, type_: str, body: Any = None, timeout_ms: int | None = None, retries: int | None = None) -> Any:

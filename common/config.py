@@ -43,6 +43,7 @@ from common.config_schema import (
     check_section,
     check_value,
     did_you_mean,
+    endpoint_binds_beyond_loopback,
     join_path,
     render_markdown,
     show,
@@ -61,6 +62,7 @@ __all__ = [
     "ReplayConfig",
     "LiveFeedConfig",
     "ServiceEndpoints",
+    "BusConfig",
     "GatewayConfig",
     "RiskConfig",
     "VenueOptionsConfig",
@@ -133,6 +135,12 @@ class FeedConfig:
 class ServiceEndpoints:
     pub: str
     rep: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    keys_dir: Path  # absolute
+    allow_remote: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +241,7 @@ class Config:
     slippage_pct: float
     feed: FeedConfig
     endpoints: Mapping[str, ServiceEndpoints]
+    bus: BusConfig
     gateway: GatewayConfig
     risk: RiskConfig
     options: OptionsConfig
@@ -337,7 +346,7 @@ def _parse(raw: Any, source: str, path: Path | None, base_dir: Path | None, erro
     top = check_section(raw, TOP, "", errors, reported=set(secrets))
     entries = _check_strategy_entries(top["strategies"], errors, set(secrets))
     _check_feed(top, raw.get("feed"), entries, base, errors)
-    _check_endpoints(top["endpoints"], errors)
+    _check_endpoints(top["endpoints"], top["bus"], errors)
     _check_gateway(top["gateway"], errors)
     _check_strategies(top, entries, errors)
     _check_engines(top, entries, errors)
@@ -539,13 +548,19 @@ def _check_feed(top: dict[str, Any], raw_feed: Any, entries: list[dict[str, Any]
                               f"multiple of {step}, got {show(timeframe)}")
 
 
-def _check_endpoints(endpoints: dict[str, Any], errors: list[str]) -> None:
+def _check_endpoints(endpoints: dict[str, Any], bus: dict[str, Any], errors: list[str]) -> None:
+    """Distinct endpoints, each bound on loopback unless ``bus.allow_remote`` (every service binds
+    its own PUB and REP, so an endpoint's host is where it listens)."""
     first_at: dict[str, str] = {}
     for service, pair in endpoints.items():
         for role, endpoint in pair.items():
             where = f"endpoints.{service}.{role}"
             if endpoint is INVALID:
                 continue
+            remote = endpoint_binds_beyond_loopback(endpoint)
+            if remote is not None and bus["allow_remote"] is not True:
+                errors.append(f"{where}: {remote} listens beyond loopback; use 127.0.0.1 or ipc://, or set "
+                              f"bus.allow_remote = true (clients still need the bus keys), got {show(endpoint)}")
             if endpoint in first_at:
                 errors.append(f"{where}: must differ from every other endpoint, same as {first_at[endpoint]}, "
                               f"got {show(endpoint)}")
@@ -776,6 +791,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
             live=LiveFeedConfig(**feed["live"]),
         ),
         endpoints=MappingProxyType(endpoints),
+        bus=_build_bus(top, base),
         gateway=GatewayConfig(**top["gateway"]),
         risk=risk,
         options=OptionsConfig(
@@ -793,6 +809,13 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         strategies=tuple(_build_strategy(e, top, risk) for e in entries if e is not None),
         engines=engines,
     )
+
+
+def _build_bus(top: dict[str, Any], base: Path) -> BusConfig:
+    keys_dir = top["bus"]["keys_dir"]
+    if isinstance(keys_dir, Derived):
+        keys_dir = (base / top["state_file"]).parent / "keys"
+    return BusConfig(keys_dir=base / keys_dir, allow_remote=top["bus"]["allow_remote"])
 
 
 def _build_strategy(entry: dict[str, Any], top: dict[str, Any], risk: RiskConfig) -> StrategyConfig:

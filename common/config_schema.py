@@ -7,6 +7,7 @@ Consistency rules that span sections live in common/config.py.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -253,6 +254,22 @@ def _endpoint_problem(text: str) -> str | None:
     return None
 
 
+def endpoint_binds_beyond_loopback(endpoint: str) -> str | None:
+    """The host of a tcp endpoint that would listen beyond loopback (0.0.0.0, [::], an interface
+    name, a LAN address, a host name), or None for loopback and ipc://."""
+    match = TCP_ENDPOINT_RE.match(endpoint)
+    if not match:
+        return None
+    host = match["host"]
+    if host == "localhost":
+        return None
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False  # an interface or host name: zmq listens wherever it resolves
+    return None if loopback else host
+
+
 def _url_problem(text: str) -> str | None:
     return None if re.match(r"^https?://[^\s/]+", text) else "must be an http:// or https:// URL"
 
@@ -314,7 +331,8 @@ FEED = Section("feed", "Where market data comes from and how fast market time ru
 
 ENDPOINTS = Section(
     "endpoints",
-    "One PUB and one REP endpoint per service (no broker). All must differ.",
+    "One PUB and one REP endpoint per service (no broker). All must differ, and bind loopback "
+    "(127.0.0.0/8, ::1, localhost) or ipc:// unless `bus.allow_remote` is true.",
     {
         service: Field(
             Section(f"endpoints.{service}", f"{service} endpoints.", {
@@ -351,6 +369,15 @@ GATEWAY = Section("gateway", "HTTP status server (`/status`, dashboard, `/metric
     "port": Field(INTEGER, "Listen port.", 8099, Range(ge=1, le=65535)),
     "allow_remote": Field(BOOLEAN, f"Allow a non-local `host`; requests then need the bearer token from the "
                           f"`{GATEWAY_TOKEN_ENV}` environment variable.", False),
+})
+
+BUS = Section("bus", "Who may use the bus: every socket is CurveZMQ with a key pair per service and a "
+              "read-only key (`reader`) for the tap and the CLIs.", {
+    "keys_dir": Field(STRING, "Directory of the key pairs (mode 0700, secret files 0600); `make keys` creates "
+                      "them, `make run`/`make start` do it first. Relative paths resolve against the working "
+                      "directory.", Derived("`keys` beside `state_file`"), Matches(re.compile(r"^\S.*$"), "a path")),
+    "allow_remote": Field(BOOLEAN, "Let `endpoints` bind beyond loopback (`0.0.0.0`, `[::]`, an interface name, a "
+                          "LAN address). Clients need a key from `keys_dir` either way.", False),
 })
 
 RISK = Section("risk", "Risk limits for every strategy; a strategy may override any of them under its own `risk`.", {
@@ -434,6 +461,7 @@ TOP = Section("top level", "The file is one JSON object.", {
     "endpoints": Field(ENDPOINTS, ENDPOINTS.doc),
     "engines": Field(OBJECT, "Signal engines by name (see `engines.<name>`).",
                      Derived("`spot` and `options`, split by strategy type")),
+    "bus": Field(BUS, BUS.doc),
     "gateway": Field(GATEWAY, GATEWAY.doc),
     "risk": Field(RISK, RISK.doc),
     "options": Field(OPTIONS_SETTINGS, OPTIONS_SETTINGS.doc),
@@ -607,7 +635,8 @@ Check a file with `python -m common.config --check PATH`: it lists *every* probl
   `strategies.params`; symbols must be in `feed.symbols` and timeframes in `feed.timeframes`;
   an options strategy reads `UNDERLYING/options.underlying_quote` bars at `options.timeframe`,
   so that symbol must be in `feed.symbols` too; `pairs_spread` needs a `pair` other than
-  `symbol`; endpoints are all distinct; in `replay` mode every symbol needs an existing file;
+  `symbol`; endpoints are all distinct and bind loopback unless `bus.allow_remote`; in `replay` mode
+  every symbol needs an existing file;
   `state_file` is not a directory and no file stands where its parent directories go.
 - The file is at most {MAX_CONFIG_BYTES // 2**20} MB and {MAX_DEPTH} levels deep; NaN and Infinity are refused anywhere.
 - Capacity: each signal engine must decide every strategy within its deadline (the longer of

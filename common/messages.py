@@ -96,6 +96,8 @@ OPTION_ACTION_FIELDS = (
     Field("score_parts", "map", "0..1", "the score's parts by name (strike distance, expiry spread, ...)"),
     Field("reason", "str", "", "why the strategy wants it"),
     Field("group", "str", "", "ties the legs of one structure (a strangle); empty for a single leg"),
+    Field("spot_coins", "float", "coins", "coins bought with it in the same order (a buy-write or married put), "
+                                          "0 for none"),
 )
 
 POSITION_FIELDS = (
@@ -186,6 +188,10 @@ HEARTBEAT_EXTRAS = {
             Field("ts", "int", "ms, market time", "when it ran"),
             Field("signal", "int", "", "spot: its last signal", optional=True),
             Field("actions", "int", "", "options: how many actions it proposed", optional=True),
+            Field("decision", "str", "", "what it decided: `trade`, `no trade`, `refused by portfolio`, ...",
+                  optional=True),
+            Field("reason", "str", "", "why, its kind first (`score below 0.3`, `risk limit: ...`, ...)",
+                  optional=True),
         )),
     ),
     "portfolio": (
@@ -211,11 +217,14 @@ MESSAGES: tuple[MessageType, ...] = (
         Field("symbol", "str", "", "e.g. `BTC/USDT`"),
         Field("timeframe", "str", "", "e.g. `1h`, `1d`"),
         Field("ts_open", "int", "ms, market time", "when the bar opened"),
+        Field("ts_close", "int", "ms, market time", "when the bar closed (it is published then)"),
         Field("open", "float", "USD per coin", "first price"),
         Field("high", "float", "USD per coin", "highest price"),
         Field("low", "float", "USD per coin", "lowest price"),
         Field("close", "float", "USD per coin", "last price"),
         Field("volume", "float", "coins", "traded volume in the base currency"),
+        Field("wall_due_ms", "float", "ms, wall time", "when the close fell due on the wall clock; "
+              "`env.ts - wall_due_ms` is how late the bar went out"),
     )),
     MessageType("tick", "marketdata", "tick.<symbol>", "the latest price of a symbol", (
         Field("symbol", "str", "", "e.g. `BTC/USDT`"),
@@ -226,6 +235,9 @@ MESSAGES: tuple[MessageType, ...] = (
         Field("ts", "int", "ms, market time", "now, in market time"),
         Field("speed", "float", "market s per wall s", "the feed's speed"),
         Field("finished", "bool", "", "a replay reached the end of its files"),
+        Field("market_origin", "int", "ms, market time", "with wall_origin and speed, the clock's mapping: "
+              "market t is due at wall_origin + (t - market_origin) / speed"),
+        Field("wall_origin", "float", "ms, wall time", "the wall time of market_origin"),
     )),
     MessageType("signal", "signals", "signal.<strategy_id>", "a spot strategy's decision on its latest bar", (
         Field("strategy_id", "str", "", "the strategy's id in the config"),
@@ -248,6 +260,9 @@ MESSAGES: tuple[MessageType, ...] = (
                     Field("actions", "list", "", "trades it proposes (each becomes an order leg)",
                           OPTION_ACTION_FIELDS),
                     Field("refused", "list", "", "why proposed trades were dropped (score, risk), one line each"),
+                    Field("reasons", "list", "", "every reason a proposal was not taken, one line each"),
+                    Field("decision", "str", "", "`trade` or `no trade`"),
+                    Field("reason", "str", "", "why, its kind first (`venue minimum: ...`, `position cap`, ...)"),
                 )),
     MessageType("cycle", "signals", "cycle", "one round of the due strategies", (
         Field("cycle", "int", "", "cycle number since start"),

@@ -82,6 +82,10 @@ def read_bool(d: Mapping[str, Any], name: str, where: str) -> bool:
 ORDER_RETRY = "retry"
 # Error codes of a request that may succeed when sent again later.
 TRANSIENT_ERRORS = frozenset({"unavailable"})
+# In a batch (``orders``), the status of an item that is not a valid order; it is answered in
+# its place (with ``code`` and ``reason``) while the others go ahead. Final: never resent.
+ORDER_ERROR = "error"
+MAX_ORDERS_PER_REQUEST = 1000  # one ``orders`` request at most; a longer outbox goes in several
 
 
 @dataclass(frozen=True, slots=True)

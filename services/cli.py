@@ -5,6 +5,9 @@ check-strategy and check-price ask the running marketdata service first; when no
 up they build the configured feed in-process (the sim is deterministic, so the answer is the
 one the stack would give at the same market time). check-options asks the running pricer for
 its chain and IV the same way, or prices on the configured mark source in-process.
+
+They all speak on the bus with the read-only ``reader`` key from ``bus.keys_dir``: they may
+subscribe and read, never order.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from typing import Any, Callable
 import zmq
 
 from common.bus import RemoteError, RequestFailed, Requester, Subscriber
+from common.bus_auth import READER, BusKeysError, BusSecurity
 from common.config import ConfigError, load_config
 from common.ohlcv import OHLCV
-from services.runtime import DEFAULT_CONFIG
+from services.runtime import DEFAULT_CONFIG, bus_security
 
 HISTORY_LIMIT = 1000
 
@@ -43,6 +47,17 @@ class SourceUnavailable(RuntimeError):
     and what to do next."""
 
 
+def reader_security(cfg: Any) -> BusSecurity | None:
+    """The read-only bus key, or None when it cannot be read: the tools then answer from a local
+    feed, saying why on stderr unless no stack ever made keys here."""
+    try:
+        return bus_security(cfg, READER)
+    except BusKeysError as exc:
+        if cfg.bus.keys_dir.exists():
+            print(f"not asking the running services: {exc}", file=sys.stderr)
+        return None
+
+
 class MarketSource:
     """Bars and prices from the running marketdata service, or from a feed built here."""
 
@@ -50,14 +65,17 @@ class MarketSource:
         self.cfg = cfg
         self.ctx = zmq.Context()
         endpoint = cfg.endpoints["marketdata"].rep
-        self.req = Requester(self.ctx, endpoint, "cli", timeout_ms=700, retries=1)
+        self.security = reader_security(cfg)
+        self.req: Requester | None = None
         self.feed = None
-        try:
-            self.status = self.req.request("status")
-            self.origin = "marketdata service"
-            return
-        except RequestFailed:
-            pass
+        if self.security is not None:
+            self.req = Requester(self.ctx, endpoint, "cli", timeout_ms=700, retries=1, security=self.security)
+            try:
+                self.status = self.req.request("status")
+                self.origin = "marketdata service"
+                return
+            except RequestFailed:
+                pass
         from common.feeds import build_feed_from_config
 
         down = f"marketdata at {endpoint} (endpoints.marketdata.rep in {config_file}) did not answer"
@@ -88,7 +106,8 @@ class MarketSource:
 
     def close(self) -> None:
         getattr(self.feed, "stop", lambda: None)()
-        self.req.close()
+        if self.req is not None:
+            self.req.close()
         self.ctx.term()
 
 
@@ -194,15 +213,20 @@ class OptionsMarket:
     def __init__(self, cfg: Any, source: MarketSource) -> None:
         from services.pricer import build_mark_source
 
-        self.req = Requester(source.ctx, cfg.endpoints["pricer"].rep, "cli", timeout_ms=700, retries=1)
-        try:
-            self.req.request("status")
-            self.surface = None
-            self.origin = "pricer service"
-        except RequestFailed:
-            self.surface = build_mark_source(cfg)
-            self.origin = f"local {self.surface.name} surface"
         self.source = source
+        self.req: Requester | None = None
+        if source.security is not None:
+            self.req = Requester(source.ctx, cfg.endpoints["pricer"].rep, "cli", timeout_ms=700, retries=1,
+                                 security=source.security)
+            try:
+                self.req.request("status")
+                self.surface = None
+                self.origin = "pricer service"
+                return
+            except RequestFailed:
+                pass
+        self.surface = build_mark_source(cfg)
+        self.origin = f"local {self.surface.name} surface"
 
     def chain_and_iv(self, underlying: str, venue: str) -> tuple[Any, dict[str, Any]]:
         from options.venues import venue_spec
@@ -226,7 +250,8 @@ class OptionsMarket:
         return chain, {"atm_iv": atm, "history": history.tolist(), "iv_rank": iv_rank(history, atm)}
 
     def close(self) -> None:
-        self.req.close()
+        if self.req is not None:
+            self.req.close()
 
 
 def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
@@ -310,7 +335,8 @@ def tap_main(argv: list[str] | None = None) -> int:
         parser.error(f"--count and --timeout must be finite and >= 0, got {args.count} and {args.timeout:g}")
     try:
         cfg = load_config(args.config)
-    except ConfigError as exc:
+        security = bus_security(cfg, READER)
+    except (ConfigError, BusKeysError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     endpoint = cfg.endpoints[args.service].pub
@@ -318,7 +344,7 @@ def tap_main(argv: list[str] | None = None) -> int:
                f"(endpoints.{args.service}.pub in {args.config})")
     print(f"tap: waiting for {waiting}; nothing has arrived yet", file=sys.stderr, flush=True)
     ctx = zmq.Context()
-    sub = Subscriber(ctx, [endpoint], args.topics)
+    sub = Subscriber(ctx, [endpoint], args.topics, security=security)
     seen = 0
     started = time.monotonic()
     deadline = started + args.timeout if args.timeout else float("inf")

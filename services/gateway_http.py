@@ -190,7 +190,7 @@ class EventStream:
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
-    def publish(self, events: dict[str, bytes]) -> None:
+    def offer_to_all(self, events: dict[str, bytes]) -> None:
         for name, event in events.items():
             self.counts["events"] += 1
             for sub in self.subscribers:
@@ -202,7 +202,7 @@ class EventStream:
             await asyncio.sleep(self.interval_s)
             if self.subscribers:
                 try:
-                    self.publish(self.changed())
+                    self.offer_to_all(self.changed())
                 except Exception:  # a bad cache entry costs one round, not the stream
                     continue
             else:

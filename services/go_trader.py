@@ -110,6 +110,10 @@ def start(config: str, foreground: bool, conf: Path = CONF) -> int:
     if pid is not None and pid_alive(pid):
         raise CommandError(f"supervisord is already running (pid {pid}, {pidfile}); `go-trader stop` first")
     (conf.parent / "run" / "logs").mkdir(parents=True, exist_ok=True)
+    from services.keys import main as make_keys
+
+    if make_keys(["--config", config]) != 0:  # the bus keys the services need, as `make run` makes them
+        raise CommandError(f"could not create the bus keys for {config}; see the message above")
     write_engines(cfg, conf)
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)] + (["-n"] if foreground else [])
     if foreground:
@@ -161,10 +165,17 @@ def reset_risk(config: str, strategy_id: str) -> int:
     import zmq
 
     from common.bus import RemoteError, RequestFailed, Requester
+    from common.bus_auth import OPERATOR, BusKeysError
+    from services.runtime import bus_security
 
-    endpoint = _checked(config).endpoints["portfolio"].rep
+    cfg = _checked(config)
+    endpoint = cfg.endpoints["portfolio"].rep
+    try:
+        security = bus_security(cfg, OPERATOR)  # only the operator key may re-arm a strategy
+    except BusKeysError as exc:
+        raise CommandError(f"reset-risk: {exc}") from None
     ctx = zmq.Context()
-    req = Requester(ctx, endpoint, "go-trader", timeout_ms=2000, retries=2)
+    req = Requester(ctx, endpoint, "go-trader", timeout_ms=2000, retries=2, security=security)
     try:
         reply = req.request("reset_risk", {"strategy_id": strategy_id})
     except RequestFailed:

@@ -1,7 +1,8 @@
 """marketdata: owns the market feed and the market clock.
 
-Publishes  bar.<symbol>.<tf> (closed bars), tick.<symbol> (last price), clock (market time),
-           heartbeat.marketdata
+Publishes  bar.<symbol>.<tf> (closed bars, at their close: ``ts_close`` and ``wall_due_ms`` in the
+           body), tick.<symbol> (last price), clock (market time and the wall/market mapping:
+           market_origin, wall_origin, speed), heartbeat.marketdata
 Answers    history {symbol, timeframe, limit} -> rows; prices -> {symbol: {price, ts}}; status
 Calls      common.feeds (sim / replay / live), common.clock.MarketClock
 
@@ -15,19 +16,25 @@ file is only touched under ``marketdata.lock`` in the same directory.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from common.bus import RequestError, wall_ms
-from common.clock import MarketClock
+from common.clock import MarketClock, next_due
 from common.config import Config, load_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.feeds import MarketFeed, build_feed_from_config
 from common.state_store import StateFileError, load_state, save_state
+from common.timeframes import timeframe_ms
 from services.runtime import ServiceRuntime, config_path
 
-TICK_SECONDS = 0.05
+TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at their close
 CLOCK_SAVE_SECONDS = 0.25
+# A save (fsync) takes 1-7 ms, up to tens of ms on a busy disk: not in the way of a bar due this
+# soon (wall), unless the clock file would then be older than CLOCK_SAVE_MAX_AGE_SECONDS.
+CLOSE_QUIET_SECONDS = 0.02
+CLOCK_SAVE_MAX_AGE_SECONDS = 1.0
 MAX_HISTORY = 5000
 LOCK_NAME = "marketdata.lock"
 
@@ -59,6 +66,9 @@ class MarketDataService:
         self.rt.log.info("feed_started", mode=cfg.feed.mode, market_ts=self.feed.now_ts,
                          resumed=resume_ts is not None, speed=cfg.feed.speed)
         self.bars_published = 0
+        self.bar_periods_ms = sorted({timeframe_ms(tf) for tf in self.feed.timeframes})
+        self.next_close: int | None = None  # the market time of the next bar close, once known
+        self.clock_saved_at = 0.0  # monotonic s
 
     def _identity(self) -> dict[str, Any]:
         replay = {s: str(p) for s, p in self.cfg.feed.replay.files.items()} if self.cfg.feed.mode == "replay" else {}
@@ -110,11 +120,17 @@ class MarketDataService:
         market_ts = state.get("market_ts") if state else None
         return market_ts if isinstance(market_ts, int) and not isinstance(market_ts, bool) else 0
 
-    def save_clock(self) -> None:
+    def save_clock(self, force: bool = False) -> None:
         """Write the clock atomically (the previous file kept as .bak); a failure is a persist
-        problem, retried on the next save."""
+        problem, retried on the next save. Put off while a bar close is near (see
+        CLOSE_QUIET_SECONDS), so its publication never waits behind an fsync."""
         if self.cfg.feed.mode == "live":
             return
+        now = time.monotonic()
+        if not force and self.next_close is not None and now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS \
+                and self.clock.wall_ms_at(self.next_close) - time.time_ns() / 1e6 < CLOSE_QUIET_SECONDS * 1000:
+            return
+        self.clock_saved_at = now
         try:
             save_state(self.clock_file, {"version": 1, "feed": self._identity(), "market_ts": self.feed.now_ts})
         except OSError as exc:
@@ -122,16 +138,31 @@ class MarketDataService:
             return
         self.rt.clear_problem("persist")
 
-    def advance(self) -> None:
+    def advance(self) -> float:
+        """Publish the bars that closed, the latest ticks and the clock; return the seconds until
+        the next wake-up: the next bar's close (market time mapped to wall time through the
+        clock), or the next tick, whichever comes first. A bar is thus published at its close,
+        not up to a tick period after it. Each bar carries ``ts_close`` (market ms) and
+        ``wall_due_ms``, the wall time its close maps to, so a subscriber can measure lateness."""
         pub = self.rt.publisher
-        update = self.feed.advance_to(self.clock.market_ms(wall_ms()))
+        now = time.time_ns() / 1e6
+        target = self.clock.market_ms(now)
+        if self.next_close is not None and now >= self.clock.wall_ms_at(self.next_close):
+            target = max(target, self.next_close)  # float rounding must not hold back a bar that is due
+        update = self.feed.advance_to(target)
         for bar in update.bars:
-            pub.publish(f"bar.{bar.symbol}.{bar.timeframe}", "bar", bar.to_dict())
+            pub.publish(f"bar.{bar.symbol}.{bar.timeframe}", "bar",
+                        {**bar.to_dict(), "ts_close": bar.ts_close, "wall_due_ms": self.clock.wall_ms_at(bar.ts_close)})
             self.bars_published += 1
         for symbol, (price, ts) in update.ticks.items():
             pub.publish(f"tick.{symbol}", "tick", {"symbol": symbol, "price": price, "ts": ts})
-        pub.publish("clock", "clock", {"ts": self.feed.now_ts, "speed": self.cfg.feed.speed,
-                                       "finished": self.feed.finished})
+        pub.publish("clock", "clock", {"ts": self.feed.now_ts, "finished": self.feed.finished, **self.clock.to_dict()})
+        if self.cfg.feed.mode == "live" or self.feed.finished:
+            self.next_close = None  # live bars are ready when the poller has them: picked up each tick
+            return TICK_SECONDS
+        self.next_close = min(next_due(self.feed.now_ts, ms) for ms in self.bar_periods_ms)
+        until_close = (self.clock.wall_ms_at(self.next_close) - time.time_ns() / 1e6) / 1000
+        return min(TICK_SECONDS, max(0.0, until_close))
 
     # --- requests --------------------------------------------------------------------
     def history(self, body: Any) -> dict[str, Any]:
@@ -159,7 +190,7 @@ class MarketDataService:
 
     def stop(self) -> None:
         """Save the clock and stop a live feed's poller thread."""
-        self.save_clock()
+        self.save_clock(force=True)
         getattr(self.feed, "stop", lambda: None)()
         if self.lock is not None:
             self.lock.release()
@@ -179,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"history": svc.history, "prices": svc.prices, "status": svc.status})
     rt.heartbeat_status(svc.status)
-    rt.every(TICK_SECONDS, svc.advance)
+    rt.wake(svc.advance)
     rt.every(CLOCK_SAVE_SECONDS, svc.save_clock)
     rt.run(on_stop=svc.stop)
     return 0

@@ -2,7 +2,8 @@
 stop everything with state saved (the seed's ``--once``).
 
 marketdata, portfolio and pricer run as their real service processes; the strategies of every
-signal engine run their cycle in this process with the same code the engines (``services.signals``) use.
+signal engine run their cycle in this process with the same code the engines (``services.signals``)
+use, and the signals key. The bus keys are created first if the key directory lacks them.
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import sys
 import time
 
 from common.bus import RemoteError, RequestFailed
+from common.bus_auth import BusKeysError, generate_keys
 from common.config import load_config
 from common.log import EventLog
 from common.risk import iso_utc
 from common.summary import format_summary
-from services.runtime import DEFAULT_CONFIG, ServiceRuntime
+from services.runtime import DEFAULT_CONFIG, ServiceRuntime, bus_security
 from services.signals import SignalEngine
 
 SERVICES = ("marketdata", "portfolio", "pricer")
@@ -45,7 +47,13 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def run_once(config: str) -> int:
     cfg = load_config(config)
-    rt = ServiceRuntime("signals")
+    try:
+        generate_keys(cfg.bus.keys_dir)
+        security = bus_security(cfg, "signals")
+    except (BusKeysError, OSError) as exc:
+        print(f"once: {exc}", file=sys.stderr)
+        return 2
+    rt = ServiceRuntime("signals", security)
     rt.log = EventLog("signals", stream=sys.stderr, level="warning")  # stdout is the summary
     engine = SignalEngine(cfg, rt)
     try:

@@ -1,17 +1,20 @@
 """portfolio: the only writer of state.json; fills paper orders and enforces risk.
 
 Subscribes  tick.* from marketdata (marks, risk, kill-switch liquidation, option expiry)
-Answers     order, option_order (both idempotent by order id), positions {strategy_id}, snapshot,
-            status, equity, reset_risk {strategy_id} (an operator re-arms its risk limits)
+Answers     order, option_order (both idempotent by order id), orders (a cycle's orders in one
+            request, group committed), positions {strategy_id}, snapshot, status, equity,
+            reset_risk {strategy_id} (an operator re-arms its risk limits)
 Requests    prices from marketdata (late joiner); mark from the pricer (open option positions)
 Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
 Calls       common.portfolio.Portfolio (pure books and risk), options.book, common.state_store
 
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
-acknowledge. state.json is saved atomically every SAVE_SECONDS and on stop, off the order
-path. A crash at any point loses nothing that was acknowledged: on start the journal tail
-past state.json's ``journal_seq`` is replayed, into books created from the config first, and
-only after the journal has been checked to be this state's history (``start_from_disk``).
+acknowledge. The orders of one request share one append and one fsync (group commit,
+``answer_orders``); none of them is acknowledged before it. state.json is saved atomically
+every SAVE_SECONDS and on stop, off the order path. A crash at any point loses nothing that
+was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
+into books created from the config first, and only after the journal has been checked to be
+this state's history (``start_from_disk``).
 
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,
@@ -22,15 +25,17 @@ from __future__ import annotations
 
 import errno
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
 from common.config import Config, load_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
-from common.model import ORDER_RETRY, Fill, RecordError, SpotOrder
+from common.ledger import OrderDecision
+from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.portfolio import SEED_RENAMES, Portfolio, strategy_metas
-from options.book import OptionOrder
+from options.book import OptionOrder, OptionOrderDecision
 from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
                                 remove_stale_temp_files, save_state)
 from services.runtime import ServiceRuntime, config_path
@@ -189,56 +194,113 @@ class PortfolioService:
             self.portfolio.commit(records)
             self.dirty = True
 
-    # --- requests --------------------------------------------------------------------------
-    def retry_when_unwritable(self, handler: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
-        """An order handler whose fill could not be journaled answers ``retry``: the sender keeps
-        the order and resends it (same id) once the disk is back."""
-        def answer(body: Any) -> dict[str, Any]:
-            try:
-                return handler(body)
-            except PersistFailed as exc:
-                order_id = body.get("order_id") if isinstance(body, dict) else None
-                return {"order_id": order_id, "status": ORDER_RETRY, "reason": f"not journaled: {exc}",
-                        "fill": None, "fills": []}
-        answer.__name__ = handler.__name__
-        return answer
-
-    def on_order(self, body: Any) -> dict[str, Any]:
+    # --- orders: decide, journal (one fsync per round), book, answer ---------------------------
+    def read_order(self, kind: str, body: Any) -> SpotOrder | OptionOrder:
+        """The order of an ``order`` or ``option_order`` body, for a book of its kind here;
+        RequestError naming what is wrong."""
         try:
-            order = SpotOrder.from_dict(body)
-        except RecordError as exc:
-            raise RequestError("bad_order", str(exc)) from None
-        if order.strategy_id not in self.portfolio.books:
-            raise RequestError("unknown_strategy", f"order.strategy_id: no strategy {order.strategy_id!r} in this portfolio")
-        self.orders_seen += 1
-        decision = self.portfolio.decide_spot(order)
-        if decision.fill is not None:
-            self.book_fills([decision.fill])
-        elif decision.status != "duplicate":
-            self.portfolio.record_no_fill(order.strategy_id, order.order_id)
-            self.dirty = True
-        return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
-                "fill": decision.fill.to_dict() if decision.fill else None}
-
-    def on_option_order(self, body: Any) -> dict[str, Any]:
-        try:
-            order = OptionOrder.from_dict(body)
+            order = SpotOrder.from_dict(body) if kind == "order" else OptionOrder.from_dict(body)
         except RecordError as exc:
             raise RequestError("bad_order", str(exc)) from None
         book = self.portfolio.books.get(order.strategy_id)
-        if book is None or book.kind != "options":
+        if book is None:
+            raise RequestError("unknown_strategy",
+                               f"{kind}.strategy_id: no strategy {order.strategy_id!r} in this portfolio")
+        if kind == "option_order" and book.kind != "options":
             raise RequestError("unknown_strategy",
                                f"option_order.strategy_id: no options strategy {order.strategy_id!r} in this portfolio")
+        return order
+
+    def decide_order(self, order: SpotOrder | OptionOrder) -> OrderDecision | OptionOrderDecision:
+        """What the books say to one order (nothing written yet); its fills numbered from
+        ``journal_seq + 1``. The one decision every order handler uses."""
         self.orders_seen += 1
-        decision = self.portfolio.decide_options(order)
-        if decision.fills:
-            self.book_fills(list(decision.fills))
-        elif decision.status != "duplicate":
-            self.portfolio.record_no_fill(order.strategy_id, order.order_id)
-            self.dirty = True
-            self.rt.log.info("option_order_refused", order_id=order.order_id, reason=decision.reason)
-        return {"order_id": order.order_id, "status": decision.status, "reason": decision.reason,
-                "fills": [f.to_dict() for f in decision.fills]}
+        if isinstance(order, OptionOrder):
+            return self.portfolio.decide_options(order)
+        return self.portfolio.decide_spot(order)
+
+    def answer_orders(self, orders: Sequence[SpotOrder | OptionOrder]) -> list[dict[str, Any]]:
+        """Group commit: decide a round of orders, journal all their fills with one fsync, book
+        them, and only then answer, in the orders' order. A round holds one order per strategy
+        (an order is decided on its book as the fills before it left it), so a cycle's orders
+        usually take one fsync. A round that cannot be journaled books nothing: it and every
+        order after it are answered ``retry`` and stay with the sender."""
+        answers: list[dict[str, Any]] = []
+        start = 0
+        while start < len(orders):
+            end, strategies = start, set()
+            while end < len(orders) and orders[end].strategy_id not in strategies:
+                strategies.add(orders[end].strategy_id)
+                end += 1
+            try:
+                answers += self.commit_round(orders[start:end])
+            except PersistFailed as exc:
+                return answers + [{"order_id": o.order_id, "status": ORDER_RETRY, "reason": f"not journaled: {exc}",
+                                   "fill": None, "fills": []} for o in orders[start:]]
+            start = end
+        return answers
+
+    def commit_round(self, orders: Sequence[SpotOrder | OptionOrder]) -> list[dict[str, Any]]:
+        """Orders of distinct strategies: their fills numbered one after another and journaled
+        together (PersistFailed: nothing booked, nothing answered)."""
+        seq = self.portfolio.journal_seq + 1
+        decided: list[tuple[SpotOrder | OptionOrder, Any, list[Fill]]] = []
+        for order in orders:
+            decision = self.decide_order(order)
+            if isinstance(decision, OptionOrderDecision):
+                made = list(decision.fills)
+            else:
+                made = [decision.fill] if decision.fill is not None else []
+            fills = [replace(fill, seq=seq + i) for i, fill in enumerate(made)]
+            seq += len(fills)
+            decided.append((order, decision, fills))
+        self.book_fills([fill for _, _, fills in decided for fill in fills])
+        answers = []
+        for order, decision, fills in decided:
+            if not fills and decision.status not in ("duplicate", ORDER_RETRY):  # a retry's resend must fill
+                self.portfolio.record_no_fill(order.strategy_id, order.order_id)
+                self.dirty = True
+            answer = {"order_id": order.order_id, "status": decision.status, "reason": decision.reason}
+            if isinstance(order, OptionOrder):
+                if not fills and decision.status != "duplicate":
+                    self.rt.log.info("option_order_refused", order_id=order.order_id, reason=decision.reason)
+                answers.append({**answer, "fills": [f.to_dict() for f in fills]})
+            else:
+                answers.append({**answer, "fill": fills[0].to_dict() if fills else None})
+        return answers
+
+    # --- requests --------------------------------------------------------------------------
+    def on_order(self, body: Any) -> dict[str, Any]:
+        return self.answer_orders([self.read_order("order", body)])[0]
+
+    def on_option_order(self, body: Any) -> dict[str, Any]:
+        return self.answer_orders([self.read_order("option_order", body)])[0]
+
+    def on_orders(self, body: Any) -> dict[str, Any]:
+        """A cycle's orders in one request, ``{"orders": [{"type": "order" | "option_order",
+        "order": {...}}]}``, answered ``{"acks": [...]}`` in the same order and group committed.
+        An item that is not a valid order is answered ``{"status": "error", "code", "reason"}``
+        in its place; the others go ahead."""
+        items = body.get("orders") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_ORDERS_PER_REQUEST:
+            got = len(items) if isinstance(items, list) else type(items).__name__
+            raise RequestError("bad_request", f"orders.orders: expected a list of 1..{MAX_ORDERS_PER_REQUEST} "
+                                              f"orders, got {got}")
+        acks: list[dict[str, Any] | None] = [None] * len(items)
+        valid: list[tuple[int, SpotOrder | OptionOrder]] = []
+        for i, item in enumerate(items):
+            kind = item.get("type") if isinstance(item, dict) else None
+            try:
+                if kind not in ("order", "option_order"):
+                    raise RequestError("bad_order", f"type: expected 'order' or 'option_order', got {kind!r}")
+                valid.append((i, self.read_order(kind, item.get("order"))))
+            except RequestError as exc:
+                inner = item.get("order") if isinstance(item, dict) else None
+                acks[i] = {"order_id": inner.get("order_id") if isinstance(inner, dict) else None,
+                           "status": ORDER_ERROR, "code": exc.code, "reason": f"orders[{i}].{exc}"}
+        for (i, _), ack in zip(valid, self.answer_orders([order for _, order in valid])):
+            acks[i] = ack
+        return {"acks": acks}
 
     def on_reset_risk(self, body: Any) -> dict[str, Any]:
         """An operator re-arms a strategy (``go-trader reset-risk``): decide, journal (a risk
@@ -390,8 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ep = cfg.endpoints["portfolio"]
     rt.bind_publisher(ep.pub)
-    rt.bind_replier(ep.rep, {"order": svc.retry_when_unwritable(svc.on_order),
-                             "option_order": svc.retry_when_unwritable(svc.on_option_order),
+    rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order, "orders": svc.on_orders,
                              "positions": svc.on_positions, "positions_batch": svc.on_positions_batch,
                              "snapshot": svc.on_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})

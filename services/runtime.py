@@ -7,6 +7,11 @@ A failing callback is logged and counted; it never takes the service down.
 A service dies with the process that started it (Linux ``PR_SET_PDEATHSIG``): when
 supervisord itself is SIGKILLed, its programs get SIGTERM, save and exit instead of running
 on as unsupervised orphans beside the copies a new supervisord starts.
+
+Every socket the runtime opens is authenticated (common/bus_auth.py): it speaks as the bus
+identity of its service, with the keys from the key directory of the config the process runs
+(``config_path()``), unless the caller hands it a ``BusSecurity``. There is no plain mode:
+without readable keys the first socket stops the process with the fix in the message.
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ from typing import Any, Callable
 import zmq
 
 from common.bus import BusStats, Publisher, Replier, Requester, Subscriber, wall_ms
+from common.bus_auth import BusKeysError, BusSecurity, load_security, stop_zap, zap_handler
+from common.config import Config, ConfigError, load_config
 from common.log import EventLog
 
 HEARTBEAT_SECONDS = 1.0
 HEAP_TRIM_SECONDS = 10.0
+REPAIR_SECONDS = 1.0  # how soon a subscriber reconnects an endpoint an impostor broke
 # glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
 # two arenas instead of 8 per core for zmq's I/O threads; a fixed 128 KiB mmap threshold, so
 # a large transient (a state snapshot, a numpy temporary) is mapped and unmapped instead of
@@ -71,15 +79,27 @@ def die_with_parent(libc: Any, parent_pid: int, sig: int = signal.SIGTERM) -> bo
 @dataclass
 class _Timer:
     interval: float
-    callback: Callable[[], None]
+    callback: Callable[[], Any]
     due: float
+    self_timed: bool = False  # the callback returns the seconds until it wants to run again
+
+
+def bus_security(cfg: Config, identity: str) -> BusSecurity:
+    """The bus keys of ``identity`` (a service, or ``reader``) from ``cfg``'s key directory,
+    pinned to the services that bind ``cfg``'s endpoints; BusKeysError says what to fix."""
+    binds = {service: (ep.pub, ep.rep) for service, ep in cfg.endpoints.items()}
+    binds["signals"] = tuple(ep for e in cfg.engines for ep in (e.pub, e.rep))  # every engine holds the signals key
+    return load_security(cfg.bus.keys_dir, identity, binds)
 
 
 class ServiceRuntime:
-    """Sockets, timers and the poll loop of one service process."""
+    """Sockets, timers and the poll loop of one service process. ``security`` defaults to the
+    keys of the service called ``name``, read when the first socket opens."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, security: BusSecurity | None = None) -> None:
         self.name = name
+        self._security = security
+        self._refused_seen = 0
         self.log = EventLog(name)
         self.stats = BusStats()
         self.malloc_settings = tune_malloc(_libc) if _libc is not None else []  # before zmq starts its threads
@@ -91,6 +111,7 @@ class ServiceRuntime:
         self.publisher: Publisher | None = None
         self._closables: list[Any] = []
         self._readers: list[tuple[zmq.Socket, Callable[[], None]]] = []
+        self._subscribers: list[Subscriber] = []
         self._timers: list[_Timer] = []
         self._steps: list[Callable[[], bool]] = []
         self._busy = False
@@ -100,8 +121,19 @@ class ServiceRuntime:
         self.problems: dict[str, str] = {}
         self._poller = zmq.Poller()
         self.every(HEAP_TRIM_SECONDS, self.trim_heap)
+        self.every(REPAIR_SECONDS, self._repair_subscribers)
 
     # --- sockets -------------------------------------------------------------------------
+    @property
+    def security(self) -> BusSecurity:
+        if self._security is None:
+            try:
+                self._security = bus_security(load_config(config_path()), self.name)
+            except (ConfigError, BusKeysError) as exc:
+                self.log.error("bus_keys_unreadable", detail=str(exc))
+                raise SystemExit(f"{self.name}: {exc}") from None
+        return self._security
+
     def trim_heap(self) -> None:
         """Give freed heap pages back to the OS (glibc keeps them otherwise): numpy's per-cycle
         temporaries would make a long-running service's RSS creep though nothing leaks."""
@@ -109,7 +141,7 @@ class ServiceRuntime:
             _libc.malloc_trim(0)
 
     def bind_publisher(self, endpoint: str) -> Publisher:
-        self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats)
+        self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats, security=self.security)
         self._closables.append(self.publisher)
         self.every(HEARTBEAT_SECONDS, self._heartbeat)
         return self.publisher
@@ -118,8 +150,10 @@ class ServiceRuntime:
         sub = Subscriber(
             self.ctx, endpoints, topics, self.stats,
             on_drop=lambda reason, detail: self.log.warning("bad_frame_dropped", reason=reason, detail=detail),
+            security=self.security,
         )
         self._closables.append(sub)
+        self._subscribers.append(sub)
 
         def drain() -> None:
             for _ in range(10_000):  # bounded so timers keep running under a flood
@@ -136,6 +170,7 @@ class ServiceRuntime:
         rep = Replier(
             self.ctx, endpoint, self.name, handlers, self.stats,
             on_error=lambda kind, detail: self.log.error("request_failed", request=kind, detail=detail),
+            security=self.security,
         )
         self._closables.append(rep)
         self._readers.append((rep.socket, rep.serve_pending))
@@ -143,13 +178,19 @@ class ServiceRuntime:
         return rep
 
     def requester(self, endpoint: str, timeout_ms: int = 2000, retries: int = 3) -> Requester:
-        req = Requester(self.ctx, endpoint, self.name, timeout_ms, retries, self.stats)
+        req = Requester(self.ctx, endpoint, self.name, timeout_ms, retries, self.stats,
+                        security=lambda: self.security)
         self._closables.append(req)
         return req
 
     # --- timers and heartbeat -----------------------------------------------------------
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
         self._timers.append(_Timer(seconds, callback, time.monotonic()))
+
+    def wake(self, callback: Callable[[], float]) -> None:
+        """A timer that sets its own beat: ``callback`` returns the seconds until its next run
+        (marketdata wakes at each bar's close rather than on a fixed period)."""
+        self._timers.append(_Timer(0.0, callback, time.monotonic(), self_timed=True))
 
     def step_between_messages(self, step: Callable[[], bool]) -> None:
         """Long work cut into small steps: one step per loop turn, between socket reads, so a
@@ -160,7 +201,25 @@ class ServiceRuntime:
         """What this service adds to its heartbeat (the gateway shows it in /healthz)."""
         self._heartbeat_extra = extra
 
+    def _repair_subscribers(self) -> None:
+        for sub in self._subscribers:
+            failed = sub.repair()
+            if failed:
+                self.stats.dropped["bus_handshake_failed"] += len(failed)
+                self.log.warning("bus_impostor_refused", endpoints=failed,
+                                 detail="the peer does not speak CURVE: it is not a go-trader service")
+
+    def _report_refused_clients(self) -> None:
+        """Count and log the clients the ZAP handler turned away since the last heartbeat."""
+        zap = zap_handler(self.ctx)
+        if zap is None or zap.refused == self._refused_seen:
+            return
+        new, self._refused_seen = zap.refused - self._refused_seen, zap.refused
+        self.stats.dropped["bus_client_refused"] += new
+        self.log.warning("bus_client_refused", count=new, last=zap.last_refused)
+
     def _heartbeat(self) -> None:
+        self._report_refused_clients()
         if self.publisher is None:
             return
         body = {
@@ -176,9 +235,9 @@ class ServiceRuntime:
         self.publisher.publish(f"heartbeat.{self.name}", "heartbeat", body)
 
     # --- loop ----------------------------------------------------------------------------
-    def _guarded(self, callback: Callable[[], None]) -> None:
+    def _guarded(self, callback: Callable[[], Any]) -> Any:
         try:
-            callback()
+            return callback()
         except Exception as exc:
             self.errors += 1
             self.log.error("callback_failed", callback=getattr(callback, "__name__", "?"),
@@ -211,7 +270,9 @@ class ServiceRuntime:
                 for timer in self._timers:
                     if now >= timer.due:
                         timer.due = max(timer.due + timer.interval, now)
-                        self._guarded(timer.callback)
+                        wait = self._guarded(timer.callback)
+                        if timer.self_timed:
+                            timer.due = time.monotonic() + (wait if isinstance(wait, (int, float)) else 0.05)
                 next_due = min((t.due for t in self._timers), default=now + 0.1)
                 timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
                 ready = dict(self._poller.poll(0 if self._busy else timeout_ms))
@@ -238,6 +299,7 @@ class ServiceRuntime:
     def close(self) -> None:
         for closable in self._closables:
             closable.close()
+        stop_zap(self.ctx)
         self.ctx.term()
 
 

@@ -7,8 +7,8 @@ one engine touches only its strategies. Without ``--engine`` a config with one e
 
 Subscribes  bar.* and clock from marketdata; chain.* and iv.* from the pricer (options engines)
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer only
-            when no fresh published one is at hand; positions_batch (one per options batch), order
-            and option_order to portfolio
+            when no fresh published one is at hand; positions_batch (one per options batch) and
+            orders (a cycle's spot and option orders in one request) to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals-<engine> (with each strategy's last
             decision, its market time and its reason: the gateway's /status shows them)
 Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.incremental (spot
@@ -37,14 +37,15 @@ from common.config import Config, load_config
 from common.engine import (HISTORY_BARS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
                            evaluate_spot, options_params, spot_summary)
 from common.exchange_client import backoff_seconds
-from common.model import ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
+from common.model import (MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, TRANSIENT_ERRORS, RecordError,
+                          SpotOrder)
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
 from services.pricer import OPTIONS_HORIZON_DAYS, ChainReplyError, chain_from_dict
-from services.runtime import ServiceRuntime, config_path
+from services.runtime import ServiceRuntime, bus_security, config_path
 from strategies.incremental import SignalCache
 
 WARMUP_BACKOFF_SECONDS = 2.0
@@ -190,8 +191,7 @@ class SignalEngine:
         order = decision.order
         if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
             self.last_ordered_bar[sc.id] = decision.signal.ts_bar
-            self.outbox[order.order_id] = order
-            self.flush_outbox()  # at once: the strategies after this one need not hold it up
+            self.outbox[order.order_id] = order  # sent with the cycle's other orders, in one request
         return decision
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
@@ -349,37 +349,52 @@ class SignalEngine:
                                 venue.min_score, venue.max_positions)
 
     def flush_outbox(self) -> list[dict[str, Any]]:
-        """Send queued orders in order until one fails to get through; return the final answers."""
+        """Send the queued orders in one ``orders`` request (the portfolio journals their fills
+        with one fsync: group commit), oldest first, up to MAX_ORDERS_PER_REQUEST at a time.
+        Orders answered for good leave the outbox; unanswered ones, and ones answered ``retry``,
+        stay in line and are resent after a backoff. Returns the final answers."""
         acks: list[dict[str, Any]] = []
-        if time.monotonic() < self.portfolio_retry_at:
-            return acks  # the portfolio could not take an order a moment ago: they wait, the loop does not
-        while self.outbox:
-            order_id, order = next(iter(self.outbox.items()))
-            kind = "option_order" if isinstance(order, OptionOrder) else "order"
+        while self.outbox and time.monotonic() >= self.portfolio_retry_at:
+            batch = list(self.outbox.items())[:MAX_ORDERS_PER_REQUEST]
+            items = [{"type": "option_order" if isinstance(order, OptionOrder) else "order", "order": order.to_dict()}
+                     for _, order in batch]
             try:
-                ack = self.portfolio.request(kind, order.to_dict())
+                reply = self.portfolio.request("orders", {"orders": items})
+                answers = reply["acks"] if isinstance(reply, dict) else None
+                if not isinstance(answers, list) or len(answers) != len(batch) \
+                        or not all(isinstance(a, dict) for a in answers):
+                    raise RemoteError("bad_reply", f"expected {len(batch)} acks, got {str(reply)[:200]}")
             except RequestFailed as exc:
-                self.hold_outbox(order_id, f"unanswered: {exc}", PORTFOLIO_BACKOFF_SECONDS)
+                self.hold_outbox(batch[0][0], f"unanswered: {exc}", PORTFOLIO_BACKOFF_SECONDS)
                 return acks
-            except RemoteError as exc:
-                if exc.code in TRANSIENT_ERRORS:
-                    self.hold_outbox(order_id, f"{exc.code}: {exc.message}", ORDER_RETRY_SECONDS)
-                    return acks
-                self.rt.log.error("order_refused", order_id=order_id, code=exc.code, error=exc.message)
-            else:
-                if ack.get("status") == ORDER_RETRY:
-                    self.hold_outbox(order_id, f"retry: {ack.get('reason')}", ORDER_RETRY_SECONDS)
-                    return acks
-                self.orders_acked += 1
-                self.acked_in_batch.add(order.strategy_id)
-                self.rt.log.info("order_acked", order_id=order_id, status=ack["status"], reason=ack["reason"])
-                if ack["status"] == "rejected":  # the strategy decided, the portfolio said no: /status says why
-                    self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
-                                                        "reason": f"{order_id}: {ack['reason']}"})
-                acks.append(ack)
+            except RemoteError as exc:  # the request as a whole: no order was decided, all stay
+                transient = exc.code in TRANSIENT_ERRORS
+                self.hold_outbox(batch[0][0], f"{exc.code}: {exc.message}",
+                                 ORDER_RETRY_SECONDS if transient else PORTFOLIO_BACKOFF_SECONDS)
+                return acks
+            retry = [(order_id, ack) for (order_id, _), ack in zip(batch, answers) if ack.get("status") == ORDER_RETRY]
+            for (order_id, order), ack in zip(batch, answers):
+                if ack.get("status") != ORDER_RETRY:
+                    del self.outbox[order_id]
+                    acks.append(ack)
+                    self.note_ack(order, ack)
+            if retry:
+                self.hold_outbox(retry[0][0], f"retry: {retry[0][1].get('reason')}", ORDER_RETRY_SECONDS)
+                return acks
             self.portfolio_failures = 0
-            del self.outbox[order_id]
         return acks
+
+    def note_ack(self, order: SpotOrder | OptionOrder, ack: dict[str, Any]) -> None:
+        """Log a final answer; a refusal shows in /status with its reason."""
+        if ack.get("status") == ORDER_ERROR:
+            self.rt.log.error("order_refused", order_id=order.order_id, code=ack.get("code"), error=ack.get("reason"))
+            return
+        self.orders_acked += 1
+        self.acked_in_batch.add(order.strategy_id)
+        self.rt.log.info("order_acked", order_id=order.order_id, status=ack.get("status"), reason=ack.get("reason"))
+        if ack.get("status") == "rejected":  # the strategy decided, the portfolio said no: /status says why
+            self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
+                                                "reason": f"{order.order_id}: {ack.get('reason')}"})
 
     def hold_outbox(self, order_id: str, why: str, first_wait: float) -> None:
         """Keep the order first in line; wait ``first_wait``, doubled after each failure in a row."""
@@ -414,7 +429,7 @@ def engine_name(cfg: Config, argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
     spec = cfg.engine(engine_name(cfg, argv))
-    rt = ServiceRuntime(spec.service)
+    rt = ServiceRuntime(spec.service, bus_security(cfg, "signals"))  # every engine holds the signals key
     engine = SignalEngine(cfg, rt, spec.name)
     rt.bind_publisher(spec.pub)
     rt.bind_replier(spec.rep, {"status": lambda _b: engine.status()})

@@ -11,6 +11,11 @@ from common.bus import (
 )
 
 
+# Plain sockets: these tests are about the envelope and the socket patterns; the keys, the ZAP
+# handler and who may ask what are tested in test_bus_auth.py.
+PLAIN = None
+
+
 @pytest.fixture
 def ctx():
     c = zmq.Context()
@@ -62,9 +67,9 @@ def test_sequence_gaps_are_counted_per_source_and_restarts_are_not_gaps():
 
 def test_pub_sub_delivers_valid_and_drops_garbage(ctx, tcp_endpoint):
     endpoint = tcp_endpoint()
-    pub = Publisher(ctx, endpoint, "feed")
+    pub = Publisher(ctx, endpoint, "feed", security=PLAIN)
     drops = []
-    sub = Subscriber(ctx, [endpoint], ["bar."], on_drop=lambda reason, detail: drops.append(reason))
+    sub = Subscriber(ctx, [endpoint], ["bar."], on_drop=lambda reason, detail: drops.append(reason), security=PLAIN)
     raw_pub = ctx.socket(zmq.PUB)  # a rogue publisher sending garbage on the same topic
     raw_sub_endpoint = tcp_endpoint()
     raw_pub.bind(raw_sub_endpoint)
@@ -106,12 +111,12 @@ def test_request_reply_with_handler_table_and_error_replies(ctx, tcp_endpoint):
     def crash(body):
         raise KeyError("boom")
 
-    rep = Replier(ctx, endpoint, "portfolio", {"add": add, "refuse": refuse, "crash": crash})
+    rep = Replier(ctx, endpoint, "portfolio", {"add": add, "refuse": refuse, "crash": crash}, security=PLAIN)
     stop = threading.Event()
     thread = threading.Thread(target=_serve, args=(rep, stop))
     thread.start()
     try:
-        req = Requester(ctx, endpoint, "test", timeout_ms=1000, retries=2)
+        req = Requester(ctx, endpoint, "test", timeout_ms=1000, retries=2, security=PLAIN)
         assert req.request("add", {"a": 2, "b": 3}) == 5
         with pytest.raises(RemoteError) as err:
             req.request("refuse", {})
@@ -131,14 +136,14 @@ def test_request_reply_with_handler_table_and_error_replies(ctx, tcp_endpoint):
 
 
 def test_replier_answers_garbage_with_an_error_reply(ctx):
-    rep = Replier(ctx, "inproc://rep-garbage", "portfolio", {})
+    rep = Replier(ctx, "inproc://rep-garbage", "portfolio", {}, security=PLAIN)
     reply = decode_envelope(rep.answer(b"not an envelope"))
     assert reply.body["ok"] is False and reply.body["error"]["code"] == "bad_request"
     rep.close()
 
 
 def test_request_to_a_dead_peer_gives_up_in_bounded_time(ctx, tcp_endpoint):
-    req = Requester(ctx, tcp_endpoint(), "test", timeout_ms=100, retries=3)
+    req = Requester(ctx, tcp_endpoint(), "test", timeout_ms=100, retries=3, security=PLAIN)
     started = time.monotonic()
     with pytest.raises(RequestFailed, match="after 3 tries of 100 ms"):
         req.request("order", {"x": 1})
@@ -153,13 +158,13 @@ def test_request_succeeds_when_the_peer_comes_up_between_retries(ctx, tcp_endpoi
 
     def late_server():
         time.sleep(0.3)
-        holder["rep"] = Replier(ctx, endpoint, "late", {"ping": lambda body: "pong"})
+        holder["rep"] = Replier(ctx, endpoint, "late", {"ping": lambda body: "pong"}, security=PLAIN)
         _serve(holder["rep"], stop)
 
     thread = threading.Thread(target=late_server)
     thread.start()
     try:
-        req = Requester(ctx, endpoint, "test", timeout_ms=200, retries=10)
+        req = Requester(ctx, endpoint, "test", timeout_ms=200, retries=10, security=PLAIN)
         assert req.request("ping") == "pong"
         req.close()
     finally:
@@ -170,8 +175,8 @@ def test_request_succeeds_when_the_peer_comes_up_between_retries(ctx, tcp_endpoi
 
 def test_a_prefix_filter_sees_no_false_gaps_and_counts_real_ones(ctx, tcp_endpoint):
     endpoint = tcp_endpoint()
-    pub = Publisher(ctx, endpoint, "feed")
-    sub = Subscriber(ctx, [endpoint], ["bar.BTC"])
+    pub = Publisher(ctx, endpoint, "feed", security=PLAIN)
+    sub = Subscriber(ctx, [endpoint], ["bar.BTC"], security=PLAIN)
     got = None
     while got is None:  # slow joiner
         pub.publish("bar.BTC", "bar", {"n": 0})

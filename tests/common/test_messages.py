@@ -61,7 +61,8 @@ def test_every_publish_call_names_a_declared_type_on_its_declared_topic():
 
 def test_the_records_services_publish_match_their_declarations():
     bar = Bar("BTC/USDT", "1h", 0, 1.0, 2.0, 0.5, 1.5, 10.0)
-    assert message_problems("bar.BTC/USDT.1h", "bar", "marketdata", bar.to_dict()) == []
+    published = {**bar.to_dict(), "ts_close": bar.ts_close, "wall_due_ms": 1.0}  # as marketdata sends it
+    assert message_problems("bar.BTC/USDT.1h", "bar", "marketdata", published) == []
     signal = Signal("momentum-btc", "momentum", "BTC/USDT", "1h", 1, 90_000.0, 0, 3_600_000, {"roc": 1.2})
     assert message_problems("signal.momentum-btc", "signal", "signals", signal.to_dict()) == []
     fill = Fill(1, "m:1", "momentum-btc", "spot", "BTC/USDT", "buy", 0.01, 90_000.0, 0.9, -900.9, 0.0, 1)

@@ -20,6 +20,7 @@ from common.config import parse_config
 from common.deribit import DeribitClient, DeribitMarkSource
 from options.contracts import parse_instrument_name
 from services.runtime import ServiceRuntime
+from tests.support.stack import stack_security
 from tests.support.replay_server import BinanceReplay, DeribitReplay, Fault, ReplayServer
 
 H = 3_600_000
@@ -72,10 +73,11 @@ def live_stack(shared_data, tcp_endpoint, monkeypatch, tmp_path):
     with ReplayServer(binance.routes()) as bsrv, ReplayServer(deribit.routes()) as dsrv:
         raw = live_config(bsrv.url, dsrv.url + "/api/v2", tcp_endpoint)
         cfg = parse_config(raw, base_dir=tmp_path)
-        rt = ServiceRuntime("marketdata")
+        rt = ServiceRuntime("marketdata", stack_security(raw, tmp_path, "marketdata"))
         svc = marketdata.MarketDataService(cfg, rt)
         rt.bind_publisher(cfg.endpoints["marketdata"].pub)
-        sub = Subscriber(rt.ctx, [cfg.endpoints["marketdata"].pub], ["bar."])
+        sub = Subscriber(rt.ctx, [cfg.endpoints["marketdata"].pub], ["bar."],
+                         security=stack_security(raw, tmp_path, "reader"))
         try:
             yield clock, binance, bsrv, dsrv, cfg, svc, sub
         finally:

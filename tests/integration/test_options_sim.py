@@ -32,9 +32,10 @@ def option_fills(journal: list[dict]) -> list[Fill]:
     return [f for f in journal_fills(journal) if f.kind in ("option", "settlement")]
 
 
-def hourly_bars(cfg: dict, symbol: str) -> OHLCV:
+def hourly_bars(stack: Stack, symbol: str) -> OHLCV:
     ctx = zmq.Context()
-    req = Requester(ctx, cfg["endpoints"]["marketdata"]["rep"], "test", timeout_ms=3000, retries=2)
+    req = Requester(ctx, stack.config["endpoints"]["marketdata"]["rep"], "test", timeout_ms=3000, retries=2,
+                    security=stack.security())
     try:
         return OHLCV.from_rows(req.request("history", {"symbol": symbol, "timeframe": "1h", "limit": 5000})["rows"])
     finally:
@@ -67,7 +68,7 @@ def test_options_strategies_trade_mark_and_settle_over_weeks_of_sim(tmp_path):
         status = stack.wait_for(lambda: (s := stack.status())["market_ts"] >= start_ms + RUN_DAYS * DAY_MS and s,
                                 120, f"{RUN_DAYS} market days")
         running = stack.ctl("status").stdout
-        btc, eth = hourly_bars(cfg, "BTC/USDT"), hourly_bars(cfg, "ETH/USDT")
+        btc, eth = hourly_bars(stack, "BTC/USDT"), hourly_bars(stack, "ETH/USDT")
     wall = time.monotonic() - started
     journal = stack.journal()  # final: the portfolio saved state.json on its way down
     final_books = json.loads(stack.state_path.read_text())["strategies"]

@@ -9,6 +9,7 @@ import zmq
 
 from backtest.spot import run_spot_backtest
 from common.bus import Subscriber
+from common.bus_auth import BusSecurity
 from common.csv_bars import load_ohlcv_csv, write_ohlcv_csv
 from common.portfolio import journal_fills
 from common.timeframes import timeframe_ms
@@ -30,15 +31,16 @@ HOUR = timeframe_ms("1h")
 class SignalTap(threading.Thread):
     """Records which bars each strategy was evaluated on, from the public signal stream."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, security: BusSecurity) -> None:
         super().__init__(daemon=True)
         self.endpoint = endpoint
+        self.security = security
         self.bars: dict[str, set[int]] = {sid: set() for sid in STRATEGIES}
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         ctx = zmq.Context()
-        sub = Subscriber(ctx, [self.endpoint], ["signal."])
+        sub = Subscriber(ctx, [self.endpoint], ["signal."], security=self.security)
         while not self.stop_event.is_set():
             got = sub.receive(100)
             if got is not None:
@@ -65,9 +67,10 @@ def test_replay_through_the_services_fills_exactly_as_the_backtester(tmp_path, s
         ],
     }
     cfg = stack_config(base, speed=18_000)
-    tap = SignalTap(cfg["endpoints"]["signals"]["pub"])
+    stack = Stack(tmp_path / "stack", cfg)
+    tap = SignalTap(cfg["endpoints"]["signals"]["pub"], stack.security())
     tap.start()
-    with Stack(tmp_path / "stack", cfg) as stack:
+    with stack:
         stack.wait_for(lambda: stack.http("/healthz")[1]["feed"].get("finished"), 200, "the replay to finish")
         stack.wait_for(lambda: stack.status()["market_ts"] is not None, 10, "a final snapshot")
     tap.stop_event.set()

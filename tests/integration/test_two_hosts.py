@@ -5,6 +5,8 @@ Spot trades decided on host B are filled and journaled on host A, and /status on
 both engines' cycles."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from common.portfolio import journal_fills
@@ -27,6 +29,8 @@ def test_engines_on_two_hosts_by_endpoint_configuration_alone(tmp_path):
     config = stack_config()
     host_a = Stack(tmp_path / "host-a", config, engines=("options",))
     host_b = Stack(tmp_path / "host-b", config, core=(), engines=("spot",))
+    host_a.security()  # the bus keys, made on host A and copied to host B as an operator would
+    shutil.copytree(host_a.dir / "run" / "keys", host_b.dir / "run" / "keys")
     with host_a, host_b:
         assert host_a.states() == {name: "RUNNING" for name in
                                    ("marketdata", "portfolio", "pricer", "gateway", "signals-options")}

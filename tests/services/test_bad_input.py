@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from common.bus import Requester, decode_envelope
-from tests.support.stack import REPO, stack_config
+from tests.support.stack import REPO, stack_config, stack_security
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,19 +53,20 @@ def test_unreadable_state_stops_the_portfolio_and_is_never_overwritten(tmp_path,
 
 def test_garbage_requests_get_error_replies_and_the_service_keeps_serving(tmp_path):
     config, cfg = write_config(tmp_path)
+    security = stack_security(cfg, tmp_path, "signals")  # the key that may order: garbage must get past auth
     procs = [run_service("marketdata", config, tmp_path), run_service("portfolio", config, tmp_path)]
     ctx = zmq.Context()
     try:
         for name in ("marketdata", "portfolio"):
             endpoint = cfg["endpoints"][name]["rep"]
-            client = Requester(ctx, endpoint, "test", timeout_ms=1000, retries=30)
+            client = Requester(ctx, endpoint, "test", timeout_ms=1000, retries=30, security=security)
             assert client.request("status") is not None  # up
             for garbage in (b"\xc1\xc1\xc1", msgpack.packb([1, 2]), b"x" * 100_000,
                             msgpack.packb({"v": 7, "type": "status", "id": "a", "ts": 1, "source": "x", "seq": 0,
                                            "body": None})):
                 raw = ctx.socket(zmq.REQ)
                 raw.setsockopt(zmq.LINGER, 0)
-                raw.connect(endpoint)
+                security.connect(raw, endpoint)
                 raw.send(garbage)
                 assert raw.poll(3000), f"{name} did not answer garbage"
                 reply = decode_envelope(raw.recv())

@@ -8,10 +8,11 @@ import time
 import pytest
 import zmq
 
-from common.bus import Publisher
+from common.bus import Publisher, Replier
+from common.bus_auth import stop_zap
 from services.cli import (check_options_ibkr_main, check_options_main, check_price_main, check_strategy_main,
                           tap_main)
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 
 @pytest.fixture
@@ -60,10 +61,47 @@ def test_check_price_prints_each_symbol_and_refuses_unknown_ones(capsys, config)
     assert code == 1 and "no price for XRP/USDT" in doc["error"]
 
 
-def test_tap_prints_the_signal_stream_as_json_lines(capsys, config):
+def test_check_price_asks_the_running_marketdata_with_the_read_only_key(capsys, config, tmp_path):
     path, cfg = config
     ctx = zmq.Context()
-    pub = Publisher(ctx, cfg["endpoints"]["signals"]["pub"], "signals")
+    callers = []
+    rep = Replier(ctx, cfg["endpoints"]["marketdata"]["rep"], "marketdata",
+                  {"status": lambda _b: {"market_ts": 7}, "prices": lambda _b: {"prices": {"BTC/USDT": {"price": 5.0}}}},
+                  security=stack_security(cfg, tmp_path, "marketdata"))
+    real_answer = rep.answer
+    rep.answer = lambda raw, caller=None: (callers.append(caller), real_answer(raw, caller))[1]
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if rep.socket.poll(20):
+                rep.serve_pending()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        code, doc = run_json(capsys, check_price_main, ["BTC/USDT", "--config", str(path)])
+    finally:
+        stop.set()
+        thread.join()
+        rep.close()
+        stop_zap(ctx)
+        ctx.term()
+    assert code == 0 and doc == {"BTC/USDT": 5.0, "market_ts": 7, "source": "marketdata service"}
+    assert set(callers) == {"reader"}
+
+
+def test_tap_without_keys_names_the_directory_and_the_command(capsys, config, tmp_path):
+    path, _ = config
+    assert tap_main(["signal.", "--count", "1", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "state" / "keys") in err and "make keys" in err
+
+
+def test_tap_prints_the_signal_stream_as_json_lines(capsys, config, tmp_path):
+    path, cfg = config
+    ctx = zmq.Context()
+    pub = Publisher(ctx, cfg["endpoints"]["signals"]["pub"], "signals", security=stack_security(cfg, tmp_path, "signals"))
     done = threading.Event()
     thread = threading.Thread(target=lambda: (tap_main(["signal.", "--count", "2", "--config", str(path)]), done.set()))
     thread.start()
@@ -76,6 +114,7 @@ def test_tap_prints_the_signal_stream_as_json_lines(capsys, config):
         thread.join(5)
     finally:
         pub.close()
+        stop_zap(ctx)
         ctx.term()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2

@@ -76,7 +76,7 @@ def test_missing_state_dir_is_refused_unless_the_config_creates_it(tmp_path, run
 def test_a_journal_that_cannot_be_written_answers_retry_and_books_nothing(tmp_path, runtime, monkeypatch):
     cfg = make_config(tmp_path)
     svc = start(cfg, runtime)
-    on_order = svc.retry_when_unwritable(svc.on_order)
+    on_order = svc.on_order
     sid = spot_strategy(cfg)
     try:
         def read_only(_fills):
@@ -121,7 +121,7 @@ def test_a_deleted_lock_file_is_taken_again_and_a_stolen_one_stops_every_write(t
     cfg = make_config(tmp_path)
     svc = start(cfg, runtime)
     sid = spot_strategy(cfg)
-    on_order = svc.retry_when_unwritable(svc.on_order)
+    on_order = svc.on_order
     thief = None
     try:
         (tmp_path / LOCK_NAME).unlink()
@@ -150,7 +150,7 @@ def test_a_full_disk_flags_persist_refuses_fills_with_retry_and_recovers(tmp_pat
         cfg = make_config(state_dir)
         svc = start(cfg, runtime)
         sid = spot_strategy(cfg)
-        on_order = svc.retry_when_unwritable(svc.on_order)
+        on_order = svc.on_order
         try:
             disk.fill(state_dir)
             reply = on_order(order(sid, cfg.feed.start_ms))

@@ -82,3 +82,28 @@ def test_a_problem_is_logged_once_per_outage_and_cleared():
         assert events == ["problem", "problem_cleared"] and rt.problems == {}
     finally:
         rt.close()
+
+
+def test_a_self_timed_callback_runs_again_when_it_asks(monkeypatch):
+    """``wake``: the callback's return value is its next wait (marketdata sleeps until a close)."""
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)  # leave pytest's handlers alone
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    runs: list[float] = []
+    waits = iter([0.03, 0.0, "not a number"])
+
+    def tick() -> float:
+        runs.append(time.monotonic())
+        if len(runs) == 4:
+            rt.request_stop()
+        return next(waits, 0.0)
+
+    rt.wake(tick)
+    rt.run()  # closes the runtime when it stops
+    assert len(runs) == 4
+    assert runs[1] - runs[0] >= 0.029  # asked for 30 ms
+    assert runs[2] - runs[1] < 0.02  # asked for 0: at once
+    assert 0.045 <= runs[3] - runs[2] < 0.5  # a bad answer falls back to 50 ms, never a dead timer

@@ -5,12 +5,13 @@ import time
 from common.config import parse_config
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 
-def test_options_skip_with_a_reason_while_the_pricer_is_down():
-    cfg = parse_config(stack_config())
-    rt = ServiceRuntime("signals-test")
+def test_options_skip_with_a_reason_while_the_pricer_is_down(tmp_path):
+    raw = stack_config()
+    cfg = parse_config(raw)
+    rt = ServiceRuntime("signals-test", stack_security(raw, tmp_path, "signals"))
     try:
         engine = SignalEngine(cfg, rt)
         engine.market_ts = cfg.feed.start_ms
@@ -34,9 +35,10 @@ def test_options_skip_with_a_reason_while_the_pricer_is_down():
         rt.close()
 
 
-def test_the_service_decides_one_options_strategy_per_loop_turn():
-    cfg = parse_config(stack_config())
-    rt = ServiceRuntime("signals-test")
+def test_the_service_decides_one_options_strategy_per_loop_turn(tmp_path):
+    raw = stack_config()
+    cfg = parse_config(raw)
+    rt = ServiceRuntime("signals-test", stack_security(raw, tmp_path, "signals"))
     try:
         engine = SignalEngine(cfg, rt)
         engine.market_ts = cfg.feed.start_ms
@@ -58,7 +60,7 @@ def test_an_order_the_portfolio_refuses_becomes_the_strategys_last_decision():
 
     class Refusing:
         def request(self, kind, body):
-            return {"status": "rejected", "reason": "kill switch: drawdown 61.0% >= 60%"}
+            return {"acks": [{"status": "rejected", "reason": "kill switch: drawdown 61.0% >= 60%"}] * len(body["orders"])}
 
     cfg = parse_config(stack_config())
     rt = ServiceRuntime("signals-test")

@@ -1,6 +1,7 @@
-"""The outbox keeps an order until the portfolio answers it for good: unanswered or transiently
-refused orders ('retry', 'unavailable') stay first in line and are resent with a growing
-backoff; only final refusals (risk, duplicate, bad order) are dropped."""
+"""The outbox sends a cycle's orders in one ``orders`` request and keeps an order until the
+portfolio answers it for good: unanswered or transiently refused orders ('retry', 'unavailable')
+stay in line and are resent with a growing backoff; only final answers (a fill, risk, duplicate,
+an invalid order) leave it, and a batch refused whole never loses one."""
 from __future__ import annotations
 
 import time
@@ -9,25 +10,30 @@ import pytest
 
 from common.bus import RemoteError, RequestFailed
 from common.config import parse_config
-from common.model import ORDER_RETRY, SpotOrder
+from common.model import ORDER_ERROR, ORDER_RETRY, SpotOrder
+from services import signals
 from services.runtime import ServiceRuntime
 from services.signals import PORTFOLIO_BACKOFF_CAP_SECONDS, SignalEngine
 from tests.support.stack import stack_config
 
 
 class ScriptedPortfolio:
-    """Answers each order request with the next scripted reply (an exception is raised)."""
+    """Answers each ``orders`` request with the next scripted reply: an exception is raised, a
+    dict is every order's answer, a list is one answer per order."""
 
     def __init__(self, *replies) -> None:
         self.replies = list(replies)
-        self.sent: list[str] = []
+        self.sent: list[list[str]] = []  # the order ids of each request
 
     def request(self, kind, body=None, **_kw):
-        self.sent.append(body["order_id"])
+        assert kind == "orders"
+        ids = [item["order"]["order_id"] for item in body["orders"]]
+        self.sent.append(ids)
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
-        return {"order_id": body["order_id"], "fill": None, "reason": "", **reply}
+        answers = reply if isinstance(reply, list) else [reply] * len(ids)
+        return {"acks": [{"order_id": oid, "fill": None, "reason": "", **answer} for oid, answer in zip(ids, answers)]}
 
 
 @pytest.fixture
@@ -50,25 +56,62 @@ def resend_now(engine):
 @pytest.mark.parametrize("transient", [{"status": ORDER_RETRY, "reason": "not journaled: ENOSPC"},
                                        RemoteError("unavailable", "journal not writable"),
                                        RequestFailed("no reply after 2 tries")])
-def test_a_transiently_refused_order_stays_first_and_is_resent_until_it_fills(engine, transient):
-    engine.portfolio = ScriptedPortfolio(transient, transient, {"status": "filled"}, {"status": "filled"})
+def test_a_transiently_refused_batch_stays_in_line_and_is_resent_until_it_fills(engine, transient):
+    engine.portfolio = ScriptedPortfolio(transient, transient, {"status": "filled"})
     queue(engine, "a", "b")
     assert engine.flush_outbox() == [] and list(engine.outbox) == ["a", "b"]
     assert engine.portfolio_retry_at > time.monotonic() + 0.05  # waits: not asked again at once
-    assert engine.flush_outbox() == [] and engine.portfolio.sent == ["a"]
+    assert engine.flush_outbox() == [] and engine.portfolio.sent == [["a", "b"]]
     assert resend_now(engine) == [] and engine.portfolio_failures == 2
     acks = resend_now(engine)
     assert [a["order_id"] for a in acks] == ["a", "b"] and not engine.outbox
-    assert engine.portfolio.sent == ["a", "a", "a", "b"] and engine.portfolio_failures == 0
+    assert engine.portfolio.sent == [["a", "b"]] * 3 and engine.portfolio_failures == 0
     assert engine.orders_acked == 2
 
 
-@pytest.mark.parametrize("code", ["bad_order", "unknown_strategy", "internal"])
-def test_a_final_refusal_is_dropped_and_the_next_order_goes(engine, code):
-    engine.portfolio = ScriptedPortfolio(RemoteError(code, "no"), {"status": "rejected", "reason": "kill switch"})
+def test_a_cycles_orders_go_in_one_request(engine):
+    engine.portfolio = ScriptedPortfolio({"status": "filled"})
+    queue(engine, "a", "b", "c")
+    assert [a["order_id"] for a in engine.flush_outbox()] == ["a", "b", "c"]
+    assert engine.portfolio.sent == [["a", "b", "c"]]
+
+
+def test_a_long_outbox_goes_in_requests_of_at_most_the_limit(engine, monkeypatch):
+    monkeypatch.setattr(signals, "MAX_ORDERS_PER_REQUEST", 2)
+    engine.portfolio = ScriptedPortfolio(*[{"status": "filled"}] * 3)
+    queue(engine, "a", "b", "c", "d", "e")
+    assert len(engine.flush_outbox()) == 5 and not engine.outbox
+    assert engine.portfolio.sent == [["a", "b"], ["c", "d"], ["e"]]
+
+
+def test_only_the_orders_answered_retry_stay_and_the_answered_ones_leave(engine):
+    engine.portfolio = ScriptedPortfolio([{"status": "filled"}, {"status": ORDER_RETRY, "reason": "pricer down"},
+                                          {"status": "rejected", "reason": "kill switch"}], {"status": "filled"})
+    queue(engine, "a", "b", "c")
+    assert [a["order_id"] for a in engine.flush_outbox()] == ["a", "c"]
+    assert list(engine.outbox) == ["b"] and engine.portfolio_retry_at > time.monotonic()
+    assert [a["order_id"] for a in resend_now(engine)] == ["b"] and not engine.outbox
+    assert engine.portfolio.sent == [["a", "b", "c"], ["b"]] and engine.orders_acked == 3
+
+
+def test_an_order_the_batch_calls_invalid_is_dropped_and_the_others_are_acked(engine):
+    engine.portfolio = ScriptedPortfolio([{"status": ORDER_ERROR, "code": "bad_order", "reason": "orders[0].price"},
+                                          {"status": "filled"}])
     queue(engine, "a", "b")
-    acks = engine.flush_outbox()
-    assert [a["order_id"] for a in acks] == ["b"] and not engine.outbox and engine.orders_acked == 1
+    assert [a["status"] for a in engine.flush_outbox()] == [ORDER_ERROR, "filled"]
+    assert not engine.outbox and engine.orders_acked == 1
+
+
+@pytest.mark.parametrize("refusal", [RemoteError("unknown_type", "no handler for 'orders'"),
+                                     RemoteError("bad_request", "orders.orders"), {"acks": "none"}])
+def test_a_refused_or_garbled_batch_is_never_dropped(engine, refusal):
+    if isinstance(refusal, dict):
+        engine.portfolio.request = lambda *_a, **_k: refusal
+    else:
+        engine.portfolio = ScriptedPortfolio(refusal)
+    queue(engine, "a", "b")
+    assert engine.flush_outbox() == [] and list(engine.outbox) == ["a", "b"]
+    assert engine.portfolio_retry_at > time.monotonic() + 0.5  # the slow backoff: it needs a fix, not a tick
 
 
 @pytest.mark.parametrize("failure, waits", [

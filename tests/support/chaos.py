@@ -43,6 +43,7 @@ from typing import Any
 import zmq
 
 from common.bus import Subscriber
+from common.bus_auth import BusSecurity
 from common.config import parse_config
 from common.timeframes import timeframe_ms
 from common.portfolio import Portfolio, journal_fills, strategy_metas
@@ -84,9 +85,10 @@ class ChaosReport:
 class BusRecorder(threading.Thread):
     """Follows bars, signals and fills from outside the stack, as any user's tap would."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], security: BusSecurity) -> None:
         super().__init__(daemon=True)
         self.cfg = cfg
+        self.security = security
         self.stop_event = threading.Event()
         self.bars: dict[tuple[str, str], set[int]] = defaultdict(set)
         self.signaled: dict[str, set[int]] = defaultdict(set)
@@ -99,7 +101,7 @@ class BusRecorder(threading.Thread):
         eps = self.cfg["endpoints"]
         engines = [e["pub"] for e in self.cfg["engines"].values()]  # every signal engine's PUB
         sub = Subscriber(ctx, [eps["marketdata"]["pub"], *engines, eps["portfolio"]["pub"]],
-                         ["bar.", "signal.", "fill.", "clock"])
+                         ["bar.", "signal.", "fill.", "clock"], security=self.security)
         try:
             while not self.stop_event.is_set():
                 got = sub.receive(100)
@@ -370,7 +372,7 @@ def _run_chaos(workdir: Path, seconds: float, kill_every: float, seed: int, spee
     cfg = stack_config(speed=speed)
     stack = Stack(workdir, cfg)
     report = ChaosReport()
-    recorder = BusRecorder(cfg)
+    recorder = BusRecorder(cfg, stack.security())
     reader = StateReader(stack.state_path)
     outages: list[tuple[str, float]] = []
     operator = DiskFaults(stack, report, rng, can_fill, reader)

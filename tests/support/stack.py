@@ -2,7 +2,9 @@
 
 Tests use the repo's own supervisord.conf (copied beside a generated config, with the
 program interpreter pointed at this venv), so what is tested is what ``make run`` runs.
-Everything started here is stopped by PID at the end; nothing is ever killed by name.
+The bus keys are made in the stack's key directory before it starts, as ``make run`` does;
+a test talks to the stack with ``stack.security()`` (the read-only key unless it asks for a
+service's). Everything started here is stopped by PID at the end; nothing is ever killed by name.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common.config import load_config
+from common.bus_auth import READER, BusSecurity, generate_keys
+from common.config import load_config, parse_config
+from services.runtime import bus_security
 from services.supervisor_conf import write as write_engines
 from tests.support.ports import free_port
 
@@ -54,6 +58,13 @@ def keep_programs(conf: str, keep: tuple[str, ...]) -> str:
     return "".join(p for p in parts if p.split("\n", 1)[0].strip() not in dropped)
 
 
+def stack_security(config: dict[str, Any], workdir: Path, identity: str = READER) -> BusSecurity:
+    """The keys of ``identity`` for services run on ``config`` from ``workdir``, made if missing."""
+    cfg = parse_config(config, base_dir=Path(workdir))
+    generate_keys(cfg.bus.keys_dir)
+    return bus_security(cfg, identity)
+
+
 class Stack:
     """supervisord + the five services; ``with Stack(tmp_path) as s:`` starts and stops it."""
 
@@ -72,11 +83,16 @@ class Stack:
     def write_files(self) -> None:
         (self.dir / "run" / "logs").mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
+        self.security()
         conf = (REPO / "supervisord.conf").read_text().replace("%(here)s/.venv/bin/python", sys.executable)
         self.conf_path.write_text(keep_programs(conf, self.core))
         write_engines(load_config(self.config_path), self.conf_path, sys.executable, self.engines)
         self.env["GO_TRADER_CONFIG"] = str(self.config_path)
         self.env["PYTHONPATH"] = str(REPO)
+
+    def security(self, identity: str = READER) -> BusSecurity:
+        """Keys to talk to this stack's bus as ``identity``; they are made if the stack has none yet."""
+        return stack_security(self.config, self.dir, identity)
 
     @property
     def config_path(self) -> Path:

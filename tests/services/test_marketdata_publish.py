@@ -1,0 +1,146 @@
+"""marketdata publishes a bar at its close in market time (mapped to wall time through the sim
+clock), not on the next tick: it wakes up at the close, the bar carries ``ts_close`` and the wall
+time it was due, and the bars published never depend on when the wake-ups happened."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import services.marketdata as marketdata
+from common.clock import MarketClock
+from common.config import parse_config
+from services.marketdata import TICK_SECONDS, MarketDataService
+from services.runtime import ServiceRuntime
+from tests.support.stack import stack_config
+
+HOUR = 3_600_000
+WALL0 = 1_700_000_000_000.0  # wall ms at the clock's origin
+
+
+class Recorder:
+    """Stands in for the publisher: what was published, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def publish(self, topic: str, kind: str, body: dict[str, Any]) -> None:
+        self.sent.append((topic, kind, body))
+
+    def bars(self) -> list[dict[str, Any]]:
+        return [body for _, kind, body in self.sent if kind == "bar"]
+
+
+class WallClock:
+    """``time`` for the service under test: ``time_ns`` reads ``now_ms``, ``monotonic`` follows it."""
+
+    def __init__(self) -> None:
+        self.now_ms = WALL0
+
+    def time_ns(self) -> int:
+        return round(self.now_ms * 1e6)
+
+    def monotonic(self) -> float:
+        return self.now_ms / 1000
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    wall = WallClock()
+    monkeypatch.setattr(marketdata, "time", wall)
+
+    def start(name: str = "a", speed: int = 3600) -> tuple[MarketDataService, Recorder]:
+        raw = stack_config(speed=speed)
+        (tmp_path / name).mkdir()
+        raw["state_file"] = str(tmp_path / name / "state.json")
+        cfg = parse_config(raw)
+        rt = ServiceRuntime("marketdata-test")
+        runtimes.append(rt)
+        svc = MarketDataService(cfg, rt)
+        services.append(svc)
+        svc.clock = MarketClock(svc.feed.now_ts, int(WALL0), speed)
+        rt.publisher = Recorder()
+        return svc, rt.publisher
+
+    runtimes: list[ServiceRuntime] = []
+    services: list[MarketDataService] = []
+    yield start, wall
+    for svc in services:
+        svc.stop()
+    for rt in runtimes:
+        rt.close()
+
+
+def test_it_wakes_at_the_next_close_and_publishes_the_bar_then(service) -> None:
+    start, wall = service
+    svc, pub = start()
+    origin = svc.feed.now_ts
+    assert origin % HOUR == 0  # the config starts at 00:00 UTC: the next close is one market hour on
+    close = origin + HOUR
+    wall.now_ms = svc.clock.wall_ms_at(close) - 10.0  # 10 wall ms before the close
+    assert svc.advance() == pytest.approx(0.010, abs=1e-6)  # sleeps until the close, not a tick period
+    assert pub.bars() == []
+    wall.now_ms = svc.clock.wall_ms_at(close)
+    svc.advance()
+    bars = pub.bars()
+    assert {(b["symbol"], b["timeframe"]) for b in bars} == {(s, "1h") for s in svc.feed.symbols}
+    assert all(b["ts_close"] == close and b["ts_open"] == origin for b in bars)
+    assert all(b["wall_due_ms"] == WALL0 + 1_000.0 for b in bars)  # one market hour = 1 wall s at 3,600x
+    clock = [body for _, kind, body in pub.sent if kind == "clock"][-1]
+    assert clock == {"ts": close, "finished": False, "market_origin": origin, "wall_origin": int(WALL0),
+                     "speed": 3600}
+
+
+def test_far_from_a_close_ticks_keep_their_period(service) -> None:
+    start, wall = service
+    svc, _ = start()
+    wall.now_ms = WALL0 + 100.0  # 0.9 wall s before the first close
+    assert svc.advance() == TICK_SECONDS
+
+
+def test_a_due_close_is_published_even_when_float_rounding_lags(service) -> None:
+    start, wall = service
+    svc, pub = start(speed=36_001)  # wall ms per market ms is not a round number
+    close = svc.feed.now_ts + HOUR
+    wall.now_ms = svc.clock.wall_ms_at(close) - 50.0
+    svc.advance()  # learns the next close
+    wall.now_ms = svc.clock.wall_ms_at(close)
+    svc.advance()
+    assert {b["ts_close"] for b in pub.bars()} == {close}
+
+
+def test_the_bars_published_do_not_depend_on_when_it_woke_up(service) -> None:
+    start, wall = service
+    steady, steady_pub = start("steady")
+    jumpy, jumpy_pub = start("jumpy")
+    end = WALL0 + 6_000.0  # six market hours at 3,600x
+    wall.now_ms = WALL0
+    while wall.now_ms < end:  # wake when asked
+        wall.now_ms = min(end, wall.now_ms + 1000 * steady.advance() + 0.001)
+        steady.advance()
+    for wall.now_ms in (WALL0 + 2_500.0, WALL0 + 2_600.0, end):  # a loaded machine: late, irregular
+        jumpy.advance()
+    assert steady_pub.bars() == jumpy_pub.bars()
+    assert [b["ts_close"] for b in steady_pub.bars()][::3] == [steady.feed.now_ts - 6 * HOUR + h * HOUR
+                                                               for h in range(1, 7)]
+
+
+def test_the_clock_file_is_not_saved_just_before_a_close_but_never_goes_stale(service, monkeypatch) -> None:
+    start, wall = service
+    svc, _ = start()
+    saves: list[int] = []
+    monkeypatch.setattr(marketdata, "save_state", lambda _path, state: saves.append(state["market_ts"]))
+    close = svc.feed.now_ts + HOUR
+    wall.now_ms = svc.clock.wall_ms_at(close) - 500.0
+    svc.advance()
+    svc.save_clock()
+    assert len(saves) == 1  # half a second from the close: saved
+    wall.now_ms = svc.clock.wall_ms_at(close) - 10.0
+    svc.advance()
+    svc.save_clock()
+    assert len(saves) == 1  # 10 ms from the close: the bar goes first
+    svc.save_clock(force=True)  # on stop, whatever comes
+    wall.now_ms += 1000 * marketdata.CLOCK_SAVE_MAX_AGE_SECONDS
+    svc.next_close = svc.feed.now_ts + 1  # closes due every moment: the file still gets saved
+    svc.save_clock()
+    assert len(saves) == 3

@@ -1,0 +1,181 @@
+"""Group commit: the orders of one cycle arrive in one ``orders`` request, their fills are
+journaled with one fsync before any of them is acknowledged, and journal-before-ack and
+exactly-once still hold (a failed journal answers every order ``retry``, a resend is a duplicate)."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from common.bus import RequestError
+from common.config import parse_config
+from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY
+from options.book import OptionLeg, OptionOrder
+from options.contracts import OptionContract
+from options.venues import DERIBIT
+from services.portfolio import PortfolioService
+from services.runtime import ServiceRuntime
+from tests.support.stack import stack_config
+
+PRICES = {"BTC/USDT": 50_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
+
+
+@pytest.fixture
+def svc(tmp_path):
+    raw = stack_config()
+    raw["state_file"] = str(tmp_path / "state.json")
+    cfg = parse_config(raw)
+    rt = ServiceRuntime("portfolio-test")
+    rt.bind_publisher(raw["endpoints"]["portfolio"]["pub"])
+    service = PortfolioService(cfg, rt)
+    service.portfolio.mark(PRICES, cfg.feed.start_ms)
+    yield service
+    service.stop()
+    rt.close()
+
+
+def spot_orders(svc, ts: int, count: int = 6, signal: int = 1) -> list[dict]:
+    """One buy per spot strategy (the first ``count``), as the engine queues them for a bar."""
+    out = []
+    for sc in list(svc.cfg.spot_strategies())[:count]:
+        out.append({"order_id": f"{sc.id}:{ts}", "strategy_id": sc.id, "symbol": sc.symbol, "signal": signal,
+                    "price": PRICES[sc.symbol], "ts_event": ts})
+    return out
+
+
+def batch(orders: list[dict], kind: str = "order") -> dict:
+    return {"orders": [{"type": kind, "order": o} for o in orders]}
+
+
+def journal(svc) -> list[dict]:
+    return [json.loads(line) for line in svc.journal.path.read_text().splitlines()]
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Counts every fsync the process makes while the test runs."""
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    return calls
+
+
+def test_one_bar_of_orders_is_one_fsync_instead_of_one_per_fill(svc, fsyncs) -> None:
+    ts = svc.cfg.feed.start_ms
+    singles = spot_orders(svc, ts)
+    assert len({o["strategy_id"] for o in singles}) == 6
+    before = len(fsyncs)
+    answers = [svc.on_order(o) for o in singles]  # before: one request, one fsync per fill
+    assert [a["status"] for a in answers] == ["filled"] * 6
+    assert len(fsyncs) - before == 6
+    before = len(fsyncs)
+    reply = svc.on_orders(batch(spot_orders(svc, ts + 3_600_000, signal=-1)))  # after: the bar's orders at once
+    assert [a["status"] for a in reply["acks"]] == ["filled"] * 6
+    assert len(fsyncs) - before == 1
+
+
+def test_acks_come_in_order_after_every_fill_is_journaled(svc) -> None:
+    ts = svc.cfg.feed.start_ms
+    orders = spot_orders(svc, ts)
+    reply = svc.on_orders(batch(orders))
+    assert [a["order_id"] for a in reply["acks"]] == [o["order_id"] for o in orders]
+    seqs = [a["fill"]["seq"] for a in reply["acks"]]
+    assert seqs == [1, 2, 3, 4, 5, 6]  # numbered one after another in the one append
+    lines = journal(svc)
+    assert [line["seq"] for line in lines] == seqs
+    assert [line["order_id"] for line in lines] == [o["order_id"] for o in orders]
+    assert [line.get("more", False) for line in lines] == [True] * 5 + [False]  # one append: torn, it goes whole
+    assert svc.portfolio.journal_seq == 6 and svc.fills_made == 6
+
+
+def test_two_orders_of_one_strategy_take_two_rounds_and_the_second_sees_the_first(svc, fsyncs) -> None:
+    ts = svc.cfg.feed.start_ms
+    [buy] = spot_orders(svc, ts, count=1)
+    sell = {**buy, "order_id": f"{buy['strategy_id']}:{ts + 1}", "signal": -1, "ts_event": ts + 1}
+    before = len(fsyncs)
+    reply = svc.on_orders(batch([buy, sell, buy]))
+    assert [a["status"] for a in reply["acks"]] == ["filled", "filled", "duplicate"]
+    assert reply["acks"][1]["fill"]["side"] == "sell"  # decided on the book the buy left
+    assert len(fsyncs) - before == 2  # the duplicate writes nothing
+    assert [line["seq"] for line in journal(svc)] == [1, 2]
+
+
+def test_a_batch_that_cannot_be_journaled_is_answered_retry_and_resending_it_fills_once(svc, monkeypatch) -> None:
+    ts = svc.cfg.feed.start_ms
+    orders = spot_orders(svc, ts)
+
+    def full(_records):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(svc.journal, "append", full)
+    cash = {sid: book.cash for sid, book in svc.portfolio.books.items()}
+    reply = svc.on_orders(batch(orders))
+    assert {a["status"] for a in reply["acks"]} == {ORDER_RETRY}
+    assert reply["acks"][0]["reason"] == "not journaled: [Errno 28] No space left on device"
+    assert {sid: book.cash for sid, book in svc.portfolio.books.items()} == cash and svc.portfolio.journal_seq == 0
+    monkeypatch.undo()
+    assert [a["status"] for a in svc.on_orders(batch(orders))["acks"]] == ["filled"] * 6
+    assert [a["status"] for a in svc.on_orders(batch(orders))["acks"]] == ["duplicate"] * 6  # exactly once
+    assert [line["seq"] for line in journal(svc)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_later_round_that_fails_keeps_the_earlier_acks_and_retries_the_rest(svc, monkeypatch) -> None:
+    ts = svc.cfg.feed.start_ms
+    first, second = spot_orders(svc, ts, count=2)
+    again = {**first, "order_id": f"{first['strategy_id']}:{ts + 1}", "signal": -1, "ts_event": ts + 1}
+    real, calls = svc.journal.append, []
+
+    def fail_second(records):
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real(records)
+
+    monkeypatch.setattr(svc.journal, "append", fail_second)
+    acks = svc.on_orders(batch([first, second, again]))["acks"]
+    assert [a["status"] for a in acks] == ["filled", "filled", ORDER_RETRY] and calls == [2, 1]
+    assert svc.portfolio.journal_seq == 2
+
+
+def test_spot_and_option_orders_share_one_batch(svc, fsyncs) -> None:
+    ts = svc.cfg.feed.start_ms
+    options_id = next(sc.id for sc in svc.cfg.options_strategies() if sc.venue == "deribit" and sc.underlying == "BTC")
+    expiry = DERIBIT.listed_expiries(ts, 60)[-1]
+    contract = OptionContract("deribit", "BTC", expiry, 60_000.0, True, 1.0)
+    leg = OptionLeg(contract, 1, 0.1, 2_000.0, {"delta": 0.4}, 0.9, "test", "open")
+    option = OptionOrder(f"{options_id}:{ts}:call", options_id, ts, 50_000.0, (leg,)).to_dict()
+    [spot] = spot_orders(svc, ts, count=1)
+    before = len(fsyncs)
+    acks = svc.on_orders({"orders": [{"type": "order", "order": spot},
+                                     {"type": "option_order", "order": option}]})["acks"]
+    assert [a["status"] for a in acks] == ["filled", "filled"], acks
+    assert acks[0]["fill"]["seq"] == 1 and [f["seq"] for f in acks[1]["fills"]] == [2]
+    assert len(fsyncs) - before == 1
+
+
+@pytest.mark.parametrize("body", [None, [], {"orders": []}, {"orders": "x"},
+                                  {"orders": [{}] * (MAX_ORDERS_PER_REQUEST + 1)}])
+def test_a_body_that_is_not_a_list_of_orders_is_refused_whole(svc, body) -> None:
+    with pytest.raises(RequestError, match=r"orders.orders: expected a list of 1..1000 orders") as err:
+        svc.on_orders(body)
+    assert err.value.code == "bad_request"
+
+
+def test_a_bad_item_is_answered_in_its_place_and_the_others_fill(svc) -> None:
+    ts = svc.cfg.feed.start_ms
+    good, other = spot_orders(svc, ts, count=2)
+    items = [{"type": "order", "order": good}, {"type": "trade", "order": other},
+             {"type": "order", "order": {**other, "strategy_id": "nobody"}}, "junk",
+             {"type": "order", "order": {**other, "price": -1}}]
+    acks = svc.on_orders({"orders": items})["acks"]
+    assert acks[0]["status"] == "filled"
+    assert acks[1] == {"order_id": other["order_id"], "status": ORDER_ERROR, "code": "bad_order",
+                       "reason": "orders[1].type: expected 'order' or 'option_order', got 'trade'"}
+    assert (acks[2]["code"], acks[2]["reason"]) == ("unknown_strategy", "orders[2].order.strategy_id: no strategy "
+                                                                        "'nobody' in this portfolio")
+    assert (acks[3]["order_id"], acks[3]["code"]) == (None, "bad_order")
+    assert acks[4]["code"] == "bad_order" and "price" in acks[4]["reason"]
+    assert [line["order_id"] for line in journal(svc)] == [good["order_id"]]
