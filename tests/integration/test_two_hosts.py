@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from common.config import parse_config
 from common.portfolio import journal_fills
 from tests.support.stack import Stack, acked_fill_ids, stack_config
 
@@ -30,7 +31,8 @@ def test_engines_on_two_hosts_by_endpoint_configuration_alone(tmp_path):
     host_a = Stack(tmp_path / "host-a", config, engines=("options",))
     host_b = Stack(tmp_path / "host-b", config, core=(), engines=("spot",))
     host_a.security()  # the bus keys, made on host A and copied to host B as an operator would
-    shutil.copytree(host_a.dir / "run" / "keys", host_b.dir / "run" / "keys")
+    keys = parse_config(config, base_dir=host_a.dir).bus.keys_dir
+    shutil.copytree(keys, host_b.dir / keys.relative_to(host_a.dir))
     with host_a, host_b:
         assert host_a.states() == {name: "RUNNING" for name in
                                    ("marketdata", "portfolio", "pricer", "gateway", "signals-options")}
@@ -42,7 +44,7 @@ def test_engines_on_two_hosts_by_endpoint_configuration_alone(tmp_path):
         assert services["signals-options"]["pid"] == host_a.pid("signals-options")
         assert status["cycle_count"] >= services["signals-spot"]["cycle_count"] + 1
     assert (host_a.dir / "config.json").exists() and (host_b.dir / "config.json").exists()
-    assert not (host_b.dir / "state").exists()  # host B keeps no portfolio state
+    assert not (host_b.dir / "state" / "state.json").exists()  # host B keeps no portfolio state
     acked = acked_fill_ids(host_b)
     journaled = {f.order_id for f in journal_fills(host_a.journal())}
     assert acked and set(acked) <= journaled, f"acked on host B but not journaled on host A: {set(acked) - journaled}"
