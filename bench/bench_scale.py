@@ -78,14 +78,14 @@ def with_engines(raw: dict[str, Any], count: int, ports: list[int]) -> dict[str,
     return out
 
 
-def _engine(raw: dict[str, Any], name: str, rounds: int, barrier: Any, results: Any) -> None:
+def _engine(raw: dict[str, Any], workdir: str, name: str, rounds: int, barrier: Any, results: Any) -> None:
     """One engine process: warm up, then ``rounds`` + 1 rounds started with the others."""
     from common.config import parse_config
-    from services.runtime import ServiceRuntime
+    from services.runtime import ServiceRuntime, bus_security
     from services.signals import SignalEngine
 
-    cfg = parse_config(raw, "bench")
-    rt = ServiceRuntime(f"signals-{name}")
+    cfg = parse_config(raw, "bench", base_dir=Path(workdir))
+    rt = ServiceRuntime(f"signals-{name}", bus_security(cfg, "signals"))  # as services.signals runs it
     rt.log.stream = io.StringIO()  # per-cycle log lines are not the benchmark's output
     rt.bind_publisher("tcp://127.0.0.1:*")
     engine = SignalEngine(cfg, rt, name)
@@ -125,12 +125,12 @@ def _follow(engine: Any, feeds: list[Any]) -> None:
         engine.warm_up()
 
 
-def measure(raw: dict[str, Any], count: int, rounds: int, ports: list[int]) -> dict[str, Any]:
+def measure(raw: dict[str, Any], workdir: Path, count: int, rounds: int, ports: list[int]) -> dict[str, Any]:
     """``count`` engine processes over the running stack's config; per-round slowest engine."""
     split = with_engines(raw, count, ports)
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(count), ctx.Queue()
-    procs = [ctx.Process(target=_engine, args=(split, f"e{i}", rounds, barrier, results)) for i in range(count)]
+    procs = [ctx.Process(target=_engine, args=(split, str(workdir), f"e{i}", rounds, barrier, results)) for i in range(count)]
     for proc in procs:
         proc.start()
     rows: list[dict[str, Any]] = []
@@ -157,7 +157,7 @@ def measure(raw: dict[str, Any], count: int, rounds: int, ports: list[int]) -> d
                                       for i in range(count)}}
 
 
-def ready(raw: dict[str, Any], timeout_s: float = 300) -> None:
+def ready(raw: dict[str, Any], security: Any, timeout_s: float = 300) -> None:
     """Wait until marketdata (its history built for every symbol), the portfolio and the pricer
     answer; supervisord calls a program RUNNING a second after it starts."""
     import zmq
@@ -168,7 +168,7 @@ def ready(raw: dict[str, Any], timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     try:
         for service in ("marketdata", "portfolio", "pricer"):
-            req = Requester(ctx, raw["endpoints"][service]["rep"], "bench", 1000, 1)
+            req = Requester(ctx, raw["endpoints"][service]["rep"], "bench", 1000, 1, security=security)
             try:
                 while True:
                     try:
@@ -195,8 +195,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         ports = [free_port() for _ in range(2 * max(counts))]
         with tempfile.TemporaryDirectory(prefix="go-trader-scale-") as tmp:
             with Stack(Path(tmp), raw, core=("marketdata", "portfolio", "pricer"), engines=()) as stack:
-                ready(raw)
-                out["sizes"][str(n)] = {str(e): measure(raw, e, rounds, ports) for e in counts}
+                ready(raw, stack.security())
+                out["sizes"][str(n)] = {str(e): measure(raw, Path(tmp), e, rounds, ports) for e in counts}
                 out["sizes"][str(n)]["journaled_fills"] = len(stack.journal())
     return out
 
