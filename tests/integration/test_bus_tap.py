@@ -41,10 +41,11 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVHWM, 100_000)
+    security = stack.security()  # the read-only key, each endpoint's server key pinned
     for service in SERVICES:
-        sub.connect(stack.config["endpoints"][service]["pub"])
+        security.connect(sub, stack.config["endpoints"][service]["pub"])
     for engine in stack.config["engines"].values():
-        sub.connect(engine["pub"])
+        security.connect(sub, engine["pub"])
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     seen: Counter = Counter()
     problems: dict[str, str] = {}
@@ -74,8 +75,10 @@ def test_the_readme_tap_example_prints_spot_and_options_signals(stack, tmp_path)
     assert code.count('"tcp://127.0.0.1:5562"') == code.count('"tcp://127.0.0.1:5568"') == 1
     script = tmp_path / "tap.py"
     engines = stack.config["engines"]
+    keys = stack.security().directory  # the README reads run/keys, the default key directory
     script.write_text(code.replace('"tcp://127.0.0.1:5562"', repr(engines["spot"]["pub"]))
-                      .replace('"tcp://127.0.0.1:5568"', repr(engines["options"]["pub"])))
+                      .replace('"tcp://127.0.0.1:5568"', repr(engines["options"]["pub"]))
+                      .replace('"run/keys/', f'"{keys}/'))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
