@@ -130,7 +130,8 @@ def measure(raw: dict[str, Any], workdir: Path, count: int, rounds: int, ports: 
     split = with_engines(raw, count, ports)
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(count), ctx.Queue()
-    procs = [ctx.Process(target=_engine, args=(split, str(workdir), f"e{i}", rounds, barrier, results)) for i in range(count)]
+    procs = [ctx.Process(target=_engine, args=(split, str(workdir), f"e{i}", rounds, barrier, results))
+             for i in range(count)]
     for proc in procs:
         proc.start()
     rows: list[dict[str, Any]] = []

@@ -255,8 +255,9 @@ class Config:
         for e in self.engines:
             if e.name == name:
                 return e
-        raise ValueError(f"unknown engine {show(name)}; the config has "
-                         f"{', '.join(show(e.name) for e in self.engines)}{did_you_mean(name, [e.name for e in self.engines])}")
+        names = [e.name for e in self.engines]
+        raise ValueError(f"unknown engine {show(name)}; the config has {', '.join(show(n) for n in names)}"
+                         f"{did_you_mean(name, names)}")
 
     def engine_strategies(self, name: str) -> tuple[StrategyConfig, ...]:
         """The strategies the engine ``name`` runs, in config order."""

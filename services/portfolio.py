@@ -333,8 +333,8 @@ class PortfolioService:
         """Books of many strategies in one reply (an options engine's whole batch): a read."""
         sids = body.get("strategy_ids") if isinstance(body, dict) else None
         if not isinstance(sids, list) or not 1 <= len(sids) <= MAX_POSITIONS_BATCH:
-            raise RequestError("bad_request", f"positions_batch.strategy_ids: expected a list of 1..{MAX_POSITIONS_BATCH} "
-                                              f"strategy ids, got {type(sids).__name__}")
+            raise RequestError("bad_request", f"positions_batch.strategy_ids: expected a list of "
+                                              f"1..{MAX_POSITIONS_BATCH} strategy ids, got {type(sids).__name__}")
         unknown = [sid for sid in sids if not isinstance(sid, str) or sid not in self.portfolio.books]
         if unknown:
             raise RequestError("unknown_strategy", f"positions_batch.strategy_ids: no strategy {unknown[0]!r} "

@@ -44,8 +44,8 @@ CHAIN_HORIZON_DAYS = 400
 OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 MAX_CONTRACTS = 500
 MAX_IV_DAYS = 1000
-LIVE_IV_RETRY_SECONDS = 30.0
-PUBLISH_CHECK_SECONDS = 0.1  # how often (wall) the pricer looks whether a new interval began  # a failing live vol is re-read this often, so the problem clears on its own
+LIVE_IV_RETRY_SECONDS = 30.0  # a failing live vol is re-read this often, so the problem clears on its own
+PUBLISH_CHECK_SECONDS = 0.1  # how often (wall) the pricer looks whether a new interval began
 
 
 def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:

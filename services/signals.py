@@ -292,7 +292,8 @@ class SignalEngine:
             self.options_market, self.options_unavailable = None, None
         return decision
 
-    def decide_option_strategy(self, sc: Any, market: dict[Any, Any], unavailable: str | None) -> OptionsDecision | None:
+    def decide_option_strategy(self, sc: Any, market: dict[Any, Any],
+                               unavailable: str | None) -> OptionsDecision | None:
         if unavailable is not None:
             decision = OptionsDecision(sc.id, skipped=unavailable)
         elif any(o.strategy_id == sc.id for o in self.outbox.values()):
@@ -405,8 +406,8 @@ class SignalEngine:
                             retry_in_s=wait)
 
     def status(self) -> dict[str, Any]:
-        return {"engine": self.engine or "all", "cycle_count": self.cycle_count, "market_ts": self.market_ts, "outbox": len(self.outbox),
-                "orders_acked": self.orders_acked, "strategies": self.strategy_status}
+        return {"engine": self.engine or "all", "cycle_count": self.cycle_count, "market_ts": self.market_ts,
+                "outbox": len(self.outbox), "orders_acked": self.orders_acked, "strategies": self.strategy_status}
 
 
 def engine_name(cfg: Config, argv: list[str] | None) -> str:

@@ -482,7 +482,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_check_exits_0_and_summarizes_a_sound_config():
     done = _cli("--check", "config/default.json")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "config OK: config/default.json: 34 strategies (14 spot, 20 options), feed sim; engines spot (14), options (20)"
+    assert done.stdout.strip() == ("config OK: config/default.json: 34 strategies (14 spot, 20 options), feed sim; "
+                                   "engines spot (14), options (20)")
 
 
 def test_cli_check_exits_2_with_every_error_on_stderr(tmp_path):

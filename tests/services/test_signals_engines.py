@@ -199,3 +199,33 @@ def test_supervisord_gets_one_program_per_engine(tmp_path: Path):
     conf = tmp_path / "supervisord.conf"
     path = write(CFG, conf, "/venv/bin/python")
     assert path == tmp_path / "run" / "engines.conf" and path.read_text() == render(CFG, tmp_path, "/venv/bin/python")
+
+
+def test_portfolio_answers_every_book_of_a_batch_in_one_reply(tmp_path):
+    from common.bus import RequestError
+    from services.portfolio import MAX_POSITIONS_BATCH, PortfolioService
+    from tests.support.stack import stack_security
+
+    raw = stack_config()
+    raw["state_file"] = str(tmp_path / "state" / "state.json")
+    cfg = parse_config(raw)
+    rt = ServiceRuntime("portfolio", stack_security(raw, tmp_path, "portfolio"))
+    try:
+        svc = PortfolioService(cfg, rt)
+        ids = [sc.id for sc in CFG.options_strategies()][:3]
+        reply = svc.on_positions_batch({"strategy_ids": ids})
+        assert list(reply["books"]) == ids
+        assert reply["books"] == {sid: svc.on_positions({"strategy_id": sid}) for sid in ids}
+        assert reply["books"][ids[0]]["cash"] == CFG.strategy(ids[0]).capital
+        for body, code, message in [
+            ({"strategy_ids": []}, "bad_request", f"expected a list of 1..{MAX_POSITIONS_BATCH} strategy ids, got list"),
+            ({"strategy_ids": "x"}, "bad_request", "got str"),
+            (None, "bad_request", "got NoneType"),
+            ({"strategy_ids": [ids[0], "nope"]}, "unknown_strategy", "no strategy 'nope' in this portfolio"),
+        ]:
+            with pytest.raises(RequestError) as caught:
+                svc.on_positions_batch(body)
+            assert caught.value.code == code and message in str(caught.value), caught.value
+        svc.stop()
+    finally:
+        rt.close()
