@@ -138,8 +138,9 @@ def test_check_options_says_why_nothing_happened_and_what_fits(capsys, config):
     assert code == 1 and "--coins: must be a number >= 0" in bad["error"]
 
 
-def test_tap_says_what_it_waits_for_and_gives_up_after_its_timeout(capsys, config, monkeypatch):
+def test_tap_says_what_it_waits_for_and_gives_up_after_its_timeout(capsys, config, monkeypatch, tmp_path):
     path, cfg = config
+    stack_security(cfg, tmp_path)  # the reader key exists: the tap waits rather than refuse
     monkeypatch.setattr("services.cli.TAP_NOTICE_SECONDS", 0.3)
     started = time.monotonic()
     assert tap_main(["signal.", "--timeout", "1", "--config", str(path)]) == 1

@@ -13,7 +13,7 @@ from services import download_data
 from services.cli import check_options_ibkr_main, check_options_main, check_price_main, check_strategy_main, tap_main
 from services.go_trader import main as go_trader_main
 from tests.support.ports import free_port
-from tests.support.stack import REPO, stack_config
+from tests.support.stack import REPO, stack_config, stack_security
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,6 +86,8 @@ def test_check_price_names_the_feed_and_its_symbols_for_an_unknown_symbol(monkey
 def test_tap_with_the_stack_down_names_the_endpoint_and_gives_up_after_its_timeout(monkeypatch, capsys, sim, live,
                                                                                  which):
     path, doc = sim if which == "sim" else live[:2]
+    stack_security(doc, path.parent)  # keys made: what is down is the stack, not the key directory
+    monkeypatch.chdir(path.parent)
     assert run(monkeypatch, "tap", tap_main, ["--timeout", "0.5", "--config", str(path)]) == 1
     out, err = capsys.readouterr()
     endpoint = doc["endpoints"]["signals"]["pub"]
@@ -105,8 +107,10 @@ def test_go_trader_with_the_stack_down_names_the_pidfile_and_how_to_start(capsys
         f"start it with `go-trader start` (or `go-trader --config FILE` in the foreground)\n")
 
 
-def test_go_trader_reset_risk_with_the_stack_down_names_the_portfolio_endpoint(capsys, live):
+def test_go_trader_reset_risk_with_the_stack_down_names_the_portfolio_endpoint(capsys, live, monkeypatch):
     path, doc, _ = live
+    stack_security(doc, path.parent)
+    monkeypatch.chdir(path.parent)
     assert go_trader_main(["reset-risk", "momentum-btc", "--config", str(path)]) == 2
     assert capsys.readouterr().err.startswith(
         f"go-trader: reset-risk: the portfolio at {doc['endpoints']['portfolio']['rep']} (endpoints.portfolio.rep in "

@@ -21,7 +21,7 @@ from services.gateway import STATUS_TTL_MS
 from services.gateway_http import BUSY_REPLY, STREAM_PATH, EventStream, HttpServer, Subscriber, connection_limit
 from tests.services.test_gateway import Served, filled_cache
 from tests.support.ports import free_port
-from tests.support.stack import REPO, stack_config
+from tests.support.stack import REPO, stack_config, stack_security
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
@@ -361,7 +361,8 @@ def test_sigterm_stops_the_gateway_with_a_stream_open_well_within_stopwaitsecs(t
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     port = cfg["gateway"]["port"]
-    proc = subprocess.Popen([sys.executable, "-m", "services.gateway", "--config", str(path)], cwd=REPO,
+    stack_security(cfg, tmp_path, "gateway")  # its bus keys, beside the state as the service looks for them
+    proc = subprocess.Popen([sys.executable, "-m", "services.gateway", "--config", str(path)], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

@@ -18,7 +18,7 @@ from options.contracts import OptionContract
 from options.venues import DERIBIT
 from services.portfolio import PortfolioService
 from services.runtime import ServiceRuntime
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 PRICES = {"BTC/USDT": 50_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
 
@@ -28,7 +28,7 @@ def svc(tmp_path):
     raw = stack_config()
     raw["state_file"] = str(tmp_path / "state.json")
     cfg = parse_config(raw)
-    rt = ServiceRuntime("portfolio-test")
+    rt = ServiceRuntime("portfolio-test", stack_security(raw, tmp_path, "portfolio"))
     rt.bind_publisher(raw["endpoints"]["portfolio"]["pub"])
     service = PortfolioService(cfg, rt)
     service.portfolio.mark(PRICES, cfg.feed.start_ms)

@@ -15,7 +15,7 @@ from services import portfolio as portfolio_module
 from services.portfolio import LOCK_NAME, PortfolioService
 from services.runtime import ServiceRuntime
 from tests.support import disk
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 SYMBOL, PRICE = "BTC/USDT", 50_000.0
 
@@ -28,9 +28,10 @@ def make_config(state_dir, create: bool = False):
 
 
 @pytest.fixture
-def runtime():
-    rt = ServiceRuntime("portfolio-test")
-    rt.bind_publisher(stack_config()["endpoints"]["portfolio"]["pub"])
+def runtime(tmp_path):
+    raw = stack_config()
+    rt = ServiceRuntime("portfolio-test", stack_security(raw, tmp_path / "keys-home", "portfolio"))
+    rt.bind_publisher(raw["endpoints"]["portfolio"]["pub"])
     yield rt
     rt.close()
 

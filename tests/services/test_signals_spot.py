@@ -17,7 +17,7 @@ from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from strategies.registry import compute_signals
 from tests.support.ports import tcp_endpoint
-from tests.support.stack import stack_config
+from tests.support.stack import stack_config, stack_security
 
 BTC = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
 HOUR = timeframe_ms("1h")
@@ -42,11 +42,12 @@ def bar_body(bars: OHLCV, i: int) -> dict:
 
 
 @pytest.fixture()
-def engine():
-    rt = ServiceRuntime("signals-test")
+def engine(tmp_path):
+    raw = stack_config()
+    rt = ServiceRuntime("signals-test", stack_security(raw, tmp_path, "signals"))
     try:
         rt.bind_publisher(tcp_endpoint())
-        built = SignalEngine(parse_config(stack_config()), rt)
+        built = SignalEngine(parse_config(raw), rt)
         built.portfolio_retry_at = time.monotonic() + 600  # orders wait in the outbox: no portfolio here
         yield built
     finally:
