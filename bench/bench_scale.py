@@ -10,7 +10,9 @@ order, option_order: real acks, journaled). The engines start a round together (
 one round is every strategy of the engine once: ``run_cycle`` (spot, orders sent at once), the
 whole options batch, and the outbox flushed. The cycle time of E engines in a round is the
 slowest engine's; reported: the median over rounds (the first round, which builds the
-incremental caches from history, is left out).
+incremental caches from history, is left out), with its parts per engine: spot (``run_cycle``),
+options (the batch; ``chains``: reading the published chains and IV, or asking for them) and the
+outbox flush.
 
 Target (issue 15): 1,000 strategies, real acks, cycle <= 1 s on 2 engines. On a 2-core machine
 4 engines share 2 cores with the stack, so 4 is not expected to beat 2 here.
@@ -92,6 +94,16 @@ def _engine(raw: dict[str, Any], workdir: str, name: str, rounds: int, barrier: 
     feeds = [rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], lambda *_: None),
              rt.subscribe([cfg.endpoints["pricer"].pub], ["chain.", "iv."], lambda *_: None)]
     ids = list(engine.schedule.due_at)
+    engine.market_seconds = 0.0  # time in getting chains and IV (published, or asked for)
+    options_market = engine._options_market
+
+    def timed_market(needs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return options_market(needs)
+        finally:
+            engine.market_seconds += time.perf_counter() - began
+    engine._options_market = timed_market
     try:
         engine.market_ts = engine.marketdata.request("status")["market_ts"]
         for r in range(rounds + 1):
@@ -99,12 +111,17 @@ def _engine(raw: dict[str, Any], workdir: str, name: str, rounds: int, barrier: 
             barrier.wait(timeout=600)
             acked, started = engine.orders_acked, time.perf_counter()
             engine.run_cycle(ids)
+            spot_done = time.perf_counter()
             engine.decide_pending_options()
+            options_done = time.perf_counter()
             engine.flush_outbox()
-            seconds = time.perf_counter() - started
+            done = time.perf_counter()
             if r:
-                results.put({"engine": name, "round": r, "seconds": seconds, "strategies": len(ids),
+                results.put({"engine": name, "round": r, "seconds": done - started, "strategies": len(ids),
+                             "spot_s": spot_done - started, "options_s": options_done - spot_done,
+                             "flush_s": done - options_done, "market_s": engine.market_seconds,
                              "acked": engine.orders_acked - acked, "unacked": len(engine.outbox)})
+            engine.market_seconds = 0.0
             time.sleep(ROUND_GAP_S)
     finally:
         rt.close()
@@ -151,8 +168,9 @@ def measure(raw: dict[str, Any], workdir: Path, count: int, rounds: int, ports: 
     per_round = [max(r["seconds"] for r in rows if r["round"] == k) for k in range(1, rounds + 1)]
     per_engine = {f"e{i}": statistics.median(r["seconds"] for r in rows if r["engine"] == f"e{i}")
                   for i in range(count)}
+    parts = {part: statistics.median(r[part] for r in rows) for part in ("spot_s", "options_s", "flush_s", "market_s")}
     return {"engines": count, "cycle_s": statistics.median(per_round), "cycle_max_s": max(per_round),
-            "per_engine_median_s": per_engine, "acked": sum(r["acked"] for r in rows),
+            "per_engine_median_s": per_engine, "parts_median_s": parts, "acked": sum(r["acked"] for r in rows),
             "unacked_at_end": sum(r["unacked"] for r in rows if r["round"] == rounds),
             "strategies_per_engine": {f"e{i}": next(r["strategies"] for r in rows if r["engine"] == f"e{i}")
                                       for i in range(count)}}
@@ -208,7 +226,7 @@ def report(r: dict[str, Any]) -> list[Row]:
         for e, m in by_count.items():
             if e == "journaled_fills":
                 continue
-            slowest = max(m["per_engine_median_s"].values())
+            slowest, parts = max(m["per_engine_median_s"].values()), m["parts_median_s"]
             target, verdict = "", ""
             if int(n) == TARGET_STRATEGIES and int(e) == TARGET_ENGINES:
                 target = f"<= {TARGET_CYCLE_S:g} s"
@@ -216,5 +234,7 @@ def report(r: dict[str, Any]) -> list[Row]:
             rows.append((f"{n} strategies on {e} engine{'s' if int(e) > 1 else ''}: cycle (median of "
                          f"{r['rounds']} rounds, slowest engine; {m['acked']} real acks)",
                          f"{m['cycle_s'] * 1000:.0f} ms (max {m['cycle_max_s'] * 1000:.0f} ms, slowest engine's "
-                         f"median {slowest * 1000:.0f} ms)", target, verdict))
+                         f"median {slowest * 1000:.0f} ms; per engine: spot {parts['spot_s'] * 1000:.0f}, options "
+                         f"{parts['options_s'] * 1000:.0f} (chains {parts['market_s'] * 1000:.1f}), outbox "
+                         f"{parts['flush_s'] * 1000:.0f} ms)", target, verdict))
     return rows
