@@ -201,7 +201,8 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
     service_cycles = 5 if quick else 30
     seed_cycles = 1 if quick else 3
     with running_stack(stack, speed=36_000) as running:
-        running.ctl("stop", "signals")  # the benchmark is the engine now: its order ids are its own
+        engines = [p for p in running.programs if p.startswith("signals-")]
+        running.ctl("stop", *engines)  # the benchmark is the engine now: its order ids are its own
         bench = BenchEngine(running)
         try:
             running.wait_for(bench.options_ready, timeout=30, what="the pricer quoting chains")
@@ -221,7 +222,7 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
         finally:
             bench.close()
             if stack is not None:
-                stack.ctl("start", "signals")
+                stack.ctl("start", *engines)
     sample = _sample(calls, quick)
     seed: dict[int, list[float]] = {1: [], SEED_WORKERS: []}
     with tempfile.TemporaryDirectory(prefix="go-trader-seed-") as tmp:

@@ -65,6 +65,7 @@ def _serve(endpoints: list[str]) -> None:
     handlers: dict[str, Callable[[Any], Any]] = {
         "positions": lambda _body: BOOK, "order": lambda _body: ack, "option_order": lambda _body: ack,
         "orders": lambda body: {"acks": [ack] * len(body["orders"])},
+        "positions_batch": lambda body: {"books": dict.fromkeys(body["strategy_ids"], BOOK)},
         "iv": lambda _body: iv, "chain": lambda body: chains[(body["underlying"], body["venue"])],
     }
     replier = Replier(zmq.Context(), endpoints[0], "bench", handlers)

@@ -27,7 +27,7 @@ from bench.harness import Row, running_stack, verdict
 TARGET_TOTAL_MB = 220.0  # the seed's peak for a whole cycle
 FLAT_MB_PER_MIN = 0.5  # growth above this over the second half is a leak, not noise
 SPEED = 120_000  # 1 wall minute = 83 market days
-SERVICES = ("marketdata", "signals", "portfolio", "pricer", "gateway")
+SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer", "gateway")  # program names
 NATIVE_LIBS = ("numpy", "scipy", "pandas", "zmq", "msgpack", "charset_normalizer", "aiohttp", "yarl",
                "multidict", "cryptography", "coincurve")
 PURE_PYTHON_HEAVY = ("pandas", "scipy", "ccxt", "requests", "aiohttp")
@@ -121,7 +121,7 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
                               "market_days": seconds * SPEED / 86_400,
                               "restarted": [n for n, r in restarted.items() if r]}
     with ThreadPoolExecutor() as pool:  # fresh interpreters, so running them side by side changes no number
-        imports = dict(zip(SERVICES, pool.map(import_cost, [f"services.{name}" for name in SERVICES])))
+        imports = dict(zip(SERVICES, pool.map(import_cost, [f"services.{name.split('-')[0]}" for name in SERVICES])))
     n = len(samples["marketdata"])
     half = n // 2
     t = np.array([s[0] for s in samples["marketdata"]])

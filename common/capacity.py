@@ -3,7 +3,9 @@
 What the engine really does (services/signals.py, services/runtime.py): each loop turn runs the
 timers (a heartbeat every second; ``run_due``, which decides every spot strategy that is due in
 one blocking ``run_cycle``), reads the sockets, then takes one step of the options batch (one
-options strategy; the first step of a batch asks the pricer for every chain). So a spot bar
+options strategy; the first step of a batch reads the pricer's published chains, asking only
+for one that is not recent, and the whole batch's books in one ``positions_batch``). Each engine
+(config ``engines``) is its own process, checked with its own strategies. So a spot bar
 waits at most one turn, an options batch takes one turn per options strategy, and a heartbeat
 waits at most one turn. ``common.engine.Schedule`` builds no backlog: a strategy that comes due
 while the engine is busy runs once, when it gets the chance, and its missed grid points are
@@ -31,7 +33,9 @@ from common.timeframes import TIMEFRAME_MS
 # 2026-12-02) while it was otherwise quiet: a spot decision (decide, publish, send orders)
 # 0.76 ms, an options decision (positions request, decide, score, risk, publish, send orders)
 # 0.86 ms, a chain request 0.31 ms; medians of 21 rounds. The factor leaves room for a machine
-# twice as slow, or this one shared with as much other work again.
+# twice as slow, or this one shared with as much other work again. The options figures predate
+# published chains and positions_batch (a chain request per chain and batch, a positions request
+# per decision), so they overstate today's cost: the check stays on the safe side.
 SLOWER_MACHINE_FACTOR = 2.0
 SPOT_DECISION_S = 0.76e-3 * SLOWER_MACHINE_FACTOR
 OPTIONS_DECISION_S = 0.86e-3 * SLOWER_MACHINE_FACTOR

@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 
 from common.capacity import Demand, capacity_problems
 from common.config_schema import (
+    DEFAULT_ENGINE_PORTS,
+    ENGINE,
     ENV_NAME_RE,
     GATEWAY_TOKEN_ENV,
     INVALID,
@@ -48,6 +50,7 @@ from common.config_schema import (
     show,
     utc_iso_to_ms,
 )
+from common.engines import ENGINE_NAME_RE, EngineConfig, assignment_problems, select
 from common.timeframes import TIMEFRAME_MS
 from options.params import OPTIONS_PARAMS, params_problems
 from strategies.params import STRATEGY_PARAMS, get_params
@@ -69,6 +72,7 @@ __all__ = [
     "IbkrConfig",
     "ThetaHarvestConfig",
     "StrategyConfig",
+    "EngineConfig",
     "load_config",
     "use_strategies_dir",
     "user_strategy_problems",
@@ -255,6 +259,21 @@ class Config:
     discord: DiscordConfig
     ibkr: IbkrConfig
     strategies: tuple[StrategyConfig, ...]
+    engines: tuple[EngineConfig, ...] = ()
+
+    def engine(self, name: str) -> EngineConfig:
+        """The engine called ``name``; ValueError names the engines there are."""
+        for e in self.engines:
+            if e.name == name:
+                return e
+        names = [e.name for e in self.engines]
+        raise ValueError(f"unknown engine {show(name)}; the config has {', '.join(show(n) for n in names)}"
+                         f"{did_you_mean(name, names)}")
+
+    def engine_strategies(self, name: str) -> tuple[StrategyConfig, ...]:
+        """The strategies the engine ``name`` runs, in config order."""
+        ids = set(self.engine(name).strategy_ids)
+        return tuple(s for s in self.strategies if s.id in ids)
 
     def spot_strategies(self) -> tuple[StrategyConfig, ...]:
         return tuple(s for s in self.strategies if s.is_spot)
@@ -342,6 +361,7 @@ def _parse(raw: Any, source: str, path: Path | None, base_dir: Path | None, erro
     _check_endpoints(top["endpoints"], top["bus"], errors)
     _check_gateway(top["gateway"], errors)
     _check_strategies(top, entries, base, errors)
+    _check_engines(top, entries, errors)
     _check_state_file(top["state_file"], base, errors)
     if errors:
         raise ConfigError(source, errors)
@@ -567,6 +587,57 @@ def _check_endpoints(endpoints: dict[str, Any], bus: dict[str, Any], errors: lis
                 first_at[endpoint] = where
 
 
+def _default_engines(endpoints: dict[str, Any]) -> dict[str, Any]:
+    """No ``engines`` section: spot on endpoints.signals, options on its own default ports."""
+    signals = endpoints["signals"]
+    pub, rep = DEFAULT_ENGINE_PORTS["options"]
+    return {"spot": {"strategies": "spot", "pub": signals["pub"], "rep": signals["rep"]},
+            "options": {"strategies": "options", "pub": f"tcp://127.0.0.1:{pub}", "rep": f"tcp://127.0.0.1:{rep}"}}
+
+
+def _check_engines(top: dict[str, Any], entries: list[dict[str, Any] | None], errors: list[str]) -> None:
+    """Names, selectors and endpoints of each engine; every strategy in exactly one engine.
+    Leaves ``top["engines"]`` as {name: checked section} (INVALID when it could not be read)."""
+    raw = top["engines_given"] = top["engines"]
+    explicit = not isinstance(raw, Derived)
+    if raw is INVALID:
+        return
+    if not explicit:
+        raw = _default_engines(top["endpoints"])
+    elif not raw:
+        errors.append("engines: needs at least one engine (or leave it out for the default spot + options)")
+        top["engines"] = INVALID
+        return
+    checked: dict[str, dict[str, Any]] = {}
+    for name, spec in raw.items():
+        where = f"engines.{name}"
+        if not ENGINE_NAME_RE.match(name):
+            errors.append(f"{where}: an engine name is 1-32 of a-z, 0-9, _ and - (starting with a letter or digit), "
+                          f"got {show(name)}")
+            continue
+        checked[name] = check_section(spec, ENGINE, where, errors)
+    top["engines"] = checked
+    # endpoints: distinct from each other and from every other service (endpoints.signals is the
+    # default spot engine's, so it is left out once engines are given)
+    first_at = {ep: f"endpoints.{service}.{role}" for service, pair in top["endpoints"].items()
+                for role, ep in pair.items() if ep is not INVALID and (service != "signals" or not explicit)}
+    for name, spec in checked.items():
+        for role in ("pub", "rep") if explicit or name != "spot" else ():  # spot is endpoints.signals
+            endpoint = spec[role]
+            if endpoint is INVALID:
+                continue
+            where = f"engines.{name}.{role}" if explicit else f"engines (default {name} engine).{role}"
+            if endpoint in first_at:
+                errors.append(f"{where}: must differ from every other endpoint, same as {first_at[endpoint]}, "
+                              f"got {show(endpoint)}")
+            else:
+                first_at[endpoint] = where
+    strategies = [(e["id"], e["type"]) for e in entries if e is not None and e["id"] is not INVALID]
+    selectors = {name: spec["strategies"] for name, spec in checked.items() if spec["strategies"] is not INVALID}
+    if len(selectors) == len(checked) == len(raw):
+        errors.extend(assignment_problems(selectors, strategies))
+
+
 def _check_gateway(gateway: dict[str, Any], errors: list[str]) -> None:
     host = gateway["host"]
     if host is INVALID or host in LOCAL_HOSTS or gateway["allow_remote"] is True:
@@ -726,12 +797,14 @@ def _check_state_file(state_file: Any, base: Path, errors: list[str]) -> None:
 
 
 def _check_capacity(config: Config) -> list[str]:
-    """The signals engine must keep up with its strategies at this feed speed (common.capacity).
-    One engine runs every strategy today; with several, each is checked with its own."""
-    demands = [Demand(s.id, s.is_options, s.interval_seconds, s.timeframe,
-                      (s.underlying or "", s.venue or "") if s.is_options else None)
-               for s in config.strategies]
-    return [f"strategies: {problem}" for problem in capacity_problems("signals", demands, config.feed.speed)]
+    """Each signal engine must keep up with its own strategies at this feed speed (common.capacity)."""
+    problems = []
+    for engine in config.engines:
+        demands = [Demand(s.id, s.is_options, s.interval_seconds, s.timeframe,
+                          (s.underlying or "", s.venue or "") if s.is_options else None)
+                   for s in config.engine_strategies(engine.name)]
+        problems += capacity_problems(f"engines.{engine.name}", demands, config.feed.speed)
+    return problems
 
 
 # ---- building the typed config (only once every check passed) -------------------------------------
@@ -754,6 +827,13 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         for venue, overrides in options["venues"].items()
     }
     discord = top["discord"]
+    pairs = [(e["id"], e["type"]) for e in entries if e is not None]
+    engines = tuple(EngineConfig(name, tuple(select(spec["strategies"], pairs)), spec["pub"], spec["rep"])
+                    for name, spec in top["engines"].items())
+    if isinstance(top["engines_given"], Derived):  # the default split: an engine with nothing to run is left out
+        engines = tuple(e for e in engines if e.strategy_ids) or engines[:1]
+    endpoints = {name: ServiceEndpoints(**pair) for name, pair in top["endpoints"].items()}
+    endpoints["signals"] = ServiceEndpoints(engines[0].pub, engines[0].rep)  # the first engine, for one-engine taps
     return Config(
         path=path,
         interval_seconds=top["interval_seconds"],
@@ -775,7 +855,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
                                 timeframe=feed["replay"]["timeframe"]),
             live=LiveFeedConfig(**feed["live"]),
         ),
-        endpoints=MappingProxyType({name: ServiceEndpoints(**pair) for name, pair in top["endpoints"].items()}),
+        endpoints=MappingProxyType(endpoints),
         bus=_build_bus(top, base),
         gateway=GatewayConfig(**top["gateway"]),
         risk=risk,
@@ -792,6 +872,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         ),
         ibkr=IbkrConfig(**top["ibkr"]),
         strategies=tuple(_build_strategy(e, top, risk, base) for e in entries if e is not None),
+        engines=engines,
     )
 
 
@@ -855,7 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(ConfigError(args.check, [f"strategy {sid}: {why}" for sid, why in problems.items()]), file=sys.stderr)
         return 2
     print(f"config OK: {args.check}: {len(config.strategies)} strategies ({len(config.spot_strategies())} spot, "
-          f"{len(config.options_strategies())} options), feed {config.feed.mode}")
+          f"{len(config.options_strategies())} options), feed {config.feed.mode}; engines "
+          f"{', '.join(f'{e.name} ({len(e.strategy_ids)})' for e in config.engines)}")
     return 0
 
 

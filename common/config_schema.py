@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
+from common.engines import selector_problem
 from common.timeframes import TIMEFRAME_MS
 from options.params import OPTIONS_PARAMS, PARAMS_RULES
 
@@ -114,6 +115,8 @@ STRING_MAP = ValueType(
     "an object of strings", "object of strings",
     lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
 )
+ENGINE_SELECTOR = ValueType("a list of strategy ids or a string", "list of strings or string",
+                            lambda v: isinstance(v, (list, str)))
 OBJECT = ValueType("an object", "object", lambda v: isinstance(v, dict))
 OBJECT_LIST = ValueType("a list of objects", "list of objects", lambda v: isinstance(v, list))
 
@@ -344,6 +347,24 @@ ENDPOINTS = Section(
     },
 )
 
+DEFAULT_ENGINE_PORTS: Mapping[str, tuple[int, int]] = {"options": (5568, 5569)}  # spot: endpoints.signals
+
+ENGINE = Section(
+    "engines.<name>",
+    "One signal engine (`python -m services.signals --engine NAME`, supervisord program `signals-NAME`). "
+    "Without an `engines` section there are two: `spot` (every spot strategy, on `endpoints.signals`) and "
+    "`options` (every options strategy, on tcp://127.0.0.1:5568 and :5569). With one, `endpoints.signals` "
+    "is unused. Names are 1-32 of a-z, 0-9, `_` and `-`; every strategy runs in exactly one engine; engine "
+    "endpoints differ from each other and from every other service's.",
+    {
+        "strategies": Field(ENGINE_SELECTOR, "Which strategies: a list of ids, `\"spot\"`, `\"options\"`, "
+                            "or `\"hash:I/N\"` (shard I of N by CRC-32 of the id).", REQUIRED,
+                            Rule("ids, `spot`, `options` or `hash:I/N`", selector_problem)),
+        "pub": Field(STRING, "The engine publishes signals, cycles and heartbeats here.", REQUIRED, ENDPOINT_RULE),
+        "rep": Field(STRING, "The engine answers `status` here.", REQUIRED, ENDPOINT_RULE),
+    },
+)
+
 GATEWAY = Section("gateway", "HTTP status server (`/status`, dashboard, `/metrics`, `/healthz`).", {
     "host": Field(STRING, "Listen address. Anything but 127.0.0.1/localhost/::1 needs `allow_remote`.",
                   "127.0.0.1", Matches(re.compile(r"^\S+$"), "a host name or address")),
@@ -449,6 +470,8 @@ TOP = Section("top level", "The file is one JSON object.", {
                             Range(gt=0, le=50)),
     "feed": Field(FEED, FEED.doc),
     "endpoints": Field(ENDPOINTS, ENDPOINTS.doc),
+    "engines": Field(OBJECT, "Signal engines by name (see `engines.<name>`).",
+                     Derived("`spot` and `options`, split by strategy type")),
     "bus": Field(BUS, BUS.doc),
     "gateway": Field(GATEWAY, GATEWAY.doc),
     "risk": Field(RISK, RISK.doc),
@@ -632,7 +655,7 @@ Check a file with `python -m common.config --check PATH`: it lists *every* probl
   every symbol needs an existing file;
   `state_file` is not a directory and no file stands where its parent directories go.
 - The file is at most {MAX_CONFIG_BYTES // 2**20} MB and {MAX_DEPTH} levels deep; NaN and Infinity are refused anywhere.
-- Capacity: the signals engine must decide every strategy within its deadline (the longer of
+- Capacity: each signal engine must decide every strategy within its deadline (the longer of
   its interval and its bar timeframe, divided by `feed.speed`) on a machine twice as slow as the
   one measured, and no loop turn may outlast the heartbeat (`common/capacity.py`; costs from
   `python -m bench.bench_decision`). A config beyond that is refused with the estimated time,
@@ -700,6 +723,7 @@ def render_markdown() -> str:
     top_scalars = Section(TOP.title, TOP.doc, {k: f for k, f in TOP.fields.items() if not isinstance(f.type, Section)})
     parts = [DOCS_INTRO, _doc_table("Top level", top_scalars)]
     parts += [_doc_table(f"`{f.type.title}`", f.type) for f in TOP.fields.values() if isinstance(f.type, Section)]
+    parts.append(_doc_table(f"`{ENGINE.title}`", ENGINE))
     parts += [_doc_table(s.title, s) for s in STRATEGY_SECTIONS]
     parts.append(_options_params_table())
     return "\n".join(parts)

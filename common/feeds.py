@@ -13,7 +13,7 @@ import numpy as np
 
 from common.bars import Bar, BarAggregator, BarStore, bars_from_ohlcv
 from common.csv_bars import load_ohlcv_csv
-from common.market_sim import DAY_MS, DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec
+from common.market_sim import DAY_MS, DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec, sim_market
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 
@@ -297,9 +297,10 @@ def build_feed(
     """The feed a config asks for; keyword arguments so the config schema can change freely.
     ccxt is imported only for ``live``, so sim and replay services never load it."""
     if mode == "sim":
+        specs, correlations = sim_market(list(symbols))  # any symbol list, not only the three known
         return SimFeed(
             symbols, timeframes, seed=seed, history_days=history_days, origin_ts=sim_origin_ts,
-            store_capacity=store_capacity,
+            store_capacity=store_capacity, specs=specs, correlations=correlations,
         )
     if mode == "replay":
         files = dict(replay_files or {})

@@ -19,6 +19,7 @@ What the path has, and why:
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -52,6 +53,25 @@ DEFAULT_CORRELATIONS: dict[tuple[str, str], float] = {
     ("BTC/USDT", "SOL/USDT"): 0.70,
     ("ETH/USDT", "SOL/USDT"): 0.75,
 }
+
+
+GENERATED_CORRELATION = 0.5  # a symbol the sim has no spec for moves with the others (a common beta)
+
+
+def sim_market(symbols: Sequence[str]) -> tuple[dict[str, SymbolSpec], dict[tuple[str, str], float]]:
+    """Specs and pairwise correlations for any symbol list: the known symbols keep theirs; any
+    other symbol gets a spec derived from its name (CRC-32: a price of 1..10,000 USD, 50-110 %
+    annual vol), so the same name always makes the same market, and correlation 0.5 with every
+    other symbol (positive definite: 0.5 on all pairs plus the known block's excess over it)."""
+    specs = {s: DEFAULT_SPECS[s] for s in symbols if s in DEFAULT_SPECS}
+    for s in symbols:
+        if s not in specs:
+            h = zlib.crc32(s.encode("utf-8"))
+            specs[s] = SymbolSpec(start_price=float(10 ** (h % 4001 / 1000)), annual_vol=0.5 + (h >> 12) % 61 / 100,
+                                  volume_per_hour=10_000.0)
+    correlations = {(a, b): DEFAULT_CORRELATIONS.get((a, b), DEFAULT_CORRELATIONS.get((b, a), GENERATED_CORRELATION))
+                    for i, a in enumerate(symbols) for b in symbols[i + 1:]}
+    return specs, correlations
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,8 @@ HEARTBEAT_FIELDS = (
     Field("problems", "list", "", "why it cannot do its job right now (`name: reason`); /healthz is 503 while any"),
 )
 
+ENGINES = "signals"  # the signal engines publish as signals-<engine> (services/signals.py --engine NAME)
+
 HEARTBEAT_EXTRAS = {
     "marketdata": (
         Field("mode", "str", "", "the feed: `sim`, `replay` or `live`"),
@@ -176,6 +178,7 @@ HEARTBEAT_EXTRAS = {
         Field("stale_reasons", "list", "", "what the problem is, up to 10"),
     ),
     "signals": (
+        Field("engine", "str", "", "the engine's name in the config's `engines`"),
         Field("cycle_count", "int", "", "cycles run since start"),
         Field("market_ts", "int", "ms, market time", "the engine's clock"),
         Field("outbox", "int", "", "orders sent and not yet answered"),
@@ -203,7 +206,8 @@ HEARTBEAT_EXTRAS = {
     "pricer": (
         Field("market_ts", "int", "ms, market time", "the pricer's clock"),
         Field("spot", "map", "USD", "last spot price by symbol"),
-        Field("chains_served", "int", "", "chain requests answered"),
+        Field("chains_served", "int", "", "chains priced (requests answered and chains published)"),
+        Field("chains_published", "int", "", "chains published on `chain.<venue>.<underlying>`"),
         Field("marks_served", "int", "", "mark requests answered"),
         Field("source", "str", "", "where marks come from (`sim` surface or `deribit`)"),
     ),
@@ -268,6 +272,26 @@ MESSAGES: tuple[MessageType, ...] = (
         Field("orders", "int", "", "orders in the outbox after it"),
         Field("duration_ms", "float", "ms, wall time", "how long the spot strategies took"),
     )),
+    MessageType("chain", "pricer", "chain.<venue>.<underlying>",
+                "an underlying's option chain at one venue, once per options interval of market time "
+                "(the `chain` reply: the options engines read the latest)", (
+                    Field("underlying", "str", "", "`BTC` or `ETH`"),
+                    Field("venue", "str", "", "`deribit` or `ibkr`"),
+                    Field("spot", "float", "USD per coin", "the underlying's price it was priced at"),
+                    Field("ts", "int", "ms, market time", "when it was priced"),
+                    Field("size", "int", "", "rows (listed contracts)"),
+                    Field("columns", "map", "", "one little-endian array per column (`expiry_ts` <i8; `strike`, "
+                          "`forward`, `iv`, `mark`, `delta`, `gamma`, `theta`, `vega` <f8; `is_call` bool) as bytes"),
+                    Field("source", "str", "", "where marks come from (`sim` surface or `deribit`)"),
+                )),
+    MessageType("iv", "pricer", "iv.<underlying>", "an underlying's implied vol, published with its chains", (
+        Field("underlying", "str", "", "`BTC` or `ETH`"),
+        Field("ts", "int", "ms, market time", "when it was read"),
+        Field("atm_iv", "float", "fraction a year", "at-the-money implied vol (0.6 = 60 %)"),
+        Field("history", "list", "fraction a year", "daily ATM vol, oldest first (the IV rank's window)"),
+        Field("iv_rank", "float", "%", "where today's vol sits in that history"),
+        Field("source", "str", "", "where it comes from (`sim` surface or `deribit`)"),
+    )),
     MessageType("fill", "portfolio", "fill.<strategy_id>", "a trade the portfolio booked (journaled first)",
                 FILL_FIELDS),
     MessageType("snapshot", "portfolio", "portfolio.snapshot", "every book, each second (what /status shows)", (
@@ -277,13 +301,17 @@ MESSAGES: tuple[MessageType, ...] = (
         Field("strategies", "map", "", "each strategy's book by id", STRATEGY_VIEW_FIELDS),
         Field("totals", "map", "", "per category (`spot`, `deribit`, `ibkr`) and `total`", TOTALS_FIELDS),
     )),
-    *(MessageType("heartbeat", service, f"heartbeat.{service}", f"{service} is alive, each second, with its status",
-                  HEARTBEAT_FIELDS + extras) for service, extras in HEARTBEAT_EXTRAS.items()),
+    *(MessageType("heartbeat", service, f"heartbeat.{service}" + ("-<engine>" if service == ENGINES else ""),
+                  f"{service} is alive, each second, with its status", HEARTBEAT_FIELDS + extras)
+      for service, extras in HEARTBEAT_EXTRAS.items()),
 )
 
 
 def message_type(type_: str, publisher: str) -> MessageType | None:
-    """The declaration of ``type_`` as ``publisher`` sends it, or None."""
+    """The declaration of ``type_`` as ``publisher`` sends it, or None. Every signal engine
+    (``signals-<engine>``, one per config ``engines`` entry) sends what ``signals`` declares."""
+    if publisher.startswith(ENGINES + "-"):
+        publisher = ENGINES
     return next((m for m in MESSAGES if m.type == type_ and m.publisher == publisher), None)
 
 
@@ -346,7 +374,10 @@ def render_markdown() -> str:
         "Every message is a two-frame ZeroMQ PUB/SUB message `[topic, envelope]`: the topic is UTF-8 text,",
         "dotted, general part first, so a SUB prefix filter (`signal.`, `bar.BTC/USDT.`) selects what you",
         "want; the envelope is a msgpack map. Each service binds one PUB endpoint (config `endpoints.<service>.pub`,",
-        "`tcp://127.0.0.1:5560..5567` by default); connect a SUB socket to the ones you want. Pub/sub may drop",
+        "`tcp://127.0.0.1:5560..5567` by default); connect a SUB socket to the ones you want. Each signal engine",
+        "(config `engines`; by default `spot` on `endpoints.signals` and `options` on tcp://127.0.0.1:5568) binds",
+        "its own PUB and publishes as `signals-<engine>`: a tap of every signal connects to every engine's PUB.",
+        "Pub/sub may drop",
         "under load: `seq` tells you when it did. Times are integer ms since the epoch, UTC; market time is",
         "the feed's clock (faster than the wall in `sim` and `replay`). Money is USD unless a unit says otherwise.",
         "",

@@ -5,10 +5,19 @@ caches and the wall time in, so a request only re-marks a snapshot and never rec
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 CATEGORIES = ("spot", "deribit", "ibkr")
-SERVICES = ("marketdata", "signals", "portfolio", "pricer")
+ENGINE_PREFIX = "signals-"  # every signal engine's service name: signals-<engine> (config `engines`)
+DEFAULT_ENGINES = ("signals-spot", "signals-options")
+
+
+def services_of(engines: Sequence[str]) -> tuple[str, ...]:
+    """The services /healthz expects, with one entry per signal engine (service names)."""
+    return ("marketdata", *engines, "portfolio", "pricer")
+
+
+SERVICES = services_of(DEFAULT_ENGINES)
 HEARTBEAT_LOST_MS = 3_000  # two missed 1 s heartbeats and a margin
 
 
@@ -102,13 +111,32 @@ def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float]
     }
 
 
+def engine_cycles(heartbeats: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Cycles run by each signal engine, from its heartbeat, by service name."""
+    return {name: beat["cycle_count"] for name, beat in heartbeats.items()
+            if name.startswith(ENGINE_PREFIX) and isinstance(beat.get("cycle_count"), int)
+            and not isinstance(beat.get("cycle_count"), bool)}
+
+
+def engine_decisions(heartbeats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Every strategy's last decision, merged from the engines' heartbeats (each strategy runs
+    in exactly one engine)."""
+    merged: dict[str, Any] = {}
+    for name, beat in heartbeats.items():
+        if name.startswith(ENGINE_PREFIX) and isinstance(beat.get("strategies"), Mapping):
+            merged.update(beat["strategies"])
+    return merged
+
+
 def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int,
-                 last_tick_ms: int | None = None) -> dict[str, Any]:
+                 last_tick_ms: int | None = None, services_expected: Sequence[str] = SERVICES) -> dict[str, Any]:
     """Each service's last heartbeat and whether it is alive (lost after two missed beats);
     the feed is stale when marketdata says so. A live service that reports problems (it cannot
-    persist, cannot mark, has no real data) is not healthy either: alive is not the same as working."""
+    persist, cannot mark, has no real data) is not healthy either: alive is not the same as working.
+    ``services_expected`` lists every signal engine (``services_of``); each engine's entry also
+    carries its ``cycle_count``."""
     services = {}
-    for name in SERVICES:
+    for name in services_expected:
         beat = heartbeats.get(name)
         if beat is None:
             services[name] = {"alive": False, "last_heartbeat_age_s": None}
@@ -118,6 +146,8 @@ def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int,
         services[name] = {"alive": age < HEARTBEAT_LOST_MS, "last_heartbeat_age_s": round(age / 1000, 2),
                           "pid": beat.get("pid"), "uptime_s": beat.get("uptime_s"), "errors": beat.get("errors"),
                           "problems": [str(p) for p in problems] if isinstance(problems, list) else []}
+        if name.startswith(ENGINE_PREFIX):
+            services[name]["cycle_count"] = beat.get("cycle_count")
     feed = heartbeats.get("marketdata", {})
     tick_age = None if last_tick_ms is None else round((now_wall_ms - last_tick_ms) / 1000, 2)
     return {

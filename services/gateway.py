@@ -1,7 +1,7 @@
 """gateway: what a person looks at. HTTP on 127.0.0.1:8099 by default, read-only.
 
 Subscribes  portfolio.snapshot, fill.*, heartbeat.* (portfolio); tick.*, heartbeat.marketdata;
-            cycle, heartbeat.signals; heartbeat.pricer
+            cycle, heartbeat.signals-<engine> from every signal engine; heartbeat.pricer
 Requests    snapshot from portfolio when it joins late (clone pattern: snapshot, then deltas);
             equity from portfolio every few seconds (the equity log behind the charts)
 Serves      GET /status (the seed's JSON), /healthz, /metrics (Prometheus), /api/equity,
@@ -29,7 +29,8 @@ from common.config import Config, load_config
 from common.config_schema import LOCAL_HOSTS
 from common.discord import cycle_messages, summary_due
 from common.metrics import MetricsInputs, metric_families, render
-from common.status import build_health, build_status, equity_curves
+from common.status import (SERVICES, build_health, build_status, engine_cycles, engine_decisions, equity_curves,
+                           services_of)
 from services.gateway_http import HttpServer, encode_json
 from services.runtime import ServiceRuntime, config_path
 
@@ -60,7 +61,9 @@ class GatewayCache:
         self.snapshot: dict[str, Any] | None = None
         self.prices: dict[str, float] = {}
         self.heartbeats: dict[str, dict[str, Any]] = {}
-        self.cycle_count = 0
+        self.cycle_count = 0  # cycles of every engine together
+        self.engine_cycles: dict[str, int] = {}
+        self.services: tuple[str, ...] = SERVICES  # what /healthz expects: one entry per engine
         self.cycles: dict[str, float] = {"count": 0, "timed": 0, "duration_sum_s": 0.0}
         self.last_tick_ms: int | None = None
         self.equity_points: list[dict[str, Any]] = []
@@ -84,7 +87,7 @@ class GatewayCache:
         return value
 
     def health(self) -> dict[str, Any]:
-        return build_health(self.heartbeats, self.clock_ms(), self.last_tick_ms)
+        return build_health(self.heartbeats, self.clock_ms(), self.last_tick_ms, self.services)
 
     def _status_key(self) -> tuple[Any, ...]:
         return (self.snapshot, self.prices, self.heartbeats, self.cycle_count, self.clock_ms() // STATUS_TTL_MS)
@@ -92,7 +95,7 @@ class GatewayCache:
     def status(self) -> dict[str, Any]:
         return self._memoized("status", self._status_key(), lambda: build_status(
             self.snapshot, self.prices, self.cycle_count, self.health(),
-            self.heartbeats.get("signals", {}).get("strategies")), STATUS_TTL_MS)
+            engine_decisions(self.heartbeats)), STATUS_TTL_MS)
 
     def status_json(self) -> bytes:
         status = self.status()
@@ -179,6 +182,7 @@ class Gateway:
         self.cfg = cfg
         self.rt = runtime
         self.cache = GatewayCache()
+        self.cache.services = services_of([e.service for e in cfg.engines])
         self.poster = poster
         self.reporter = CycleReporter(cfg.discord.spot_summary_freq, cfg.discord.options_summary_freq)
         if poster is not None:
@@ -213,15 +217,22 @@ class Gateway:
     def on_heartbeat(self, env: Envelope) -> None:
         beat = {**env.body, "received_ms": wall_ms()}
         self.cache.heartbeats = {**self.cache.heartbeats, env.source: beat}
-        if env.source == "signals" and isinstance(env.body.get("cycle_count"), int):
-            self.cache.cycle_count = max(self.cache.cycle_count, env.body["cycle_count"])
+        beats = engine_cycles({env.source: env.body})
+        if beats:
+            self.count_cycles(env.source, beats[env.source])
+
+    def count_cycles(self, engine: str, count: int) -> None:
+        """An engine's cycle count; /status shows the sum over the engines."""
+        cycles = {**self.cache.engine_cycles, engine: max(count, self.cache.engine_cycles.get(engine, 0))}
+        self.cache.engine_cycles = cycles
+        self.cache.cycle_count = sum(cycles.values())
 
     def on_cycle(self, env: Envelope) -> None:
         cycle = env.body.get("cycle")
         if isinstance(cycle, bool) or not isinstance(cycle, int):
             self.rt.stats.count_drop("bad_cycle")
             return
-        self.cache.cycle_count = cycle
+        self.count_cycles(env.source, cycle)
         stats = {**self.cache.cycles, "count": self.cache.cycles["count"] + 1}
         duration_ms = env.body.get("duration_ms")
         if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) and duration_ms >= 0:
@@ -231,7 +242,7 @@ class Gateway:
         market_ts = env.body.get("market_ts")
         if isinstance(market_ts, bool) or not isinstance(market_ts, int):
             market_ts = int((self.cache.snapshot or {}).get("market_ts") or 0)
-        self.reporter.on_cycle(cycle, market_ts)
+        self.reporter.on_cycle(self.cache.cycle_count, market_ts)
 
     def on_fill(self, env: Envelope) -> None:
         if self.poster is None:
@@ -330,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     eps = cfg.endpoints
     rt.subscribe([eps["portfolio"].pub], ["portfolio.snapshot", "fill.", "heartbeat."], gw.on_message)
     rt.subscribe([eps["marketdata"].pub], ["tick.", "heartbeat."], gw.on_message)
-    rt.subscribe([eps["signals"].pub], ["cycle", "heartbeat."], gw.on_message)
+    rt.subscribe([e.pub for e in cfg.engines], ["cycle", "heartbeat."], gw.on_message)
     rt.subscribe([eps["pricer"].pub], ["heartbeat."], gw.on_message)
     rt.every(1.0, gw.fetch_snapshot)
     rt.every(EQUITY_SECONDS, gw.fetch_equity)

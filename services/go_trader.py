@@ -100,8 +100,11 @@ def _checked(config: str) -> Config:
 
 
 def start(config: str, foreground: bool, conf: Path = CONF) -> int:
-    """supervisord with the five programs; refuses while another copy holds the pidfile."""
-    _checked(config)
+    """supervisord with every program (one per signal engine); refuses while another copy holds
+    the pidfile."""
+    from services.supervisor_conf import write as write_engines
+
+    cfg = _checked(config)
     pidfile = conf.parent / "run" / "supervisord.pid"
     pid = read_pid(pidfile)
     if pid is not None and pid_alive(pid):
@@ -111,6 +114,7 @@ def start(config: str, foreground: bool, conf: Path = CONF) -> int:
 
     if make_keys(["--config", config]) != 0:  # the bus keys the services need, as `make run` makes them
         raise CommandError(f"could not create the bus keys for {config}; see the message above")
+    write_engines(cfg, conf)
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)] + (["-n"] if foreground else [])
     if foreground:
         os.execve(sys.executable, command, _env(config))
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return running_supervisorctl(args.conf, "status")
         if args.command == "restart":
             if not args.service:
-                raise CommandError("restart: name a program (marketdata, signals, portfolio, pricer, gateway) or all")
+                raise CommandError("restart: name a program (marketdata, portfolio, pricer, gateway, signals-<engine>) "
+                                   "or all")
             return running_supervisorctl(args.conf, "restart", args.service)
         if args.command == "reset-risk":
             if not args.service:

@@ -1,9 +1,9 @@
 """``make once``: start the stack, run exactly one cycle of every strategy, print the summary,
 stop everything with state saved (the seed's ``--once``).
 
-marketdata, portfolio and pricer run as their real service processes; the signal engine runs
-its cycle in this process with the same code the ``signals`` service uses, and the signals key.
-The bus keys are created first if the key directory lacks them.
+marketdata, portfolio and pricer run as their real service processes; the strategies of every
+signal engine run their cycle in this process with the same code the engines (``services.signals``)
+use, and the signals key. The bus keys are created first if the key directory lacks them.
 """
 from __future__ import annotations
 

@@ -57,6 +57,7 @@ MARK_SECONDS = 0.1
 SNAPSHOT_SECONDS = 1.0
 SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
+MAX_POSITIONS_BATCH = 10_000  # one options engine's strategies in one request
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
 LOCK_NAME = "portfolio.lock"
@@ -412,6 +413,19 @@ class PortfolioService:
         symbols = {sc.id: sc.symbol for sc in self.cfg.strategies}
         return self.portfolio.positions_view(sid, symbols.get(sid, ""))
 
+    def on_positions_batch(self, body: Any) -> dict[str, Any]:
+        """Books of many strategies in one reply (an options engine's whole batch): a read."""
+        sids = body.get("strategy_ids") if isinstance(body, dict) else None
+        if not isinstance(sids, list) or not 1 <= len(sids) <= MAX_POSITIONS_BATCH:
+            raise RequestError("bad_request", f"positions_batch.strategy_ids: expected a list of "
+                                              f"1..{MAX_POSITIONS_BATCH} strategy ids, got {type(sids).__name__}")
+        unknown = [sid for sid in sids if not isinstance(sid, str) or sid not in self.portfolio.books]
+        if unknown:
+            raise RequestError("unknown_strategy", f"positions_batch.strategy_ids: no strategy {unknown[0]!r} "
+                                                   f"in this portfolio")
+        symbols = {sc.id: sc.symbol for sc in self.cfg.strategies}
+        return {"books": {sid: self.portfolio.positions_view(sid, symbols.get(sid, "")) for sid in sids}}
+
     def on_snapshot(self, _body: Any = None) -> dict[str, Any]:
         return self.portfolio.snapshot()
 
@@ -550,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     # tick of its own bar when both are waiting.
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order, "orders": svc.on_orders,
-                             "positions": svc.on_positions, "snapshot": svc.on_snapshot,
+                             "positions": svc.on_positions, "positions_batch": svc.on_positions_batch,
+                             "snapshot": svc.on_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)

@@ -6,7 +6,10 @@ Answers     chain {underlying, venue, horizon_days?} -> listed expiries x strike
             mark {positions: [contract dict | position dict]} -> the same, for open positions;
             iv {underlying, days?, target_days?} -> {atm_iv, history (daily, oldest first), iv_rank};
             status
-Publishes   heartbeat.pricer (its problems: ``deribit_iv`` while Deribit's vol cannot be read)
+Publishes   chain.<venue>.<underlying> (the chain reply) and iv.<underlying> (the iv reply) for every
+            chain the options strategies read, once per options interval of market time, so the
+            options engines read the latest instead of asking per batch;
+            heartbeat.pricer (its problems: ``deribit_iv`` while Deribit's vol cannot be read)
 Calls       options.marks (the mark source), options.venues, options.contracts
 
 Marks come from a MarkSource (options.marks). With the sim and replay feeds that is the
@@ -38,9 +41,11 @@ from options.venues import venue_spec
 from options.vol_surface import iv_rank
 from services.runtime import ServiceRuntime, config_path
 
+OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 MAX_CONTRACTS = 500
 MAX_IV_DAYS = 1000
 LIVE_IV_RETRY_SECONDS = 30.0  # a failing live vol is re-read this often, so the problem clears on its own
+PUBLISH_CHECK_SECONDS = 0.1  # how often (wall) the pricer looks whether a new interval began
 
 
 def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
@@ -122,6 +127,10 @@ class PricerService:
         self.chains_served = 0
         self.marks_served = 0
         self.option_underlyings = {s.underlying for s in cfg.options_strategies()}
+        self.chain_needs = sorted({(s.venue, s.underlying) for s in cfg.options_strategies()})
+        self.publish_interval_ms = min((s.interval_seconds for s in cfg.options_strategies()), default=0) * 1000
+        self.published_slot = -1
+        self.chains_published = 0
 
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body
@@ -232,9 +241,33 @@ class PricerService:
         return {"underlying": underlying, "ts": self.market_ts, "atm_iv": atm, "history": history.tolist(),
                 "iv_rank": iv_rank(history, atm), "source": self.source.name}
 
+    def publish_chains(self) -> None:
+        """Each chain and IV the options strategies read, once per options interval (market time):
+        when the market enters a new interval, every engine gets them without asking."""
+        if not self.publish_interval_ms or self.rt is None or not self.market_ts:
+            return
+        slot = self.market_ts // self.publish_interval_ms
+        if slot == self.published_slot:
+            return
+        published_iv: set[str] = set()
+        for venue, underlying in self.chain_needs:
+            try:
+                chain = self.on_chain({"underlying": underlying, "venue": venue, "horizon_days": OPTIONS_HORIZON_DAYS})
+                if underlying not in published_iv:
+                    iv = self.on_iv({"underlying": underlying})
+                    self.rt.publisher.publish(f"iv.{underlying}", "iv", iv)
+                    published_iv.add(underlying)
+            except RequestError as exc:  # no spot yet, or no live vol: engines fall back to asking
+                self.rt.log.warning("chain_not_published", venue=venue, underlying=underlying, error=str(exc))
+                return
+            self.rt.publisher.publish(f"chain.{venue}.{underlying}", "chain", chain)
+            self.chains_published += 1
+        self.published_slot = slot
+
     def status(self, _body: Any = None) -> dict[str, Any]:
         return {"market_ts": self.market_ts, "spot": dict(self.spot), "chains_served": self.chains_served,
-                "marks_served": self.marks_served, "source": self.source.name}
+                "chains_published": self.chains_published, "marks_served": self.marks_served,
+                "source": self.source.name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.heartbeat_status(svc.status)
     rt.every(LIVE_IV_RETRY_SECONDS, svc.retry_live_iv)
+    rt.every(PUBLISH_CHECK_SECONDS, svc.publish_chains)
     rt.run()
     return 0
 

@@ -88,6 +88,7 @@ def bus_security(cfg: Config, identity: str) -> BusSecurity:
     """The bus keys of ``identity`` (a service, or ``reader``) from ``cfg``'s key directory,
     pinned to the services that bind ``cfg``'s endpoints; BusKeysError says what to fix."""
     binds = {service: (ep.pub, ep.rep) for service, ep in cfg.endpoints.items()}
+    binds["signals"] = tuple(ep for e in cfg.engines for ep in (e.pub, e.rep))  # every engine holds the signals key
     return load_security(cfg.bus.keys_dir, identity, binds)
 
 

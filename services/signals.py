@@ -1,11 +1,18 @@
-"""signals: the engine that runs every strategy when it is due, in market time.
+"""signals: one signal engine, running its strategies when they are due, in market time.
 
-Subscribes  bar.* and clock from marketdata; portfolio.snapshot and fill.* from the portfolio (the
-            values per category and the trades in each cycle's log line)
-Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer;
-            positions and orders (a cycle's spot and option orders in one request) to portfolio
-Publishes   signal.<strategy_id>, cycle, heartbeat.signals (with each strategy's last decision, its
-            market time and its reason: the gateway's /status shows them)
+``python -m services.signals --engine NAME`` runs the strategies the config's ``engines`` section
+gives NAME (by default ``spot`` and ``options``: common/engines.py), publishes on that engine's own
+PUB, answers on its own REP and keeps its own outbox, as the service ``signals-NAME``; restarting
+one engine touches only its strategies. Without ``--engine`` a config with one engine runs it.
+
+Subscribes  bar.* and clock from marketdata; chain.* and iv.* from the pricer (options engines);
+            portfolio.snapshot and fill.* from the portfolio (the values per category and the trades
+            in each cycle's log line)
+Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer only
+            when no fresh published one is at hand; positions_batch (one per options batch) and
+            orders (a cycle's spot and option orders in one request) to portfolio
+Publishes   signal.<strategy_id>, cycle, heartbeat.signals-<engine> (with each strategy's last
+            decision, its market time and its reason: the gateway's /status shows them)
 Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.incremental (spot
             strategies kept bar by bar, rebuilt from a refetched history)
 
@@ -20,6 +27,7 @@ them skip (and is not asked again for a few seconds) while spot keeps trading.
 """
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import time
@@ -41,8 +49,8 @@ from common.timeframes import timeframe_ms
 from options.book import OptionOrder
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
-from services.pricer import ChainReplyError, chain_from_dict
-from services.runtime import ServiceRuntime, config_path
+from services.pricer import OPTIONS_HORIZON_DAYS, ChainReplyError, chain_from_dict
+from services.runtime import ServiceRuntime, bus_security, config_path
 from services.script_runner import ScriptRunner
 from strategies.incremental import SignalCache
 from strategies.script import ScriptError
@@ -51,14 +59,20 @@ WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
 ORDER_RETRY_SECONDS = 0.1  # first wait after a transient refusal ('retry': often a tick on its way)
 PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
-OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 PRICER_BACKOFF_SECONDS = 5.0
+PUBLISHED_CHAIN_INTERVALS = 2  # a published chain older than this many options intervals is asked for instead
+
+__all__ = ["OPTIONS_HORIZON_DAYS", "SignalEngine", "main"]
 
 
 class SignalEngine:
-    def __init__(self, cfg: Config, runtime: ServiceRuntime) -> None:
+    """The strategies of one engine (``engine``: a name in ``cfg.engines``; None: every strategy)."""
+
+    def __init__(self, cfg: Config, runtime: ServiceRuntime, engine: str | None = None) -> None:
         self.cfg = cfg
         self.rt = runtime
+        self.engine = engine
+        mine = cfg.engine_strategies(engine) if engine is not None else cfg.strategies
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=1000, retries=2)
         self.warmup_retry_at = 0.0
         self.portfolio_retry_at = 0.0
@@ -71,12 +85,19 @@ class SignalEngine:
         self.failures: dict[str, int] = {}  # strategy id -> runs that failed (a user strategy's error)
         self.failure_causes: set[tuple[str, str]] = set()  # logged once each
         use_strategies_dir(cfg)
-        broken = user_strategy_problems(cfg)  # user functions that cannot run are left out, never the engine
-        for sid, why in broken.items():
+        mine_ids = {sc.id for sc in mine}
+        broken = {sid: why for sid, why in user_strategy_problems(cfg).items() if sid in mine_ids}
+        for sid, why in broken.items():  # user functions that cannot run are left out, never the engine
             self.fail(sid, why)
-        self.spot = [sc for sc in cfg.spot_strategies() if sc.id not in broken]
+        self.spot = [sc for sc in mine if sc.is_spot and sc.id not in broken]
         self.scripts = ScriptRunner(SCRIPT_TIMEOUT_SECONDS)
-        self.options = list(cfg.options_strategies())
+        self.options = [sc for sc in mine if sc.is_options]
+        self.published: dict[Any, tuple[int, Any]] = {}  # (underlying, venue) or underlying -> (ts, body)
+        self.published_max_age_ms = PUBLISHED_CHAIN_INTERVALS * 1000 * max(
+            (sc.interval_seconds for sc in self.options), default=0)
+        self.options_books: dict[str, Any] = {}  # this batch's books, from one positions_batch request
+        self.options_books_problem: str | None = None
+        self.acked_in_batch: set[str] = set()  # strategies whose orders were answered after the books were read
         self.options_pending: list[str] = []  # due options strategies, decided one per loop turn
         self.options_market: dict[Any, Any] | None = None  # this batch's chains and IV
         self.options_unavailable: str | None = None
@@ -140,8 +161,20 @@ class SignalEngine:
         store.append(bar.symbol, bar.timeframe, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low,
                                                                   bar.close, bar.volume]]))
 
+    def on_published(self, env: Envelope) -> None:
+        """The pricer's latest chain or IV, kept as sent (decoded when a batch uses it)."""
+        body = env.body
+        if not isinstance(body, dict) or not isinstance(body.get("ts"), int) or isinstance(body.get("ts"), bool):
+            self.rt.stats.count_drop(f"bad_{env.type}")
+            return
+        key = (body.get("underlying"), body.get("venue")) if env.type == "chain" else body.get("underlying")
+        if key not in self.published or body["ts"] >= self.published[key][0]:
+            self.published[key] = (body["ts"], body)
+
     def on_message(self, topic: str, env: Envelope) -> None:
-        if env.type == "bar":
+        if env.type in ("chain", "iv"):
+            self.on_published(env)
+        elif env.type == "bar":
             self.on_bar(env.body)
         elif env.type == "fill":
             self.fills_since_cycle += 1
@@ -210,27 +243,47 @@ class SignalEngine:
         return decisions
 
     # --- options ---------------------------------------------------------------------------
+    def latest(self, key: Any) -> Any | None:
+        """The pricer's last published chain or IV for ``key`` if it is recent in market time."""
+        got = self.published.get(key)
+        if got is None or got[0] < self.market_ts - self.published_max_age_ms:
+            return None
+        return got[1]
+
     def _options_market(self, needs: set[tuple[str, str]]) -> tuple[dict[Any, Any], str | None]:
-        """Chains per (underlying, venue) and IV per underlying from the pricer, or why not."""
-        if time.monotonic() < self.pricer_retry_at:
-            return {}, "pricer unavailable: waiting before asking again"
+        """Chains per (underlying, venue) and IV per underlying: the pricer's latest published
+        ones, asked for only when none is recent (a pricer just started), or why there are none."""
         market: dict[Any, Any] = {}
         try:
             for underlying, venue in sorted(needs):
-                reply = self.pricer.request("chain", {"underlying": underlying, "venue": venue,
-                                                      "horizon_days": OPTIONS_HORIZON_DAYS})
+                reply = self.latest((underlying, venue)) or self.ask_pricer("chain", {
+                    "underlying": underlying, "venue": venue, "horizon_days": OPTIONS_HORIZON_DAYS})
                 market[(underlying, venue)] = chain_from_dict(reply)
                 if underlying not in market:
-                    market[underlying] = self.pricer.request("iv", {"underlying": underlying,
-                                                                    "days": self.cfg.options.iv_rank_days})
+                    market[underlying] = self.latest(underlying) or self.ask_pricer("iv", {
+                        "underlying": underlying, "days": self.cfg.options.iv_rank_days})
         except RequestFailed as exc:
-            self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
+            if time.monotonic() >= self.pricer_retry_at:  # it failed just now, not while we waited
+                self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
             return {}, f"pricer unavailable: {exc}"
         except RemoteError as exc:
             return {}, f"pricer refused: {exc.code}: {exc.message}"
         except ChainReplyError as exc:
             return {}, f"pricer sent a bad chain: {exc}"
         return market, None
+
+    def ask_pricer(self, kind: str, body: dict[str, Any]) -> Any:
+        if time.monotonic() < self.pricer_retry_at:
+            raise RequestFailed("waiting before asking again")
+        return self.pricer.request(kind, body)
+
+    def read_books(self, sids: list[str]) -> None:
+        """Every pending options strategy's book in one request (``positions_batch``)."""
+        self.options_books, self.options_books_problem, self.acked_in_batch = {}, None, set()
+        try:
+            self.options_books = self.portfolio.request("positions_batch", {"strategy_ids": sids})["books"]
+        except (RequestFailed, RemoteError, KeyError, TypeError) as exc:
+            self.options_books_problem = f"portfolio unavailable: {exc}"
 
     def decide_pending_options(self) -> list[OptionsDecision]:
         """Every queued options strategy now (``make once``); the service steps through them."""
@@ -261,6 +314,8 @@ class SignalEngine:
             if self.options_unavailable is not None:
                 self.rt.log.warning("options_skipped", reason=self.options_unavailable,
                                     strategies=len(self.options_pending))
+            else:
+                self.read_books(list(self.options_pending))
         sc = next(o for o in self.options if o.id == self.options_pending[0])
         del self.options_pending[0]
         decision = self.decide_option_strategy(sc, self.options_market, self.options_unavailable)
@@ -268,7 +323,8 @@ class SignalEngine:
             self.options_market, self.options_unavailable = None, None
         return decision
 
-    def decide_option_strategy(self, sc: Any, market: dict[Any, Any], unavailable: str | None) -> OptionsDecision | None:
+    def decide_option_strategy(self, sc: Any, market: dict[Any, Any],
+                               unavailable: str | None) -> OptionsDecision | None:
         if unavailable is not None:
             decision = OptionsDecision(sc.id, skipped=unavailable)
         elif any(o.strategy_id == sc.id for o in self.outbox.values()):
@@ -324,9 +380,17 @@ class SignalEngine:
                 self.take_spot(sc, script_decision(sid, sc.strategy, sc.symbol, sc.timeframe, answer, newest,
                                                    self.market_ts))
 
+    def book_of(self, sid: str) -> Any:
+        """The batch's book of ``sid``; asked again alone if an order of it was answered since."""
+        if sid in self.options_books and sid not in self.acked_in_batch:
+            return self.options_books[sid]
+        if self.options_books_problem is not None and sid not in self.acked_in_batch:
+            raise RequestFailed(self.options_books_problem)
+        return self.portfolio.request("positions", {"strategy_id": sid})
+
     def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
         try:
-            book = self.portfolio.request("positions", {"strategy_id": sc.id})
+            book = self.book_of(sc.id)
         except (RequestFailed, RemoteError) as exc:
             return OptionsDecision(sc.id, skipped=f"portfolio unavailable: {exc}")
         iv = market[sc.underlying]
@@ -380,6 +444,7 @@ class SignalEngine:
             self.rt.log.error("order_refused", order_id=order.order_id, code=ack.get("code"), error=ack.get("reason"))
             return
         self.orders_acked += 1
+        self.acked_in_batch.add(order.strategy_id)
         self.rt.log.info("order_acked", order_id=order.order_id, status=ack.get("status"), reason=ack.get("reason"))
         if ack.get("status") == "rejected":  # the strategy decided, the portfolio said no: /status says why
             self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
@@ -394,19 +459,38 @@ class SignalEngine:
                             retry_in_s=wait)
 
     def status(self) -> dict[str, Any]:
-        return {"cycle_count": self.cycle_count, "market_ts": self.market_ts, "outbox": len(self.outbox),
-                "orders_acked": self.orders_acked, "strategies": self.strategy_status}
+        return {"engine": self.engine or "all", "cycle_count": self.cycle_count, "market_ts": self.market_ts,
+                "outbox": len(self.outbox), "orders_acked": self.orders_acked, "strategies": self.strategy_status}
+
+
+def engine_name(cfg: Config, argv: list[str] | None) -> str:
+    """``--engine NAME``; without it, the config's only engine. SystemExit names the choices."""
+    parser = argparse.ArgumentParser(prog="python -m services.signals")
+    parser.add_argument("--engine", help="which engine of the config's `engines` to run")
+    args, _unknown = parser.parse_known_args(argv)
+    names = [e.name for e in cfg.engines]
+    if args.engine is None and len(names) == 1:
+        return names[0]
+    if args.engine is None:
+        parser.error(f"--engine NAME is needed: the config has {len(names)} engines ({', '.join(names)})")
+    try:
+        return cfg.engine(args.engine).name
+    except ValueError as exc:
+        parser.error(f"--engine: {exc}")
+    raise AssertionError("unreachable")
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("signals")
-    engine = SignalEngine(cfg, rt)
-    ep = cfg.endpoints["signals"]
-    rt.bind_publisher(ep.pub)
-    rt.bind_replier(ep.rep, {"status": lambda _b: engine.status()})
+    spec = cfg.engine(engine_name(cfg, argv))
+    rt = ServiceRuntime(spec.service, bus_security(cfg, "signals"))  # every engine holds the signals key
+    engine = SignalEngine(cfg, rt, spec.name)
+    rt.bind_publisher(spec.pub)
+    rt.bind_replier(spec.rep, {"status": lambda _b: engine.status()})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], engine.on_message)
     rt.subscribe([cfg.endpoints["portfolio"].pub], ["portfolio.snapshot", "fill."], engine.on_message)  # cycle line
+    if engine.options:
+        rt.subscribe([cfg.endpoints["pricer"].pub], ["chain.", "iv."], engine.on_message)
     rt.heartbeat_status(engine.status)
     rt.every(0.05, engine.run_due)
     rt.step_between_messages(engine.options_step)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_bus, bench_cycle, bench_gateway, bench_latency, bench_memory, run_all
+from bench import bench_bus, bench_cycle, bench_gateway, bench_latency, bench_memory, bench_scale, run_all
 from tests.support.stack import Stack, stack_config
 
 
@@ -72,6 +72,27 @@ def test_gateway_quick_answers_a_person_among_slow_and_many_clients(stack: Stack
         assert r[phase]["requests"] > 0 and sum(r[phase]["failures"].values()) == 0, phase
     assert 10 < r["rss_idle_mb"] < 200 and not r["gateway_restarted"]
     assert len(bench_gateway.report(r)) == 11
+
+
+def test_scale_quick_runs_engine_processes_against_a_real_portfolio() -> None:
+    r = bench_scale.run(quick=True)
+    by_count = r["sizes"]["34"]
+    assert by_count["1"]["strategies_per_engine"] == {"e0": 34}
+    assert sum(by_count["2"]["strategies_per_engine"].values()) == 34
+    assert all(0 < by_count[e]["cycle_s"] <= by_count[e]["cycle_max_s"] for e in ("1", "2"))
+    assert by_count["journaled_fills"] > 0  # real acks: the portfolio journaled the orders
+    assert len(bench_scale.report(r)) == 2
+
+
+def test_scaled_config_spreads_spot_replicas_over_the_symbols() -> None:
+    from common.config import parse_config
+
+    raw = bench_scale.scaled_config(100)
+    ids = [s["id"] for s in raw["strategies"]]
+    assert len(ids) == len(set(ids)) == 100 and ids[34] == "momentum-btc-r1"
+    assert raw["strategies"][34]["symbol"] == "S014/USDT"  # spot strategy 0, replica 1: symbol 0 + 14
+    split = parse_config(bench_scale.with_engines(raw, 4, list(range(7000, 7008))))
+    assert sorted(sid for e in split.engines for sid in e.strategy_ids) == sorted(ids)
 
 
 def test_run_all_reports_a_failing_benchmark_and_still_renders(tmp_path: Path) -> None:

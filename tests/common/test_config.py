@@ -483,7 +483,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_check_exits_0_and_summarizes_a_sound_config():
     done = _cli("--check", "config/default.json")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "config OK: config/default.json: 34 strategies (14 spot, 20 options), feed sim"
+    assert done.stdout.strip() == ("config OK: config/default.json: 34 strategies (14 spot, 20 options), feed sim; "
+                                   "engines spot (14), options (20)")
 
 
 def test_cli_check_exits_2_with_every_error_on_stderr(tmp_path):
@@ -676,11 +677,11 @@ def test_ten_thousand_strategies_are_refused_naming_round_budget_and_ceiling():
     # 10,000 x 1.52 ms = 15.2 s; the 1h bars at 3600x leave 1.0 s: 1.0 / 1.52 ms = 657 strategies;
     # the heartbeat allows 2.0 s: 1315.
     assert errors == [
-        "strategies: signals: 10000 spot strategies need ~15.2 s per round, but the 1h deadline at 3600x leaves "
+        "engines.spot: 10000 spot strategies need ~15.2 s per round, but the 1h deadline at 3600x leaves "
         "1.0 s (s0 decides 1h bars every 5m, and a bar not decided before the next one closes is skipped); the "
         "ceiling at this speed is 657 spot strategies; lower feed.speed, use longer intervals or timeframes, or "
         "split strategies across engines",
-        "strategies: signals: 10000 spot strategies run ~15.2 s in one blocking loop turn, longer than the 2.0 s "
+        "engines.spot: 10000 spot strategies run ~15.2 s in one blocking loop turn, longer than the 2.0 s "
         "after which a missed heartbeat makes /healthz declare the engine lost; the ceiling is 1315 spot strategies "
         "per engine at any speed; split strategies across engines",
     ]
@@ -695,7 +696,7 @@ def test_the_stated_ceiling_is_exact_for_spot_strategies():
 
 def test_live_mode_is_bounded_by_the_heartbeat_not_the_interval():
     [error] = errors_of(many_spot(2_000, mode="live"))
-    assert error.startswith("strategies: signals: 2000 spot strategies run ~3.0 s in one blocking loop turn")
+    assert error.startswith("engines.spot: 2000 spot strategies run ~3.0 s in one blocking loop turn")
 
 
 @pytest.mark.parametrize("speed", [3_600, 18_000, 36_000, 72_000])

@@ -164,3 +164,16 @@ def test_bad_setup_is_named(kwargs, message):
 def test_asking_before_the_origin_is_an_error():
     with pytest.raises(ValueError, match="from_ts 1735689540000 is before the simulation origin 1735689600000"):
         sim().steps(ORIGIN - MIN, ORIGIN + HOUR)
+
+
+def test_sim_market_keeps_known_symbols_and_derives_others_from_their_name():
+    from common.market_sim import DEFAULT_SPECS, sim_market
+
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"] + [f"S{i:03d}/USDT" for i in range(40)]
+    specs, corr = sim_market(symbols)
+    assert specs["BTC/USDT"] == DEFAULT_SPECS["BTC/USDT"] and corr[("BTC/USDT", "ETH/USDT")] == 0.80
+    assert corr[("BTC/USDT", "S000/USDT")] == corr[("S000/USDT", "S039/USDT")] == 0.5
+    assert specs == sim_market(symbols)[0]  # the same names make the same market
+    assert all(1.0 <= specs[s].start_price <= 10_000.0 and 0.5 <= specs[s].annual_vol <= 1.1 for s in symbols[3:])
+    m = MarketSim(symbols, seed=3, origin_ts=ORIGIN, specs=specs, correlations=corr)  # positive definite
+    assert len(m.steps(ORIGIN, ORIGIN + 60 * MIN)["S007/USDT"]) == 60

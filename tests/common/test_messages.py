@@ -92,9 +92,9 @@ def test_optional_keys_may_be_absent_and_null_records_are_not_walked():
     body = {f.name: 0 for f in beat.fields}
     body.update(bus={"sent": 0, "received": 0, "dropped": {}, "dropped_total": 0, "missed": {}},
                 strategies={"a": {"status": "ok", "ts": 1}, "b": {"status": "ok", "ts": 1, "signal": 1}})
-    assert message_problems("heartbeat.signals", "heartbeat", "signals", body) == []
+    assert message_problems("heartbeat.signals-spot", "heartbeat", "signals-spot", body) == []
     body["strategies"]["c"] = {"status": "ok"}
-    assert message_problems("heartbeat.signals", "heartbeat", "signals", body) == [
+    assert message_problems("heartbeat.signals-spot", "heartbeat", "signals-spot", body) == [
         "heartbeat.body.strategies['c'].ts: declared but missing"]
 
 

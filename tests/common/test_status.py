@@ -99,13 +99,13 @@ def test_build_status_rejects_a_snapshot_without_strategies():
 def test_health_declares_a_service_lost_after_two_missed_beats():
     now = 100_000
     beats = {"marketdata": {"received_ms": now - 500, "pid": 1, "mode": "sim", "stale": False},
-             "signals": {"received_ms": now - HEARTBEAT_LOST_MS, "pid": 2},
+             "signals-spot": {"received_ms": now - HEARTBEAT_LOST_MS, "pid": 2},
              "portfolio": {"received_ms": now - 100, "pid": 3}}
     health = build_health(beats, now, last_tick_ms=now - 250)
     services = health["services"]
     assert services["marketdata"]["alive"] and services["portfolio"]["alive"]
-    assert not services["signals"]["alive"]
-    assert services["signals"]["last_heartbeat_age_s"] == 3.0
+    assert not services["signals-spot"]["alive"]
+    assert services["signals-spot"]["last_heartbeat_age_s"] == 3.0
     assert services["pricer"] == {"alive": False, "last_heartbeat_age_s": None}
     assert health["ok"] is False
     assert health["feed"]["last_tick_age_s"] == 0.25
@@ -113,7 +113,7 @@ def test_health_declares_a_service_lost_after_two_missed_beats():
 
 def test_health_is_not_ok_when_the_feed_is_stale():
     now = 10_000
-    beats = {name: {"received_ms": now} for name in ("marketdata", "signals", "portfolio", "pricer")}
+    beats = {name: {"received_ms": now} for name in ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")}
     assert build_health(beats, now)["ok"] is True
     beats["marketdata"] = {"received_ms": now, "stale": True}
     assert build_health(beats, now)["ok"] is False
@@ -121,7 +121,7 @@ def test_health_is_not_ok_when_the_feed_is_stale():
 
 def test_health_is_not_ok_while_a_live_service_reports_a_problem():
     now = 10_000
-    beats = {name: {"received_ms": now, "problems": []} for name in ("marketdata", "signals", "portfolio", "pricer")}
+    beats = {name: {"received_ms": now, "problems": []} for name in ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")}
     assert build_health(beats, now)["ok"] is True
     beats["portfolio"]["problems"] = ["persist: state.json: [Errno 28] No space left on device"]
     health = build_health(beats, now)

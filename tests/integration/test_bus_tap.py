@@ -19,7 +19,7 @@ from tests.support.stack import REPO, Stack, stack_config
 pytestmark = pytest.mark.timeout(180)
 
 TAP_SECONDS = 20.0
-SERVICES = ("marketdata", "signals", "portfolio", "pricer")
+SERVICES = ("marketdata", "portfolio", "pricer")  # and every signal engine (config `engines`)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,11 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVHWM, 100_000)
+    security = stack.security()  # the read-only key, each endpoint's server key pinned
     for service in SERVICES:
-        sub.connect(stack.config["endpoints"][service]["pub"])
+        security.connect(sub, stack.config["endpoints"][service]["pub"])
+    for engine in stack.config["engines"].values():
+        security.connect(sub, engine["pub"])
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     seen: Counter = Counter()
     problems: dict[str, str] = {}
@@ -54,7 +57,8 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
             topic, raw = sub.recv_multipart()
             env = msgpack.unpackb(raw)
             assert sorted(env) == sorted(f.name for f in ENVELOPE), env
-            seen[(env["type"], env["source"])] += 1
+            engine = env["source"].startswith("signals-")  # signals-spot, signals-options: declared as signals
+            seen[(env["type"], "signals" if engine else env["source"])] += 1
             for problem in message_problems(topic.decode(), env["type"], env["source"], env["body"]):
                 problems.setdefault(problem, topic.decode())
     finally:
@@ -68,9 +72,13 @@ def test_every_message_on_the_bus_is_in_docs_bus_md(stack):
 
 def test_the_readme_tap_example_prints_spot_and_options_signals(stack, tmp_path):
     code = readme_tap_example()
-    assert code.count('"tcp://127.0.0.1:5562"') == 1
+    assert code.count('"tcp://127.0.0.1:5562"') == code.count('"tcp://127.0.0.1:5568"') == 1
     script = tmp_path / "tap.py"
-    script.write_text(code.replace('"tcp://127.0.0.1:5562"', repr(stack.config["endpoints"]["signals"]["pub"])))
+    engines = stack.config["engines"]
+    keys = stack.security().directory  # the README reads run/keys, the default key directory
+    script.write_text(code.replace('"tcp://127.0.0.1:5562"', repr(engines["spot"]["pub"]))
+                      .replace('"tcp://127.0.0.1:5568"', repr(engines["options"]["pub"]))
+                      .replace('"run/keys/', f'"{keys}/'))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)

@@ -40,7 +40,8 @@ def service_pids(config_path: Path) -> dict[str, list[int]]:
         if f"GO_TRADER_CONFIG={config_path}".encode() not in environ or not alive(int(entry.name)):
             continue
         for program in PROGRAMS:
-            if f"services.{program}".encode() in cmdline:
+            module, _, engine = program.partition("-")  # signals-spot: services.signals --engine spot
+            if f"services.{module}".encode() in cmdline and (not engine or engine.encode() in cmdline):
                 found[program].append(int(entry.name))
     return found
 

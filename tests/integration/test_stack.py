@@ -30,13 +30,18 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
         values = lambda s: [v["portfolio_value"] for v in s["strategies"].values() if v["type"] == "spot"]
         before = values(first)
         stack.wait_for(lambda: values(stack.status()) != before, 30, "moving P&L")
-        for program in ("portfolio", "signals", "marketdata"):
+        health = stack.status()["health"]["services"]
+        assert {name: health[name]["alive"] for name in ("signals-spot", "signals-options")} == {
+            "signals-spot": True, "signals-options": True}
+        for program in ("portfolio", "signals-spot", "marketdata"):
             trades_before = total_trades(stack.status())
             pid_before = stack.pid(program)
+            options_pid = stack.pid("signals-options")
             result = stack.ctl("restart", program)
             assert result.returncode == 0, result.stdout + result.stderr
             stack.wait_running()
             assert stack.pid(program) != pid_before
+            assert stack.pid("signals-options") == options_pid  # one engine restarts alone
             stack.wait_for(lambda: total_trades(stack.status()) > trades_before + 2, 60,
                            f"trading after restarting {program}")
         watcher.stop_event.set()

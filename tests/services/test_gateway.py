@@ -44,7 +44,7 @@ def filled_cache(now=NOW) -> GatewayCache:
     cache.prices = {"BTC/USDT": 60_000.0}
     cache.heartbeats = {name: {"received_ms": now - 400, "pid": 10 + i, "uptime_s": 5.0, "errors": 0,
                                "bus": {"sent": 100 * (i + 1), "received": 7, "dropped": {"bad_envelope": i}, "missed": {}}}
-                        for i, name in enumerate(("marketdata", "signals", "portfolio", "pricer"))}
+                        for i, name in enumerate(("marketdata", "signals-spot", "signals-options", "portfolio", "pricer"))}
     cache.heartbeats["marketdata"].update(mode="sim", stale=False, market_ts=status["market_ts"])
     cache.last_tick_ms = now - 100
     cache.cycle_count = 12
@@ -139,10 +139,10 @@ def test_metrics_are_prometheus_text_with_strategy_and_service_series(served):
     assert samples[("gotrader_strategy_trades_total", mom)] == 0.0
     assert samples[("gotrader_strategy_positions", (mom[0], ("kind", "spot"), mom[1]))] == 1.0
     assert samples[("gotrader_category_equity_usd", (("category", "ibkr"),))] == pytest.approx(1_900.0)
-    assert samples[("gotrader_service_up", (("service", "signals"),))] == 1.0
+    assert samples[("gotrader_service_up", (("service", "signals-spot"),))] == 1.0
     assert samples[("gotrader_service_heartbeat_age_seconds", (("service", "portfolio"),))] == 0.4
-    assert samples[("gotrader_bus_messages_sent_total", (("service", "pricer"),))] == 400.0
-    assert samples[("gotrader_bus_dropped_total", (("reason", "bad_envelope"), ("service", "signals")))] == 1.0
+    assert samples[("gotrader_bus_messages_sent_total", (("service", "pricer"),))] == 500.0
+    assert samples[("gotrader_bus_dropped_total", (("reason", "bad_envelope"), ("service", "signals-spot")))] == 1.0
     assert samples[("gotrader_cycles_total", ())] == 3.0
     assert samples[("gotrader_cycle_duration_seconds_count", ())] == 2.0
     assert samples[("gotrader_cycle_duration_seconds_sum", ())] == 0.5
@@ -300,10 +300,12 @@ def test_messages_replace_the_caches(gateway):
     before = gateway.cache.prices
     gateway.on_message("tick.BTC/USDT", env("tick", {"symbol": "BTC/USDT", "price": 61_000.0, "ts": 5}))
     assert gateway.cache.prices == {"BTC/USDT": 61_000.0} and before == {}
-    gateway.on_message("heartbeat.signals", env("heartbeat", {"cycle_count": 4}, source="signals"))
-    assert gateway.cache.cycle_count == 4 and "received_ms" in gateway.cache.heartbeats["signals"]
-    gateway.on_message("cycle", env("cycle", {"cycle": 5, "market_ts": 9, "ran": 3, "orders": 1, "duration_ms": 40}))
-    assert gateway.cache.cycle_count == 5
+    gateway.on_message("heartbeat.signals-spot", env("heartbeat", {"cycle_count": 4}, source="signals-spot"))
+    gateway.on_message("heartbeat.signals-options", env("heartbeat", {"cycle_count": 3}, source="signals-options"))
+    assert gateway.cache.cycle_count == 7 and "received_ms" in gateway.cache.heartbeats["signals-spot"]
+    gateway.on_message("cycle", env("cycle", {"cycle": 5, "market_ts": 9, "ran": 3, "orders": 1, "duration_ms": 40},
+                                    source="signals-spot"))
+    assert gateway.cache.cycle_count == 8  # the engines' cycles together: 5 spot + 3 options
     assert gateway.cache.cycles == {"count": 1, "timed": 1, "duration_sum_s": 0.04, "last_duration_s": 0.04}
 
 

@@ -50,7 +50,7 @@ from common.portfolio import Portfolio, journal_fills, strategy_metas
 from tests.support import disk
 from tests.support.stack import StateReader, Stack, acked_fill_ids, stack_config
 
-VICTIMS = ("marketdata", "signals", "portfolio", "pricer", "gateway")
+VICTIMS = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer", "gateway")  # default engines
 FAULTS = ("supervisord", "disk_full", "state_truncated", "state_bak_garbled", "clock_garbled",
           "clock_and_bak_garbled", "journal_torn_tail", "journal_last_line_truncated")
 # The clock is saved every 0.25 s wall; a SIGKILL or a fall-back to the .bak loses at most a
@@ -99,7 +99,8 @@ class BusRecorder(threading.Thread):
     def run(self) -> None:
         ctx = zmq.Context()
         eps = self.cfg["endpoints"]
-        sub = Subscriber(ctx, [eps["marketdata"]["pub"], eps["signals"]["pub"], eps["portfolio"]["pub"]],
+        engines = [e["pub"] for e in self.cfg["engines"].values()]  # every signal engine's PUB
+        sub = Subscriber(ctx, [eps["marketdata"]["pub"], *engines, eps["portfolio"]["pub"]],
                          ["bar.", "signal.", "fill.", "clock"], security=self.security)
         try:
             while not self.stop_event.is_set():
@@ -333,8 +334,8 @@ def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,
             report.mismatches.append(f"{sid}: option positions differ from the journal")
 
     # Missed bars: every closed 1h bar the feed published should carry a signal of every 1h
-    # spot strategy, except around outages of signals or marketdata (kill -> back + warm-up).
-    down_wall = sum(seconds for victim, seconds in outages if victim in ("signals", "marketdata"))
+    # spot strategy, except around outages of the spot engine or marketdata (kill -> back + warm-up).
+    down_wall = sum(seconds for victim, seconds in outages if victim in ("signals-spot", "marketdata"))
     for sc in cfg.spot_strategies():
         bars = recorder.bars.get((sc.symbol, sc.timeframe), set())
         if sc.timeframe != "1h" or len(bars) < 10:

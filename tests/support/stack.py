@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from common.bus_auth import READER, BusSecurity, generate_keys
-from common.config import parse_config
+from common.config import load_config, parse_config
 from services.runtime import bus_security
+from services.supervisor_conf import write as write_engines
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-PROGRAMS = ("marketdata", "portfolio", "pricer", "signals", "gateway")
+CORE_PROGRAMS = ("marketdata", "portfolio", "pricer", "gateway")
+ENGINES = ("signals-spot", "signals-options")  # the default engines' programs
+PROGRAMS = (*CORE_PROGRAMS[:3], *ENGINES, CORE_PROGRAMS[3])
 
 
 def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, Any]:
@@ -38,9 +42,20 @@ def stack_config(base: dict[str, Any] | None = None, **feed: Any) -> dict[str, A
         name: {"pub": f"tcp://127.0.0.1:{free_port()}", "rep": f"tcp://127.0.0.1:{free_port()}"}
         for name in ("marketdata", "signals", "portfolio", "pricer")
     }
+    if "engines" not in cfg:  # the default split, on free ports (spot on endpoints.signals)
+        cfg["engines"] = {"spot": {"strategies": "spot", **cfg["endpoints"]["signals"]},
+                          "options": {"strategies": "options", "pub": f"tcp://127.0.0.1:{free_port()}",
+                                      "rep": f"tcp://127.0.0.1:{free_port()}"}}
     cfg.setdefault("gateway", {})["port"] = free_port()
     cfg.setdefault("feed", {}).update({"speed": 36_000, **feed})
     return cfg
+
+
+def keep_programs(conf: str, keep: tuple[str, ...]) -> str:
+    """supervisord.conf without the ``[program:NAME]`` sections whose NAME is not in ``keep``."""
+    parts = re.split(r"(?m)^(?=\[)", conf)
+    dropped = {f"[program:{name}]" for name in CORE_PROGRAMS if name not in keep}
+    return "".join(p for p in parts if p.split("\n", 1)[0].strip() not in dropped)
 
 
 def stack_security(config: dict[str, Any], workdir: Path, identity: str = READER) -> BusSecurity:
@@ -53,9 +68,14 @@ def stack_security(config: dict[str, Any], workdir: Path, identity: str = READER
 class Stack:
     """supervisord + the five services; ``with Stack(tmp_path) as s:`` starts and stops it."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 core: tuple[str, ...] = CORE_PROGRAMS, engines: tuple[str, ...] | None = None) -> None:
+        """``core`` and ``engines`` (engine names; None: all) choose what runs here: a stack
+        standing for one host of several runs some of them."""
         self.dir = Path(workdir)
         self.config = config or stack_config()
+        self.core = core
+        self.engines = engines
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
@@ -65,7 +85,8 @@ class Stack:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         self.security()
         conf = (REPO / "supervisord.conf").read_text().replace("%(here)s/.venv/bin/python", sys.executable)
-        self.conf_path.write_text(conf)
+        self.conf_path.write_text(keep_programs(conf, self.core))
+        write_engines(load_config(self.config_path), self.conf_path, sys.executable, self.engines)
         self.env["GO_TRADER_CONFIG"] = str(self.config_path)
         self.env["PYTHONPATH"] = str(REPO)
 
@@ -138,14 +159,20 @@ class Stack:
         out = self.ctl("status").stdout
         return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
 
-    def wait_running(self, programs: tuple[str, ...] = PROGRAMS, timeout: float = 60) -> None:
+    @property
+    def programs(self) -> tuple[str, ...]:
+        """Every program of this stack: the core services and one per engine of its config."""
+        names = self.engines if self.engines is not None else tuple(self.config.get("engines", ("spot", "options")))
+        return (*self.core, *(f"signals-{name}" for name in names))
+
+    def wait_running(self, programs: tuple[str, ...] | None = None, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         states: dict[str, str] = {}
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisord exited with {self.proc.returncode}; logs in {self.dir / 'run/logs'}")
             states = self.states()
-            if all(states.get(p) == "RUNNING" for p in programs):
+            if all(states.get(p) == "RUNNING" for p in programs or self.programs):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"programs not RUNNING after {timeout}s: {states}; logs: {self.logs_tail()}")
@@ -229,9 +256,9 @@ class StateReader(threading.Thread):
 
 
 def acked_fill_ids(stack: Stack) -> list[str]:
-    """Order ids the signal engine logged as acknowledged with a fill (all log rotations)."""
+    """Order ids the signal engines logged as acknowledged with a fill (all log rotations)."""
     ids = []
-    for log in sorted((stack.dir / "run" / "logs").glob("signals.log*")):
+    for log in sorted((stack.dir / "run" / "logs").glob("signals-*.log*")):
         for line in log.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
