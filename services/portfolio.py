@@ -358,34 +358,6 @@ class PortfolioService:
             acks[i] = ack
         return {"acks": acks}
 
-    def decide_option_order(self, order: OptionOrder) -> OptionOrderDecision:
-        """Price the order's contracts with the pricer's chains, then decide at those prices;
-        "retry" when the pricer cannot answer: never fill blind."""
-        if time.monotonic() < self.pricer_retry_at:
-            return OptionOrderDecision(ORDER_RETRY, "pricer unavailable: waiting before asking again")
-        contracts = [leg.contract for leg in order.legs]
-        spot: dict[str, float] = {}
-        quotes: dict[str, OptionQuote] = {}
-        ts = 0
-        try:
-            for underlying, venue in sorted({(c.underlying, c.venue) for c in contracts}):
-                wanted = [c for c in contracts if (c.underlying, c.venue) == (underlying, venue)]
-                horizon = chain_horizon_days(wanted, self.portfolio.market_ts)
-                reply = self.pricer.request("chain", {"underlying": underlying, "venue": venue,
-                                                      "horizon_days": horizon})
-                spot[underlying], found = quotes_from_chain(reply, wanted)
-                quotes.update(found)
-                ts = max(ts, reply["ts"]) if isinstance(reply.get("ts"), int) else ts
-        except RequestFailed as exc:
-            self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
-            return OptionOrderDecision(ORDER_RETRY, f"pricer unavailable: {exc}")
-        except RemoteError as exc:
-            return OptionOrderDecision(ORDER_RETRY, f"pricer refused: {exc.code}: {exc.message}")
-        except ChainQuoteError as exc:
-            self.rt.log.error("pricer_bad_chain", order_id=order.order_id, error=str(exc))
-            return OptionOrderDecision(ORDER_RETRY, f"pricer sent a bad chain: {exc}")
-        return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes))
-
     def on_reset_risk(self, body: Any) -> dict[str, Any]:
         """An operator re-arms a strategy (``go-trader reset-risk``): decide, journal (a risk
         record, so a rebuild keeps the reset), book, answer, as for a fill."""
