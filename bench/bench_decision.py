@@ -30,11 +30,13 @@ import zmq
 
 from common.bars import BarStore
 from common.bus import Replier
+from common.bus_auth import generate_keys
 from common.config import Config, parse_config
 from common.engine import HISTORY_BARS
 from options.iv_history import DEFAULT_IV_RANK_DAYS
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
+from services.runtime import bus_security
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600_000  # 2026-01-01 00:00 UTC, on every timeframe's grid
@@ -52,8 +54,9 @@ def _bars(symbol: str, timeframe: str, seed: int) -> OHLCV:
     return OHLCV.from_rows([[int(t), c, c * 1.002, c * 0.998, c, 100.0] for t, c in zip(ts, close)])
 
 
-def _serve(endpoints: list[str]) -> None:
-    """The portfolio and the pricer as the engine sees them, in their own process."""
+def _serve(ipc_dir: str) -> None:
+    """The portfolio and the pricer as the engine sees them, in their own process, each on its
+    own endpoint with its own bus key (the engine pins both)."""
     from options.chain import build_chain
     from options.venues import venue_spec
     from services.pricer import chain_to_dict
@@ -68,12 +71,18 @@ def _serve(endpoints: list[str]) -> None:
         "positions_batch": lambda body: {"books": dict.fromkeys(body["strategy_ids"], BOOK)},
         "iv": lambda _body: iv, "chain": lambda body: chains[(body["underlying"], body["venue"])],
     }
-    replier = Replier(zmq.Context(), endpoints[0], "bench", handlers)
-    for endpoint in endpoints[1:]:
-        replier.socket.bind(endpoint)
+    cfg = _config(ipc_dir)
+    ctx = zmq.Context()
+    repliers = [Replier(ctx, cfg.endpoints[name].rep, "bench", handlers, security=bus_security(cfg, name))
+                for name in ("portfolio", "pricer")]
+    poller = zmq.Poller()
+    for replier in repliers:
+        poller.register(replier.socket, zmq.POLLIN)
     while True:
-        if replier.socket.poll(1000):
-            replier.serve_pending()
+        ready = dict(poller.poll(1000))
+        for replier in repliers:
+            if replier.socket in ready:
+                replier.serve_pending()
 
 
 def _config(ipc_dir: str) -> Config:
@@ -82,6 +91,7 @@ def _config(ipc_dir: str) -> Config:
     raw["endpoints"] = {name: {"pub": f"ipc://{ipc_dir}/{name}-pub", "rep": f"ipc://{ipc_dir}/{name}-rep"}
                         for name in ("marketdata", "signals", "portfolio", "pricer")}
     raw["feed"]["speed"] = 1  # a config the capacity check accepts whatever these constants say
+    raw["bus"] = {"keys_dir": f"{ipc_dir}/keys"}
     return parse_config(raw, "bench")
 
 
@@ -103,10 +113,10 @@ def run(quick: bool = False) -> dict[str, float]:
     rounds = 5 if quick else 21
     with tempfile.TemporaryDirectory(prefix="go-trader-bench-decision-") as ipc_dir:
         cfg = _config(ipc_dir)
-        stand_in = [cfg.endpoints["portfolio"].rep, cfg.endpoints["pricer"].rep]
-        server = multiprocessing.get_context("spawn").Process(target=_serve, args=(stand_in,), daemon=True)
+        generate_keys(cfg.bus.keys_dir)
+        server = multiprocessing.get_context("spawn").Process(target=_serve, args=(ipc_dir,), daemon=True)
         server.start()
-        rt = ServiceRuntime("signals-bench")
+        rt = ServiceRuntime("signals-bench", bus_security(cfg, "signals"))
         rt.log.stream = io.StringIO()  # the engine's log lines are not the benchmark's output
         try:
             rt.bind_publisher(cfg.endpoints["signals"].pub)

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from common.bus import Envelope
+from common.bus_auth import generate_keys
 from common.config import Config, parse_config
 from common.state_store import JournalError, StateFileError
 from services.portfolio import PortfolioService
-from services.runtime import ServiceRuntime
+from services.runtime import ServiceRuntime, bus_security
 from tests.support.stack import REPO, stack_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,8 +30,11 @@ PRICES = {"BTC/USDT": 90_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
 def config(tmp_path: Path, drop: str | None = None) -> Config:
     doc = stack_config()
     doc["strategies"] = [s for s in doc["strategies"] if s["id"] != drop]
+    doc["bus"] = {"keys_dir": str(tmp_path / "keys")}  # outside the state directory these tests take apart
     (tmp_path / "config.json").write_text(json.dumps(doc))
-    return parse_config(doc, "config.json", base_dir=tmp_path)
+    cfg = parse_config(doc, "config.json", base_dir=tmp_path)
+    generate_keys(cfg.bus.keys_dir)  # as `make run` does before the services start
+    return cfg
 
 
 class Portfolio:
@@ -39,7 +43,7 @@ class Portfolio:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.rt = ServiceRuntime("portfolio")
+        self.rt = ServiceRuntime("portfolio", bus_security(cfg, "portfolio"))
         try:
             self.svc = PortfolioService(cfg, self.rt)
         except BaseException:

@@ -15,6 +15,9 @@ import pytest
 import zmq
 
 from common.bus import RequestFailed, Requester
+from common.bus_auth import READER
+from common.config import Config
+from services.runtime import bus_security
 from tests.integration.test_recovery import Portfolio, config, journal_path, run_and_stop
 from tests.support.stack import REPO
 
@@ -27,9 +30,11 @@ def go_trader(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
 
-def request(endpoint: str, kind: str) -> dict:
+def request(cfg: Config, kind: str) -> dict:
+    """A read of the portfolio's, with the read-only key of the tap and the CLIs."""
     ctx = zmq.Context()
-    req = Requester(ctx, endpoint, "test", timeout_ms=500, retries=1)
+    req = Requester(ctx, cfg.endpoints["portfolio"].rep, "test", timeout_ms=500, retries=1,
+                    security=bus_security(cfg, READER))
     try:
         return req.request(kind)
     finally:
@@ -37,11 +42,11 @@ def request(endpoint: str, kind: str) -> dict:
         ctx.term()
 
 
-def wait_answering(endpoint: str, timeout_s: float = 30.0) -> None:
+def wait_answering(cfg: Config, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            request(endpoint, "status")
+            request(cfg, "status")
             return
         except RequestFailed:
             if time.monotonic() > deadline:
@@ -57,13 +62,13 @@ def test_reset_risk_re_arms_a_killed_strategy_journaled_logged_and_shown(tmp_pat
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     try:
-        wait_answering(endpoint)
+        wait_answering(cfg)
         done = go_trader(tmp_path, "reset-risk", "momentum-sol")
         assert done.returncode == 0, done.stderr
         reply = json.loads(done.stdout)
         assert reply["reset"] is True and [c.split(" ")[0] for c in reply["cleared"]] == ["kill_switch", "daily_loss"]
-        market_ts = request(endpoint, "status")["market_ts"]
-        risk = request(endpoint, "snapshot")["strategies"]["momentum-sol"]["risk_state"]
+        market_ts = request(cfg, "status")["market_ts"]
+        risk = request(cfg, "snapshot")["strategies"]["momentum-sol"]["risk_state"]
         assert risk["kill_switch"] is False and risk["daily_loss_tripped"] is False and risk["kill_reason"] == ""
         assert risk["resets"] == 1 and risk["last_reset_ts"] == market_ts == reply["risk_state"]["last_reset_ts"]
 

@@ -15,6 +15,7 @@ from common.state_store import JournalError
 from options.book import OptionLeg, OptionOrder
 from options.contracts import OptionContract
 from options.venues import DERIBIT, IBKR_CME
+from common.bus_auth import generate_keys
 from tests.integration.test_recovery import HOUR, T0, Portfolio, journal_path, tick, trade
 from tests.support.stack import stack_config
 
@@ -29,7 +30,9 @@ def configs(tmp_path: Path) -> tuple[Config, Config]:
     old = json.loads(json.dumps(new))
     for s in old["strategies"]:
         s["id"] = OLD_IDS.get(s["id"], s["id"])
-    return (parse_config(old, "old.json", base_dir=tmp_path), parse_config(new, "new.json", base_dir=tmp_path))
+    pair = (parse_config(old, "old.json", base_dir=tmp_path), parse_config(new, "new.json", base_dir=tmp_path))
+    generate_keys(pair[0].bus.keys_dir)  # one state dir, one key dir: as `make run` makes them
+    return pair
 
 
 def option_order(sid: str, ts: int, spot: float, label: str, side: int = -1, action: str = "open") -> dict:
@@ -43,6 +46,14 @@ def option_order(sid: str, ts: int, spot: float, label: str, side: int = -1, act
     return OptionOrder(f"{sid}:{ts}:{label}", sid, ts, spot, (leg,)).to_dict()
 
 
+def book_option(svc, order: dict) -> str:
+    """Book an option order on the books' own rules (decide, journal, commit), as the portfolio
+    does once the pricer has listed and priced it: this test is about the ids, not the market."""
+    decision = svc.portfolio.decide_options(OptionOrder.from_dict(order))
+    svc.book_fills(list(decision.fills))
+    return decision.status
+
+
 def run_under_old_ids(cfg: Config) -> None:
     """Spot trades and a kill switch (test_recovery's run), and an option position in each of
     the eight renamed books, one of them opened and closed again (a realized trade)."""
@@ -51,10 +62,9 @@ def run_under_old_ids(cfg: Config) -> None:
         ts = T0 + 10 * HOUR
         for sid in SEED_RENAMES:
             spot = svc.portfolio.prices["BTC/USDT" if sid.endswith("btc") else "ETH/USDT"]
-            assert svc.on_option_order(option_order(sid, ts, spot, "open"))["status"] == "filled", sid
+            assert book_option(svc, option_order(sid, ts, spot, "open")) == "filled", sid
         spot = svc.portfolio.prices["BTC/USDT"]
-        closed = svc.on_option_order(option_order("deribit-protective-btc", ts + HOUR, spot, "close", +1, "close"))
-        assert closed["status"] == "filled"
+        assert book_option(svc, option_order("deribit-protective-btc", ts + HOUR, spot, "close", +1, "close")) == "filled"
         tick(svc, {"BTC/USDT": spot}, ts + 2 * HOUR)
 
 
@@ -154,7 +164,7 @@ def test_a_book_of_the_new_id_beside_the_old_one_keeps_both(tmp_path, capsys):
 def test_a_rename_record_that_names_one_id_twice_is_refused(tmp_path):
     _, new_cfg = configs(tmp_path)
     path = journal_path(new_cfg)
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the key directory may already sit in it
     record = {"seq": 1, "type": "rename", "old_id": "x", "new_id": "x", "ts_event": T0}
     path.write_text(json.dumps(record) + "\n")
     with pytest.raises(JournalError, match="must be two different ids"):
