@@ -153,7 +153,7 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "bench.bench_latency", "--tap", str(stack.config_path),
                         "--fills", str(want_fills), "--seconds", str(limit_s), "--out", str(out)],
-                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=limit_s + 60)
+                       cwd=stack.dir, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=limit_s + 60)
         seconds = time.monotonic() - started
         tapped = json.loads(out.read_text())
     result: dict[str, Any] = {"speed": stack.config["feed"]["speed"], "seconds": round(seconds, 1),
