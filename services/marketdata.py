@@ -39,6 +39,12 @@ MAX_HISTORY = 5000
 LOCK_NAME = "marketdata.lock"
 
 
+
+def wall_now_ms() -> float:
+    """The wall clock in ms to the microsecond: a bar goes out at its close, not at the next
+    whole millisecond."""
+    return time.time_ns() / 1e6
+
 class ClockFileError(RuntimeError):
     """The clock file and its .bak are both unusable; starting would rewind the market."""
 
@@ -128,7 +134,7 @@ class MarketDataService:
             return
         now = time.monotonic()
         if not force and self.next_close is not None and now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS \
-                and self.clock.wall_ms_at(self.next_close) - time.time_ns() / 1e6 < CLOSE_QUIET_SECONDS * 1000:
+                and self.clock.wall_ms_at(self.next_close) - wall_now_ms() < CLOSE_QUIET_SECONDS * 1000:
             return
         self.clock_saved_at = now
         try:
@@ -145,7 +151,7 @@ class MarketDataService:
         not up to a tick period after it. Each bar carries ``ts_close`` (market ms) and
         ``wall_due_ms``, the wall time its close maps to, so a subscriber can measure lateness."""
         pub = self.rt.publisher
-        now = time.time_ns() / 1e6
+        now = wall_now_ms()
         target = self.clock.market_ms(now)
         if self.next_close is not None and now >= self.clock.wall_ms_at(self.next_close):
             target = max(target, self.next_close)  # float rounding must not hold back a bar that is due
@@ -161,7 +167,7 @@ class MarketDataService:
             self.next_close = None  # live bars are ready when the poller has them: picked up each tick
             return TICK_SECONDS
         self.next_close = min(next_due(self.feed.now_ts, ms) for ms in self.bar_periods_ms)
-        until_close = (self.clock.wall_ms_at(self.next_close) - time.time_ns() / 1e6) / 1000
+        until_close = (self.clock.wall_ms_at(self.next_close) - wall_now_ms()) / 1000
         return min(TICK_SECONDS, max(0.0, until_close))
 
     # --- requests --------------------------------------------------------------------
