@@ -87,8 +87,9 @@ def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
         updates = int(page.evaluate("document.body.dataset.updates"))
         page.wait_for_function(f"Number(document.body.dataset.updates) >= {updates + 2}", timeout=10_000)
         assert page.evaluate("document.body.dataset.transport") == "stream"
-        assert page.locator("#services tbody tr[data-service]").count() == 4
-        assert page.eval_on_selector_all("#services td.problems", "cs => cs.map(c => c.textContent)") == ["none"] * 4
+        # marketdata, portfolio, pricer and the two signal engines (spot, options): the gateway's own row is not one
+        assert page.locator("#services tbody tr[data-service]").count() == 5
+        assert page.eval_on_selector_all("#services td.problems", "cs => cs.map(c => c.textContent)") == ["none"] * 5
         assert page.text_content("#health-badge") == "all services up", page.evaluate("JSON.stringify(state.status.health)")
 
         page.click("#strategies th[data-key='id']")
