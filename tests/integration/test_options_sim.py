@@ -19,7 +19,7 @@ from options.book import apply_option_fill
 from options.contracts import OptionContract
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.venues import DAY_MS, venue_spec
-from tests.support.stack import Stack, stack_config
+from tests.support.stack import PROGRAMS, Stack, stack_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -73,7 +73,7 @@ def test_options_strategies_trade_mark_and_settle_over_weeks_of_sim(tmp_path):
     journal = stack.journal()  # final: the portfolio saved state.json on its way down
     final_books = json.loads(stack.state_path.read_text())["strategies"]
     print(f"options sim: {RUN_DAYS} market days in {wall:.1f} s wall, {len(journal)} fills")
-    assert running.count("RUNNING") == 5
+    assert running.count("RUNNING") == len(PROGRAMS)  # four services, the gateway and two signal engines
     fills = option_fills(journal)
     opens = [f for f in fills if f.extra.get("action") == "open"]
 
