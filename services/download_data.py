@@ -51,7 +51,7 @@ def resume_from(path: Path, since_ms: int, tf_ms: int) -> int:
     return start
 
 
-def with_retries(what: str, call: Callable[[], Any], sleep: Callable[[float], None] = time.sleep) -> Any:
+def with_retries(what: str, call: Callable[[], Any], sleep: Callable[[float], None] | None = None) -> Any:
     """``call()``, retried on temporary errors with exponential backoff (Retry-After honoured)."""
     attempt = 1
     while True:
@@ -62,18 +62,18 @@ def with_retries(what: str, call: Callable[[], Any], sleep: Callable[[float], No
                 raise
             wait = backoff_seconds(attempt, base=1.0, cap=30.0, retry_after=exc.retry_after)
             print(f"{what}: {exc}; retry {attempt}/{MAX_ATTEMPTS - 1} in {wait:g}s", file=sys.stderr)
-            sleep(wait)
+            (sleep or time.sleep)(wait)  # looked up now: a test may stand in for time.sleep
             attempt += 1
 
 
 def fetch_page(client: SpotClient, symbol: str, timeframe: str, since: int,
-               sleep: Callable[[float], None] = time.sleep) -> OHLCV:
+               sleep: Callable[[float], None] | None = None) -> OHLCV:
     """One page, retried on temporary errors with exponential backoff (Retry-After honoured)."""
     return with_retries(symbol, lambda: client.fetch_ohlcv(symbol, timeframe, since, PAGE_LIMIT), sleep)
 
 
 def download_symbol(client: SpotClient, symbol: str, timeframe: str, since_ms: int, until_ms: int, path: Path,
-                    progress: bool = True, sleep: Callable[[float], None] = time.sleep) -> tuple[int, int]:
+                    progress: bool = True, sleep: Callable[[float], None] | None = None) -> tuple[int, int]:
     """Append every closed bar in [resume point, until_ms) to ``path``; (written, dropped)."""
     from tqdm import tqdm
 
@@ -108,7 +108,7 @@ def dvol_path(out_dir: Path, coin: str) -> Path:
 
 
 def download_dvol(client: Any, coin: str, since_ms: int, until_ms: int, path: Path, progress: bool = True,
-                  sleep: Callable[[float], None] = time.sleep) -> int:
+                  sleep: Callable[[float], None] | None = None) -> int:
     """Append every DVOL day closed in [resume point, until_ms) to ``path``; the days written.
     Each chunk is appended as soon as it arrives, so an interrupted run loses at most one."""
     from tqdm import tqdm
