@@ -66,7 +66,7 @@ def test_replay_through_the_services_fills_exactly_as_the_backtester(tmp_path, s
             for sid, (name, params) in STRATEGIES.items()
         ],
     }
-    cfg = stack_config(base, speed=18_000)
+    cfg = stack_config(base, speed=36_000)  # a bar every 100 ms: the incremental engine keeps up
     stack = Stack(tmp_path / "stack", cfg)
     tap = SignalTap(cfg["endpoints"]["signals"]["pub"], stack.security())
     tap.start()
