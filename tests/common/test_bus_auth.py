@@ -19,6 +19,7 @@ from common.bus_auth import (
     IDENTITIES, READ_REQUESTS, BusKeysError, ensure_zap, generate_keys, load_security, may_request, public_path,
     secret_path, stop_zap, zap_handler, zap_reply,
 )
+from tests.support.ports import bind_when_free
 
 
 def mode(path: Path) -> int:
@@ -247,7 +248,8 @@ def test_a_rogue_publisher_on_a_services_port_reaches_no_subscriber_and_the_real
         assert receive_within(sub, lambda: rogue.send_multipart(frames), 1.5) == []
         rogue.close()
         # libzmq gives up on an endpoint after a mechanism mismatch; the subscriber reconnects it
-        real = Publisher(server_ctx, md, "marketdata", security=load_security(keys, "marketdata", binds))
+        real = bind_when_free(lambda: Publisher(server_ctx, md, "marketdata",  # the rogue's port, let go a moment ago
+                                                security=load_security(keys, "marketdata", binds)))
         got = receive_within(sub, lambda: real.publish("tick.BTC/USDT", "tick", {"price": 90_000.0}), 2.0)
         assert got and got[0][1].body == {"price": 90_000.0}
     finally:

@@ -13,6 +13,7 @@ from zmq.utils.monitor import recv_monitor_message
 from common.bus import RemoteError, RequestFailed, Requester, decode_envelope, encode_envelope
 from common.bus_auth import public_path
 from common.model import Fill
+from tests.support.ports import bind_when_free
 from tests.support.stack import Stack, stack_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -101,8 +102,8 @@ def test_a_rogue_on_a_stopped_services_ports_is_believed_by_no_one(tmp_path):
                 if with_key:
                     pub.curve_server = rep.curve_server = True
                 monitor = pub.get_monitor_socket()
-                pub.bind(eps["pub"])
-                rep.bind(eps["rep"])
+                bind_when_free(lambda: pub.bind(eps["pub"]))  # the last round's rogue may still hold it
+                bind_when_free(lambda: rep.bind(eps["rep"]))
                 requests_seen = handshakes_failed = 0
                 market_ts = stack.status()["market_ts"]
                 deadline = time.monotonic() + 4

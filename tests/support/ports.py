@@ -8,9 +8,14 @@ test process, and are checked free by binding before they are returned.
 """
 from __future__ import annotations
 
+import errno
 import random
 import socket
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 _handed_out: set[int] = set()
 _rng = random.SystemRandom()
@@ -46,3 +51,18 @@ def free_port() -> int:
 
 def tcp_endpoint() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
+
+
+def bind_when_free(bind: Callable[[], T], timeout_s: float = 5.0) -> T:
+    """``bind()`` retried while the port is still held: zmq closes sockets in its I/O thread, so
+    a port a socket (or a process) just let go of can be busy for a moment after."""
+    import zmq
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return bind()
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
