@@ -102,6 +102,7 @@ def _checked(config: str) -> Config:
 def start(config: str, foreground: bool, conf: Path = CONF) -> int:
     """supervisord with every program (one per signal engine); refuses while another copy holds
     the pidfile."""
+    from services.keys import main as make_keys
     from services.supervisor_conf import write as write_engines
 
     cfg = _checked(config)
@@ -110,8 +111,6 @@ def start(config: str, foreground: bool, conf: Path = CONF) -> int:
     if pid is not None and pid_alive(pid):
         raise CommandError(f"supervisord is already running (pid {pid}, {pidfile}); `go-trader stop` first")
     (conf.parent / "run" / "logs").mkdir(parents=True, exist_ok=True)
-    from services.keys import main as make_keys
-
     if make_keys(["--config", config]) != 0:  # the bus keys the services need, as `make run` makes them
         raise CommandError(f"could not create the bus keys for {config}; see the message above")
     write_engines(cfg, conf)
