@@ -1,21 +1,12 @@
-"""User strategies for the tests: one honest, two that peek at the future in different ways."""
+"""User strategies for the tests: the README's honest one (examples/breakout.py), and two that
+peek at the future in different ways."""
 from __future__ import annotations
 
 import numpy as np
 
 from common.ohlcv import OHLCV
+from examples.breakout import breakout  # noqa: F401  (the README's example, as tests name it here)
 from strategies.events import StrategyOutput
-
-
-def breakout(data: OHLCV, lookback: int = 20) -> np.ndarray:
-    """Buy a close above the previous ``lookback`` highs, sell one below their lows: honest."""
-    signals = np.zeros(len(data), dtype=np.int8)
-    for i in range(lookback, len(data)):
-        if data.close[i] > data.high[i - lookback:i].max():
-            signals[i] = 1
-        elif data.close[i] < data.low[i - lookback:i].min():
-            signals[i] = -1
-    return signals
 
 
 def next_bar_peek(data: OHLCV, threshold: float = 0.0) -> np.ndarray:
