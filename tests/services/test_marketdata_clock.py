@@ -14,16 +14,9 @@ from common.log import EventLog
 from common.state_store import save_state
 from services.marketdata import ClockFileError, MarketDataService
 from services.runtime import ServiceRuntime
-from tests.support.stack import stack_config
+from tests.support.stack import config_in, stack_config
 
 HOUR = 3_600_000
-
-
-def make_config(state_dir, create: bool = False):
-    raw = stack_config()
-    raw["state_file"] = str(state_dir / "state.json")
-    raw["create_state_dir"] = create
-    return parse_config(raw)
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def first_run(cfg, rt, market_ts: int) -> None:
 
 
 def test_first_start_begins_at_the_feed_start_and_a_restart_resumes(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     svc = MarketDataService(cfg, runtime)
     assert svc.feed.now_ts == cfg.feed.start_ms
     svc.stop()
@@ -61,7 +54,7 @@ def test_first_start_begins_at_the_feed_start_and_a_restart_resumes(tmp_path, ru
 @pytest.mark.parametrize("damage", [b"{\"version\": 1, \"market", b"", b"\xff\xfe", b'{"version": 1, "market_ts": "x"}'])
 def test_a_damaged_clock_file_falls_back_to_its_bak(tmp_path, runtime, damage):
     runtime.log = EventLog("marketdata-test", stream=io.StringIO())
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     first_run(cfg, runtime, cfg.feed.start_ms + 30 * HOUR)
     (tmp_path / "marketdata.clock.json").write_bytes(damage)
     svc = MarketDataService(cfg, runtime)
@@ -75,7 +68,7 @@ def test_a_damaged_clock_file_falls_back_to_its_bak(tmp_path, runtime, damage):
 
 
 def test_a_deleted_clock_file_with_a_bak_resumes_from_the_bak(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     first_run(cfg, runtime, cfg.feed.start_ms + 30 * HOUR)
     (tmp_path / "marketdata.clock.json").unlink()
     svc = MarketDataService(cfg, runtime)
@@ -86,7 +79,7 @@ def test_a_deleted_clock_file_with_a_bak_resumes_from_the_bak(tmp_path, runtime)
 
 
 def test_clock_and_bak_both_unusable_refuse_to_start_and_leave_the_files_alone(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     first_run(cfg, runtime, cfg.feed.start_ms + 30 * HOUR)
     (tmp_path / "marketdata.clock.json").write_bytes(b"garbage")
     (tmp_path / "marketdata.clock.json.bak").write_bytes(b"")
@@ -101,7 +94,7 @@ def test_clock_and_bak_both_unusable_refuse_to_start_and_leave_the_files_alone(t
 
 
 def test_the_portfolios_market_time_is_a_floor_for_a_lagging_clock(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     first_run(cfg, runtime, cfg.feed.start_ms + 30 * HOUR)
     save_state(tmp_path / "state.json", {"market_ts": cfg.feed.start_ms + 32 * HOUR, "strategies": {}})
     svc = MarketDataService(cfg, runtime)
@@ -112,7 +105,7 @@ def test_the_portfolios_market_time_is_a_floor_for_a_lagging_clock(tmp_path, run
 
 
 def test_another_feed_in_the_config_starts_its_own_clock(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     first_run(cfg, runtime, cfg.feed.start_ms + 30 * HOUR)
     raw = stack_config()
     raw["state_file"] = str(tmp_path / "state.json")
@@ -125,7 +118,7 @@ def test_another_feed_in_the_config_starts_its_own_clock(tmp_path, runtime):
 
 
 def test_one_marketdata_per_clock_file_and_none_in_a_missing_dir(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     svc = MarketDataService(cfg, runtime)
     try:
         with pytest.raises(LockHeld, match="marketdata.lock is locked by PID"):
@@ -133,5 +126,5 @@ def test_one_marketdata_per_clock_file_and_none_in_a_missing_dir(tmp_path, runti
     finally:
         svc.stop()
     with pytest.raises(StateDirMissing, match="does not exist"):
-        MarketDataService(make_config(tmp_path / "unmounted"), runtime)
+        MarketDataService(config_in(tmp_path / "unmounted"), runtime)
     assert not (tmp_path / "unmounted").exists()

@@ -8,23 +8,15 @@ import json
 
 import pytest
 
-from common.config import parse_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing
 from common.model import ORDER_RETRY
 from services import portfolio as portfolio_module
 from services.portfolio import LOCK_NAME, PortfolioService
 from services.runtime import ServiceRuntime
 from tests.support import disk
-from tests.support.stack import stack_config, stack_security
+from tests.support.stack import config_in, stack_config, stack_security
 
 SYMBOL, PRICE = "BTC/USDT", 50_000.0
-
-
-def make_config(state_dir, create: bool = False):
-    raw = stack_config()
-    raw["state_file"] = str(state_dir / "state.json")
-    raw["create_state_dir"] = create
-    return parse_config(raw)
 
 
 @pytest.fixture
@@ -52,13 +44,13 @@ def start(cfg, rt) -> PortfolioService:
 
 
 def test_a_second_portfolio_on_the_same_state_dir_is_refused_naming_the_lock_and_pid(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     svc = start(cfg, runtime)
     try:
         assert (tmp_path / LOCK_NAME).read_text().strip().isdigit()
         before = (tmp_path / "state.json").read_bytes()
         with pytest.raises(LockHeld, match=rf"{tmp_path / LOCK_NAME} is locked by PID \d+"):
-            PortfolioService(make_config(tmp_path), runtime)
+            PortfolioService(config_in(tmp_path), runtime)
         assert (tmp_path / "state.json").read_bytes() == before  # the refused copy touched nothing
     finally:
         svc.stop()
@@ -67,15 +59,15 @@ def test_a_second_portfolio_on_the_same_state_dir_is_refused_naming_the_lock_and
 
 def test_missing_state_dir_is_refused_unless_the_config_creates_it(tmp_path, runtime):
     with pytest.raises(StateDirMissing, match="does not exist.*create_state_dir"):
-        PortfolioService(make_config(tmp_path / "unmounted"), runtime)
+        PortfolioService(config_in(tmp_path / "unmounted"), runtime)
     assert not (tmp_path / "unmounted").exists()
-    svc = PortfolioService(make_config(tmp_path / "new", create=True), runtime)
+    svc = PortfolioService(config_in(tmp_path / "new", create_state_dir=True), runtime)
     svc.stop()
     assert json.loads((tmp_path / "new" / "state.json").read_text())["journal_seq"] == 0
 
 
 def test_a_journal_that_cannot_be_written_answers_retry_and_books_nothing(tmp_path, runtime, monkeypatch):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     svc = start(cfg, runtime)
     on_order = svc.on_order
     sid = spot_strategy(cfg)
@@ -101,7 +93,7 @@ def test_a_journal_that_cannot_be_written_answers_retry_and_books_nothing(tmp_pa
 
 
 def test_a_failed_save_keeps_the_state_dirty_and_flags_it_until_a_save_succeeds(tmp_path, runtime, monkeypatch):
-    svc = start(make_config(tmp_path), runtime)
+    svc = start(config_in(tmp_path), runtime)
     try:
         def denied(_path, _state):
             raise PermissionError(errno.EACCES, "Permission denied")
@@ -119,7 +111,7 @@ def test_a_failed_save_keeps_the_state_dirty_and_flags_it_until_a_save_succeeds(
 
 
 def test_a_deleted_lock_file_is_taken_again_and_a_stolen_one_stops_every_write(tmp_path, runtime):
-    cfg = make_config(tmp_path)
+    cfg = config_in(tmp_path)
     svc = start(cfg, runtime)
     sid = spot_strategy(cfg)
     on_order = svc.on_order
@@ -148,7 +140,7 @@ def test_a_deleted_lock_file_is_taken_again_and_a_stolen_one_stops_every_write(t
 def test_a_full_disk_flags_persist_refuses_fills_with_retry_and_recovers(tmp_path, runtime):
     state_dir = tmp_path / "state"
     with disk.small_tmpfs(state_dir, size_kb=512):
-        cfg = make_config(state_dir)
+        cfg = config_in(state_dir)
         svc = start(cfg, runtime)
         sid = spot_strategy(cfg)
         on_order = svc.on_order

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus_auth import READER, BusSecurity, generate_keys
-from common.config import load_config, parse_config
+from common.config import Config, load_config, parse_config
 from services.runtime import bus_security
 from services.supervisor_conf import write as write_engines
 from tests.support.ports import free_port
@@ -56,6 +56,15 @@ def keep_programs(conf: str, keep: tuple[str, ...]) -> str:
     parts = re.split(r"(?m)^(?=\[)", conf)
     dropped = {f"[program:{name}]" for name in CORE_PROGRAMS if name not in keep}
     return "".join(p for p in parts if p.split("\n", 1)[0].strip() not in dropped)
+
+
+def config_in(state_dir: Path, create_state_dir: bool = False) -> Config:
+    """The stack's config with its state in ``state_dir`` (which the portfolio creates only when
+    ``create_state_dir``), for services run in-process."""
+    raw = stack_config()
+    raw["state_file"] = str(state_dir / "state.json")
+    raw["create_state_dir"] = create_state_dir
+    return parse_config(raw)
 
 
 def stack_security(config: dict[str, Any], workdir: Path, identity: str = READER) -> BusSecurity:
