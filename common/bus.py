@@ -404,13 +404,18 @@ class Replier:
         close_quietly(self.socket)
 
 
+WAIT_SLICE_MS = 250
+
+
 class Requester:
     """REQ client with the Lazy Pirate pattern: poll with a timeout, reopen, resend, give up.
 
     A peer that died never hangs the caller: after ``retries`` timeouts ``request`` raises
     RequestFailed. Replies to an earlier, abandoned request are recognised by ``re`` and dropped.
     ``security`` may be a function giving the keys: it is called when the socket first opens,
-    so a requester that never sends needs no keys.
+    so a requester that never sends needs no keys. ``while_waiting`` runs at least every
+    WAIT_SLICE_MS while a reply is awaited (a service keeps its heartbeat going: a slow peer
+    must not make the caller look dead).
     """
 
     def __init__(
@@ -423,9 +428,11 @@ class Requester:
         stats: BusStats | None = None,
         *,
         security: BusSecurity | Callable[[], BusSecurity] | None,
+        while_waiting: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.security = security
+        self.while_waiting = while_waiting
         self.endpoint = endpoint
         self.source = source
         self.timeout_ms = timeout_ms
@@ -455,8 +462,12 @@ class Requester:
             deadline = time.monotonic() + timeout / 1000
             while True:
                 remaining = int((deadline - time.monotonic()) * 1000)
-                if remaining <= 0 or not self.socket.poll(remaining):
+                if remaining <= 0:
                     break
+                if not self.socket.poll(min(remaining, WAIT_SLICE_MS) if self.while_waiting else remaining):
+                    if self.while_waiting is not None:
+                        self.while_waiting()
+                    continue
                 try:
                     env = decode_envelope(self.socket.recv())
                 except BadMessage:

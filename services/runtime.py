@@ -30,6 +30,7 @@ from common.config import Config, ConfigError, load_config
 from common.log import EventLog
 
 HEARTBEAT_SECONDS = 1.0
+SLOW_CALLBACK_SECONDS = 0.5
 HEAP_TRIM_SECONDS = 10.0
 REPAIR_SECONDS = 1.0  # how soon a subscriber reconnects an endpoint an impostor broke
 # glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
@@ -116,6 +117,7 @@ class ServiceRuntime:
         self._steps: list[Callable[[], bool]] = []
         self._busy = False
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
+        self._heartbeat_timer: _Timer | None = None
         # What keeps this service from doing its job right now (name -> one-line reason):
         # the heartbeat carries it and the gateway's /healthz is 503 while any is set.
         self.problems: dict[str, str] = {}
@@ -144,6 +146,7 @@ class ServiceRuntime:
         self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats, security=self.security)
         self._closables.append(self.publisher)
         self.every(HEARTBEAT_SECONDS, self._heartbeat)
+        self._heartbeat_timer = self._timers[-1]
         return self.publisher
 
     def subscribe(self, endpoints: list[str], topics: list[str], on_message: Callable[[str, Any], None]) -> Subscriber:
@@ -179,7 +182,7 @@ class ServiceRuntime:
 
     def requester(self, endpoint: str, timeout_ms: int = 2000, retries: int = 3) -> Requester:
         req = Requester(self.ctx, endpoint, self.name, timeout_ms, retries, self.stats,
-                        security=lambda: self.security)
+                        security=lambda: self.security, while_waiting=self._beat_if_due)
         self._closables.append(req)
         return req
 
@@ -218,6 +221,15 @@ class ServiceRuntime:
         self.stats.dropped["bus_client_refused"] += new
         self.log.warning("bus_client_refused", count=new, last=zap.last_refused)
 
+    def _beat_if_due(self) -> None:
+        """The heartbeat, on time even while the loop waits for a peer's reply: a service
+        blocked on a slow portfolio is alive, and /healthz must not say otherwise."""
+        timer = self._heartbeat_timer
+        now = time.monotonic()
+        if timer is not None and now >= timer.due:
+            timer.due = max(timer.due + timer.interval, now)
+            self._guarded(self._heartbeat)
+
     def _heartbeat(self) -> None:
         self._report_refused_clients()
         if self.publisher is None:
@@ -236,12 +248,18 @@ class ServiceRuntime:
 
     # --- loop ----------------------------------------------------------------------------
     def _guarded(self, callback: Callable[[], Any]) -> Any:
+        started = time.monotonic()
         try:
             return callback()
         except Exception as exc:
             self.errors += 1
             self.log.error("callback_failed", callback=getattr(callback, "__name__", "?"),
                            error=f"{type(exc).__name__}: {exc}")
+        finally:
+            took = time.monotonic() - started
+            if took > SLOW_CALLBACK_SECONDS:  # everything else on this loop waited that long
+                self.log.warning("slow_callback", callback=getattr(callback, "__name__", "?"),
+                                 took_ms=round(took * 1000))
 
     def set_problem(self, name: str, reason: str) -> None:
         """Flag what keeps this service from its job (``problems``); logged once per outage."""
@@ -281,12 +299,7 @@ class ServiceRuntime:
                         self._guarded(callback)
                 self._busy = False
                 for step in self._steps:
-                    try:
-                        self._busy |= bool(step())
-                    except Exception as exc:
-                        self.errors += 1
-                        self.log.error("callback_failed", callback=getattr(step, "__name__", "?"),
-                                       error=f"{type(exc).__name__}: {exc}")
+                    self._busy |= bool(self._guarded(step))
         finally:
             if on_stop is not None:
                 try:

@@ -107,3 +107,41 @@ def test_a_self_timed_callback_runs_again_when_it_asks(monkeypatch):
     assert runs[1] - runs[0] >= 0.029  # asked for 30 ms
     assert runs[2] - runs[1] < 0.02  # asked for 0: at once
     assert 0.045 <= runs[3] - runs[2] < 0.5  # a bad answer falls back to 50 ms, never a dead timer
+
+
+def test_the_heartbeat_keeps_beating_while_a_request_waits_on_a_silent_peer(tmp_path):
+    """A service blocked on a slow peer is alive: /healthz must not call it dead (two missed
+    beats), so the requester beats while it waits."""
+    import time
+
+    import zmq
+
+    from common.bus import RequestFailed, Subscriber
+    from tests.support.stack import stack_config, stack_security
+
+    raw = stack_config()
+    endpoints = raw["endpoints"]
+    rt = ServiceRuntime("portfolio", stack_security(raw, tmp_path, "portfolio"))
+    peer = rt.ctx.socket(zmq.REP)  # never answers (nor completes the CURVE handshake)
+    listener = None
+    try:
+        rt.bind_publisher(endpoints["portfolio"]["pub"])
+        peer.bind(endpoints["pricer"]["rep"])
+        listener = Subscriber(rt.ctx, [endpoints["portfolio"]["pub"]], ["heartbeat."], rt.stats,
+                              security=stack_security(raw, tmp_path))
+        time.sleep(0.3)  # the subscription reaches the publisher
+        req = rt.requester(endpoints["pricer"]["rep"], timeout_ms=2600, retries=1)
+        rt._heartbeat_timer.due = time.monotonic()  # the next beat is due now
+        started = time.monotonic()
+        with pytest.raises(RequestFailed):
+            req.request("status")
+        assert time.monotonic() - started >= 2.5
+        beats = []
+        while (got := listener.receive(200)) is not None:
+            beats.append(got[1].body["service"])
+        assert 2 <= beats.count("portfolio") <= 3  # at 0, 1 and 2 s of the 2.6 s wait (2: a slow machine)
+    finally:
+        if listener is not None:
+            listener.close()
+        peer.close(0)
+        rt.close()
