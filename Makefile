@@ -27,13 +27,13 @@ keys: venv
 	$(BIN)/python -m services.keys --config $(CONFIG)
 
 run: venv run/logs  ## all services in the foreground; Ctrl-C stops them with state saved
-	$(BIN)/python -m common.config --check $(CONFIG)
+	$(BIN)/python -m config.settings --check $(CONFIG)
 	$(BIN)/python -m services.keys --config $(CONFIG)
 	$(BIN)/python -m services.supervisor_conf --config $(CONFIG)
 	exec $(BIN)/supervisord -n -c supervisord.conf
 
 start: venv run/logs  ## all services in the background
-	$(BIN)/python -m common.config --check $(CONFIG)
+	$(BIN)/python -m config.settings --check $(CONFIG)
 	$(BIN)/python -m services.keys --config $(CONFIG)
 	$(BIN)/python -m services.supervisor_conf --config $(CONFIG)
 	$(BIN)/supervisord -c supervisord.conf

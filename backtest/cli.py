@@ -33,7 +33,7 @@ from common.csv_bars import name_parts, spacing_timeframe
 from common.market_sim import DAY_MS, DEFAULT_SPECS
 from common.ohlcv import OHLCV
 from common.timeframes import TIMEFRAME_MS
-from common.risk import RiskLimits
+from trading.risk import RiskLimits
 
 if TYPE_CHECKING:
     from backtest.options import OptionsBacktestResult
@@ -243,8 +243,8 @@ def print_table(rows: list[tuple[str, dict[str, Any]]], keys: Sequence[str] = SU
 def _spot_jobs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float, float]:
     """(backtests to run, fee %, slippage %) from --strategy or --config."""
     if args.config:
-        from common.config import load_config, use_strategies_dir
-        from common.portfolio import strategy_metas
+        from config.settings import load_config, use_strategies_dir
+        from trading.portfolio import strategy_metas
 
         cfg = load_config(args.config)
         use_strategies_dir(cfg)
@@ -328,10 +328,10 @@ def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
     """Each configured options strategy of ``underlying`` on the chosen venues, with the params,
     capital and limits the services give it (``options_params``, ``strategy_metas``); the
     command line's --capital, --max-positions, --min-score, --fee-pct and --slippage-pct win."""
-    from common.config import load_config
-    from common.engine import options_params
-    from common.portfolio import strategy_metas
+    from config.settings import load_config
     from options.risk import OptionsRiskLimits
+    from trading.engine import options_params
+    from trading.portfolio import strategy_metas
 
     cfg = load_config(args.config)
     chosen = [sc for sc in cfg.options_strategies() if sc.underlying == underlying and sc.venue in args.venue]

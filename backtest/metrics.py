@@ -24,7 +24,7 @@ import numpy as np
 
 from common.model import Fill
 from common.timeframes import timeframe_ms
-from common.risk import DAY_MS
+from trading.risk import DAY_MS
 
 YEAR_MS = 365 * DAY_MS
 OBJECTIVES = ("sharpe", "sortino", "return_dd")

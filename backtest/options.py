@@ -6,7 +6,7 @@ short put is assigned into coins, risk limits trip, a kill switch liquidates), a
 it returns are committed. When an options strategy is due, the pricer marks the open option
 positions (``options.marks.price_contracts`` into ``Portfolio.mark_options``), the signal
 engine prices the venue's chain, asks the portfolio for the strategy's ``positions``
-(``Portfolio.positions_view``) and runs ``common.engine.evaluate_options`` (decide, select,
+(``Portfolio.positions_view``) and runs ``trading.engine.evaluate_options`` (decide, select,
 risk-check, group into orders), and the portfolio answers each order with
 ``Portfolio.decide_options`` then ``commit`` (or ``record_no_fill``). This module makes
 exactly those calls in that order on one ``Portfolio`` holding every strategy's book. It
@@ -34,23 +34,23 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from backtest.metrics import performance
-from common.dvol_csv import DvolCsvError, read_dvol_csv
-from common.engine import HISTORY_BARS, evaluate_options, reason_kind
-from common.ledger import StrategyBook, closes_a_trade
 from common.model import Fill
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
-from common.portfolio import Portfolio, StrategyMeta
-from common.risk import RiskLimits
 from options.black_scholes import DAYS_PER_YEAR
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
+from options.dvol_csv import DvolCsvError, read_dvol_csv
 from options.iv_history import DEFAULT_IV_RANK_DAYS
 from options.marks import price_contracts
 from options.risk import OptionsRiskLimits
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.strategies import DEFAULT_PARAMS, strategy_params
 from options.venues import DAY_MS, VenueSpec, venue_spec
+from trading.engine import HISTORY_BARS, evaluate_options, reason_kind
+from trading.ledger import StrategyBook, closes_a_trade
+from trading.portfolio import Portfolio, StrategyMeta
+from trading.risk import RiskLimits
 
 HOUR_MS = 3_600_000
 IV_MAX_AGE_DAYS = 3  # a daily IV older than this at a bar's close is not used (gap in the file)
@@ -99,7 +99,7 @@ class AtmVolInput:
 
 
 def atm_vol_input(data: OHLCV, timeframe: str, iv_csv: str | Path | None, vol_lookback_days: float) -> AtmVolInput:
-    """DVOL from ``iv_csv`` (see common/dvol_csv.py for the columns), realized vol where it has
+    """DVOL from ``iv_csv`` (see options/dvol_csv.py for the columns), realized vol where it has
     no day closed within ``IV_MAX_AGE_DAYS`` of a bar's close; realized vol alone without a file."""
     bar_ms = timeframe_ms(timeframe)
     realized = realized_vol(data.close, bar_ms, vol_lookback_days)

@@ -23,7 +23,7 @@ import numpy as np
 from backtest.metrics import drawdown_curve, monthly_returns, round_trips
 from common.model import Fill
 from common.timeframes import timeframe_ms
-from common.risk import iso_utc
+from trading.risk import iso_utc
 
 MAX_PLOT_POINTS = 4000
 MAX_HTML_TRADES = 500

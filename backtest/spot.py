@@ -30,13 +30,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from backtest.metrics import spot_metrics
-from common.ledger import StrategyBook
 from common.model import Fill, SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
-from common.portfolio import Portfolio, StrategyMeta
-from common.risk import DAY_MS, RiskLimits, RiskState
 from strategies.registry import compute_signals, resolve_strategy
+from trading.ledger import StrategyBook
+from trading.portfolio import Portfolio, StrategyMeta
+from trading.risk import DAY_MS, RiskLimits, RiskState
 
 # Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
 SHORT_RUN_BARS = 2
@@ -244,7 +244,7 @@ class SpotReplay:
 
 
 def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct: float) -> np.ndarray:
-    """Where marking ``values`` against ``peak`` could trip ``common.risk.kill_switch_trips``,
+    """Where marking ``values`` against ``peak`` could trip ``trading.risk.kill_switch_trips``,
     flagged a hair early (a false alarm costs one real mark). A 100% limit trips only at a
     worthless book, so only values near zero are candidates: a series that falls by orders of
     magnitude (a GBM path) keeps the fast path."""
@@ -257,7 +257,7 @@ def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct:
 
 def first_trip_candidate(values: np.ndarray, days: np.ndarray, risk: RiskState, limits: RiskLimits) -> int:
     """Offset of the first bar where marking ``values`` in turn could trip the drawdown kill
-    switch or the daily loss limit (``common.risk.update_on_mark``'s rules, with a small
+    switch or the daily loss limit (``trading.risk.update_on_mark``'s rules, with a small
     margin so it never fires later than they would); ``len(values)`` when none can."""
     n = values.shape[0]
     peak = np.maximum(np.maximum.accumulate(values), risk.peak_value)

@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 from backtest.metrics import OBJECTIVES, objective_value
 from backtest.spot import run_spot_backtest
 from common.ohlcv import OHLCV
-from common.risk import RiskLimits
 from strategies.params import get_params
+from trading.risk import RiskLimits
 
 Task = tuple[Any, ...]
 Mapper = Callable[[Callable[[Task], Any], list[Task]], list[Any]]

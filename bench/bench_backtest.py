@@ -37,10 +37,10 @@ from typing import Any, Callable
 import numpy as np
 
 from backtest.spot import run_spot_backtest
+from bench.harness import Row, verdict
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
-from bench.harness import Row, verdict
-from common.risk import RiskLimits
+from trading.risk import RiskLimits
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
 SIZES = (10_000, 100_000, 1_000_000)

@@ -43,7 +43,7 @@ from common.ohlcv import OHLCV
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SPEEDUP = 100
 SEED_WORKERS = 4
-SEED_CHILD = ("import pandas, numpy, ccxt; import pickle, sys; import common.engine as engine; "
+SEED_CHILD = ("import pandas, numpy, ccxt; import pickle, sys; import trading.engine as engine; "
               "name, args = pickle.load(open(sys.argv[1], 'rb')); print(repr(getattr(engine, name)(*args)))")
 DECIDERS = ("evaluate_spot", "evaluate_options")
 
@@ -64,7 +64,7 @@ class BenchEngine:
 
     def __init__(self, stack: Any) -> None:
         import services.signals as signals
-        from common.config import load_config
+        from config.settings import load_config
         from services.runtime import ServiceRuntime
 
         self.signals = signals

@@ -1,4 +1,4 @@
-"""Per-strategy cost of the signal engine's decisions: where common/capacity.py's constants come from.
+"""Per-strategy cost of the signal engine's decisions: where config/capacity.py's constants come from.
 
 The signal service's own ``SignalEngine`` (services/signals.py) runs in this process on the
 strategies of config/default.json, with 1,000 bars per series (the engine's ``HISTORY_BARS``)
@@ -31,12 +31,12 @@ import zmq
 from common.bars import BarStore
 from common.bus import Replier
 from common.bus_auth import generate_keys
-from common.config import Config, parse_config
-from common.engine import HISTORY_BARS
-from options.iv_history import DEFAULT_IV_RANK_DAYS
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
+from config.settings import Config, parse_config
+from options.iv_history import DEFAULT_IV_RANK_DAYS
 from services.runtime import bus_security
+from trading.engine import HISTORY_BARS
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600_000  # 2026-01-01 00:00 UTC, on every timeframe's grid
@@ -57,9 +57,8 @@ def _bars(symbol: str, timeframe: str, seed: int) -> OHLCV:
 def _serve(ipc_dir: str) -> None:
     """The portfolio and the pricer as the engine sees them, in their own process, each on its
     own endpoint with its own bus key (the engine pins both)."""
-    from options.chain import build_chain
+    from options.chain import build_chain, chain_to_dict
     from options.venues import venue_spec
-    from services.pricer import chain_to_dict
 
     chains = {(u, v): chain_to_dict(build_chain(venue_spec(v), u, SPOT_PRICES[u], NOW, 0.5, horizon_days=100))
               for u in ("BTC", "ETH") for v in ("deribit", "ibkr")}

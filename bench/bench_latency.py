@@ -71,8 +71,8 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     from common.bus import Subscriber
     from common.bus_auth import READER
     from common.clock import MarketClock
-    from common.config import load_config
     from common.timeframes import timeframe_ms
+    from config.settings import load_config
     from services.runtime import bus_security
 
     cfg = load_config(config_path)

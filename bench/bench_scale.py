@@ -82,7 +82,7 @@ def with_engines(raw: dict[str, Any], count: int, ports: list[int]) -> dict[str,
 
 def _engine(raw: dict[str, Any], workdir: str, name: str, rounds: int, barrier: Any, results: Any) -> None:
     """One engine process: warm up, then ``rounds`` + 1 rounds started with the others."""
-    from common.config import parse_config
+    from config.settings import parse_config
     from services.runtime import ServiceRuntime, bus_security
     from services.signals import SignalEngine
 
@@ -181,7 +181,7 @@ def ready(raw: dict[str, Any], security: Any, timeout_s: float = 300) -> None:
     answer; supervisord calls a program RUNNING a second after it starts."""
     import zmq
 
-    from common.bus import RequestFailed, Requester
+    from common.bus import Requester, RequestFailed
 
     ctx = zmq.Context()
     deadline = time.monotonic() + timeout_s
@@ -203,8 +203,8 @@ def ready(raw: dict[str, Any], security: Any, timeout_s: float = 300) -> None:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from tests.support.ports import free_port  # a stack only, as bench.harness does
-    from tests.support.stack import Stack, stack_config
+    from bench.ports import free_port  # a stack only, as bench.harness does
+    from bench.stack import Stack, stack_config
 
     sizes, counts = (QUICK_SIZES, QUICK_ENGINE_COUNTS) if quick else (SIZES, ENGINE_COUNTS)
     rounds = QUICK_ROUNDS if quick else ROUNDS

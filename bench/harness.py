@@ -33,7 +33,7 @@ def running_stack(stack: Any = None, base: dict[str, Any] | None = None, **feed:
     if stack is not None:
         yield stack
         return
-    from tests.support.stack import Stack, stack_config  # only benchmarks that need a stack pay for it
+    from bench.stack import Stack, stack_config  # only benchmarks that need a stack pay for it
 
     with tempfile.TemporaryDirectory(prefix="go-trader-bench-") as workdir:
         with Stack(Path(workdir), stack_config(base, **feed)) as started:

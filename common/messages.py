@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+HEARTBEAT_SECONDS = 1.0  # every service beats this often
+HEARTBEAT_LOST_MS = 3_000  # two missed beats and a margin: the service is lost
+
 DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "BUS.md"
 
 
@@ -131,7 +134,7 @@ STRATEGY_VIEW_FIELDS = (
     Field("positions", "map", "", "spot positions by symbol", POSITION_FIELDS),
     Field("option_positions", "map", "", "option positions by contract name: quantity (contracts, signed), "
                                          "strike, expiry_ts, entry_premium and current_mark (USD per coin), "
-                                         f"current_value_usd, greeks ({GREEKS}) ... as options/book.py keeps them"),
+                                         f"current_value_usd, greeks ({GREEKS}) ... as trading/option_book.py keeps them"),
     Field("option_value", "float", "USD", "signed value of the option positions at their last marks"),
     Field("trade_count", "int", "", "fills booked"),
     Field("portfolio_value", "float", "USD", "cash + positions + options at the last marks"),

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-
 DAYS_PER_YEAR = 365.0
 _INV_SQRT_2PI = 0.3989422804014327
 # Implied vol: Householder steps of order 4 from a closed-form start (see implied_vol); a row

@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from options.black_scholes import DAYS_PER_YEAR, bs_price_greeks
+from options.chain_wire import CHAIN_COLUMNS
 from options.contracts import ContractError, OptionContract, listed_expiries
-from options.venues import DAY_MS, VenueSpec
+from options.venues import DAY_MS, VenueSpec, venue_spec
 from options.vol_surface import DEFAULT_CURVATURE, DEFAULT_IV_FLOOR, DEFAULT_SKEW, smile_iv
-
 
 
 def listed_strikes(venue: VenueSpec, underlying: str, spot: float) -> np.ndarray:
@@ -114,3 +115,40 @@ def build_chain(venue: VenueSpec, underlying: str, spot: float, ts_event: int, a
     return OptionChain(venue.name, underlying, venue.underlying(underlying).multiplier, ts_event, float(spot),
                        expiry_ts, strike, is_call, forward, iv, price,
                        greeks.delta, greeks.gamma, greeks.theta, greeks.vega)
+
+
+class ChainReplyError(ValueError):
+    """A ``chain`` reply that does not describe a chain; the message names the bad field."""
+
+
+def chain_to_dict(chain: OptionChain) -> dict[str, Any]:
+    return {
+        "underlying": chain.underlying, "venue": chain.venue, "spot": chain.spot, "ts": chain.ts,
+        "size": len(chain),
+        "columns": {name: np.ascontiguousarray(getattr(chain, name), dtype=dtype).tobytes()
+                    for name, dtype in CHAIN_COLUMNS.items()},
+    }
+
+
+def chain_from_dict(d: Any) -> OptionChain:
+    """The chain a ``chain`` reply describes (the venue gives the multiplier)."""
+    if not isinstance(d, dict):
+        raise ChainReplyError(f"chain reply: expected an object, got {type(d).__name__}")
+    size, columns = d.get("size"), d.get("columns")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ChainReplyError(f"chain reply.size: expected a row count >= 0, got {size!r}")
+    if not isinstance(columns, dict):
+        raise ChainReplyError(f"chain reply.columns: expected an object, got {type(columns).__name__}")
+    arrays = {}
+    for name, dtype in CHAIN_COLUMNS.items():
+        raw = columns.get(name)
+        width = np.dtype(dtype).itemsize
+        if not isinstance(raw, bytes) or len(raw) != size * width:
+            got = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
+            raise ChainReplyError(f"chain reply.columns.{name}: expected {size} x {width} bytes, got {got}")
+        arrays[name] = np.frombuffer(raw, dtype=dtype)
+    try:
+        multiplier = venue_spec(d.get("venue")).underlying(d.get("underlying")).multiplier
+        return OptionChain(d["venue"], d["underlying"], multiplier, int(d["ts"]), float(d["spot"]), **arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChainReplyError(f"chain reply: {exc}") from None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from options.black_scholes import bs_greeks, implied_vol
 from options.atm_iv import YEAR_MS
+from options.black_scholes import bs_greeks, implied_vol
 from options.live_marks import LiveMark
 
 

@@ -1,7 +1,7 @@
 """Marking open options with real Deribit quotes: which listed instrument stands for a
 position, what an expired one is worth, and coin premiums in USD.
 
-Pure: the Deribit client (common/deribit.py) decodes venue payloads into the records below,
+Pure: the Deribit client (services/feeds/deribit.py) decodes venue payloads into the records below,
 and the caller passes the market time in.
 
 Mapping rule, for Deribit and IBKR/CME positions alike (CME micro options are marked with
@@ -17,8 +17,8 @@ settlement price (0 when out of the money).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from options.contracts import ContractError, OptionContract
 from options.venues import DAY_MS, DERIBIT, coin_to_usd, format_instrument_name

@@ -21,10 +21,10 @@ from typing import Any, Callable
 
 import zmq
 
-from common.bus import RemoteError, RequestFailed, Requester, Subscriber
+from common.bus import RemoteError, Requester, RequestFailed, Subscriber
 from common.bus_auth import READER, BusKeysError, BusSecurity
-from common.config import ConfigError, load_config
 from common.ohlcv import OHLCV
+from config.settings import ConfigError, load_config
 from services.runtime import DEFAULT_CONFIG, bus_security
 
 HISTORY_LIMIT = 1000
@@ -76,7 +76,7 @@ class MarketSource:
                 return
             except RequestFailed:
                 pass
-        from common.feeds import build_feed_from_config
+        from services.feeds.market import build_feed_from_config
 
         down = f"marketdata at {endpoint} (endpoints.marketdata.rep in {config_file}) did not answer"
         self.feed = build_feed_from_config(cfg)
@@ -229,10 +229,10 @@ class OptionsMarket:
         self.origin = f"local {self.surface.name} surface"
 
     def chain_and_iv(self, underlying: str, venue: str) -> tuple[Any, dict[str, Any]]:
+        from options.chain import chain_from_dict
+        from options.chain_wire import OPTIONS_HORIZON_DAYS
         from options.venues import venue_spec
         from options.vol_surface import iv_rank
-        from services.pricer import chain_from_dict
-        from services.signals import OPTIONS_HORIZON_DAYS
 
         if self.surface is None:
             chain = chain_from_dict(self.req.request("chain", {"underlying": underlying, "venue": venue,
@@ -269,9 +269,9 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
 
     def work(source: MarketSource) -> int:
-        from common.engine import evaluate_options, options_params
         from options.risk import OptionsRiskLimits
         from options.venues import venue_spec
+        from trading.engine import evaluate_options, options_params
 
         params = json.loads(args.params)
         positions = _positions_arg(args.positions)

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from common.discord import redact_webhook, retry_after_seconds
 from common.log import EventLog
+from services.views.discord import redact_webhook, retry_after_seconds
 
 QUEUE_BATCHES = 32
 MAX_TRIES = 5

@@ -23,14 +23,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.bars import sanitize_bars
-from common.config_schema import utc_iso_to_ms
-from common.dvol_csv import DOWNLOAD_COLUMNS, DvolCsvError, append_dvol_csv, last_timestamp
-from common.csv_bars import HEADER, write_ohlcv_csv, _file_tail
-from common.exchange_client import (PAGE_LIMIT, CcxtSpotClient, ExchangeRejected, ExchangeUnavailable, SpotClient,
-                                    backoff_seconds, closed_rows)
+from common.csv_bars import HEADER, _file_tail, write_ohlcv_csv
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
+from config.schema import utc_iso_to_ms
+from options.dvol_csv import DOWNLOAD_COLUMNS, DvolCsvError, append_dvol_csv, last_timestamp
 from options.venues import DAY_MS
+from services.feeds.exchange_client import (
+    PAGE_LIMIT,
+    CcxtSpotClient,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    SpotClient,
+    backoff_seconds,
+    closed_rows,
+)
 
 MAX_ATTEMPTS = 6
 DVOL_CHUNK_DAYS = 500  # days asked per get_volatility_index_data request (Deribit pages 1000 at most)
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_dvol(args: argparse.Namespace, since: int, until: int) -> int:
-    from common.deribit import INDEX_NAMES, DeribitClient, DeribitRequestError
+    from services.feeds.deribit import INDEX_NAMES, DeribitClient, DeribitRequestError
 
     coins = [c.strip().upper() for c in args.dvol.split(",") if c.strip()]
     unknown = [c for c in coins if c not in INDEX_NAMES]

@@ -9,7 +9,7 @@ Serves      GET /status (the seed's JSON), /healthz, /metrics (Prometheus), /api
             /style.css from services/web/): services.gateway_http, aiohttp on its own thread
 Posts       the seed's cycle summary to the Discord webhook named by discord.webhook_env,
             after a cycle with fills, from a background thread (services.discord_webhook)
-Calls       common.status, common.metrics, common.discord (pure views over the caches)
+Calls       services.views.status, services.views.metrics, services.views.discord (pure views over the caches)
 
 ZeroMQ sockets live on the main thread's loop (ServiceRuntime); the HTTP thread's asyncio loop
 only reads the caches, which the zmq loop replaces whole (never mutates in place), so a request
@@ -25,22 +25,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
-from common.config import Config, load_config
-from common.config_schema import LOCAL_HOSTS
-from common.discord import cycle_messages, summary_due
-from common.metrics import MetricsInputs, metric_families, render
-from common.status import (SERVICES, build_health, build_status, engine_cycles, engine_decisions, equity_curves,
-                           services_of)
-from services.gateway_http import HttpServer, encode_json
+from config.schema import LOCAL_HOSTS
+from config.settings import Config, load_config
+from services.gateway_cache import GatewayCache
+from services.gateway_http import HttpServer
 from services.runtime import ServiceRuntime, config_path
+from services.views.discord import cycle_messages, summary_due
+from services.views.status import engine_cycles, services_of
 
 if TYPE_CHECKING:
     from services.discord_webhook import WebhookPoster
 
-# /status is rebuilt when its inputs change (and for health ages every STATUS_TTL_MS), but at
-# most once per STATUS_TTL_MS: a fast feed replaces prices tens of times a second, and a
-# 150 kB document rebuilt for each (4-20 ms) would hold the HTTP loop most of the time.
-STATUS_TTL_MS = 250
 EQUITY_SECONDS = 2.0
 EQUITY_MAX_POINTS = 500
 # Collector settings for a process that allocates a few hundred short-lived objects per HTTP
@@ -49,71 +44,6 @@ EQUITY_MAX_POINTS = 500
 GC_THRESHOLDS = (10_000, 10, 10)
 DISCORD_MIN_INTERVAL_MS = 2_000  # a fast-forwarded feed runs many cycles a second: coalesce
 MAX_PENDING_FILLS = 1_000
-
-
-class GatewayCache:
-    """What the HTTP thread reads. Each attribute is replaced, never mutated; views built from
-    them are memoized on the identity of their inputs, so a burst of requests builds once, and
-    the status (and what derives from it) at most once per STATUS_TTL_MS."""
-
-    def __init__(self, clock_ms: Callable[[], int] = wall_ms) -> None:
-        self.clock_ms = clock_ms
-        self.snapshot: dict[str, Any] | None = None
-        self.prices: dict[str, float] = {}
-        self.heartbeats: dict[str, dict[str, Any]] = {}
-        self.cycle_count = 0  # cycles of every engine together
-        self.engine_cycles: dict[str, int] = {}
-        self.services: tuple[str, ...] = SERVICES  # what /healthz expects: one entry per engine
-        self.cycles: dict[str, float] = {"count": 0, "timed": 0, "duration_sum_s": 0.0}
-        self.last_tick_ms: int | None = None
-        self.equity_points: list[dict[str, Any]] = []
-        self.gateway_bus: dict[str, Any] = {}
-        self.discord: Callable[[], dict[str, int]] | None = None
-        self.http: Callable[[], dict[str, int]] | None = None
-        self._memo: dict[str, tuple[tuple[Any, ...], Any, int]] = {}
-
-    def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any], min_interval_ms: int = 0) -> Any:
-        """``build()``'s value, kept while ``key`` holds the same objects (or equal ints and
-        tuples), and in any case for ``min_interval_ms`` after it was built."""
-        held = self._memo.get(name)
-        now_ms = self.clock_ms()
-        if held is not None:
-            held_key, value, built_ms = held
-            if (now_ms - built_ms < min_interval_ms
-                    or all(a is b or (type(a) in (int, tuple) and a == b) for a, b in zip(held_key, key))):
-                return value
-        value = build()
-        self._memo = {**self._memo, name: (key, value, now_ms)}
-        return value
-
-    def health(self) -> dict[str, Any]:
-        return build_health(self.heartbeats, self.clock_ms(), self.last_tick_ms, self.services)
-
-    def _status_key(self) -> tuple[Any, ...]:
-        return (self.snapshot, self.prices, self.heartbeats, self.cycle_count, self.clock_ms() // STATUS_TTL_MS)
-
-    def status(self) -> dict[str, Any]:
-        return self._memoized("status", self._status_key(), lambda: build_status(
-            self.snapshot, self.prices, self.cycle_count, self.health(),
-            engine_decisions(self.heartbeats)), STATUS_TTL_MS)
-
-    def status_json(self) -> bytes:
-        status = self.status()
-        return self._memoized("status_json", (status,), lambda: encode_json(status))
-
-    def equity(self) -> dict[str, Any]:
-        status = self.status()
-        return self._memoized("equity", (self.equity_points, status["strategies"]), lambda: equity_curves(
-            self.equity_points, status["strategies"], status.get("market_ts")))
-
-    def metrics_text(self) -> bytes:
-        discord = self.discord() if self.discord else None
-        http = self.http() if self.http else None
-        status = self.status()
-        key = (status, self.cycles, self.gateway_bus, discord, tuple(sorted((http or {}).items())))
-        return self._memoized("metrics", key, lambda: render(metric_families(MetricsInputs(
-            status=status, heartbeats=self.heartbeats, gateway_bus=self.gateway_bus, cycles=self.cycles,
-            discord=discord, http=http))), STATUS_TTL_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +60,7 @@ class CycleReporter:
     fill since the last post (fills of a cycle arrive after its ``cycle`` message), and not more
     often than ``min_interval_ms`` of wall time. Spot and options post apart, each at its own
     frequency in market time (``discord.spot_summary_freq``, ``options_summary_freq``;
-    common.discord.summary_due), each with its own fills."""
+    services.views.discord.summary_due), each with its own fills."""
 
     def __init__(self, spot_freq: str = "per_check", options_freq: str = "per_check",
                  min_interval_ms: int = DISCORD_MIN_INTERVAL_MS, max_pending: int = MAX_PENDING_FILLS) -> None:

@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import resource
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from common.status import json_safe
-
-if TYPE_CHECKING:
-    from services.gateway import GatewayCache
+from services.gateway_cache import GatewayCache
+from services.views.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from services.views.status import encode_json
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_FILES = {  # path -> (file in services/web, content type); the UI shell carries no data
@@ -62,13 +59,6 @@ STREAM_INTERVAL_S = 0.5  # at most two status events a second, whatever the bus 
 PING_S = 15.0  # a comment line keeps proxies from closing a quiet stream and finds dead clients
 WRITE_TIMEOUT_S = 10.0  # a subscriber that takes no bytes for this long is dropped
 RETRY_MS = 2000  # what EventSource waits before it reconnects
-
-
-def encode_json(doc: Any) -> bytes:
-    try:
-        return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
-    except (ValueError, TypeError):  # a NaN or an odd type slipped in: strict JSON all the same
-        return json.dumps(json_safe(doc), separators=(",", ":"), default=str).encode()
 
 
 def load_static(web_dir: Path = WEB_DIR) -> dict[str, tuple[bytes, str]]:

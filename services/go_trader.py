@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from common.config import Config, ConfigError, load_config
+from config.settings import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "supervisord.conf"  # its run/ directory (pidfile, socket, logs) sits beside it
@@ -163,7 +163,7 @@ def reset_risk(config: str, strategy_id: str) -> int:
     it journals the reset and /status shows it. Prints the reply as JSON."""
     import zmq
 
-    from common.bus import RemoteError, RequestFailed, Requester
+    from common.bus import RemoteError, Requester, RequestFailed
     from common.bus_auth import OPERATOR, BusKeysError
     from services.runtime import bus_security
 

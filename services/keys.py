@@ -11,7 +11,7 @@ import os
 import sys
 
 from common.bus_auth import BusKeysError, generate_keys
-from common.config import ConfigError, load_config
+from config.settings import ConfigError, load_config
 from services.runtime import DEFAULT_CONFIG
 
 

@@ -4,7 +4,7 @@ Publishes  bar.<symbol>.<tf> (closed bars, at their close: ``ts_close`` and ``wa
            body), tick.<symbol> (last price), clock (market time and the wall/market mapping:
            market_origin, wall_origin, speed), heartbeat.marketdata
 Answers    history {symbol, timeframe, limit} -> rows; prices -> {symbol: {price, ts}}; status
-Calls      common.feeds (sim / replay / live), common.clock.MarketClock
+Calls      services.feeds.market (sim / replay / live), common.clock.MarketClock
 
 The market time it has reached is saved beside the state file, so a restarted feed resumes
 where it stopped instead of replaying days the portfolio has already traded. Market time never
@@ -22,11 +22,12 @@ from typing import Any
 
 from common.bus import RequestError, wall_ms
 from common.clock import MarketClock, next_due
-from common.config import Config, load_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
-from common.feeds import MarketFeed, build_feed_from_config
 from common.state_store import StateFileError, load_state, save_state
 from common.timeframes import timeframe_ms
+from config.settings import Config, load_config
+from services.feeds.feed import MarketFeed
+from services.feeds.market import build_feed_from_config
 from services.runtime import ServiceRuntime, config_path
 
 TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at their close

@@ -16,12 +16,12 @@ import time
 
 from common.bus import RemoteError, RequestFailed
 from common.bus_auth import BusKeysError, generate_keys
-from common.config import load_config
 from common.log import EventLog
-from common.risk import iso_utc
-from common.summary import format_summary
+from config.settings import load_config
 from services.runtime import DEFAULT_CONFIG, ServiceRuntime, bus_security
 from services.signals import SignalEngine
+from services.views.summary import format_summary
+from trading.risk import iso_utc
 
 SERVICES = ("marketdata", "portfolio", "pricer")
 STARTUP_TIMEOUT_MS = 500

@@ -8,7 +8,7 @@ Answers     order, option_order (both idempotent by order id), orders (a cycle's
 Requests    prices from marketdata (late joiner); chain from the pricer (each option order's
             contracts, listed and priced); mark from the pricer (open option positions)
 Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
-Calls       common.portfolio.Portfolio (pure books, risk and order checks), options.order_checks,
+Calls       trading.portfolio.Portfolio (pure books, risk and order checks), trading.option_order_checks,
             common.state_store
 
 No order is taken at its word: spot fills at this portfolio's own tick, options at the
@@ -41,17 +41,29 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
-from common.config import Config, load_config
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
-from common.ledger import OrderDecision
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
-from common.portfolio import SEED_RENAMES, Portfolio, strategy_metas
-from options.book import OptionOrder, OptionOrderDecision
-from options.order_checks import (ChainQuoteError, OptionMarket, OptionQuote, chain_horizon_days,
-                                  quotes_from_chain)
-from common.state_store import (EquityLog, Journal, JournalError, StateFileError, load_state,
-                                remove_stale_temp_files, save_state)
+from common.state_store import (
+    EquityLog,
+    Journal,
+    JournalError,
+    StateFileError,
+    load_state,
+    remove_stale_temp_files,
+    save_state,
+)
+from config.settings import Config, load_config
 from services.runtime import ServiceRuntime, config_path
+from trading.ledger import OrderDecision
+from trading.option_book import OptionOrder, OptionOrderDecision
+from trading.option_order_checks import (
+    ChainQuoteError,
+    OptionMarket,
+    OptionQuote,
+    chain_horizon_days,
+    quotes_from_chain,
+)
+from trading.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 
 MARK_SECONDS = 0.1
 SNAPSHOT_SECONDS = 1.0

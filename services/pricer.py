@@ -16,7 +16,7 @@ Marks come from a MarkSource (options.marks). With the sim and replay feeds that
 SimSurface: a seeded mean-reverting ATM vol with a smile, so every restart prices the same
 market time the same way. IBKR/CME contracts are marked on that Deribit-style surface (the
 proxy). Expired contracts are marked at intrinsic value from the current spot. In live mode
-it is common.deribit.LiveDeribitSource: every number from Deribit (chain mark_iv, DVOL
+it is services.feeds.deribit.LiveDeribitSource: every number from Deribit (chain mark_iv, DVOL
 history cached beside the state file), never from the sim; while Deribit's vol cannot be
 read, ``iv`` and ``chain`` answer the error ``no_live_iv`` so no options trade opens.
 """
@@ -26,22 +26,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from common.bus import Envelope, RequestError
-from common.config import Config, load_config
-from common.ibkr import IbkrListedSource, build_chain_reader
 from common.market_sim import DAY_MS
-from options.chain import OptionChain
+from config.settings import Config, load_config
+from options.chain import chain_to_dict
+from options.chain_wire import CHAIN_HORIZON_DAYS, OPTIONS_HORIZON_DAYS
 from options.contracts import ContractError, OptionContract, parse_instrument_name
 from options.iv_history import IV_TARGET_DAYS, LiveIvUnavailable
 from options.marks import MarkSource, SimSurface
-from options.order_checks import CHAIN_COLUMNS, CHAIN_HORIZON_DAYS
 from options.venues import venue_spec
 from options.vol_surface import iv_rank
+from services.feeds.ibkr import IbkrListedSource, build_chain_reader
 from services.runtime import ServiceRuntime, config_path
 
-OPTIONS_HORIZON_DAYS = 100  # strategies target <= 45 DTE; the nearest listed expiry is always within this
 MAX_CONTRACTS = 500
 MAX_IV_DAYS = 1000
 LIVE_IV_RETRY_SECONDS = 30.0  # a failing live vol is re-read this often, so the problem clears on its own
@@ -54,7 +51,7 @@ def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
     state file's folder); with ``ibkr.host`` set, IBKR chains cut to the CME contracts IBKR
     really lists."""
     if cfg.feed.mode == "live":
-        from common.deribit import DeribitClient, DvolHistory, LiveDeribitSource  # requests only in live mode
+        from services.feeds.deribit import DeribitClient, DvolHistory, LiveDeribitSource  # requests only in live mode
 
         client = DeribitClient(cfg.feed.live.deribit_url)
         dvol = DvolHistory(client, Path(cfg.state_file).parent, cfg.options.iv_rank_days, log)
@@ -73,48 +70,6 @@ def _contract(item: Any, where: str) -> OptionContract:
     if isinstance(item, dict) and isinstance(item.get("contract"), dict):
         item = item["contract"]
     return OptionContract.from_dict(item, where)
-
-
-# A chain travels as raw little-endian columns (msgpack bin), not lists of numbers: thousands
-# of rows then cost one buffer per column on both sides instead of a Python float per cell.
-# The layout (CHAIN_COLUMNS) lives with the numpy-free reader the portfolio checks orders with.
-
-
-class ChainReplyError(ValueError):
-    """A ``chain`` reply that does not describe a chain; the message names the bad field."""
-
-
-def chain_to_dict(chain: OptionChain) -> dict[str, Any]:
-    return {
-        "underlying": chain.underlying, "venue": chain.venue, "spot": chain.spot, "ts": chain.ts,
-        "size": len(chain),
-        "columns": {name: np.ascontiguousarray(getattr(chain, name), dtype=dtype).tobytes()
-                    for name, dtype in CHAIN_COLUMNS.items()},
-    }
-
-
-def chain_from_dict(d: Any) -> OptionChain:
-    """The chain a ``chain`` reply describes (the venue gives the multiplier)."""
-    if not isinstance(d, dict):
-        raise ChainReplyError(f"chain reply: expected an object, got {type(d).__name__}")
-    size, columns = d.get("size"), d.get("columns")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ChainReplyError(f"chain reply.size: expected a row count >= 0, got {size!r}")
-    if not isinstance(columns, dict):
-        raise ChainReplyError(f"chain reply.columns: expected an object, got {type(columns).__name__}")
-    arrays = {}
-    for name, dtype in CHAIN_COLUMNS.items():
-        raw = columns.get(name)
-        width = np.dtype(dtype).itemsize
-        if not isinstance(raw, bytes) or len(raw) != size * width:
-            got = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
-            raise ChainReplyError(f"chain reply.columns.{name}: expected {size} x {width} bytes, got {got}")
-        arrays[name] = np.frombuffer(raw, dtype=dtype)
-    try:
-        multiplier = venue_spec(d.get("venue")).underlying(d.get("underlying")).multiplier
-        return OptionChain(d["venue"], d["underlying"], multiplier, int(d["ts"]), float(d["spot"]), **arrays)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ChainReplyError(f"chain reply: {exc}") from None
 
 
 class PricerService:

@@ -26,10 +26,10 @@ import zmq
 
 from common.bus import BusStats, Publisher, Replier, Requester, Subscriber, wall_ms
 from common.bus_auth import BusKeysError, BusSecurity, load_security, stop_zap, zap_handler
-from common.config import Config, ConfigError, load_config
 from common.log import EventLog
+from common.messages import HEARTBEAT_SECONDS
+from config.settings import Config, ConfigError, load_config
 
-HEARTBEAT_SECONDS = 1.0
 SLOW_CALLBACK_SECONDS = 0.5
 HEAP_TRIM_SECONDS = 10.0
 REPAIR_SECONDS = 1.0  # how soon a subscriber reconnects an endpoint an impostor broke

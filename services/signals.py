@@ -1,7 +1,7 @@
 """signals: one signal engine, running its strategies when they are due, in market time.
 
 ``python -m services.signals --engine NAME`` runs the strategies the config's ``engines`` section
-gives NAME (by default ``spot`` and ``options``: common/engines.py), publishes on that engine's own
+gives NAME (by default ``spot`` and ``options``: config/engines.py), publishes on that engine's own
 PUB, answers on its own REP and keeps its own outbox, as the service ``signals-NAME``; restarting
 one engine touches only its strategies. Without ``--engine`` a config with one engine runs it.
 
@@ -13,7 +13,7 @@ Requests    history from marketdata (warm-up, and again after a gap); chain + iv
             orders (a cycle's spot and option orders in one request) to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals-<engine> (with each strategy's last
             decision, its market time and its reason: the gateway's /status shows them)
-Calls       common.engine (schedule, evaluate_spot, evaluate_options), strategies.incremental (spot
+Calls       trading.engine (schedule, evaluate_spot, evaluate_options), strategies.incremental (spot
             strategies kept bar by bar, rebuilt from a refetched history)
 
 Orders travel over REQ/REP and stay in the outbox until the portfolio answers them for good
@@ -36,24 +36,33 @@ from typing import Any
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
-from common.config import Config, load_config, use_strategies_dir, user_strategy_problems
-from common.config_schema import SCRIPT_TIMEOUT_SECONDS
-from common.engine import (HISTORY_BARS, OptionsDecision, Schedule, SpotDecision, evaluate_options,
-                           evaluate_spot, options_params, script_decision, spot_summary)
-from common.exchange_client import backoff_seconds
-from common.model import (MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, TRANSIENT_ERRORS, RecordError,
-                          SpotOrder)
+from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
 from common.ohlcv import OHLCV
-from common.summary import cycle_log_fields
 from common.timeframes import timeframe_ms
-from options.book import OptionOrder
+from config.schema import SCRIPT_TIMEOUT_SECONDS
+from config.settings import Config, load_config, use_strategies_dir, user_strategy_problems
+from options.chain import ChainReplyError, chain_from_dict
+from options.chain_wire import OPTIONS_HORIZON_DAYS
 from options.risk import OptionsRiskLimits
 from options.venues import venue_spec
-from services.pricer import OPTIONS_HORIZON_DAYS, ChainReplyError, chain_from_dict
+from services.feeds.exchange_client import backoff_seconds
 from services.runtime import ServiceRuntime, bus_security, config_path
 from services.script_runner import ScriptRunner
+from services.views.summary import cycle_log_fields
 from strategies.incremental import SignalCache
 from strategies.script import ScriptError
+from trading.engine import (
+    HISTORY_BARS,
+    OptionsDecision,
+    Schedule,
+    SpotDecision,
+    evaluate_options,
+    evaluate_spot,
+    options_params,
+    script_decision,
+    spot_summary,
+)
+from trading.option_book import OptionOrder
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
@@ -62,7 +71,7 @@ PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
 PRICER_BACKOFF_SECONDS = 5.0
 PUBLISHED_CHAIN_INTERVALS = 2  # a published chain older than this many options intervals is asked for instead
 
-__all__ = ["OPTIONS_HORIZON_DAYS", "SignalEngine", "main"]
+__all__ = ["SignalEngine", "main"]
 
 
 class SignalEngine:

@@ -1,7 +1,7 @@
 """One supervisord program per signal engine, written where supervisord.conf includes it.
 
 supervisord.conf is static; its ``[include]`` reads ``run/engines.conf`` beside it, which this
-module writes from the config's ``engines`` (common/engines.py): a program ``signals-NAME``
+module writes from the config's ``engines`` (config/engines.py): a program ``signals-NAME``
 running ``python -m services.signals --engine NAME`` per engine, with the same supervision
 settings as every other program. ``make run``/``make start``, ``go-trader`` and the test stacks
 write it before supervisord starts, so the programs always match the config they run.
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common.config import Config, ConfigError, load_config
+from config.settings import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES_CONF = Path("run") / "engines.conf"  # relative to supervisord.conf's directory

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass(frozen=True, slots=True)
 class StrategyOutput:
     """Signals (int8: 1 buy, -1 sell, 0 hold) and the indicator series worth showing, all aligned."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
-from strategies.indicators import Bollinger, Ema, Macd, Roc, Rsi, Sma, Vwap, VolumeRatio, ZScore
+from strategies.indicators import Bollinger, Ema, Macd, Roc, Rsi, Sma, VolumeRatio, Vwap, ZScore
 from strategies.oscillators import rsi_macd_bias
 from strategies.params import STRATEGY_PARAMS, Params, get_params
 from strategies.registry import LatestSignal

@@ -18,10 +18,9 @@ against the vectorized form). Rolling sums and moments are re-added exactly once
 from __future__ import annotations
 
 import math
-
-import numpy as np
 from collections import deque
 
+import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 _BLOCK = 64  # scan block length; fixed so results never depend on the array length

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import tcp_endpoint as _tcp_endpoint
+from bench.ports import tcp_endpoint as _tcp_endpoint
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

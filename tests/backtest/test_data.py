@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backtest.data import BacktestDataError, align_pair, csv_path_for, sim_bars, window
-from common.feeds import SimFeed
+from services.feeds.market import SimFeed
 
 DAY = 86_400_000
 START = 1_672_531_200_000  # 2023-01-01

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from backtest.metrics import (
-    YEAR_MS, bar_returns, max_drawdown_duration, monthly_returns, objective_value, performance, round_trips,
+    YEAR_MS,
+    bar_returns,
+    max_drawdown_duration,
+    monthly_returns,
+    objective_value,
+    performance,
+    round_trips,
 )
 from common.model import Fill
 

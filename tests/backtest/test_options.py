@@ -11,19 +11,23 @@ import pytest
 import backtest.options as options_backtest
 from backtest.data import window
 from backtest.options import (
-    OptionsBacktest, OptionsBacktestError, iv_from_series, realized_vol, run_options_backtest,
+    OptionsBacktest,
+    OptionsBacktestError,
+    iv_from_series,
+    realized_vol,
+    run_options_backtest,
 )
-from common.engine import evaluate_options
 from common.ohlcv import OHLCV
-from common.portfolio import Portfolio, StrategyMeta
-from common.risk import RiskLimits
-from options.book import OptionLeg, OptionOrder
 from options.chain import build_chain
 from options.contracts import OptionContract
 from options.marks import price_contracts
 from options.risk import OptionsRiskLimits
 from options.strategies import DEFAULT_PARAMS
 from options.venues import DERIBIT
+from trading.engine import evaluate_options
+from trading.option_book import OptionLeg, OptionOrder
+from trading.portfolio import Portfolio, StrategyMeta
+from trading.risk import RiskLimits
 
 HOUR = 3_600_000
 DAY = 86_400_000

@@ -4,12 +4,11 @@ reference, and the fast path keeps marking only where a limit could trip."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from backtest.spot import SpotReplay, run_spot_backtest
 from common.ohlcv import OHLCV
-from common.risk import RiskLimits, kill_switch_trips, new_risk_state, update_on_mark
 from tests.backtest.test_spot import WIDE_OPEN, reference_run
+from trading.risk import RiskLimits, kill_switch_trips, new_risk_state, update_on_mark
 
 HOUR_MS = 3_600_000
 

@@ -7,12 +7,19 @@ import sys
 
 import pytest
 
+from backtest.metrics import objective_value
 from backtest.spot import run_spot_backtest
 from backtest.walkforward import (
-    CLUSTER_EXTRA, ClusterUnavailableError, WalkForwardSpec, default_grid, local_mapper, make_mapper,
-    parameter_candidates, rolling_windows, walk_forward,
+    CLUSTER_EXTRA,
+    ClusterUnavailableError,
+    WalkForwardSpec,
+    default_grid,
+    local_mapper,
+    make_mapper,
+    parameter_candidates,
+    rolling_windows,
+    walk_forward,
 )
-from backtest.metrics import objective_value
 
 
 def test_rolling_windows_tile_the_data():

@@ -85,7 +85,7 @@ def test_scale_quick_runs_engine_processes_against_a_real_portfolio() -> None:
 
 
 def test_scaled_config_spreads_spot_replicas_over_the_symbols() -> None:
-    from common.config import parse_config
+    from config.settings import parse_config
 
     raw = bench_scale.scaled_config(100)
     ids = [s["id"] for s in raw["strategies"]]

@@ -6,10 +6,19 @@ import pytest
 import zmq
 
 from common.bus import (
-    PROTOCOL_VERSION, BadMessage, BusStats, Publisher, RemoteError, Replier, RequestError,
-    RequestFailed, Requester, Subscriber, decode_envelope, encode_envelope,
+    PROTOCOL_VERSION,
+    BadMessage,
+    BusStats,
+    Publisher,
+    RemoteError,
+    Replier,
+    Requester,
+    RequestError,
+    RequestFailed,
+    Subscriber,
+    decode_envelope,
+    encode_envelope,
 )
-
 
 # Plain sockets: these tests are about the envelope and the socket patterns; the keys, the ZAP
 # handler and who may ask what are tested in test_bus_auth.py.

@@ -14,12 +14,22 @@ import pytest
 import zmq
 import zmq.auth
 
-from common.bus import Publisher, RemoteError, Replier, RequestFailed, Requester, Subscriber, encode_envelope
+from bench.ports import bind_when_free
+from common.bus import Publisher, RemoteError, Replier, Requester, RequestFailed, Subscriber, encode_envelope
 from common.bus_auth import (
-    IDENTITIES, READ_REQUESTS, BusKeysError, ensure_zap, generate_keys, load_security, may_request, public_path,
-    secret_path, stop_zap, zap_handler, zap_reply,
+    IDENTITIES,
+    READ_REQUESTS,
+    BusKeysError,
+    ensure_zap,
+    generate_keys,
+    load_security,
+    may_request,
+    public_path,
+    secret_path,
+    stop_zap,
+    zap_handler,
+    zap_reply,
 )
-from tests.support.ports import bind_when_free
 
 
 def mode(path: Path) -> int:

@@ -24,11 +24,11 @@ def test_the_unit_runs_the_live_config_and_checks_it_first():
     service = unit()["Service"]
     assert service["Environment"] == f"GO_TRADER_CONFIG={ROOT}/config/live.json"
     pre = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("ExecStartPre=")]
-    assert f"{ROOT}/.venv/bin/python -m common.config --check ${{GO_TRADER_CONFIG}}" in pre
+    assert f"{ROOT}/.venv/bin/python -m config.settings --check ${{GO_TRADER_CONFIG}}" in pre
     assert f"{ROOT}/.venv/bin/python -m services.keys --config ${{GO_TRADER_CONFIG}}" in pre  # the bus keys
     assert service["ExecStop"] == f"{ROOT}/go-trader stop --config ${{GO_TRADER_CONFIG}}"
     assert (REPO / "go-trader").exists()
-    live = subprocess.run([sys.executable, "-m", "common.config", "--check", str(REPO / "config" / "live.json")],
+    live = subprocess.run([sys.executable, "-m", "config.settings", "--check", str(REPO / "config" / "live.json")],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert live.returncode == 0 and "feed live" in live.stdout, live.stderr
 

@@ -10,10 +10,10 @@ import zmq
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
-from common.bus import RemoteError, RequestFailed, Requester, decode_envelope, encode_envelope
+from bench.ports import bind_when_free
+from common.bus import RemoteError, Requester, RequestFailed, decode_envelope, encode_envelope
 from common.bus_auth import public_path
 from common.model import Fill
-from tests.support.ports import bind_when_free
 from tests.support.stack import Stack, stack_config
 
 pytestmark = pytest.mark.timeout(240)

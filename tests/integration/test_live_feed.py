@@ -13,15 +13,15 @@ import time
 
 import pytest
 
-import common.exchange_client as exchange_client
+import services.feeds.exchange_client as exchange_client
 import services.marketdata as marketdata
 from common.bus import Subscriber
-from common.config import parse_config
-from common.deribit import DeribitClient, DeribitMarkSource
+from config.settings import parse_config
 from options.contracts import parse_instrument_name
+from services.feeds.deribit import DeribitClient, DeribitMarkSource
 from services.runtime import ServiceRuntime
-from tests.support.stack import stack_security
 from tests.support.replay_server import BinanceReplay, DeribitReplay, Fault, ReplayServer
+from tests.support.stack import stack_security
 
 H = 3_600_000
 START = 1_654_041_600_000 + 30 * 60_000  # 2022-06-01 00:30 UTC

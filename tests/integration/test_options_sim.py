@@ -11,15 +11,15 @@ import pytest
 import zmq
 
 from common.bus import Requester
-from common.ledger import apply_fill, new_book
 from common.model import Fill
-from common.portfolio import journal_fills
 from common.ohlcv import OHLCV
-from options.book import apply_option_fill
 from options.contracts import OptionContract
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.venues import DAY_MS, venue_spec
 from tests.support.stack import PROGRAMS, Stack, stack_config
+from trading.ledger import apply_fill, new_book
+from trading.option_book import apply_option_fill
+from trading.portfolio import journal_fills
 
 pytestmark = pytest.mark.timeout(240)
 

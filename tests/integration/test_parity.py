@@ -11,9 +11,9 @@ from backtest.spot import run_spot_backtest
 from common.bus import Subscriber
 from common.bus_auth import BusSecurity
 from common.csv_bars import load_ohlcv_csv, write_ohlcv_csv
-from common.portfolio import journal_fills
 from common.timeframes import timeframe_ms
 from tests.support.stack import Stack, stack_config
+from trading.portfolio import journal_fills
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,8 +14,8 @@ import pytest
 
 from common.bus import Envelope
 from common.bus_auth import generate_keys
-from common.config import Config, parse_config
 from common.state_store import JournalError, StateFileError
+from config.settings import Config, parse_config
 from services.portfolio import PortfolioService
 from services.runtime import ServiceRuntime, bus_security
 from tests.support.stack import REPO, stack_config

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from common.bus import RequestFailed, Requester
+from common.bus import Requester, RequestFailed
 from common.bus_auth import READER
-from common.config import Config
+from config.settings import Config
 from services.runtime import bus_security
 from tests.integration.test_recovery import Portfolio, config, journal_path, run_and_stop
 from tests.support.stack import REPO

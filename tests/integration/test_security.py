@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import load_config
+from config.settings import load_config
 from tests.support.stack import PROGRAMS, REPO, Stack, stack_config
 
 pytestmark = pytest.mark.timeout(180)

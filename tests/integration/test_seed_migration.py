@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Config, parse_config
-from common.portfolio import SEED_RENAMES
+from common.bus_auth import generate_keys
 from common.state_store import JournalError
-from options.book import OptionLeg, OptionOrder
+from config.settings import Config, parse_config
 from options.contracts import OptionContract
 from options.venues import DERIBIT, IBKR_CME
-from common.bus_auth import generate_keys
 from tests.integration.test_recovery import HOUR, T0, Portfolio, journal_path, tick, trade
 from tests.support.stack import stack_config
+from trading.option_book import OptionLeg, OptionOrder
+from trading.portfolio import SEED_RENAMES
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from common.ledger import rebuild_books_from_journal
-from common.portfolio import journal_fills
-from tests.support.stack import PROGRAMS, StateReader, Stack, acked_fill_ids, stack_config
+from tests.support.stack import PROGRAMS, Stack, StateReader, acked_fill_ids, stack_config
+from trading.ledger import rebuild_books_from_journal
+from trading.portfolio import journal_fills
 
 pytestmark = pytest.mark.timeout(240)
 

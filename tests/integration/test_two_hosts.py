@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from common.config import parse_config
-from common.portfolio import journal_fills
+from config.settings import parse_config
 from tests.support.stack import Stack, acked_fill_ids, stack_config
+from trading.portfolio import journal_fills
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -3,8 +3,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from options.contracts import (ContractError, OptionContract, OptionPosition, closest_expiry,
-                               listed_expiries, parse_instrument_name)
+from options.contracts import (
+    ContractError,
+    OptionContract,
+    OptionPosition,
+    closest_expiry,
+    listed_expiries,
+    parse_instrument_name,
+)
 from options.venues import DAY_MS, DERIBIT
 
 DEC25 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)

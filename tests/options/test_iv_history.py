@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from options.iv_history import (IvHistoryError, check_daily_series, completed, history_window, merge_daily,
-                                rank_in_window)
+from options.iv_history import (
+    IvHistoryError,
+    check_daily_series,
+    completed,
+    history_window,
+    merge_daily,
+    rank_in_window,
+)
 
 DAY = 86_400_000
 T0 = 1_700_006_400_000 - 1_700_006_400_000 % DAY

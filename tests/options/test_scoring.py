@@ -4,8 +4,14 @@ from datetime import datetime, timezone
 import pytest
 
 from options.contracts import OptionContract, OptionPosition, ProposedTrade
-from options.scoring import (CLOSE_SCORE, EXECUTE_THRESHOLD, MAX_POSITIONS, score_trade, select_trades,
-                             select_with_reasons)
+from options.scoring import (
+    CLOSE_SCORE,
+    EXECUTE_THRESHOLD,
+    MAX_POSITIONS,
+    score_trade,
+    select_trades,
+    select_with_reasons,
+)
 from options.venues import DAY_MS
 
 E1 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)

@@ -6,8 +6,16 @@ from datetime import datetime, timezone
 import pytest
 
 from options.contracts import parse_instrument_name
-from options.venues import (DERIBIT, IBKR_CME, VenueConfigError, coin_to_usd, format_instrument_name,
-                            usd_to_coin, venue_spec)
+from options.venues import (
+    DERIBIT,
+    IBKR_CME,
+    VenueConfigError,
+    coin_to_usd,
+    format_instrument_name,
+    usd_to_coin,
+    venue_spec,
+)
+
 
 def ms(*args: int) -> int:
     return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from common.bars import Bar, sanitize_bars
 from common.bus import BadMessage, BusStats, Replier, decode_envelope, encode_envelope
-from common.config import ConfigError, parse_config
 from common.model import RecordError, SpotOrder
 from common.ohlcv import OHLCV, BadBarError
-from common.portfolio import Portfolio
 from common.state_store import StateFileError, load_state
+from config.settings import ConfigError, parse_config
+from trading.portfolio import Portfolio
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = json.loads((REPO / "config" / "default.json").read_text())

@@ -10,8 +10,7 @@ import zmq
 
 from common.bus import Publisher, Replier
 from common.bus_auth import stop_zap
-from services.cli import (check_options_ibkr_main, check_options_main, check_price_main, check_strategy_main,
-                          tap_main)
+from services.cli import check_options_ibkr_main, check_options_main, check_price_main, check_strategy_main, tap_main
 from tests.support.stack import stack_config, stack_security
 
 

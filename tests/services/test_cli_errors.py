@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.ports import free_port
 from services import download_data
 from services.cli import check_options_ibkr_main, check_options_main, check_price_main, check_strategy_main, tap_main
 from services.go_trader import main as go_trader_main
-from tests.support.ports import free_port
 from tests.support.stack import REPO, stack_config, stack_security
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from common.discord import DISCORD_LIMIT, cycle_messages
 from common.log import EventLog
 from services.discord_webhook import WebhookPoster
-from tests.common.test_discord import FILL, known_status
+from services.views.discord import DISCORD_LIMIT, cycle_messages
+from tests.services.views.test_discord import FILL, known_status
 
 SECRET_PATH = "/api/webhooks/42/very-secret-token"
 

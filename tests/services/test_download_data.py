@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from common.csv_bars import load_ohlcv_csv
-from common.exchange_client import CcxtSpotClient
-from common.feeds import ReplayFeed
 from services.download_data import download_symbol, main, resume_from
+from services.feeds.exchange_client import CcxtSpotClient
+from services.feeds.market import ReplayFeed
 from tests.support.replay_server import BinanceReplay, Fault, ReplayServer
 
 H = 3_600_000
@@ -110,7 +110,7 @@ def deribit(shared_data):
 
 
 def test_dvol_download_writes_the_real_days_resumes_and_backtests_read_it(deribit, shared_data, tmp_path, capsys):
-    from common.dvol_csv import read_dvol_csv
+    from options.dvol_csv import read_dvol_csv
 
     _, server = deribit
     args = ["--dvol", "BTC", "--since", "2022-11-06", "--out", str(tmp_path), "--deribit-url", server.url + "/api/v2",

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.ports import free_port
 from common.bus import Envelope
-from common.config import parse_config
-from services.gateway import STATUS_TTL_MS, CycleReporter, Gateway, GatewayCache, SummaryPost, listen_host, main
+from config.settings import parse_config
+from services.gateway import CycleReporter, Gateway, SummaryPost, listen_host, main
+from services.gateway_cache import STATUS_TTL_MS, GatewayCache
 from services.gateway_http import ROUTES, STATIC_FILES, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
-from tests.common.test_discord import known_status
-from tests.support.ports import free_port
+from tests.services.views.test_discord import known_status
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_000_000

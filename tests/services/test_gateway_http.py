@@ -17,10 +17,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.gateway import STATUS_TTL_MS
+from bench.ports import free_port
+from services.gateway_cache import STATUS_TTL_MS
 from services.gateway_http import BUSY_REPLY, STREAM_PATH, EventStream, HttpServer, Subscriber, connection_limit
 from tests.services.test_gateway import Served, filled_cache
-from tests.support.ports import free_port
 from tests.support.stack import REPO, stack_config, stack_security
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import load_config
+from config.settings import load_config
 from services.go_trader import main, pid_alive, port_is_free, read_pid, tcp_ports
 from tests.support.stack import PROGRAMS, Stack, stack_config
 

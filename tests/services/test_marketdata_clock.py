@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from common.config import parse_config
 from common.dir_lock import LockHeld, StateDirMissing
 from common.log import EventLog
 from common.state_store import save_state
+from config.settings import parse_config
 from services.marketdata import ClockFileError, MarketDataService
 from services.runtime import ServiceRuntime
 from tests.support.stack import config_in, stack_config

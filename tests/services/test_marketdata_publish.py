@@ -9,7 +9,7 @@ import pytest
 
 import services.marketdata as marketdata
 from common.clock import MarketClock
-from common.config import parse_config
+from config.settings import parse_config
 from services.marketdata import TICK_SECONDS, MarketDataService
 from services.runtime import ServiceRuntime
 from tests.support.stack import stack_config

@@ -19,8 +19,8 @@ import pytest
 import zmq
 
 from common.bus import RemoteError, Requester
+from options.chain import chain_from_dict
 from options.venues import DERIBIT
-from services.pricer import chain_from_dict
 from tests.support.stack import REPO, stack_config, stack_security
 
 pytestmark = pytest.mark.timeout(180)

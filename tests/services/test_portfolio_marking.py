@@ -8,7 +8,7 @@ import math
 import pytest
 
 from common.bus import Envelope
-from common.config import load_config
+from config.settings import load_config
 from services.portfolio import ORDER_TRANSIT_SECONDS, PortfolioService, order_transit_ms
 from services.runtime import ServiceRuntime
 from tests.support.stack import stack_config, stack_security

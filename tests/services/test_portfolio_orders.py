@@ -6,21 +6,19 @@ from __future__ import annotations
 import errno
 import json
 import os
-from datetime import datetime, timezone
 
 import pytest
 
-from common.bus import RequestError
-from common.config import parse_config
+from common.bus import Envelope, RequestError
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY
-from common.bus import Envelope
-from options.book import OptionLeg, OptionOrder
-from options.order_checks import OptionMarket, OptionQuote
+from config.settings import parse_config
 from options.contracts import OptionContract
 from options.venues import DERIBIT
 from services.portfolio import PortfolioService
 from services.runtime import ServiceRuntime
 from tests.support.stack import stack_config, stack_security
+from trading.option_book import OptionLeg, OptionOrder
+from trading.option_order_checks import OptionMarket, OptionQuote
 
 PRICES = {"BTC/USDT": 50_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
 

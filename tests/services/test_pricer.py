@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from common.bus import Envelope, RequestError
-from common.config import load_config
+from config.settings import load_config
 from options.black_scholes import bs_price
+from options.chain import ChainReplyError, chain_from_dict
 from options.marks import SimIvPath, SimSurface
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank, simulate_atm_iv, smile_iv
-from services.pricer import ChainReplyError, PricerService, chain_from_dict
+from services.pricer import PricerService
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = load_config(REPO / "config" / "default.json")
@@ -140,8 +141,8 @@ def test_no_chain_before_the_first_tick():
 def test_live_config_reads_everything_from_deribit_with_dvol_beside_the_state(tmp_path):
     import json
 
-    from common.config import load_config
-    from common.deribit import LiveDeribitSource
+    from config.settings import load_config
+    from services.feeds.deribit import LiveDeribitSource
     from services.pricer import build_mark_source
 
     live = json.loads((Path(__file__).resolve().parents[2] / "config" / "live.json").read_text())

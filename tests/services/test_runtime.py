@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from services import runtime
-from services.runtime import MALLOC_SETTINGS, M_ARENA_MAX, M_MMAP_THRESHOLD, ServiceRuntime, tune_malloc
+from services.runtime import M_ARENA_MAX, M_MMAP_THRESHOLD, MALLOC_SETTINGS, ServiceRuntime, tune_malloc
 
 
 class FakeLibc:

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from common.bus_auth import generate_keys
-from common.config import parse_config
+from config.settings import parse_config
 from services.keys import main as keys_main
 from services.runtime import ServiceRuntime
 from tests.support.stack import stack_config

@@ -1,7 +1,6 @@
 """User scripts run as subprocesses off the loop: answers, failures and timeouts, each naming the script."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -26,7 +26,7 @@ NEEDS = {
 
 def heavy_modules_after_import(module: str) -> set[str]:
     code = (f"import json, sys, {module}\n"
-            "from common.config import load_config\n"
+            "from config.settings import load_config\n"
             "load_config('config/default.json')\n"
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from common.bus import Envelope
-from common.config import parse_config
 from common.market_sim import DAY_MS
+from config.settings import parse_config
 from services.pricer import PricerService
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine, engine_name

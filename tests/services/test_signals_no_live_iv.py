@@ -1,7 +1,7 @@
 """A pricer that cannot read Deribit's vol answers ``no_live_iv``: the signal engine opens no
 options trade and every options strategy says why."""
 from common.bus import RemoteError
-from common.config import parse_config
+from config.settings import parse_config
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from tests.support.stack import stack_config

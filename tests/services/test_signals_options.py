@@ -2,7 +2,7 @@
 each strategy's last decision and its reason."""
 import time
 
-from common.config import parse_config
+from config.settings import parse_config
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from tests.support.stack import stack_config, stack_security

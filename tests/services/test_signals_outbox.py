@@ -9,8 +9,8 @@ import time
 import pytest
 
 from common.bus import RemoteError, RequestFailed
-from common.config import parse_config
 from common.model import ORDER_ERROR, ORDER_RETRY, SpotOrder
+from config.settings import parse_config
 from services import signals
 from services.runtime import ServiceRuntime
 from services.signals import PORTFOLIO_BACKOFF_CAP_SECONDS, SignalEngine

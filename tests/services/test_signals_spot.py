@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.ports import tcp_endpoint
 from common.bars import Bar
-from common.config import parse_config
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
+from config.settings import parse_config
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from strategies.registry import compute_signals
-from tests.support.ports import tcp_endpoint
 from tests.support.stack import stack_config, stack_security
 
 BTC = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"

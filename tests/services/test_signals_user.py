@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from common.config import parse_config
+from bench.ports import tcp_endpoint
 from common.log import EventLog
 from common.ohlcv import OHLCV
+from config.settings import parse_config
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from tests.support import user_strategies
-from tests.support.ports import tcp_endpoint
 from tests.support.stack import stack_config, stack_security
 
 HOUR = 3_600_000
@@ -114,7 +114,7 @@ def test_user_functions_and_scripts_trade_beside_the_builtins_and_failures_stay_
 
 def test_each_cycle_logs_one_line_with_values_per_category_and_trades(engine):
     from common.bus import Envelope
-    from tests.common.test_discord import known_status
+    from tests.services.views.test_discord import known_status
 
     def envelope(type_: str, body: dict) -> Envelope:
         return Envelope(1, type_, "id", 0, "portfolio", 1, body)

@@ -14,13 +14,13 @@ import pytest
 
 from common.bars import BarStore
 from common.csv_bars import load_ohlcv_csv
-from common.engine import evaluate_spot
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from strategies import indicators
 from strategies.incremental import BecomesTrue, Cross, IncrementalSignal, SignalCache
 from strategies.params import STRATEGY_PARAMS
 from strategies.registry import compute_signals
+from trading.engine import evaluate_spot
 
 BINANCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv" / "binance"
 TOL = 1e-9

@@ -44,11 +44,11 @@ import zmq
 
 from common.bus import Subscriber
 from common.bus_auth import BusSecurity
-from common.config import parse_config
 from common.timeframes import timeframe_ms
-from common.portfolio import Portfolio, journal_fills, strategy_metas
+from config.settings import parse_config
 from tests.support import disk
-from tests.support.stack import StateReader, Stack, acked_fill_ids, stack_config
+from tests.support.stack import Stack, StateReader, acked_fill_ids, stack_config
+from trading.portfolio import Portfolio, journal_fills, strategy_metas
 
 VICTIMS = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer", "gateway")  # default engines
 FAULTS = ("supervisord", "disk_full", "state_truncated", "state_bak_garbled", "clock_garbled",

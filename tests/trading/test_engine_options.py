@@ -1,0 +1,124 @@
+"""evaluate_options: decide -> score -> risk -> one order per structure, never on stale data."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from common.ohlcv import OHLCV
+from options.chain import build_chain
+from options.risk import OptionsRiskLimits
+from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from trading.engine import evaluate_options, options_params, reason_kind
+from trading.portfolio import Portfolio, StrategyMeta
+from trading.risk import RiskLimits
+
+TS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
+SPOT = 90_000.0
+
+
+def daily(n=30, last_close=SPOT) -> OHLCV:
+    ts = TS - TS % DAY_MS - np.arange(n, 0, -1, dtype=np.int64) * DAY_MS
+    close = np.full(n, last_close)
+    return OHLCV.from_rows([[int(t), c, c, c, c, 1.0] for t, c in zip(ts, close)])
+
+
+def book(capital=50_000.0, positions=()):
+    return {"capital": capital, "cash": capital, "portfolio_value": capital, "peak_value": capital,
+            "option_positions": list(positions)}
+
+
+def run(strategy, venue=DERIBIT, iv_history=(0.4, 0.6), atm_iv=0.5, chain_ts=TS, b=None, params=None):
+    chain = build_chain(venue, "BTC", SPOT, chain_ts, atm_iv, horizon_days=100)
+    return evaluate_options("s", strategy, venue, "BTC", params or {}, daily(), "1d", TS, chain, atm_iv,
+                            np.array(iv_history), b or book(), OptionsRiskLimits(), 0.3)
+
+
+def test_wheel_sells_one_scored_put_as_one_order():
+    decision = run("wheel")
+    [action] = decision.actions
+    [order] = decision.orders
+    assert action["action"] == "open" and action["side"] == -1 and action["contract"].endswith("-P")
+    assert action["score"] >= 0.3 and action["score_parts"]["strike_distance"] == 0.4
+    assert order.order_id == f"s:{TS}:open-{action['contract']}" and len(order.legs) == 1
+    assert order.legs[0].score == action["score"]
+
+
+def test_straddle_is_risk_checked_as_a_whole_structure():
+    # IV rank 0 (current below the history): buy a straddle; its call leg alone would breach the
+    # delta limit at this size, the structure does not.
+    decision = run("vol_mean_reversion", iv_history=(0.6, 0.9), atm_iv=0.5, params={"alloc_fraction": 0.25})
+    assert [a["contract"][-1] for a in decision.actions] == ["C", "P"] and decision.refused == []
+    [order] = decision.orders
+    assert order.order_id == f"s:{TS}:open-straddle" and len(order.legs) == 2
+
+
+def test_cme_orders_carry_the_micro_multiplier():
+    [action] = run("wheel", venue=IBKR_CME).actions
+    assert action["multiplier"] == 0.1 and action["contract"].startswith("MBT-")
+    assert action["premium_usd_per_contract"] == pytest.approx(action["premium_usd"] * 0.1)
+
+
+def test_stale_chain_or_bars_are_never_traded():
+    assert run("wheel", chain_ts=TS - DAY_MS).skipped.startswith("stale chain")
+    old = evaluate_options("s", "wheel", DERIBIT, "BTC", {}, OHLCV.empty(), "1d", TS,
+                           build_chain(DERIBIT, "BTC", SPOT, TS, 0.5), 0.5, np.array([0.5]), book(),
+                           OptionsRiskLimits(), 0.3)
+    assert old.skipped == "no BTC 1d bars yet" and old.orders == []
+
+
+def test_drawdown_blocks_openings():
+    b = book() | {"portfolio_value": 39_000.0, "peak_value": 50_000.0}
+    decision = run("wheel", b=b)
+    assert decision.orders == [] and "drawdown 22.0%" in decision.refused[0]
+
+
+def test_theta_harvest_becomes_exit_params_but_the_wheel_holds_to_expiry():
+    th = SimpleNamespace(enabled=True, profit_target_pct=50, stop_loss_pct=150, min_dte_close=2)
+    assert options_params("covered_calls", {}, th) == {"take_profit_pct": 50, "stop_loss_pct": 150, "close_dte": 2}
+    assert options_params("wheel", {"take_profit_pct": 1000}, th) == {"take_profit_pct": 1000, "stop_loss_pct": 150}
+    assert options_params("wheel", {}, SimpleNamespace(enabled=False)) == {}
+
+
+def rising_daily(pct=8.0):
+    bars = daily()
+    close = bars.close.copy()
+    close[:-1] = SPOT / (1 + pct / 100)
+    return OHLCV(bars.ts, close, close, close, close, bars.volume)
+
+
+def test_momentum_at_the_default_capital_is_sized_inside_the_delta_limit_not_refused():
+    chain = build_chain(DERIBIT, "BTC", SPOT, TS, 0.5, horizon_days=100)
+    decision = evaluate_options("s", "momentum_options", DERIBIT, "BTC", {"alloc_fraction": 0.1}, rising_daily(),
+                                "1d", TS, chain, 0.5, np.array([0.4, 0.6]), book(), OptionsRiskLimits(), 0.3)
+    [action] = decision.actions
+    assert decision.refused == [] and action["contract"].endswith("-C")
+    assert action["quantity"] * action["greeks"]["delta"] * SPOT / 50_000.0 <= 1.0  # net delta x value <= limit 1
+    assert decision.summary()["decision"] == "trade"
+
+
+def test_a_strategy_that_does_nothing_says_why():
+    decision = run("wheel", atm_iv=0.2)
+    assert decision.orders == [] and decision.reasons[0].startswith("no signal: put premium")
+    assert decision.summary() == {"decision": "no trade", "reason": "; ".join(decision.reasons)}
+    small = run("wheel", b=book(capital=1_000.0))
+    assert small.summary()["reason"].startswith("venue minimum: 0.1 contract(s) (0.1 BTC) of BTC-")
+    assert reason_kind(small.reasons[0]) == "venue minimum"
+    assert run("wheel", chain_ts=TS - DAY_MS).summary()["decision"] == "skipped"
+
+
+def test_a_married_put_books_its_coins_in_the_strategys_spot_leg():
+    portfolio = Portfolio([StrategyMeta("s", "options", "deribit", 50_000.0, RiskLimits(max_drawdown_pct=20.0),
+                                        "protective_puts")], fee_rate=0.001, slippage_rate=0.0)
+    portfolio.reconcile(TS)
+    portfolio.mark({"BTC/USDT": SPOT}, TS)
+    decision = run("protective_puts", b=portfolio.positions_view("s", "BTC/USDT"))
+    [order] = decision.orders
+    assert order.spot_quantity > 0 and order.spot_quantity == pytest.approx(order.legs[0].quantity)
+    answer = portfolio.decide_options(order)
+    assert answer.status == "filled"
+    portfolio.commit(answer.fills)
+    view = portfolio.positions_view("s", "BTC/USDT")
+    assert view["spot_quantity"] == pytest.approx(order.spot_quantity)
+    # Next decision: protected, so it holds; the coins it holds are the ones the put covers.
+    again = run("protective_puts", b=portfolio.positions_view("s", "BTC/USDT"))
+    assert again.orders == [] and again.reasons[0].startswith("holding: ")
