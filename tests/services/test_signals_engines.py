@@ -139,7 +139,7 @@ def test_a_stale_published_chain_is_asked_for_instead(options_engine):
     engine.pricer = Recorder(lambda kind, body: pricer.on_chain(body) if kind == "chain" else pricer.on_iv(body))
     market, problem = engine._options_market({("BTC", "deribit")})
     assert problem is None and [kind for kind, _b in engine.pricer.calls] == ["chain", "iv"]
-    assert market[("BTC", "deribit")].ts == engine.market_ts
+    assert market.chain("BTC", "deribit").ts == engine.market_ts
 
 
 def test_bad_published_bodies_are_dropped_and_counted(options_engine):
