@@ -206,26 +206,25 @@ def evaluate_options(strategy: OptionsStrategy, market: OptionsMarket, book: Boo
     ``max_positions`` caps the open positions the selection leaves, as the portfolio's own cap
     does. Never trades on stale bars or a chain older than one bar.
     """
-    s = strategy
-    chain = market.chain(s.underlying, s.venue.name)
-    iv = market.iv[s.underlying]
-    reason = stale_reason(closes, s.timeframe, now_ts, f"{s.underlying} {s.timeframe}")
-    if reason is None and now_ts - chain.ts >= timeframe_ms(s.timeframe):
+    chain = market.chain(strategy.underlying, strategy.venue.name)
+    iv = market.iv[strategy.underlying]
+    reason = stale_reason(closes, strategy.timeframe, now_ts, f"{strategy.underlying} {strategy.timeframe}")
+    if reason is None and now_ts - chain.ts >= timeframe_ms(strategy.timeframe):
         reason = f"stale chain: priced at {chain.ts}, market time is {now_ts}"
     if reason is not None:
-        return OptionsDecision(s.strategy_id, skipped=reason)
-    positions = book.positions(s.venue.name, s.underlying)
+        return OptionsDecision(strategy.strategy_id, skipped=reason)
+    positions = book.positions(strategy.venue.name, strategy.underlying)
     spot_coins = book.spot_quantity
     value = book.portfolio_value
-    limits = s.limits
+    limits = strategy.limits
     ctx = OptionsContext(
-        strategy_id=s.strategy_id, underlying=s.underlying, venue=s.venue, ts_event=chain.ts, spot=chain.spot,
-        closes=np.asarray(closes.close, dtype=np.float64), atm_iv=iv.atm_iv, iv_history=iv.history,
-        chain=chain, capital=book.capital, cash=book.cash, spot_quantity=spot_coins,
+        strategy_id=strategy.strategy_id, underlying=strategy.underlying, venue=strategy.venue, ts_event=chain.ts,
+        spot=chain.spot, closes=np.asarray(closes.close, dtype=np.float64), atm_iv=iv.atm_iv,
+        iv_history=iv.history, chain=chain, capital=book.capital, cash=book.cash, spot_quantity=spot_coins,
         spot_cost_basis=book.spot_cost_basis, portfolio_value=value, limits=limits)
-    proposals, idle = decide_with_reason(s.strategy, ctx, positions, s.params)
-    selected, reasons = select_with_reasons(proposals, positions, chain.spot, max_positions=s.max_positions,
-                                            min_score=s.min_score)
+    proposals, idle = decide_with_reason(strategy.strategy, ctx, positions, strategy.params)
+    selected, reasons = select_with_reasons(proposals, positions, chain.spot, max_positions=strategy.max_positions,
+                                            min_score=strategy.min_score)
     if idle is not None:
         reasons.insert(0, idle)
     accepted, refused, book_now = [], [], list(positions)
@@ -250,8 +249,8 @@ def evaluate_options(strategy: OptionsStrategy, market: OptionsMarket, book: Boo
         book_now = [p for p in book_now if p.contract not in closed] + opened
         spot_coins += coins
     parts = [score_trade(t, positions, chain.spot).parts for t in accepted]
-    return OptionsDecision(s.strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
-                           option_orders(s.strategy_id, chain.ts, chain.spot, accepted, parts), refused,
+    return OptionsDecision(strategy.strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
+                           option_orders(strategy.strategy_id, chain.ts, chain.spot, accepted, parts), refused,
                            reasons=reasons + refused)
 
 
