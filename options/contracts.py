@@ -170,9 +170,10 @@ class OptionPosition:
         try:
             read_object(d, where)
             contract = OptionContract.from_dict(d.get("contract"), f"{where}.contract")
-            if key is not None and contract.name != key:
-                raise ContractError(f"{where}.contract: describes {contract.name!r}, not its key {key!r}")
-            for flat, expected in (("name", contract.name), ("venue", contract.venue),
+            name = contract.name
+            if key is not None and name != key:
+                raise ContractError(f"{where}.contract: describes {name!r}, not its key {key!r}")
+            for flat, expected in (("name", name), ("venue", contract.venue),
                                    ("underlying", contract.underlying), ("strike", contract.strike),
                                    ("is_call", contract.is_call), ("expiry_ts", contract.expiry_ts),
                                    ("multiplier", contract.multiplier)):

@@ -360,8 +360,10 @@ def _option_position_from_dict(d: Any, name: str, where: str) -> OptionPosition:
     if abs(position.quantity) * contract.multiplier * contract.strike > MAX_USD:
         raise RecordError(f"{where}.quantity: {position.quantity!r} contracts at strike {contract.strike:g} is out "
                           f"of range (<= {MAX_USD:g} USD)")
-    for key in ("entry_premium", "current_mark", "open_cash_per_contract"):
-        read_usd(d, key, where)
+    for key, amount in (("entry_premium", position.entry_premium), ("current_mark", position.current_mark),
+                        ("open_cash_per_contract", position.open_cash_per_contract)):
+        if abs(amount) > MAX_USD:
+            raise RecordError(f"{where}.{key}: {amount!r} is out of range (|amount| <= {MAX_USD:g} USD)")
     if abs(position.value_usd) > MAX_USD:
         raise RecordError(f"{where}.current_mark: values the position at {position.value_usd:g} USD, "
                           f"out of range (<= {MAX_USD:g})")

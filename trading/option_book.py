@@ -336,7 +336,8 @@ def settle_expired(book: StrategyBook, spot_by_underlying: Mapping[str, float], 
     """Fills settling every position expired by ``ts`` at ``spot_by_underlying`` (decided, not
     booked). Positions whose underlying has no spot wait for one. Seqs run from first_seq."""
     fills: list[Fill] = []
-    for _, position in sorted(book.option_positions.items()):
+    for name in sorted(book.option_positions):
+        position = book.option_positions[name]
         contract = position.contract
         spot = spot_by_underlying.get(contract.underlying)
         if contract.expiry_ts > ts or spot is None or not (math.isfinite(spot) and spot > 0):
