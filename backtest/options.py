@@ -47,8 +47,9 @@ from options.risk import OptionsRiskLimits
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.strategies import DEFAULT_PARAMS, strategy_params
 from options.venues import DAY_MS, VenueSpec, venue_spec
-from trading.engine import HISTORY_BARS, evaluate_options, reason_kind
+from trading.engine import HISTORY_BARS, evaluate_options, options_strategy, reason_kind
 from trading.ledger import StrategyBook, closes_a_trade
+from trading.option_inputs import IvReading, OptionsMarket
 from trading.portfolio import Portfolio, StrategyMeta
 from trading.risk import RiskLimits
 
@@ -292,16 +293,17 @@ class OptionsBacktest:
             self.portfolio.mark_options(price_contracts(contracts, {self.underlying: spot}, ts,
                                                         {self.underlying: iv}, self.r), ts)
         closes = self.data.slice(max(0, i + 1 - HISTORY_BARS), i + 1)
-        history = self.iv_history(ts)
-        chains: dict[str, OptionChain] = {}
+        chains: dict[tuple[str, str], OptionChain] = {}
+        for run in self.strategies.values():
+            key = (self.underlying, run.venue.name)
+            if key not in chains:
+                chains[key] = build_chain(run.venue, self.underlying, spot, ts, iv, self.r)
+        market = OptionsMarket(chains, {self.underlying: IvReading(iv, self.iv_history(ts))})
         for sid, run in self.strategies.items():
-            chain = chains.get(run.venue.name)
-            if chain is None:
-                chain = chains[run.venue.name] = build_chain(run.venue, self.underlying, spot, ts, iv, self.r)
-            decision = evaluate_options(sid, run.strategy, run.venue, self.underlying, run.params, closes,
-                                        self.timeframe, ts, chain, iv, history,
-                                        self.portfolio.positions_view(sid, self.symbol), run.limits,
-                                        self.min_score, self.max_positions)
+            strategy = options_strategy(sid, run.strategy, run.venue.name, self.underlying, self.timeframe,
+                                        run.params, min_score=self.min_score, max_positions=self.max_positions,
+                                        limits=run.limits)
+            decision = evaluate_options(strategy, market, self.portfolio.positions_view(sid, self.symbol), closes, ts)
             run.rejected += len(decision.refused)
             for reason in decision.reasons if decision.skipped is None else [decision.skipped]:
                 run.note(reason)

@@ -41,8 +41,8 @@ from trading.engine import HISTORY_BARS
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600_000  # 2026-01-01 00:00 UTC, on every timeframe's grid
 SPOT_PRICES = {"BTC": 90_000.0, "ETH": 3_000.0, "SOL": 150.0}
-BOOK = {"capital": 50_000.0, "cash": 50_000.0, "portfolio_value": 50_000.0, "peak_value": 50_000.0,
-        "option_positions": [], "spot_quantity": 0.0, "spot_cost_basis": 0.0}
+BOOK = {"strategy_id": "bench", "ts": NOW, "capital": 50_000.0, "cash": 50_000.0, "portfolio_value": 50_000.0,
+        "peak_value": 50_000.0, "option_positions": [], "spot_quantity": 0.0, "spot_cost_basis": 0.0}
 
 
 def _bars(symbol: str, timeframe: str, seed: int) -> OHLCV:

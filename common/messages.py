@@ -134,7 +134,7 @@ STRATEGY_VIEW_FIELDS = (
     Field("positions", "map", "", "spot positions by symbol", POSITION_FIELDS),
     Field("option_positions", "map", "", "option positions by contract name: quantity (contracts, signed), "
                                          "strike, expiry_ts, entry_premium and current_mark (USD per coin), "
-                                         f"current_value_usd, greeks ({GREEKS}) ... as trading/option_book.py keeps them"),
+                                         f"current_value_usd, greeks ({GREEKS}) ... as OptionPosition.to_dict writes them"),
     Field("option_value", "float", "USD", "signed value of the option positions at their last marks"),
     Field("trade_count", "int", "", "fills booked"),
     Field("portfolio_value", "float", "USD", "cash + positions + options at the last marks"),

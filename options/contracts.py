@@ -98,13 +98,23 @@ def parse_instrument_name(name: str, venues: Sequence[VenueSpec] = tuple(VENUES.
 
 @dataclass(frozen=True, slots=True)
 class OptionPosition:
-    """An open option position of one strategy. ``quantity`` is signed contracts (+ long)."""
+    """An open option position of one strategy: what the strategies and the scorer read
+    (contract, signed ``quantity`` in contracts, entry premium, greeks) and what a book keeps
+    of it. ``open_cash_per_contract`` is the fee-inclusive cash it opened with per contract
+    (negative when paid); ``current_mark`` (USD per coin) is its last mark, the entry premium
+    until it is marked. A position not opened through a book (a what-if) keeps the defaults.
+    """
 
     contract: OptionContract
     quantity: float
     entry_premium: float  # USD per coin
     entry_ts: int
-    greeks: Mapping[str, float] = field(default_factory=dict)  # per coin, at entry
+    greeks: Mapping[str, float] = field(default_factory=dict)  # per coin, at the last mark
+    open_cash_per_contract: float = 0.0
+    current_mark: float = math.nan  # NaN: not given, taken as entry_premium
+    marked_ts: int = 0
+    mark_source: str = "entry"
+    score: float | None = None  # the opening score
 
     def __post_init__(self) -> None:
         if isinstance(self.quantity, bool) or not isinstance(self.quantity, (int, float)) \
@@ -113,28 +123,79 @@ class OptionPosition:
         if not (isinstance(self.entry_premium, (int, float)) and math.isfinite(self.entry_premium)
                 and self.entry_premium >= 0):
             raise ContractError(f"position.entry_premium: must be a finite number >= 0, got {self.entry_premium!r}")
+        if isinstance(self.current_mark, float) and math.isnan(self.current_mark):
+            object.__setattr__(self, "current_mark", float(self.entry_premium))
+        if not (isinstance(self.current_mark, (int, float)) and math.isfinite(self.current_mark)
+                and self.current_mark >= 0):
+            raise ContractError(f"position.current_mark: must be a finite number >= 0, got {self.current_mark!r}")
+        if not math.isfinite(self.open_cash_per_contract):
+            raise ContractError(f"position.open_cash_per_contract: must be finite, got {self.open_cash_per_contract!r}")
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
 
     @property
     def coins(self) -> float:
         """Signed exposure in coins: quantity x multiplier."""
         return self.quantity * self.contract.multiplier
 
+    @property
+    def value_usd(self) -> float:
+        """Signed USD value at the last mark."""
+        return float(self.quantity) * float(self.contract.multiplier) * float(self.current_mark)
+
+    @property
+    def unrealized_pnl(self) -> float:
+        """Value at the last mark plus the (fee-inclusive) cash it opened with."""
+        return self.value_usd + abs(float(self.quantity)) * float(self.open_cash_per_contract)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"contract": self.contract.to_dict(), "quantity": float(self.quantity),
-                "entry_premium": float(self.entry_premium), "entry_ts": self.entry_ts,
-                "greeks": {k: float(v) for k, v in self.greeks.items()}}
+        """The state.json and ``positions`` reply form; contract fields, value and unrealized
+        P&L are repeated flat for readers of the file (``from_dict`` checks or recomputes them)."""
+        c = self.contract
+        return {"name": c.name, "venue": c.venue, "underlying": c.underlying, "contract": c.to_dict(),
+                "quantity": float(self.quantity), "multiplier": float(c.multiplier), "strike": float(c.strike),
+                "is_call": c.is_call, "expiry_ts": c.expiry_ts, "entry_premium": float(self.entry_premium),
+                "open_cash_per_contract": float(self.open_cash_per_contract), "entry_ts": self.entry_ts,
+                "greeks": {k: float(v) for k, v in self.greeks.items()}, "current_mark": float(self.current_mark),
+                "marked_ts": self.marked_ts, "mark_source": self.mark_source, "score": self.score,
+                "current_value_usd": self.value_usd, "unrealized_pnl": self.unrealized_pnl}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "position") -> "OptionPosition":
+    def from_dict(cls, d: Any, where: str = "position", key: str | None = None) -> "OptionPosition":
+        """A position in ``to_dict`` form, checked field by field (the flat contract fields, when
+        present, must agree with ``contract``, and so must ``key``, the name it is filed under);
+        ContractError names the key path of junk."""
         try:
-            contract = OptionContract.from_dict(read_object(d, where).get("contract"), f"{where}.contract")
-            greeks_obj = read_object(d, where).get("greeks", {})
+            read_object(d, where)
+            contract = OptionContract.from_dict(d.get("contract"), f"{where}.contract")
+            name = contract.name
+            if key is not None and name != key:
+                raise ContractError(f"{where}.contract: describes {name!r}, not its key {key!r}")
+            for flat, expected in (("name", name), ("venue", contract.venue),
+                                   ("underlying", contract.underlying), ("strike", contract.strike),
+                                   ("is_call", contract.is_call), ("expiry_ts", contract.expiry_ts),
+                                   ("multiplier", contract.multiplier)):
+                if flat in d and d[flat] != expected:
+                    raise ContractError(f"{where}.{flat}: {d[flat]!r} disagrees with the contract ({expected!r})")
+            quantity = read_number(d, "quantity", where)
+            if quantity == 0:
+                raise ContractError(f"{where}.quantity: must not be 0 (a closed position is removed)")
             greeks_where = f"{where}.greeks"
+            greeks_obj = d.get("greeks", {})
             greeks = {key: read_number(greeks_obj, key, greeks_where) for key in read_object(greeks_obj, greeks_where)}
-            return cls(contract, read_number(d, "quantity", where), read_number(d, "entry_premium", where),
-                       read_int(d, "entry_ts", where), greeks)
+            return cls(contract, quantity, read_number(d, "entry_premium", where, minimum=0.0),
+                       read_int(d, "entry_ts", where), greeks,
+                       open_cash_per_contract=read_number(d, "open_cash_per_contract", where),
+                       current_mark=read_number(d, "current_mark", where, minimum=0.0),
+                       marked_ts=read_int(d, "marked_ts", where),
+                       mark_source=read_str(d, "mark_source", where) if "mark_source" in d else "entry",
+                       score=read_number(d, "score", where) if d.get("score") is not None else None)
+        except ContractError:
+            raise
         except RecordError as exc:
-            raise ContractError(str(exc).replace("position.", f"{where}.", 1)) from None
+            raise ContractError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

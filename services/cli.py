@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 
@@ -26,6 +26,9 @@ from common.bus_auth import READER, BusKeysError, BusSecurity
 from common.ohlcv import OHLCV
 from config.settings import ConfigError, load_config
 from services.runtime import DEFAULT_CONFIG, bus_security
+
+if TYPE_CHECKING:
+    from options.contracts import OptionPosition
 
 HISTORY_LIMIT = 1000
 
@@ -179,9 +182,9 @@ def check_price_main(argv: list[str] | None = None) -> int:
     return _with_source(args.config, work)
 
 
-def _positions_arg(text: str) -> list[dict[str, Any]]:
+def _positions_arg(text: str) -> list[OptionPosition]:
     """Open positions as JSON: a list of {contract | instrument, quantity, entry_premium, entry_ts?, greeks?}."""
-    from options.contracts import OptionContract, parse_instrument_name
+    from options.contracts import OptionContract, OptionPosition, parse_instrument_name
 
     try:
         items = json.loads(text)
@@ -201,13 +204,12 @@ def _positions_arg(text: str) -> list[dict[str, Any]]:
         for key in ("quantity", "entry_premium"):
             if isinstance(item.get(key), bool) or not isinstance(item.get(key), (int, float)):
                 raise ValueError(f"{where}.{key}: expected a number, got {item.get(key)!r}")
-        positions.append({"contract": contract.to_dict(), "quantity": float(item["quantity"]),
-                          "entry_premium": float(item["entry_premium"]), "entry_ts": int(item.get("entry_ts", 0)),
-                          "greeks": dict(item.get("greeks", {}))})
+        positions.append(OptionPosition(contract, float(item["quantity"]), float(item["entry_premium"]),
+                                        int(item.get("entry_ts", 0)), dict(item.get("greeks", {}))))
     return positions
 
 
-class OptionsMarket:
+class ChainSource:
     """Chain and IV from the running pricer, or from the configured mark source in-process."""
 
     def __init__(self, cfg: Any, source: MarketSource) -> None:
@@ -270,8 +272,8 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
 
     def work(source: MarketSource) -> int:
         from options.risk import OptionsRiskLimits
-        from options.venues import venue_spec
-        from trading.engine import evaluate_options, options_params
+        from trading.engine import evaluate_options, options_strategy
+        from trading.option_inputs import BookView, OptionsMarket
 
         params = json.loads(args.params)
         positions = _positions_arg(args.positions)
@@ -281,28 +283,30 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
         configured = next((sc for sc in cfg.options_strategies() if (sc.strategy, sc.venue, sc.underlying)
                            == (args.strategy, venue, args.underlying)), None)
         capital = args.capital or (configured.capital if configured else 10_000.0)
-        if configured is not None:
-            params = options_params(args.strategy, {**configured.params, **params}, configured.theta_harvest)
-        market = OptionsMarket(cfg, source)
+        chains = ChainSource(cfg, source)
         try:
-            chain, iv = market.chain_and_iv(args.underlying, venue)
+            chain, iv = chains.chain_and_iv(args.underlying, venue)
         finally:
-            market.close()
+            chains.close()
         timeframe = cfg.options.timeframe
-        book = {"capital": capital, "cash": capital - args.coins * chain.spot,
-                "portfolio_value": capital, "peak_value": capital, "option_positions": positions,
-                "spot_quantity": args.coins, "spot_cost_basis": chain.spot if args.coins else 0.0}
-        limits = OptionsRiskLimits(max_drawdown_pct=configured.max_drawdown_pct) if configured else OptionsRiskLimits()
+        sid = f"check-{args.strategy}"
+        book = BookView(sid, chain.ts, capital - args.coins * chain.spot, capital, capital, capital,
+                        tuple(positions), args.coins, chain.spot if args.coins else 0.0)
         venue_cfg = cfg.options.venues[venue]
+        strategy = options_strategy(
+            sid, args.strategy, venue, args.underlying, timeframe,
+            {**configured.params, **params} if configured else params,
+            min_score=venue_cfg.min_score, max_positions=venue_cfg.max_positions,
+            limits=OptionsRiskLimits(max_drawdown_pct=configured.max_drawdown_pct) if configured else None,
+            theta_harvest=configured.theta_harvest if configured else None)
         decision = evaluate_options(
-            f"check-{args.strategy}", args.strategy, venue_spec(venue), args.underlying, params,
-            source.history(f"{args.underlying}/{cfg.options.underlying_quote}", timeframe), timeframe, chain.ts,
-            chain, iv["atm_iv"], iv["history"], book, limits, venue_cfg.min_score, venue_cfg.max_positions)
+            strategy, OptionsMarket.from_replies({(args.underlying, venue): chain}, {args.underlying: iv}), book,
+            source.history(f"{args.underlying}/{cfg.options.underlying_quote}", timeframe), chain.ts)
         print(json.dumps({
             "strategy": args.strategy, "underlying": args.underlying, "venue": venue, "spot": chain.spot,
             "atm_iv": iv["atm_iv"], "iv_rank": iv["iv_rank"], "ts": chain.ts, "capital": capital,
             "coins": args.coins, **decision.summary(), "actions": decision.actions, "reasons": decision.reasons,
-            "refused": decision.refused, "skipped": decision.skipped, "source": f"{source.origin}, {market.origin}",
+            "refused": decision.refused, "skipped": decision.skipped, "source": f"{source.origin}, {chains.origin}",
         }))
         return 0
 

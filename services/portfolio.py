@@ -395,7 +395,7 @@ class PortfolioService:
         if not isinstance(sid, str) or sid not in self.portfolio.books:
             raise RequestError("unknown_strategy", f"positions.strategy_id: no strategy {sid!r} in this portfolio")
         symbols = {sc.id: sc.symbol for sc in self.cfg.strategies}
-        return self.portfolio.positions_view(sid, symbols.get(sid, ""))
+        return self.portfolio.positions_view(sid, symbols.get(sid, "")).to_dict()
 
     def on_positions_batch(self, body: Any) -> dict[str, Any]:
         """Books of many strategies in one reply (an options engine's whole batch): a read."""
@@ -408,7 +408,7 @@ class PortfolioService:
             raise RequestError("unknown_strategy", f"positions_batch.strategy_ids: no strategy {unknown[0]!r} "
                                                    f"in this portfolio")
         symbols = {sc.id: sc.symbol for sc in self.cfg.strategies}
-        return {"books": {sid: self.portfolio.positions_view(sid, symbols.get(sid, "")) for sid in sids}}
+        return {"books": {sid: self.portfolio.positions_view(sid, symbols.get(sid, "")).to_dict() for sid in sids}}
 
     def on_snapshot(self, _body: Any = None) -> dict[str, Any]:
         return self.portfolio.snapshot()

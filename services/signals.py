@@ -44,7 +44,6 @@ from config.settings import Config, load_config, use_strategies_dir, user_strate
 from options.chain import ChainReplyError, chain_from_dict
 from options.chain_wire import OPTIONS_HORIZON_DAYS
 from options.risk import OptionsRiskLimits
-from options.venues import venue_spec
 from services.feeds.exchange_client import backoff_seconds
 from services.runtime import ServiceRuntime, bus_security, config_path
 from services.script_runner import ScriptRunner
@@ -58,11 +57,12 @@ from trading.engine import (
     SpotDecision,
     evaluate_options,
     evaluate_spot,
-    options_params,
+    options_strategy,
     script_decision,
     spot_summary,
 )
 from trading.option_book import OptionOrder
+from trading.option_inputs import BookView, OptionsMarket
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
@@ -108,7 +108,7 @@ class SignalEngine:
         self.options_books_problem: str | None = None
         self.acked_in_batch: set[str] = set()  # strategies whose orders were answered after the books were read
         self.options_pending: list[str] = []  # due options strategies, decided one per loop turn
-        self.options_market: dict[Any, Any] | None = None  # this batch's chains and IV
+        self.options_market: OptionsMarket | None = None  # this batch's chains and IV
         self.options_unavailable: str | None = None
         self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
@@ -259,27 +259,30 @@ class SignalEngine:
             return None
         return got[1]
 
-    def _options_market(self, needs: set[tuple[str, str]]) -> tuple[dict[Any, Any], str | None]:
+    def _options_market(self, needs: set[tuple[str, str]]) -> tuple[OptionsMarket, str | None]:
         """Chains per (underlying, venue) and IV per underlying: the pricer's latest published
         ones, asked for only when none is recent (a pricer just started), or why there are none."""
-        market: dict[Any, Any] = {}
+        chains, iv = {}, {}
+        none = OptionsMarket({}, {})
         try:
             for underlying, venue in sorted(needs):
                 reply = self.latest((underlying, venue)) or self.ask_pricer("chain", {
                     "underlying": underlying, "venue": venue, "horizon_days": OPTIONS_HORIZON_DAYS})
-                market[(underlying, venue)] = chain_from_dict(reply)
-                if underlying not in market:
-                    market[underlying] = self.latest(underlying) or self.ask_pricer("iv", {
+                chains[(underlying, venue)] = chain_from_dict(reply)
+                if underlying not in iv:
+                    iv[underlying] = self.latest(underlying) or self.ask_pricer("iv", {
                         "underlying": underlying, "days": self.cfg.options.iv_rank_days})
+            return OptionsMarket.from_replies(chains, iv), None
         except RequestFailed as exc:
             if time.monotonic() >= self.pricer_retry_at:  # it failed just now, not while we waited
                 self.pricer_retry_at = time.monotonic() + PRICER_BACKOFF_SECONDS
-            return {}, f"pricer unavailable: {exc}"
+            return none, f"pricer unavailable: {exc}"
         except RemoteError as exc:
-            return {}, f"pricer refused: {exc.code}: {exc.message}"
+            return none, f"pricer refused: {exc.code}: {exc.message}"
         except ChainReplyError as exc:
-            return {}, f"pricer sent a bad chain: {exc}"
-        return market, None
+            return none, f"pricer sent a bad chain: {exc}"
+        except RecordError as exc:
+            return none, f"pricer sent a bad reply: {exc}"
 
     def ask_pricer(self, kind: str, body: dict[str, Any]) -> Any:
         if time.monotonic() < self.pricer_retry_at:
@@ -332,7 +335,7 @@ class SignalEngine:
             self.options_market, self.options_unavailable = None, None
         return decision
 
-    def decide_option_strategy(self, sc: Any, market: dict[Any, Any],
+    def decide_option_strategy(self, sc: Any, market: OptionsMarket,
                                unavailable: str | None) -> OptionsDecision | None:
         if unavailable is not None:
             decision = OptionsDecision(sc.id, skipped=unavailable)
@@ -397,19 +400,19 @@ class SignalEngine:
             raise RequestFailed(self.options_books_problem)
         return self.portfolio.request("positions", {"strategy_id": sid})
 
-    def evaluate_option_strategy(self, sc: Any, market: dict[Any, Any]) -> OptionsDecision:
+    def evaluate_option_strategy(self, sc: Any, market: OptionsMarket) -> OptionsDecision:
+        """One strategy on the batch's market and its book (a RecordError names a bad field of
+        the portfolio's reply)."""
         try:
-            book = self.book_of(sc.id)
+            book = BookView.from_dict(self.book_of(sc.id), f"positions reply ({sc.id})")
         except (RequestFailed, RemoteError) as exc:
             return OptionsDecision(sc.id, skipped=f"portfolio unavailable: {exc}")
-        iv = market[sc.underlying]
-        limits = OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct)
-        params = options_params(sc.strategy, sc.params, sc.theta_harvest)
         venue = self.cfg.options.venues[sc.venue]
-        return evaluate_options(sc.id, sc.strategy, venue_spec(sc.venue), sc.underlying, params,
-                                self.bars(sc.symbol, sc.timeframe), sc.timeframe, self.market_ts,
-                                market[(sc.underlying, sc.venue)], iv["atm_iv"], iv["history"], book, limits,
-                                venue.min_score, venue.max_positions)
+        strategy = options_strategy(sc.id, sc.strategy, sc.venue, sc.underlying, sc.timeframe, sc.params,
+                                    min_score=venue.min_score, max_positions=venue.max_positions,
+                                    limits=OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct),
+                                    theta_harvest=sc.theta_harvest)
+        return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe), self.market_ts)
 
     def flush_outbox(self) -> list[dict[str, Any]]:
         """Send the queued orders in one ``orders`` request (the portfolio journals their fills

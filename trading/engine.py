@@ -15,18 +15,17 @@ from common.clock import next_due
 from common.model import Signal, SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
-from options.chain import OptionChain
 from options.contracts import OptionPosition, ProposedTrade
 from options.risk import OptionsRiskLimits, check_options_trade
 from options.scoring import MAX_POSITIONS, score_trade, select_with_reasons
 from options.strategies import OptionsContext, decide_with_reason
-from options.venues import VenueSpec
+from options.venues import VenueSpec, venue_spec
 from strategies.incremental import SignalCache
 from strategies.registry import latest_signal
 from strategies.script import ScriptSignal
 from strategies.user import is_user_spec
 from trading.option_book import OptionOrder, option_orders
-from trading.option_order_checks import book_positions as positions_of
+from trading.option_inputs import BookView, OptionsMarket
 
 BarSource = Callable[..., OHLCV]  # (symbol, timeframe[, newest n bars]) -> that history
 HISTORY_BARS = 1000  # bars of each series the engine decides on (the backtester uses as many)
@@ -159,10 +158,31 @@ def options_params(strategy: str, params: Mapping[str, Any], theta_harvest: Any 
     return merged | dict(params)
 
 
-def book_positions(book: Mapping[str, Any], venue: str, underlying: str) -> list[OptionPosition]:
-    """The portfolio's position dicts (``positions`` reply) of one venue and underlying, with
-    their latest greeks, as the strategies and the scorer (here and in the portfolio) take them."""
-    return positions_of(book.get("option_positions", []), venue, underlying)
+@dataclass(frozen=True, slots=True)
+class OptionsStrategy:
+    """One options strategy as ``evaluate_options`` runs it: what it is and trades, and the
+    limits its trades must meet (greeks, the venue's minimum score and position cap)."""
+
+    strategy_id: str
+    strategy: str
+    venue: VenueSpec
+    underlying: str
+    timeframe: str
+    params: Mapping[str, Any]
+    limits: OptionsRiskLimits
+    min_score: float
+    max_positions: int = MAX_POSITIONS
+
+
+def options_strategy(strategy_id: str, strategy: str, venue: str, underlying: str, timeframe: str,
+                     params: Mapping[str, Any], *, min_score: float, max_positions: int = MAX_POSITIONS,
+                     limits: OptionsRiskLimits | None = None, theta_harvest: Any | None = None) -> OptionsStrategy:
+    """The one way the signal engine, the CLI and the backtester describe a strategy to
+    ``evaluate_options``: the venue by name, params with the theta-harvest exits
+    (``options_params``), the default greek limits unless given."""
+    return OptionsStrategy(strategy_id, strategy, venue_spec(venue), underlying, timeframe,
+                           options_params(strategy, params, theta_harvest), limits or OptionsRiskLimits(),
+                           min_score, max_positions)
 
 
 def _as_position(trade: ProposedTrade, ts: int) -> OptionPosition:
@@ -178,32 +198,33 @@ def _action(trade: ProposedTrade, parts: Mapping[str, float]) -> dict[str, Any]:
             "reason": trade.reason, "group": trade.group, "spot_coins": trade.spot_coins}
 
 
-def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlying: str, params: Mapping[str, Any],
-                     closes: OHLCV, timeframe: str, now_ts: int, chain: OptionChain, atm_iv: float,
-                     iv_history: np.ndarray, book: Mapping[str, Any], limits: OptionsRiskLimits,
-                     min_score: float, max_positions: int = MAX_POSITIONS) -> OptionsDecision:
-    """Decide, score, risk-check and group one options strategy's trades at the chain's time.
+def evaluate_options(strategy: OptionsStrategy, market: OptionsMarket, book: BookView, closes: OHLCV,
+                     now_ts: int) -> OptionsDecision:
+    """Decide, score, risk-check and group one options strategy's trades at its chain's time.
 
-    ``book`` is the portfolio's ``positions`` reply (cash, capital, value, peak, option
-    positions, coins held); ``max_positions`` caps the open positions the selection leaves, as
-    the portfolio's own cap does. Never trades on stale bars or a chain older than one bar.
+    ``book`` is the strategy's book (the portfolio's ``positions`` reply); the strategy's
+    ``max_positions`` caps the open positions the selection leaves, as the portfolio's own cap
+    does. Never trades on stale bars or a chain older than one bar.
     """
-    reason = stale_reason(closes, timeframe, now_ts, f"{underlying} {timeframe}")
-    if reason is None and now_ts - chain.ts >= timeframe_ms(timeframe):
+    chain = market.chain(strategy.underlying, strategy.venue.name)
+    iv = market.iv[strategy.underlying]
+    reason = stale_reason(closes, strategy.timeframe, now_ts, f"{strategy.underlying} {strategy.timeframe}")
+    if reason is None and now_ts - chain.ts >= timeframe_ms(strategy.timeframe):
         reason = f"stale chain: priced at {chain.ts}, market time is {now_ts}"
     if reason is not None:
-        return OptionsDecision(strategy_id, skipped=reason)
-    positions = book_positions(book, venue.name, underlying)
-    spot_coins = float(book.get("spot_quantity", 0.0))
-    value = float(book["portfolio_value"])
+        return OptionsDecision(strategy.strategy_id, skipped=reason)
+    positions = book.positions(strategy.venue.name, strategy.underlying)
+    spot_coins = book.spot_quantity
+    value = book.portfolio_value
+    limits = strategy.limits
     ctx = OptionsContext(
-        strategy_id=strategy_id, underlying=underlying, venue=venue, ts_event=chain.ts, spot=chain.spot,
-        closes=np.asarray(closes.close, dtype=np.float64), atm_iv=atm_iv, iv_history=np.asarray(iv_history),
-        chain=chain, capital=float(book["capital"]), cash=float(book["cash"]), spot_quantity=spot_coins,
-        spot_cost_basis=float(book.get("spot_cost_basis", 0.0)), portfolio_value=value, limits=limits)
-    proposals, idle = decide_with_reason(strategy, ctx, positions, params)
-    selected, reasons = select_with_reasons(proposals, positions, chain.spot, max_positions=max_positions,
-                                            min_score=min_score)
+        strategy_id=strategy.strategy_id, underlying=strategy.underlying, venue=strategy.venue, ts_event=chain.ts,
+        spot=chain.spot, closes=np.asarray(closes.close, dtype=np.float64), atm_iv=iv.atm_iv,
+        iv_history=iv.history, chain=chain, capital=book.capital, cash=book.cash, spot_quantity=spot_coins,
+        spot_cost_basis=book.spot_cost_basis, portfolio_value=value, limits=limits)
+    proposals, idle = decide_with_reason(strategy.strategy, ctx, positions, strategy.params)
+    selected, reasons = select_with_reasons(proposals, positions, chain.spot, max_positions=strategy.max_positions,
+                                            min_score=strategy.min_score)
     if idle is not None:
         reasons.insert(0, idle)
     accepted, refused, book_now = [], [], list(positions)
@@ -216,7 +237,7 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
         opened = [_as_position(leg, chain.ts) for leg in legs if leg.action == "open"]
         coins = sum(leg.spot_coins for leg in legs)
         verdicts = [check_options_trade(limits, book_now + [p for p in opened if p.contract != leg.contract], leg,
-                                        value, spot=chain.spot, peak_value=book.get("peak_value"),
+                                        value, spot=chain.spot, peak_value=book.peak_value,
                                         spot_coins=spot_coins + coins - leg.spot_coins) for leg in legs]
         failed = [f"risk limit: {leg.action} {leg.contract.name}: {why.removeprefix('risk limit: ')}"
                   for leg, (ok, why) in zip(legs, verdicts) if not ok]
@@ -228,8 +249,8 @@ def evaluate_options(strategy_id: str, strategy: str, venue: VenueSpec, underlyi
         book_now = [p for p in book_now if p.contract not in closed] + opened
         spot_coins += coins
     parts = [score_trade(t, positions, chain.spot).parts for t in accepted]
-    return OptionsDecision(strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
-                           option_orders(strategy_id, chain.ts, chain.spot, accepted, parts), refused,
+    return OptionsDecision(strategy.strategy_id, [_action(t, p) for t, p in zip(accepted, parts)],
+                           option_orders(strategy.strategy_id, chain.ts, chain.spot, accepted, parts), refused,
                            reasons=reasons + refused)
 
 

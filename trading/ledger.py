@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from common.model import Fill, RecordError, SpotOrder, read_int, read_number, read_object, read_str
+from options.contracts import OptionPosition
 from trading.risk import RiskLimits, RiskState, entry_block_reason, new_risk_state
 
 RECENT_TRADES = 50
@@ -49,15 +50,16 @@ class Position:
 
 @dataclass(slots=True)
 class StrategyBook:
-    """One strategy's money. ``option_positions`` holds plain dicts keyed by contract name,
-    maintained by the options code; this module only moves their cash."""
+    """One strategy's money. ``option_positions`` holds the open option positions keyed by
+    contract name, maintained by the options code (``trading.option_book``); this module only
+    moves their cash, and reads and writes them with the book."""
 
     strategy_id: str
     kind: str
     initial_capital: float
     cash: float
     positions: dict[str, Position]
-    option_positions: dict[str, dict[str, Any]]
+    option_positions: dict[str, OptionPosition]
     trade_count: int
     recent_trades: list[dict[str, Any]]
     risk: RiskState
@@ -317,7 +319,7 @@ def book_to_dict(book: StrategyBook) -> dict[str, Any]:
             s: {"symbol": p.symbol, "quantity": p.quantity, "avg_price": p.avg_price, "opened_ts": p.opened_ts}
             for s, p in book.positions.items()
         },
-        "option_positions": {name: dict(p) for name, p in book.option_positions.items()},
+        "option_positions": {name: p.to_dict() for name, p in book.option_positions.items()},
         "trade_count": book.trade_count,
         "recent_trades": [dict(t) for t in book.recent_trades],
         "risk": book.risk.to_dict(),
@@ -351,6 +353,23 @@ def _position_from_dict(d: Any, key: str, where: str) -> Position:
     return Position(symbol, quantity, avg_price, read_int(d, "opened_ts", where))
 
 
+def _option_position_from_dict(d: Any, name: str, where: str) -> OptionPosition:
+    """An option position of a state file: the record's own checks, and money within +-MAX_USD."""
+    position = OptionPosition.from_dict(d, where, key=name)
+    contract = position.contract
+    if abs(position.quantity) * contract.multiplier * contract.strike > MAX_USD:
+        raise RecordError(f"{where}.quantity: {position.quantity!r} contracts at strike {contract.strike:g} is out "
+                          f"of range (<= {MAX_USD:g} USD)")
+    for key, amount in (("entry_premium", position.entry_premium), ("current_mark", position.current_mark),
+                        ("open_cash_per_contract", position.open_cash_per_contract)):
+        if abs(amount) > MAX_USD:
+            raise RecordError(f"{where}.{key}: {amount!r} is out of range (|amount| <= {MAX_USD:g} USD)")
+    if abs(position.value_usd) > MAX_USD:
+        raise RecordError(f"{where}.current_mark: values the position at {position.value_usd:g} USD, "
+                          f"out of range (<= {MAX_USD:g})")
+    return position
+
+
 def _child(d: Mapping[str, Any], name: str, where: str) -> Any:
     if name not in d:
         raise RecordError(f"{where}.{name}: missing")
@@ -359,8 +378,8 @@ def _child(d: Mapping[str, Any], name: str, where: str) -> Any:
 
 def book_from_dict(d: Mapping[str, Any], where: str, *, check_trades: bool = True) -> StrategyBook:
     """Rebuild a book from state.json, naming the exact key path of anything wrong: money is
-    finite and within +-MAX_USD, quantities are positive. ``option_positions`` are only
-    checked to be objects here; ``trading.option_book.read_option_positions`` checks their fields.
+    finite and within +-MAX_USD, quantities are positive (an option position's are signed and
+    non-zero; its value fields are recomputed from quantity, multiplier and mark).
     ``check_trades=False`` takes ``recent_trades`` as they are (a save checking a state it
     built from fills; they are the bulk of the work)."""
     read_object(d, where)
@@ -386,9 +405,8 @@ def book_from_dict(d: Mapping[str, Any], where: str, *, check_trades: bool = Tru
         initial_capital=initial_capital,
         cash=read_usd(d, "cash", where),
         positions={s: _position_from_dict(p, s, f"{where}.positions.{s}") for s, p in positions_d.items()},
-        option_positions={
-            name: dict(read_object(p, f"{where}.option_positions.{name}")) for name, p in options_d.items()
-        },
+        option_positions={name: _option_position_from_dict(p, name, f"{where}.option_positions.{name}")
+                          for name, p in options_d.items()},
         trade_count=read_int(d, "trade_count", where, minimum=0),
         recent_trades=[
             Fill.from_dict(t, f"{where}.recent_trades[{i}]").to_dict() if check_trades else t

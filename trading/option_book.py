@@ -20,14 +20,15 @@ sells those coins at the strike. Deliveries are spot-kind fills beside the settl
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
-from options.contracts import ContractError, OptionContract, ProposedTrade
-from trading.ledger import MAX_USD, StrategyBook, check_rate, duplicate_reason, read_usd
+from options.contracts import ContractError, OptionContract, OptionPosition, ProposedTrade
+from trading.ledger import StrategyBook, check_rate, duplicate_reason
 
 ACTIONS = ("open", "close")
 # A close within this fraction of the held quantity closes the position (float residue).
@@ -193,7 +194,7 @@ def decide_option_order(book: StrategyBook, order: OptionOrder, *, fee_rate: flo
     duplicate = duplicate_reason(book, order.order_id)
     if duplicate is not None:
         return OptionOrderDecision("duplicate", duplicate)
-    held = {name: float(p["quantity"]) for name, p in book.option_positions.items()}
+    held = {name: p.quantity for name, p in book.option_positions.items()}
     fills = []
     for i, leg in enumerate(order.legs):
         name = leg.contract.name
@@ -231,7 +232,7 @@ def _leg_fill(book: StrategyBook, order: OptionOrder, leg: OptionLeg, fee_rate: 
     cash_delta = -leg.side * notional - fee
     realized = 0.0
     if leg.action == "close":
-        realized = cash_delta + leg.quantity * float(book.option_positions[contract.name]["open_cash_per_contract"])
+        realized = cash_delta + leg.quantity * book.option_positions[contract.name].open_cash_per_contract
     return Fill(
         seq=seq, order_id=order.order_id, strategy_id=book.strategy_id, kind="option", instrument=contract.name,
         side="buy" if leg.side > 0 else "sell", quantity=leg.quantity, price=leg.premium_usd_per_coin, fee=fee,
@@ -267,101 +268,37 @@ def apply_option_fill(book: StrategyBook, fill: Fill) -> None:
     name = contract.name
     signed = fill.quantity if fill.side == "buy" else -fill.quantity
     position = book.option_positions.get(name)
-    if position is None or float(position["quantity"]) * signed > 0:
+    if position is None or position.quantity * signed > 0:
         if fill.kind == "settlement":
             raise ValueError(f"fill seq {fill.seq}: settles {name} but {book.strategy_id} holds none")
-        _open_or_add(book, fill, contract, signed, position)
+        book.option_positions[name] = _open_or_add(fill, contract, signed, position)
         return
-    held = float(position["quantity"])
+    held = position.quantity
     if abs(signed) > abs(held) * (1 + _CLOSE_TOLERANCE):
         raise ValueError(f"fill seq {fill.seq}: closes {signed:+g} of {name} but {book.strategy_id} holds {held:g}")
     remaining = held + signed
     if abs(remaining) <= abs(held) * _CLOSE_TOLERANCE:
         del book.option_positions[name]
     else:
-        position["quantity"] = remaining
-        _revalue(position)
+        book.option_positions[name] = dataclasses.replace(position, quantity=remaining)
 
 
-def _open_or_add(book: StrategyBook, fill: Fill, contract: OptionContract, signed: float,
-                 position: dict[str, Any] | None) -> None:
+def _open_or_add(fill: Fill, contract: OptionContract, signed: float,
+                 position: OptionPosition | None) -> OptionPosition:
+    """The position after an opening fill: a new one at the fill's price (its first mark), or
+    ``position`` grown, its entry premium and opening cash the quantity-weighted means."""
     cash_per_contract = fill.cash_delta / fill.quantity
-    greeks = {k: float(v) for k, v in dict(fill.extra.get("greeks", {})).items()}
     if position is None:
-        book.option_positions[contract.name] = {
-            "name": contract.name, "venue": contract.venue, "underlying": contract.underlying,
-            "contract": contract.to_dict(), "quantity": signed, "multiplier": contract.multiplier,
-            "strike": contract.strike, "is_call": contract.is_call, "expiry_ts": contract.expiry_ts,
-            "entry_premium": fill.price, "open_cash_per_contract": cash_per_contract, "entry_ts": fill.ts_event,
-            "greeks": greeks, "current_mark": fill.price, "marked_ts": fill.ts_event,
-            "mark_source": "entry", "score": fill.extra.get("score"),
-        }
-        _revalue(book.option_positions[contract.name])
-        return
-    held = abs(float(position["quantity"]))
+        greeks = {k: float(v) for k, v in dict(fill.extra.get("greeks", {})).items()}
+        return OptionPosition(contract, signed, fill.price, fill.ts_event, greeks,
+                              open_cash_per_contract=cash_per_contract, current_mark=fill.price,
+                              marked_ts=fill.ts_event, mark_source="entry", score=fill.extra.get("score"))
+    held = abs(position.quantity)
     total = held + fill.quantity
-    position["entry_premium"] = (held * float(position["entry_premium"]) + fill.quantity * fill.price) / total
-    position["open_cash_per_contract"] = (held * float(position["open_cash_per_contract"])
-                                          + fill.cash_delta) / total
-    position["quantity"] = float(position["quantity"]) + signed
-    _revalue(position)
-
-
-def _revalue(position: dict[str, Any]) -> None:
-    """Derived money fields of a position from its quantity and current mark."""
-    coins = float(position["quantity"]) * float(position["multiplier"])
-    mark = float(position["current_mark"])
-    position["current_value_usd"] = coins * mark
-    position["unrealized_pnl"] = coins * mark + abs(float(position["quantity"])) * float(position["open_cash_per_contract"])
-
-
-def _read_option_position(d: Any, name: str, where: str) -> dict[str, Any]:
-    """One option position from state.json, checked field by field; its value fields are
-    recomputed from quantity, multiplier and mark, as ``_revalue`` keeps them."""
-    read_object(d, where)
-    try:
-        contract = OptionContract.from_dict(d.get("contract"), f"{where}.contract")
-    except ContractError as exc:
-        raise RecordError(str(exc)) from None
-    if contract.name != name:
-        raise RecordError(f"{where}.contract: describes {contract.name!r}, not its key {name!r}")
-    for key, expected in (("name", name), ("venue", contract.venue), ("underlying", contract.underlying),
-                          ("strike", contract.strike), ("is_call", contract.is_call),
-                          ("expiry_ts", contract.expiry_ts), ("multiplier", contract.multiplier)):
-        if key in d and d[key] != expected:
-            raise RecordError(f"{where}.{key}: {d[key]!r} disagrees with the contract ({expected!r})")
-    quantity = read_number(d, "quantity", where)
-    if quantity == 0:
-        raise RecordError(f"{where}.quantity: must not be 0 (a closed position is removed)")
-    if abs(quantity) * contract.multiplier * contract.strike > MAX_USD:
-        raise RecordError(f"{where}.quantity: {quantity!r} contracts at strike {contract.strike:g} is out of "
-                          f"range (<= {MAX_USD:g} USD)")
-    position = {**d, "name": name, "venue": contract.venue, "underlying": contract.underlying,
-                "contract": contract.to_dict(), "quantity": quantity, "multiplier": contract.multiplier,
-                "strike": contract.strike, "is_call": contract.is_call, "expiry_ts": contract.expiry_ts}
-    for key in ("entry_premium", "current_mark"):
-        if read_usd(d, key, where) < 0:
-            raise RecordError(f"{where}.{key}: must be >= 0 USD per coin, got {d[key]!r}")
-        position[key] = float(d[key])
-    position["open_cash_per_contract"] = read_usd(d, "open_cash_per_contract", where)
-    position["entry_ts"] = read_int(d, "entry_ts", where)
-    position["marked_ts"] = read_int(d, "marked_ts", where)
-    position["greeks"] = {key: read_number(d["greeks"], key, f"{where}.greeks")
-                          for key in read_object(d.get("greeks", {}), f"{where}.greeks")}
-    if d.get("score") is not None:
-        position["score"] = read_number(d, "score", where)
-    if "mark_source" in d:
-        read_str(d, "mark_source", where)
-    _revalue(position)
-    if abs(position["current_value_usd"]) > MAX_USD:
-        raise RecordError(f"{where}.current_mark: values the position at {position['current_value_usd']:g} USD, "
-                          f"out of range (<= {MAX_USD:g})")
-    return position
-
-
-def read_option_positions(d: Any, where: str) -> dict[str, dict[str, Any]]:
-    """A book's ``option_positions`` from state.json; RecordError names the key path of junk."""
-    return {name: _read_option_position(p, name, f"{where}.{name}") for name, p in read_object(d, where).items()}
+    return dataclasses.replace(
+        position, quantity=position.quantity + signed,
+        entry_premium=(held * position.entry_premium + fill.quantity * fill.price) / total,
+        open_cash_per_contract=(held * position.open_cash_per_contract + fill.cash_delta) / total)
 
 
 def mark_option_positions(book: StrategyBook, marks: Mapping[str, Mapping[str, Any]], ts: int) -> float:
@@ -372,27 +309,26 @@ def mark_option_positions(book: StrategyBook, marks: Mapping[str, Mapping[str, A
     so a bad one (ValueError) leaves the whole book as it was.
     """
     marked = []
-    for name, position in book.option_positions.items():
+    for name in book.option_positions:
         mark = marks.get(name)
         if mark is None:
             continue
         price = mark.get("mark_usd") if isinstance(mark, Mapping) else None
         if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
             raise ValueError(f"marks[{name!r}].mark_usd: expected a finite number >= 0, got {price!r}")
-        marked.append((position, mark, price))
-    for position, mark, price in marked:
-        position["current_mark"] = float(price)
-        position["marked_ts"] = ts
-        position["mark_source"] = str(mark.get("source", "pricer"))
-        position["greeks"] = {k: float(mark[k]) for k in ("delta", "gamma", "theta", "vega")
-                              if isinstance(mark.get(k), (int, float)) and math.isfinite(mark[k])}
-        _revalue(position)
+        marked.append((name, mark, price))
+    for name, mark, price in marked:
+        book.option_positions[name] = dataclasses.replace(
+            book.option_positions[name], current_mark=float(price), marked_ts=ts,
+            mark_source=str(mark.get("source", "pricer")),
+            greeks={k: float(mark[k]) for k in ("delta", "gamma", "theta", "vega")
+                    if isinstance(mark.get(k), (int, float)) and math.isfinite(mark[k])})
     return option_value(book)
 
 
 def option_value(book: StrategyBook) -> float:
     """Signed USD value of the book's option positions at their last marks."""
-    return sum(float(p["current_value_usd"]) for p in book.option_positions.values())
+    return sum(p.value_usd for p in book.option_positions.values())
 
 
 def settle_expired(book: StrategyBook, spot_by_underlying: Mapping[str, float], ts: int, *, first_seq: int,
@@ -400,8 +336,9 @@ def settle_expired(book: StrategyBook, spot_by_underlying: Mapping[str, float], 
     """Fills settling every position expired by ``ts`` at ``spot_by_underlying`` (decided, not
     booked). Positions whose underlying has no spot wait for one. Seqs run from first_seq."""
     fills: list[Fill] = []
-    for name, position in sorted(book.option_positions.items()):
-        contract = OptionContract.from_dict(position["contract"], f"{book.strategy_id}.option_positions.{name}")
+    for name in sorted(book.option_positions):
+        position = book.option_positions[name]
+        contract = position.contract
         spot = spot_by_underlying.get(contract.underlying)
         if contract.expiry_ts > ts or spot is None or not (math.isfinite(spot) and spot > 0):
             continue
@@ -409,9 +346,9 @@ def settle_expired(book: StrategyBook, spot_by_underlying: Mapping[str, float], 
     return fills
 
 
-def _settlement(book: StrategyBook, position: Mapping[str, Any], contract: OptionContract, spot: float, ts: int,
+def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionContract, spot: float, ts: int,
                 seq: int, assign_puts: bool, quote: str) -> list[Fill]:
-    quantity = float(position["quantity"])
+    quantity = position.quantity
     coins = abs(quantity) * contract.multiplier
     intrinsic = max(spot - contract.strike, 0.0) if contract.is_call else max(contract.strike - spot, 0.0)
     symbol = f"{contract.underlying}/{quote}"
@@ -427,7 +364,7 @@ def _settlement(book: StrategyBook, position: Mapping[str, Any], contract: Optio
     settlement = Fill(
         seq=seq, order_id=order_id, strategy_id=book.strategy_id, kind="settlement", instrument=contract.name,
         side="sell" if quantity > 0 else "buy", quantity=abs(quantity), price=intrinsic, fee=0.0,
-        cash_delta=cash_delta, realized_pnl=cash_delta + abs(quantity) * float(position["open_cash_per_contract"]),
+        cash_delta=cash_delta, realized_pnl=cash_delta + abs(quantity) * position.open_cash_per_contract,
         ts_event=ts,
         extra={"action": "settle", "contract": contract.to_dict(), "venue": contract.venue,
                "multiplier": contract.multiplier, "settle_spot": spot, "intrinsic": intrinsic,

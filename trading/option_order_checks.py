@@ -147,18 +147,6 @@ def quotes_from_chain(reply: Any, contracts: Sequence[OptionContract]) -> tuple[
     return float(spot), quotes
 
 
-def book_positions(position_dicts: Sequence[Mapping[str, Any]], venue: str, underlying: str) -> list[OptionPosition]:
-    """A book's option positions (the dicts ``trading.option_book`` keeps) of one venue and underlying,
-    with their latest greeks, as the strategies and the scorer take them."""
-    positions = []
-    for i, p in enumerate(position_dicts):
-        contract = OptionContract.from_dict(p.get("contract"), f"option_positions[{i}].contract")
-        if contract.venue == venue and contract.underlying == underlying:
-            positions.append(OptionPosition(contract, float(p["quantity"]), float(p["entry_premium"]),
-                                            int(p["entry_ts"]), dict(p.get("greeks", {}))))
-    return positions
-
-
 def leg_refusal(leg: OptionLeg, where: str, *, venue: str, underlying: str) -> str | None:
     """Why one leg is wrong whatever the market says: another venue or underlying than the
     strategy's, a multiplier other than the venue's, a quantity off the venue's step."""
@@ -208,7 +196,7 @@ def _own_scores(legs: Sequence[OptionLeg], quotes: Mapping[str, OptionQuote], po
     return [(mean if leg.action == "open" else total, parts) for leg, (total, parts) in zip(legs, scored)]
 
 
-def price_option_order(order: OptionOrder, market: OptionMarket, position_dicts: Sequence[Mapping[str, Any]], *,
+def price_option_order(order: OptionOrder, market: OptionMarket, book_positions: Sequence[OptionPosition], *,
                        venue: str, underlying: str, book_value: float, market_ts: int, lag_ms: int,
                        band_pct: float, spot_at_order: Mapping[str, float] | None = None) -> OptionCheck:
     """The order as the portfolio prices it (premium and greeks from the pricer, its own score,
@@ -248,7 +236,8 @@ def price_option_order(order: OptionOrder, market: OptionMarket, position_dicts:
         scored = {}
         for u in {leg.contract.underlying for leg in order.legs}:
             legs = [leg for leg in order.legs if leg.contract.underlying == u]
-            positions = book_positions(position_dicts, legs[0].contract.venue, u)
+            positions = [p for p in book_positions if p.contract.venue == legs[0].contract.venue
+                         and p.contract.underlying == u]
             scored.update(zip(map(id, legs), _own_scores(legs, market.quotes, positions, market.spot[u])))
     except (ContractError, KeyError, TypeError, ValueError) as exc:
         return OptionCheck(REJECTED, f"cannot score against the book: {exc}")

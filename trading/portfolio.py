@@ -41,9 +41,9 @@ from trading.option_book import (
     decide_option_order,
     mark_option_positions,
     option_value,
-    read_option_positions,
     settle_expired,
 )
+from trading.option_inputs import BookView
 from trading.option_order_checks import OptionMarket, order_refusal, price_option_order
 from trading.order_checks import DEFAULT_PRICE_BAND_PCT, OK, PriceTape, check_spot_order
 from trading.risk import (
@@ -224,7 +224,6 @@ def parse_state(state: Mapping[str, Any], *, check_trades: bool = True) -> Parse
         book = book_from_dict(raw, where, check_trades=check_trades)
         if book.strategy_id != sid:
             raise RecordError(f"{where}.strategy_id: {book.strategy_id!r} does not match its key {sid!r}")
-        book.option_positions = read_option_positions(raw["option_positions"], f"{where}.option_positions")
         books[sid] = book
     prices = {}
     for symbol, price in read_object(state.get("prices", {}), "state.prices").items():
@@ -575,7 +574,7 @@ class Portfolio:
         contracts = {}
         for book in self.books.values():
             for name, position in book.option_positions.items():
-                contracts[name] = position["contract"]
+                contracts[name] = position.contract.to_dict()
         return list(contracts.values())
 
     def mark_options(self, marks: Mapping[str, Mapping[str, Any]], ts: int) -> None:
@@ -679,20 +678,16 @@ class Portfolio:
         return RiskRecord(self.journal_seq + 1, sid, self.market_ts, risk), cleared
 
     # --- views -----------------------------------------------------------------------------
-    def positions_view(self, sid: str, symbol: str) -> dict[str, Any]:
+    def positions_view(self, sid: str, symbol: str) -> BookView:
         """What an options strategy decides on (the ``positions`` reply): cash, capital, value,
         peak, option positions, and the coins of ``symbol`` it holds (a wheel's assignment)."""
         book = self.books.get(sid)
         if book is None:
             raise KeyError(sid)
         holding = book.positions.get(symbol)
-        return {
-            "strategy_id": sid, "ts": self.market_ts, "cash": book.cash,
-            "capital": book.initial_capital, "portfolio_value": self.value_of(sid),
-            "peak_value": book.risk.peak_value, "option_positions": list(book.option_positions.values()),
-            "spot_quantity": holding.quantity if holding else 0.0,
-            "spot_cost_basis": holding.avg_price if holding else 0.0,
-        }
+        return BookView(sid, self.market_ts, book.cash, book.initial_capital, self.value_of(sid),
+                        book.risk.peak_value, tuple(book.option_positions.values()),
+                        holding.quantity if holding else 0.0, holding.avg_price if holding else 0.0)
 
     def strategy_view(self, sid: str) -> dict[str, Any]:
         book = self.books[sid]
@@ -715,7 +710,7 @@ class Portfolio:
             "cash": book.cash,
             "initial_capital": book.initial_capital,
             "positions": positions,
-            "option_positions": book.option_positions,
+            "option_positions": {name: p.to_dict() for name, p in book.option_positions.items()},
             "option_value": option_value(book),
             "trade_count": book.trade_count,
             "portfolio_value": value,

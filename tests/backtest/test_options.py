@@ -24,8 +24,9 @@ from options.marks import price_contracts
 from options.risk import OptionsRiskLimits
 from options.strategies import DEFAULT_PARAMS
 from options.venues import DERIBIT
-from trading.engine import evaluate_options
+from trading.engine import evaluate_options, options_strategy
 from trading.option_book import OptionLeg, OptionOrder
+from trading.option_inputs import IvReading, OptionsMarket
 from trading.portfolio import Portfolio, StrategyMeta
 from trading.risk import RiskLimits
 
@@ -118,8 +119,8 @@ def test_a_wheel_short_put_in_the_money_is_assigned_into_coins():
     book = bt.strategies["w"].book
     assert book.cash == pytest.approx(50_000.0 + 420.0 - 8_800.0)
     view = bt.portfolio.positions_view("w", "BTC/USDT")
-    assert (view["spot_quantity"], view["spot_cost_basis"]) == (0.2, 44_000.0)
-    assert view["portfolio_value"] == pytest.approx(50_000.0 + 420.0 - 8_800.0 + 0.2 * 42_000.0)
+    assert (view.spot_quantity, view.spot_cost_basis) == (0.2, 44_000.0)
+    assert view.portfolio_value == pytest.approx(50_000.0 + 420.0 - 8_800.0 + 0.2 * 42_000.0)
 
 
 def real_window(btc_1h: OHLCV, days: int) -> OHLCV:
@@ -160,8 +161,8 @@ def test_its_fills_are_the_journal_of_the_portfolio_it_drove(btc_1h):
     for sid, run in result.books.items():
         assert replayed.books[sid].cash == pytest.approx(run.book.cash, abs=1e-9)
         assert replayed.books[sid].positions == run.book.positions
-        assert {n: p["quantity"] for n, p in replayed.books[sid].option_positions.items()} == \
-            {n: p["quantity"] for n, p in run.book.option_positions.items()}
+        assert {n: p.quantity for n, p in replayed.books[sid].option_positions.items()} == \
+            {n: p.quantity for n, p in run.book.option_positions.items()}
     for name in ("apply_fill", "apply_option_fill", "decide_option_order", "settle_expired", "new_book", "bs_price"):
         assert not hasattr(options_backtest, name), f"backtest.options keeps accounting of its own: {name}"
 
@@ -197,11 +198,13 @@ def services_loop(data: OHLCV, iv: np.ndarray, sids: list[tuple[str, str]], capi
         for k in range(14, 0, -1):
             earlier = [j for j in range(i + 1) if close_ts[j] <= ts - k * DAY]
             history.append(iv[earlier[-1]] if earlier else float("nan"))
-        chain = build_chain(DERIBIT, "BTC", spot, ts, float(iv[i]))
+        market = OptionsMarket({("BTC", "deribit"): build_chain(DERIBIT, "BTC", spot, ts, float(iv[i]))},
+                               {"BTC": IvReading(float(iv[i]), np.array(history))})
         for sid, name in sids:
-            decision = evaluate_options(sid, name, DERIBIT, "BTC", DEFAULT_PARAMS[name], data.slice(max(0, i - 999), i + 1),
-                                        "1h", ts, chain, float(iv[i]), np.array(history),
-                                        portfolio.positions_view(sid, "BTC/USDT"), OptionsRiskLimits(), 0.3, 4)
+            strategy = options_strategy(sid, name, "deribit", "BTC", "1h", DEFAULT_PARAMS[name], min_score=0.3,
+                                        max_positions=4, limits=OptionsRiskLimits())
+            decision = evaluate_options(strategy, market, portfolio.positions_view(sid, "BTC/USDT"),
+                                        data.slice(max(0, i - 999), i + 1), ts)
             for order in decision.orders:
                 answer = portfolio.decide_options(order)
                 if answer.fills:

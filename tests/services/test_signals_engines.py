@@ -139,7 +139,7 @@ def test_a_stale_published_chain_is_asked_for_instead(options_engine):
     engine.pricer = Recorder(lambda kind, body: pricer.on_chain(body) if kind == "chain" else pricer.on_iv(body))
     market, problem = engine._options_market({("BTC", "deribit")})
     assert problem is None and [kind for kind, _b in engine.pricer.calls] == ["chain", "iv"]
-    assert market[("BTC", "deribit")].ts == engine.market_ts
+    assert market.chain("BTC", "deribit").ts == engine.market_ts
 
 
 def test_bad_published_bodies_are_dropped_and_counted(options_engine):
@@ -229,3 +229,31 @@ def test_portfolio_answers_every_book_of_a_batch_in_one_reply(tmp_path):
         svc.stop()
     finally:
         rt.close()
+
+
+def test_a_bad_iv_reply_skips_the_batch_naming_the_field(options_engine):
+    engine = options_engine
+    published(engine)
+    engine.market_ts = TS
+    ts, body = engine.published["BTC"]
+    engine.published["BTC"] = (ts, {k: v for k, v in body.items() if k != "atm_iv"})
+    engine.pricer = Recorder()  # asking it fails the test
+    engine.portfolio = Recorder()  # so does asking for books of a batch that cannot be decided
+    engine.queue_options([sc.id for sc in engine.options if sc.underlying == "BTC"])
+    decisions = engine.decide_pending_options()
+    assert decisions and {d.skipped for d in decisions} == {"pricer sent a bad reply: iv reply (BTC).atm_iv: missing"}
+    assert not engine.outbox
+
+
+def test_a_positions_reply_with_a_bad_field_is_a_failure_naming_it(options_engine):
+    engine = options_engine
+    published(engine)
+    engine.market_ts = TS
+    engine.pricer = Recorder()
+    sid = engine.options[0].id
+    engine.portfolio = Recorder(lambda kind, body: {"books": {sid: book(sid) | {"cash": "lots"}}})
+    engine.queue_options([sid])
+    assert engine.decide_pending_options() == []
+    assert engine.strategy_status[sid]["status"] == \
+        f'error: RecordError: positions reply ({sid}).cash: expected a number, got "lots"'
+    assert engine.failures[sid] == 1 and not engine.outbox

@@ -8,7 +8,8 @@ from common.ohlcv import OHLCV
 from options.chain import build_chain
 from options.risk import OptionsRiskLimits
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
-from trading.engine import evaluate_options, options_params, reason_kind
+from trading.engine import evaluate_options, options_params, options_strategy, reason_kind
+from trading.option_inputs import BookView, IvReading, OptionsMarket
 from trading.portfolio import Portfolio, StrategyMeta
 from trading.risk import RiskLimits
 
@@ -22,15 +23,19 @@ def daily(n=30, last_close=SPOT) -> OHLCV:
     return OHLCV.from_rows([[int(t), c, c, c, c, 1.0] for t, c in zip(ts, close)])
 
 
-def book(capital=50_000.0, positions=()):
-    return {"capital": capital, "cash": capital, "portfolio_value": capital, "peak_value": capital,
-            "option_positions": list(positions)}
+def book(capital=50_000.0, positions=(), value=None, peak=None):
+    return BookView("s", TS, capital, capital, value or capital, peak or capital, tuple(positions))
+
+
+def evaluate(strategy, venue, params, closes, chain, atm_iv, iv_history, b):
+    s = options_strategy("s", strategy, venue.name, "BTC", "1d", params, min_score=0.3, limits=OptionsRiskLimits())
+    market = OptionsMarket({("BTC", venue.name): chain}, {"BTC": IvReading(atm_iv, np.array(iv_history))})
+    return evaluate_options(s, market, b, closes, TS)
 
 
 def run(strategy, venue=DERIBIT, iv_history=(0.4, 0.6), atm_iv=0.5, chain_ts=TS, b=None, params=None):
     chain = build_chain(venue, "BTC", SPOT, chain_ts, atm_iv, horizon_days=100)
-    return evaluate_options("s", strategy, venue, "BTC", params or {}, daily(), "1d", TS, chain, atm_iv,
-                            np.array(iv_history), b or book(), OptionsRiskLimits(), 0.3)
+    return evaluate(strategy, venue, params or {}, daily(), chain, atm_iv, iv_history, b or book())
 
 
 def test_wheel_sells_one_scored_put_as_one_order():
@@ -60,14 +65,13 @@ def test_cme_orders_carry_the_micro_multiplier():
 
 def test_stale_chain_or_bars_are_never_traded():
     assert run("wheel", chain_ts=TS - DAY_MS).skipped.startswith("stale chain")
-    old = evaluate_options("s", "wheel", DERIBIT, "BTC", {}, OHLCV.empty(), "1d", TS,
-                           build_chain(DERIBIT, "BTC", SPOT, TS, 0.5), 0.5, np.array([0.5]), book(),
-                           OptionsRiskLimits(), 0.3)
+    old = evaluate("wheel", DERIBIT, {}, OHLCV.empty(), build_chain(DERIBIT, "BTC", SPOT, TS, 0.5), 0.5, [0.5],
+                   book())
     assert old.skipped == "no BTC 1d bars yet" and old.orders == []
 
 
 def test_drawdown_blocks_openings():
-    b = book() | {"portfolio_value": 39_000.0, "peak_value": 50_000.0}
+    b = book(value=39_000.0, peak=50_000.0)
     decision = run("wheel", b=b)
     assert decision.orders == [] and "drawdown 22.0%" in decision.refused[0]
 
@@ -88,8 +92,8 @@ def rising_daily(pct=8.0):
 
 def test_momentum_at_the_default_capital_is_sized_inside_the_delta_limit_not_refused():
     chain = build_chain(DERIBIT, "BTC", SPOT, TS, 0.5, horizon_days=100)
-    decision = evaluate_options("s", "momentum_options", DERIBIT, "BTC", {"alloc_fraction": 0.1}, rising_daily(),
-                                "1d", TS, chain, 0.5, np.array([0.4, 0.6]), book(), OptionsRiskLimits(), 0.3)
+    decision = evaluate("momentum_options", DERIBIT, {"alloc_fraction": 0.1}, rising_daily(), chain, 0.5, [0.4, 0.6],
+                        book())
     [action] = decision.actions
     assert decision.refused == [] and action["contract"].endswith("-C")
     assert action["quantity"] * action["greeks"]["delta"] * SPOT / 50_000.0 <= 1.0  # net delta x value <= limit 1
@@ -118,7 +122,7 @@ def test_a_married_put_books_its_coins_in_the_strategys_spot_leg():
     assert answer.status == "filled"
     portfolio.commit(answer.fills)
     view = portfolio.positions_view("s", "BTC/USDT")
-    assert view["spot_quantity"] == pytest.approx(order.spot_quantity)
+    assert view.spot_quantity == pytest.approx(order.spot_quantity)
     # Next decision: protected, so it holds; the coins it holds are the ones the put covers.
     again = run("protective_puts", b=portfolio.positions_view("s", "BTC/USDT"))
     assert again.orders == [] and again.reasons[0].startswith("holding: ")

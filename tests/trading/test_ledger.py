@@ -5,6 +5,7 @@ import pytest
 
 from common.model import Fill, RecordError, SpotOrder
 from common.state_store import Journal, load_state, save_state
+from options.contracts import OptionPosition, parse_instrument_name
 from trading.ledger import (
     RECENT_ORDER_IDS,
     RECENT_TRADES,
@@ -238,7 +239,9 @@ def test_book_dict_round_trip_is_exact_through_json():
     book = new_book("mom", "spot", 1000.0, T0)
     apply_fill(book, decide(book, order(1, 50_000.0)).fill)
     record_no_fill(book, "mom:x")
-    book.option_positions["BTC-25DEC26-78000-C"] = {"contracts": -1.0, "entry": 120.0}
+    book.option_positions["BTC-25DEC26-78000-C"] = OptionPosition(
+        parse_instrument_name("BTC-25DEC26-78000-C"), -1.0, 120.0, T0, {"delta": 0.3}, open_cash_per_contract=119.9,
+        current_mark=130.5, marked_ts=T0 + 1, mark_source="sim", score=0.6)
     update_on_mark(book.risk, LIMITS, 990.0, T0 + 1)
     d = json.loads(json.dumps(book_to_dict(book)))
     assert book_from_dict(d, "strategies.mom") == book

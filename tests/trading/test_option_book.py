@@ -73,8 +73,7 @@ def test_open_then_close_books_fee_honest_realized_pnl():
     book_fills(book, sold.fills)
     position = book.option_positions[deribit(is_call=False).name]
     assert book.cash == pytest.approx(100_000.0 + 1_998.0)
-    assert (position["quantity"], position["entry_premium"], position["open_cash_per_contract"]) == (-1.0, 2_000.0,
-                                                                                                     1_998.0)
+    assert (position.quantity, position.entry_premium, position.open_cash_per_contract) == (-1.0, 2_000.0, 1_998.0)
     bought = decide(book, order(leg(deribit(is_call=False), side=1, premium=800.0, action="close"), oid="s:2:c"),
                     fee_rate=0.001)
     [fill] = bought.fills
@@ -92,9 +91,9 @@ def test_marks_write_current_value_and_greeks_into_positions():
     total = mark_option_positions(book, {name: {"mark_usd": 1_500.0, "delta": -0.3, "vega": 80.0, "source": "sim"}},
                                   TS + 1)
     position = book.option_positions[name]
-    assert total == -1_500.0 == option_value(book) == position["current_value_usd"]
-    assert position["unrealized_pnl"] == 500.0
-    assert position["greeks"] == {"delta": -0.3, "vega": 80.0} and position["mark_source"] == "sim"
+    assert total == -1_500.0 == option_value(book) == position.value_usd
+    assert position.unrealized_pnl == 500.0
+    assert position.greeks == {"delta": -0.3, "vega": 80.0} and position.mark_source == "sim"
     with pytest.raises(ValueError, match=r"marks\['BTC-.*'\].mark_usd"):
         mark_option_positions(book, {name: {"mark_usd": float("nan")}}, TS)
 
@@ -252,7 +251,7 @@ def test_a_buy_write_buys_its_coins_in_the_same_order_and_the_ledger_holds_them(
     book_fills(book, decision.fills)
     assert book.positions["BTC/USDT"].quantity == 0.5
     assert book.positions["BTC/USDT"].avg_price == pytest.approx(90_090.0)  # fee-inclusive cost per coin
-    assert book.option_positions[deribit(100_000.0).name]["quantity"] == -0.5
+    assert book.option_positions[deribit(100_000.0).name].quantity == -0.5
     assert book.cash == pytest.approx(100_000.0 - 45_045.0 + 0.5 * 2_000.0 * 0.999)
 
 

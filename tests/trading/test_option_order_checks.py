@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from options.chain import OptionChain, chain_to_dict
-from options.contracts import OptionContract
+from options.contracts import OptionContract, OptionPosition
 from options.venues import DAY_MS, DERIBIT
 from trading.option_book import OptionLeg, OptionOrder
 from trading.option_order_checks import (
@@ -117,8 +117,7 @@ def test_the_order_is_priced_at_the_pricer_mark_with_the_portfolio_score():
 
 
 def test_a_score_is_scored_against_the_book_of_that_venue_and_underlying():
-    held = {"contract": PUT_90.to_dict(), "quantity": -1.0, "entry_premium": 4_000.0, "entry_ts": TS,
-            "greeks": {"delta": -0.5}}
+    held = OptionPosition(PUT_90, -1.0, 4_000.0, TS, {"delta": -0.5})
     got = price(order(leg(CALL_90, premium=5_000.0, score=-0.1)), positions=[held])
     # A strike 0% away -0.3, the same expiry 0, book delta +0.5 coins brought to 0 +0.2, premium 5,000/90,000.
     assert got.order.legs[0].score == pytest.approx(-0.3 + 0.0 + 0.2 + 5_000.0 / SPOT)

@@ -120,7 +120,8 @@ def assert_same_books(rebuilt: Portfolio, run: Portfolio) -> None:
             assert getattr(mine, field) == getattr(book, field), (sid, field)
         assert {k: v for k, v in mine.recent_order_ids.items() if v} == \
             {k: v for k, v in book.recent_order_ids.items() if v}, sid  # orders answered without a fill: not journaled
-        strip = lambda positions: {n: {k: v for k, v in p.items() if k not in MARK_FIELDS} for n, p in positions.items()}
+        strip = lambda positions: {n: {k: v for k, v in p.to_dict().items() if k not in MARK_FIELDS}
+                                   for n, p in positions.items()}
         assert strip(mine.option_positions) == strip(book.option_positions), sid
         for field in ("kill_switch", "kill_reason", "consecutive_losses", "circuit_breaker_until", "daily_loss_tripped"):
             assert getattr(mine.risk, field) == getattr(book.risk, field), (sid, field)
@@ -324,7 +325,7 @@ def test_a_good_state_loads_back_to_the_same_books_and_option_values():
     p = new_portfolio()
     p.load_state(copy.deepcopy(state))
     assert p.to_state() == state
-    assert parse_state(state).books["vol"].option_positions[CALL.name]["current_value_usd"] == pytest.approx(450.0)
+    assert parse_state(state).books["vol"].option_positions[CALL.name].value_usd == pytest.approx(450.0)
 
 
 def test_a_book_that_could_not_be_loaded_back_is_never_handed_to_a_save():

@@ -122,14 +122,14 @@ def test_a_book_that_cannot_be_valued_is_named_and_the_others_are_still_marked()
 def test_a_bad_option_mark_leaves_that_book_as_it_was_and_is_named():
     p = portfolio()
     p.commit(p.decide_options_at_market(option_order(), MARKET).fills)
-    position = dict(p.books["opt"].option_positions[CALL.name])
+    position = p.books["opt"].option_positions[CALL.name]
     p.mark_options({CALL.name: {"mark_usd": math.nan}}, T + 1)
     assert p.books["opt"].option_positions[CALL.name] == position
     assert "option marks: ValueError" in p.marking_problems["opt"]
     p.mark({"BTC/USDT": 90_000.0}, T + 2)  # a spot mark does not clear an option-mark problem
     assert "opt" in p.marking_problems
     p.mark_options({CALL.name: {"mark_usd": 400.0, "source": "sim"}}, T + 3)
-    assert p.marking_problems == {} and p.books["opt"].option_positions[CALL.name]["current_mark"] == 400.0
+    assert p.marking_problems == {} and p.books["opt"].option_positions[CALL.name].current_mark == 400.0
 
 
 def test_an_order_may_be_one_bar_plus_the_transit_time_old():
