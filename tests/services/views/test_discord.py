@@ -13,13 +13,13 @@ from services.views.discord import (
     retry_after_seconds,
     split_message,
 )
-from services.views.status import build_status
+from services.views.status import BookClone, build_status
 from tests.support.clone import book, clone
 
 JAN_1_2026 = 1_767_225_600_000
 
 
-def known_status() -> dict:
+def known_clone(journal_seq: int = 5) -> BookClone:
     """Spot: momentum 1000 -> 1100 (0.01 BTC bought at 40k, now 60k), rsi 1000 -> 950;
     Deribit 1000 -> 1050 (options worth 150 over 900 cash); IBKR 2000 -> 1900."""
     books = {
@@ -28,7 +28,11 @@ def known_status() -> dict:
         "deribit-vol-btc": book("deribit-vol-btc", "deribit", 900.0, 1000.0, option_value=150.0),
         "ibkr-strangle-mbt": book("ibkr-strangle-mbt", "ibkr", 1900.0, 2000.0),
     }
-    return build_status(clone(books, {"BTC/USDT": 60_000.0}, JAN_1_2026, journal_seq=5), 12, {"ok": True})
+    return clone(books, {"BTC/USDT": 60_000.0}, JAN_1_2026, journal_seq=journal_seq)
+
+
+def known_status() -> dict:
+    return build_status(known_clone(), 12, {"ok": True})
 
 
 FILL = {"seq": 5, "strategy_id": "momentum-btc", "side": "buy", "quantity": 0.01, "instrument": "BTC/USDT",
