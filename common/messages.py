@@ -304,8 +304,8 @@ MESSAGES: tuple[MessageType, ...] = (
                 "a reader that misses a seq or joins late asks `book_snapshot` (same body, every book) and values "
                 "the books with trading.portfolio.book_view", (
                     *BOOK_STATE_FIELDS,
-                    Field("books", "map", "", "changed books by id; null: the id has no book any more (renamed)",
-                          BOOK_RECORD_FIELDS),
+                    Field("books", "map", "", "the changed books by id", BOOK_RECORD_FIELDS),
+                    Field("removed", "list", "", "ids that have no book any more (renamed on start)"),
                 )),
     MessageType("totals", "portfolio", "portfolio.totals", "each second, the values per category (cycle lines)", (
         Field("market_ts", "int", "ms, market time", "the portfolio's clock"),

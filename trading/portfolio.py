@@ -777,11 +777,6 @@ class Portfolio:
     def strategy_view(self, sid: str) -> dict[str, Any]:
         return book_view(self.books[sid], self.category_of(sid), self.prices, self.market_ts)
 
-    def book_records(self, sids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
-        """``book_record`` of each of ``sids``; None for an id that has no book any more (renamed)."""
-        return {sid: book_record(self.books[sid], self.category_of(sid)) if sid in self.books else None
-                for sid in sids}
-
     def take_changed(self) -> set[str]:
         """The books whose record changed since the last call (fills, risk records, sticky risk
         flags, option marks, renames, a load): what a delta to the gateway must carry. Marks
@@ -806,10 +801,13 @@ class Portfolio:
                                 "portfolio_value": self.value_of(sid)} for sid, book in self.books.items())
 
     def records_message(self, sids: Iterable[str]) -> dict[str, Any]:
-        """The books of ``sids`` as records (``book_record``) with the marks and clock to value
-        them at: the body of a delta (changed books) or of a full snapshot (every book)."""
+        """The books of ``sids`` as records (``book_record``), the ids among them that have no
+        book any more (``removed``: renamed), and the marks and clock to value them at: the body
+        of a delta (changed books) or of a full snapshot (every book)."""
+        sids = sorted(sids)
         return {"market_ts": self.market_ts, "journal_seq": self.journal_seq, "prices": dict(self.prices),
-                "books": self.book_records(sorted(sids))}
+                "books": {sid: book_record(self.books[sid], self.category_of(sid)) for sid in sids if sid in self.books},
+                "removed": [sid for sid in sids if sid not in self.books]}
 
     def equity_point(self) -> dict[str, float]:
         """Each book's value; a book the last mark could not value is left out of the point."""

@@ -64,13 +64,15 @@ def _read_prices(body: Mapping[str, Any], where: str) -> dict[str, float]:
 
 
 def _read_state(body: Any, where: str, books: Mapping[str, tuple[StrategyBook, str]]) -> BookClone:
-    """``books`` updated by ``body``'s records (null: the book is gone), with its marks and seq."""
+    """``books`` updated by ``body``'s records and less its ``removed`` ids, with its marks and seq."""
     read_object(body, where)
     merged = dict(books)
+    removed = body.get("removed")
+    if not isinstance(removed, list) or not all(isinstance(sid, str) for sid in removed):
+        raise RecordError(f"{where}.removed: expected a list of strategy ids, got {removed!r:.80}")
+    for sid in removed:
+        merged.pop(sid, None)
     for sid, record in read_object(body.get("books"), f"{where}.books").items():
-        if record is None:
-            merged.pop(sid, None)
-            continue
         book, category = read_book_record(record, f"{where}.books.{sid}")
         if book.strategy_id != sid:
             raise RecordError(f"{where}.books.{sid}.strategy_id: {book.strategy_id!r} does not match its key")

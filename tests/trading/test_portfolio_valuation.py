@@ -66,11 +66,13 @@ def test_only_books_whose_record_changed_are_listed():
     assert p.take_changed() == {"mom"}
 
 
-def test_a_renamed_book_travels_as_gone_under_its_old_id():
+def test_a_renamed_book_travels_as_removed_under_its_old_id():
     p = new_portfolio()
     p.take_changed()
     p._move_book("vol", "vol2")
-    assert p.book_records(sorted(p.take_changed()))["vol"] is None
+    message = p.records_message(p.take_changed())
+    assert (list(message["books"]), message["removed"]) == (["vol2"], ["vol"])
+    assert message["books"]["vol2"]["strategy_id"] == "vol2"
 
 
 def test_totals_equal_the_totals_of_the_views(tmp_path):

@@ -82,7 +82,7 @@ def test_deltas_in_order_keep_the_clone_equal_to_the_portfolio(tmp_path):
     p.mark({"BTC/USDT": p.prices["BTC/USDT"] * 1.01}, p.market_ts + 1)
     p._move_book("vol", "vol-renamed")
     delta = delta_body(p, 4)
-    assert set(delta["books"]) == {"vol", "vol-renamed"}  # only the changed books travel
+    assert (set(delta["books"]), delta["removed"]) == ({"vol-renamed"}, ["vol"])  # only the changed books travel
     held = apply_delta(held, delta)
     assert held.seq == 4 and without_decisions(build_status(held, 0, {})["strategies"]) == p.snapshot()["strategies"]
     assert apply_delta(held, delta) is held  # a delta the clone already holds changes nothing
@@ -104,8 +104,11 @@ def test_a_missed_delta_or_a_new_stream_asks_for_a_snapshot(tmp_path):
 
 
 def test_a_bad_snapshot_names_its_key():
+    body = {"stream": "s", "seq": 0, "market_ts": 0, "journal_seq": 0, "prices": {}, "books": [1], "removed": []}
     with pytest.raises(RecordError, match=r"book_snapshot\.books"):
-        clone_from_snapshot({"stream": "s", "seq": 0, "market_ts": 0, "journal_seq": 0, "prices": {}, "books": [1]})
+        clone_from_snapshot(body)
+    with pytest.raises(RecordError, match=r"book_snapshot\.removed"):
+        clone_from_snapshot({**body, "books": {}, "removed": "all"})
 
 
 def test_health_declares_a_service_lost_after_two_missed_beats():
