@@ -89,8 +89,8 @@ def measure(n: int) -> dict[str, float]:
 
 
 def main() -> int:
-    print(f"| books | full snapshot each s: bytes/s, CPU ms/s | delta + totals each s: bytes/s, CPU ms/s | "
-          f"gateway apply, ms/s | book_snapshot (join/gap), bytes |")
+    print("| books | full snapshot each s: bytes/s, CPU ms/s | delta + totals each s: bytes/s, CPU ms/s | "
+          "gateway apply, ms/s | book_snapshot (join/gap), bytes |")
     print("|---|---|---|---|---|")
     for n in SIZES:
         r = measure(n)

@@ -196,7 +196,8 @@ class Gateway:
     # --- timers ------------------------------------------------------------------------------
     def fetch_snapshot(self, force: bool = False) -> None:
         """Late joiner (or ``force``: a delta did not follow): ask for every book, then follow
-        the deltas after it. A failed or bad reply keeps the old clone; the timer asks again."""
+        the deltas after it. After a failed or bad reply the timer asks again; a forced ask that
+        fails drops the clone, which is known to be stale, so /status waits rather than lies."""
         if self.cache.clone is not None and not force:
             return
         try:

@@ -22,16 +22,16 @@ until a mark values it again; the other books are marked regardless.
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. The orders of one request share one append and one fsync (group commit,
 ``answer_orders``); none of them is acknowledged before it. state.json is saved atomically
-every SAVE_SECONDS and on stop, off the order path.
+every SAVE_SECONDS and on stop, off the order path. A crash at any point loses nothing that
+was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
+into books created from the config first, and only after the journal has been checked to be
+this state's history (``start_from_disk``).
 
 Readers clone the books (the ZeroMQ guide's clone pattern): each DELTA_SECONDS a
 ``portfolio.delta`` numbered ``seq`` (one ``stream`` per process start) carries the marks and
 only the books whose record changed, so its size follows the trading, not the number of
 strategies; a reader that joins late, or sees a seq missing or a new stream, asks
-``book_snapshot`` (every book, with the seq it is current to) and applies the deltas after it. A crash at any point loses nothing that
-was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
-into books created from the config first, and only after the journal has been checked to be
-this state's history (``start_from_disk``).
+``book_snapshot`` (every book, with the seq it is current to) and applies the deltas after it.
 
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,

@@ -23,6 +23,7 @@ from trading.ledger import (
     MAX_USD,
     OrderDecision,
     StrategyBook,
+    Valuation,
     apply_fill,
     book_from_dict,
     book_to_dict,
@@ -30,7 +31,6 @@ from trading.ledger import (
     decide_spot_order,
     duplicate_reason,
     liquidation_orders,
-    Valuation,
     new_book,
     record_no_fill,
     value_book,
@@ -785,7 +785,8 @@ class Portfolio:
         return changed
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything /status shows, computed once here so readers never recompute it."""
+        """Every strategy's view and the totals (the ``snapshot`` reply, for the CLI and scripts);
+        the gateway builds the same views from its clone with the same ``book_view``."""
         strategies = {sid: self.strategy_view(sid) for sid in self.books}
         return {
             "market_ts": self.market_ts,
@@ -805,9 +806,9 @@ class Portfolio:
         book any more (``removed``: renamed), and the marks and clock to value them at: the body
         of a delta (changed books) or of a full snapshot (every book)."""
         sids = sorted(sids)
+        books = {sid: book_record(self.books[sid], self.category_of(sid)) for sid in sids if sid in self.books}
         return {"market_ts": self.market_ts, "journal_seq": self.journal_seq, "prices": dict(self.prices),
-                "books": {sid: book_record(self.books[sid], self.category_of(sid)) for sid in sids if sid in self.books},
-                "removed": [sid for sid in sids if sid not in self.books]}
+                "books": books, "removed": [sid for sid in sids if sid not in books]}
 
     def equity_point(self) -> dict[str, float]:
         """Each book's value; a book the last mark could not value is left out of the point."""

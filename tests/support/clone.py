@@ -9,7 +9,10 @@ from trading.ledger import Position, StrategyBook, new_book
 T0 = 1_767_225_600_000
 
 
-def book(sid: str, category: str, cash: float, initial: float, positions: Mapping[str, tuple[float, float]] | None = None,
+Held = Mapping[str, tuple[float, float]]  # symbol -> (quantity, avg_price)
+
+
+def book(sid: str, category: str, cash: float, initial: float, positions: Held | None = None,
          option_value: float | None = None) -> tuple[StrategyBook, str]:
     """A book of ``category`` holding ``positions`` (symbol -> (quantity, avg_price)) and, when
     ``option_value`` is given, one option position last marked at that value."""

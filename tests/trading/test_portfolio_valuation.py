@@ -8,8 +8,8 @@ import pytest
 
 from common.model import RecordError, SpotOrder
 from common.state_store import Journal
-from trading.portfolio import book_record, book_view, category_totals, read_book_record
 from tests.trading.test_portfolio import T0, Run, new_portfolio, run_every_kind_of_fill
+from trading.portfolio import book_record, book_view, category_totals, read_book_record
 
 
 def test_a_record_read_back_gives_the_portfolios_own_view_of_every_kind_of_book(tmp_path):
