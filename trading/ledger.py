@@ -169,7 +169,7 @@ def decide_spot_order(book: StrategyBook, order: SpotOrder, *, fee_rate: float, 
     blocked = entry_block_reason(book.risk, order.ts_event)
     if blocked is not None:
         return OrderDecision("rejected", blocked)
-    book_value = book.cash + sum(p.quantity * p.avg_price for p in book.positions.values())
+    book_value = value_book(book, {}).value  # every position at cost
     pct = min(max_position_pct, risk_limits.max_position_pct)
     notional = min(book.cash, pct / 100.0 * book_value)
     if notional < DUST_NOTIONAL_USD:
