@@ -7,7 +7,7 @@ trade; each second's messages are built and msgpack-encoded as the bus sends the
 gateway's side (``apply_delta``: read the changed records back) is timed too. Medians over
 SECONDS seconds; CPU is this process's time.
 
-Run: ``python -m bench.bench_clone``.
+Run: ``python -m bench.bench_clone`` (or ``python -m bench.run_all --only bench_clone``).
 """
 from __future__ import annotations
 
@@ -88,14 +88,30 @@ def measure(n: int) -> dict[str, float]:
             "apply_ms": statistics.median(apply_ms), "book_snapshot_bytes": full}
 
 
+def run() -> dict[str, Any]:
+    return {str(n): measure(n) for n in SIZES}
+
+
+def report(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows for RESULTS.md; the target: at 1,000 books a second's delta + totals stays within
+    twice its size at 34 books (it follows the trading, not the strategy count)."""
+    rows = []
+    for n, r in result.items():
+        rows += [(f"{int(n):,} books: full snapshot each second (bytes, CPU)",
+                  f"{r['old_bytes']:,.0f} B, {r['old_ms']:.1f} ms", "", ""),
+                 (f"{int(n):,} books: delta + totals each second (bytes, CPU)",
+                  f"{r['new_bytes']:,.0f} B, {r['new_ms']:.1f} ms", "", ""),
+                 (f"{int(n):,} books: gateway applies a delta / book_snapshot on join or gap",
+                  f"{r['apply_ms']:.1f} ms / {r['book_snapshot_bytes']:,} B", "", "")]
+    small, large = result[str(SIZES[0])]["new_bytes"], result[str(SIZES[-1])]["new_bytes"]
+    rows.append((f"delta bytes/s at {SIZES[-1]:,} books vs {SIZES[0]} books", f"{large / small:.2f}x", "<= 2x",
+                 "PASS" if large <= 2 * small else "FAIL"))
+    return rows
+
+
 def main() -> int:
-    print("| books | full snapshot each s: bytes/s, CPU ms/s | delta + totals each s: bytes/s, CPU ms/s | "
-          "gateway apply, ms/s | book_snapshot (join/gap), bytes |")
-    print("|---|---|---|---|---|")
-    for n in SIZES:
-        r = measure(n)
-        print(f"| {n:,} | {r['old_bytes']:,.0f} B, {r['old_ms']:.1f} ms | {r['new_bytes']:,.0f} B, "
-              f"{r['new_ms']:.1f} ms | {r['apply_ms']:.1f} ms | {r['book_snapshot_bytes']:,} B |")
+    for row in report(run()):
+        print(" | ".join(row))
     print(f"({FILLS_PER_SECOND} fills a second, every book holding a position, three symbols marked each second; "
           f"medians of {SECONDS} s)")
     return 0
