@@ -25,7 +25,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("bench_cycle", "bench_latency", "bench_memory", "bench_bus", "bench_greeks", "bench_backtest",
-              "bench_gateway", "bench_scale")
+              "bench_gateway", "bench_scale", "bench_clone")
 TIMEOUT_S = 1800
 CHILD = """
 import inspect, json, sys

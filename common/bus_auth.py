@@ -49,8 +49,8 @@ WRITE_REQUESTS: Mapping[str, frozenset[str]] = {
     "reset_risk": frozenset({OPERATOR}),
 }
 # Everything a client key may ask beyond its WRITE_REQUESTS grants; any other type is refused to it.
-READ_REQUESTS = frozenset({"status", "snapshot", "positions", "positions_batch", "equity", "prices", "history",
-                           "chain", "price", "iv", "mark"})
+READ_REQUESTS = frozenset({"status", "snapshot", "book_snapshot", "positions", "positions_batch", "equity", "prices",
+                           "history", "chain", "price", "iv", "mark"})
 
 _KEY_LINE = re.compile(r'^\s*(public|secret)-key\s*=\s*"([^"]{40})"\s*$', re.MULTILINE)
 _CERT = """#   ZeroMQ CURVE {kind} Certificate for the go-trader bus identity "{name}"

@@ -103,53 +103,55 @@ OPTION_ACTION_FIELDS = (
                                           "0 for none"),
 )
 
-POSITION_FIELDS = (
-    Field("quantity", "float", "coins", "coins held"),
-    Field("avg_price", "float", "USD per coin", "average entry price, fees included"),
-    Field("current_price", "float", "USD per coin", "last price, null before the first"),
-    Field("value", "float", "USD", "quantity x current_price, null before the first price"),
-    Field("unrealized_pnl", "float", "USD", "value minus cost, null before the first price"),
-    Field("opened_ts", "int", "ms, market time", "when the position was opened"),
-)
-
-RISK_FIELDS = (
-    Field("kill_switch", "bool", "", "tripped by the drawdown limit: entries blocked, positions liquidated"),
-    Field("kill_reason", "str", "", "why it tripped; empty when armed"),
-    Field("circuit_breaker", "bool", "", "entries paused after a loss streak"),
-    Field("circuit_breaker_until", "int", "ms, market time", "end of the pause; 0 = none"),
-    Field("consecutive_losses", "int", "", "losing closes in a row"),
-    Field("daily_loss_tripped", "bool", "", "the daily loss limit stopped entries until 00:00 UTC"),
-    Field("drawdown_pct", "float", "%", "below the peak value"),
-    Field("peak_value", "float", "USD", "the drawdown's reference"),
-    Field("resets", "int", "", "times an operator re-armed the strategy (`go-trader reset-risk`)"),
-    Field("last_reset_ts", "int", "ms, market time", "the last reset; 0 = never"),
-)
-
-STRATEGY_VIEW_FIELDS = (
-    Field("id", "str", "", "the strategy's id"),
-    Field("type", "str", "", "`spot` or `options`"),
-    Field("category", "str", "", "`spot`, `deribit` or `ibkr`"),
-    Field("cash", "float", "USD", "cash"),
-    Field("initial_capital", "float", "USD", "the configured capital"),
-    Field("positions", "map", "", "spot positions by symbol", POSITION_FIELDS),
-    Field("option_positions", "map", "", "option positions by contract name: quantity (contracts, signed), "
-                                         "strike, expiry_ts, entry_premium and current_mark (USD per coin), "
-                                         f"current_value_usd, greeks ({GREEKS}) ... as OptionPosition.to_dict writes them"),
-    Field("option_value", "float", "USD", "signed value of the option positions at their last marks"),
-    Field("trade_count", "int", "", "fills booked"),
-    Field("portfolio_value", "float", "USD", "cash + positions + options at the last marks"),
-    Field("pnl", "float", "USD", "portfolio_value - initial_capital"),
-    Field("pnl_pct", "float", "%", "pnl / initial_capital"),
-    Field("risk_state", "record", "", "the risk limits' state", RISK_FIELDS),
-    Field("recent_trades", "list", "", "the last 10 fills, oldest first", FILL_FIELDS),
-)
-
 TOTALS_FIELDS = (
     Field("initial", "float", "USD", "sum of initial capital"),
     Field("value", "float", "USD", "sum of portfolio values"),
     Field("strategies", "int", "", "how many strategies"),
     Field("pnl", "float", "USD", "value - initial"),
     Field("pnl_pct", "float", "%", "pnl / initial"),
+)
+
+BOOK_RISK_FIELDS = (
+    Field("peak_value", "float", "USD", "the drawdown's reference at the last mark"),
+    Field("kill_switch", "bool", "", "tripped by the drawdown limit"),
+    Field("kill_reason", "str", "", "why it tripped; empty when armed"),
+    Field("consecutive_losses", "int", "", "losing closes in a row"),
+    Field("circuit_breaker_until", "int", "ms, market time", "end of the pause after a loss streak; 0 = none"),
+    Field("day", "int", "days since the epoch", "the market day of the daily loss limit"),
+    Field("day_start_value", "float", "USD", "the value at that day's first mark"),
+    Field("daily_loss_tripped", "bool", "", "the daily loss limit stopped entries"),
+    Field("last_value", "float", "USD", "the value at the last mark"),
+    Field("resets", "int", "", "times an operator re-armed the strategy"),
+    Field("last_reset_ts", "int", "ms, market time", "the last reset; 0 = never"),
+)
+
+BOOK_RECORD_FIELDS = (
+    Field("strategy_id", "str", "", "the strategy's id"),
+    Field("kind", "str", "", "`spot` or `options`"),
+    Field("category", "str", "", "`spot`, `deribit` or `ibkr`"),
+    Field("initial_capital", "float", "USD", "the configured capital"),
+    Field("cash", "float", "USD", "cash"),
+    Field("positions", "map", "", "spot positions by symbol", (
+        Field("symbol", "str", "", "the symbol"),
+        Field("quantity", "float", "coins", "coins held"),
+        Field("avg_price", "float", "USD per coin", "average entry price, fees included"),
+        Field("opened_ts", "int", "ms, market time", "when the position was opened"),
+    )),
+    Field("option_positions", "map", "", "option positions by contract name, with their last marks "
+                                         "(`current_value_usd`), as OptionPosition.to_dict writes them"),
+    Field("trade_count", "int", "", "fills booked"),
+    Field("recent_trades", "list", "", "the last 10 fills, oldest first", FILL_FIELDS),
+    Field("risk", "record", "", "the risk limits' state (state.json's form)", BOOK_RISK_FIELDS),
+    Field("recent_order_ids", "map", "", "always empty here (the portfolio's duplicate memory stays home)"),
+    Field("last_ts", "int", "ms, market time", "the book's last fill"),
+)
+
+BOOK_STATE_FIELDS = (
+    Field("stream", "str", "", "one numbering per portfolio start: a new one means resnapshot"),
+    Field("seq", "int", "", "the delta's number (a snapshot: the last delta it already holds)"),
+    Field("market_ts", "int", "ms, market time", "the portfolio's clock"),
+    Field("journal_seq", "int", "", "the journal's last seq"),
+    Field("prices", "map", "USD per coin", "the portfolio's marks by symbol: value every book at these"),
 )
 
 HEARTBEAT_FIELDS = (
@@ -297,11 +299,17 @@ MESSAGES: tuple[MessageType, ...] = (
     )),
     MessageType("fill", "portfolio", "fill.<strategy_id>", "a trade the portfolio booked (journaled first)",
                 FILL_FIELDS),
-    MessageType("snapshot", "portfolio", "portfolio.snapshot", "every book, each second (what /status shows)", (
+    MessageType("book_delta", "portfolio", "portfolio.delta",
+                "each second, numbered: the marks and the books whose record changed (fills, risk, option marks); "
+                "a reader that misses a seq or joins late asks `book_snapshot` (same body, every book) and values "
+                "the books with trading.portfolio.book_view", (
+                    *BOOK_STATE_FIELDS,
+                    Field("books", "map", "", "the changed books by id", BOOK_RECORD_FIELDS),
+                    Field("removed", "list", "", "ids that have no book any more (renamed on start)"),
+                )),
+    MessageType("totals", "portfolio", "portfolio.totals", "each second, the values per category (cycle lines)", (
         Field("market_ts", "int", "ms, market time", "the portfolio's clock"),
         Field("journal_seq", "int", "", "the journal's last seq"),
-        Field("prices", "map", "USD per coin", "last price by symbol"),
-        Field("strategies", "map", "", "each strategy's book by id", STRATEGY_VIEW_FIELDS),
         Field("totals", "map", "", "per category (`spot`, `deribit`, `ibkr`) and `total`", TOTALS_FIELDS),
     )),
     *(MessageType("heartbeat", service, f"heartbeat.{service}" + ("-<engine>" if service == ENGINES else ""),

@@ -1,8 +1,9 @@
 """gateway: what a person looks at. HTTP on 127.0.0.1:8099 by default, read-only.
 
-Subscribes  portfolio.snapshot, fill.*, heartbeat.* (portfolio); tick.*, heartbeat.marketdata;
+Subscribes  portfolio.delta, fill.*, heartbeat.* (portfolio); tick.*, heartbeat.marketdata;
             cycle, heartbeat.signals-<engine> from every signal engine; heartbeat.pricer
-Requests    snapshot from portfolio when it joins late (clone pattern: snapshot, then deltas);
+Requests    book_snapshot from portfolio when it joins late or a delta does not follow (clone
+            pattern: a snapshot current to delta seq N, then deltas N+1, N+2, ...);
             equity from portfolio every few seconds (the equity log behind the charts)
 Serves      GET /status (the seed's JSON), /healthz, /metrics (Prometheus), /api/equity,
             /api/stream (server-sent events), /openapi.json, and the dashboard (/, /app.js,
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
+from common.model import RecordError
 from config.schema import LOCAL_HOSTS
 from config.settings import Config, load_config
 from services.gateway_cache import GatewayCache
 from services.gateway_http import HttpServer
 from services.runtime import ServiceRuntime, config_path
 from services.views.discord import cycle_messages, summary_due
-from services.views.status import engine_cycles, services_of
+from services.views.status import CloneGap, apply_delta, clone_from_snapshot, engine_cycles, services_of
 
 if TYPE_CHECKING:
     from services.discord_webhook import WebhookPoster
@@ -119,7 +121,7 @@ class Gateway:
             self.cache.discord = lambda: poster.counts
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=1000, retries=1)
         self.handlers: dict[str, Callable[[Envelope], None]] = {
-            "snapshot": self.on_snapshot, "tick": self.on_tick, "heartbeat": self.on_heartbeat,
+            "book_delta": self.on_delta, "tick": self.on_tick, "heartbeat": self.on_heartbeat,
             "cycle": self.on_cycle, "fill": self.on_fill,
         }
 
@@ -130,16 +132,25 @@ class Gateway:
             return
         handler(env)
 
-    def on_snapshot(self, env: Envelope) -> None:
-        if isinstance(env.body.get("strategies"), dict):
-            self.cache.snapshot = env.body
-        else:
-            self.rt.stats.count_drop("bad_snapshot")
+    def on_delta(self, env: Envelope) -> None:
+        """Follow the portfolio's deltas; one that does not follow (a missed seq, a restarted
+        portfolio, a bad record) rebuilds the clone from a fresh snapshot at once. Until the
+        first snapshot, deltas wait for ``fetch_snapshot``."""
+        clone = self.cache.clone
+        if clone is None:
+            return
+        try:
+            self.cache.clone = apply_delta(clone, env.body)
+        except CloneGap as exc:
+            self.rt.stats.count_drop("delta_gap")
+            self.rt.log.warning("resnapshot", reason=str(exc))
+            self.fetch_snapshot(force=True)
 
     def on_tick(self, env: Envelope) -> None:
+        """The feed's ticks only date the feed for /healthz: books are valued at the
+        portfolio's marks, which come with its deltas."""
         price = env.body.get("price")
         if isinstance(price, (int, float)) and not isinstance(price, bool) and price > 0:
-            self.cache.prices = {**self.cache.prices, str(env.body.get("symbol")): float(price)}
             self.cache.last_tick_ms = wall_ms()
         else:
             self.rt.stats.count_drop("bad_tick")
@@ -171,7 +182,7 @@ class Gateway:
         self.cache.cycles = stats
         market_ts = env.body.get("market_ts")
         if isinstance(market_ts, bool) or not isinstance(market_ts, int):
-            market_ts = int((self.cache.snapshot or {}).get("market_ts") or 0)
+            market_ts = self.cache.clone.market_ts if self.cache.clone is not None else 0
         self.reporter.on_cycle(self.cache.cycle_count, market_ts)
 
     def on_fill(self, env: Envelope) -> None:
@@ -183,14 +194,20 @@ class Gateway:
             self.rt.stats.count_drop("bad_fill")
 
     # --- timers ------------------------------------------------------------------------------
-    def fetch_snapshot(self) -> None:
-        """Late joiner: ask once for the full snapshot, then follow the stream."""
-        if self.cache.snapshot is not None:
+    def fetch_snapshot(self, force: bool = False) -> None:
+        """Late joiner (or ``force``: a delta did not follow): ask for every book, then follow
+        the deltas after it. After a failed or bad reply the timer asks again; a forced ask that
+        fails drops the clone, which is known to be stale, so /status waits rather than lies."""
+        if self.cache.clone is not None and not force:
             return
         try:
-            self.cache.snapshot = self.portfolio.request("snapshot")
-        except (RequestFailed, RemoteError) as exc:
+            clone = clone_from_snapshot(self.portfolio.request("book_snapshot"))
+        except (RequestFailed, RemoteError, RecordError) as exc:
             self.rt.log.warning("snapshot_unavailable", error=str(exc))
+            if force:
+                self.cache.clone = None  # stale: the timer fetches again, deltas wait for it
+            return
+        self.cache.clone = clone
 
     def fetch_equity(self) -> None:
         try:
@@ -206,18 +223,17 @@ class Gateway:
         self.cache.gateway_bus = self.rt.stats.to_dict()
 
     def report_cycle(self) -> None:
-        snapshot = self.cache.snapshot
-        if self.poster is None or snapshot is None:
+        clone = self.cache.clone
+        if self.poster is None or clone is None:
             return
-        views = snapshot.get("strategies") or {}
 
         def group_of(fill: dict[str, Any]) -> str:
-            view = views.get(fill.get("strategy_id"))
-            category = view.get("category") if isinstance(view, dict) else None
+            held = clone.books.get(fill.get("strategy_id"))
+            category = held[1] if held is not None else None
             return "spot" if (category or fill.get("kind")) == "spot" else "options"
 
         status = None
-        for post in self.reporter.take(int(snapshot.get("journal_seq") or 0), wall_ms(), group_of):
+        for post in self.reporter.take(clone.journal_seq, wall_ms(), group_of):
             status = status or self.cache.status()
             messages = cycle_messages(status, post.fills, post.cycle, group=post.group)
             if self.poster.submit(messages):
@@ -269,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     gw = Gateway(cfg, rt, start_discord(cfg, rt))
     eps = cfg.endpoints
-    rt.subscribe([eps["portfolio"].pub], ["portfolio.snapshot", "fill.", "heartbeat."], gw.on_message)
+    rt.subscribe([eps["portfolio"].pub], ["portfolio.delta", "fill.", "heartbeat."], gw.on_message)
     rt.subscribe([eps["marketdata"].pub], ["tick.", "heartbeat."], gw.on_message)
     rt.subscribe([e.pub for e in cfg.engines], ["cycle", "heartbeat."], gw.on_message)
     rt.subscribe([eps["pricer"].pub], ["heartbeat."], gw.on_message)

@@ -1,16 +1,25 @@
-"""What the gateway's HTTP thread reads: the zmq loop's caches (snapshot, prices, heartbeats,
-equity), replaced whole and never mutated, with the documents built from them memoized."""
+"""What the gateway's HTTP thread reads: the zmq loop's caches (the clone of the portfolio's
+books, heartbeats, equity), replaced whole and never mutated, with the documents built from them
+memoized."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from common.bus import wall_ms
 from services.views.metrics import MetricsInputs, metric_families, render
-from services.views.status import SERVICES, build_health, build_status, encode_json, engine_decisions, equity_curves
+from services.views.status import (
+    SERVICES,
+    BookClone,
+    build_health,
+    build_status,
+    encode_json,
+    engine_decisions,
+    equity_curves,
+)
 
 # /status is rebuilt when its inputs change (and for health ages every STATUS_TTL_MS), but at
-# most once per STATUS_TTL_MS: a fast feed replaces prices tens of times a second, and a
-# 150 kB document rebuilt for each (4-20 ms) would hold the HTTP loop most of the time.
+# most once per STATUS_TTL_MS: heartbeats arrive several times a second, and a 150 kB document
+# rebuilt for each (4-20 ms) would hold the HTTP loop most of the time.
 STATUS_TTL_MS = 250
 
 
@@ -21,8 +30,7 @@ class GatewayCache:
 
     def __init__(self, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.clock_ms = clock_ms
-        self.snapshot: dict[str, Any] | None = None
-        self.prices: dict[str, float] = {}
+        self.clone: BookClone | None = None  # the portfolio's books, marks and clock (clone pattern)
         self.heartbeats: dict[str, dict[str, Any]] = {}
         self.cycle_count = 0  # cycles of every engine together
         self.engine_cycles: dict[str, int] = {}
@@ -53,11 +61,11 @@ class GatewayCache:
         return build_health(self.heartbeats, self.clock_ms(), self.last_tick_ms, self.services)
 
     def _status_key(self) -> tuple[Any, ...]:
-        return (self.snapshot, self.prices, self.heartbeats, self.cycle_count, self.clock_ms() // STATUS_TTL_MS)
+        return (self.clone, self.heartbeats, self.cycle_count, self.clock_ms() // STATUS_TTL_MS)
 
     def status(self) -> dict[str, Any]:
         return self._memoized("status", self._status_key(), lambda: build_status(
-            self.snapshot, self.prices, self.cycle_count, self.health(),
+            self.clone, self.cycle_count, self.health(),
             engine_decisions(self.heartbeats)), STATUS_TTL_MS)
 
     def status_json(self) -> bytes:

@@ -3,11 +3,13 @@
 Subscribes  tick.* from marketdata (the prices orders fill at; marks, risk, kill-switch
             liquidation, option expiry)
 Answers     order, option_order (both idempotent by order id), orders (a cycle's orders in one
-            request, group committed), positions {strategy_id}, snapshot, status, equity,
+            request, group committed), positions {strategy_id}, snapshot (every strategy's view),
+            book_snapshot (every book record, for a clone), status, equity,
             reset_risk {strategy_id} (an operator re-arms its risk limits)
 Requests    prices from marketdata (late joiner); chain from the pricer (each option order's
             contracts, listed and priced); mark from the pricer (open option positions)
-Publishes   fill.<strategy_id>, portfolio.snapshot, heartbeat.portfolio
+Publishes   fill.<strategy_id>, portfolio.delta (numbered: the marks and the changed books),
+            portfolio.totals (per category, for the engines' cycle line), heartbeat.portfolio
 Calls       trading.portfolio.Portfolio (pure books, risk and order checks), trading.option_order_checks,
             common.state_store
 
@@ -25,6 +27,12 @@ was acknowledged: on start the journal tail past state.json's ``journal_seq`` is
 into books created from the config first, and only after the journal has been checked to be
 this state's history (``start_from_disk``).
 
+Readers clone the books (the ZeroMQ guide's clone pattern): each DELTA_SECONDS a
+``portfolio.delta`` numbered ``seq`` (one ``stream`` per process start) carries the marks and
+only the books whose record changed, so its size follows the trading, not the number of
+strategies; a reader that joins late, or sees a seq missing or a new stream, asks
+``book_snapshot`` (every book, with the seq it is current to) and applies the deltas after it.
+
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,
 read-only, permissions, lock lost) ``problems["persist"]`` makes /healthz 503 until a write
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import math
+import secrets
 import sys
 import time
 from dataclasses import replace
@@ -66,7 +75,7 @@ from trading.option_order_checks import (
 from trading.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 
 MARK_SECONDS = 0.1
-SNAPSHOT_SECONDS = 1.0
+DELTA_SECONDS = 1.0
 SAVE_SECONDS = 2.0
 EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
 MAX_POSITIONS_BATCH = 10_000  # one options engine's strategies in one request
@@ -119,6 +128,8 @@ class PortfolioService:
         self.dirty = True
         self.orders_seen = 0
         self.fills_made = 0
+        self.stream = secrets.token_hex(6)  # a restart starts a new numbering: readers resnapshot
+        self.delta_seq = 0
         self.save()
 
     # --- persistence -------------------------------------------------------------------
@@ -413,6 +424,11 @@ class PortfolioService:
     def on_snapshot(self, _body: Any = None) -> dict[str, Any]:
         return self.portfolio.snapshot()
 
+    def on_book_snapshot(self, _body: Any = None) -> dict[str, Any]:
+        """Every book for a clone, current to delta ``seq``: the reader applies deltas after it
+        (the changes not yet published are in it already, and re-applying a record is harmless)."""
+        return {"stream": self.stream, "seq": self.delta_seq, **self.portfolio.records_message(self.portfolio.books)}
+
     def on_status(self, _body: Any = None) -> dict[str, Any]:
         return {"market_ts": self.portfolio.market_ts, "journal_seq": self.portfolio.journal_seq,
                 "strategies": len(self.portfolio.books), "orders": self.orders_seen, "fills": self.fills_made,
@@ -516,8 +532,15 @@ class PortfolioService:
             self.portfolio.market_ts = max(self.portfolio.market_ts, reply["ts"])
         self.mark()
 
-    def publish_snapshot(self) -> None:
-        self.rt.publisher.publish("portfolio.snapshot", "snapshot", self.portfolio.snapshot())
+    def publish_delta(self) -> None:
+        """The next numbered delta (marks, changed books), and the totals the engines log."""
+        self.delta_seq += 1
+        changed = self.portfolio.take_changed()
+        self.rt.publisher.publish("portfolio.delta", "book_delta", {
+            "stream": self.stream, "seq": self.delta_seq, **self.portfolio.records_message(changed)})
+        self.rt.publisher.publish("portfolio.totals", "totals", {
+            "market_ts": self.portfolio.market_ts, "journal_seq": self.portfolio.journal_seq,
+            "totals": self.portfolio.totals()})
 
     def stop(self) -> None:
         self.dirty = True
@@ -549,13 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
     rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order, "orders": svc.on_orders,
                              "positions": svc.on_positions, "positions_batch": svc.on_positions_batch,
-                             "snapshot": svc.on_snapshot,
+                             "snapshot": svc.on_snapshot, "book_snapshot": svc.on_book_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})
     rt.heartbeat_status(svc.on_status)
     rt.every(MARK_SECONDS, svc.mark)
     rt.every(1.0, svc.fetch_prices)
     rt.every(OPTION_MARK_SECONDS, svc.mark_options)
-    rt.every(SNAPSHOT_SECONDS, svc.publish_snapshot)
+    rt.every(DELTA_SECONDS, svc.publish_delta)
     rt.every(SAVE_SECONDS, svc.save)
     rt.run(on_stop=svc.stop)
     return 0

@@ -6,7 +6,7 @@ PUB, answers on its own REP and keeps its own outbox, as the service ``signals-N
 one engine touches only its strategies. Without ``--engine`` a config with one engine runs it.
 
 Subscribes  bar.* and clock from marketdata; chain.* and iv.* from the pricer (options engines);
-            portfolio.snapshot and fill.* from the portfolio (the values per category and the trades
+            portfolio.totals and fill.* from the portfolio (the values per category and the trades
             in each cycle's log line)
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer only
             when no fresh published one is at hand; positions_batch (one per options batch) and
@@ -187,7 +187,7 @@ class SignalEngine:
             self.on_bar(env.body)
         elif env.type == "fill":
             self.fills_since_cycle += 1
-        elif env.type == "snapshot" and isinstance(env.body, dict) and isinstance(env.body.get("totals"), dict):
+        elif env.type == "totals" and isinstance(env.body, dict) and isinstance(env.body.get("totals"), dict):
             self.portfolio_totals = env.body["totals"]
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(spec.pub)
     rt.bind_replier(spec.rep, {"status": lambda _b: engine.status()})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["bar.", "clock"], engine.on_message)
-    rt.subscribe([cfg.endpoints["portfolio"].pub], ["portfolio.snapshot", "fill."], engine.on_message)  # cycle line
+    rt.subscribe([cfg.endpoints["portfolio"].pub], ["portfolio.totals", "fill."], engine.on_message)  # cycle line
     if engine.options:
         rt.subscribe([cfg.endpoints["pricer"].pub], ["chain.", "iv."], engine.on_message)
     rt.heartbeat_status(engine.status)

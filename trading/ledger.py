@@ -171,7 +171,7 @@ def decide_spot_order(book: StrategyBook, order: SpotOrder, *, fee_rate: float, 
     blocked = entry_block_reason(book.risk, order.ts_event)
     if blocked is not None:
         return OrderDecision("rejected", blocked)
-    book_value = book.cash + sum(p.quantity * p.avg_price for p in book.positions.values())
+    book_value = value_book(book, {}).value  # every position at cost
     pct = min(max_position_pct, risk_limits.max_position_pct)
     notional = min(book.cash, pct / 100.0 * book_value)
     if notional < DUST_NOTIONAL_USD:
@@ -295,18 +295,43 @@ def _mark(book: StrategyBook, prices: Mapping[str, float], symbol: str) -> float
     return price
 
 
-def portfolio_value(book: StrategyBook, prices: Mapping[str, float], option_value: float = 0.0) -> float:
-    """Cash + spot positions at ``prices`` + ``option_value`` (the options code's mark of
-    ``option_positions``, passed in so this module needs no option pricing)."""
+@dataclass(frozen=True, slots=True)
+class PositionMark:
+    """One spot position at a mark; ``price`` is None when the symbol was never priced (the
+    position then counts at cost and has no unrealized P&L yet)."""
+
+    price: float | None
+    value: float
+    unrealized_pnl: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    """A book's value at some marks: the one number risk, sizing and /status all use."""
+
+    value: float
+    option_value: float
+    positions: dict[str, PositionMark]
+
+
+def value_book(book: StrategyBook, marks: Mapping[str, float], option_value: float = 0.0) -> Valuation:
+    """Cash + spot positions at ``marks`` + ``option_value`` (the options code's mark of
+    ``option_positions``, passed in so this module needs no option pricing).
+
+    A symbol missing from ``marks`` was never priced: its position counts at cost (the cash
+    paid), so a fresh book is worth what it spent, not less. A mark that is present but not a
+    finite price > 0 is damage: MissingPriceError names the book and symbol."""
     value = book.cash + option_value
+    positions = {}
     for symbol, position in book.positions.items():
-        value += position.quantity * _mark(book, prices, symbol)
-    return value
-
-
-def unrealized_pnl(book: StrategyBook, prices: Mapping[str, float]) -> float:
-    """Mark minus fee-inclusive cost: the entry fee is already counted, the exit fee not yet."""
-    return sum(p.quantity * (_mark(book, prices, s) - p.avg_price) for s, p in book.positions.items())
+        if symbol in marks:
+            price = _mark(book, marks, symbol)
+            mark = PositionMark(price, position.quantity * price, position.quantity * (price - position.avg_price))
+        else:
+            mark = PositionMark(None, position.quantity * position.avg_price, None)
+        positions[symbol] = mark
+        value += mark.value
+    return Valuation(value, option_value, positions)
 
 
 def book_to_dict(book: StrategyBook) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from trading.ledger import (
     MAX_USD,
     OrderDecision,
     StrategyBook,
+    Valuation,
     apply_fill,
     book_from_dict,
     book_to_dict,
@@ -31,8 +32,8 @@ from trading.ledger import (
     duplicate_reason,
     liquidation_orders,
     new_book,
-    portfolio_value,
     record_no_fill,
+    value_book,
 )
 from trading.option_book import (
     OptionOrder,
@@ -49,6 +50,7 @@ from trading.order_checks import DEFAULT_PRICE_BAND_PCT, OK, PriceTape, check_sp
 from trading.risk import (
     RiskLimits,
     RiskState,
+    drawdown_pct,
     entry_block_reason,
     reset_risk,
     risk_summary,
@@ -79,6 +81,67 @@ def category_totals(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, f
         bucket["pnl"] = bucket["value"] - bucket["initial"]
         bucket["pnl_pct"] = bucket["pnl"] / bucket["initial"] * 100.0 if bucket["initial"] else 0.0
     return totals
+
+
+# The recent trades a strategy view (and a book record on the bus) carries.
+VIEW_TRADES = 10
+
+
+def book_valuation(book: StrategyBook, marks: Mapping[str, float]) -> Valuation:
+    """The one valuation of a book: spot at ``marks`` (never priced: at cost) plus its option
+    positions at their last marks. Risk, order sizing, the backtester, the portfolio's views
+    and the gateway's /status all value a book here, so no reader shows a value the kill
+    switch never saw."""
+    return value_book(book, marks, option_value(book))
+
+
+def book_view(book: StrategyBook, category: str, marks: Mapping[str, float], market_ts: int) -> dict[str, Any]:
+    """One strategy as /status shows it, valued by ``book_valuation`` at ``marks``. The
+    drawdown is taken at this value (as the next mark will take it), so value and drawdown
+    never disagree between two marks."""
+    valuation = book_valuation(book, marks)
+    value = valuation.value
+    positions = {}
+    for symbol, p in book.positions.items():
+        mark = valuation.positions[symbol]
+        positions[symbol] = {"quantity": p.quantity, "avg_price": p.avg_price, "current_price": mark.price,
+                             "value": mark.value if mark.price is not None else None,
+                             "unrealized_pnl": mark.unrealized_pnl, "opened_ts": p.opened_ts}
+    peak = max(book.risk.peak_value, value)
+    pnl = value - book.initial_capital
+    return {
+        "id": book.strategy_id,
+        "type": book.kind,
+        "category": category,
+        "cash": book.cash,
+        "initial_capital": book.initial_capital,
+        "positions": positions,
+        "option_positions": {name: p.to_dict() for name, p in book.option_positions.items()},
+        "option_value": valuation.option_value,
+        "trade_count": book.trade_count,
+        "portfolio_value": value,
+        "pnl": pnl,
+        "pnl_pct": pnl / book.initial_capital * 100.0,
+        "risk_state": {**risk_summary(book.risk, market_ts), "peak_value": peak,
+                       "drawdown_pct": drawdown_pct(peak, value)},
+        "recent_trades": book.recent_trades[-VIEW_TRADES:],
+    }
+
+
+def book_record(book: StrategyBook, category: str) -> dict[str, Any]:
+    """A book as it travels to the gateway (``read_book_record`` reads it back): its state.json
+    form with the last VIEW_TRADES trades and no order-id memory, plus its category. Values
+    are not in it: the reader takes them from ``book_view`` at the portfolio's marks."""
+    record = book_to_dict(book)
+    record["recent_trades"] = record["recent_trades"][-VIEW_TRADES:]
+    record["recent_order_ids"] = {}
+    record["category"] = category
+    return record
+
+
+def read_book_record(d: Any, where: str) -> tuple[StrategyBook, str]:
+    """A ``book_record`` from the bus, checked as state.json is; RecordError names the key path."""
+    return book_from_dict(d, where), read_str(d, "category", where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +350,7 @@ class Portfolio:
         self.aliases: dict[str, str] = {}  # old id -> new id: records of the old id go to the new book
         self._renames_unjournaled: dict[str, str] = {}  # renames done or used, not yet in the journal
         self._journaled_renames: set[str] = set()  # old ids whose rename record the journal holds
+        self._changed: set[str] = set()  # books whose record changed since ``take_changed``
 
     # --- state ---------------------------------------------------------------------------
     def reconcile(self, ts: int) -> Reconciliation:
@@ -298,6 +362,7 @@ class Portfolio:
             if sid not in self.books:
                 self.books[sid] = new_book(sid, meta.kind, meta.capital, ts)
                 created.append(sid)
+                self._changed.add(sid)
         retired = tuple(sorted(set(self.books) - set(self.metas)))
         kept = tuple(sorted(set(self.books) - set(created) - set(retired)))
         return Reconciliation(tuple(created), retired, kept)
@@ -327,6 +392,7 @@ class Portfolio:
         book.strategy_id = new
         book.recent_trades = [{**t, "strategy_id": new} for t in book.recent_trades]
         self.books[new] = book
+        self._changed |= {old, new}
         if old in self._risk_unjournaled:
             self._risk_unjournaled.discard(old)
             self._risk_unjournaled.add(new)
@@ -364,6 +430,7 @@ class Portfolio:
         """Adopt a parsed state.json, all or nothing; RecordError names the bad key path."""
         parsed = parse_state(state)
         self.books = parsed.books
+        self._changed |= set(parsed.books)
         self.journal_seq = parsed.journal_seq
         self.market_ts = parsed.market_ts
         self.prices = parsed.prices
@@ -535,6 +602,7 @@ class Portfolio:
                 raise RecordError(f"journal seq {fill.seq}: no book for strategy {fill.strategy_id!r}")
             if fill.seq > self.journal_seq:
                 self.journal_seq = fill.seq
+            self._changed.add(fill.strategy_id)
             if isinstance(fill, RiskRecord):
                 book.risk = replace(fill.risk)
                 self._risk_unjournaled.discard(fill.strategy_id)
@@ -553,10 +621,8 @@ class Portfolio:
 
     # --- marks and risk --------------------------------------------------------------------
     def value_of(self, sid: str) -> float:
-        """Book value at the last known prices; a position never priced yet counts at cost."""
-        book = self.books[sid]
-        marks = {s: p.avg_price for s, p in book.positions.items() if s not in self.prices}
-        return portfolio_value(book, {**self.prices, **marks} if marks else self.prices, option_value(book))
+        """Book value at the last known prices (``book_valuation``)."""
+        return book_valuation(self.books[sid], self.prices).value
 
     def spot_at(self, ts: int) -> dict[str, float]:
         """Each coin's price at ``ts`` from the tape (the newest tick at or before it)."""
@@ -585,6 +651,7 @@ class Portfolio:
             if book.option_positions:
                 self._guarded_mark("option marks", sid, "option marks",
                                    lambda b=book: mark_option_positions(b, marks, ts))
+                self._changed.add(sid)
 
     @property
     def marking_problems(self) -> dict[str, str]:
@@ -651,6 +718,7 @@ class Portfolio:
                 events.append(f"{sid}: {event}")
             if (book.risk.kill_switch, book.risk.daily_loss_tripped) != sticky:
                 self._risk_unjournaled.add(sid)
+                self._changed.add(sid)
             if book.risk.kill_switch and book.positions:
                 fills = self._guarded_mark("mark", sid, "liquidation", lambda b=book, n=next_seq: liquidation_orders(
                     b, self.prices, ts, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate, first_seq=n))
@@ -689,39 +757,26 @@ class Portfolio:
                         book.risk.peak_value, tuple(book.option_positions.values()),
                         holding.quantity if holding else 0.0, holding.avg_price if holding else 0.0)
 
-    def strategy_view(self, sid: str) -> dict[str, Any]:
-        book = self.books[sid]
+    def category_of(self, sid: str) -> str:
+        """Spot, Deribit or IBKR from the config; a retired book by its kind."""
         meta = self.metas.get(sid)
-        value = self.value_of(sid)
-        positions = {}
-        for symbol, p in book.positions.items():
-            price = self.prices.get(symbol)
-            positions[symbol] = {
-                "quantity": p.quantity, "avg_price": p.avg_price, "current_price": price,
-                "value": p.quantity * price if price else None,
-                "unrealized_pnl": p.quantity * (price - p.avg_price) if price else None,
-                "opened_ts": p.opened_ts,
-            }
-        pnl = value - book.initial_capital
-        return {
-            "id": sid,
-            "type": book.kind,
-            "category": meta.category if meta else ("spot" if book.kind == "spot" else "options"),
-            "cash": book.cash,
-            "initial_capital": book.initial_capital,
-            "positions": positions,
-            "option_positions": {name: p.to_dict() for name, p in book.option_positions.items()},
-            "option_value": option_value(book),
-            "trade_count": book.trade_count,
-            "portfolio_value": value,
-            "pnl": pnl,
-            "pnl_pct": pnl / book.initial_capital * 100.0,
-            "risk_state": risk_summary(book.risk, self.market_ts),
-            "recent_trades": book.recent_trades[-10:],
-        }
+        if meta is not None:
+            return meta.category
+        return "spot" if self.books[sid].kind == "spot" else "options"
+
+    def strategy_view(self, sid: str) -> dict[str, Any]:
+        return book_view(self.books[sid], self.category_of(sid), self.prices, self.market_ts)
+
+    def take_changed(self) -> set[str]:
+        """The books whose record changed since the last call (fills, risk records, sticky risk
+        flags, option marks, renames, a load): what a delta to the gateway must carry. Marks
+        alone change no record: a reader values books at the marks that travel beside them."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything /status shows, computed once here so readers never recompute it."""
+        """Every strategy's view and the totals (the ``snapshot`` reply, for the CLI and scripts);
+        the gateway builds the same views from its clone with the same ``book_view``."""
         strategies = {sid: self.strategy_view(sid) for sid in self.books}
         return {
             "market_ts": self.market_ts,
@@ -730,6 +785,20 @@ class Portfolio:
             "strategies": strategies,
             "totals": category_totals(strategies.values()),
         }
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """``category_totals`` of every book at the last known prices, without building views."""
+        return category_totals({"category": self.category_of(sid), "initial_capital": book.initial_capital,
+                                "portfolio_value": self.value_of(sid)} for sid, book in self.books.items())
+
+    def records_message(self, sids: Iterable[str]) -> dict[str, Any]:
+        """The books of ``sids`` as records (``book_record``), the ids among them that have no
+        book any more (``removed``: renamed), and the marks and clock to value them at: the body
+        of a delta (changed books) or of a full snapshot (every book)."""
+        sids = sorted(sids)
+        books = {sid: book_record(self.books[sid], self.category_of(sid)) for sid in sids if sid in self.books}
+        return {"market_ts": self.market_ts, "journal_seq": self.journal_seq, "prices": dict(self.prices),
+                "books": books, "removed": [sid for sid in sids if sid not in books]}
 
     def equity_point(self) -> dict[str, float]:
         """Each book's value; a book the last mark could not value is left out of the point."""

@@ -1,15 +1,23 @@
-"""The gateway's documents (/status, /healthz, equity curves), built from the cached portfolio
-snapshot, the feed's latest prices and the services' heartbeats. Pure: the gateway passes its
-caches and the wall time in, so a request only re-marks a snapshot and never recomputes books.
+"""The gateway's documents (/status, /healthz, equity curves), built from its clone of the
+portfolio's books and the services' heartbeats. Pure: the gateway passes its caches and the wall
+time in.
+
+/status values every book with the portfolio's own function (``trading.portfolio.book_view``)
+at the portfolio's own marks, which travel with its deltas: it shows exactly the values, P&L
+and drawdown the kill switch acts on, as of the portfolio's last delta (at most a second old),
+never a re-mark at the gateway's own ticks.
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from common.messages import HEARTBEAT_LOST_MS
-from trading.portfolio import CATEGORIES, category_totals
+from common.model import RecordError, read_int, read_object, read_str
+from trading.ledger import MAX_USD, StrategyBook
+from trading.portfolio import CATEGORIES, book_view, category_totals, read_book_record
 
 ENGINE_PREFIX = "signals-"  # every signal engine's service name: signals-<engine> (config `engines`)
 DEFAULT_ENGINES = ("signals-spot", "signals-options")
@@ -24,36 +32,82 @@ SERVICES = services_of(DEFAULT_ENGINES)
 
 
 class StatusInputError(ValueError):
-    """A snapshot or equity point that cannot be shown; the message names the bad field."""
+    """An equity point that cannot be shown; the message names the bad field."""
 
 
-def revalue(view: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, Any]:
-    """A strategy view re-marked at ``prices``: spot positions at the live price, options at
-    the value the pricer last gave them (``current_value_usd``)."""
-    for key in ("cash", "initial_capital", "positions"):
-        if key not in view:
-            raise StatusInputError(f"strategy {view.get('id', '?')!r}: view lacks {key!r}")
-    out = dict(view)
-    positions = {}
-    value = float(view["cash"])
-    for symbol, pos in view["positions"].items():
-        price = prices.get(symbol) or pos.get("current_price")
-        p = dict(pos)
-        if price:
-            p["current_price"] = price
-            p["value"] = pos["quantity"] * price
-            p["unrealized_pnl"] = pos["quantity"] * (price - pos["avg_price"])
-            value += p["value"]
-        else:  # never priced yet: carry it at cost rather than show a hole
-            value += pos["quantity"] * pos["avg_price"]
-        positions[symbol] = p
-    option_value = sum((o.get("current_value_usd") or 0.0) for o in view.get("option_positions", {}).values())
-    initial = float(view["initial_capital"])
-    out["positions"] = positions
-    out["portfolio_value"] = value + option_value
-    out["pnl"] = out["portfolio_value"] - initial
-    out["pnl_pct"] = out["pnl"] / initial * 100.0 if initial else 0.0
-    return out
+class CloneGap(Exception):
+    """A delta that does not follow the clone (a seq missed, a new stream, a record that does
+    not read): the clone must be rebuilt from a ``book_snapshot``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BookClone:
+    """The gateway's copy of the portfolio's books (the clone pattern): current to delta ``seq``
+    of ``stream``, with the marks and the market time the portfolio values them at."""
+
+    stream: str
+    seq: int
+    market_ts: int
+    journal_seq: int
+    prices: Mapping[str, float]
+    books: Mapping[str, tuple[StrategyBook, str]]  # id -> (book, category)
+
+
+def _read_prices(body: Mapping[str, Any], where: str) -> dict[str, float]:
+    prices = {}
+    for symbol, price in read_object(body.get("prices"), f"{where}.prices").items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) \
+                or not (math.isfinite(price) and 0 < price <= MAX_USD):
+            raise RecordError(f"{where}.prices.{symbol}: expected a price in (0, {MAX_USD:g}], got {price!r}")
+        prices[symbol] = float(price)
+    return prices
+
+
+def _read_state(body: Any, where: str, books: Mapping[str, tuple[StrategyBook, str]]) -> BookClone:
+    """``books`` updated by ``body``'s records and less its ``removed`` ids, with its marks and seq."""
+    read_object(body, where)
+    merged = dict(books)
+    removed = body.get("removed")
+    if not isinstance(removed, list) or not all(isinstance(sid, str) for sid in removed):
+        raise RecordError(f"{where}.removed: expected a list of strategy ids, got {removed!r:.80}")
+    for sid in removed:
+        merged.pop(sid, None)
+    for sid, record in read_object(body.get("books"), f"{where}.books").items():
+        book, category = read_book_record(record, f"{where}.books.{sid}")
+        if book.strategy_id != sid:
+            raise RecordError(f"{where}.books.{sid}.strategy_id: {book.strategy_id!r} does not match its key")
+        merged[sid] = (book, category)
+    return BookClone(read_str(body, "stream", where), read_int(body, "seq", where, minimum=0),
+                     read_int(body, "market_ts", where, minimum=0), read_int(body, "journal_seq", where, minimum=0),
+                     _read_prices(body, where), merged)
+
+
+def clone_from_snapshot(body: Any) -> BookClone:
+    """A fresh clone from the portfolio's ``book_snapshot`` reply; RecordError names the bad key."""
+    return _read_state(body, "book_snapshot", {})
+
+
+def apply_delta(clone: BookClone, body: Any) -> BookClone:
+    """``clone`` with one ``book_delta`` applied: the same clone for a delta it already holds
+    (seq at or before its own), CloneGap for one it cannot follow."""
+    where = f"book_delta {body.get('seq') if isinstance(body, Mapping) else '?'}"
+    try:
+        stream, seq = read_str(read_object(body, where), "stream", where), read_int(body, "seq", where, minimum=1)
+        if stream != clone.stream:
+            raise CloneGap(f"{where}: a new stream {stream!r} (the portfolio restarted), clone of {clone.stream!r}")
+        if seq <= clone.seq:
+            return clone
+        if seq > clone.seq + 1:
+            raise CloneGap(f"{where}: deltas {clone.seq + 1}..{seq - 1} missed")
+        return _read_state(body, where, clone.books)
+    except RecordError as exc:
+        raise CloneGap(str(exc)) from None
+
+
+def clone_views(clone: BookClone) -> dict[str, dict[str, Any]]:
+    """Every strategy's view, valued by the portfolio's own ``book_view`` at its marks."""
+    return {sid: book_view(book, category, clone.prices, clone.market_ts)
+            for sid, (book, category) in clone.books.items()}
 
 
 NO_DECISION = {"decision": "none yet", "reason": "the signal engine has not run this strategy yet", "ts": None}
@@ -73,24 +127,22 @@ def last_decision(entry: Any) -> dict[str, Any]:
             "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None, **counted}
 
 
-def build_status(snapshot: Mapping[str, Any] | None, prices: Mapping[str, float], cycle_count: int,
-                 health: Mapping[str, Any], decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The seed's /status document: cycle count, live prices, and every strategy marked now,
-    each with its ``last_decision`` (``decisions``: the signal engine's heartbeat ``strategies``),
-    so a strategy that does nothing always says why."""
-    if not snapshot:
-        return {"cycle_count": cycle_count, "market_ts": None, "prices": dict(prices), "strategies": {},
+def build_status(clone: BookClone | None, cycle_count: int, health: Mapping[str, Any],
+                 decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The seed's /status document: cycle count, the portfolio's marks (``prices``), and every
+    strategy as the portfolio values it (``clone_views``), each with its ``last_decision``
+    (``decisions``: the signal engine's heartbeat ``strategies``), so a strategy that does
+    nothing always says why."""
+    if clone is None:
+        return {"cycle_count": cycle_count, "market_ts": None, "prices": {}, "strategies": {},
                 "totals": {}, "health": health, "note": "waiting for the portfolio's first snapshot"}
-    if not isinstance(snapshot.get("strategies"), Mapping):
-        raise StatusInputError("snapshot.strategies: expected an object of strategy views")
-    live = {**snapshot.get("prices", {}), **prices}
     known = decisions if isinstance(decisions, Mapping) else {}
-    strategies = {sid: revalue(view, live) | {"last_decision": last_decision(known.get(sid))}
-                  for sid, view in snapshot["strategies"].items()}
+    strategies = {sid: view | {"last_decision": last_decision(known.get(sid))}
+                  for sid, view in clone_views(clone).items()}
     return {
         "cycle_count": cycle_count,
-        "market_ts": snapshot.get("market_ts"),
-        "prices": live,
+        "market_ts": clone.market_ts,
+        "prices": dict(clone.prices),
         "strategies": strategies,
         "totals": category_totals(strategies.values()),
         "health": health,

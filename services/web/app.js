@@ -149,7 +149,7 @@ function renderHeader(status) {
   badge.title = problems.join("\n");
   badge.className = "badge " + (health.ok ? "ok" : "bad");
   document.getElementById("clock").textContent =
-    `market ${isoTime(status.market_ts)} · cycle ${status.cycle_count} · ` +
+    `market ${isoTime(status.market_ts)} · cycle ${status.cycle_count} · marks ` +
     Object.entries(status.prices || {}).map(([s, p]) => `${s} ${usd(p)}`).join(" · ");
 }
 

@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from services.gateway import CycleReporter, Gateway, SummaryPost, listen_host, m
 from services.gateway_cache import STATUS_TTL_MS, GatewayCache
 from services.gateway_http import ROUTES, STATIC_FILES, WEB_DIR, HttpServer
 from services.runtime import ServiceRuntime
-from tests.services.views.test_discord import known_status
+from services.views.status import build_status
+from tests.services.views.test_discord import known_clone, known_status
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_000_000
@@ -39,10 +41,8 @@ class Clock:
 
 def filled_cache(now=NOW) -> GatewayCache:
     cache = GatewayCache(clock_ms=Clock(now))
-    status = known_status()  # a status doc carries everything a snapshot does
-    cache.snapshot = {"market_ts": status["market_ts"], "journal_seq": 5, "prices": {"BTC/USDT": 40_000.0},
-                      "strategies": {sid: {**v, "portfolio_value": None} for sid, v in status["strategies"].items()}}
-    cache.prices = {"BTC/USDT": 60_000.0}
+    status = known_status()
+    cache.clone = known_clone()
     cache.heartbeats = {name: {"received_ms": now - 400, "pid": 10 + i, "uptime_s": 5.0, "errors": 0,
                                "bus": {"sent": 100 * (i + 1), "received": 7, "dropped": {"bad_envelope": i}, "missed": {}}}
                         for i, name in enumerate(("marketdata", "signals-spot", "signals-options", "portfolio", "pricer"))}
@@ -82,7 +82,7 @@ def served():
 
 
 # --- data endpoints ----------------------------------------------------------------------------
-def test_status_marks_the_snapshot_at_the_feed_price(served):
+def test_status_values_the_clone_at_the_portfolios_marks(served):
     code, headers, body = served.get("/status")
     doc = json.loads(body)
     assert code == 200 and headers["Content-Type"] == "application/json"
@@ -94,9 +94,9 @@ def test_status_marks_the_snapshot_at_the_feed_price(served):
     assert doc["health"]["ok"] is True
 
 
-def test_status_follows_a_new_price_within_the_rebuild_interval(served):
+def test_status_follows_new_marks_within_the_rebuild_interval(served):
     served.get("/status")
-    served.cache.prices = {"BTC/USDT": 70_000.0}  # the loop replaces the dict
+    served.cache.clone = replace(served.cache.clone, prices={"BTC/USDT": 70_000.0})  # a delta's marks
     served.cache.clock_ms.now += STATUS_TTL_MS
     doc = json.loads(served.get("/status")[2])
     assert doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_200.0)
@@ -106,7 +106,7 @@ def test_status_is_built_once_for_a_burst_of_requests_and_at_most_once_per_inter
     cache = filled_cache()
     first = cache.status_json()
     assert cache.status_json() is first
-    cache.snapshot = dict(cache.snapshot)
+    cache.clone = replace(cache.clone)
     cache.clock_ms.now += STATUS_TTL_MS - 1
     assert cache.status_json() is first  # a fast feed's replacements wait for the interval
     cache.clock_ms.now += 1
@@ -154,7 +154,7 @@ def test_metrics_are_prometheus_text_with_strategy_and_service_series(served):
 def test_equity_endpoint_gives_curves_with_the_live_point(served):
     doc = json.loads(served.get("/api/equity")[2])
     assert doc["strategies"]["momentum-btc"] == [1000.0, 1040.0, pytest.approx(1_100.0)]
-    assert doc["ts"][-1] == served.cache.snapshot["market_ts"]
+    assert doc["ts"][-1] == served.cache.clone.market_ts
     assert doc["categories"]["total"][-1] == pytest.approx(5_000.0)
     assert set(doc["categories"]) == {"spot", "deribit", "ibkr", "total"}
 
@@ -298,9 +298,8 @@ def gateway():
 
 
 def test_messages_replace_the_caches(gateway):
-    before = gateway.cache.prices
     gateway.on_message("tick.BTC/USDT", env("tick", {"symbol": "BTC/USDT", "price": 61_000.0, "ts": 5}))
-    assert gateway.cache.prices == {"BTC/USDT": 61_000.0} and before == {}
+    assert gateway.cache.last_tick_ms is not None
     gateway.on_message("heartbeat.signals-spot", env("heartbeat", {"cycle_count": 4}, source="signals-spot"))
     gateway.on_message("heartbeat.signals-options", env("heartbeat", {"cycle_count": 3}, source="signals-options"))
     assert gateway.cache.cycle_count == 7 and "received_ms" in gateway.cache.heartbeats["signals-spot"]
@@ -321,22 +320,108 @@ def test_bad_messages_are_counted_not_raised(gateway):
 
 
 def test_a_cycle_with_fills_posts_one_summary_once_the_snapshot_covers_them(gateway):
-    status = known_status()
-    snapshot = {"market_ts": status["market_ts"], "journal_seq": 4, "prices": {}, "strategies": status["strategies"]}
-    gateway.on_message("portfolio.snapshot", env("snapshot", snapshot))
+    gateway.cache.clone = known_clone(journal_seq=4)
     gateway.on_message("cycle", env("cycle", {"cycle": 12}))
     fill = {"seq": 5, "strategy_id": "momentum-btc", "side": "buy", "quantity": 0.01, "instrument": "BTC/USDT",
             "price": 60_000.0, "fee": 0.6}
     gateway.on_message("fill.momentum-btc", env("fill", fill))
     gateway.report_cycle()
-    assert gateway.poster.batches == []  # the snapshot still says journal_seq 4
-    gateway.on_message("portfolio.snapshot", env("snapshot", {**snapshot, "journal_seq": 5}))
+    assert gateway.poster.batches == []  # the clone still says journal_seq 4
+    gateway.cache.clone = replace(gateway.cache.clone, journal_seq=5)
     gateway.report_cycle()
     gateway.report_cycle()
     assert len(gateway.poster.batches) == 1
     text = "\n".join(gateway.poster.batches[0])
     assert text.startswith("**go-trader** cycle 12")
     assert "• momentum-btc: BUY 0.01 BTC/USDT @ $60,000.00 (fee $0.60)" in text
+
+
+class FakePortfolio:
+    """The portfolio's REP as the gateway asks it: ``book_snapshot`` from a real Portfolio."""
+
+    def __init__(self, portfolio, stream="s1"):
+        self.p, self.stream, self.seq, self.asked = portfolio, stream, 0, 0
+
+    def request(self, type_, body=None, **_kw):
+        assert type_ == "book_snapshot"
+        self.asked += 1
+        return json.loads(json.dumps({"stream": self.stream, "seq": self.seq, **self.p.records_message(self.p.books)}))
+
+    def delta(self, seq=None):
+        self.seq = self.seq + 1 if seq is None else seq
+        body = {"stream": self.stream, "seq": self.seq, **self.p.records_message(self.p.take_changed())}
+        return env("book_delta", json.loads(json.dumps(body)), source="portfolio", seq=self.seq)
+
+
+def own_views(portfolio) -> dict:
+    return portfolio.snapshot()["strategies"]
+
+
+def shown_views(gateway) -> dict:
+    """What /status shows of the gateway's clone now (``cache.status`` memoizes for STATUS_TTL_MS)."""
+    return {sid: {k: v for k, v in view.items() if k != "last_decision"}
+            for sid, view in build_status(gateway.cache.clone, 0, {})["strategies"].items()}
+
+
+@pytest.fixture
+def traded(tmp_path):
+    from common.state_store import Journal
+    from tests.trading.test_portfolio import run_every_kind_of_fill
+
+    p = run_every_kind_of_fill(Journal(tmp_path / "journal.jsonl")).p
+    p.take_changed()
+    return p
+
+
+def test_status_is_the_portfolios_own_valuation_when_the_gateway_has_a_newer_price(gateway, traded):
+    gateway.portfolio = FakePortfolio(traded)
+    gateway.fetch_snapshot()
+    marked = traded.prices["BTC/USDT"]
+    gateway.on_message("tick.BTC/USDT", env("tick", {"symbol": "BTC/USDT", "price": marked * 1.5, "ts": 1}))
+    status = gateway.cache.status()
+    assert {sid: {k: v for k, v in view.items() if k != "last_decision"}
+            for sid, view in status["strategies"].items()} == own_views(traded)
+    assert status["prices"] == traded.prices and status["totals"] == traded.snapshot()["totals"]
+    assert status["totals"]["total"]["value"] == pytest.approx(sum(traded.value_of(sid) for sid in traded.books))
+
+
+def test_deltas_follow_the_portfolio_and_a_gap_asks_for_a_new_snapshot(gateway, traded):
+    fake = FakePortfolio(traded)
+    gateway.portfolio = fake
+    gateway.on_message("portfolio.delta", fake.delta())  # before any snapshot: waits for fetch_snapshot
+    assert gateway.cache.clone is None and fake.asked == 0
+    gateway.fetch_snapshot()
+    assert (fake.asked, gateway.cache.clone.seq) == (1, 1)
+    traded.mark({"BTC/USDT": traded.prices["BTC/USDT"] * 1.02}, traded.market_ts + 1)
+    gateway.on_message("portfolio.delta", fake.delta())
+    assert gateway.cache.clone.seq == 2 and fake.asked == 1 and shown_views(gateway) == own_views(traded)
+    traded.mark({"BTC/USDT": traded.prices["BTC/USDT"] * 0.5}, traded.market_ts + 1)  # trips kill switches
+    fake.delta()  # seq 3 is lost on the way
+    gateway.on_message("portfolio.delta", fake.delta())  # seq 4: a gap
+    assert fake.asked == 2 and gateway.cache.clone.seq == 4 and gateway.rt.stats.dropped["delta_gap"] == 1
+    assert shown_views(gateway) == own_views(traded)
+    fake.stream = "s2"  # the portfolio restarted: its numbering starts again
+    gateway.on_message("portfolio.delta", fake.delta(seq=1))
+    assert fake.asked == 3 and gateway.cache.clone.stream == "s2"
+
+
+def test_a_bad_delta_resnapshots_and_a_failed_snapshot_clears_the_clone(gateway, traded):
+    from common.bus import RequestFailed
+
+    fake = FakePortfolio(traded)
+    gateway.portfolio = fake
+    gateway.fetch_snapshot()
+    bad = fake.delta()
+    bad.body["books"] = {"mom": {"cash": "lots"}}
+    gateway.on_message("portfolio.delta", bad)
+    assert fake.asked == 2 and gateway.cache.clone.seq == 1 and shown_views(gateway) == own_views(traded)
+
+    def down(*_a, **_k):
+        raise RequestFailed("portfolio: no answer")
+
+    fake.request = down
+    gateway.on_message("portfolio.delta", fake.delta(seq=9))
+    assert gateway.cache.clone is None  # never a clone known to be stale; the timer asks again
 
 
 def by_kind(fill: dict) -> str:
@@ -407,8 +492,7 @@ def test_requests_stay_correct_while_the_loop_replaces_the_cache(served):
     while any(t.is_alive() for t in threads):
         time.sleep(0.002)  # the loop replaces caches at most every few ms, not in a spin
         price += 1.0
-        served.cache.prices = {"BTC/USDT": price}
-        served.cache.snapshot = dict(served.cache.snapshot)
+        served.cache.clone = replace(served.cache.clone, prices={"BTC/USDT": price})
     for t in threads:
         t.join()
     assert errors == []

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -255,7 +256,7 @@ def test_the_stream_sends_the_current_state_then_each_new_snapshot():
         assert [name for name, _doc in first] == ["status", "equity"]
         assert first[0][1]["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_100.0)
         assert first[1][1]["strategies"]["momentum-btc"][:2] == [1000.0, 1040.0]
-        s.cache.prices = {"BTC/USDT": 70_000.0}  # the zmq loop replaces the dict
+        s.cache.clone = replace(s.cache.clone, prices={"BTC/USDT": 70_000.0})  # a delta's marks: replaced whole
         s.cache.clock_ms.now += STATUS_TTL_MS
         (name, doc), = reader.events(1)
         assert name == "status" and doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_200.0)

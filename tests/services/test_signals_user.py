@@ -119,10 +119,10 @@ def test_each_cycle_logs_one_line_with_values_per_category_and_trades(engine):
     def envelope(type_: str, body: dict) -> Envelope:
         return Envelope(1, type_, "id", 0, "portfolio", 1, body)
 
-    engine.on_message("portfolio.snapshot", envelope("snapshot", {"totals": known_status()["totals"]}))
+    engine.on_message("portfolio.totals", envelope("totals", {"totals": known_status()["totals"]}))
     engine.on_message("fill.mine", envelope("fill", {"seq": 1}))
     engine.on_message("fill.mine", envelope("fill", {"seq": 2}))
-    engine.on_message("portfolio.snapshot", envelope("snapshot", {"totals": "garbage"}))  # ignored
+    engine.on_message("portfolio.totals", envelope("totals", {"totals": "garbage"}))  # ignored
     run_hours(engine, range(80, 82))
     first, second = events(engine, "cycle")
     assert {k: first[k] for k in ("cycle", "spot_value", "spot_pnl", "deribit_value", "ibkr_pnl", "total_value",

@@ -16,10 +16,9 @@ from trading.ledger import (
     decide_spot_order,
     liquidation_orders,
     new_book,
-    portfolio_value,
     rebuild_books_from_journal,
     record_no_fill,
-    unrealized_pnl,
+    value_book,
 )
 from trading.risk import RiskLimits, update_on_mark, update_on_trade_closed
 
@@ -118,7 +117,7 @@ def test_noop_duplicate_and_insufficient_cash():
 def test_entries_rejected_but_exits_allowed_while_kill_switch_is_on():
     book = new_book("mom", "spot", 1000.0, T0)
     apply_fill(book, decide(book, order(1, 100.0)).fill)
-    events = update_on_mark(book.risk, LIMITS, portfolio_value(book, {"BTC/USDT": 35.0}), T0 + 1)
+    events = update_on_mark(book.risk, LIMITS, value_book(book, {"BTC/USDT": 35.0}).value, T0 + 1)
     assert book.risk.kill_switch and events
     rejected = decide(book, order(1, 35.0, ts=T0 + 2, symbol="ETH/USDT"), seq=2)
     assert rejected.status == "rejected"
@@ -167,14 +166,25 @@ def new_book_with(book_symbol: str):
     return book
 
 
-def test_portfolio_value_and_unrealized_pnl():
+def test_value_book_marks_positions_and_adds_the_option_value():
     book = new_book("mom", "spot", 1000.0, T0)
     apply_fill(book, decide(book, order(1, 100.0), fee_rate=0.0, max_position_pct=50.0).fill)
-    assert portfolio_value(book, {"BTC/USDT": 120.0}) == pytest.approx(500 + 5 * 120)
-    assert portfolio_value(book, {"BTC/USDT": 120.0}, option_value=-30.0) == pytest.approx(1070.0)
-    assert unrealized_pnl(book, {"BTC/USDT": 120.0}) == pytest.approx(100.0)
+    valuation = value_book(book, {"BTC/USDT": 120.0})
+    assert valuation.value == pytest.approx(500 + 5 * 120)
+    mark = valuation.positions["BTC/USDT"]
+    assert (mark.price, mark.value, mark.unrealized_pnl) == (120.0, pytest.approx(600.0), pytest.approx(100.0))
+    assert value_book(book, {"BTC/USDT": 120.0}, option_value=-30.0).value == pytest.approx(1070.0)
     with pytest.raises(MissingPriceError, match="no usable price for held BTC/USDT"):
-        portfolio_value(book, {"BTC/USDT": float("nan")})
+        value_book(book, {"BTC/USDT": float("nan")})
+
+
+def test_value_book_counts_a_never_priced_position_at_cost():
+    book = new_book("mom", "spot", 1000.0, T0)
+    apply_fill(book, decide(book, order(1, 100.0), fee_rate=0.0, max_position_pct=50.0).fill)
+    valuation = value_book(book, {"ETH/USDT": 3000.0})
+    assert valuation.value == pytest.approx(1000.0)  # 500 cash + 5 coins at the 100 paid
+    mark = valuation.positions["BTC/USDT"]
+    assert (mark.price, mark.value, mark.unrealized_pnl) == (None, pytest.approx(500.0), None)
 
 
 def test_bad_orders_raise():
@@ -308,7 +318,7 @@ def test_journal_alone_rebuilds_the_books_after_500_random_orders(tmp_path):
             seq = fill.seq
             if fill.realized_pnl:
                 update_on_trade_closed(book.risk, limits, fill.realized_pnl, ts)
-        update_on_mark(book.risk, limits, portfolio_value(book, prices), ts)
+        update_on_mark(book.risk, limits, value_book(book, prices).value, ts)
         if book.risk.kill_switch and book.positions:
             liquidation = liquidation_orders(book, prices, ts, fee_rate=0.001, slippage_rate=0.0005, first_seq=seq + 1)
             journal.append([f.to_dict() for f in liquidation])

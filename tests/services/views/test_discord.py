@@ -13,34 +13,26 @@ from services.views.discord import (
     retry_after_seconds,
     split_message,
 )
-from services.views.status import build_status
+from services.views.status import BookClone, build_status
+from tests.support.clone import book, clone
 
 JAN_1_2026 = 1_767_225_600_000
 
 
-def view(sid, category, cash, initial, positions=None, option_value=None):
-    return {
-        "id": sid, "type": "spot" if category == "spot" else "options", "category": category,
-        "cash": cash, "initial_capital": initial, "positions": positions or {},
-        "option_positions": {} if option_value is None else {"X": {"quantity": 1.0, "current_value_usd": option_value}},
-        "trade_count": 0, "risk_state": {}, "recent_trades": [],
+def known_clone(journal_seq: int = 5) -> BookClone:
+    """Spot: momentum 1000 -> 1100 (0.01 BTC bought at 40k, now 60k), rsi 1000 -> 950;
+    Deribit 1000 -> 1050 (options worth 150 over 900 cash); IBKR 2000 -> 1900."""
+    books = {
+        "momentum-btc": book("momentum-btc", "spot", 500.0, 1000.0, {"BTC/USDT": (0.01, 40_000.0)}),
+        "rsi-eth": book("rsi-eth", "spot", 950.0, 1000.0),
+        "deribit-vol-btc": book("deribit-vol-btc", "deribit", 900.0, 1000.0, option_value=150.0),
+        "ibkr-strangle-mbt": book("ibkr-strangle-mbt", "ibkr", 1900.0, 2000.0),
     }
+    return clone(books, {"BTC/USDT": 60_000.0}, JAN_1_2026, journal_seq=journal_seq)
 
 
 def known_status() -> dict:
-    """Spot: momentum 1000 -> 1100 (0.01 BTC bought at 40k, now 60k), rsi 1000 -> 950;
-    Deribit 1000 -> 1050 (options worth 150 over 900 cash); IBKR 2000 -> 1900."""
-    snapshot = {
-        "market_ts": JAN_1_2026, "journal_seq": 5, "prices": {"BTC/USDT": 40_000.0},
-        "strategies": {
-            "momentum-btc": view("momentum-btc", "spot", 500.0, 1000.0,
-                                 {"BTC/USDT": {"quantity": 0.01, "avg_price": 40_000.0, "current_price": 40_000.0}}),
-            "rsi-eth": view("rsi-eth", "spot", 950.0, 1000.0),
-            "deribit-vol-btc": view("deribit-vol-btc", "deribit", 900.0, 1000.0, option_value=150.0),
-            "ibkr-strangle-mbt": view("ibkr-strangle-mbt", "ibkr", 1900.0, 2000.0),
-        },
-    }
-    return build_status(snapshot, {"BTC/USDT": 60_000.0}, 12, {"ok": True})
+    return build_status(known_clone(), 12, {"ok": True})
 
 
 FILL = {"seq": 5, "strategy_id": "momentum-btc", "side": "buy", "quantity": 0.01, "instrument": "BTC/USDT",
@@ -70,16 +62,17 @@ def test_cycle_summary_without_trades_has_no_trade_section():
 
 
 def test_a_loss_too_small_for_the_percent_keeps_its_minus_sign():
-    status = known_status()
-    status["strategies"]["rsi-eth"]["cash"] -= 0.004  # rounds away in money, stays 0.00% +$0.00
-    status["strategies"]["ibkr-strangle-mbt"]["cash"] += 84.66  # IBKR -$15.34 of $2,000: -0.77%
-    status = build_status({"market_ts": JAN_1_2026, "prices": {"BTC/USDT": 60_000.0},
-                           "strategies": status["strategies"]}, {}, 12, {"ok": True})
+    books = {
+        "momentum-btc": book("momentum-btc", "spot", 500.0, 1000.0, {"BTC/USDT": (0.01, 40_000.0)}),
+        "rsi-eth": book("rsi-eth", "spot", 950.0 - 0.004, 1000.0),  # rounds away in money, stays 0.00% +$0.00
+        "deribit-vol-btc": book("deribit-vol-btc", "deribit", 900.0, 1000.0, option_value=150.0),
+        "ibkr-strangle-mbt": book("ibkr-strangle-mbt", "ibkr", 1900.0 + 84.66, 2000.0),  # -$15.34: -0.77%
+    }
+    status = build_status(clone(books, {"BTC/USDT": 60_000.0}, JAN_1_2026), 12, {"ok": True})
     lines = cycle_summary(status, [], cycle=12).splitlines()
     assert "IBKR: **$2,000.00 → $1,984.66** (-$15.34 / -0.77%)" in lines
     assert lines[-1] == "Total: **$5,000.00 → $5,084.66** (+$84.66 / +1.69%)"
-    big = build_status({"market_ts": JAN_1_2026, "prices": {}, "strategies": {
-        "a": view("a", "spot", 9_999_984.66, 10_000_000.0)}}, {}, 1, {"ok": True})
+    big = build_status(clone({"a": book("a", "spot", 9_999_984.66, 10_000_000.0)}, {}, JAN_1_2026), 1, {"ok": True})
     assert "Spot: **$10,000,000.00 → $9,999,984.66** (-$15.34 / -0.00%)" in cycle_summary(big, [], cycle=1)
 
 

@@ -1,4 +1,5 @@
-"""The /status, /healthz and equity documents: live marks over a cached snapshot."""
+"""The /status, /healthz and equity documents: the portfolio's own values of its books, cloned
+from its snapshot and deltas."""
 from __future__ import annotations
 
 import json
@@ -6,100 +7,108 @@ import math
 
 import pytest
 
+from common.model import RecordError
+from common.state_store import Journal
 from services.views.status import (
     HEARTBEAT_LOST_MS,
+    CloneGap,
     StatusInputError,
+    apply_delta,
     build_health,
     build_status,
+    clone_from_snapshot,
     equity_curves,
     json_safe,
     last_decision,
-    revalue,
 )
+from tests.support.clone import book, clone
+from tests.trading.test_portfolio import run_every_kind_of_fill
 
 
-def spot_view(sid="momentum-btc", cash=500.0, qty=0.01, avg=40_000.0, category="spot", initial=1000.0):
-    return {
-        "id": sid, "type": "spot", "category": category, "cash": cash, "initial_capital": initial,
-        "positions": {"BTC/USDT": {"quantity": qty, "avg_price": avg, "current_price": avg,
-                                   "value": qty * avg, "unrealized_pnl": 0.0, "opened_ts": 1}} if qty else {},
-        "option_positions": {}, "trade_count": 1, "portfolio_value": cash + qty * avg,
-        "pnl": cash + qty * avg - initial, "pnl_pct": None,
-        "risk_state": {"kill_switch": False, "circuit_breaker": False}, "recent_trades": [],
-    }
+def portfolio_with_trades(tmp_path):
+    return run_every_kind_of_fill(Journal(tmp_path / "journal.jsonl")).p
 
 
-def options_view(sid="deribit-vol-btc", cash=900.0, value_usd=150.0):
-    view = spot_view(sid, cash=cash, qty=0.0, category="deribit")
-    view["type"] = "options"
-    view["option_positions"] = {"BTC-25DEC26-78000-C": {"quantity": 1.0, "current_value_usd": value_usd,
-                                                        "greeks": {"delta": 0.4, "gamma": 1e-5, "theta": -12.0, "vega": 80.0}}}
-    return view
+def snapshot_body(p, seq=0, stream="s1"):
+    return json.loads(json.dumps({"stream": stream, "seq": seq, **p.records_message(p.books)}))  # as it travels
 
 
-def test_revalue_marks_spot_at_the_live_price():
-    out = revalue(spot_view(), {"BTC/USDT": 50_000.0})
-    # 500 cash + 0.01 BTC * 50,000 = 1,000 -> pnl 0; at 60,000: 1,100 -> +10 %
-    assert out["portfolio_value"] == pytest.approx(1_000.0)
-    out = revalue(spot_view(), {"BTC/USDT": 60_000.0})
-    assert out["portfolio_value"] == pytest.approx(1_100.0)
-    assert out["pnl"] == pytest.approx(100.0)
-    assert out["pnl_pct"] == pytest.approx(10.0)
-    pos = out["positions"]["BTC/USDT"]
-    assert (pos["current_price"], pos["value"], pos["unrealized_pnl"]) == (60_000.0, pytest.approx(600.0), pytest.approx(200.0))
+def delta_body(p, seq, stream="s1"):
+    return json.loads(json.dumps({"stream": stream, "seq": seq, **p.records_message(p.take_changed())}))
 
 
-def test_revalue_keeps_the_snapshot_untouched():
-    view = spot_view()
-    revalue(view, {"BTC/USDT": 60_000.0})
-    assert view["positions"]["BTC/USDT"]["current_price"] == 40_000.0
+def without_decisions(strategies):
+    return {sid: {k: v for k, v in view.items() if k != "last_decision"} for sid, view in strategies.items()}
 
 
-def test_revalue_without_any_price_carries_the_position_at_cost():
-    view = spot_view()
-    view["positions"]["BTC/USDT"]["current_price"] = None
-    assert revalue(view, {})["portfolio_value"] == pytest.approx(500.0 + 0.01 * 40_000.0)
+def test_status_shows_exactly_the_portfolios_own_views_marks_and_totals(tmp_path):
+    p = portfolio_with_trades(tmp_path)
+    doc = build_status(clone_from_snapshot(snapshot_body(p)), 7, {"ok": True})
+    own = p.snapshot()
+    assert without_decisions(doc["strategies"]) == own["strategies"]
+    assert doc["totals"] == own["totals"] and doc["prices"] == own["prices"] and doc["market_ts"] == p.market_ts
+    assert doc["cycle_count"] == 7 and json.loads(json.dumps(doc)) == doc  # plain JSON all the way down
 
 
-def test_revalue_adds_the_option_marks_and_keeps_their_greeks():
-    out = revalue(options_view(cash=900.0, value_usd=150.0), {})
-    assert out["portfolio_value"] == pytest.approx(1_050.0)
-    assert out["pnl_pct"] == pytest.approx(5.0)
-    assert out["option_positions"]["BTC-25DEC26-78000-C"]["greeks"]["theta"] == -12.0
-
-
-def test_revalue_names_a_view_missing_cash():
-    view = spot_view()
-    del view["cash"]
-    with pytest.raises(StatusInputError, match="momentum-btc.*'cash'"):
-        revalue(view, {})
-
-
-def test_build_status_marks_every_strategy_and_totals_per_category():
-    snapshot = {"market_ts": 1_767_225_600_000, "journal_seq": 3, "prices": {"BTC/USDT": 40_000.0},
-                "strategies": {"momentum-btc": spot_view(), "deribit-vol-btc": options_view()}}
-    doc = build_status(snapshot, {"BTC/USDT": 60_000.0}, 7, {"ok": True})
-    assert doc["cycle_count"] == 7 and doc["market_ts"] == 1_767_225_600_000
-    assert doc["prices"] == {"BTC/USDT": 60_000.0}
-    assert doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_100.0)
+def test_build_status_values_books_at_the_clones_marks_and_totals_per_category():
+    books = {"momentum-btc": book("momentum-btc", "spot", 500.0, 1000.0, {"BTC/USDT": (0.01, 40_000.0)}),
+             "deribit-vol-btc": book("deribit-vol-btc", "deribit", 900.0, 1000.0, option_value=150.0)}
+    doc = build_status(clone(books, {"BTC/USDT": 60_000.0}), 7, {"ok": True})
+    # 500 cash + 0.01 BTC * 60,000 = 1,100 -> +10 %; options 900 + 150 = 1,050
+    spot = doc["strategies"]["momentum-btc"]
+    assert (spot["portfolio_value"], spot["pnl"], spot["pnl_pct"]) == (
+        pytest.approx(1_100.0), pytest.approx(100.0), pytest.approx(10.0))
+    pos = spot["positions"]["BTC/USDT"]
+    assert (pos["current_price"], pos["value"], pos["unrealized_pnl"]) == (60_000.0, pytest.approx(600.0),
+                                                                           pytest.approx(200.0))
     totals = doc["totals"]
-    assert totals["spot"]["value"] == pytest.approx(1_100.0)
-    assert totals["deribit"]["value"] == pytest.approx(1_050.0)
-    assert totals["total"]["initial"] == 2_000.0
-    assert totals["total"]["pnl"] == pytest.approx(150.0)
-    assert totals["total"]["pnl_pct"] == pytest.approx(7.5)
-    assert json.loads(json.dumps(doc)) == doc  # plain JSON all the way down
+    assert totals["spot"]["value"] == pytest.approx(1_100.0) and totals["deribit"]["value"] == pytest.approx(1_050.0)
+    assert (totals["total"]["initial"], totals["total"]["pnl"], totals["total"]["pnl_pct"]) == (
+        2_000.0, pytest.approx(150.0), pytest.approx(7.5))
+    unpriced = build_status(clone(books, {}), 7, {"ok": True})["strategies"]["momentum-btc"]
+    assert unpriced["portfolio_value"] == pytest.approx(500.0 + 0.01 * 40_000.0)  # never priced: at cost
 
 
 def test_build_status_before_the_first_snapshot_says_so():
-    doc = build_status(None, {"BTC/USDT": 1.0}, 0, {"ok": False})
+    doc = build_status(None, 0, {"ok": False})
     assert doc["strategies"] == {} and doc["market_ts"] is None
     assert "waiting" in doc["note"]
 
 
-def test_build_status_rejects_a_snapshot_without_strategies():
-    with pytest.raises(StatusInputError, match="snapshot.strategies"):
-        build_status({"strategies": [1, 2]}, {}, 0, {})
+def test_deltas_in_order_keep_the_clone_equal_to_the_portfolio(tmp_path):
+    p = portfolio_with_trades(tmp_path)
+    p.take_changed()
+    held = clone_from_snapshot(snapshot_body(p, seq=3))
+    p.mark({"BTC/USDT": p.prices["BTC/USDT"] * 1.01}, p.market_ts + 1)
+    p._move_book("vol", "vol-renamed")
+    delta = delta_body(p, 4)
+    assert (set(delta["books"]), delta["removed"]) == ({"vol-renamed"}, ["vol"])  # only the changed books travel
+    held = apply_delta(held, delta)
+    assert held.seq == 4 and without_decisions(build_status(held, 0, {})["strategies"]) == p.snapshot()["strategies"]
+    assert apply_delta(held, delta) is held  # a delta the clone already holds changes nothing
+
+
+def test_a_missed_delta_or_a_new_stream_asks_for_a_snapshot(tmp_path):
+    p = portfolio_with_trades(tmp_path)
+    held = clone_from_snapshot(snapshot_body(p, seq=3))
+    with pytest.raises(CloneGap, match="deltas 4..5 missed"):
+        apply_delta(held, delta_body(p, 6))
+    with pytest.raises(CloneGap, match="new stream 's2'"):
+        apply_delta(held, delta_body(p, 1, stream="s2"))
+    bad = delta_body(p, 4)
+    bad["books"] = {"mom": {**snapshot_body(p)["books"]["mom"], "cash": None}}
+    with pytest.raises(CloneGap, match=r"book_delta 4\.books\.mom\.cash"):
+        apply_delta(held, bad)
+    with pytest.raises(CloneGap, match=r"prices\.BTC/USDT"):
+        apply_delta(held, {**delta_body(p, 4), "prices": {"BTC/USDT": float("nan")}})
+
+
+def test_a_bad_snapshot_names_its_key():
+    body = {"stream": "s", "seq": 0, "market_ts": 0, "journal_seq": 0, "prices": {}, "books": [1], "removed": []}
+    with pytest.raises(RecordError, match=r"book_snapshot\.books"):
+        clone_from_snapshot(body)
+    with pytest.raises(RecordError, match=r"book_snapshot\.removed"):
+        clone_from_snapshot({**body, "books": {}, "removed": "all"})
 
 
 def test_health_declares_a_service_lost_after_two_missed_beats():
@@ -177,23 +186,24 @@ def test_json_safe_turns_non_finite_numbers_into_null():
 
 
 def test_every_strategy_in_status_carries_its_last_decision_and_why():
-    snapshot = {"market_ts": 5, "prices": {"BTC/USDT": 40_000.0},
-                "strategies": {"momentum-btc": spot_view(), "deribit-vol-btc": options_view(),
-                               "deribit-wheel-btc": options_view("deribit-wheel-btc")}}
+    snapshot = clone({"momentum-btc": book("momentum-btc", "spot", 500.0, 1000.0, {"BTC/USDT": (0.01, 40_000.0)}),
+                      "deribit-vol-btc": book("deribit-vol-btc", "deribit", 900.0, 1000.0, option_value=150.0),
+                      "deribit-wheel-btc": book("deribit-wheel-btc", "deribit", 1000.0, 1000.0)},
+                     {"BTC/USDT": 40_000.0}, market_ts=5)
     decisions = {
         "momentum-btc": {"status": "ok", "ts": 3_600_000, "decision": "hold", "reason": "momentum says hold at 40000"},
         "deribit-vol-btc": {"status": "ok", "ts": 7_200_000, "decision": "no trade",
                             "reason": "venue minimum: 0.1 contract(s) (0.1 BTC) of X needs $8,500.00 > budget $250.00"},
         "deribit-wheel-btc": "garbage",
     }
-    doc = build_status(snapshot, {}, 1, {}, decisions)
+    doc = build_status(snapshot, 1, {}, decisions)
     strategies = doc["strategies"]
     assert strategies["momentum-btc"]["last_decision"] == {"decision": "hold", "ts": 3_600_000,
                                                            "reason": "momentum says hold at 40000"}
     vol = strategies["deribit-vol-btc"]["last_decision"]
     assert vol["decision"] == "no trade" and vol["reason"].startswith("venue minimum") and vol["ts"] == 7_200_000
     assert strategies["deribit-wheel-btc"]["last_decision"]["decision"] == "none yet"
-    assert build_status(snapshot, {}, 1, {})["strategies"]["momentum-btc"]["last_decision"]["decision"] == "none yet"
+    assert build_status(snapshot, 1, {})["strategies"]["momentum-btc"]["last_decision"]["decision"] == "none yet"
     json.dumps(json_safe(doc))
 
 
