@@ -89,7 +89,7 @@ def test_status_values_the_clone_at_the_portfolios_marks(served):
     assert doc["cycle_count"] == 12
     assert doc["prices"]["BTC/USDT"] == 60_000.0
     assert doc["strategies"]["momentum-btc"]["portfolio_value"] == pytest.approx(1_100.0)
-    assert doc["strategies"]["deribit-vol-btc"]["option_positions"]["X"]["current_value_usd"] == 150.0
+    assert doc["strategies"]["deribit-vol-btc"]["option_positions"]["BTC-25DEC26-100000-C"]["current_value_usd"] == 150.0
     assert doc["totals"]["total"]["value"] == pytest.approx(5_000.0)
     assert doc["health"]["ok"] is True
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from options.contracts import OptionPosition, parse_instrument_name
 from services.views.status import BookClone
 from trading.ledger import Position, StrategyBook, new_book
 
@@ -20,7 +21,8 @@ def book(sid: str, category: str, cash: float, initial: float, positions: Held |
     held.cash = cash
     held.positions = {s: Position(s, q, avg, T0) for s, (q, avg) in (positions or {}).items()}
     if option_value is not None:
-        held.option_positions = {"X": {"quantity": 1.0, "current_value_usd": option_value}}
+        call = OptionPosition(parse_instrument_name("BTC-25DEC26-100000-C"), 1.0, option_value, T0)
+        held.option_positions = {call.name: call}  # one BTC coin each: value = premium
     return held, category
 
 
