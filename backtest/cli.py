@@ -339,7 +339,7 @@ def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
         raise CliError(f"--config {args.config}: no options strategy on {underlying} at venue(s) "
                        f"{', '.join(args.venue)}")
     metas = {m.strategy_id: m for m in strategy_metas(cfg)}
-    venue = cfg.options.venues[chosen[0].venue]
+    venue = cfg.venue_options(chosen[0].venue)
     return OptionsJobs(
         strategies=[(sc.id, sc.strategy, sc.venue, options_params(sc.strategy, sc.params, sc.theta_harvest))
                     for sc in chosen],

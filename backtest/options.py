@@ -227,10 +227,10 @@ class OptionsBacktest:
             if any(m.strategy_id == sid for m in metas):
                 raise OptionsBacktestError(f"strategies: id {sid!r} appears twice")
             metas.append(StrategyMeta(sid, "options", spec.name, float(capitals[sid]),
-                                      (risk_limits_by_id or {}).get(sid, risk_limits), name))
+                                      (risk_limits_by_id or {}).get(sid, risk_limits), name,
+                                      max_option_positions=max_positions, min_option_score=min_score))
             runs.append((sid, name, spec, strategy_params(name, params)))
-        self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0,
-                                   max_option_positions=max_positions, min_option_score=min_score)
+        self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0)
         self.portfolio.reconcile(self.portfolio.market_ts)  # as the portfolio service does on a fresh start
         self.symbol = f"{underlying}/{self.portfolio.underlying_quote}"
         self.strategies = {sid: OptionsStrategyRun(sid, name, spec, params, (limits_by_id or {}).get(sid, limits),

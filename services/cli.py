@@ -293,7 +293,7 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
                 "portfolio_value": capital, "peak_value": capital, "option_positions": positions,
                 "spot_quantity": args.coins, "spot_cost_basis": chain.spot if args.coins else 0.0}
         limits = OptionsRiskLimits(max_drawdown_pct=configured.max_drawdown_pct) if configured else OptionsRiskLimits()
-        venue_cfg = cfg.options.venues[venue]
+        venue_cfg = cfg.venue_options(venue)
         decision = evaluate_options(
             f"check-{args.strategy}", args.strategy, venue_spec(venue), args.underlying, params,
             source.history(f"{args.underlying}/{cfg.options.underlying_quote}", timeframe), timeframe, chain.ts,

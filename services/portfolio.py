@@ -100,8 +100,6 @@ class PortfolioService:
         self.lock = DirLock(state_dir / LOCK_NAME).acquire()  # LockHeld: another writer is here
         self.portfolio = Portfolio(strategy_metas(cfg), fee_rate=cfg.fee_pct / 100.0,
                                    slippage_rate=cfg.slippage_pct / 100.0,
-                                   max_option_positions=cfg.options.max_positions,
-                                   min_option_score=cfg.options.min_score,
                                    underlying_quote=cfg.options.underlying_quote,
                                    price_band_pct=cfg.price_band_pct,
                                    order_transit_ms=order_transit_ms(cfg))

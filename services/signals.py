@@ -405,7 +405,7 @@ class SignalEngine:
         iv = market[sc.underlying]
         limits = OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct)
         params = options_params(sc.strategy, sc.params, sc.theta_harvest)
-        venue = self.cfg.options.venues[sc.venue]
+        venue = self.cfg.venue_options(sc.venue)
         return evaluate_options(sc.id, sc.strategy, venue_spec(sc.venue), sc.underlying, params,
                                 self.bars(sc.symbol, sc.timeframe), sc.timeframe, self.market_ts,
                                 market[(sc.underlying, sc.venue)], iv["atm_iv"], iv["history"], book, limits,
