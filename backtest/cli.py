@@ -319,6 +319,7 @@ class OptionsJobs:
     risk_limits: dict[str, RiskLimits]  # id -> the portfolio's limits
     max_positions: int
     min_score: float
+    risk_free_rate: float
     fee_pct: float
     slippage_pct: float
     iv_rank_days: int
@@ -348,6 +349,7 @@ def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
         risk_limits={sc.id: metas[sc.id].limits for sc in chosen},
         max_positions=args.max_positions if args.max_positions is not None else venue.max_positions,
         min_score=args.min_score if args.min_score is not None else venue.min_score,
+        risk_free_rate=venue.risk_free_rate,
         fee_pct=cfg.fee_pct if args.fee_pct is None else args.fee_pct,
         slippage_pct=cfg.slippage_pct if args.slippage_pct is None else args.slippage_pct,
         iv_rank_days=cfg.options.iv_rank_days,
@@ -392,7 +394,7 @@ def run_options(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_options_backtest(underlying, data, bars.timeframe, capital=min(jobs.capital.values()),
                                   max_positions=jobs.max_positions, min_score=jobs.min_score,
-                                  strategies=jobs.strategies, capital_by_id=jobs.capital, limits_by_id=jobs.limits,
+                                  risk_free_rate=jobs.risk_free_rate, strategies=jobs.strategies, capital_by_id=jobs.capital, limits_by_id=jobs.limits,
                                   risk_limits_by_id=jobs.risk_limits, iv_csv=args.iv_csv,
                                   iv_rank_days=jobs.iv_rank_days,
                                   vol_lookback_days=args.vol_lookback_days, fee_pct=jobs.fee_pct,

@@ -105,11 +105,11 @@ class SimSurface:
 
     name = "sim"
 
-    def __init__(self, seed: int, origin_ts: int, r: float = 0.0,
+    def __init__(self, seed: int, origin_ts: int, rates: Mapping[str, float] | None = None,
                  base_iv: Mapping[str, float] | None = None) -> None:
         self.seed = seed
         self.origin_ts = origin_ts
-        self.r = r
+        self.rates = dict(rates or {})  # venue -> annual risk-free rate for Black-Scholes; 0 if absent
         self.base_iv = dict(BASE_IV if base_iv is None else base_iv)
         self._paths: dict[str, SimIvPath] = {}
 
@@ -134,10 +134,15 @@ class SimSurface:
         return self._path(underlying).values(ts - np.arange(days, 0, -1, dtype=np.int64) * DAY_MS)
 
     def chain(self, venue: VenueSpec, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:
-        return build_chain(venue, underlying, spot, ts, self.atm_iv(underlying, ts), r=self.r,
-                           horizon_days=horizon_days)
+        return build_chain(venue, underlying, spot, ts, self.atm_iv(underlying, ts),
+                           r=self.rates.get(venue.name, 0.0), horizon_days=horizon_days)
 
     def marks(self, contracts: Sequence[OptionContract], spot_by_underlying: Mapping[str, float],
               ts: int) -> dict[str, dict[str, Any]]:
+        """Each contract priced at its own venue's rate, as its chain was."""
         atm = {u: self.atm_iv(u, ts) for u in {c.underlying for c in contracts} if u in spot_by_underlying}
-        return price_contracts(contracts, spot_by_underlying, ts, atm, self.r)
+        out: dict[str, dict[str, Any]] = {}
+        for venue in sorted({c.venue for c in contracts}):
+            out.update(price_contracts([c for c in contracts if c.venue == venue], spot_by_underlying, ts, atm,
+                                       self.rates.get(venue, 0.0)))
+        return out

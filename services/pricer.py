@@ -58,7 +58,8 @@ def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
         source: MarkSource = LiveDeribitSource(client, dvol, log)
     else:
         origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
-        source = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+        rates = {venue: cfg.venue_options(venue).risk_free_rate for venue in cfg.options.venues}
+        source = SimSurface(cfg.feed.seed, origin, rates=rates)
     reader = build_chain_reader(cfg)  # None unless ibkr.host is set
     return source if reader is None else IbkrListedSource(source, reader, log)
 
