@@ -7,7 +7,9 @@ import pytest
 from common.ohlcv import OHLCV
 from config.settings import parse_config
 from options.chain import build_chain
+from options.params import OPTIONS_PARAMS
 from options.risk import OptionsRiskLimits
+from options.strategies import strategy_params
 from options.venues import DAY_MS, DERIBIT, IBKR_CME
 from trading.engine import evaluate_options, options_params, reason_kind
 from trading.portfolio import Portfolio, StrategyMeta, strategy_metas
@@ -149,3 +151,20 @@ def test_a_venue_with_a_lower_min_score_gets_its_orders_filled():
     assert cfg.venue_options("ibkr").min_score == 0.95
     with pytest.raises(ValueError, match='unknown options venue "cme"; the config has "deribit", "ibkr"'):
         cfg.venue_options("cme")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS_PARAMS))
+def test_every_param_value_the_config_accepts_the_strategy_runs_with(name):
+    """Config load (options.params) and the strategies (strategy_params) agree on each param at
+    both ends of its range, theta-harvest exits merged in: a bad param is a ConfigError at load,
+    never a ``strategy_failed`` every cycle."""
+    for key, spec in OPTIONS_PARAMS[name].items():
+        for bound in (spec.low, spec.high):
+            params = {key: int(bound) if spec.integer else bound}
+            if key in ("low_rank", "high_rank"):  # the rule low_rank < high_rank holds only with both ends
+                params = {"low_rank": 0.0, "high_rank": 100.0}
+            entry = {"id": "o", "type": "options", "strategy": name, "venue": "deribit", "underlying": "BTC",
+                     "capital": 1000, "max_drawdown_pct": 20, "params": params, "theta_harvest": {"enabled": True}}
+            sc = parse_config({"strategies": [entry]}).strategies[0]
+            merged = strategy_params(name, options_params(name, sc.params, sc.theta_harvest))
+            assert merged.items() >= params.items(), (name, key, bound)
