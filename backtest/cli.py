@@ -30,9 +30,9 @@ from backtest.metrics import OBJECTIVES
 from backtest.report import ReportData, spot_report_data, write_report
 from backtest.spot import BacktestResult, run_spot_backtest
 from common.csv_bars import name_parts, spacing_timeframe
-from common.market_sim import DAY_MS, DEFAULT_SPECS
+from common.market_sim import DEFAULT_SPECS
 from common.ohlcv import OHLCV
-from common.timeframes import TIMEFRAME_MS
+from common.timeframes import DAY_MS, TIMEFRAME_MS
 from trading.risk import RiskLimits
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ import numpy as np
 from backtest.metrics import performance
 from common.model import Fill
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, HOUR_MS, timeframe_ms
 from options.black_scholes import DAYS_PER_YEAR
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
@@ -46,13 +46,12 @@ from options.marks import price_contracts
 from options.risk import OptionsRiskLimits
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.strategies import DEFAULT_PARAMS, strategy_params
-from options.venues import DAY_MS, VenueSpec, venue_spec
+from options.venues import VenueSpec, venue_spec
 from trading.engine import HISTORY_BARS, evaluate_options, reason_kind
 from trading.ledger import StrategyBook, closes_a_trade
 from trading.portfolio import Portfolio, StrategyMeta
 from trading.risk import RiskLimits
 
-HOUR_MS = 3_600_000
 IV_MAX_AGE_DAYS = 3  # a daily IV older than this at a bar's close is not used (gap in the file)
 # The config's default fee: fee_pct % of each option leg's premium, the portfolio's one rule.
 DEFAULT_FEE_PCT = 0.1

@@ -14,7 +14,8 @@ from datetime import date
 from typing import Any
 
 from common.model import RecordError, read_bool, read_int, read_number, read_object, read_str
-from options.venues import DAY_MS, MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name, venue_spec
+from common.timeframes import DAY_MS
+from options.venues import MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name, venue_spec
 
 _NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})-(\d+(?:d\d+)?)-([CP])$")
 

@@ -20,8 +20,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from common.timeframes import DAY_MS
 from options.contracts import ContractError, OptionContract
-from options.venues import DAY_MS, DERIBIT, coin_to_usd, format_instrument_name
+from options.venues import DERIBIT, coin_to_usd, format_instrument_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.timeframes import DAY_MS, HOUR_MS
 from options.black_scholes import DAYS_PER_YEAR, bs_price_greeks
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
-from options.venues import DAY_MS, VenueSpec
+from options.venues import VenueSpec
 from options.vol_surface import simulate_atm_iv, smile_iv
 
-HOUR_MS = 3_600_000
 BASE_IV = {"BTC": 0.55, "ETH": 0.70}
 DEFAULT_BASE_IV = 0.60
 _GRID_CHUNK_STEPS = 24 * 60  # extend the vol path two months at a time

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-DAY_MS = 86_400_000
+from common.timeframes import DAY_MS
+
 FRIDAY = 4
 QUARTER_MONTHS = (3, 6, 9, 12)
 # Fixed, not calendar.month_abbr: that one follows the process locale.

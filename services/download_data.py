@@ -25,10 +25,9 @@ from typing import Any, Callable
 from common.bars import sanitize_bars
 from common.csv_bars import HEADER, _file_tail, write_ohlcv_csv
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, timeframe_ms
 from config.schema import utc_iso_to_ms
 from options.dvol_csv import DOWNLOAD_COLUMNS, DvolCsvError, append_dvol_csv, last_timestamp
-from options.venues import DAY_MS
 from services.feeds.exchange_client import (
     PAGE_LIMIT,
     CcxtSpotClient,

@@ -52,6 +52,7 @@ from common.state_store import (
     remove_stale_temp_files,
     save_state,
 )
+from common.timeframes import HOUR_MS
 from config.settings import Config, load_config
 from services.runtime import ServiceRuntime, config_path
 from trading.ledger import OrderDecision
@@ -68,7 +69,7 @@ from trading.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 MARK_SECONDS = 0.1
 SNAPSHOT_SECONDS = 1.0
 SAVE_SECONDS = 2.0
-EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
+EQUITY_STEP_MS = HOUR_MS  # one equity point per market hour
 MAX_POSITIONS_BATCH = 10_000  # one options engine's strategies in one request
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")

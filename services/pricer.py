@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import Envelope, RequestError
-from common.market_sim import DAY_MS
+from common.timeframes import DAY_MS
 from config.settings import Config, load_config
 from options.chain import chain_to_dict
 from options.chain_wire import CHAIN_HORIZON_DAYS, OPTIONS_HORIZON_DAYS

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
-from common.timeframes import timeframe_ms
+from common.timeframes import HOUR_MS, timeframe_ms
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from trading.ledger import (
     MAX_USD,
@@ -246,7 +246,7 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
             max_drawdown_pct=sc.max_drawdown_pct,
             max_position_pct=sc.risk.max_position_pct,
             max_consecutive_losses=sc.risk.max_consecutive_losses,
-            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
+            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * HOUR_MS),
             daily_loss_pct=sc.risk.daily_loss_pct,
         )
         symbols = (sc.symbol, sc.pair) if sc.pair else (sc.symbol,)

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from common.model import read_bool, read_int, read_number, read_object, read_str
+from common.timeframes import DAY_MS
 
-DAY_MS = 86_400_000
 # Float noise must not keep a drawdown of exactly the limit from tripping it.
 _PCT_TOLERANCE = 1e-9
 

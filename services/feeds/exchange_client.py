@@ -29,13 +29,12 @@ import numpy as np
 
 from common.bars import Bar, BarStore, bars_from_ohlcv, concat_ohlcv, sanitize_bars
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, timeframe_ms
 from services.feeds.feed import FeedUpdate
 
 TEMPORARY = "temporary"
 OPERATIONAL = "operational"
 PAGE_LIMIT = 1000  # Binance's largest klines page
-DAY_MS = 86_400_000
 
 # ccxt class names (any class in the exception's MRO) that mean "try again later".
 _TEMPORARY_CCXT = {"NetworkError", "RequestTimeout", "DDoSProtection", "RateLimitExceeded",

@@ -3,6 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from common.timeframes import DAY_MS
 from options.contracts import (
     ContractError,
     OptionContract,
@@ -11,7 +12,7 @@ from options.contracts import (
     listed_expiries,
     parse_instrument_name,
 )
-from options.venues import DAY_MS, DERIBIT
+from options.venues import DERIBIT
 
 DEC25 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from common.bus import Envelope, RequestError
+from common.timeframes import DAY_MS
 from config.settings import load_config, parse_config
 from options.black_scholes import bs_price
 from options.chain import ChainReplyError, chain_from_dict
 from options.marks import SimIvPath, SimSurface
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank, simulate_atm_iv, smile_iv
 from services.pricer import PricerService
 

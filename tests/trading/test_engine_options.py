@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from common.ohlcv import OHLCV
+from common.timeframes import DAY_MS
 from config.settings import parse_config
 from options.chain import build_chain
 from options.params import OPTIONS_PARAMS
 from options.risk import OptionsRiskLimits
 from options.strategies import strategy_params
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DERIBIT, IBKR_CME
 from trading.engine import evaluate_options, options_params, reason_kind
 from trading.portfolio import Portfolio, StrategyMeta, strategy_metas
 from trading.risk import RiskLimits

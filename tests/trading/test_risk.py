@@ -1,8 +1,8 @@
 import pytest
 
 from common.model import RecordError
+from common.timeframes import DAY_MS
 from trading.risk import (
-    DAY_MS,
     RiskLimits,
     RiskState,
     entry_block_reason,
