@@ -54,6 +54,11 @@ class OptionContract:
         return format_instrument_name(venue_spec(self.venue), self.underlying, self.expiry_ts,
                                       self.strike, self.is_call)
 
+    def intrinsic(self, spot: float) -> float:
+        """USD per coin the option pays at expiry with the underlying at ``spot``: what an expired
+        contract is marked at and settles for."""
+        return max(spot - self.strike, 0.0) if self.is_call else max(self.strike - spot, 0.0)
+
     def dte_days(self, ts_event: int) -> float:
         """Calendar days to expiry at ts_event (negative once expired)."""
         return (self.expiry_ts - ts_event) / DAY_MS

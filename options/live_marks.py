@@ -111,8 +111,7 @@ def settlement_value(contract: OptionContract, settlement_price: float) -> float
     if not (isinstance(settlement_price, (int, float)) and math.isfinite(settlement_price) and settlement_price > 0):
         raise ContractError(f"settlement_price for {contract.name}: must be a finite number > 0, "
                             f"got {settlement_price!r}")
-    payoff = settlement_price - contract.strike if contract.is_call else contract.strike - settlement_price
-    return max(payoff, 0.0)
+    return contract.intrinsic(settlement_price)
 
 
 def mark_positions(

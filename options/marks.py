@@ -84,7 +84,7 @@ def price_contracts(contracts: Sequence[OptionContract], spot_by_underlying: Map
         source = "sim" if contract.venue == "deribit" else "sim:deribit-proxy"
         T = (contract.expiry_ts - ts) / DAY_MS / DAYS_PER_YEAR
         if T <= 0:
-            intrinsic = max(spot - contract.strike, 0.0) if contract.is_call else max(contract.strike - spot, 0.0)
+            intrinsic = contract.intrinsic(spot)
             itm = 1.0 if intrinsic > 0 else 0.0
             out[contract.name] = {"mark_usd": intrinsic, "iv": 0.0, "delta": itm if contract.is_call else -itm,
                                   "gamma": 0.0, "theta": 0.0, "vega": 0.0, "source": "intrinsic"}

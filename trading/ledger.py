@@ -302,11 +302,6 @@ def portfolio_value(book: StrategyBook, prices: Mapping[str, float], option_valu
     return value
 
 
-def unrealized_pnl(book: StrategyBook, prices: Mapping[str, float]) -> float:
-    """Mark minus fee-inclusive cost: the entry fee is already counted, the exit fee not yet."""
-    return sum(p.quantity * (_mark(book, prices, s) - p.avg_price) for s, p in book.positions.items())
-
-
 def book_to_dict(book: StrategyBook) -> dict[str, Any]:
     return {
         "strategy_id": book.strategy_id,

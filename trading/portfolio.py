@@ -59,8 +59,6 @@ from trading.risk import (
 if TYPE_CHECKING:
     from config.settings import Config
 
-STATE_VERSION = 1
-
 
 CATEGORIES = ("spot", "deribit", "ibkr")
 
@@ -352,7 +350,6 @@ class Portfolio:
         """The state to save, checked as ``load_state`` will check it: a book that could not be
         loaded back raises RecordError here, before any file or backup is touched."""
         state = {
-            "version": STATE_VERSION,
             "journal_seq": self.journal_seq,
             "market_ts": self.market_ts,
             "prices": dict(self.prices),

@@ -18,7 +18,6 @@ from trading.ledger import (
     portfolio_value,
     rebuild_books_from_journal,
     record_no_fill,
-    unrealized_pnl,
 )
 from trading.risk import RiskLimits, update_on_mark, update_on_trade_closed
 
@@ -166,12 +165,11 @@ def new_book_with(book_symbol: str):
     return book
 
 
-def test_portfolio_value_and_unrealized_pnl():
+def test_portfolio_value():
     book = new_book("mom", "spot", 1000.0, T0)
     apply_fill(book, decide(book, order(1, 100.0), fee_rate=0.0, max_position_pct=50.0).fill)
     assert portfolio_value(book, {"BTC/USDT": 120.0}) == pytest.approx(500 + 5 * 120)
     assert portfolio_value(book, {"BTC/USDT": 120.0}, option_value=-30.0) == pytest.approx(1070.0)
-    assert unrealized_pnl(book, {"BTC/USDT": 120.0}) == pytest.approx(100.0)
     with pytest.raises(MissingPriceError, match="no usable price for held BTC/USDT"):
         portfolio_value(book, {"BTC/USDT": float("nan")})
 
