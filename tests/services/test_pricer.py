@@ -105,7 +105,9 @@ def test_each_venue_is_priced_at_its_own_risk_free_rate(tmp_path):
     sigma = float(smile_iv(svc.source.atm_iv("BTC", TS), K, S * math.exp(r * T)))
     d1 = (math.log(S / K) + (r + sigma ** 2 / 2) * T) / (sigma * math.sqrt(T))
     d2 = d1 - sigma * math.sqrt(T)
-    cdf = lambda x: (1 + math.erf(x / math.sqrt(2))) / 2  # noqa: E731
+    def cdf(x: float) -> float:
+        return (1 + math.erf(x / math.sqrt(2))) / 2
+
     assert cme["mark_usd"] == pytest.approx(K * math.exp(-r * T) * cdf(-d2) - S * cdf(-d1), rel=1e-9)
     assert cme["iv"] == pytest.approx(sigma, rel=1e-12)
     sigma0 = float(smile_iv(svc.source.atm_iv("BTC", TS), K, S))
