@@ -30,9 +30,9 @@ from backtest.metrics import OBJECTIVES
 from backtest.report import ReportData, spot_report_data, write_report
 from backtest.spot import BacktestResult, run_spot_backtest
 from common.csv_bars import name_parts, spacing_timeframe
-from common.market_sim import DAY_MS, DEFAULT_SPECS
+from common.market_sim import DEFAULT_SPECS
 from common.ohlcv import OHLCV
-from common.timeframes import TIMEFRAME_MS
+from common.timeframes import DAY_MS, TIMEFRAME_MS
 from trading.risk import RiskLimits
 
 if TYPE_CHECKING:
@@ -319,6 +319,7 @@ class OptionsJobs:
     risk_limits: dict[str, RiskLimits]  # id -> the portfolio's limits
     max_positions: int
     min_score: float
+    risk_free_rate: float
     fee_pct: float
     slippage_pct: float
     iv_rank_days: int
@@ -339,7 +340,7 @@ def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
         raise CliError(f"--config {args.config}: no options strategy on {underlying} at venue(s) "
                        f"{', '.join(args.venue)}")
     metas = {m.strategy_id: m for m in strategy_metas(cfg)}
-    venue = cfg.options.venues[chosen[0].venue]
+    venue = cfg.venue_options(chosen[0].venue)
     return OptionsJobs(
         strategies=[(sc.id, sc.strategy, sc.venue, options_params(sc.strategy, sc.params, sc.theta_harvest))
                     for sc in chosen],
@@ -348,6 +349,7 @@ def options_jobs(args: argparse.Namespace, underlying: str) -> OptionsJobs:
         risk_limits={sc.id: metas[sc.id].limits for sc in chosen},
         max_positions=args.max_positions if args.max_positions is not None else venue.max_positions,
         min_score=args.min_score if args.min_score is not None else venue.min_score,
+        risk_free_rate=venue.risk_free_rate,
         fee_pct=cfg.fee_pct if args.fee_pct is None else args.fee_pct,
         slippage_pct=cfg.slippage_pct if args.slippage_pct is None else args.slippage_pct,
         iv_rank_days=cfg.options.iv_rank_days,
@@ -392,7 +394,7 @@ def run_options(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_options_backtest(underlying, data, bars.timeframe, capital=min(jobs.capital.values()),
                                   max_positions=jobs.max_positions, min_score=jobs.min_score,
-                                  strategies=jobs.strategies, capital_by_id=jobs.capital, limits_by_id=jobs.limits,
+                                  risk_free_rate=jobs.risk_free_rate, strategies=jobs.strategies, capital_by_id=jobs.capital, limits_by_id=jobs.limits,
                                   risk_limits_by_id=jobs.risk_limits, iv_csv=args.iv_csv,
                                   iv_rank_days=jobs.iv_rank_days,
                                   vol_lookback_days=args.vol_lookback_days, fee_pct=jobs.fee_pct,

@@ -13,8 +13,9 @@ import numpy as np
 
 from common.bars import BarAggregator, concat_ohlcv
 from common.csv_bars import load_ohlcv_csv
-from common.market_sim import DAY_MS, MarketSim
+from common.market_sim import MarketSim
 from common.ohlcv import OHLCV
+from common.timeframes import DAY_MS
 
 SIM_STEP_MS = 60_000
 

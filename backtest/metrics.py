@@ -23,8 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.model import Fill
-from common.timeframes import timeframe_ms
-from trading.risk import DAY_MS
+from common.timeframes import DAY_MS, timeframe_ms
 
 YEAR_MS = 365 * DAY_MS
 OBJECTIVES = ("sharpe", "sortino", "return_dd")

@@ -36,7 +36,7 @@ import numpy as np
 from backtest.metrics import performance
 from common.model import Fill
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, HOUR_MS, timeframe_ms
 from options.black_scholes import DAYS_PER_YEAR
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
@@ -46,14 +46,13 @@ from options.marks import price_contracts
 from options.risk import OptionsRiskLimits
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.strategies import DEFAULT_PARAMS, strategy_params
-from options.venues import DAY_MS, VenueSpec, venue_spec
+from options.venues import VenueSpec, venue_spec
 from trading.engine import HISTORY_BARS, evaluate_options, options_strategy, reason_kind
 from trading.ledger import StrategyBook, closes_a_trade
 from trading.option_inputs import IvReading, OptionsMarket
 from trading.portfolio import Portfolio, StrategyMeta
 from trading.risk import RiskLimits
 
-HOUR_MS = 3_600_000
 IV_MAX_AGE_DAYS = 3  # a daily IV older than this at a bar's close is not used (gap in the file)
 # The config's default fee: fee_pct % of each option leg's premium, the portfolio's one rule.
 DEFAULT_FEE_PCT = 0.1
@@ -228,10 +227,10 @@ class OptionsBacktest:
             if any(m.strategy_id == sid for m in metas):
                 raise OptionsBacktestError(f"strategies: id {sid!r} appears twice")
             metas.append(StrategyMeta(sid, "options", spec.name, float(capitals[sid]),
-                                      (risk_limits_by_id or {}).get(sid, risk_limits), name))
+                                      (risk_limits_by_id or {}).get(sid, risk_limits), name,
+                                      max_option_positions=max_positions, min_option_score=min_score))
             runs.append((sid, name, spec, strategy_params(name, params)))
-        self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0,
-                                   max_option_positions=max_positions, min_option_score=min_score)
+        self.portfolio = Portfolio(metas, fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0)
         self.portfolio.reconcile(self.portfolio.market_ts)  # as the portfolio service does on a fresh start
         self.symbol = f"{underlying}/{self.portfolio.underlying_quote}"
         self.strategies = {sid: OptionsStrategyRun(sid, name, spec, params, (limits_by_id or {}).get(sid, limits),

@@ -32,11 +32,11 @@ import numpy as np
 from backtest.metrics import spot_metrics
 from common.model import Fill, SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, timeframe_ms
 from strategies.registry import compute_signals, resolve_strategy
 from trading.ledger import StrategyBook
 from trading.portfolio import Portfolio, StrategyMeta
-from trading.risk import DAY_MS, RiskLimits, RiskState
+from trading.risk import RiskLimits, RiskState
 
 # Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
 SHORT_RUN_BARS = 2

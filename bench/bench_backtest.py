@@ -40,6 +40,7 @@ from backtest.spot import run_spot_backtest
 from bench.harness import Row, verdict
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
+from common.timeframes import HOUR_MS
 from trading.risk import RiskLimits
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
@@ -51,7 +52,6 @@ BACKTRADER_RUNS = {10_000: 3, 100_000: 1, 1_000_000: 1}
 BACKTRADER_PIN = "backtrader==1.9.78.123"
 FEE_PCT = 0.1
 CAPITAL = 10_000.0
-HOUR_MS = 3_600_000
 TARGET_RATIO = 100.0
 # Nothing but the rule trades: no drawdown kill, no daily stop, no loss-streak pause, all in.
 WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_loss_pct=100.0, circuit_breaker_ms=0)

@@ -4,7 +4,7 @@ Marketdata's clock message carries the clock's mapping (``market_origin``, ``wal
 ``speed``), so a bar closing at market time ``ts_close`` was due at wall time
 ``wall_origin + (ts_close - market_origin) / speed``. A tap in a process of its own subscribes to
 ``bar.*``, ``clock``, ``signal.*`` and ``fill.*`` and stamps every message with its wall clock
-(``time.time_ns``) on receipt. For each spot fill (order id ``<strategy>:<bar open>``) on a bar it
+(``common.wall.wall_ms``) on receipt. For each spot fill (order id ``<strategy>:<bar open>``) on a bar it
 saw published, it records:
 
 - close -> bar published: the bar's receipt minus the close's wall time (marketdata's lateness);
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Row, percentile, running_stack, verdict
+from common.wall import wall_ms
 
 REPO = Path(__file__).resolve().parents[1]
 SPEEDS = (3_600, 36_000)
@@ -98,7 +99,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
             for sub in subs:
                 while sub.socket in ready:
                     got = sub.receive(0)
-                    received = time.time_ns() / 1e6
+                    received = wall_ms()
                     if got is None:
                         break
                     env = got[1]

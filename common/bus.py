@@ -36,6 +36,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from common.bus_auth import BusSecurity, may_request
+from common.wall import wall_ms
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024
@@ -71,12 +72,8 @@ class Envelope:
     body: Any
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 _ids = itertools.count(1)
-_id_prefix = f"{os.getpid():x}-{wall_ms():x}"
+_id_prefix = f"{os.getpid():x}-{int(wall_ms()):x}"
 
 
 def new_message_id() -> str:
@@ -89,7 +86,7 @@ def encode_envelope(type_: str, body: Any, source: str, seq: int = 0, msg_id: st
             "v": PROTOCOL_VERSION,
             "type": type_,
             "id": msg_id or new_message_id(),
-            "ts": wall_ms(),
+            "ts": int(wall_ms()),
             "source": source,
             "seq": seq,
             "body": body,
@@ -140,7 +137,7 @@ class BusStats:
         """Record ``seq`` of ``topic`` from ``source``; return how many were skipped before it."""
         previous = self.last_seq.get((source, topic))
         self.last_seq[(source, topic)] = seq
-        self.last_seen_ms[source] = wall_ms()
+        self.last_seen_ms[source] = int(wall_ms())
         if previous is None or seq <= previous:  # first contact, or the publisher restarted
             return 0
         gap = seq - previous - 1

@@ -26,9 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from common.ohlcv import OHLCV
+from common.timeframes import DAY_MS, HOUR_MS
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS  # crypto trades every day
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 

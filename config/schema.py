@@ -395,7 +395,8 @@ RISK = Section("risk", "Risk limits for every strategy; a strategy may override 
 _VENUE_KEYS = ("risk_free_rate", "max_positions", "min_score")
 
 OPTIONS_SECTION_FIELDS: dict[str, Field] = {
-    "risk_free_rate": Field(NUMBER, "Annual risk-free rate for Black-Scholes, as a fraction (0.05 = 5 %).", 0.0,
+    "risk_free_rate": Field(NUMBER, "Annual risk-free rate the sim pricer and the options backtester price with "
+                            "(Black-Scholes), as a fraction (0.05 = 5 %); live marks are Deribit's own.", 0.0,
                             Range(gt=-1, lt=1)),
     "max_positions": Field(INTEGER, "Open options positions per strategy at most.", 4, Range(ge=1, le=100)),
     "min_score": Field(NUMBER, "Portfolio-aware score a new trade needs to be opened.", 0.3, Range(ge=0, le=1)),

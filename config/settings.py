@@ -289,6 +289,16 @@ class Config:
         hint = did_you_mean(strategy_id, [s.id for s in self.strategies])
         raise ValueError(f"unknown strategy id {show(strategy_id)}{hint}")
 
+    def venue_options(self, venue: str) -> VenueOptionsConfig:
+        """The options limits and rate of one venue (``options.venues.<venue>`` over ``options.*``).
+        The signal engine, the portfolio, the pricer and the backtester all read them here, so an
+        order the engine selects meets the limits the portfolio checks."""
+        try:
+            return self.options.venues[venue]
+        except KeyError:
+            raise ValueError(f"unknown options venue {show(venue)}; the config has "
+                             f"{', '.join(show(v) for v in self.options.venues)}") from None
+
     def symbols_and_timeframes(self) -> tuple[tuple[str, str], ...]:
         """(symbol, timeframe) bar series the feed must produce for these strategies, sorted."""
         needed = {(s.symbol, s.timeframe) for s in self.strategies}

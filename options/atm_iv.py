@@ -24,8 +24,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
+from common.timeframes import DAY_MS
 from options.black_scholes import DAYS_PER_YEAR
-from options.venues import DAY_MS
 
 YEAR_MS = DAY_MS * DAYS_PER_YEAR
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from common.timeframes import DAY_MS
 from options.black_scholes import DAYS_PER_YEAR, bs_price_greeks
 from options.chain_wire import CHAIN_COLUMNS
 from options.contracts import ContractError, OptionContract, listed_expiries
-from options.venues import DAY_MS, VenueSpec, venue_spec
+from options.venues import VenueSpec, venue_spec
 from options.vol_surface import DEFAULT_CURVATURE, DEFAULT_IV_FLOOR, DEFAULT_SKEW, smile_iv
 
 

@@ -14,7 +14,8 @@ from datetime import date
 from typing import Any
 
 from common.model import RecordError, read_bool, read_int, read_number, read_object, read_str
-from options.venues import DAY_MS, MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name, venue_spec
+from common.timeframes import DAY_MS
+from options.venues import MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name, venue_spec
 
 _NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})-(\d+(?:d\d+)?)-([CP])$")
 
@@ -52,6 +53,11 @@ class OptionContract:
     def name(self) -> str:
         return format_instrument_name(venue_spec(self.venue), self.underlying, self.expiry_ts,
                                       self.strike, self.is_call)
+
+    def intrinsic(self, spot: float) -> float:
+        """USD per coin the option pays at expiry with the underlying at ``spot``: what an expired
+        contract is marked at and settles for."""
+        return max(spot - self.strike, 0.0) if self.is_call else max(self.strike - spot, 0.0)
 
     def dte_days(self, ts_event: int) -> float:
         """Calendar days to expiry at ts_event (negative once expired)."""

@@ -12,8 +12,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
+from common.timeframes import DAY_MS
 from options.marks import MarkSourceError
-from options.venues import DAY_MS
 from options.vol_surface import iv_rank
 
 DEFAULT_IV_RANK_DAYS = 365  # config options.iv_rank_days

@@ -20,8 +20,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from common.timeframes import DAY_MS
 from options.contracts import ContractError, OptionContract
-from options.venues import DAY_MS, DERIBIT, coin_to_usd, format_instrument_name
+from options.venues import DERIBIT, coin_to_usd, format_instrument_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +111,7 @@ def settlement_value(contract: OptionContract, settlement_price: float) -> float
     if not (isinstance(settlement_price, (int, float)) and math.isfinite(settlement_price) and settlement_price > 0):
         raise ContractError(f"settlement_price for {contract.name}: must be a finite number > 0, "
                             f"got {settlement_price!r}")
-    payoff = settlement_price - contract.strike if contract.is_call else contract.strike - settlement_price
-    return max(payoff, 0.0)
+    return contract.intrinsic(settlement_price)
 
 
 def mark_positions(

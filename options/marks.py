@@ -15,13 +15,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.timeframes import DAY_MS, HOUR_MS
 from options.black_scholes import DAYS_PER_YEAR, bs_price_greeks
 from options.chain import OptionChain, build_chain
 from options.contracts import OptionContract
-from options.venues import DAY_MS, VenueSpec
+from options.venues import VenueSpec
 from options.vol_surface import simulate_atm_iv, smile_iv
 
-HOUR_MS = 3_600_000
 BASE_IV = {"BTC": 0.55, "ETH": 0.70}
 DEFAULT_BASE_IV = 0.60
 _GRID_CHUNK_STEPS = 24 * 60  # extend the vol path two months at a time
@@ -84,7 +84,7 @@ def price_contracts(contracts: Sequence[OptionContract], spot_by_underlying: Map
         source = "sim" if contract.venue == "deribit" else "sim:deribit-proxy"
         T = (contract.expiry_ts - ts) / DAY_MS / DAYS_PER_YEAR
         if T <= 0:
-            intrinsic = max(spot - contract.strike, 0.0) if contract.is_call else max(contract.strike - spot, 0.0)
+            intrinsic = contract.intrinsic(spot)
             itm = 1.0 if intrinsic > 0 else 0.0
             out[contract.name] = {"mark_usd": intrinsic, "iv": 0.0, "delta": itm if contract.is_call else -itm,
                                   "gamma": 0.0, "theta": 0.0, "vega": 0.0, "source": "intrinsic"}
@@ -105,11 +105,11 @@ class SimSurface:
 
     name = "sim"
 
-    def __init__(self, seed: int, origin_ts: int, r: float = 0.0,
+    def __init__(self, seed: int, origin_ts: int, rates: Mapping[str, float] | None = None,
                  base_iv: Mapping[str, float] | None = None) -> None:
         self.seed = seed
         self.origin_ts = origin_ts
-        self.r = r
+        self.rates = dict(rates or {})  # venue -> annual risk-free rate for Black-Scholes; 0 if absent
         self.base_iv = dict(BASE_IV if base_iv is None else base_iv)
         self._paths: dict[str, SimIvPath] = {}
 
@@ -134,10 +134,15 @@ class SimSurface:
         return self._path(underlying).values(ts - np.arange(days, 0, -1, dtype=np.int64) * DAY_MS)
 
     def chain(self, venue: VenueSpec, underlying: str, spot: float, ts: int, horizon_days: int) -> OptionChain:
-        return build_chain(venue, underlying, spot, ts, self.atm_iv(underlying, ts), r=self.r,
-                           horizon_days=horizon_days)
+        return build_chain(venue, underlying, spot, ts, self.atm_iv(underlying, ts),
+                           r=self.rates.get(venue.name, 0.0), horizon_days=horizon_days)
 
     def marks(self, contracts: Sequence[OptionContract], spot_by_underlying: Mapping[str, float],
               ts: int) -> dict[str, dict[str, Any]]:
+        """Each contract priced at its own venue's rate, as its chain was."""
         atm = {u: self.atm_iv(u, ts) for u in {c.underlying for c in contracts} if u in spot_by_underlying}
-        return price_contracts(contracts, spot_by_underlying, ts, atm, self.r)
+        out: dict[str, dict[str, Any]] = {}
+        for venue in sorted({c.venue for c in contracts}):
+            out.update(price_contracts([c for c in contracts if c.venue == venue], spot_by_underlying, ts, atm,
+                                       self.rates.get(venue, 0.0)))
+        return out

@@ -18,19 +18,17 @@ BTC $1000 (Deribit lists $500-1000 near the money for short expiries and wider f
 ETH $50 (Deribit lists $25-50 near the money for weeklies, $100 for monthlies; CME lists
 $50 for MET). Strategies only ever pick strikes and expiries from these lists.
 
-Venue specs are frozen; a config dict changes them through :meth:`VenueSpec.with_overrides`,
-which checks every key and names the bad one.
+Venue specs are frozen code, not config: a venue's rules change with the venue, not per run.
 """
 from __future__ import annotations
 
 import calendar
-import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
-DAY_MS = 86_400_000
+from common.timeframes import DAY_MS
+
 FRIDAY = 4
 QUARTER_MONTHS = (3, 6, 9, 12)
 # Fixed, not calendar.month_abbr: that one follows the process locale.
@@ -38,7 +36,7 @@ MONTH_CODES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "O
 
 
 class VenueConfigError(ValueError):
-    """A venue override or lookup that does not fit the spec; the message names the key."""
+    """A venue, underlying or price the specs do not know; the message names it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,71 +101,6 @@ class VenueSpec:
         monthlies = _next_with_roll(month_ends, self.monthly_count, ts_event)
         quarterlies = _next_with_roll(quarter_ends, self.quarterly_count, ts_event)
         return sorted(set(dailies + weeklies + monthlies + quarterlies))
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "VenueSpec":
-        """A copy with config values applied; unknown keys and wrong types raise, naming the key.
-
-        ``underlyings`` takes a mapping of symbol -> field overrides, for example
-        ``{"underlyings": {"ETH": {"multiplier": 0.5}}}``.
-        """
-        if not isinstance(overrides, Mapping):
-            raise VenueConfigError(f"{self.name}: overrides must be a mapping, got {type(overrides).__name__}")
-        changes: dict[str, Any] = {}
-        for key, value in overrides.items():
-            where = f"{self.name}.{key}"
-            if key == "underlyings":
-                changes[key] = self._override_underlyings(value, where)
-            elif key in _VENUE_SCALARS:
-                changes[key] = _checked(value, _VENUE_SCALARS[key], where)
-            elif key == "weekly_weekdays":
-                changes[key] = _checked_weekdays(value, where)
-            else:
-                allowed = ", ".join(sorted([*_VENUE_SCALARS, "weekly_weekdays", "underlyings"]))
-                raise VenueConfigError(f"{where}: unknown key; expected one of {allowed}")
-        return dataclasses.replace(self, **changes)
-
-    def _override_underlyings(self, value: Any, where: str) -> tuple[UnderlyingSpec, ...]:
-        if not isinstance(value, Mapping):
-            raise VenueConfigError(f"{where}: expected a mapping of symbol -> overrides")
-        specs = {u.symbol: u for u in self.underlyings}
-        for symbol, fields in value.items():
-            if symbol not in specs:
-                raise VenueConfigError(f"{where}.{symbol}: unknown underlying; listed: {', '.join(specs)}")
-            if not isinstance(fields, Mapping):
-                raise VenueConfigError(f"{where}.{symbol}: expected a mapping of field -> value")
-            updates = {}
-            for key, v in fields.items():
-                if key not in _UNDERLYING_NUMBERS:
-                    raise VenueConfigError(
-                        f"{where}.{symbol}.{key}: unknown key; expected one of {', '.join(_UNDERLYING_NUMBERS)}"
-                    )
-                updates[key] = _checked(v, "positive", f"{where}.{symbol}.{key}")
-            specs[symbol] = dataclasses.replace(specs[symbol], **updates)
-        return tuple(specs.values())
-
-
-_UNDERLYING_NUMBERS = ("multiplier", "min_quantity", "quantity_step", "strike_step", "strike_range")
-_VENUE_SCALARS = {"daily_count": "count", "weekly_horizon_days": "count", "monthly_count": "count",
-                  "quarterly_count": "count"}
-
-
-def _checked(value: Any, kind: str, where: str) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise VenueConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-    if kind == "count":
-        if not isinstance(value, int) or value < 0:
-            raise VenueConfigError(f"{where}: expected a whole number >= 0, got {value!r}")
-        return value
-    if not value > 0 or value == float("inf"):
-        raise VenueConfigError(f"{where}: expected a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _checked_weekdays(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6 for d in value):
-        raise VenueConfigError(f"{where}: expected a list of weekdays 0 (Monday) .. 6 (Sunday), got {value!r}")
-    return tuple(value)
 
 
 def _next_with_roll(expiries: list[int], count: int, ts_event: int) -> list[int]:

@@ -15,7 +15,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-DAY_MS = 86_400_000
+from common.timeframes import DAY_MS
+
 DEFAULT_SKEW = -0.2
 DEFAULT_CURVATURE = 0.6
 DEFAULT_IV_FLOOR = 0.05

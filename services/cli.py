@@ -292,7 +292,7 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
         sid = f"check-{args.strategy}"
         book = BookView(sid, chain.ts, capital - args.coins * chain.spot, capital, capital, capital,
                         tuple(positions), args.coins, chain.spot if args.coins else 0.0)
-        venue_cfg = cfg.options.venues[venue]
+        venue_cfg = cfg.venue_options(venue)
         strategy = options_strategy(
             sid, args.strategy, venue, args.underlying, timeframe,
             {**configured.params, **params} if configured else params,

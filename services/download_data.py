@@ -25,10 +25,10 @@ from typing import Any, Callable
 from common.bars import sanitize_bars
 from common.csv_bars import HEADER, _file_tail, write_ohlcv_csv
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, timeframe_ms
+from common.wall import wall_ms
 from config.schema import utc_iso_to_ms
 from options.dvol_csv import DOWNLOAD_COLUMNS, DvolCsvError, append_dvol_csv, last_timestamp
-from options.venues import DAY_MS
 from services.feeds.exchange_client import (
     PAGE_LIMIT,
     CcxtSpotClient,
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         timeframe_ms(args.timeframe)
         since = utc_iso_to_ms(_as_instant(args.since))
-        until = utc_iso_to_ms(_as_instant(args.until)) if args.until else int(time.time() * 1000)
+        until = utc_iso_to_ms(_as_instant(args.until)) if args.until else int(wall_ms())
     except ValueError as exc:
         print(f"download-data: {exc}", file=sys.stderr)
         return 2

@@ -25,8 +25,9 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from common.bus import Envelope, RemoteError, RequestFailed, wall_ms
+from common.bus import Envelope, RemoteError, RequestFailed
 from common.model import RecordError
+from common.wall import wall_ms
 from config.schema import LOCAL_HOSTS
 from config.settings import Config, load_config
 from services.gateway_cache import GatewayCache
@@ -151,12 +152,12 @@ class Gateway:
         portfolio's marks, which come with its deltas."""
         price = env.body.get("price")
         if isinstance(price, (int, float)) and not isinstance(price, bool) and price > 0:
-            self.cache.last_tick_ms = wall_ms()
+            self.cache.last_tick_ms = int(wall_ms())
         else:
             self.rt.stats.count_drop("bad_tick")
 
     def on_heartbeat(self, env: Envelope) -> None:
-        beat = {**env.body, "received_ms": wall_ms()}
+        beat = {**env.body, "received_ms": int(wall_ms())}
         self.cache.heartbeats = {**self.cache.heartbeats, env.source: beat}
         beats = engine_cycles({env.source: env.body})
         if beats:
@@ -233,7 +234,7 @@ class Gateway:
             return "spot" if (category or fill.get("kind")) == "spot" else "options"
 
         status = None
-        for post in self.reporter.take(clone.journal_seq, wall_ms(), group_of):
+        for post in self.reporter.take(clone.journal_seq, int(wall_ms()), group_of):
             status = status or self.cache.status()
             messages = cycle_messages(status, post.fills, post.cycle, group=post.group)
             if self.poster.submit(messages):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from common.bus import wall_ms
+from common.wall import wall_ms
 from services.views.metrics import MetricsInputs, metric_families, render
 from services.views.status import (
     SERVICES,
@@ -28,7 +28,7 @@ class GatewayCache:
     them are memoized on the identity of their inputs, so a burst of requests builds once, and
     the status (and what derives from it) at most once per STATUS_TTL_MS."""
 
-    def __init__(self, clock_ms: Callable[[], int] = wall_ms) -> None:
+    def __init__(self, clock_ms: Callable[[], float] = wall_ms) -> None:
         self.clock_ms = clock_ms
         self.clone: BookClone | None = None  # the portfolio's books, marks and clock (clone pattern)
         self.heartbeats: dict[str, dict[str, Any]] = {}
@@ -41,7 +41,7 @@ class GatewayCache:
         self.gateway_bus: dict[str, Any] = {}
         self.discord: Callable[[], dict[str, int]] | None = None
         self.http: Callable[[], dict[str, int]] | None = None
-        self._memo: dict[str, tuple[tuple[Any, ...], Any, int]] = {}
+        self._memo: dict[str, tuple[tuple[Any, ...], Any, float]] = {}
 
     def _memoized(self, name: str, key: tuple[Any, ...], build: Callable[[], Any], min_interval_ms: int = 0) -> Any:
         """``build()``'s value, kept while ``key`` holds the same objects (or equal ints and
@@ -61,7 +61,7 @@ class GatewayCache:
         return build_health(self.heartbeats, self.clock_ms(), self.last_tick_ms, self.services)
 
     def _status_key(self) -> tuple[Any, ...]:
-        return (self.clone, self.heartbeats, self.cycle_count, self.clock_ms() // STATUS_TTL_MS)
+        return (self.clone, self.heartbeats, self.cycle_count, int(self.clock_ms() // STATUS_TTL_MS))
 
     def status(self) -> dict[str, Any]:
         return self._memoized("status", self._status_key(), lambda: build_status(

@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.bus import RequestError, wall_ms
+from common.bus import RequestError
 from common.clock import MarketClock, next_due
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.state_store import StateFileError, load_state, save_state
 from common.timeframes import timeframe_ms
+from common.wall import wall_ms
 from config.settings import Config, load_config
 from services.feeds.feed import MarketFeed
 from services.feeds.market import build_feed_from_config
@@ -40,11 +41,6 @@ MAX_HISTORY = 5000
 LOCK_NAME = "marketdata.lock"
 
 
-
-def wall_now_ms() -> float:
-    """The wall clock in ms to the microsecond: a bar goes out at its close, not at the next
-    whole millisecond."""
-    return time.time_ns() / 1e6
 
 class ClockFileError(RuntimeError):
     """The clock file and its .bak are both unusable; starting would rewind the market."""
@@ -62,14 +58,14 @@ class MarketDataService:
         self.feed: MarketFeed = build_feed_from_config(cfg, log=runtime.log)
         resume_ts = self._resume_ts()
         if cfg.feed.mode == "live":  # live market time is the wall clock (speed 1)
-            self.feed.start(wall_ms())
+            self.feed.start(int(wall_ms()))
         elif resume_ts is not None:
             self.feed.start(resume_ts)
         elif cfg.feed.mode == "sim":
             self.feed.start(cfg.feed.start_ms)
         else:  # replay starts after its warm-up bars
             self.feed.start()
-        self.clock = MarketClock(self.feed.now_ts, wall_ms(), cfg.feed.speed)
+        self.clock = MarketClock(self.feed.now_ts, int(wall_ms()), cfg.feed.speed)
         self.rt.log.info("feed_started", mode=cfg.feed.mode, market_ts=self.feed.now_ts,
                          resumed=resume_ts is not None, speed=cfg.feed.speed)
         self.bars_published = 0
@@ -135,11 +131,11 @@ class MarketDataService:
             return
         now = time.monotonic()
         if not force and self.next_close is not None and now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS \
-                and self.clock.wall_ms_at(self.next_close) - wall_now_ms() < CLOSE_QUIET_SECONDS * 1000:
+                and self.clock.wall_ms_at(self.next_close) - wall_ms() < CLOSE_QUIET_SECONDS * 1000:
             return
         self.clock_saved_at = now
         try:
-            save_state(self.clock_file, {"version": 1, "feed": self._identity(), "market_ts": self.feed.now_ts})
+            save_state(self.clock_file, {"feed": self._identity(), "market_ts": self.feed.now_ts})
         except OSError as exc:
             self.rt.set_problem("persist", f"cannot write {self.clock_file.name}: {exc.strerror or exc}")
             return
@@ -152,7 +148,7 @@ class MarketDataService:
         not up to a tick period after it. Each bar carries ``ts_close`` (market ms) and
         ``wall_due_ms``, the wall time its close maps to, so a subscriber can measure lateness."""
         pub = self.rt.publisher
-        now = wall_now_ms()
+        now = wall_ms()
         target = self.clock.market_ms(now)
         if self.next_close is not None and now >= self.clock.wall_ms_at(self.next_close):
             target = max(target, self.next_close)  # float rounding must not hold back a bar that is due
@@ -168,7 +164,7 @@ class MarketDataService:
             self.next_close = None  # live bars are ready when the poller has them: picked up each tick
             return TICK_SECONDS
         self.next_close = min(next_due(self.feed.now_ts, ms) for ms in self.bar_periods_ms)
-        until_close = (self.clock.wall_ms_at(self.next_close) - wall_now_ms()) / 1000
+        until_close = (self.clock.wall_ms_at(self.next_close) - wall_ms()) / 1000
         return min(TICK_SECONDS, max(0.0, until_close))
 
     # --- requests --------------------------------------------------------------------

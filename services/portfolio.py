@@ -61,6 +61,7 @@ from common.state_store import (
     remove_stale_temp_files,
     save_state,
 )
+from common.timeframes import HOUR_MS
 from config.settings import Config, load_config
 from services.runtime import ServiceRuntime, config_path
 from trading.ledger import OrderDecision
@@ -77,7 +78,7 @@ from trading.portfolio import SEED_RENAMES, Portfolio, strategy_metas
 MARK_SECONDS = 0.1
 DELTA_SECONDS = 1.0
 SAVE_SECONDS = 2.0
-EQUITY_STEP_MS = 3_600_000  # one equity point per market hour
+EQUITY_STEP_MS = HOUR_MS  # one equity point per market hour
 MAX_POSITIONS_BATCH = 10_000  # one options engine's strategies in one request
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
@@ -109,8 +110,6 @@ class PortfolioService:
         self.lock = DirLock(state_dir / LOCK_NAME).acquire()  # LockHeld: another writer is here
         self.portfolio = Portfolio(strategy_metas(cfg), fee_rate=cfg.fee_pct / 100.0,
                                    slippage_rate=cfg.slippage_pct / 100.0,
-                                   max_option_positions=cfg.options.max_positions,
-                                   min_option_score=cfg.options.min_score,
                                    underlying_quote=cfg.options.underlying_quote,
                                    price_band_pct=cfg.price_band_pct,
                                    order_transit_ms=order_transit_ms(cfg))

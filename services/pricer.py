@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import Envelope, RequestError
-from common.market_sim import DAY_MS
+from common.timeframes import DAY_MS
 from config.settings import Config, load_config
 from options.chain import chain_to_dict
 from options.chain_wire import CHAIN_HORIZON_DAYS, OPTIONS_HORIZON_DAYS
@@ -58,7 +58,8 @@ def build_mark_source(cfg: Config, log: Any = None) -> MarkSource:
         source: MarkSource = LiveDeribitSource(client, dvol, log)
     else:
         origin = cfg.feed.start_ms - cfg.feed.start_ms % DAY_MS - cfg.feed.history_days * DAY_MS
-        source = SimSurface(cfg.feed.seed, origin, r=cfg.options.risk_free_rate)
+        rates = {venue: cfg.venue_options(venue).risk_free_rate for venue in cfg.options.venues}
+        source = SimSurface(cfg.feed.seed, origin, rates=rates)
     reader = build_chain_reader(cfg)  # None unless ibkr.host is set
     return source if reader is None else IbkrListedSource(source, reader, log)
 

@@ -24,10 +24,11 @@ from typing import Any, Callable
 
 import zmq
 
-from common.bus import BusStats, Publisher, Replier, Requester, Subscriber, wall_ms
+from common.bus import BusStats, Publisher, Replier, Requester, Subscriber
 from common.bus_auth import BusKeysError, BusSecurity, load_security, stop_zap, zap_handler
 from common.log import EventLog
 from common.messages import HEARTBEAT_SECONDS
+from common.wall import wall_ms
 from config.settings import Config, ConfigError, load_config
 
 SLOW_CALLBACK_SECONDS = 0.5

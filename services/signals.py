@@ -407,7 +407,7 @@ class SignalEngine:
             book = BookView.from_dict(self.book_of(sc.id), f"positions reply ({sc.id})")
         except (RequestFailed, RemoteError) as exc:
             return OptionsDecision(sc.id, skipped=f"portfolio unavailable: {exc}")
-        venue = self.cfg.options.venues[sc.venue]
+        venue = self.cfg.venue_options(sc.venue)
         strategy = options_strategy(sc.id, sc.strategy, sc.venue, sc.underlying, sc.timeframe, sc.params,
                                     min_score=venue.min_score, max_positions=venue.max_positions,
                                     limits=OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct),

@@ -7,7 +7,7 @@ and ``make once`` feed it directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -267,7 +267,3 @@ class Schedule:
         for sid in ready:
             self.due_at[sid] = next_due(now_ts, self.interval_ms[sid])
         return ready
-
-    def all_due(self, ids: Iterable[str]) -> None:
-        for sid in ids:
-            self.due_at[sid] = 0

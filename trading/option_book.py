@@ -350,7 +350,7 @@ def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionCo
                 seq: int, assign_puts: bool, quote: str) -> list[Fill]:
     quantity = position.quantity
     coins = abs(quantity) * contract.multiplier
-    intrinsic = max(spot - contract.strike, 0.0) if contract.is_call else max(contract.strike - spot, 0.0)
+    intrinsic = contract.intrinsic(spot)
     symbol = f"{contract.underlying}/{quote}"
     delivered = 0.0
     if quantity < 0 and intrinsic > 0:

@@ -43,10 +43,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.timeframes import DAY_MS
 from options.chain_wire import CHAIN_COLUMNS, CHAIN_HORIZON_DAYS
 from options.contracts import ContractError, OptionContract, OptionPosition, ProposedTrade
 from options.scoring import score_trade
-from options.venues import DAY_MS, VenueConfigError, venue_spec
+from options.venues import VenueConfigError, venue_spec
 from trading.option_book import OptionLeg, OptionOrder
 from trading.order_checks import OK, REJECTED, backdated_reason, band_reason
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
-from common.timeframes import timeframe_ms
+from common.timeframes import HOUR_MS, timeframe_ms
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from trading.ledger import (
     MAX_USD,
@@ -60,8 +60,6 @@ from trading.risk import (
 
 if TYPE_CHECKING:
     from config.settings import Config
-
-STATE_VERSION = 1
 
 
 CATEGORIES = ("spot", "deribit", "ibkr")
@@ -156,6 +154,8 @@ class StrategyMeta:
     strategy: str = ""  # the strategy's name; "wheel" books take assignment of their short puts
     symbols: tuple[str, ...] = ()  # what it may trade: spot symbols (a pair: two), or the options underlying
     bar_ms: int = 0  # its bar: how long before market time one of its orders may be dated
+    max_option_positions: int = MAX_POSITIONS  # its venue's (Config.venue_options), as the engine's
+    min_option_score: float = EXECUTE_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,14 +306,15 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
             max_drawdown_pct=sc.max_drawdown_pct,
             max_position_pct=sc.risk.max_position_pct,
             max_consecutive_losses=sc.risk.max_consecutive_losses,
-            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * 3_600_000),
+            circuit_breaker_ms=int(sc.risk.circuit_breaker_hours * HOUR_MS),
             daily_loss_pct=sc.risk.daily_loss_pct,
         )
         symbols = (sc.symbol, sc.pair) if sc.pair else (sc.symbol,)
         if sc.type != "spot":
             symbols = (sc.underlying,)
+        options = cfg.venue_options(sc.venue) if sc.is_options else cfg.options
         metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy, symbols,
-                                  timeframe_ms(sc.timeframe)))
+                                  timeframe_ms(sc.timeframe), options.max_positions, options.min_score))
     return metas
 
 
@@ -325,7 +326,6 @@ class Portfolio:
     value (strategy -> reason); the other books are marked regardless."""
 
     def __init__(self, metas: Iterable[StrategyMeta], *, fee_rate: float, slippage_rate: float,
-                 max_option_positions: int = MAX_POSITIONS, min_option_score: float = EXECUTE_THRESHOLD,
                  underlying_quote: str = "USDT", price_band_pct: float = DEFAULT_PRICE_BAND_PCT,
                  order_transit_ms: int = 0) -> None:
         self.metas = {m.strategy_id: m for m in metas}
@@ -333,8 +333,6 @@ class Portfolio:
             raise ValueError(f"price_band_pct: must be a finite number > 0, got {price_band_pct!r}")
         self.fee_rate = fee_rate
         self.slippage_rate = slippage_rate
-        self.max_option_positions = max_option_positions
-        self.min_option_score = min_option_score
         self.underlying_quote = underlying_quote
         self.price_band_pct = price_band_pct
         if isinstance(order_transit_ms, bool) or not isinstance(order_transit_ms, int) or order_transit_ms < 0:
@@ -417,7 +415,6 @@ class Portfolio:
         """The state to save, checked as ``load_state`` will check it: a book that could not be
         loaded back raises RecordError here, before any file or backup is touched."""
         state = {
-            "version": STATE_VERSION,
             "journal_seq": self.journal_seq,
             "market_ts": self.market_ts,
             "prices": dict(self.prices),
@@ -576,9 +573,10 @@ class Portfolio:
         if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         opens = any(leg.action == "open" for leg in order.legs)
+        meta = self.metas[order.strategy_id]
         return decide_option_order(
             book, order, fee_rate=self.fee_rate, seq0=self.journal_seq + 1,
-            max_positions=self.max_option_positions, min_score=self.min_option_score,
+            max_positions=meta.max_option_positions, min_score=meta.min_option_score,
             entry_block=entry_block_reason(book.risk, order.ts_event) if opens else None,
             quote=self.underlying_quote,
         )

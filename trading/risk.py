@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from common.model import read_bool, read_int, read_number, read_object, read_str
+from common.timeframes import DAY_MS
 
-DAY_MS = 86_400_000
 # Float noise must not keep a drawdown of exactly the limit from tripping it.
 _PCT_TOLERANCE = 1e-9
 
@@ -202,25 +202,19 @@ def entry_block_reason(state: RiskState, ts_event: int) -> str | None:
     return None
 
 
-def reset_kill_switch(state: RiskState, value: float) -> None:
-    """Operator re-arms a strategy; the peak restarts at today's value so it does not re-trip at once."""
-    state.kill_switch = False
-    state.kill_reason = ""
-    state.peak_value = value
-    state.last_value = value
-
-
 def reset_risk(state: RiskState, value: float, ts_event: int) -> list[str]:
     """Operator re-arms a strategy at ``ts_event`` (market time), book worth ``value``: clears the
-    kill switch (``reset_kill_switch``), the circuit breaker with its loss streak, and the daily
-    loss limit, whose day restarts at ``value``. Returns what was cleared, for the log; nothing
+    kill switch, the circuit breaker with its loss streak, and the daily
+    loss limit, whose day restarts at ``value``; the peak restarts at ``value`` too, so the kill
+    switch does not re-trip at once. Returns what was cleared, for the log; nothing
     tripped means nothing changes (an empty list, and the reset is not counted)."""
     if not math.isfinite(value):
         raise ValueError(f"reset_risk: value must be a finite number, got {value!r}")
     cleared = []
     if state.kill_switch:
         cleared.append(f"kill_switch ({state.kill_reason})")
-        reset_kill_switch(state, value)
+        state.kill_switch, state.kill_reason = False, ""
+        state.peak_value = state.last_value = value
     if ts_event < state.circuit_breaker_until:
         cleared.append(f"circuit_breaker (until {iso_utc(state.circuit_breaker_until)})")
         state.circuit_breaker_until = 0

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import requests
 
+from common.timeframes import DAY_MS
 from options.atm_iv import YEAR_MS, ImpliedVolError, atm_iv_at, surface_at
 from options.black_scholes import bs_greeks, bs_price
 from options.chain import OptionChain, listed_strikes
@@ -33,7 +34,7 @@ from options.dvol_csv import DvolCsvError, read_dvol_csv, write_dvol_csv_atomic
 from options.iv_history import IV_TARGET_DAYS, LiveIvUnavailable, completed, history_window, merge_daily
 from options.live_greeks import greeks_at_mark_iv
 from options.live_marks import ListedOption, LiveMark, OptionQuote, mark_positions
-from options.venues import DAY_MS, DERIBIT
+from options.venues import DERIBIT
 from services.feeds.exchange_client import ExchangeUnavailable, OutageTracker
 
 INDEX_NAMES = {"BTC": "btc_usd", "ETH": "eth_usd"}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -29,13 +28,13 @@ import numpy as np
 
 from common.bars import Bar, BarStore, bars_from_ohlcv, concat_ohlcv, sanitize_bars
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, timeframe_ms
+from common.wall import wall_ms
 from services.feeds.feed import FeedUpdate
 
 TEMPORARY = "temporary"
 OPERATIONAL = "operational"
 PAGE_LIMIT = 1000  # Binance's largest klines page
-DAY_MS = 86_400_000
 
 # ccxt class names (any class in the exception's MRO) that mean "try again later".
 _TEMPORARY_CCXT = {"NetworkError", "RequestTimeout", "DDoSProtection", "RateLimitExceeded",
@@ -241,10 +240,6 @@ class _Series:
         return f"{self.symbol} {self.timeframe}"
 
 
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class LiveFeed:
     """Closed bars and last prices of ``symbols`` from an exchange, polled in the background."""
 
@@ -279,7 +274,7 @@ class LiveFeed:
         self.poll_seconds = float(poll_seconds)
         self.log = log
         self.background = background
-        self.clock = clock if clock is not None else lambda: wall_clock_ms()  # looked up per call
+        self.clock = clock if clock is not None else lambda: int(wall_ms())  # looked up per call
         self.grace_ms = max(int(3 * self.poll_seconds * 1000), 60_000)
         self._series = [_Series(s, tf, timeframe_ms(tf)) for s in self.symbols for tf in self.timeframes]
         self._rank = {tf: i for i, tf in enumerate(self.timeframes)}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from common.timeframes import DAY_MS
 from options.live_marks import ListedOption
 from options.venues import IBKR_CME, format_instrument_name
 
@@ -121,7 +122,7 @@ class IbkrListedSource:
         chain = self.model.chain(venue, underlying, spot, ts, horizon_days)
         if venue.name != IBKR_CME.name:
             return chain
-        key = (underlying, ts // 86_400_000)
+        key = (underlying, ts // DAY_MS)
         if key not in self._listed:
             try:
                 listed = {(o.expiry_ts, o.strike, o.is_call) for o in self.reader.read_chain(underlying)}

@@ -12,9 +12,9 @@ import numpy as np
 
 from common.bars import Bar, BarAggregator, BarStore, bars_from_ohlcv
 from common.csv_bars import load_ohlcv_csv
-from common.market_sim import DAY_MS, DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec, sim_market
+from common.market_sim import DEFAULT_CORRELATIONS, DEFAULT_SPECS, MarketSim, SymbolSpec, sim_market
 from common.ohlcv import OHLCV
-from common.timeframes import timeframe_ms
+from common.timeframes import DAY_MS, timeframe_ms
 from services.feeds.feed import FeedUpdate, MarketFeed, Tick
 
 if TYPE_CHECKING:

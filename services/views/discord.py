@@ -10,6 +10,7 @@ import math
 import re
 from typing import Any, Iterable, Mapping
 
+from common.timeframes import DAY_MS, HOUR_MS
 from services.views.summary import format_summary
 from trading.risk import iso_utc
 
@@ -44,7 +45,7 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
 
 
 SUMMARY_GROUPS: Mapping[str, tuple[str, ...]] = {"spot": ("spot",), "options": ("deribit", "ibkr")}
-_FREQ_MS = {"hourly": 3_600_000, "daily": 86_400_000}
+_FREQ_MS = {"hourly": HOUR_MS, "daily": DAY_MS}
 
 
 def summary_due(freq: str, last_posted_ts: int | None, market_ts: int, traded: bool) -> bool:

@@ -166,7 +166,7 @@ def engine_decisions(heartbeats: Mapping[str, Mapping[str, Any]]) -> dict[str, A
     return merged
 
 
-def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: int,
+def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: float,
                  last_tick_ms: int | None = None, services_expected: Sequence[str] = SERVICES) -> dict[str, Any]:
     """Each service's last heartbeat and whether it is alive (lost after two missed beats);
     the feed is stale when marketdata says so. A live service that reports problems (it cannot

@@ -96,6 +96,13 @@ def test_config_params_and_capital_reach_the_strategies(btc_daily_csv, tmp_path,
     assert params["deribit-calls-btc"]["close_dte"] == 3  # theta_harvest, as the services merge it
     overridden = options_jobs(build_parser().parse_args(["options", "--capital", "7000", "--config", str(path)]), "BTC")
     assert set(overridden.capital.values()) == {7000.0}
+    assert jobs.risk_free_rate == 0.0
+    cfg["options"] = {"risk_free_rate": 0.02, "venues": {"deribit": {"risk_free_rate": 0.04, "min_score": 0.2}}}
+    path.write_text(json.dumps(cfg))
+    deribit = options_jobs(build_parser().parse_args(["options", "--venue", "deribit", "--config", str(path)]), "BTC")
+    assert (deribit.risk_free_rate, deribit.min_score) == (0.04, 0.2)
+    cfg.pop("options")
+    path.write_text(json.dumps(cfg))
     assert main(["options", "--csv", str(btc_daily_csv), "--config", str(path), "--venue", "deribit",
                  "--since", "2024-06-01"]) == 0
     out = capsys.readouterr().out

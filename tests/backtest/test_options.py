@@ -173,9 +173,9 @@ def services_loop(data: OHLCV, iv: np.ndarray, sids: list[tuple[str, str]], capi
     what that returns; once a day the pricer marks the options, and per strategy the engine
     prices the chain, takes the ``positions`` view, evaluates and sends orders, which the
     portfolio decides and commits."""
-    portfolio = Portfolio([StrategyMeta(sid, "options", "deribit", capital, RiskLimits(max_drawdown_pct=20.0), name)
-                           for sid, name in sids], fee_rate=0.001, slippage_rate=0.0, max_option_positions=4,
-                          min_option_score=0.3)
+    portfolio = Portfolio([StrategyMeta(sid, "options", "deribit", capital, RiskLimits(max_drawdown_pct=20.0), name,
+                                        max_option_positions=4, min_option_score=0.3)
+                           for sid, name in sids], fee_rate=0.001, slippage_rate=0.0)
     portfolio.reconcile(0)
     journal = []
     close_ts = data.ts + HOUR

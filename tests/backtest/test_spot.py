@@ -14,12 +14,12 @@ import pytest
 from backtest.spot import run_spot_backtest, strategy_signals
 from common.model import SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
+from common.timeframes import HOUR_MS
 from strategies.params import STRATEGY_PARAMS, get_params
 from strategies.registry import compute_signals
 from trading.portfolio import Portfolio, StrategyMeta
 from trading.risk import RiskLimits
 
-HOUR_MS = 3_600_000
 WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_loss_pct=100.0, circuit_breaker_ms=0)
 TIGHT = RiskLimits(max_drawdown_pct=25.0, daily_loss_pct=2.0, max_consecutive_losses=2)
 TIGHTEST = RiskLimits(max_drawdown_pct=8.0, daily_loss_pct=1.0)

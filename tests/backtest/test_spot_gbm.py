@@ -7,10 +7,9 @@ import numpy as np
 
 from backtest.spot import SpotReplay, run_spot_backtest
 from common.ohlcv import OHLCV
+from common.timeframes import HOUR_MS
 from tests.backtest.test_spot import WIDE_OPEN, reference_run
 from trading.risk import RiskLimits, kill_switch_trips, new_risk_state, update_on_mark
-
-HOUR_MS = 3_600_000
 
 
 def gbm_bars(n: int, seed: int = 3, drift: float = -3e-5, vol: float = 0.01) -> OHLCV:

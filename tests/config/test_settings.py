@@ -568,6 +568,13 @@ def deep(levels: int) -> list:
      'close_dte, alloc_fraction, put_otm, call_otm, target_dte, min_premium_pct (did you mean "put_otm"?)'),
     (raw_config(option(params={"high_rank": 20})),
      'strategies[0].params: low_rank must be < high_rank, got {"high_rank": 20}'),
+    (raw_config(option(params={"low_rank": float("nan")})),
+     "strategies[0].params.low_rank: must be a finite number, got NaN"),
+    (raw_config(option(strategy="covered_calls", params={"spot_fraction": None})),
+     "strategies[0].params.spot_fraction: expected a number in [0, 1], got null"),
+    (raw_config(option(strategy="protective_puts", params={"otm": 0.95})),
+     "strategies[0].params.otm: must be in [0, 0.9], got 0.95"),
+    (raw_config(option(params=[0.1])), "strategies[0].params: expected an object, got [0.1]"),
     (raw_config({"script": "check_options.py", "args": ["wheel", "BTC"], "id": "w", "capital": 1000,
                  "max_drawdown_pct": 20, "params": {"stop_loss_pct": -5}}),
      "strategies[0].params.stop_loss_pct: must be in [0, 10000], got -5"),
@@ -578,6 +585,17 @@ def deep(levels: int) -> list:
 ])
 def test_out_of_range_values_are_refused_with_their_path(raw, expected):
     assert one_error(raw) == expected
+
+
+def test_every_options_param_mistake_of_a_strategy_is_named_at_once():
+    raw = raw_config(option(params={"alloc_fracton": 0.1, "target_dte": 0, "strangle_otm": "wide"}))
+    assert errors_of(raw) == [
+        "strategies[0].params.alloc_fracton: unknown parameter of vol_mean_reversion; accepted: take_profit_pct, "
+        "stop_loss_pct, close_dte, alloc_fraction, high_rank, low_rank, target_dte, strangle_otm "
+        '(did you mean "alloc_fraction"?)',
+        "strategies[0].params.target_dte: must be in [1, 365], got 0",
+        'strategies[0].params.strangle_otm: expected a number in [0, 0.9], got "wide"',
+    ]
 
 
 def test_options_params_within_their_ranges_are_accepted():

@@ -67,8 +67,7 @@ def wait_until(predicate, what: str, timeout: float = 10.0):
 def live_stack(shared_data, tcp_endpoint, monkeypatch, tmp_path):
     clock = FakeClock(START)
     monkeypatch.setattr(marketdata, "wall_ms", clock)
-    monkeypatch.setattr(marketdata, "wall_now_ms", lambda: float(clock()))
-    monkeypatch.setattr(exchange_client, "wall_clock_ms", clock)
+    monkeypatch.setattr(exchange_client, "wall_ms", clock)
     binance = BinanceReplay(shared_data, START, symbols=("BTC/USDT", "ETH/USDT"))
     deribit = DeribitReplay(shared_data)
     with ReplayServer(binance.routes()) as bsrv, ReplayServer(deribit.routes()) as dsrv:

@@ -13,9 +13,10 @@ import zmq
 from common.bus import Requester
 from common.model import Fill
 from common.ohlcv import OHLCV
+from common.timeframes import DAY_MS
 from options.contracts import OptionContract
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
-from options.venues import DAY_MS, venue_spec
+from options.venues import venue_spec
 from tests.support.stack import PROGRAMS, Stack, stack_config
 from trading.ledger import apply_fill, new_book
 from trading.option_book import apply_option_fill

@@ -4,10 +4,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from common.timeframes import DAY_MS
 from options.black_scholes import bs_price
 from options.chain import build_chain, closest_strike, listed_strikes
 from options.contracts import ContractError, OptionContract, listed_expiries
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DERIBIT, IBKR_CME
 from options.vol_surface import smile_iv
 
 TS = int(datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp() * 1000)

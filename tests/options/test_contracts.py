@@ -3,6 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from common.timeframes import DAY_MS
 from options.contracts import (
     ContractError,
     OptionContract,
@@ -11,7 +12,7 @@ from options.contracts import (
     listed_expiries,
     parse_instrument_name,
 )
-from options.venues import DAY_MS, DERIBIT
+from options.venues import DERIBIT
 
 DEC25 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
 
@@ -26,6 +27,12 @@ def test_contract_name_dict_round_trip_and_dte():
     assert parse_instrument_name(c.name) == c
     assert OptionContract.from_dict(c.to_dict()) == c
     assert c.dte_days(DEC25 - 3 * DAY_MS // 2) == 1.5
+
+
+def test_intrinsic_is_what_a_call_or_put_pays_at_expiry():
+    put = OptionContract("ibkr", "BTC", DEC25, 78000.0, False, 0.1)
+    assert [call().intrinsic(s) for s in (80_500.0, 78_000.0, 60_000.0)] == [2_500.0, 0.0, 0.0]
+    assert [put.intrinsic(s) for s in (80_500.0, 78_000.0, 60_000.0)] == [0.0, 0.0, 18_000.0]  # per coin
 
 
 def test_contract_from_dict_names_the_bad_field():

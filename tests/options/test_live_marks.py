@@ -5,9 +5,9 @@ import math
 
 import pytest
 
+from common.timeframes import DAY_MS
 from options.contracts import ContractError, OptionContract, parse_instrument_name
 from options.live_marks import ListedOption, OptionQuote, deribit_name, map_to_listed, mark_positions, settlement_value
-from options.venues import DAY_MS
 
 MAR13 = parse_instrument_name("BTC-13MAR26-75000-C").expiry_ts  # 2026-03-13 08:00 UTC
 NOW = MAR13 - 5 * DAY_MS

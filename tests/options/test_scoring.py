@@ -3,6 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from common.timeframes import DAY_MS
 from options.contracts import OptionContract, OptionPosition, ProposedTrade
 from options.scoring import (
     CLOSE_SCORE,
@@ -12,7 +13,6 @@ from options.scoring import (
     select_trades,
     select_with_reasons,
 )
-from options.venues import DAY_MS
 
 E1 = int(datetime(2026, 12, 25, 8, tzinfo=timezone.utc).timestamp() * 1000)
 E2 = E1 + 35 * DAY_MS

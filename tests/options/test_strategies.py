@@ -5,11 +5,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from common.timeframes import DAY_MS
 from options.chain import build_chain
 from options.contracts import OptionPosition
 from options.risk import OptionsRiskLimits, check_options_trade
 from options.strategies import OptionsContext, StrategyError, decide, decide_with_reason
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DERIBIT, IBKR_CME
 
 TS = int(datetime(2026, 11, 25, 12, tzinfo=timezone.utc).timestamp() * 1000)
 SPOT = 90_000.0

@@ -100,21 +100,6 @@ def test_coin_usd_conversion():
         usd_to_coin(100.0, 0.0)
 
 
-def test_overrides_apply_and_check_keys():
-    spec = IBKR_CME.with_overrides({"underlyings": {"ETH": {"multiplier": 0.5}}, "monthly_count": 2})
-    assert spec.underlying("ETH").multiplier == 0.5
-    assert spec.underlying("BTC").multiplier == 0.1
-    assert spec.monthly_count == 2 and IBKR_CME.monthly_count == 3
-    with pytest.raises(VenueConfigError, match=r"ibkr\.montly_count: unknown key"):
-        IBKR_CME.with_overrides({"montly_count": 2})
-    with pytest.raises(VenueConfigError, match=r"ibkr\.underlyings\.ETH\.multiplier: expected a finite number > 0"):
-        IBKR_CME.with_overrides({"underlyings": {"ETH": {"multiplier": -1}}})
-    with pytest.raises(VenueConfigError, match=r"deribit\.underlyings\.SOL: unknown underlying"):
-        DERIBIT.with_overrides({"underlyings": {"SOL": {"multiplier": 1}}})
-    with pytest.raises(VenueConfigError, match=r"deribit\.weekly_weekdays"):
-        DERIBIT.with_overrides({"weekly_weekdays": [7]})
-
-
 def test_unknown_venue_and_underlying_are_named():
     with pytest.raises(VenueConfigError, match="unknown venue 'cme'"):
         venue_spec("cme")

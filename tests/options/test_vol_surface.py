@@ -4,9 +4,8 @@ import math
 import numpy as np
 import pytest
 
+from common.timeframes import HOUR_MS
 from options.vol_surface import VolSurfaceError, iv_rank, simulate_atm_iv, smile_iv
-
-HOUR_MS = 3_600_000
 
 
 def test_smile_by_hand():

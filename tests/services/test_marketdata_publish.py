@@ -32,13 +32,13 @@ class Recorder:
 
 
 class WallClock:
-    """``time`` for the service under test: ``time_ns`` reads ``now_ms``, ``monotonic`` follows it."""
+    """The clocks of the service under test: ``wall_ms`` reads ``now_ms``, ``monotonic`` follows it."""
 
     def __init__(self) -> None:
         self.now_ms = WALL0
 
-    def time_ns(self) -> int:
-        return round(self.now_ms * 1e6)
+    def wall_ms(self) -> float:
+        return self.now_ms
 
     def monotonic(self) -> float:
         return self.now_ms / 1000
@@ -48,6 +48,7 @@ class WallClock:
 def service(tmp_path, monkeypatch):
     wall = WallClock()
     monkeypatch.setattr(marketdata, "time", wall)
+    monkeypatch.setattr(marketdata, "wall_ms", wall.wall_ms)
 
     def start(name: str = "a", speed: int = 3600) -> tuple[MarketDataService, Recorder]:
         raw = stack_config(speed=speed)

@@ -1,4 +1,6 @@
 """The pricer's handlers, without sockets: chains, marks, IV history, and clear errors."""
+import json
+import math
 from pathlib import Path
 
 import msgpack
@@ -6,11 +8,12 @@ import numpy as np
 import pytest
 
 from common.bus import Envelope, RequestError
-from config.settings import load_config
+from common.timeframes import DAY_MS
+from config.settings import load_config, parse_config
 from options.black_scholes import bs_price
 from options.chain import ChainReplyError, chain_from_dict
 from options.marks import SimIvPath, SimSurface
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank, simulate_atm_iv, smile_iv
 from services.pricer import PricerService
 
@@ -85,6 +88,34 @@ def test_mark_prices_deribit_and_cme_on_one_surface_and_expired_at_intrinsic(pri
                                         "vega": 0.0, "source": "intrinsic"}
     assert marks[deribit_name]["delta"] < 0 and marks[deribit_name]["vega"] > 0
     assert pricer.on_price({"contracts": [deribit_name]})["marks"][deribit_name] == marks[deribit_name]
+
+
+def test_each_venue_is_priced_at_its_own_risk_free_rate(tmp_path):
+    raw = json.loads((REPO / "config" / "default.json").read_text())
+    raw["options"] = {"risk_free_rate": 0.0, "venues": {"ibkr": {"risk_free_rate": 0.05}}}
+    svc = PricerService(parse_config(raw, base_dir=tmp_path), None)
+    svc.on_message("tick.BTC/USDT", tick("BTC/USDT", 90_000.0))
+    expiry = IBKR_CME.listed_expiries(TS, 40)[-1]
+    put = {"venue": "ibkr", "underlying": "BTC", "expiry_ts": expiry, "strike": 80_000.0, "is_call": False,
+           "multiplier": 0.1}
+    marks = svc.on_mark({"positions": [put, dict(put, venue="deribit", multiplier=1.0)]})["marks"]
+    [cme] = [m for n, m in marks.items() if n.startswith("MBT-")]
+    [deribit] = [m for n, m in marks.items() if n.startswith("BTC-")]
+    S, K, r, T = 90_000.0, 80_000.0, 0.05, (expiry - TS) / DAY_MS / 365.0
+    sigma = float(smile_iv(svc.source.atm_iv("BTC", TS), K, S * math.exp(r * T)))
+    d1 = (math.log(S / K) + (r + sigma ** 2 / 2) * T) / (sigma * math.sqrt(T))
+    d2 = d1 - sigma * math.sqrt(T)
+    def cdf(x: float) -> float:
+        return (1 + math.erf(x / math.sqrt(2))) / 2
+
+    assert cme["mark_usd"] == pytest.approx(K * math.exp(-r * T) * cdf(-d2) - S * cdf(-d1), rel=1e-9)
+    assert cme["iv"] == pytest.approx(sigma, rel=1e-12)
+    sigma0 = float(smile_iv(svc.source.atm_iv("BTC", TS), K, S))
+    assert deribit["mark_usd"] == pytest.approx(float(bs_price(S, K, T, 0.0, sigma0, False)), rel=1e-12)
+    assert cme["mark_usd"] < deribit["mark_usd"]  # a put is worth less at a higher rate
+    chain = chain_from_dict(svc.on_chain({"underlying": "BTC", "venue": "ibkr", "horizon_days": 40}))
+    i = int(np.flatnonzero((chain.strike == K) & (chain.expiry_ts == expiry) & ~chain.is_call)[0])
+    assert chain.mark[i] == pytest.approx(cme["mark_usd"], rel=1e-12)
 
 
 def test_iv_history_is_the_seeded_path_sampled_daily(pricer):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.bus import Envelope
-from common.market_sim import DAY_MS
+from common.timeframes import DAY_MS
 from config.settings import parse_config
 from services.pricer import PricerService
 from services.runtime import ServiceRuntime

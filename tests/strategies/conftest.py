@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from common.ohlcv import OHLCV
+from common.timeframes import HOUR_MS
 
-HOUR_MS = 3_600_000
 T0_MS = 1_609_459_200_000  # 2021-01-01T00:00Z
 
 

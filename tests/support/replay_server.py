@@ -41,9 +41,8 @@ import numpy as np
 
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
+from common.timeframes import DAY_MS, HOUR_MS
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 Handler = Callable[[dict[str, str]], "Reply"]
 
 

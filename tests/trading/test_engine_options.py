@@ -5,12 +5,16 @@ import numpy as np
 import pytest
 
 from common.ohlcv import OHLCV
+from common.timeframes import DAY_MS
+from config.settings import parse_config
 from options.chain import build_chain
+from options.params import OPTIONS_PARAMS
 from options.risk import OptionsRiskLimits
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.strategies import strategy_params
+from options.venues import DERIBIT, IBKR_CME
 from trading.engine import evaluate_options, options_params, options_strategy, reason_kind
 from trading.option_inputs import BookView, IvReading, OptionsMarket
-from trading.portfolio import Portfolio, StrategyMeta
+from trading.portfolio import Portfolio, StrategyMeta, strategy_metas
 from trading.risk import RiskLimits
 
 TS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
@@ -126,3 +130,47 @@ def test_a_married_put_books_its_coins_in_the_strategys_spot_leg():
     # Next decision: protected, so it holds; the coins it holds are the ones the put covers.
     again = run("protective_puts", b=portfolio.positions_view("s", "BTC/USDT"))
     assert again.orders == [] and again.reasons[0].startswith("holding: ")
+
+
+def test_a_venue_with_a_lower_min_score_gets_its_orders_filled():
+    # The engine selects at deribit's min_score 0.3; the portfolio must check that one, not the
+    # global 0.95 (which would refuse every wheel put the engine sends).
+    wheel = {"id": "w", "type": "options", "strategy": "wheel", "venue": "deribit", "underlying": "BTC",
+             "capital": 50_000, "max_drawdown_pct": 20}
+    cfg = parse_config({"strategies": [wheel],
+                        "options": {"min_score": 0.95, "venues": {"deribit": {"min_score": 0.3}}}})
+    venue = cfg.venue_options("deribit")
+    [meta] = strategy_metas(cfg)
+    assert (meta.min_option_score, meta.max_option_positions) == (venue.min_score, venue.max_positions) == (0.3, 4)
+    portfolio = Portfolio([meta], fee_rate=0.001, slippage_rate=0.0)
+    portfolio.reconcile(TS)
+    portfolio.mark({"BTC/USDT": SPOT}, TS)
+    chain = build_chain(DERIBIT, "BTC", SPOT, TS, 0.5, horizon_days=100)
+    strategy = options_strategy("w", "wheel", "deribit", "BTC", "1d", {}, min_score=venue.min_score,
+                                max_positions=venue.max_positions)
+    market = OptionsMarket({("BTC", "deribit"): chain}, {"BTC": IvReading(0.5, np.array((0.4, 0.6)))})
+    decision = evaluate_options(strategy, market, portfolio.positions_view("w", "BTC/USDT"), daily(), TS)
+    [order] = decision.orders
+    assert 0.3 <= order.legs[0].score < 0.95
+    answer = portfolio.decide_options(order)
+    assert answer.status == "filled", answer.reason
+    assert cfg.venue_options("ibkr").min_score == 0.95
+    with pytest.raises(ValueError, match='unknown options venue "cme"; the config has "deribit", "ibkr"'):
+        cfg.venue_options("cme")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS_PARAMS))
+def test_every_param_value_the_config_accepts_the_strategy_runs_with(name):
+    """Config load (options.params) and the strategies (strategy_params) agree on each param at
+    both ends of its range, theta-harvest exits merged in: a bad param is a ConfigError at load,
+    never a ``strategy_failed`` every cycle."""
+    for key, spec in OPTIONS_PARAMS[name].items():
+        for bound in (spec.low, spec.high):
+            params = {key: int(bound) if spec.integer else bound}
+            if key in ("low_rank", "high_rank"):  # the rule low_rank < high_rank holds only with both ends
+                params = {"low_rank": 0.0, "high_rank": 100.0}
+            entry = {"id": "o", "type": "options", "strategy": name, "venue": "deribit", "underlying": "BTC",
+                     "capital": 1000, "max_drawdown_pct": 20, "params": params, "theta_harvest": {"enabled": True}}
+            sc = parse_config({"strategies": [entry]}).strategies[0]
+            merged = strategy_params(name, options_params(name, sc.params, sc.theta_harvest))
+            assert merged.items() >= params.items(), (name, key, bound)

@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from common.timeframes import DAY_MS
 from options.chain import OptionChain, chain_to_dict
 from options.contracts import OptionContract, OptionPosition
-from options.venues import DAY_MS, DERIBIT
+from options.venues import DERIBIT
 from trading.option_book import OptionLeg, OptionOrder
 from trading.option_order_checks import (
     BAND_FLOOR_OF_SPOT,

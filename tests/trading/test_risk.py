@@ -1,13 +1,12 @@
 import pytest
 
 from common.model import RecordError
+from common.timeframes import DAY_MS
 from trading.risk import (
-    DAY_MS,
     RiskLimits,
     RiskState,
     entry_block_reason,
     new_risk_state,
-    reset_kill_switch,
     reset_risk,
     risk_summary,
     update_on_mark,
@@ -34,7 +33,8 @@ def test_kill_switch_trips_at_exactly_max_drawdown_and_is_sticky():
     # Recovery does not clear it, and it does not re-announce itself.
     assert update_on_mark(state, limits, 1400.0, T0 + 4) == []
     assert state.kill_switch
-    reset_kill_switch(state, 1400.0)
+    [cleared] = reset_risk(state, 1400.0, T0 + 5)
+    assert cleared.startswith("kill_switch (drawdown 60.0% >= 60%")
     assert entry_block_reason(state, T0 + 5) is None
     assert state.peak_value == 1400.0
 

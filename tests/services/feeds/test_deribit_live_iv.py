@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from common.bus import RequestError
+from common.timeframes import DAY_MS
 from config.settings import load_config
 from options.atm_iv import YEAR_MS, atm_iv_at
 from options.black_scholes import bs_greeks
 from options.contracts import parse_instrument_name
 from options.iv_history import LiveIvUnavailable
-from options.venues import DAY_MS, DERIBIT, IBKR_CME
+from options.venues import DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank
 from services.feeds.deribit import DeribitClient, DvolHistory, LiveDeribitSource
 from services.pricer import PricerService
