@@ -39,7 +39,7 @@ def load_user_function(spec: str) -> UserFunction:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # a user's module may raise anything on import, even exit
         raise UserStrategyError(f"{spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, attr, None)
+    fn: object = getattr(module, attr, None)
     if not callable(fn):
         raise UserStrategyError(f"{spec!r}: module {module_name!r} has no function {attr!r}")
     return fn
