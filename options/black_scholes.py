@@ -58,13 +58,15 @@ class Greeks:
 def _ndtr(x: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr  # the first call pays the import; see the module docstring
 
-    return ndtr(x)
+    cdf: np.ndarray = ndtr(x)
+    return cdf
 
 
 def _ndtri(p: np.ndarray) -> np.ndarray:
     from scipy.special import ndtri
 
-    return ndtri(p)
+    quantile: np.ndarray = ndtri(p)
+    return quantile
 
 
 def _broadcast(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
@@ -102,7 +104,8 @@ def _d1_d2(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
 
 def _valid(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     finite = np.isfinite(S) & np.isfinite(K) & np.isfinite(T) & np.isfinite(r) & np.isfinite(sigma)
-    return finite & (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0)
+    valid: np.ndarray = finite & (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0)
+    return valid
 
 
 @dataclass(frozen=True, slots=True)

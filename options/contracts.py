@@ -62,7 +62,7 @@ class OptionContract:
                 "strike": float(self.strike), "is_call": self.is_call, "multiplier": float(self.multiplier)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "contract") -> "OptionContract":
+    def from_dict(cls, d: Any, where: str = "contract") -> "OptionContract":
         try:
             return cls(
                 venue=read_str(d, "venue", where),

@@ -135,7 +135,7 @@ class VenueSpec:
                 raise VenueConfigError(f"{where}.{symbol}: unknown underlying; listed: {', '.join(specs)}")
             if not isinstance(fields, Mapping):
                 raise VenueConfigError(f"{where}.{symbol}: expected a mapping of field -> value")
-            updates = {}
+            updates: dict[str, Any] = {}
             for key, v in fields.items():
                 if key not in _UNDERLYING_NUMBERS:
                     raise VenueConfigError(

@@ -85,7 +85,7 @@ class RiskState:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "risk") -> "RiskState":
+    def from_dict(cls, d: Any, where: str = "risk") -> "RiskState":
         read_object(d, where)
         return cls(
             peak_value=read_number(d, "peak_value", where),
