@@ -134,7 +134,8 @@ STRATEGY_VIEW_FIELDS = (
     Field("positions", "map", "", "spot positions by symbol", POSITION_FIELDS),
     Field("option_positions", "map", "", "option positions by contract name: quantity (contracts, signed), "
                                          "strike, expiry_ts, entry_premium and current_mark (USD per coin), "
-                                         f"current_value_usd, greeks ({GREEKS}) ... as trading/option_book.py keeps them"),
+                                         f"current_value_usd, greeks ({GREEKS}) ... "
+                                         "as trading/option_book.py keeps them"),
     Field("option_value", "float", "USD", "signed value of the option positions at their last marks"),
     Field("trade_count", "int", "", "fills booked"),
     Field("portfolio_value", "float", "USD", "cash + positions + options at the last marks"),
@@ -400,7 +401,8 @@ def render_markdown() -> str:
         "`a`, `a[i].b` key `b` of each item of the list `a`.",
     ]
     for m in MESSAGES:
-        lines += ["", f"## `{m.type}` from {m.publisher} on `{m.topic}`", "", m.meaning[0].upper() + m.meaning[1:] + ".",
+        lines += ["", f"## `{m.type}` from {m.publisher} on `{m.topic}`", "",
+                  m.meaning[0].upper() + m.meaning[1:] + ".",
                   "", "| body key | type | unit | meaning |", "|---|---|---|---|", *_rows(m.fields)]
     return "\n".join(lines) + "\n"
 

@@ -193,8 +193,8 @@ def implied_vol(price: ArrayLike, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: A
     w_c = sqrt(2|x|) and concave above it. Above, order-4 Householder steps run on
     b(w) - b* from the large-w asymptote b ~ e^(x/2) - 2 cosh(x/2) N(-w/2) (exact at the
     money); below, on ln b(w) - ln b* (nearly linear there) from the small-w asymptote
-    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Two to four steps reach machine precision on almost every row, with
-    no bracket and no bisection.
+    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Two to four
+    steps reach machine precision on almost every row, with no bracket and no bisection.
     """
     price, S, K, T, r, is_call = _broadcast(price, S, K, T, r, is_call,
                                             ("price", "S", "K", "T", "r", "is_call"))

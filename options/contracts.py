@@ -43,7 +43,8 @@ class OptionContract:
             raise ContractError(f"contract.expiry_ts: expected int ms, got {self.expiry_ts!r}")
         for name in ("strike", "multiplier"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not (math.isfinite(value) and value > 0)):
                 raise ContractError(f"contract.{name}: must be a finite number > 0, got {value!r}")
         if not isinstance(self.is_call, bool):
             raise ContractError(f"contract.is_call: expected bool, got {self.is_call!r}")

@@ -50,7 +50,8 @@ def declared_params(fn: UserFunction) -> dict[str, Any]:
     params = list(inspect.signature(fn).parameters.values())[1:]
     missing = [p.name for p in params if p.default is inspect.Parameter.empty]
     if missing:
-        raise UserStrategyError(f"{fn.__module__}:{fn.__name__}: parameters {missing} need defaults, which declare their types")
+        raise UserStrategyError(
+            f"{fn.__module__}:{fn.__name__}: parameters {missing} need defaults, which declare their types")
     return {p.name: p.default for p in params}
 
 
@@ -97,6 +98,7 @@ def run_user_function(fn: UserFunction, data: OHLCV, params: Mapping[str, Any]) 
         bad = values[~np.isin(values, (-1.0, 0.0, 1.0))][:3]
         raise UserStrategyError(f"{where}: signals must be -1, 0 or 1, got {bad.tolist()}")
     try:
-        return StrategyOutput(values.astype(np.int8), {k: np.asarray(v, dtype=np.float64) for k, v in indicators.items()})
+        columns = {k: np.asarray(v, dtype=np.float64) for k, v in indicators.items()}
+        return StrategyOutput(values.astype(np.int8), columns)
     except ValueError as exc:
         raise UserStrategyError(f"{where}: {exc}") from None
