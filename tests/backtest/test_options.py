@@ -199,7 +199,8 @@ def services_loop(data: OHLCV, iv: np.ndarray, sids: list[tuple[str, str]], capi
             history.append(iv[earlier[-1]] if earlier else float("nan"))
         chain = build_chain(DERIBIT, "BTC", spot, ts, float(iv[i]))
         for sid, name in sids:
-            decision = evaluate_options(sid, name, DERIBIT, "BTC", DEFAULT_PARAMS[name], data.slice(max(0, i - 999), i + 1),
+            decision = evaluate_options(sid, name, DERIBIT, "BTC", DEFAULT_PARAMS[name],
+                                        data.slice(max(0, i - 999), i + 1),
                                         "1h", ts, chain, float(iv[i]), np.array(history),
                                         portfolio.positions_view(sid, "BTC/USDT"), OptionsRiskLimits(), 0.3, 4)
             for order in decision.orders:

@@ -17,6 +17,8 @@ from services.views.status import (
     revalue,
 )
 
+SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")
+
 
 def spot_view(sid="momentum-btc", cash=500.0, qty=0.01, avg=40_000.0, category="spot", initial=1000.0):
     return {
@@ -32,8 +34,9 @@ def spot_view(sid="momentum-btc", cash=500.0, qty=0.01, avg=40_000.0, category="
 def options_view(sid="deribit-vol-btc", cash=900.0, value_usd=150.0):
     view = spot_view(sid, cash=cash, qty=0.0, category="deribit")
     view["type"] = "options"
+    greeks = {"delta": 0.4, "gamma": 1e-5, "theta": -12.0, "vega": 80.0}
     view["option_positions"] = {"BTC-25DEC26-78000-C": {"quantity": 1.0, "current_value_usd": value_usd,
-                                                        "greeks": {"delta": 0.4, "gamma": 1e-5, "theta": -12.0, "vega": 80.0}}}
+                                                        "greeks": greeks}}
     return view
 
 
@@ -46,7 +49,8 @@ def test_revalue_marks_spot_at_the_live_price():
     assert out["pnl"] == pytest.approx(100.0)
     assert out["pnl_pct"] == pytest.approx(10.0)
     pos = out["positions"]["BTC/USDT"]
-    assert (pos["current_price"], pos["value"], pos["unrealized_pnl"]) == (60_000.0, pytest.approx(600.0), pytest.approx(200.0))
+    assert (pos["current_price"], pos["value"], pos["unrealized_pnl"]) == (
+        60_000.0, pytest.approx(600.0), pytest.approx(200.0))
 
 
 def test_revalue_keeps_the_snapshot_untouched():
@@ -119,7 +123,7 @@ def test_health_declares_a_service_lost_after_two_missed_beats():
 
 def test_health_is_not_ok_when_the_feed_is_stale():
     now = 10_000
-    beats = {name: {"received_ms": now} for name in ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")}
+    beats = {name: {"received_ms": now} for name in SERVICES}
     assert build_health(beats, now)["ok"] is True
     beats["marketdata"] = {"received_ms": now, "stale": True}
     assert build_health(beats, now)["ok"] is False
@@ -127,7 +131,7 @@ def test_health_is_not_ok_when_the_feed_is_stale():
 
 def test_health_is_not_ok_while_a_live_service_reports_a_problem():
     now = 10_000
-    beats = {name: {"received_ms": now, "problems": []} for name in ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")}
+    beats = {name: {"received_ms": now, "problems": []} for name in SERVICES}
     assert build_health(beats, now)["ok"] is True
     beats["portfolio"]["problems"] = ["persist: state.json: [Errno 28] No space left on device"]
     health = build_health(beats, now)
