@@ -376,8 +376,8 @@ class Replier:
         try:
             return encode_envelope("reply", body, self.source)
         except (TypeError, ValueError, OverflowError) as exc:
-            refusal = reply_body(env.id, error=("internal", f"unserializable reply: {exc}"))
-            return encode_envelope("reply", refusal, self.source)
+            unserializable = reply_body(env.id, error=("internal", f"unserializable reply: {exc}"))
+            return encode_envelope("reply", unserializable, self.source)
 
     def serve_pending(self, max_requests: int = 100) -> int:
         """Answer requests already waiting; return how many were served."""
