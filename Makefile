@@ -8,7 +8,7 @@ SUPERVISORCTL := $(BIN)/supervisorctl -c supervisord.conf
 # Every service reads the config named here; supervisord passes it on.
 export GO_TRADER_CONFIG := $(abspath $(CONFIG))
 
-.PHONY: venv browser keys run start stop restart status logs once test test-fast bench chaos clean
+.PHONY: venv browser keys run start stop restart status logs once lint test test-fast bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +61,12 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found and not root: browser tests will be skipped"; fi; }
 
-test: venv browser
+# ruff over the whole tree; mypy strict over the packages pyproject.toml's [tool.mypy] names.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv browser lint
 	$(BIN)/python -m pytest
 
 test-fast: venv  ## the edit-test loop: everything not marked slow (no stacks, browsers or long runs)

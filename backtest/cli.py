@@ -9,8 +9,9 @@
     backtest walkforward --strategy sma_crossover --csv BTC_USDT-1h.csv --train-bars 4380 --test-bars 1095
 
 The timeframe is the file's bar spacing and the symbol its name (or --symbol); a flag or config
-entry that contradicts either is refused. Every run prints its metrics; ``--out DIR`` also writes metrics.json, trades.csv, fills.csv,
-equity.csv, report.png and report.html (per strategy in a subfolder when there are several).
+entry that contradicts either is refused. Every run prints its metrics; ``--out DIR`` also writes
+metrics.json, trades.csv, fills.csv, equity.csv, report.png and report.html (per strategy in a
+subfolder when there are several).
 """
 from __future__ import annotations
 

@@ -71,7 +71,8 @@ class BacktestResult:
 
 
 def _check_pct(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0 <= value < 100):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and 0 <= value < 100)):
         raise ValueError(f"{name}: must be a number in [0, 100), got {value!r}")
     return float(value)
 
@@ -203,8 +204,10 @@ class SpotReplay:
         high = cash + quantity * float(closes[top])
         low = cash + quantity * float(closes.min())
         peak = max(risk.peak_value, high)
-        no_kill = peak > 0 and not bool(may_trip_kill_switch(np.float64(peak), np.float64(low), limits.max_drawdown_pct))
-        no_daily = low >= max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0) * (1.0 + _FLOOR_MARGIN)
+        no_kill = peak > 0 and not bool(
+            may_trip_kill_switch(np.float64(peak), np.float64(low), limits.max_drawdown_pct))
+        daily_floor = max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0)
+        no_daily = low >= daily_floor * (1.0 + _FLOOR_MARGIN)
         if no_kill and no_daily:
             return b, a + top
         values = cash + quantity * closes
@@ -288,7 +291,8 @@ def run_spot_backtest(strategy_id: str, strategy: str, symbol: str, timeframe: s
         raise ValueError(f"strategy_id: must be a non-empty string, got {strategy_id!r}")
     if not isinstance(symbol, str) or not symbol:
         raise ValueError(f"symbol: must be a non-empty string, got {symbol!r}")
-    if isinstance(capital, bool) or not isinstance(capital, (int, float)) or not (math.isfinite(capital) and capital > 0):
+    if (isinstance(capital, bool) or not isinstance(capital, (int, float))
+            or not (math.isfinite(capital) and capital > 0)):
         raise ValueError(f"capital: must be a finite number > 0, got {capital!r}")
     fee_pct = _check_pct("fee_pct", fee_pct)
     slippage_pct = _check_pct("slippage_pct", slippage_pct)

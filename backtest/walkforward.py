@@ -112,7 +112,8 @@ def parameter_candidates(strategy: str, grid: Mapping[str, Sequence[Any]] | None
     return candidates
 
 
-def rolling_windows(n_bars: int, train_bars: int, test_bars: int, step_bars: int | None = None) -> list[tuple[int, int, int]]:
+def rolling_windows(n_bars: int, train_bars: int, test_bars: int,
+                    step_bars: int | None = None) -> list[tuple[int, int, int]]:
     """(train_start, test_start, test_end) bar indexes; every test window is full length."""
     step = step_bars or test_bars
     if n_bars < train_bars + test_bars:

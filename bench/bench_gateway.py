@@ -145,7 +145,8 @@ def hammer_phase(port: int, pid: int, stack: Any, clients: int, seconds: float, 
         "path": path, "clients": clients, "seconds": round(result["elapsed_s"], 2), "requests": len(lat),
         "failures": result["failures"], "rps": round(len(lat) / result["elapsed_s"], 1),
         "p50_ms": ms(lat, 50), "p99_ms": ms(lat, 99), "max_ms": round(lat[-1] * 1000, 2) if lat else float("nan"),
-        "generator_cpu_s": result["generator_cpu_s"], "cycles_during_run": stack.status()["cycle_count"] - cycles_before,
+        "generator_cpu_s": result["generator_cpu_s"],
+        "cycles_during_run": stack.status()["cycle_count"] - cycles_before,
         "healthz_probes": len(probe.samples), "healthz_probe_p99_ms": ms([s for _t, s in probe.samples], 99),
         "rss_peak_mb": round(max(probe.rss, default=rss_mb(pid)), 1),
     }
@@ -208,7 +209,8 @@ def report(r: dict[str, Any]) -> list[Row]:
         ("gateway RSS peak (slow clients, 200 clients) / at the end", f"{peak:.1f} / {r['rss_end_mb']:.1f} MB",
          f"peak <= {RSS_PEAK_TARGET_MB:.0f} MB", verdict(peak <= RSS_PEAK_TARGET_MB and not r["gateway_restarted"])),
         ("machine load average (1 min) at start / end", f"{r['load_average_1m_start']:.1f} / "
-         f"{r['load_average_1m_end']:.1f}", f"{os.cpu_count()} cores: above that, latencies include waiting for a CPU", ""),
+         f"{r['load_average_1m_end']:.1f}",
+         f"{os.cpu_count()} cores: above that, latencies include waiting for a CPU", ""),
     ]
     return rows
 

@@ -35,7 +35,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from common.bus_auth import BusSecurity, may_request
+from common.bus_auth import BusSecurity, Context, Socket, may_request
 from common.wall import wall_ms
 
 PROTOCOL_VERSION = 1
@@ -81,7 +81,7 @@ def new_message_id() -> str:
 
 
 def encode_envelope(type_: str, body: Any, source: str, seq: int = 0, msg_id: str | None = None) -> bytes:
-    return msgpack.packb(
+    frame: bytes = msgpack.packb(
         {
             "v": PROTOCOL_VERSION,
             "type": type_,
@@ -93,6 +93,7 @@ def encode_envelope(type_: str, body: Any, source: str, seq: int = 0, msg_id: st
         },
         use_bin_type=True,
     )
+    return frame
 
 
 def decode_envelope(raw: bytes) -> Envelope:
@@ -124,8 +125,8 @@ class BusStats:
 
     sent: int = 0
     received: int = 0
-    dropped: Counter = field(default_factory=Counter)  # reason -> count
-    missed: Counter = field(default_factory=Counter)  # source -> messages lost to gaps
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
+    missed: Counter[str] = field(default_factory=Counter)  # source -> messages lost to gaps
     last_seq: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, topic) -> seq
     last_seen_ms: dict[str, int] = field(default_factory=dict)  # source -> wall ms
 
@@ -155,13 +156,13 @@ class BusStats:
         }
 
 
-def close_quietly(sock: zmq.Socket | None) -> None:
+def close_quietly(sock: Socket | None) -> None:
     if sock is not None and not sock.closed:
         sock.close(linger=0)
 
 
 @contextmanager
-def closed_on_failure(sock: zmq.Socket) -> Iterator[zmq.Socket]:
+def closed_on_failure(sock: Socket) -> Iterator[Socket]:
     """Close ``sock`` if setting it up fails (a bad endpoint, a port in use, no key): a socket
     left open would hang ``ctx.term()``."""
     try:
@@ -171,13 +172,13 @@ def closed_on_failure(sock: zmq.Socket) -> Iterator[zmq.Socket]:
         raise
 
 
-def bind_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
+def bind_socket(sock: Socket, endpoint: str, security: BusSecurity | None) -> None:
     if security is not None:
         security.serve(sock)
     sock.bind(endpoint)
 
 
-def connect_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None) -> None:
+def connect_socket(sock: Socket, endpoint: str, security: BusSecurity | None) -> None:
     if security is None:
         sock.connect(endpoint)
     else:
@@ -187,7 +188,7 @@ def connect_socket(sock: zmq.Socket, endpoint: str, security: BusSecurity | None
 class Publisher:
     """PUB socket that stamps every message with the next sequence number of its topic."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, stats: BusStats | None = None, *,
+    def __init__(self, ctx: Context, endpoint: str, source: str, stats: BusStats | None = None, *,
                  security: BusSecurity | None) -> None:
         self.source = source
         self.stats = stats or BusStats()
@@ -220,7 +221,7 @@ class Subscriber:
 
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: Context,
         endpoints: Iterable[str],
         topics: Iterable[str],
         stats: BusStats | None = None,
@@ -232,7 +233,7 @@ class Subscriber:
         self.on_drop = on_drop
         self.security = security
         self.endpoints = list(endpoints)
-        self.monitor: zmq.Socket | None = None
+        self.monitor: Socket | None = None
         with closed_on_failure(ctx.socket(zmq.SUB)) as self.socket:
             self.socket.setsockopt(zmq.LINGER, 0)
             self.socket.setsockopt(zmq.RCVHWM, PUB_HWM)
@@ -321,7 +322,7 @@ class Replier:
 
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: Context,
         endpoint: str,
         source: str,
         handlers: Mapping[str, Handler],
@@ -372,7 +373,8 @@ class Replier:
         try:
             return encode_envelope("reply", body, self.source)
         except (TypeError, ValueError, OverflowError) as exc:
-            return encode_envelope("reply", reply_body(env.id, error=("internal", f"unserializable reply: {exc}")), self.source)
+            unserializable = reply_body(env.id, error=("internal", f"unserializable reply: {exc}"))
+            return encode_envelope("reply", unserializable, self.source)
 
     def serve_pending(self, max_requests: int = 100) -> int:
         """Answer requests already waiting; return how many were served."""
@@ -393,7 +395,7 @@ class Replier:
         if not self.secure:
             return None
         try:
-            return frame.get("User-Id")
+            return str(frame.get("User-Id"))  # pyzmq types any property as int | str; this one is text
         except zmq.ZMQError:
             return ""
 
@@ -417,7 +419,7 @@ class Requester:
 
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: Context,
         endpoint: str,
         source: str,
         timeout_ms: int = 2000,
@@ -435,9 +437,9 @@ class Requester:
         self.timeout_ms = timeout_ms
         self.retries = retries
         self.stats = stats or BusStats()
-        self.socket: zmq.Socket | None = None
+        self.socket: Socket | None = None
 
-    def _open(self) -> zmq.Socket:
+    def _open(self) -> Socket:
         security = self.security() if callable(self.security) else self.security
         with closed_on_failure(self.ctx.socket(zmq.REQ)) as sock:
             sock.setsockopt(zmq.LINGER, 0)

@@ -32,6 +32,10 @@ import zmq
 from zmq.utils import z85
 
 SERVICES = ("marketdata", "signals", "portfolio", "pricer", "gateway")
+# The synchronous pyzmq socket (its recv gives bytes) and the context that makes such sockets.
+Socket = zmq.Socket[bytes]
+Context = zmq.Context[Socket]
+
 READER = "reader"  # the read-only client key of the tap and the CLIs
 OPERATOR = "operator"  # the client key of operator commands that change state (reset_risk)
 CLIENTS = (READER, OPERATOR)
@@ -184,7 +188,7 @@ class BusSecurity:
     clients: Mapping[bytes, str]  # raw 32-byte public key -> identity
     directory: Path = field(default=Path("."))
 
-    def serve(self, sock: zmq.Socket) -> None:
+    def serve(self, sock: Socket) -> None:
         """Make ``sock`` (before its bind) a CURVE server whose clients this context's ZAP
         handler checks; the handler is started here if the context has none yet."""
         ensure_zap(sock.context, self.clients)
@@ -193,7 +197,7 @@ class BusSecurity:
         sock.curve_secretkey = self.secret
         sock.zap_domain = ZAP_DOMAIN.encode()
 
-    def connect(self, sock: zmq.Socket, endpoint: str) -> None:
+    def connect(self, sock: Socket, endpoint: str) -> None:
         """Connect ``sock`` as a CURVE client that accepts only the service configured at ``endpoint``."""
         server = self.server_keys.get(endpoint)
         if server is None:
@@ -250,7 +254,7 @@ class ZapHandler:
     """Answers a context's ZAP requests on a thread. ``refused`` counts clients turned away
     (read it from any thread); ``last_refused`` is the latest one's address and reason."""
 
-    def __init__(self, ctx: zmq.Context, clients: Mapping[bytes, str]) -> None:
+    def __init__(self, ctx: Context, clients: Mapping[bytes, str]) -> None:
         self.ctx = ctx
         self.clients = dict(clients)
         self.refused = 0
@@ -315,7 +319,7 @@ _handlers: dict[int, ZapHandler] = {}
 _handlers_lock = threading.Lock()
 
 
-def ensure_zap(ctx: zmq.Context, clients: Mapping[bytes, str]) -> ZapHandler:
+def ensure_zap(ctx: Context, clients: Mapping[bytes, str]) -> ZapHandler:
     """The running ZAP handler of ``ctx``, started now if there is none. One context admits one
     set of keys: asking for another is an error, never a silent union."""
     with _handlers_lock:
@@ -328,14 +332,14 @@ def ensure_zap(ctx: zmq.Context, clients: Mapping[bytes, str]) -> ZapHandler:
         return handler
 
 
-def zap_handler(ctx: zmq.Context) -> ZapHandler | None:
+def zap_handler(ctx: Context) -> ZapHandler | None:
     """The running ZAP handler of ``ctx`` (to read its refusal counts), or None."""
     with _handlers_lock:
         handler = _handlers.get(id(ctx))
         return handler if handler is not None and handler.ctx is ctx else None
 
 
-def stop_zap(ctx: zmq.Context) -> None:
+def stop_zap(ctx: Context) -> None:
     """Stop ``ctx``'s ZAP handler, if any (before ``ctx.term()``; ``destroy()`` needs it first)."""
     with _handlers_lock:
         handler = _handlers.pop(id(ctx), None)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -68,19 +70,24 @@ def _read_header(path: Path) -> list[str]:
     return names
 
 
-def _numeric(pd, raw, name: str, path: Path) -> np.ndarray:
-    """Column as float64; a value that is present but not a number names its line."""
+def _numeric(pd: ModuleType, raw: Any, name: str, path: Path) -> np.ndarray:
+    """Column (a pandas Series) as float64; a value that is present but not a number names its line."""
+    column: np.ndarray
     if raw.dtype.kind in "iuf":
-        return raw.to_numpy(dtype=np.float64)
+        column = raw.to_numpy(dtype=np.float64)
+        return column
     values = pd.to_numeric(raw, errors="coerce")
     bad = np.flatnonzero(values.isna().to_numpy() & raw.notna().to_numpy())
     if bad.size:
         i = int(bad[0])
         raise BadBarError(f"{path} line {_line(i)}: {name} {raw.iloc[i]!r} is not a number")
-    return values.to_numpy(dtype=np.float64)
+    column = values.to_numpy(dtype=np.float64)
+    return column
 
 
-def _timestamps_ms(pd, raw, path: Path) -> np.ndarray:
+def _timestamps_ms(pd: ModuleType, raw: Any, path: Path) -> np.ndarray:
+    """The time column (a pandas Series) as int64 ms, from ms, seconds or ISO-8601 text."""
+    ts: np.ndarray
     missing = np.flatnonzero(raw.isna().to_numpy())
     if missing.size:
         raise BadBarError(f"{path} line {_line(int(missing[0]))}: timestamp is empty")

@@ -204,12 +204,9 @@ class MarketSim:
         if latest is not None and latest.index == index:
             return latest
         if latest is None or latest.index > index:
-            state, next_index = self._initial, 0
-        else:
-            state, next_index = latest.end, latest.index + 1
-        while next_index <= index:
-            latest = self._generate_day(next_index, state)
-            state, next_index = latest.end, next_index + 1
+            latest = self._generate_day(0, self._initial)
+        while latest.index < index:
+            latest = self._generate_day(latest.index + 1, latest.end)
         self._latest = latest
         return latest
 

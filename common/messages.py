@@ -408,7 +408,8 @@ def render_markdown() -> str:
         "`a`, `a[i].b` key `b` of each item of the list `a`.",
     ]
     for m in MESSAGES:
-        lines += ["", f"## `{m.type}` from {m.publisher} on `{m.topic}`", "", m.meaning[0].upper() + m.meaning[1:] + ".",
+        lines += ["", f"## `{m.type}` from {m.publisher} on `{m.topic}`", "",
+                  m.meaning[0].upper() + m.meaning[1:] + ".",
                   "", "| body key | type | unit | meaning |", "|---|---|---|---|", *_rows(m.fields)]
     return "\n".join(lines) + "\n"
 

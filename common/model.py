@@ -33,7 +33,7 @@ def read_object(d: Any, where: str) -> Mapping[str, Any]:
     return d
 
 
-def _present(d: Any, name: str, where: str) -> Any:
+def _present(d: Any, name: str, where: str) -> object:
     value = read_object(d, where).get(name, _MISSING)
     if value is _MISSING:
         raise RecordError(f"{where}.{name}: missing")

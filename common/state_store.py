@@ -410,7 +410,8 @@ class EquityLog:
                 values = point.get("values") if isinstance(point, dict) else None
                 if isinstance(ts, bool) or not isinstance(ts, int) or not isinstance(values, dict) \
                         or not all(_is_number(v) for v in values.values()):
-                    self.damaged_lines.append(f"{self.path}:{number}: not an equity point {{ts, values}}: {line[:80]!r}")
+                    self.damaged_lines.append(
+                        f"{self.path}:{number}: not an equity point {{ts, values}}: {line[:80]!r}")
                     continue
                 self._add(ts, values)
 

@@ -35,7 +35,7 @@ class ImpliedVolError(ValueError):
 
 
 def _columns(expiry_ts: ArrayLike, strike: ArrayLike, mark_iv: ArrayLike, forward: ArrayLike,
-             now_ts: int) -> tuple[np.ndarray, ...]:
+             now_ts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     columns = (np.asarray(expiry_ts, dtype=np.int64), np.asarray(strike, dtype=np.float64),
                np.asarray(mark_iv, dtype=np.float64), np.asarray(forward, dtype=np.float64))
     size = columns[0].shape
@@ -69,7 +69,8 @@ def _smiles(e: np.ndarray, k: np.ndarray, iv: np.ndarray, f: np.ndarray,
 def _vols_at(smiles: list[tuple[np.ndarray, np.ndarray]], x: float) -> np.ndarray:
     """Each expiry's vol at log-moneyness x: linear in variance between the bracketing strikes,
     flat beyond the listed ones."""
-    return np.sqrt(np.array([np.interp(x, xs, variance) for xs, variance in smiles]))
+    vols: np.ndarray = np.sqrt(np.array([np.interp(x, xs, variance) for xs, variance in smiles]))
+    return vols
 
 
 def expiry_vols(expiry_ts: ArrayLike, strike: ArrayLike, mark_iv: ArrayLike, forward: ArrayLike, now_ts: int,

@@ -58,13 +58,15 @@ class Greeks:
 def _ndtr(x: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr  # the first call pays the import; see the module docstring
 
-    return ndtr(x)
+    cdf: np.ndarray = ndtr(x)
+    return cdf
 
 
 def _ndtri(p: np.ndarray) -> np.ndarray:
     from scipy.special import ndtri
 
-    return ndtri(p)
+    quantile: np.ndarray = ndtri(p)
+    return quantile
 
 
 def _broadcast(S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
@@ -102,7 +104,8 @@ def _d1_d2(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
 
 def _valid(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     finite = np.isfinite(S) & np.isfinite(K) & np.isfinite(T) & np.isfinite(r) & np.isfinite(sigma)
-    return finite & (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0)
+    valid: np.ndarray = finite & (S > 0) & (K > 0) & (T >= 0) & (sigma >= 0)
+    return valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +193,8 @@ def implied_vol(price: ArrayLike, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: A
     w_c = sqrt(2|x|) and concave above it. Above, order-4 Householder steps run on
     b(w) - b* from the large-w asymptote b ~ e^(x/2) - 2 cosh(x/2) N(-w/2) (exact at the
     money); below, on ln b(w) - ln b* (nearly linear there) from the small-w asymptote
-    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Two to four steps reach machine precision on almost every row, with
-    no bracket and no bisection.
+    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Two to four
+    steps reach machine precision on almost every row, with no bracket and no bisection.
     """
     price, S, K, T, r, is_call = _broadcast(price, S, K, T, r, is_call,
                                             ("price", "S", "K", "T", "r", "is_call"))

@@ -148,8 +148,13 @@ def chain_from_dict(d: Any) -> OptionChain:
             got = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
             raise ChainReplyError(f"chain reply.columns.{name}: expected {size} x {width} bytes, got {got}")
         arrays[name] = np.frombuffer(raw, dtype=dtype)
+    venue, underlying = d.get("venue"), d.get("underlying")
+    if not isinstance(venue, str):
+        raise ChainReplyError(f"chain reply.venue: expected a name, got {venue!r}")
+    if not isinstance(underlying, str):
+        raise ChainReplyError(f"chain reply.underlying: expected a name, got {underlying!r}")
     try:
-        multiplier = venue_spec(d.get("venue")).underlying(d.get("underlying")).multiplier
-        return OptionChain(d["venue"], d["underlying"], multiplier, int(d["ts"]), float(d["spot"]), **arrays)
+        multiplier = venue_spec(venue).underlying(underlying).multiplier
+        return OptionChain(venue, underlying, multiplier, int(d["ts"]), float(d["spot"]), **arrays)
     except (KeyError, TypeError, ValueError) as exc:
         raise ChainReplyError(f"chain reply: {exc}") from None

@@ -44,7 +44,8 @@ class OptionContract:
             raise ContractError(f"contract.expiry_ts: expected int ms, got {self.expiry_ts!r}")
         for name in ("strike", "multiplier"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not (math.isfinite(value) and value > 0)):
                 raise ContractError(f"contract.{name}: must be a finite number > 0, got {value!r}")
         if not isinstance(self.is_call, bool):
             raise ContractError(f"contract.is_call: expected bool, got {self.is_call!r}")
@@ -68,7 +69,7 @@ class OptionContract:
                 "strike": float(self.strike), "is_call": self.is_call, "multiplier": float(self.multiplier)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "contract") -> "OptionContract":
+    def from_dict(cls, d: Any, where: str = "contract") -> "OptionContract":
         try:
             return cls(
                 venue=read_str(d, "venue", where),

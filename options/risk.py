@@ -35,7 +35,8 @@ class OptionsRiskLimits:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not (math.isfinite(value) and value > 0)):
                 raise OptionsRiskError(f"options risk limits.{f.name}: must be a finite number > 0, got {value!r}")
 
     @classmethod

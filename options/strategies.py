@@ -358,12 +358,13 @@ def _wheel(ctx: OptionsContext, positions: Sequence[OptionPosition],
         above = np.flatnonzero((chain.expiry_ts == expiry) & chain.is_call & (chain.strike >= floor))
         if above.size == 0:
             return _no_contract(ctx, f"call at or above the cost basis {floor:,.0f}")
-        row = int(above[np.argmin(chain.strike[above])])
-        quantity = _size(ctx, positions, [(row, -1)], [_coins_bound(ctx, spec)])
+        call_row = int(above[np.argmin(chain.strike[above])])
+        quantity = _size(ctx, positions, [(call_row, -1)], [_coins_bound(ctx, spec)])
         if isinstance(quantity, str):
             return quantity
-        return [_open(ctx, row, -1, quantity, f"assigned {ctx.spot_quantity:g} coins at {ctx.spot_cost_basis:.0f}: "
-                                              f"sell call at {chain.strike[row]:.0f} >= cost basis")]
+        return [_open(ctx, call_row, -1, quantity,
+                      f"assigned {ctx.spot_quantity:g} coins at {ctx.spot_cost_basis:.0f}: "
+                      f"sell call at {chain.strike[call_row]:.0f} >= cost basis")]
     row = _pick(chain, ctx.ts_event, p["target_dte"], ctx.spot * (1 - p["put_otm"]), False)
     if row is None:
         return _no_contract(ctx, "put")

@@ -95,7 +95,8 @@ class VenueSpec:
         dailies = upcoming(span)[: self.daily_count]
         weeklies = [ts for ts in upcoming(span) if ts <= ts_event + self.weekly_horizon_days * DAY_MS
                     and self.expiry_date(ts).weekday() in self.weekly_weekdays]
-        months = [_add_months(today.year, today.month, i) for i in range(3 * self.quarterly_count + self.monthly_count + 2)]
+        month_count = 3 * self.quarterly_count + self.monthly_count + 2
+        months = [_add_months(today.year, today.month, i) for i in range(month_count)]
         month_ends = upcoming([_last_friday(y, m) for y, m in months])
         quarter_ends = [ts for ts in month_ends if self.expiry_date(ts).month in QUARTER_MONTHS]
         monthlies = _next_with_roll(month_ends, self.monthly_count, ts_event)
@@ -135,7 +136,8 @@ def format_instrument_name(venue: VenueSpec, symbol: str, expiry_ts: int, strike
     day = venue.expiry_date(expiry_ts)
     strike_text = f"{strike:.0f}" if float(strike).is_integer() else repr(float(strike)).replace(".", "d")
     month = MONTH_CODES[day.month - 1]
-    return f"{venue.underlying(symbol).root}-{day.day}{month}{day.year % 100:02d}-{strike_text}-{'C' if is_call else 'P'}"
+    right = "C" if is_call else "P"
+    return f"{venue.underlying(symbol).root}-{day.day}{month}{day.year % 100:02d}-{strike_text}-{right}"
 
 
 def coin_to_usd(premium_coin: float, index_price: float) -> float:

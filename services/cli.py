@@ -133,7 +133,8 @@ def _with_source(config: str, work: Callable[[MarketSource], int]) -> int:
 
 
 def check_strategy_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="check-strategy", description="Print a strategy's signal on the latest bar as JSON.")
+    parser = argparse.ArgumentParser(prog="check-strategy",
+                                     description="Print a strategy's signal on the latest bar as JSON.")
     parser.add_argument("strategy")
     parser.add_argument("symbol")
     parser.add_argument("timeframe")

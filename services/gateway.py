@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.gateway.allow_remote:
         token = os.environ.get(cfg.gateway.token_env)
         if not token:
-            rt.log.error("token_missing", detail=f"gateway.allow_remote needs {cfg.gateway.token_env} in the environment")
+            rt.log.error("token_missing",
+                         detail=f"gateway.allow_remote needs {cfg.gateway.token_env} in the environment")
             rt.close()
             return 2
     gw = Gateway(cfg, rt, start_discord(cfg, rt))

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return running_supervisorctl(args.conf, "restart", args.service)
         if args.command == "reset-risk":
             if not args.service:
-                raise CommandError("reset-risk: name a strategy id (as in /status), e.g. `go-trader reset-risk momentum-btc`")
+                raise CommandError(
+                    "reset-risk: name a strategy id (as in /status), e.g. `go-trader reset-risk momentum-btc`")
             return reset_risk(args.config, args.service)
         return logs(args.conf)
     except CommandError as exc:

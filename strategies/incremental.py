@@ -229,7 +229,8 @@ STRATEGIES: dict[str, Callable[..., BarStrategy]] = {
     "pairs_spread": _PairsSpread,
 }
 if set(STRATEGIES) != set(STRATEGY_PARAMS):
-    raise ValueError(f"incremental strategies {sorted(STRATEGIES)} do not match strategies.params {sorted(STRATEGY_PARAMS)}")
+    raise ValueError(
+        f"incremental strategies {sorted(STRATEGIES)} do not match strategies.params {sorted(STRATEGY_PARAMS)}")
 
 
 class IncrementalSignal:

@@ -61,7 +61,7 @@ class StrategyParams:
         return self.warmup(self.resolve(params))
 
 
-def _checked(strategy: str, key: str, value: Any, default: float | int, bounds: tuple[float, float]) -> float | int:
+def _checked(strategy: str, key: str, value: object, default: float | int, bounds: tuple[float, float]) -> float | int:
     where = f"{strategy}.{key}"
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, Integral):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from common.ohlcv import OHLCV
 from strategies import oscillators, pairs, trend, user
@@ -63,7 +63,7 @@ class LatestSignal:
     enough_history: bool  # False: fewer bars than the warm-up, and the signal is forced to 0
 
 
-def resolve_strategy(name: str, params: Params | None = None) -> tuple[dict, int]:
+def resolve_strategy(name: str, params: Params | None = None) -> tuple[dict[str, Any], int]:
     """``name``'s parameters checked and completed, and the bars it needs before its last bar's
     signal counts. A user function (``"pkg.mod:fn"``) declares no warm-up: it returns 0 itself
     until it has enough bars, so one bar is enough here."""

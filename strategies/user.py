@@ -39,7 +39,7 @@ def load_user_function(spec: str) -> UserFunction:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # a user's module may raise anything on import, even exit
         raise UserStrategyError(f"{spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, attr, None)
+    fn: object = getattr(module, attr, None)
     if not callable(fn):
         raise UserStrategyError(f"{spec!r}: module {module_name!r} has no function {attr!r}")
     return fn
@@ -50,7 +50,8 @@ def declared_params(fn: UserFunction) -> dict[str, Any]:
     params = list(inspect.signature(fn).parameters.values())[1:]
     missing = [p.name for p in params if p.default is inspect.Parameter.empty]
     if missing:
-        raise UserStrategyError(f"{fn.__module__}:{fn.__name__}: parameters {missing} need defaults, which declare their types")
+        raise UserStrategyError(
+            f"{fn.__module__}:{fn.__name__}: parameters {missing} need defaults, which declare their types")
     return {p.name: p.default for p in params}
 
 
@@ -97,6 +98,7 @@ def run_user_function(fn: UserFunction, data: OHLCV, params: Mapping[str, Any]) 
         bad = values[~np.isin(values, (-1.0, 0.0, 1.0))][:3]
         raise UserStrategyError(f"{where}: signals must be -1, 0 or 1, got {bad.tolist()}")
     try:
-        return StrategyOutput(values.astype(np.int8), {k: np.asarray(v, dtype=np.float64) for k, v in indicators.items()})
+        columns = {k: np.asarray(v, dtype=np.float64) for k, v in indicators.items()}
+        return StrategyOutput(values.astype(np.int8), columns)
     except ValueError as exc:
         raise UserStrategyError(f"{where}: {exc}") from None

@@ -64,11 +64,14 @@ def transitive_imports(start: Path) -> dict[str, Path]:
 def test_pure_module_reaches_no_io_or_clock(path: Path):
     for name, via in transitive_imports(path).items():
         root = name.split(".")[0]
-        assert root not in FORBIDDEN_MODULES, f"{path.relative_to(REPO)} reaches {name} (imported in {via.relative_to(REPO)})"
+        assert root not in FORBIDDEN_MODULES, \
+            f"{path.relative_to(REPO)} reaches {name} (imported in {via.relative_to(REPO)})"
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)):
             pair = (node.func.value.id, node.func.attr)
-            assert pair not in FORBIDDEN_CALLS, f"{path.relative_to(REPO)}:{node.lineno} reads the wall clock ({'.'.join(pair)})"
+            assert pair not in FORBIDDEN_CALLS, \
+                f"{path.relative_to(REPO)}:{node.lineno} reads the wall clock ({'.'.join(pair)})"
 
 
 def test_the_walker_catches_a_violation(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def stale_reason(data: OHLCV, timeframe: str, now_ts: int, label: str) -> str | 
     return None
 
 
-def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, params: dict,
+def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, params: dict[str, Any],
                   bars: BarSource, now_ts: int, pair_symbol: str | None = None,
                   signals: SignalCache | None = None) -> SpotDecision:
     """Run one spot strategy on the newest closed bar; never trades on stale or missing data.
@@ -65,7 +65,8 @@ def evaluate_spot(strategy_id: str, strategy: str, symbol: str, timeframe: str, 
     """
     if is_user_spec(strategy):
         signals = None
-    newest = (lambda s: bars(s, timeframe, 1)) if signals is not None else (lambda s: bars(s, timeframe))
+    newest: Callable[[str], OHLCV] = (
+        (lambda s: bars(s, timeframe, 1)) if signals is not None else (lambda s: bars(s, timeframe)))
     data = newest(symbol)
     reason = stale_reason(data, timeframe, now_ts, symbol)
     pair = None

@@ -238,7 +238,8 @@ def _leg_fill(book: StrategyBook, order: OptionOrder, leg: OptionLeg, fee_rate: 
         side="buy" if leg.side > 0 else "sell", quantity=leg.quantity, price=leg.premium_usd_per_coin, fee=fee,
         cash_delta=cash_delta, realized_pnl=realized, ts_event=order.ts_event,
         extra={"action": leg.action, "contract": contract.to_dict(), "venue": contract.venue,
-               "multiplier": contract.multiplier, "premium_usd_per_contract": leg.premium_usd_per_coin * contract.multiplier,
+               "multiplier": contract.multiplier,
+               "premium_usd_per_contract": leg.premium_usd_per_coin * contract.multiplier,
                "greeks": dict(leg.greeks), "score": leg.score, "score_parts": dict(leg.score_parts),
                "reason": leg.reason, "spot": order.spot},
     )

@@ -90,7 +90,7 @@ class OptionCheck:
     order: OptionOrder | None = None
 
 
-def _column(columns: Mapping[str, Any], name: str, size: int) -> array:
+def _column(columns: Mapping[str, Any], name: str, size: int) -> array[Any]:  # ints, floats or bools by column
     dtype = CHAIN_COLUMNS[name]
     raw = columns.get(name)
     values = array(_ARRAY_CODES[dtype])
@@ -234,7 +234,7 @@ def price_option_order(order: OptionOrder, market: OptionMarket, book_positions:
                                              f"more than {MAX_SHORT_NOTIONAL_TO_VALUE:g} x the book's value "
                                              f"{book_value:.2f}")
     try:
-        scored = {}
+        scored: dict[int, tuple[float, Mapping[str, float]]] = {}  # id(leg) -> (score, parts)
         for u in {leg.contract.underlying for leg in order.legs}:
             legs = [leg for leg in order.legs if leg.contract.underlying == u]
             positions = [p for p in book_positions if p.contract.venue == legs[0].contract.venue

@@ -44,8 +44,8 @@ class PriceTape:
         if isinstance(span_ms, bool) or not isinstance(span_ms, int) or span_ms < 0:
             raise ValueError(f"span_ms: expected an integer >= 0, got {span_ms!r}")
         self.span_ms = span_ms
-        self._ts: dict[str, array] = {}
-        self._price: dict[str, array] = {}
+        self._ts: dict[str, array[int]] = {}
+        self._price: dict[str, array[float]] = {}
 
     def record(self, symbol: str, price: float, ts: int) -> bool:
         """Add a tick; False (and nothing kept) for a price that is not a finite number > 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
 from common.timeframes import HOUR_MS, timeframe_ms
@@ -243,7 +243,9 @@ class RenameRecord:
 
 
 JournalRecord = Fill | RiskRecord | RenameRecord
-_RECORD_TYPES = {RISK_RECORD: RiskRecord.from_dict, RENAME_RECORD: RenameRecord.from_dict}
+_Record = TypeVar("_Record", bound=JournalRecord)  # _routed keeps the kind of record it is given
+_RECORD_TYPES: dict[str, Callable[[Mapping[str, Any], str], JournalRecord]] = {
+    RISK_RECORD: RiskRecord.from_dict, RENAME_RECORD: RenameRecord.from_dict}
 
 
 def journal_record(d: Mapping[str, Any], where: str) -> JournalRecord:
@@ -260,7 +262,7 @@ def journal_fills(records: Iterable[Mapping[str, Any]]) -> list[Fill]:
     """The fills among journal lines (what readers of the trade history want), under the ids
     the journal's rename records gave their strategies later."""
     records = list(records)
-    renames = {r.get("old_id"): r.get("new_id") for r in records if r.get("type") == RENAME_RECORD}
+    renames: dict[Any, Any] = {r.get("old_id"): r.get("new_id") for r in records if r.get("type") == RENAME_RECORD}
     fills = [Fill.from_dict(r, f"journal seq {r.get('seq')}") for r in records if r.get("type") is None]
     return [replace(f, strategy_id=renames[f.strategy_id]) if f.strategy_id in renames else f for f in fills]
 
@@ -301,7 +303,8 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
     """The portfolio's view of each configured strategy: category, capital and risk limits."""
     metas = []
     for sc in cfg.strategies:
-        category = "spot" if sc.type == "spot" else sc.venue
+        # config.settings gives every options strategy a venue and an underlying; its types cannot say so
+        category: str = "spot" if sc.type == "spot" else sc.venue  # type: ignore[assignment]
         limits = RiskLimits(
             max_drawdown_pct=sc.max_drawdown_pct,
             max_position_pct=sc.risk.max_position_pct,
@@ -311,7 +314,7 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
         )
         symbols = (sc.symbol, sc.pair) if sc.pair else (sc.symbol,)
         if sc.type != "spot":
-            symbols = (sc.underlying,)
+            symbols = (sc.underlying,)  # type: ignore[assignment]
         options = cfg.venue_options(sc.venue) if sc.is_options else cfg.options
         metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy, symbols,
                                   timeframe_ms(sc.timeframe), options.max_positions, options.min_score))
@@ -395,7 +398,7 @@ class Portfolio:
             self._risk_unjournaled.discard(old)
             self._risk_unjournaled.add(new)
 
-    def _routed(self, record: JournalRecord) -> JournalRecord:
+    def _routed(self, record: _Record) -> _Record:
         """A record of a renamed strategy, under its new id (a rename still to journal, if so)."""
         sid = record.strategy_id
         new = self.aliases.get(sid)
@@ -435,7 +438,7 @@ class Portfolio:
     # --- the journal -----------------------------------------------------------------------
     def last_seen_fill(self) -> dict[str, Any] | None:
         """The newest fill the books remember: the last one this state has seen."""
-        newest = None
+        newest: dict[str, Any] | None = None
         for book in self.books.values():
             if book.recent_trades and (newest is None or book.recent_trades[-1]["seq"] > newest["seq"]):
                 newest = book.recent_trades[-1]
@@ -648,7 +651,7 @@ class Portfolio:
         for sid, book in self.books.items():
             if book.option_positions:
                 self._guarded_mark("option marks", sid, "option marks",
-                                   lambda b=book: mark_option_positions(b, marks, ts))
+                                   lambda: mark_option_positions(book, marks, ts))
                 self._changed.add(sid)
 
     @property
@@ -661,9 +664,9 @@ class Portfolio:
         return merged
 
     def _guarded_mark(self, marking: str, sid: str, what: str, step: Callable[[], Any]) -> Any:
-        """Run one book's ``step`` of a ``marking`` pass: an exception or a non-finite result
-        names the book in that pass's problems and yields None, so the other books are still
-        marked."""
+        """Run one book's ``step`` of a ``marking`` pass, now (so a step may read its caller's loop
+        variables): an exception or a non-finite result names the book in that pass's problems
+        and yields None, so the other books are still marked."""
         try:
             result = step()
         except (ArithmeticError, KeyError, TypeError, ValueError) as exc:
@@ -683,9 +686,9 @@ class Portfolio:
         fills: list[Fill] = []
         for sid, book in holders:
             meta = self.metas.get(sid)
-            settled = self._guarded_mark("mark", sid, "expiry settlement", lambda b=book, m=meta: settle_expired(
-                b, spot, ts, first_seq=first_seq + len(fills), assign_puts=m is not None and m.strategy == "wheel",
-                quote=self.underlying_quote))
+            wheel = meta is not None and meta.strategy == "wheel"
+            settled = self._guarded_mark("mark", sid, "expiry settlement", lambda: settle_expired(
+                book, spot, ts, first_seq=first_seq + len(fills), assign_puts=wheel, quote=self.underlying_quote))
             fills += settled or []
         return fills
 
@@ -708,7 +711,7 @@ class Portfolio:
             meta = self.metas.get(sid)
             if meta is None or sid in self._problems["mark"]:
                 continue
-            value = self._guarded_mark("mark", sid, "valuation", lambda s=sid: float(self.value_of(s)))
+            value = self._guarded_mark("mark", sid, "valuation", lambda: float(self.value_of(sid)))
             if value is None:
                 continue
             sticky = (book.risk.kill_switch, book.risk.daily_loss_tripped)
@@ -718,8 +721,9 @@ class Portfolio:
                 self._risk_unjournaled.add(sid)
                 self._changed.add(sid)
             if book.risk.kill_switch and book.positions:
-                fills = self._guarded_mark("mark", sid, "liquidation", lambda b=book, n=next_seq: liquidation_orders(
-                    b, self.prices, ts, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate, first_seq=n))
+                fills = self._guarded_mark("mark", sid, "liquidation", lambda: liquidation_orders(
+                    book, self.prices, ts, fee_rate=self.fee_rate, slippage_rate=self.slippage_rate,
+                    first_seq=next_seq))
                 liquidations += fills or []
                 next_seq += len(fills or [])
         return events, liquidations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from common.model import read_bool, read_int, read_number, read_object, read_str
 from common.timeframes import DAY_MS
@@ -85,7 +85,7 @@ class RiskState:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "risk") -> "RiskState":
+    def from_dict(cls, d: Any, where: str = "risk") -> "RiskState":
         read_object(d, where)
         return cls(
             peak_value=read_number(d, "peak_value", where),

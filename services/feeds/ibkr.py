@@ -70,7 +70,8 @@ class IbkrChainReader:
             ib.connect(self.settings.host, self.settings.port, clientId=self.settings.client_id,
                        timeout=self.timeout_s, readonly=True)
         except Exception as exc:  # ib_async raises ConnectionRefusedError, TimeoutError, ...
-            raise IbkrUnavailable(f"ibkr {self.settings.host}:{self.settings.port}: {type(exc).__name__}: {exc}") from None
+            raise IbkrUnavailable(
+                f"ibkr {self.settings.host}:{self.settings.port}: {type(exc).__name__}: {exc}") from None
         self._ib = ib
         return ib
 

@@ -122,7 +122,8 @@ def service_families(health: Mapping[str, Any], heartbeats: Mapping[str, Mapping
             errors.add_metric([name], float(svc["errors"]))
     sent = _counter("bus_messages_sent", "Messages a service has sent on the bus.", ["service"])
     received = _counter("bus_messages_received", "Messages a service has received from the bus.", ["service"])
-    dropped = _counter("bus_dropped", "Bad or unroutable frames a service has dropped, by reason.", ["service", "reason"])
+    dropped = _counter("bus_dropped", "Bad or unroutable frames a service has dropped, by reason.",
+                       ["service", "reason"])
     missed = _counter("bus_missed", "Messages lost to sequence gaps, by publisher.", ["service", "source"])
     buses = {name: beat.get("bus") for name, beat in heartbeats.items()}
     buses["gateway"] = gateway_bus
@@ -171,7 +172,8 @@ def cycle_families(cycles: Mapping[str, float]) -> list[Metric]:
 def discord_families(discord: Mapping[str, int] | None) -> list[Metric]:
     if discord is None:
         return []
-    posts = _counter("discord_messages", "Discord messages by outcome (posted, failed, dropped, rate_limited).", ["result"])
+    posts = _counter("discord_messages", "Discord messages by outcome (posted, failed, dropped, rate_limited).",
+                     ["result"])
     for result, count in sorted(discord.items()):
         posts.add_metric([result], float(count))
     return [posts]

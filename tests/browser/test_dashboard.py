@@ -90,7 +90,8 @@ def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
         # marketdata, portfolio, pricer and the two signal engines (spot, options): the gateway's own row is not one
         assert page.locator("#services tbody tr[data-service]").count() == 5
         assert page.eval_on_selector_all("#services td.problems", "cs => cs.map(c => c.textContent)") == ["none"] * 5
-        assert page.text_content("#health-badge") == "all services up", page.evaluate("JSON.stringify(state.status.health)")
+        assert page.text_content("#health-badge") == "all services up", \
+            page.evaluate("JSON.stringify(state.status.health)")
 
         page.click("#strategies th[data-key='id']")
         ids = page.eval_on_selector_all("#strategies tbody tr[data-strategy]", "rs => rs.map(r => r.dataset.strategy)")
@@ -110,7 +111,8 @@ def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
         polled.route("**/api/stream", lambda route: route.fulfill(status=503, content_type="application/json",
                                                                   body='{"error": "stream full"}'))
         polled.goto(stack.gateway_url + "/")
-        polled.wait_for_function("document.body.dataset.transport === 'poll' && Number(document.body.dataset.updates) >= 3",
+        polled.wait_for_function("document.body.dataset.transport === 'poll'"
+                                 " && Number(document.body.dataset.updates) >= 3",
                                  timeout=20_000)
         assert polled.evaluate("document.body.dataset.pollReason") == "stream refused"
         assert polled.locator("#strategies tbody tr[data-strategy]").count() == count

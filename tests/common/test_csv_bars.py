@@ -113,7 +113,8 @@ def test_write_then_read_is_exact_and_leaves_no_temp_file(tmp_path):
     rng = np.random.default_rng(1)
     n = 50
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    bars = OHLCV(T0 + np.arange(n, dtype=np.int64) * HOUR, close, close * 1.01, close * 0.99, close, rng.uniform(0, 5, n))
+    ts = T0 + np.arange(n, dtype=np.int64) * HOUR
+    bars = OHLCV(ts, close, close * 1.01, close * 0.99, close, rng.uniform(0, 5, n))
     path = tmp_path / "out.csv"
     write_ohlcv_csv(path, bars)
     assert path.read_text().splitlines()[0] == HEADER
@@ -129,7 +130,8 @@ def test_append_adds_rows_and_refuses_overlap(tmp_path):
     write_ohlcv_csv(path, bars.slice(0, 1), append=True)  # a new file gets the header
     write_ohlcv_csv(path, bars.slice(1, 3), append=True)
     assert load_ohlcv_csv(path).rows() == GOOD_ROWS
-    with pytest.raises(BadBarError, match=r"first bar to append ts=1735693200000 is not after the file's last ts=1735696800000"):
+    with pytest.raises(BadBarError,
+                       match=r"first bar to append ts=1735693200000 is not after the file's last ts=1735696800000"):
         write_ohlcv_csv(path, bars.slice(1, 2), append=True)
 
 

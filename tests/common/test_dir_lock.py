@@ -10,7 +10,8 @@ import pytest
 
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 
-HOLD = "import sys, time; from common.dir_lock import DirLock; DirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+HOLD = ("import sys, time; from common.dir_lock import DirLock; DirLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); time.sleep(60)")
 
 
 def test_lock_writes_our_pid_and_a_second_lock_in_this_process_is_refused(tmp_path):

@@ -51,7 +51,8 @@ def test_every_publish_call_names_a_declared_type_on_its_declared_topic():
         lead = leading_text(topic)
         for publisher in publishers:
             declared = message_type(type_node.value, publisher)
-            assert declared is not None, f"{where}: type {type_node.value!r} of {publisher} is not in common/messages.py"
+            assert declared is not None, \
+                f"{where}: type {type_node.value!r} of {publisher} is not in common/messages.py"
             assert lead and (declared.topic_prefix.startswith(lead) or lead.startswith(declared.topic_prefix)), \
                 f"{where}: topic starting {lead!r} does not match the declared {declared.topic!r}"
             published.add((type_node.value, publisher))
@@ -76,8 +77,10 @@ def test_the_records_services_publish_match_their_declarations():
     ("tick.BTC/USDT", "tick", "marketdata", [1, 2], ["tick.body: expected a map, got list"]),
     ("clock", "tick", "marketdata", {"symbol": "BTC/USDT", "price": 1.0, "ts": 1},
      ["tick: topic 'clock' does not match 'tick.<symbol>'"]),
-    ("x", "quote", "marketdata", {}, ["type 'quote' from 'marketdata' (topic 'x') is not declared in common/messages.py"]),
-    ("tick.X", "tick", "pricer", {}, ["type 'tick' from 'pricer' (topic 'tick.X') is not declared in common/messages.py"]),
+    ("x", "quote", "marketdata", {},
+     ["type 'quote' from 'marketdata' (topic 'x') is not declared in common/messages.py"]),
+    ("tick.X", "tick", "pricer", {},
+     ["type 'tick' from 'pricer' (topic 'tick.X') is not declared in common/messages.py"]),
     ("signal.d", "options_signal", "signals",
      {"strategy_id": "d", "strategy": "wheel", "venue": "deribit", "underlying": "BTC", "ts_event": 1,
       "actions": [{"action": "open"}], "refused": []},

@@ -124,7 +124,8 @@ def test_unusable_state_file_raises_and_is_left_byte_identical(tmp_path, content
         (b'{"version": 1, "cash": NaN}', "state.cash: nan is not a finite number"),
         (b'{"version": 1, "s": {"m": [1, -Infinity]}}', "state.s.m[1]: -inf is not a finite number"),
         (b'{"version": 1, "cash": 1e400}', "state.cash: inf is not a finite number"),
-        (b'{"version": 1, "ts": 123456789012345678901234}', "state.ts: integer 12345678901234567890... is out of range"),
+        (b'{"version": 1, "ts": 123456789012345678901234}',
+         "state.ts: integer 12345678901234567890... is out of range"),
         (b'{"version": 1, "n": ' + b"9" * 5000 + b"}", "invalid JSON: Exceeds the limit"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply to parse"),
         (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested too deeply to parse"),
@@ -470,7 +471,9 @@ def test_equity_log_rejects_a_value_that_is_not_a_number(tmp_path):
 
 def test_equity_log_names_a_line_with_a_non_number_value_as_damaged(tmp_path):
     path = tmp_path / "equity.jsonl"
-    path.write_bytes(b'{"ts": 1, "values": {"a": 1.5}}\n{"ts": 2, "values": {"a": true}}\n{"ts": 3, "values": {"a": 2}}\n')
+    path.write_bytes(b'{"ts": 1, "values": {"a": 1.5}}\n'
+                     b'{"ts": 2, "values": {"a": true}}\n'
+                     b'{"ts": 3, "values": {"a": 2}}\n')
     with EquityLog(path) as log:
         assert log.read() == [{"ts": 1, "values": {"a": 1.5}}, {"ts": 3, "values": {"a": 2.0}}]
         assert len(log.damaged_lines) == 1 and "equity.jsonl:2:" in log.damaged_lines[0]

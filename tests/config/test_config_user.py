@@ -62,7 +62,8 @@ def test_strategies_dir_names_modules_in_it(tmp_path):
 
 
 @pytest.mark.parametrize(("entry", "fragment"), [
-    (spot(strategy="my-pkg:fn"), "strategies[0].strategy: a user strategy is 'package.module:function', got \"my-pkg:fn\""),
+    (spot(strategy="my-pkg:fn"),
+     "strategies[0].strategy: a user strategy is 'package.module:function', got \"my-pkg:fn\""),
     (spot(strategy="pkg.mod:"), "a user strategy is 'package.module:function'"),
     (spot(pair="ETH/USDT"), "strategies[0].pair: user strategies take no pair"),
 ])

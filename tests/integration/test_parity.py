@@ -59,7 +59,8 @@ def test_replay_through_the_services_fills_exactly_as_the_backtester(tmp_path, s
 
     base = {
         "fee_pct": 0.1,
-        "feed": {"mode": "replay", "symbols": ["BTC/USDT"], "replay": {"files": {"BTC/USDT": str(csv)}, "timeframe": "1h"}},
+        "feed": {"mode": "replay", "symbols": ["BTC/USDT"],
+                 "replay": {"files": {"BTC/USDT": str(csv)}, "timeframe": "1h"}},
         "strategies": [
             {"id": sid, "type": "spot", "strategy": name, "symbol": "BTC/USDT", "timeframe": "1h", "params": params,
              "capital": 1000, "max_drawdown_pct": 100, "interval_seconds": 300}

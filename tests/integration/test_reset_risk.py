@@ -25,7 +25,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def go_trader(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.go_trader", *args, "--config", str(tmp_path / "config.json")],
+    return subprocess.run([sys.executable, "-m", "services.go_trader", *args,
+                           "--config", str(tmp_path / "config.json")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 

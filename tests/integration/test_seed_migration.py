@@ -64,7 +64,8 @@ def run_under_old_ids(cfg: Config) -> None:
             spot = svc.portfolio.prices["BTC/USDT" if sid.endswith("btc") else "ETH/USDT"]
             assert book_option(svc, option_order(sid, ts, spot, "open")) == "filled", sid
         spot = svc.portfolio.prices["BTC/USDT"]
-        assert book_option(svc, option_order("deribit-protective-btc", ts + HOUR, spot, "close", +1, "close")) == "filled"
+        closing = option_order("deribit-protective-btc", ts + HOUR, spot, "close", +1, "close")
+        assert book_option(svc, closing) == "filled"
         tick(svc, {"BTC/USDT": spot}, ts + 2 * HOUR)
 
 

@@ -18,6 +18,10 @@ def total_trades(status: dict) -> int:
     return sum(v["trade_count"] for v in status["strategies"].values())
 
 
+def spot_values(status: dict) -> list[float]:
+    return [v["portfolio_value"] for v in status["strategies"].values() if v["type"] == "spot"]
+
+
 def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     stack = Stack(tmp_path, stack_config())
     watcher = StateReader(stack.state_path)
@@ -27,9 +31,8 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
         first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and s, 60, "first spot trades")
         assert first["cycle_count"] > 0
         assert set(first["prices"]) >= {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
-        values = lambda s: [v["portfolio_value"] for v in s["strategies"].values() if v["type"] == "spot"]
-        before = values(first)
-        stack.wait_for(lambda: values(stack.status()) != before, 30, "moving P&L")
+        before = spot_values(first)
+        stack.wait_for(lambda: spot_values(stack.status()) != before, 30, "moving P&L")
         health = stack.status()["health"]["services"]
         assert {name: health[name]["alive"] for name in ("signals-spot", "signals-options")} == {
             "signals-spot": True, "signals-options": True}

@@ -107,7 +107,8 @@ def test_implied_vol_nan_for_impossible_prices():
 def test_bad_numbers_give_nan_without_exceptions_or_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        prices = bs_price([0.0, -5.0, 100.0, 100.0, 100.0], [100.0, 100.0, 0.0, 100.0, 100.0], [1.0, 1.0, 1.0, -1.0, 1.0],
+        prices = bs_price([0.0, -5.0, 100.0, 100.0, 100.0], [100.0, 100.0, 0.0, 100.0, 100.0],
+                          [1.0, 1.0, 1.0, -1.0, 1.0],
                           0.0, [0.5, 0.5, 0.5, 0.5, -0.2], True)
         g = bs_greeks([0.0, 100.0], [100.0, -1.0], 1.0, 0.0, 0.5, False)
         iv = implied_vol([1.0, 1.0], [0.0, 100.0], [100.0, 0.0], 1.0, 0.0, True)

@@ -114,7 +114,8 @@ def test_exits_take_profit_stop_and_dte():
     fine = OptionPosition(contract, -0.5, mark / 0.5, TS - DAY_MS, greeks)  # kept 50%
     near = OptionPosition(c.chain.contract(0), 1.0, float(c.chain.mark[0]), TS - DAY_MS, c.chain.greeks(0))
     trades = decide("momentum_options", c, [won, lost, fine, near])
-    assert [(t.action, t.side, t.quantity) for t in trades] == [("close", 1, 0.5), ("close", 1, 0.5), ("close", -1, 1.0)]
+    assert [(t.action, t.side, t.quantity) for t in trades] == [
+        ("close", 1, 0.5), ("close", 1, 0.5), ("close", -1, 1.0)]
     assert "theta harvest" in trades[0].reason and "stop" in trades[1].reason and "DTE" in trades[2].reason
 
 

@@ -56,7 +56,8 @@ def test_cme_weeklies_at_1600_london_in_winter_and_summer():
 
 
 def test_recorded_instruments_parse_to_the_calendar_expiry(shared_data):
-    recorded = json.loads((shared_data / "deribit" / "fastmm_fixtures/get_instruments_option.json").read_text())["result"]
+    fixture = shared_data / "deribit" / "fastmm_fixtures/get_instruments_option.json"
+    recorded = json.loads(fixture.read_text())["result"]
     for inst in recorded:
         contract = parse_instrument_name(inst["instrument_name"])
         assert contract.name == inst["instrument_name"]

@@ -44,7 +44,8 @@ def test_a_seed_script_forwards_its_arguments(tmp_path):
     assert doc["signal"] in (-1, 0, 1) and doc["source"] == "local sim feed"
 
 
-@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists() or shutil.which("python3", path="/usr/bin") is None,
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists()
+                    or shutil.which("python3", path="/usr/bin") is None,
                     reason="needs this checkout's .venv and a system python3")
 def test_a_seed_script_run_by_the_system_python3_runs_under_the_venv():
     done = subprocess.run(["/usr/bin/python3", "scripts/check_options.py", "--help"], cwd=REPO, capture_output=True,

@@ -36,7 +36,8 @@ def test_check_strategy_prints_the_signal_of_the_latest_bar(capsys, config):
     assert doc["strategy"] == "momentum" and doc["symbol"] == "BTC/USDT" and doc["timeframe"] == "1h"
     assert doc["signal"] in (-1, 0, 1) and doc["price"] > 0 and doc["enough_history"] is True
     assert "roc" in " ".join(doc["indicators"]).lower() and doc["source"] == "local sim feed"
-    code, pair = run_json(capsys, check_strategy_main, ["pairs_spread", "BTC/USDT", "1d", "ETH/USDT", "--config", str(path)])
+    code, pair = run_json(capsys, check_strategy_main,
+                          ["pairs_spread", "BTC/USDT", "1d", "ETH/USDT", "--config", str(path)])
     assert code == 0 and pair["signal"] in (-1, 0, 1)
 
 
@@ -65,7 +66,8 @@ def test_check_price_asks_the_running_marketdata_with_the_read_only_key(capsys, 
     ctx = zmq.Context()
     callers = []
     rep = Replier(ctx, cfg["endpoints"]["marketdata"]["rep"], "marketdata",
-                  {"status": lambda _b: {"market_ts": 7}, "prices": lambda _b: {"prices": {"BTC/USDT": {"price": 5.0}}}},
+                  {"status": lambda _b: {"market_ts": 7},
+                   "prices": lambda _b: {"prices": {"BTC/USDT": {"price": 5.0}}}},
                   security=stack_security(cfg, tmp_path, "marketdata"))
     real_answer = rep.answer
     rep.answer = lambda raw, caller=None: (callers.append(caller), real_answer(raw, caller))[1]
@@ -100,7 +102,8 @@ def test_tap_without_keys_names_the_directory_and_the_command(capsys, config, tm
 def test_tap_prints_the_signal_stream_as_json_lines(capsys, config, tmp_path):
     path, cfg = config
     ctx = zmq.Context()
-    pub = Publisher(ctx, cfg["endpoints"]["signals"]["pub"], "signals", security=stack_security(cfg, tmp_path, "signals"))
+    pub = Publisher(ctx, cfg["endpoints"]["signals"]["pub"], "signals",
+                    security=stack_security(cfg, tmp_path, "signals"))
     done = threading.Event()
     thread = threading.Thread(target=lambda: (tap_main(["signal.", "--count", "2", "--config", str(path)]), done.set()))
     thread.start()

@@ -103,7 +103,8 @@ def test_go_trader_with_the_stack_down_names_the_pidfile_and_how_to_start(capsys
     conf.write_text((REPO / "supervisord.conf").read_text())
     assert go_trader_main([*command, "--config", str(path), "--conf", str(conf)]) == 2
     assert capsys.readouterr().err == (
-        f"go-trader: {command[0]}: the stack is not running (no live supervisord in {tmp_path / 'run' / 'supervisord.pid'}); "
+        f"go-trader: {command[0]}: the stack is not running "
+        f"(no live supervisord in {tmp_path / 'run' / 'supervisord.pid'}); "
         f"start it with `go-trader start` (or `go-trader --config FILE` in the foreground)\n")
 
 

@@ -100,7 +100,8 @@ def test_a_429_with_only_a_retry_after_header_is_honoured_in_real_time():
 
 
 def test_a_server_error_is_retried_and_a_refusal_is_not():
-    with Webhook([(502, {}, b"bad gateway"), (204, {}, b""), (400, {}, b'{"message": "Cannot send an empty message"}')]) as hook:
+    answers = [(502, {}, b"bad gateway"), (204, {}, b""), (400, {}, b'{"message": "Cannot send an empty message"}')]
+    with Webhook(answers) as hook:
         poster, log = poster_for(hook.url)
         waits: list[float] = []
         assert poster.post("one", wait=waits.append) is True

@@ -44,8 +44,9 @@ def filled_cache(now=NOW) -> GatewayCache:
     status = known_status()
     cache.clone = known_clone()
     cache.heartbeats = {name: {"received_ms": now - 400, "pid": 10 + i, "uptime_s": 5.0, "errors": 0,
-                               "bus": {"sent": 100 * (i + 1), "received": 7, "dropped": {"bad_envelope": i}, "missed": {}}}
-                        for i, name in enumerate(("marketdata", "signals-spot", "signals-options", "portfolio", "pricer"))}
+                               "bus": {"sent": 100 * (i + 1), "received": 7, "dropped": {"bad_envelope": i},
+                                       "missed": {}}}
+                        for i, name in enumerate(services)}
     cache.heartbeats["marketdata"].update(mode="sim", stale=False, market_ts=status["market_ts"])
     cache.last_tick_ms = now - 100
     cache.cycle_count = 12

@@ -51,7 +51,8 @@ def test_first_start_begins_at_the_feed_start_and_a_restart_resumes(tmp_path, ru
         svc.stop()
 
 
-@pytest.mark.parametrize("damage", [b"{\"version\": 1, \"market", b"", b"\xff\xfe", b'{"version": 1, "market_ts": "x"}'])
+@pytest.mark.parametrize("damage", [b"{\"version\": 1, \"market", b"", b"\xff\xfe",
+                                    b'{"version": 1, "market_ts": "x"}'])
 def test_a_damaged_clock_file_falls_back_to_its_bak(tmp_path, runtime, damage):
     runtime.log = EventLog("marketdata-test", stream=io.StringIO())
     cfg = config_in(tmp_path)

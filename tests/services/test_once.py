@@ -18,7 +18,8 @@ def test_once_runs_every_strategy_once_prints_the_summary_and_saves_state(tmp_pa
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     proc = subprocess.run([sys.executable, "-m", "services.once", "--config", str(path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=150, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, timeout=150,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for header in ("Spot: $14,000.00 → ", "Deribit: ", "IBKR: ", "Total: "):

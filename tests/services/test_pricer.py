@@ -52,9 +52,12 @@ def test_chain_lists_venue_expiries_and_strikes_at_the_sim_vol(pricer):
     (lambda r: r.update(size=True), r"chain reply.size: expected a row count >= 0, got True"),
     (lambda r: r.pop("columns"), r"chain reply.columns: expected an object, got NoneType"),
     (lambda r: r["columns"].pop("iv"), r"chain reply.columns.iv: expected \d+ x 8 bytes, got NoneType"),
-    (lambda r: r["columns"].update(mark=r["columns"]["mark"][:-3]), r"chain reply.columns.mark: expected \d+ x 8 bytes, got \d+ bytes"),
+    (lambda r: r["columns"].update(mark=r["columns"]["mark"][:-3]),
+     r"chain reply.columns.mark: expected \d+ x 8 bytes, got \d+ bytes"),
     (lambda r: r["columns"].update(strike=[1.0, 2.0]), r"chain reply.columns.strike: expected \d+ x 8 bytes, got list"),
     (lambda r: r.update(venue="ftx"), r"chain reply: unknown venue 'ftx'"),
+    (lambda r: r.pop("venue"), r"chain reply.venue: expected a name, got None"),
+    (lambda r: r.update(underlying=7), r"chain reply.underlying: expected a name, got 7"),
     (lambda r: r.pop("spot"), r"chain reply: 'spot'"),
 ])
 def test_a_chain_reply_that_is_not_a_chain_is_refused_naming_the_field(pricer, mutate, message):

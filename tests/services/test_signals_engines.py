@@ -218,7 +218,8 @@ def test_portfolio_answers_every_book_of_a_batch_in_one_reply(tmp_path):
         assert reply["books"] == {sid: svc.on_positions({"strategy_id": sid}) for sid in ids}
         assert reply["books"][ids[0]]["cash"] == CFG.strategy(ids[0]).capital
         for body, code, message in [
-            ({"strategy_ids": []}, "bad_request", f"expected a list of 1..{MAX_POSITIONS_BATCH} strategy ids, got list"),
+            ({"strategy_ids": []}, "bad_request",
+             f"expected a list of 1..{MAX_POSITIONS_BATCH} strategy ids, got list"),
             ({"strategy_ids": "x"}, "bad_request", "got str"),
             (None, "bad_request", "got NoneType"),
             ({"strategy_ids": [ids[0], "nope"]}, "unknown_strategy", "no strategy 'nope' in this portfolio"),

@@ -60,7 +60,8 @@ def test_an_order_the_portfolio_refuses_becomes_the_strategys_last_decision():
 
     class Refusing:
         def request(self, kind, body):
-            return {"acks": [{"status": "rejected", "reason": "kill switch: drawdown 61.0% >= 60%"}] * len(body["orders"])}
+            refusal = {"status": "rejected", "reason": "kill switch: drawdown 61.0% >= 60%"}
+            return {"acks": [refusal] * len(body["orders"])}
 
     cfg = parse_config(stack_config())
     rt = ServiceRuntime("signals-test")

@@ -205,7 +205,8 @@ class Store:
 
 
 def concat(*parts: OHLCV) -> OHLCV:
-    return OHLCV(*(np.concatenate([getattr(p, c) for p in parts]) for c in ("ts", "open", "high", "low", "close", "volume")))
+    columns = ("ts", "open", "high", "low", "close", "volume")
+    return OHLCV(*(np.concatenate([getattr(p, c) for p in parts]) for c in columns))
 
 
 @pytest.mark.parametrize("name, params", CASES, ids=[f"{n}-{'default' if not p else 'custom'}" for n, p in CASES])

@@ -172,7 +172,8 @@ class DiskFaults:
         in its error and leave every file byte-identical."""
         before = {f: f.read_bytes() if f.exists() else None for f in files}
         try:
-            done = subprocess.run([sys.executable, "-m", f"services.{program}", "--config", str(self.stack.config_path)],
+            done = subprocess.run([sys.executable, "-m", f"services.{program}",
+                                   "--config", str(self.stack.config_path)],
                                   cwd=self.stack.dir, env=self.stack.env, capture_output=True, text=True, timeout=15)
         except subprocess.TimeoutExpired:
             self.fail(fault, f"{program} started on damaged files instead of refusing")
@@ -216,7 +217,8 @@ class DiskFaults:
         finally:
             disk.free(self.state_dir)
         if not _wait(lambda: not any("persist" in p for p in self.health_problems()), 20):
-            self.fail("disk_full", f"persist problem still reported 20 s after space came back: {self.health_problems()}")
+            self.fail("disk_full",
+                      f"persist problem still reported 20 s after space came back: {self.health_problems()}")
 
     def truncate_state(self) -> None:
         self.stopped("portfolio")
@@ -329,7 +331,8 @@ def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,
         if abs(book["cash"] - mine.cash) > 1e-6 * max(1.0, abs(mine.cash)):
             report.mismatches.append(f"{sid}: cash {book['cash']} != journal {mine.cash}")
         if set(book["positions"]) != set(mine.positions):
-            report.mismatches.append(f"{sid}: positions {sorted(book['positions'])} != journal {sorted(mine.positions)}")
+            report.mismatches.append(
+                f"{sid}: positions {sorted(book['positions'])} != journal {sorted(mine.positions)}")
         if set(book["option_positions"]) != set(mine.option_positions):
             report.mismatches.append(f"{sid}: option positions differ from the journal")
 
@@ -397,7 +400,8 @@ def _run_chaos(workdir: Path, seconds: float, kill_every: float, seed: int, spee
             if victim in faults:
                 fault_at = time.monotonic()
                 operator.run(victim)
-                stopped = "marketdata" if victim in ("supervisord", "clock_garbled", "clock_and_bak_garbled") else "portfolio"
+                clock_faults = ("supervisord", "clock_garbled", "clock_and_bak_garbled")
+                stopped = "marketdata" if victim in clock_faults else "portfolio"
                 outages.append((stopped, time.monotonic() - fault_at + 1.0))
                 continue
             if victim == "portfolio" and rng.random() < 0.7:

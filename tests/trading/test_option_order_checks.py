@@ -187,7 +187,8 @@ def test_coins_bought_with_the_legs_are_checked_against_the_portfolio_spot():
     o = dataclasses.replace(order(leg(CALL_120)), spot=95_000.0, spot_quantity=1.0)
     got = price_option_order(o, MARKET, [], venue="deribit", underlying="BTC", book_value=100_000.0, market_ts=TS,
                              lag_ms=3_600_000, band_pct=5.0, spot_at_order={"BTC": 90_000.0})
-    assert got.status == "rejected" and "BTC spot: declared 95000 is +5.56% from the portfolio's mark 90000" in got.reason
+    assert got.status == "rejected"
+    assert "BTC spot: declared 95000 is +5.56% from the portfolio's mark 90000" in got.reason
     o = dataclasses.replace(o, spot=91_000.0)
     got = price_option_order(o, MARKET, [], venue="deribit", underlying="BTC", book_value=100_000.0, market_ts=TS,
                              lag_ms=3_600_000, band_pct=5.0, spot_at_order={"BTC": 90_000.0})

@@ -110,6 +110,15 @@ def rebuild(path) -> Portfolio:
     return rebuilt
 
 
+def _unmarked(positions: dict) -> dict:
+    """Option positions without what the last mark wrote into them."""
+    return {n: {k: v for k, v in p.to_dict().items() if k not in MARK_FIELDS} for n, p in positions.items()}
+
+
+def _realized(book) -> float:
+    return sum(t["realized_pnl"] for t in book.recent_trades)
+
+
 def assert_same_books(rebuilt: Portfolio, run: Portfolio) -> None:
     """Field by field: everything fills and risk records decide is identical."""
     assert rebuilt.journal_seq == run.journal_seq
@@ -120,13 +129,11 @@ def assert_same_books(rebuilt: Portfolio, run: Portfolio) -> None:
             assert getattr(mine, field) == getattr(book, field), (sid, field)
         assert {k: v for k, v in mine.recent_order_ids.items() if v} == \
             {k: v for k, v in book.recent_order_ids.items() if v}, sid  # orders answered without a fill: not journaled
-        strip = lambda positions: {n: {k: v for k, v in p.to_dict().items() if k not in MARK_FIELDS}
-                                   for n, p in positions.items()}
-        assert strip(mine.option_positions) == strip(book.option_positions), sid
-        for field in ("kill_switch", "kill_reason", "consecutive_losses", "circuit_breaker_until", "daily_loss_tripped"):
+        assert _unmarked(mine.option_positions) == _unmarked(book.option_positions), sid
+        for field in ("kill_switch", "kill_reason", "consecutive_losses", "circuit_breaker_until",
+                      "daily_loss_tripped"):
             assert getattr(mine.risk, field) == getattr(book.risk, field), (sid, field)
-        realized = lambda b: sum(t["realized_pnl"] for t in b.recent_trades)
-        assert realized(mine) == realized(book)
+        assert _realized(mine) == _realized(book)
 
 
 def test_the_journal_alone_rebuilds_every_book_of_the_run(tmp_path):
@@ -288,7 +295,8 @@ V = "state.strategies.vol.option_positions." + CALL.name
      "quantity x avg_price = 1e+18 USD is out of range"),
     (lambda s: s["strategies"]["mom"]["risk"].update(peak_value=1e300), "mom.risk.peak_value: 1e+300 is out of range"),
     (lambda s: s["strategies"]["vol"]["option_positions"].update(junk=5), "option_positions.junk: expected an object"),
-    (lambda s: s["strategies"]["vol"]["option_positions"].update(junk={"quantity": 1}), "option_positions.junk.contract"),
+    (lambda s: s["strategies"]["vol"]["option_positions"].update(junk={"quantity": 1}),
+     "option_positions.junk.contract"),
     (lambda s: s["strategies"]["vol"]["option_positions"][CALL.name].update(current_mark=float("nan")),
      f"{V}.current_mark: must be a finite number"),
     (lambda s: s["strategies"]["vol"]["option_positions"][CALL.name].update(current_mark=-1.0),
@@ -338,7 +346,8 @@ def test_a_book_that_could_not_be_loaded_back_is_never_handed_to_a_save():
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                      max_leaves=8)
 _GOOD = _state_with(lambda s: None)
 _POSITION = _GOOD["strategies"]["vol"]["option_positions"][CALL.name]

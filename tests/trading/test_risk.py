@@ -153,7 +153,8 @@ def test_update_on_mark_rejects_nan():
 
 
 def test_reset_risk_clears_every_block_counts_the_reset_and_does_not_re_trip_at_once():
-    limits = RiskLimits(max_drawdown_pct=50.0, daily_loss_pct=10.0, max_consecutive_losses=2, circuit_breaker_ms=24 * HOUR)
+    limits = RiskLimits(max_drawdown_pct=50.0, daily_loss_pct=10.0, max_consecutive_losses=2,
+                        circuit_breaker_ms=24 * HOUR)
     state = new_risk_state(1000.0, T0)
     update_on_trade_closed(state, limits, -1.0, T0 + HOUR)
     update_on_trade_closed(state, limits, -1.0, T0 + HOUR)  # breaker until T0 + 25h

@@ -286,7 +286,8 @@ def test_a_day_of_real_hours_aggregates_to_the_real_day_row(real_btc):
     feed.start(day)
     [b] = [x for x in feed.advance_to(day + DAY).bars if x.timeframe == "1d"]
     j = int(np.searchsorted(daily.ts, day))
-    assert (b.ts_open, b.open, b.high, b.low, b.close) == (day, daily.open[j], daily.high[j], daily.low[j], daily.close[j])
+    assert (b.ts_open, b.open, b.high, b.low, b.close) == (
+        day, daily.open[j], daily.high[j], daily.low[j], daily.close[j])
     assert b.volume == pytest.approx(daily.volume[j], rel=1e-6)
 
 

@@ -39,7 +39,8 @@ def test_label_values_and_help_are_escaped_and_non_finite_values_written_as_the_
 
 
 def test_an_empty_family_still_declares_itself():
-    assert render([Metric("g_none", "Nothing yet.", "counter")]) == b"# HELP g_none_total Nothing yet.\n# TYPE g_none_total counter\n"
+    assert render([Metric("g_none", "Nothing yet.", "counter")]) == (
+        b"# HELP g_none_total Nothing yet.\n# TYPE g_none_total counter\n")
 
 
 def test_label_values_must_match_the_family_labels():

@@ -24,6 +24,8 @@ from services.views.status import (
 from tests.support.clone import book, clone
 from tests.trading.test_portfolio import run_every_kind_of_fill
 
+SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")
+
 
 def portfolio_with_trades(tmp_path):
     return run_every_kind_of_fill(Journal(tmp_path / "journal.jsonl")).p
@@ -128,7 +130,7 @@ def test_health_declares_a_service_lost_after_two_missed_beats():
 
 def test_health_is_not_ok_when_the_feed_is_stale():
     now = 10_000
-    beats = {name: {"received_ms": now} for name in ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")}
+    beats = {name: {"received_ms": now} for name in SERVICES}
     assert build_health(beats, now)["ok"] is True
     beats["marketdata"] = {"received_ms": now, "stale": True}
     assert build_health(beats, now)["ok"] is False
@@ -136,7 +138,7 @@ def test_health_is_not_ok_when_the_feed_is_stale():
 
 def test_health_is_not_ok_while_a_live_service_reports_a_problem():
     now = 10_000
-    beats = {name: {"received_ms": now, "problems": []} for name in ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")}
+    beats = {name: {"received_ms": now, "problems": []} for name in SERVICES}
     assert build_health(beats, now)["ok"] is True
     beats["portfolio"]["problems"] = ["persist: state.json: [Errno 28] No space left on device"]
     health = build_health(beats, now)
