@@ -395,7 +395,8 @@ def run_options(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_options_backtest(underlying, data, bars.timeframe, capital=min(jobs.capital.values()),
                                   max_positions=jobs.max_positions, min_score=jobs.min_score,
-                                  risk_free_rate=jobs.risk_free_rate, strategies=jobs.strategies, capital_by_id=jobs.capital, limits_by_id=jobs.limits,
+                                  risk_free_rate=jobs.risk_free_rate, strategies=jobs.strategies,
+                                  capital_by_id=jobs.capital, limits_by_id=jobs.limits,
                                   risk_limits_by_id=jobs.risk_limits, iv_csv=args.iv_csv,
                                   iv_rank_days=jobs.iv_rank_days,
                                   vol_lookback_days=args.vol_lookback_days, fee_pct=jobs.fee_pct,

@@ -313,9 +313,10 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
             daily_loss_pct=sc.risk.daily_loss_pct,
         )
         symbols = (sc.symbol, sc.pair) if sc.pair else (sc.symbol,)
-        if sc.type != "spot":
+        options = cfg.options
+        if sc.type != "spot":  # config gives every options strategy a venue and an underlying
             symbols = (sc.underlying,)  # type: ignore[assignment]
-        options = cfg.venue_options(sc.venue) if sc.is_options else cfg.options
+            options = cfg.venue_options(sc.venue)  # type: ignore[arg-type]
         metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy, symbols,
                                   timeframe_ms(sc.timeframe), options.max_positions, options.min_score))
     return metas
