@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.ports import tcp_endpoint as _tcp_endpoint
+from tests.support.builders import deribit  # noqa: F401  (the fixture of the recorded Deribit, for every test)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

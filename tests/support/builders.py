@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 from common.bus import Envelope
-from config.settings import parse_config
+from common.bus_auth import generate_keys
+from config.settings import Config, parse_config
 from services.feeds.deribit import DeribitClient
 from services.portfolio import PortfolioService
-from services.runtime import ServiceRuntime
+from services.runtime import ServiceRuntime, bus_security
 from strategies.events import StrategyOutput
 from tests.support.replay_server import BinanceReplay, DeribitReplay, ReplayServer
-from tests.support.stack import stack_security
+from tests.support.stack import stack_config
 
 
 # --- strategies and logs --------------------------------------------------------------------------
@@ -71,21 +72,79 @@ def journal(where: Path | PortfolioService) -> list[dict[str, Any]]:
 
 
 # --- the portfolio service in this process -----------------------------------------------------------
-@contextmanager
-def portfolio_service(raw: dict[str, Any], tmp_path: Path) -> Iterator[PortfolioService]:
-    """The portfolio service on the stack config ``raw`` (keys made under ``tmp_path``), started
-    from its state directory as ``main`` starts it, its publisher bound (fills are published;
-    nobody listens here); stopped on exit with state saved, as SIGTERM stops it."""
-    rt = ServiceRuntime("portfolio-test", stack_security(raw, tmp_path, "portfolio"))
-    try:
-        rt.bind_publisher(raw["endpoints"]["portfolio"]["pub"])
-        svc = PortfolioService(parse_config(raw, base_dir=tmp_path), rt)
+HOUR = 3_600_000
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+SCENARIO_PRICES = {"BTC/USDT": 90_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
+
+
+class InProcessPortfolio:
+    """The portfolio service in this process: ``with InProcessPortfolio(cfg) as svc:`` starts it
+    from its files as ``main`` does (a refusal raises here) and stops it (state saved) as SIGTERM
+    does. Its publisher is bound: fills are published; nobody listens here."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.rt = ServiceRuntime("portfolio", bus_security(cfg, "portfolio"))
         try:
-            yield svc
-        finally:
-            svc.stop()
-    finally:
-        rt.close()
+            self.svc = PortfolioService(cfg, self.rt)
+        except BaseException:
+            self.rt.close()
+            raise
+        self.rt.bind_publisher(cfg.endpoints["portfolio"].pub)
+
+    def __enter__(self) -> PortfolioService:
+        return self.svc
+
+    def __exit__(self, *exc: object) -> None:
+        self.svc.stop()
+        self.rt.close()
+
+
+def portfolio_service(raw: dict[str, Any], tmp_path: Path) -> InProcessPortfolio:
+    """The portfolio service on the stack config ``raw``, paths and bus keys under ``tmp_path``."""
+    cfg = parse_config(raw, base_dir=tmp_path)
+    generate_keys(cfg.bus.keys_dir)  # as `make run` does before the services start
+    return InProcessPortfolio(cfg)
+
+
+def portfolio_config(tmp_path: Path, drop: str | None = None) -> Config:
+    """The stack config (without strategy ``drop``) written to tmp_path/config.json, its bus keys
+    made outside the state directory that recovery tests take apart."""
+    doc = stack_config()
+    doc["strategies"] = [s for s in doc["strategies"] if s["id"] != drop]
+    doc["bus"] = {"keys_dir": str(tmp_path / "keys")}
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    cfg = parse_config(doc, "config.json", base_dir=tmp_path)
+    generate_keys(cfg.bus.keys_dir)
+    return cfg
+
+
+def journal_path(cfg: Config) -> Path:
+    return Path(cfg.state_file).parent / "journal.jsonl"
+
+
+def mark_at(svc: PortfolioService, prices: dict[str, float], ts: int) -> None:
+    """Ticks of ``prices`` at ``ts``, then the portfolio's mark loop."""
+    for symbol, price in prices.items():
+        tick(svc, symbol, price, ts)
+    svc.mark()
+
+
+def trade(svc: PortfolioService, hours: range) -> None:
+    """Hourly ticks, entries and exits across strategies; SOL crashes at hour 7, tripping the
+    kill switch of the strategy holding it (liquidation plus a risk record)."""
+    for h in hours:
+        ts = T0 + h * HOUR
+        prices = {s: p * (1 + 0.01 * ((h * 7 + i) % 5 - 2)) for i, (s, p) in enumerate(SCENARIO_PRICES.items())}
+        if h >= 7:
+            prices["SOL/USDT"] = 40.0
+        mark_at(svc, prices, ts)
+        for i, (sid, symbol) in enumerate((("momentum-btc", "BTC/USDT"), ("rsi-eth", "ETH/USDT"),
+                                           ("macd-btc", "BTC/USDT"))):
+            svc.on_order(spot_order(sid, symbol, svc.portfolio.prices[symbol], ts, 1 if (h + i) % 2 == 0 else -1))
+        if h == 6:
+            ack = svc.on_order(spot_order("momentum-sol", "SOL/USDT", svc.portfolio.prices["SOL/USDT"], ts))
+            assert ack["status"] == "filled", ack  # the position the crash at hour 7 liquidates
 
 
 def books(svc: PortfolioService) -> dict[str, tuple]:
@@ -93,6 +152,13 @@ def books(svc: PortfolioService) -> dict[str, tuple]:
     return {sid: (b.cash, b.positions, b.trade_count, b.recent_trades, b.risk.kill_switch, b.risk.kill_reason,
                   b.risk.consecutive_losses, b.risk.circuit_breaker_until, b.risk.daily_loss_tripped)
             for sid, b in svc.portfolio.books.items()}
+
+
+def run_and_stop(cfg: Config, hours: range = range(10)) -> dict[str, tuple]:
+    """``trade`` on the service started from ``cfg``'s files, stopped; the books it left."""
+    with InProcessPortfolio(cfg) as svc:
+        trade(svc, hours)
+        return books(svc)
 
 
 # --- recorded exchange responses on loopback ----------------------------------------------------------
