@@ -3,7 +3,8 @@ records, spot orders as the engines send them, marketdata ticks, the journal as 
 portfolio service in this process (and the books a restart must give back), and the recorded
 Binance.US / Deribit responses served on loopback.
 
-Builders only build: every assertion stays in the test that uses them.
+Builders build and drive; what a test proves stays in its assertions (the one exception is
+``trade``'s check that the position its crash liquidates was opened).
 """
 from __future__ import annotations
 
