@@ -56,6 +56,11 @@ SLOW_PATHS = (
     "services/test_signals_options.py::test_options_skip_with_a_reason_while_the_pricer_is_down",
     "services/test_signals_user.py::test_user_functions_and_scripts_trade_beside_the_builtins_and_failures_stay_contained",
     "trading/test_portfolio.py::test_any_value_in_any_option_position_field_loads_or_is_refused_by_key_path",
+    "trading/test_ledger.py::test_journal_alone_rebuilds_the_books_after_500_random_orders",
+    "backtest/test_data.py::test_window_and_pairs", "strategies/test_registry_real_data.py",
+    "common/test_market_sim.py::test_realized_vol_and_correlation_are_near_the_targets",
+    "common/test_market_sim.py::test_price_levels_and_volumes_are_realistic_over_120_days",
+    "services/test_gateway.py::test_requests_stay_correct_while_the_loop_replaces_the_cache",
 )
 TESTS_DIR = Path(__file__).resolve().parent
 
