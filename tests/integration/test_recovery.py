@@ -12,99 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from common.bus import Envelope
-from common.bus_auth import generate_keys
 from common.state_store import JournalError, StateFileError
-from config.settings import Config, parse_config
-from services.portfolio import PortfolioService
-from services.runtime import ServiceRuntime, bus_security
-from tests.support.stack import REPO, stack_config
+from config.settings import Config
+from tests.support.builders import T0, books, journal_path, run_and_stop, trade
+from tests.support.builders import InProcessPortfolio as Portfolio
+from tests.support.builders import portfolio_config as config
+from tests.support.stack import REPO
 
 pytestmark = pytest.mark.timeout(120)
-
-HOUR = 3_600_000
-T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
-PRICES = {"BTC/USDT": 90_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
-
-
-def config(tmp_path: Path, drop: str | None = None) -> Config:
-    doc = stack_config()
-    doc["strategies"] = [s for s in doc["strategies"] if s["id"] != drop]
-    doc["bus"] = {"keys_dir": str(tmp_path / "keys")}  # outside the state directory these tests take apart
-    (tmp_path / "config.json").write_text(json.dumps(doc))
-    cfg = parse_config(doc, "config.json", base_dir=tmp_path)
-    generate_keys(cfg.bus.keys_dir)  # as `make run` does before the services start
-    return cfg
-
-
-class Portfolio:
-    """The portfolio service in this process: ``with Portfolio(cfg) as svc:`` starts it from its
-    files as ``main`` does and stops it (state saved) as SIGTERM does."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.rt = ServiceRuntime("portfolio", bus_security(cfg, "portfolio"))
-        try:
-            self.svc = PortfolioService(cfg, self.rt)
-        except BaseException:
-            self.rt.close()
-            raise
-        self.rt.bind_publisher(cfg.endpoints["portfolio"].pub)
-
-    def __enter__(self) -> PortfolioService:
-        return self.svc
-
-    def __exit__(self, *exc: object) -> None:
-        self.svc.stop()
-        self.rt.close()
-
-
-def tick(svc: PortfolioService, prices: dict[str, float], ts: int) -> None:
-    for symbol, price in prices.items():
-        body = {"symbol": symbol, "price": price, "ts": ts}
-        svc.on_message(f"tick.{symbol}", Envelope(v=1, type="tick", id=f"t{ts}", ts=ts, source="marketdata", seq=0,
-                                                   body=body))
-    svc.mark()
-
-
-def order(svc: PortfolioService, sid: str, symbol: str, signal: int, ts: int) -> dict:
-    price = svc.portfolio.prices[symbol]
-    return svc.on_order({"order_id": f"{sid}:{ts}", "strategy_id": sid, "symbol": symbol, "signal": signal,
-                         "price": price, "ts_event": ts})
-
-
-def trade(svc: PortfolioService, hours: range) -> None:
-    """Hourly ticks, entries and exits across strategies; SOL crashes at hour 7, tripping the
-    kill switch of the strategy holding it (liquidation plus a risk record)."""
-    for h in hours:
-        ts = T0 + h * HOUR
-        prices = {s: p * (1 + 0.01 * ((h * 7 + i) % 5 - 2)) for i, (s, p) in enumerate(PRICES.items())}
-        if h >= 7:
-            prices["SOL/USDT"] = 40.0
-        tick(svc, prices, ts)
-        for i, (sid, symbol) in enumerate((("momentum-btc", "BTC/USDT"), ("rsi-eth", "ETH/USDT"),
-                                           ("macd-btc", "BTC/USDT"))):
-            order(svc, sid, symbol, 1 if (h + i) % 2 == 0 else -1, ts)
-        if h == 6:
-            assert order(svc, "momentum-sol", "SOL/USDT", 1, ts)["status"] == "filled"
-
-
-def books(svc: PortfolioService) -> dict[str, tuple]:
-    """What a rebuild must reproduce, per book (risk flags included; marks are not money)."""
-    return {sid: (b.cash, b.positions, b.trade_count, b.recent_trades, b.risk.kill_switch, b.risk.kill_reason,
-                  b.risk.consecutive_losses, b.risk.circuit_breaker_until, b.risk.daily_loss_tripped)
-            for sid, b in svc.portfolio.books.items()}
-
-
-def run_and_stop(cfg: Config, hours: range = range(10)) -> dict[str, tuple]:
-    with Portfolio(cfg) as svc:
-        trade(svc, hours)
-        result = books(svc)
-    return result
-
-
-def journal_path(cfg: Config) -> Path:
-    return Path(cfg.state_file).parent / "journal.jsonl"
 
 
 @pytest.fixture

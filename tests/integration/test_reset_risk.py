@@ -18,7 +18,9 @@ from common.bus import Requester, RequestFailed
 from common.bus_auth import READER
 from config.settings import Config
 from services.runtime import bus_security
-from tests.integration.test_recovery import Portfolio, config, journal_path, run_and_stop
+from tests.support.builders import InProcessPortfolio as Portfolio
+from tests.support.builders import journal_path, run_and_stop
+from tests.support.builders import portfolio_config as config
 from tests.support.stack import REPO
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,7 +14,10 @@ from common.state_store import JournalError
 from config.settings import Config, parse_config
 from options.contracts import OptionContract
 from options.venues import DERIBIT, IBKR_CME
-from tests.integration.test_recovery import HOUR, T0, Portfolio, journal_path, tick, trade
+from tests.support.builders import HOUR, T0, journal_path, trade
+from tests.support.builders import InProcessPortfolio as Portfolio
+from tests.support.builders import log_events as events
+from tests.support.builders import mark_at as tick
 from tests.support.stack import stack_config
 from trading.option_book import OptionLeg, OptionOrder
 from trading.portfolio import SEED_RENAMES
@@ -89,10 +92,6 @@ def under_new_ids(old_books: dict[str, tuple]) -> dict[str, tuple]:
         trades = [{**t, "strategy_id": new} for t in trades]
         renamed[new] = (new, kind, capital, cash, positions, options, count, trades, order_ids, risk)
     return renamed
-
-
-def events(out: str, name: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines() if f'"{name}"' in line]
 
 
 def test_a_state_under_the_old_ids_comes_back_under_the_seed_ids_with_everything(tmp_path, capsys):

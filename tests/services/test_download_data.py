@@ -10,7 +10,8 @@ from common.csv_bars import load_ohlcv_csv
 from services.download_data import download_symbol, main, resume_from
 from services.feeds.exchange_client import CcxtSpotClient
 from services.feeds.market import ReplayFeed
-from tests.support.replay_server import BinanceReplay, Fault, ReplayServer
+from tests.support.builders import binance_replay, deribit_replay
+from tests.support.replay_server import Fault
 
 H = 3_600_000
 SINCE = "2022-05-01"
@@ -20,9 +21,8 @@ UNTIL_MS = SINCE_MS + 50 * 24 * H  # 50 days: two klines pages of 1000
 
 @pytest.fixture
 def binance(shared_data):
-    replay = BinanceReplay(shared_data, UNTIL_MS + 30 * 60_000, symbols=("BTC/USDT", "ETH/USDT"))
-    with ReplayServer(replay.routes()) as server:
-        yield replay, server
+    with binance_replay(shared_data, UNTIL_MS + 30 * 60_000) as served:
+        yield served
 
 
 def real_rows(shared_data, name: str, lo: int, hi: int):
@@ -101,12 +101,8 @@ DVOL_FIRST = 1_667_692_800_000  # 2022-11-06, the first day of the real DVOL fil
 
 @pytest.fixture
 def deribit(shared_data):
-    from tests.support.replay_server import DeribitReplay
-
-    replay = DeribitReplay(shared_data)
-    replay.dvol_page_size = 200  # every 500-day chunk takes pages through continuation
-    with ReplayServer(replay.routes()) as server:
-        yield replay, server
+    with deribit_replay(shared_data, dvol_page_size=200) as served:  # every 500-day chunk takes pages
+        yield served
 
 
 def test_dvol_download_writes_the_real_days_resumes_and_backtests_read_it(deribit, shared_data, tmp_path, capsys):

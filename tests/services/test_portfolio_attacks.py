@@ -21,6 +21,8 @@ import zmq
 from common.bus import RemoteError, Requester
 from options.chain import chain_from_dict
 from options.venues import DERIBIT
+from tests.support import builders
+from tests.support.builders import journal
 from tests.support.stack import REPO, stack_config, stack_security
 
 pytestmark = pytest.mark.timeout(180)
@@ -79,19 +81,14 @@ def market(clients) -> dict[str, Any]:
     return clients["marketdata"].request("prices")
 
 
-def spot_order(sid: str, symbol: str, price: float, ts: int, signal_: int = 1) -> dict[str, Any]:
-    return {"order_id": f"{sid}:{ts}:{price!r}", "strategy_id": sid, "symbol": symbol, "signal": signal_,
-            "price": price, "ts_event": ts}
+def spot_order(sid: str, symbol: str, price: float, ts: int) -> dict[str, Any]:
+    """A forged order's id names its declared price too: each forgery is a new order, not a duplicate."""
+    return builders.spot_order(sid, symbol, price, ts, order_id=f"{sid}:{ts}:{price!r}")
 
 
 def books(clients) -> dict[str, tuple[float, int]]:
     strategies = clients["portfolio"].request("snapshot")["strategies"]
     return {sid: (v["cash"], v["trade_count"]) for sid, v in strategies.items()}
-
-
-def journal(state_dir: Path) -> list[dict[str, Any]]:
-    path = state_dir / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def send_until_decided(clients, kind: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -2,16 +2,13 @@
 and a book that cannot be marked is a problem /healthz sees until a mark values it again."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from common.bus import Envelope
-from config.settings import load_config
-from services.portfolio import ORDER_TRANSIT_SECONDS, PortfolioService, order_transit_ms
-from services.runtime import ServiceRuntime
-from tests.support.stack import stack_config, stack_security
+from services.portfolio import ORDER_TRANSIT_SECONDS, order_transit_ms
+from tests.support.builders import portfolio_service, tick
+from tests.support.stack import stack_config
 
 T = 1_767_225_600_000
 HOUR = 3_600_000
@@ -21,19 +18,8 @@ HOUR = 3_600_000
 def service(tmp_path):
     raw = stack_config(speed=60)
     raw["state_file"] = str(tmp_path / "state" / "state.json")
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(raw))
-    rt = ServiceRuntime("portfolio-test", stack_security(raw, tmp_path, "portfolio"))
-    svc = PortfolioService(load_config(path), rt)
-    rt.bind_publisher(svc.cfg.endpoints["portfolio"].pub)  # fills are published; nobody listens here
-    yield svc
-    svc.stop()
-    rt.close()
-
-
-def tick(svc: PortfolioService, symbol: str, price: float, ts: int) -> None:
-    svc.on_message(f"tick.{symbol}", Envelope(1, "tick", "t", 0, "marketdata", 0,
-                                              {"symbol": symbol, "price": price, "ts": ts}))
+    with portfolio_service(raw, tmp_path) as svc:
+        yield svc
 
 
 def test_the_transit_allowance_is_wall_seconds_at_the_feed_speed(service):

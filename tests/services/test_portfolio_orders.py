@@ -4,19 +4,16 @@ exactly-once still hold (a failed journal answers every order ``retry``, a resen
 from __future__ import annotations
 
 import errno
-import json
 import os
 
 import pytest
 
-from common.bus import Envelope, RequestError
+from common.bus import RequestError
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY
-from config.settings import parse_config
 from options.contracts import OptionContract
 from options.venues import DERIBIT
-from services.portfolio import PortfolioService
-from services.runtime import ServiceRuntime
-from tests.support.stack import stack_config, stack_security
+from tests.support.builders import journal, portfolio_service, spot_order, tick
+from tests.support.stack import stack_config
 from trading.option_book import OptionLeg, OptionOrder
 from trading.option_order_checks import OptionMarket, OptionQuote
 
@@ -27,21 +24,15 @@ PRICES = {"BTC/USDT": 50_000.0, "ETH/USDT": 3_000.0, "SOL/USDT": 150.0}
 def svc(tmp_path):
     raw = stack_config()
     raw["state_file"] = str(tmp_path / "state.json")
-    cfg = parse_config(raw)
-    rt = ServiceRuntime("portfolio-test", stack_security(raw, tmp_path, "portfolio"))
-    rt.bind_publisher(raw["endpoints"]["portfolio"]["pub"])
-    service = PortfolioService(cfg, rt)
-    service.portfolio.mark(PRICES, cfg.feed.start_ms)
-    yield service
-    service.stop()
-    rt.close()
+    with portfolio_service(raw, tmp_path) as service:
+        service.portfolio.mark(PRICES, service.cfg.feed.start_ms)
+        yield service
 
 
 def ticks_at(svc, ts: int) -> None:
     """marketdata's ticks of every symbol at ``ts``: the prices the portfolio fills orders of that time at."""
     for symbol, price in PRICES.items():
-        svc.on_message(f"tick.{symbol}", Envelope(1, "tick", "t", 0, "marketdata", 0,
-                                                  {"symbol": symbol, "price": price, "ts": ts}))
+        tick(svc, symbol, price, ts)
 
 
 def spot_orders(svc, ts: int, count: int = 6, signal: int = 1) -> list[dict]:
@@ -50,17 +41,12 @@ def spot_orders(svc, ts: int, count: int = 6, signal: int = 1) -> list[dict]:
     ticks_at(svc, ts)
     out = []
     for sc in list(svc.cfg.spot_strategies())[:count]:
-        out.append({"order_id": f"{sc.id}:{ts}", "strategy_id": sc.id, "symbol": sc.symbol, "signal": signal,
-                    "price": PRICES[sc.symbol], "ts_event": ts})
+        out.append(spot_order(sc.id, sc.symbol, PRICES[sc.symbol], ts, signal))
     return out
 
 
 def batch(orders: list[dict], kind: str = "order") -> dict:
     return {"orders": [{"type": kind, "order": o} for o in orders]}
-
-
-def journal(svc) -> list[dict]:
-    return [json.loads(line) for line in svc.journal.path.read_text().splitlines()]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from services import portfolio as portfolio_module
 from services.portfolio import LOCK_NAME, PortfolioService
 from services.runtime import ServiceRuntime
 from tests.support import disk
+from tests.support.builders import spot_order
 from tests.support.stack import config_in, stack_config, stack_security
 
 SYMBOL, PRICE = "BTC/USDT", 50_000.0
@@ -33,8 +34,7 @@ def spot_strategy(cfg) -> str:
 
 
 def order(sid: str, ts: int, signal: int = 1) -> dict:
-    return {"order_id": f"{sid}:{ts}", "strategy_id": sid, "symbol": SYMBOL, "signal": signal, "price": PRICE,
-            "ts_event": ts}
+    return spot_order(sid, SYMBOL, PRICE, ts, signal)
 
 
 def start(cfg, rt) -> PortfolioService:

@@ -3,7 +3,6 @@ the loop, and a broken one is counted, logged once per cause and shown, never st
 from __future__ import annotations
 
 import io
-import json
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from config.settings import parse_config
 from services.runtime import ServiceRuntime
 from services.signals import SignalEngine
 from tests.support import user_strategies
+from tests.support.builders import log_events
 from tests.support.stack import stack_config, stack_security
 
 HOUR = 3_600_000
@@ -64,7 +64,7 @@ def engine(tmp_path):
 
 
 def events(engine, name: str) -> list[dict]:
-    return [r for r in map(json.loads, engine.rt.log.stream.getvalue().splitlines()) if r["event"] == name]
+    return log_events(engine.rt.log.stream.getvalue(), name)
 
 
 def run_hours(engine, hours: range) -> None:

@@ -5,10 +5,7 @@ import numpy as np
 import pytest
 
 from strategies import oscillators
-
-
-def events(output):
-    return np.flatnonzero(output.signals == 1).tolist(), np.flatnonzero(output.signals == -1).tolist()
+from tests.support.builders import events
 
 
 def test_rsi_buys_crossing_into_oversold_and_sells_crossing_into_overbought(make_bars):

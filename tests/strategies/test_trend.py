@@ -1,14 +1,10 @@
 """Trend strategies on hand-built closes: each must buy and sell on a known bar, and only there."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from strategies import trend
-
-
-def events(output):
-    return np.flatnonzero(output.signals == 1).tolist(), np.flatnonzero(output.signals == -1).tolist()
+from tests.support.builders import events
 
 
 def test_sma_crossover_buys_on_the_golden_cross_and_sells_on_the_death_cross(make_bars):

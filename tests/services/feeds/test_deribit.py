@@ -11,8 +11,8 @@ import pytest
 
 from options.contracts import ContractError, parse_instrument_name
 from options.venues import DERIBIT
-from services.feeds.deribit import DeribitClient, DeribitMarkSource, DeribitRequestError, DeribitUnavailable
-from tests.support.replay_server import DeribitReplay, Fault, ReplayServer
+from services.feeds.deribit import DeribitMarkSource, DeribitRequestError, DeribitUnavailable
+from tests.support.replay_server import Fault
 
 SNAPSHOT_TS = 1_589_434_896_486  # 2020-05-14 05:41:36 UTC, when the chain was recorded
 HOUR = 3_600_000
@@ -31,13 +31,6 @@ class Recorder:
 
     def events(self, name: str) -> list[dict]:
         return [f for e, f in self.records if e == name]
-
-
-@pytest.fixture
-def deribit(shared_data):
-    replay = DeribitReplay(shared_data)
-    with ReplayServer(replay.routes()) as server:
-        yield replay, server, DeribitClient(server.url + "/api/v2", timeout_s=0.5)
 
 
 def test_index_price_and_the_seed_helpers_read_the_real_chain(deribit):

@@ -24,9 +24,9 @@ from options.contracts import parse_instrument_name
 from options.iv_history import LiveIvUnavailable
 from options.venues import DERIBIT, IBKR_CME
 from options.vol_surface import iv_rank
-from services.feeds.deribit import DeribitClient, DvolHistory, LiveDeribitSource
+from services.feeds.deribit import DvolHistory, LiveDeribitSource
 from services.pricer import PricerService
-from tests.support.replay_server import DeribitReplay, Fault, ReplayServer
+from tests.support.replay_server import Fault
 
 SNAPSHOT_TS = 1_589_434_896_486  # 2020-05-14 05:41:36 UTC, when the chain was recorded
 INDEX_2020 = 9350.67
@@ -54,13 +54,6 @@ class Runtime:
     def __init__(self, log: Recorder) -> None:
         self.log = log
         self.problems: dict[str, str] = {}
-
-
-@pytest.fixture
-def deribit(shared_data):
-    replay = DeribitReplay(shared_data)
-    with ReplayServer(replay.routes()) as server:
-        yield replay, server, DeribitClient(server.url + "/api/v2", timeout_s=0.5)
 
 
 def dvol_rows(shared_data) -> list[tuple[int, float]]:

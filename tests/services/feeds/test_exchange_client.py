@@ -26,6 +26,7 @@ from services.feeds.exchange_client import (
     classify_error,
     closed_rows,
 )
+from tests.support.builders import binance_replay
 from tests.support.replay_server import BinanceReplay, Fault, ReplayServer
 
 H = 3_600_000
@@ -49,9 +50,8 @@ class Recorder:
 
 @pytest.fixture
 def binance(shared_data):
-    replay = BinanceReplay(shared_data, NOW, symbols=("BTC/USDT", "ETH/USDT"))
-    with ReplayServer(replay.routes()) as server:
-        yield replay, server
+    with binance_replay(shared_data, NOW) as served:
+        yield served
 
 
 @pytest.fixture
