@@ -35,7 +35,7 @@ SLOW_PATHS = (
     "backtest/test_report.py",
     "services/test_gateway.py::test_a_running_stack_posts_cycle_summaries_and_never_writes_the_url",
     # subprocesses (services, CLIs, seed scripts), loopback servers with timeouts, real data runs
-    "scripts/", "properties/", "test_pure_imports.py", "backtest/test_cli.py", "backtest/test_options.py",
+    "scripts/", "properties/", "backtest/test_cli.py", "backtest/test_options.py",
     "backtest/test_options_dvol.py", "backtest/test_spot.py", "strategies/test_incremental.py",
     "common/test_bus_auth.py", "services/feeds/test_exchange_client.py", "services/feeds/test_deribit.py",
     "services/feeds/test_deribit_live_iv.py", "services/feeds/test_market.py", "services/test_cli.py",
@@ -43,8 +43,6 @@ SLOW_PATHS = (
     "services/test_marketdata_publish.py", "services/test_portfolio_attacks.py", "services/test_gateway_http.py",
     "services/test_gateway_schema.py", "services/test_discord_webhook.py",
     "common/test_state_store.py::test_equity_curve_memory_is_allocated_once_and_stays_flat",
-    "common/test_csv_bars.py::test_real_binance_file_loads_fast",  # speed checks: a loaded machine fails them
-    "common/test_market_sim.py::test_120_days_of_minutes_for_three_symbols_is_fast",
     "config/test_settings.py::test_ten_thousand_strategies_are_refused_naming_round_budget_and_ceiling",
     "config/test_settings.py::test_cli_check_", "config/test_config_user.py::test_the_gateway_never_imports_user_code",
     "deploy/test_systemd_unit.py::test_the_unit_runs_the_live_config_and_checks_it_first",

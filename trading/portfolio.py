@@ -313,12 +313,13 @@ def strategy_metas(cfg: "Config") -> list[StrategyMeta]:
             daily_loss_pct=sc.risk.daily_loss_pct,
         )
         symbols = (sc.symbol, sc.pair) if sc.pair else (sc.symbol,)
-        options = cfg.options
+        max_positions, min_score = cfg.options.max_positions, cfg.options.min_score
         if sc.type != "spot":  # config gives every options strategy a venue and an underlying
             symbols = (sc.underlying,)  # type: ignore[assignment]
-            options = cfg.venue_options(sc.venue)  # type: ignore[arg-type]
+            venue = cfg.venue_options(sc.venue)  # type: ignore[arg-type]
+            max_positions, min_score = venue.max_positions, venue.min_score
         metas.append(StrategyMeta(sc.id, sc.type, category, sc.capital, limits, sc.strategy, symbols,
-                                  timeframe_ms(sc.timeframe), options.max_positions, options.min_score))
+                                  timeframe_ms(sc.timeframe), max_positions, min_score))
     return metas
 
 
