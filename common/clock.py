@@ -40,3 +40,33 @@ def align_down(ts: int, step_ms: int) -> int:
 def next_due(now_ts: int, interval_ms: int) -> int:
     """The next interval boundary strictly after ``now_ts``, so schedules stay on a grid."""
     return align_down(now_ts, interval_ms) + interval_ms
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWindow:
+    """The wall time around each bar close that belongs to the close's burst (bar published,
+    strategies decided, orders journaled and acknowledged): from ``before_ms`` before a close
+    to ``after_ms`` after it. Housekeeping (a state save, a snapshot, an fsync of the clock)
+    waits outside it, so it never delays a fill. Each margin is capped at a share of the
+    shortest bar period in wall time, so a fast clock still leaves room for housekeeping."""
+
+    clock: MarketClock
+    periods_ms: tuple[int, ...]  # the bar periods that close (market ms)
+    before_ms: float
+    after_ms: float
+
+    def __post_init__(self) -> None:
+        if not self.periods_ms or min(self.periods_ms) <= 0:
+            raise ValueError(f"close window: bar periods must be positive market ms, got {self.periods_ms!r}")
+        if self.before_ms < 0 or self.after_ms < 0:
+            raise ValueError(f"close window: margins must be >= 0 ms, got {self.before_ms!r}, {self.after_ms!r}")
+
+    def holds(self, wall_ms: float) -> bool:
+        """True when ``wall_ms`` is within a close's burst (market time from the clock)."""
+        market = self.clock.market_ms(wall_ms)
+        shortest_wall = min(self.periods_ms) / self.clock.speed
+        before = min(self.before_ms, 0.2 * shortest_wall)
+        after = min(self.after_ms, 0.4 * shortest_wall)
+        next_close = min(next_due(market, p) for p in self.periods_ms)
+        last_close = max(align_down(market, p) for p in self.periods_ms)
+        return self.clock.wall_ms_at(next_close) - wall_ms < before or wall_ms - self.clock.wall_ms_at(last_close) < after
