@@ -4,7 +4,9 @@ Pure: the caller passes the wall time in, so tests and the backtester drive it d
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,20 @@ class MarketClock:
         return {"market_origin": self.market_origin, "wall_origin": self.wall_origin, "speed": self.speed}
 
 
+def clock_from_message(body: Any) -> MarketClock:
+    """The mapping a ``clock`` message carries (``MarketClock.to_dict``); ValueError naming
+    what is wrong when it is not one."""
+    if not isinstance(body, dict):
+        raise ValueError(f"clock: expected an object, got {type(body).__name__}")
+    fields = {}
+    for name in ("market_origin", "wall_origin", "speed"):
+        value = body.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"clock.{name}: expected a finite number, got {value!r}")
+        fields[name] = value
+    return MarketClock(int(fields["market_origin"]), fields["wall_origin"], fields["speed"])
+
+
 def align_down(ts: int, step_ms: int) -> int:
     return ts - ts % step_ms
 
@@ -40,6 +56,13 @@ def align_down(ts: int, step_ms: int) -> int:
 def next_due(now_ts: int, interval_ms: int) -> int:
     """The next interval boundary strictly after ``now_ts``, so schedules stay on a grid."""
     return align_down(now_ts, interval_ms) + interval_ms
+
+
+# A bar close's burst in wall ms, for CloseWindow: from just before the close (housekeeping
+# started then would still run when the bar comes) until its orders have come in (decided,
+# journaled and acknowledged within tens of ms; more on a loaded machine).
+CLOSE_BEFORE_MS = 30.0
+CLOSE_AFTER_MS = 150.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ acknowledge. The orders of one request share one append and one fsync (group com
 ``answer_orders``); none of them is acknowledged before it. state.json is saved atomically
 every SAVE_SECONDS and on stop, off the order path: marks, saves, snapshots and option marks
 are housekeeping, held from CLOSE_BEFORE_MS before each bar close (the clock's mapping) to
-CLOSE_AFTER_MS after it, so the orders a close brings never wait behind an fsync. A crash at any point loses nothing that
-was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
-into books created from the config first, and only after the journal has been checked to be
-this state's history (``start_from_disk``).
+CLOSE_AFTER_MS after it (common.clock), so the orders a close brings never wait behind an
+fsync. A crash at any point loses nothing that was acknowledged: on start the journal tail
+past state.json's ``journal_seq`` is replayed, into books created from the config first, and
+only after the journal has been checked to be this state's history (``start_from_disk``).
 
 One writer: the service locks ``portfolio.lock`` in the state directory before it reads a file
 there, and writes only while it still holds that lock. When a write fails (disk full,
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
-from common.clock import CloseWindow, MarketClock
+from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, clock_from_message
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.state_store import (
@@ -84,11 +84,6 @@ LOCK_NAME = "portfolio.lock"
 # strategy: 30 s live, 30 market hours at the default sim speed; a clock rewound by days is
 # still refused.
 ORDER_TRANSIT_SECONDS = 30.0
-# A bar close's burst, in wall ms: from just before the close (the housekeeping started then
-# would still run when the orders come) until its orders have come in (decided, journaled and
-# acknowledged within tens of ms; more on a loaded machine).
-CLOSE_BEFORE_MS = 30.0
-CLOSE_AFTER_MS = 150.0
 
 
 class PersistFailed(RuntimeError):
@@ -220,6 +215,10 @@ class PortfolioService:
         self.dirty = True
         for fill in fills:
             self.rt.publisher.publish(f"fill.{fill.strategy_id}", "fill", fill.to_dict())
+        self.rt.after_turn(lambda: self.log_fills(fills))  # after the acks: a log line is not on their path
+
+    def log_fills(self, fills: list[Fill]) -> None:
+        for fill in fills:
             self.rt.log.info("fill", seq=fill.seq, strategy=fill.strategy_id, kind=fill.kind,
                              side=fill.side, instrument=fill.instrument, quantity=fill.quantity,
                              price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
@@ -442,10 +441,8 @@ class PortfolioService:
     def on_clock(self, body: Any) -> None:
         """Keep the clock's mapping (marketdata's ``clock`` message) for ``near_close``."""
         try:
-            clock = MarketClock(int(body["market_origin"]), float(body["wall_origin"]), float(body["speed"]))
-            if not (math.isfinite(clock.wall_origin) and math.isfinite(clock.speed)):
-                raise ValueError("not finite")
-        except (TypeError, KeyError, ValueError, OverflowError):
+            clock = clock_from_message(body)
+        except ValueError:
             self.rt.stats.count_drop("bad_clock")
             return
         if self.bar_periods_ms and (self.close_window is None or self.close_window.clock != clock):

@@ -124,6 +124,8 @@ class ServiceRuntime:
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
         self._heartbeat_timer: _Timer | None = None
         self._hold: Callable[[], bool] = lambda: False
+        self._after_turn: list[Callable[[], Any]] = []
+        self._looping = False
         # What keeps this service from doing its job right now (name -> one-line reason):
         # the heartbeat carries it and the gateway's /healthz is 503 while any is set.
         self.problems: dict[str, str] = {}
@@ -213,6 +215,14 @@ class ServiceRuntime:
         message never waits behind the whole job. ``step`` returns True while work remains."""
         self._steps.append(step)
 
+    def after_turn(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once this loop turn's requests are answered (a fill's log line is
+        never in the way of its ack); at once when the loop is not running (a test, ``once``)."""
+        if self._looping:
+            self._after_turn.append(callback)
+        else:
+            self._guarded(callback)
+
     def heartbeat_status(self, extra: Callable[[], dict[str, Any]]) -> None:
         """What this service adds to its heartbeat (the gateway shows it in /healthz)."""
         self._heartbeat_extra = extra
@@ -295,6 +305,7 @@ class ServiceRuntime:
         # the parent seen at import still catches a supervisord that died while we started up.
         self.dies_with_parent = die_with_parent(_libc, _PARENT_PID)
         self.log.info("started", pid=os.getpid(), parent=_PARENT_PID, dies_with_parent=self.dies_with_parent)
+        self._looping = True
         try:
             while not self.stopping:
                 now = time.monotonic()
@@ -318,10 +329,13 @@ class ServiceRuntime:
                 for sock, callback in self._readers:
                     if sock in ready:
                         self._guarded(callback)
+                self._run_after_turn()
                 self._busy = False
                 for step in self._steps:
                     self._busy |= bool(self._guarded(step))
         finally:
+            self._looping = False
+            self._run_after_turn()
             if on_stop is not None:
                 try:
                     on_stop()
@@ -329,6 +343,11 @@ class ServiceRuntime:
                     self.log.error("stop_failed", error=f"{type(exc).__name__}: {exc}")
             self.close()
             self.log.info("stopped")
+
+    def _run_after_turn(self) -> None:
+        pending, self._after_turn = self._after_turn, []
+        for callback in pending:
+            self._guarded(callback)
 
     def close(self) -> None:
         for closable in self._closables:

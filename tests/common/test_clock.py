@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.clock import CloseWindow, MarketClock, align_down, next_due
+from common.clock import CloseWindow, MarketClock, align_down, clock_from_message, next_due
 
 HOUR = 3_600_000
 
@@ -66,3 +66,17 @@ def test_a_close_window_without_bar_periods_is_refused() -> None:
         CloseWindow(clock, (), before_ms=30, after_ms=100)
     with pytest.raises(ValueError, match="margins"):
         CloseWindow(clock, (HOUR,), before_ms=-1, after_ms=100)
+
+
+def test_a_clock_message_gives_back_its_mapping() -> None:
+    clock = MarketClock(market_origin=5, wall_origin=6.5, speed=36_000)
+    assert clock_from_message({"ts": 9, **clock.to_dict()}) == clock
+
+
+@pytest.mark.parametrize("body, what", [(None, "expected an object"), ({"wall_origin": 0, "speed": 1}, "market_origin"),
+                                        ({"market_origin": 0, "wall_origin": True, "speed": 1}, "wall_origin"),
+                                        ({"market_origin": 0, "wall_origin": 0, "speed": float("nan")}, "speed"),
+                                        ({"market_origin": 0, "wall_origin": 0, "speed": 0}, "speed")])
+def test_a_bad_clock_message_is_refused_naming_the_field(body, what) -> None:
+    with pytest.raises(ValueError, match=what):
+        clock_from_message(body)

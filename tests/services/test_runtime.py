@@ -193,3 +193,22 @@ def test_the_heartbeat_keeps_beating_while_a_request_waits_on_a_silent_peer(tmp_
             listener.close()
         peer.close(0)
         rt.close()
+
+
+def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_the_loop(monkeypatch):
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    order: list[str] = []
+    rt.after_turn(lambda: order.append("outside the loop"))
+    assert order == ["outside the loop"]
+
+    def timer() -> None:
+        rt.after_turn(lambda: order.append("after"))
+        order.append("timer")
+        rt.request_stop()
+
+    rt.every(0.01, timer)
+    rt.run()
+    assert order == ["outside the loop", "timer", "after"]
