@@ -92,4 +92,5 @@ class CloseWindow:
         after = min(self.after_ms, 0.4 * shortest_wall)
         next_close = min(next_due(market, p) for p in self.periods_ms)
         last_close = max(align_down(market, p) for p in self.periods_ms)
-        return self.clock.wall_ms_at(next_close) - wall_ms < before or wall_ms - self.clock.wall_ms_at(last_close) < after
+        closing_soon = self.clock.wall_ms_at(next_close) - wall_ms < before
+        return closing_soon or wall_ms - self.clock.wall_ms_at(last_close) < after
