@@ -8,8 +8,10 @@ Marketdata's clock message carries the clock's mapping (``market_origin``, ``wal
 saw published, it records:
 
 - close -> bar published: the bar's receipt minus the close's wall time (marketdata's lateness);
-- bar -> signal: the strategy's first signal on that bar, minus the bar's receipt;
-- signal -> fill: the fill's receipt minus the signal's;
+- bar -> fill: the fill's receipt minus the bar's (the engine deciding, the order's round trip,
+  the portfolio's journal fsync);
+- bar -> signal: the strategy's signal on that bar minus the bar's receipt. An engine publishes
+  a cycle's signals once its orders are answered, so this comes after the fill;
 - close -> fill: the fill's receipt minus the close's wall time, the total. The portfolio
   publishes a fill once it is journaled, just before it acknowledges the order, so this is the
   acknowledgement to within a send; it also includes the tap's own receive delay. The same from
@@ -20,7 +22,7 @@ which trade every few bars, so MIN_FILLS fills arrive within minutes at the defa
 stack per speed (3,600x, then 36,000x). The machine may be shared: the 1-minute load average at
 the start and end of each run is reported with the figures.
 
-Run: ``python -m bench.bench_latency [--quick]``.
+Run: ``python -m bench.bench_latency [--quick] [--speeds 3600,36000] [--fills N]``.
 """
 from __future__ import annotations
 
@@ -45,12 +47,13 @@ MIN_FILLS = 1_000
 QUICK_FILLS = 20
 TAP_LIMIT_S = 600.0  # a run that cannot collect its fills in this long reports what it has
 QUICK_LIMIT_S = 20.0
+FLOOR_SAMPLES = 300
 # Cheap (vectorized) strategies that trade every two to four 1h bars on the sim.
 PROBES = tuple(("sma_crossover", {"fast": fast, "slow": slow})
                for fast, slow in ((1, 2), (1, 3), (2, 3), (1, 4), (2, 4))) \
     + tuple(("momentum", {"period": period, "threshold": threshold})
             for period, threshold in ((1, 0.1), (1, 0.2), (2, 0.2), (1, 0.3), (2, 0.1)))
-SPANS = ("close_to_fill", "close_to_bar", "bar_to_signal", "signal_to_fill", "close_to_fill_env")
+SPANS = ("close_to_fill", "close_to_bar", "bar_to_fill", "bar_to_signal", "close_to_fill_env")
 
 
 def bench_config() -> dict[str, Any]:
@@ -89,7 +92,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     clock: MarketClock | None = None
     bars: dict[tuple[str, str, int], tuple[float, float]] = {}  # key -> (receipt, close's wall time), ms
     signals: dict[tuple[str, int], float] = {}
-    fills: list[dict[str, float]] = []
+    fills: list[tuple[dict[str, Any], int, float]] = []  # body, envelope ts, receipt: matched at the end
     bar_lateness: list[float] = []
     bar_sent: list[float] = []  # marketdata's own send time (envelope ts, whole ms) minus the close's
     deadline = time.monotonic() + limit_s
@@ -115,33 +118,45 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
                             bar_sent.append(env.ts - due)
                     elif env.type == "signal":
                         signals.setdefault((body["strategy_id"], body["ts_bar"]), received)
-                    elif env.type == "fill" and body.get("kind") == "spot":
-                        sample = _fill_sample(body, env.ts, received, spot, bars, signals)
-                        if sample is not None:
-                            fills.append(sample)
+                    elif env.type == "fill" and body.get("kind") == "spot" and _on_seen_bar(body, spot, bars):
+                        fills.append((body, env.ts, received))
         gaps = sum(sum(sub.stats.to_dict()["missed"].values()) for sub in subs)
     finally:
         for sub in subs:
             sub.close()
         ctx.term()
-    return {"fills": fills, "bar_lateness": bar_lateness, "bar_sent": bar_sent, "bars": len(bars), "seq_gaps": gaps}
+    samples = [_fill_sample(body, sent_ms, received, spot, bars, signals) for body, sent_ms, received in fills]
+    return {"fills": samples, "bar_lateness": bar_lateness, "bar_sent": bar_sent, "bars": len(bars), "seq_gaps": gaps}
+
+
+def _bar_key(body: dict[str, Any], spot: dict[str, tuple[str, str]]) -> tuple[str, tuple[str, str, int]] | None:
+    """The strategy and the bar of a spot strategy's fill, None for a liquidation, an expiry or
+    an options strategy's spot leg (their order ids are not ``<strategy>:<bar open>``)."""
+    strategy_id, _, ts_bar = str(body.get("order_id", "")).rpartition(":")
+    if strategy_id not in spot or not ts_bar.isdigit():
+        return None
+    symbol, timeframe = spot[strategy_id]
+    return strategy_id, (symbol, timeframe, int(ts_bar))
+
+
+def _on_seen_bar(body: dict[str, Any], spot: dict[str, tuple[str, str]],
+                 bars: dict[tuple[str, str, int], tuple[float, float]]) -> bool:
+    """A strategy's fill on a bar the tap saw published (not one from before it joined)."""
+    key = _bar_key(body, spot)
+    return key is not None and key[1] in bars
 
 
 def _fill_sample(body: dict[str, Any], sent_ms: int, received: float, spot: dict[str, tuple[str, str]],
                  bars: dict[tuple[str, str, int], tuple[float, float]],
-                 signals: dict[tuple[str, int], float]) -> dict[str, float] | None:
-    """One fill's spans (ms), or None when it is not a strategy's order on a bar the tap saw."""
-    strategy_id, _, ts_bar = str(body.get("order_id", "")).rpartition(":")
-    if strategy_id not in spot or not ts_bar.isdigit():
-        return None  # a liquidation, an expiry, or an options strategy's spot leg
-    symbol, timeframe = spot[strategy_id]
-    bar = bars.get((symbol, timeframe, int(ts_bar)))
-    signal = signals.get((strategy_id, int(ts_bar)))
-    if bar is None or signal is None:
-        return None  # published before the tap joined
-    bar_received, due = bar
-    return {"close_to_fill": received - due, "close_to_bar": bar_received - due, "bar_to_signal": signal - bar_received,
-            "signal_to_fill": received - signal, "close_to_fill_env": sent_ms - due}
+                 signals: dict[tuple[str, int], float]) -> dict[str, float | None]:
+    """One fill's spans (ms); bar -> signal is None when its signal never came."""
+    key = _bar_key(body, spot)
+    assert key is not None
+    strategy_id, bar_key = key
+    bar_received, due = bars[bar_key]
+    signal = signals.get((strategy_id, bar_key[2]))
+    return {"close_to_fill": received - due, "close_to_bar": bar_received - due, "bar_to_fill": received - bar_received,
+            "bar_to_signal": None if signal is None else signal - bar_received, "close_to_fill_env": sent_ms - due}
 
 
 # --- the benchmark --------------------------------------------------------------------------
@@ -157,27 +172,56 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
                        cwd=stack.dir, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=limit_s + 60)
         seconds = time.monotonic() - started
         tapped = json.loads(out.read_text())
+    floor = machine_floor(stack.state_path.parent)
     result: dict[str, Any] = {"speed": stack.config["feed"]["speed"], "seconds": round(seconds, 1),
                               "fills": len(tapped["fills"]), "bars": tapped["bars"], "seq_gaps": tapped["seq_gaps"],
                               "load_before": load_before, "load_after": os.getloadavg()[0]}
     for span in SPANS:
-        values = [f[span] for f in tapped["fills"]]
-        result[span] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
-                        "max": max(values, default=float("nan"))}
+        result[span] = _spread([f[span] for f in tapped["fills"] if f[span] is not None])
     for name in ("bar_lateness", "bar_sent"):
-        values = tapped[name]
-        result[name] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
-                        "max": max(values, default=float("nan"))}
+        result[name] = _spread(tapped[name])
+    for name, values in floor.items():
+        result[name] = _spread(values)
     return result
 
 
-def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
-    """Quick: the default speed (or the given stack), QUICK_FILLS fills. Full: both speeds."""
-    want, limit = (QUICK_FILLS, QUICK_LIMIT_S) if quick else (MIN_FILLS, TAP_LIMIT_S)
+def machine_floor(directory: Path, samples: int = FLOOR_SAMPLES) -> dict[str, list[float]]:
+    """What the machine alone costs close -> fill, measured beside the running stack (ms): an
+    fsync'd append of a journal-sized line in the stack's state directory (the portfolio pays
+    one per cycle), and how late a process wakes for a deadline 2 ms ahead (each hop pays one:
+    marketdata at the close, the engine for the bar, the portfolio for the order, the tap)."""
+    fsyncs, wakes = [], []
+    path = directory / "floor-probe.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        line = b'{"seq":1,"kind":"spot","strategy_id":"probe","price":100.0,"quantity":1.0}\n' * 4
+        for _ in range(samples):
+            started = time.perf_counter()
+            os.write(fd, line)
+            os.fsync(fd)
+            fsyncs.append((time.perf_counter() - started) * 1000)
+            deadline = time.perf_counter() + 0.002
+            time.sleep(0.002)
+            wakes.append((time.perf_counter() - deadline) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return {"floor_fsync": fsyncs, "floor_wake": wakes}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"p50": percentile(values, 50), "p90": percentile(values, 90), "p99": percentile(values, 99),
+            "max": max(values, default=float("nan"))}
+
+
+def run(quick: bool = False, stack: Any = None, speeds: tuple[int, ...] = SPEEDS,
+        fills: int = MIN_FILLS) -> dict[str, Any]:
+    """Quick: the default speed (or the given stack), QUICK_FILLS fills. Full: ``speeds``."""
+    want, limit = (QUICK_FILLS, QUICK_LIMIT_S) if quick else (fills, TAP_LIMIT_S)
     if stack is not None:
         return {"runs": [measure(stack, want, limit)], "min_fills": want}
     runs = []
-    for speed in SPEEDS[:1] if quick else SPEEDS:
+    for speed in speeds[:1] if quick else speeds:
         with running_stack(base=bench_config(), speed=speed) as running:
             runs.append(measure(running, want, limit))
     return {"runs": runs, "min_fills": want}
@@ -188,22 +232,24 @@ def report(r: dict[str, Any]) -> list[Row]:
     for run_ in r["runs"]:
         def span(name: str) -> str:
             s = run_[name]
-            return f"{s['p50']:.2f} / {s['p99']:.2f} / {s['max']:.2f} ms"
+            return f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} / {s['max']:.2f} ms"
 
         speed = run_["speed"]
         targeted = speed == TARGET_SPEED
         rows += [
-            (f"{speed:,}x: bar close -> fill ack, tap clock (p50 / p99 / max, {run_['fills']} fills)",
+            (f"{speed:,}x: bar close -> fill ack, tap clock (p50 / p90 / p99 / max, {run_['fills']} fills)",
              span("close_to_fill"), f"p99 < {TARGET_P99_MS:g} ms" if targeted else "",
              verdict(run_["close_to_fill"]["p99"] < TARGET_P99_MS) if targeted else ""),
             (f"{speed:,}x: fills measured", f"{run_['fills']:,}", f">= {r['min_fills']:,}",
              verdict(run_["fills"] >= r["min_fills"])),
             (f"{speed:,}x: split 1, close -> bar published (received)", span("close_to_bar"), "", ""),
-            (f"{speed:,}x: split 2, bar -> signal", span("bar_to_signal"), "", ""),
-            (f"{speed:,}x: split 3, signal -> fill ack", span("signal_to_fill"), "", ""),
+            (f"{speed:,}x: split 2, bar received -> fill ack", span("bar_to_fill"), "", ""),
+            (f"{speed:,}x: bar -> signal (published after its order is answered)", span("bar_to_signal"), "", ""),
             (f"{speed:,}x: bar close -> fill, the fill envelope's ts (whole ms)", span("close_to_fill_env"), "", ""),
             (f"{speed:,}x: every bar, close -> received ({run_['bars']} bars)", span("bar_lateness"), "", ""),
             (f"{speed:,}x: every bar, close -> sent (bar envelope ts, whole ms)", span("bar_sent"), "", ""),
+            (f"{speed:,}x: floor, fsync of a journal append in the state dir", span("floor_fsync"), "", ""),
+            (f"{speed:,}x: floor, lateness of a wake-up 2 ms ahead (one per hop)", span("floor_wake"), "", ""),
             (f"{speed:,}x: {run_['seconds']:g} s wall; load average {run_['load_before']:.2f} -> "
              f"{run_['load_after']:.2f} (2 cores, shared); tap sequence gaps (topics it filters out count too)",
              f"{run_['seq_gaps']}", "", ""),
@@ -218,13 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fills", type=int, default=MIN_FILLS)
     parser.add_argument("--seconds", type=float, default=TAP_LIMIT_S)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--speeds", default=",".join(map(str, SPEEDS)), help="comma-separated feed speeds")
     args = parser.parse_args(argv)
     if args.tap:
         if args.out is None:
             parser.error("--tap needs --out")
         args.out.write_text(json.dumps(tap(args.tap, args.fills, args.seconds)))
         return 0
-    for row in report(run(quick=args.quick)):
+    try:
+        speeds = tuple(int(s) for s in args.speeds.split(","))
+    except ValueError:
+        parser.error(f"--speeds: expected comma-separated integers, got {args.speeds!r}")
+    for row in report(run(quick=args.quick, speeds=speeds, fills=args.fills)):
         print(" | ".join(row))
     return 0
 

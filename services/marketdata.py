@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import RequestError
-from common.clock import MarketClock, next_due
+from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, MarketClock, next_due
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.state_store import StateFileError, load_state, save_state
 from common.timeframes import timeframe_ms
@@ -72,6 +72,14 @@ class MarketDataService:
         self.bar_periods_ms = sorted({timeframe_ms(tf) for tf in self.feed.timeframes})
         self.next_close: int | None = None  # the market time of the next bar close, once known
         self.clock_saved_at = 0.0  # monotonic s
+
+    def near_close(self) -> bool:
+        """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime),
+        leaving the close's CPU to the bar, the decisions and the orders."""
+        if self.cfg.feed.mode == "live" or not self.bar_periods_ms:
+            return False
+        window = CloseWindow(self.clock, tuple(self.bar_periods_ms), CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
+        return window.holds(wall_ms())
 
     def _identity(self) -> dict[str, Any]:
         replay = {s: str(p) for s, p in self.cfg.feed.replay.files.items()} if self.cfg.feed.mode == "replay" else {}
@@ -213,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"history": svc.history, "prices": svc.prices, "status": svc.status})
     rt.heartbeat_status(svc.status)
+    rt.hold_housekeeping(svc.near_close)
     rt.wake(svc.advance)
     rt.every(CLOCK_SAVE_SECONDS, svc.save_clock)
     rt.run(on_stop=svc.stop)

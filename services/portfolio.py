@@ -1,7 +1,8 @@
 """portfolio: the only writer of state.json; fills paper orders and enforces risk.
 
 Subscribes  tick.* from marketdata (the prices orders fill at; marks, risk, kill-switch
-            liquidation, option expiry)
+            liquidation, option expiry); clock from marketdata (when the bars close in wall
+            time: housekeeping waits out each close's burst of orders)
 Answers     order, option_order (both idempotent by order id), orders (a cycle's orders in one
             request, group committed), positions {strategy_id}, snapshot (every strategy's view),
             book_snapshot (every book record, for a clone), status, equity,
@@ -22,10 +23,12 @@ until a mark values it again; the other books are marked regardless.
 Order of work for a fill: decide (pure) -> append to the journal and fsync -> book it ->
 acknowledge. The orders of one request share one append and one fsync (group commit,
 ``answer_orders``); none of them is acknowledged before it. state.json is saved atomically
-every SAVE_SECONDS and on stop, off the order path. A crash at any point loses nothing that
-was acknowledged: on start the journal tail past state.json's ``journal_seq`` is replayed,
-into books created from the config first, and only after the journal has been checked to be
-this state's history (``start_from_disk``).
+every SAVE_SECONDS and on stop, off the order path: marks, saves, snapshots and option marks
+are housekeeping, held from CLOSE_BEFORE_MS before each bar close (the clock's mapping) to
+CLOSE_AFTER_MS after it (common.clock), so the orders a close brings never wait behind an
+fsync. A crash at any point loses nothing that was acknowledged: on start the journal tail
+past state.json's ``journal_seq`` is replayed, into books created from the config first, and
+only after the journal has been checked to be this state's history (``start_from_disk``).
 
 Readers clone the books (the ZeroMQ guide's clone pattern): each DELTA_SECONDS a
 ``portfolio.delta`` numbered ``seq`` (one ``stream`` per process start) carries the marks and
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
+from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, clock_from_message
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.state_store import (
@@ -61,7 +65,7 @@ from common.state_store import (
     remove_stale_temp_files,
     save_state,
 )
-from common.timeframes import HOUR_MS
+from common.timeframes import HOUR_MS, timeframe_ms
 from config.settings import Config, load_config
 from services.runtime import ServiceRuntime, config_path
 from trading.ledger import OrderDecision
@@ -129,6 +133,8 @@ class PortfolioService:
         self.fills_made = 0
         self.stream = secrets.token_hex(6)  # a restart starts a new numbering: readers resnapshot
         self.delta_seq = 0
+        self.bar_periods_ms = tuple(sorted({timeframe_ms(sc.timeframe) for sc in cfg.strategies}))
+        self.close_window: CloseWindow | None = None  # from marketdata's first clock message
         self.save()
 
     # --- persistence -------------------------------------------------------------------
@@ -218,6 +224,10 @@ class PortfolioService:
         self.dirty = True
         for fill in fills:
             self.rt.publisher.publish(f"fill.{fill.strategy_id}", "fill", fill.to_dict())
+        self.rt.after_turn(lambda: self.log_fills(fills))  # after the acks: a log line is not on their path
+
+    def log_fills(self, fills: list[Fill]) -> None:
+        for fill in fills:
             self.rt.log.info("fill", seq=fill.seq, strategy=fill.strategy_id, kind=fill.kind,
                              side=fill.side, instrument=fill.instrument, quantity=fill.quantity,
                              price=fill.price, fee=fill.fee, realized_pnl=fill.realized_pnl)
@@ -442,9 +452,25 @@ class PortfolioService:
         return {"points": self.equity.read(since_ts=since_ts, max_points=max_points)}
 
     # --- market -----------------------------------------------------------------------------
+    def on_clock(self, body: Any) -> None:
+        """Keep the clock's mapping (marketdata's ``clock`` message) for ``near_close``."""
+        try:
+            clock = clock_from_message(body)
+        except ValueError:
+            self.rt.stats.count_drop("bad_clock")
+            return
+        if self.bar_periods_ms and (self.close_window is None or self.close_window.clock != clock):
+            self.close_window = CloseWindow(clock, self.bar_periods_ms, CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
+
+    def near_close(self) -> bool:
+        """True within a bar close's burst of orders: housekeeping waits (ServiceRuntime)."""
+        return self.close_window is not None and self.close_window.holds(time.time_ns() / 1e6)
+
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body
-        if env.type == "tick" and isinstance(body, dict):
+        if env.type == "clock":
+            self.on_clock(body)
+        elif env.type == "tick" and isinstance(body, dict):
             symbol, price, ts = body.get("symbol"), body.get("price"), body.get("ts")
             if isinstance(symbol, str) and isinstance(price, (int, float)) and not isinstance(price, bool) \
                     and math.isfinite(price) and price > 0 and isinstance(ts, int) and not isinstance(ts, bool):
@@ -568,17 +594,18 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     # Ticks first: in each loop turn they are read before the orders, so an order finds the
     # tick of its own bar when both are waiting.
-    rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
+    rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick.", "clock"], svc.on_message)
     rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order, "orders": svc.on_orders,
                              "positions": svc.on_positions, "positions_batch": svc.on_positions_batch,
                              "snapshot": svc.on_snapshot, "book_snapshot": svc.on_book_snapshot,
                              "status": svc.on_status, "equity": svc.on_equity, "reset_risk": svc.on_reset_risk})
     rt.heartbeat_status(svc.on_status)
-    rt.every(MARK_SECONDS, svc.mark)
-    rt.every(1.0, svc.fetch_prices)
-    rt.every(OPTION_MARK_SECONDS, svc.mark_options)
-    rt.every(DELTA_SECONDS, svc.publish_delta)
-    rt.every(SAVE_SECONDS, svc.save)
+    rt.hold_housekeeping(svc.near_close)
+    rt.every(MARK_SECONDS, svc.mark, housekeeping=True)
+    rt.every(1.0, svc.fetch_prices, housekeeping=True)
+    rt.every(OPTION_MARK_SECONDS, svc.mark_options, housekeeping=True)
+    rt.every(DELTA_SECONDS, svc.publish_delta, housekeeping=True)
+    rt.every(SAVE_SECONDS, svc.save, housekeeping=True)
     rt.run(on_stop=svc.stop)
     return 0
 

@@ -34,6 +34,10 @@ from config.settings import Config, ConfigError, load_config
 SLOW_CALLBACK_SECONDS = 0.5
 HEAP_TRIM_SECONDS = 10.0
 REPAIR_SECONDS = 1.0  # how soon a subscriber reconnects an endpoint an impostor broke
+# A housekeeping timer waits while the service's hold check says a bar close's burst is on
+# (hold_housekeeping), but never more than this past its due time.
+HOUSEKEEPING_MAX_DELAY_SECONDS = 5.0
+HOLD_RECHECK_SECONDS = 0.005  # how often a held timer asks again (the loop still wakes for messages)
 # glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
 # two arenas instead of 8 per core for zmq's I/O threads; a fixed 128 KiB mmap threshold, so
 # a large transient (a state snapshot, a numpy temporary) is mapped and unmapped instead of
@@ -84,6 +88,7 @@ class _Timer:
     callback: Callable[[], Any]
     due: float
     self_timed: bool = False  # the callback returns the seconds until it wants to run again
+    housekeeping: bool = False  # waits while the service's hold check is True (hold_housekeeping)
 
 
 def bus_security(cfg: Config, identity: str) -> BusSecurity:
@@ -119,12 +124,15 @@ class ServiceRuntime:
         self._busy = False
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
         self._heartbeat_timer: _Timer | None = None
+        self._hold: Callable[[], bool] = lambda: False
+        self._after_turn: list[Callable[[], Any]] = []
+        self._looping = False
         # What keeps this service from doing its job right now (name -> one-line reason):
         # the heartbeat carries it and the gateway's /healthz is 503 while any is set.
         self.problems: dict[str, str] = {}
         self._poller = zmq.Poller()
-        self.every(HEAP_TRIM_SECONDS, self.trim_heap)
-        self.every(REPAIR_SECONDS, self._repair_subscribers)
+        self.every(HEAP_TRIM_SECONDS, self.trim_heap, housekeeping=True)
+        self.every(REPAIR_SECONDS, self._repair_subscribers, housekeeping=True)
 
     # --- sockets -------------------------------------------------------------------------
     @property
@@ -146,7 +154,7 @@ class ServiceRuntime:
     def bind_publisher(self, endpoint: str) -> Publisher:
         self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats, security=self.security)
         self._closables.append(self.publisher)
-        self.every(HEARTBEAT_SECONDS, self._heartbeat)
+        self.every(HEARTBEAT_SECONDS, self._heartbeat, housekeeping=True)
         self._heartbeat_timer = self._timers[-1]
         return self.publisher
 
@@ -188,8 +196,15 @@ class ServiceRuntime:
         return req
 
     # --- timers and heartbeat -----------------------------------------------------------
-    def every(self, seconds: float, callback: Callable[[], None]) -> None:
-        self._timers.append(_Timer(seconds, callback, time.monotonic()))
+    def every(self, seconds: float, callback: Callable[[], None], *, housekeeping: bool = False) -> None:
+        """Run ``callback`` every ``seconds``; a ``housekeeping`` one (a save, a snapshot) waits
+        while the hold check is True (``hold_housekeeping``), at most HOUSEKEEPING_MAX_DELAY_SECONDS."""
+        self._timers.append(_Timer(seconds, callback, time.monotonic(), housekeeping=housekeeping))
+
+    def hold_housekeeping(self, hold: Callable[[], bool]) -> None:
+        """``hold()`` is True while latency-critical work is near (a bar close and the orders
+        it brings): housekeeping timers then wait, so a fill never queues behind an fsync."""
+        self._hold = hold
 
     def wake(self, callback: Callable[[], float]) -> None:
         """A timer that sets its own beat: ``callback`` returns the seconds until its next run
@@ -200,6 +215,14 @@ class ServiceRuntime:
         """Long work cut into small steps: one step per loop turn, between socket reads, so a
         message never waits behind the whole job. ``step`` returns True while work remains."""
         self._steps.append(step)
+
+    def after_turn(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once this loop turn's requests are answered (a fill's log line is
+        never in the way of its ack); at once when the loop is not running (a test, ``once``)."""
+        if self._looping:
+            self._after_turn.append(callback)
+        else:
+            self._guarded(callback)
 
     def heartbeat_status(self, extra: Callable[[], dict[str, Any]]) -> None:
         """What this service adds to its heartbeat (the gateway shows it in /healthz)."""
@@ -283,25 +306,37 @@ class ServiceRuntime:
         # the parent seen at import still catches a supervisord that died while we started up.
         self.dies_with_parent = die_with_parent(_libc, _PARENT_PID)
         self.log.info("started", pid=os.getpid(), parent=_PARENT_PID, dies_with_parent=self.dies_with_parent)
+        self._looping = True
         try:
             while not self.stopping:
                 now = time.monotonic()
+                holding: bool | None = None  # asked once per turn, only when a housekeeping timer is due
+                next_due = now + 0.1
                 for timer in self._timers:
                     if now >= timer.due:
+                        if timer.housekeeping and now - timer.due < HOUSEKEEPING_MAX_DELAY_SECONDS:
+                            if holding is None:
+                                holding = bool(self._guarded(self._hold))
+                            if holding:
+                                next_due = min(next_due, now + HOLD_RECHECK_SECONDS)
+                                continue
                         timer.due = max(timer.due + timer.interval, now)
                         wait = self._guarded(timer.callback)
                         if timer.self_timed:
                             timer.due = time.monotonic() + (wait if isinstance(wait, (int, float)) else 0.05)
-                next_due = min((t.due for t in self._timers), default=now + 0.1)
+                    next_due = min(next_due, timer.due)
                 timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
                 ready = dict(self._poller.poll(0 if self._busy else timeout_ms))
                 for sock, callback in self._readers:
                     if sock in ready:
                         self._guarded(callback)
+                self._run_after_turn()
                 self._busy = False
                 for step in self._steps:
                     self._busy |= bool(self._guarded(step))
         finally:
+            self._looping = False
+            self._run_after_turn()
             if on_stop is not None:
                 try:
                     on_stop()
@@ -309,6 +344,11 @@ class ServiceRuntime:
                     self.log.error("stop_failed", error=f"{type(exc).__name__}: {exc}")
             self.close()
             self.log.info("stopped")
+
+    def _run_after_turn(self) -> None:
+        pending, self._after_turn = self._after_turn, []
+        for callback in pending:
+            self._guarded(callback)
 
     def close(self) -> None:
         for closable in self._closables:

@@ -12,7 +12,10 @@ Requests    history from marketdata (warm-up, and again after a gap); chain + iv
             when no fresh published one is at hand; positions_batch (one per options batch) and
             orders (a cycle's spot and option orders in one request) to portfolio
 Publishes   signal.<strategy_id>, cycle, heartbeat.signals-<engine> (with each strategy's last
-            decision, its market time and its reason: the gateway's /status shows them)
+            decision, its market time and its reason: the gateway's /status shows them). A
+            spot cycle's signals go out after its orders were sent and answered: the bar's
+            close -> fill path waits for nothing but the decisions; the heartbeat waits out
+            each close's burst (common.clock.CloseWindow)
 Calls       trading.engine (schedule, evaluate_spot, evaluate_options), strategies.incremental (spot
             strategies kept bar by bar, rebuilt from a refetched history)
 
@@ -36,7 +39,16 @@ from typing import Any
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
-from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, TRANSIENT_ERRORS, RecordError, SpotOrder
+from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, clock_from_message
+from common.model import (
+    MAX_ORDERS_PER_REQUEST,
+    ORDER_ERROR,
+    ORDER_RETRY,
+    TRANSIENT_ERRORS,
+    RecordError,
+    Signal,
+    SpotOrder,
+)
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
 from config.schema import SCRIPT_TIMEOUT_SECONDS
@@ -123,6 +135,9 @@ class SignalEngine:
         self.orders_acked = 0
         self.portfolio_totals: dict[str, Any] | None = None  # the portfolio's latest snapshot, for the cycle line
         self.fills_since_cycle = 0
+        self.unpublished: list[Signal] = []  # signals decided, out once their orders are sent
+        self.bar_periods_ms = tuple(sorted({timeframe_ms(sc.timeframe) for sc in self.spot + self.options}))
+        self.close_window: CloseWindow | None = None  # from marketdata's clock message
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
@@ -192,6 +207,21 @@ class SignalEngine:
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
             self.run_due()  # the bars of this market time are in: decide now, not on the next tick
+            self.follow_clock(env.body)
+
+    def follow_clock(self, body: dict[str, Any]) -> None:
+        """Keep the clock's mapping for ``near_close`` (a bad one is counted and dropped)."""
+        try:
+            clock = clock_from_message(body)
+        except ValueError:
+            self.rt.stats.count_drop("bad_clock")
+            return
+        if self.bar_periods_ms and (self.close_window is None or self.close_window.clock != clock):
+            self.close_window = CloseWindow(clock, self.bar_periods_ms, CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
+
+    def near_close(self) -> bool:
+        """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime)."""
+        return self.close_window is not None and self.close_window.holds(time.time_ns() / 1e6)
 
     # --- cycle -----------------------------------------------------------------------------
     def run_due(self) -> None:
@@ -204,6 +234,13 @@ class SignalEngine:
             self.run_cycle(due)
         self.collect_scripts()
         self.flush_outbox()
+        self.publish_signals()
+
+    def publish_signals(self) -> None:
+        """The signals decided since the last call, in the order they were decided."""
+        pending, self.unpublished = self.unpublished, []
+        for signal in pending:
+            self.rt.publisher.publish(f"signal.{signal.strategy_id}", "signal", signal.to_dict())
 
     def run_spot(self, sc: Any) -> SpotDecision | None:
         try:
@@ -215,12 +252,12 @@ class SignalEngine:
         return self.take_spot(sc, decision)
 
     def take_spot(self, sc: Any, decision: SpotDecision) -> SpotDecision:
-        """Publish a spot decision, note it for /status, and queue its order."""
+        """Queue a spot decision's order and its signal (``publish_signals``), note it for /status."""
         summary = spot_summary(decision)
         if decision.signal is None:
             self.note(sc.id, f"skipped: {decision.skipped}", summary)
             return decision
-        self.rt.publisher.publish(f"signal.{sc.id}", "signal", decision.signal.to_dict())
+        self.unpublished.append(decision.signal)
         self.note(sc.id, "ok", summary, signal=decision.signal.signal)
         order = decision.order
         if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
@@ -229,7 +266,8 @@ class SignalEngine:
         return decision
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
-        """Spot now, its orders sent at once (latency); options queued, one per loop turn."""
+        """Spot now, its orders sent at once (latency), then its signals and the cycle's line;
+        options queued, one per loop turn."""
         started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
         for sid in due:
@@ -238,15 +276,19 @@ class SignalEngine:
         decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id and by_id[sid].script is None)
                      if d is not None]
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)  # deciding, as the gateway shows it
+        queued = len(self.outbox)
+        self.flush_outbox()
+        self.publish_signals()
+        sent_ms = round((time.perf_counter() - started) * 1000, 3)  # and the orders answered
         self.cycle_count += 1
         signals = [d.signal.signal for d in decisions if d.signal is not None]
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
         self.rt.publisher.publish("cycle", "cycle", {"cycle": self.cycle_count, "market_ts": self.market_ts,
-                                                      "ran": len(due), "orders": len(self.outbox),
+                                                      "ran": len(due), "orders": queued,
                                                       "duration_ms": duration_ms})
         self.rt.log.info("cycle", cycle=self.cycle_count, market_ts=self.market_ts, ran=len(due),
                          buys=signals.count(1), sells=signals.count(-1), skipped=len(decisions) - len(signals),
-                         outbox=len(self.outbox), duration_ms=duration_ms,
+                         outbox=queued, duration_ms=duration_ms, with_orders_ms=sent_ms,
                          **cycle_log_fields(self.portfolio_totals, self.fills_since_cycle))
         self.fills_since_cycle = 0
         return decisions
@@ -504,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     if engine.options:
         rt.subscribe([cfg.endpoints["pricer"].pub], ["chain.", "iv."], engine.on_message)
     rt.heartbeat_status(engine.status)
+    rt.hold_housekeeping(engine.near_close)
     rt.every(0.05, engine.run_due)
     rt.step_between_messages(engine.options_step)
     rt.run(on_stop=engine.scripts.close)

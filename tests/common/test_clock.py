@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.clock import MarketClock, align_down, next_due
+from common.clock import CloseWindow, MarketClock, align_down, clock_from_message, next_due
 
 HOUR = 3_600_000
 
@@ -41,3 +41,42 @@ def test_next_due_is_the_next_grid_point_strictly_after() -> None:
     assert next_due(HOUR, HOUR) == 2 * HOUR
     assert next_due(HOUR + 1, HOUR) == 2 * HOUR
     assert align_down(HOUR + 59, 60) == HOUR
+
+
+def test_the_close_window_holds_just_before_and_after_each_close() -> None:
+    # 3,600x: an hour bar closes every wall second, at wall 1_000, 2_000, ...
+    clock = MarketClock(market_origin=10 * HOUR, wall_origin=1_000, speed=3600)
+    window = CloseWindow(clock, (HOUR, 24 * HOUR), before_ms=30, after_ms=100)
+    assert window.holds(1_000) and window.holds(1_099.9)  # the close and its burst
+    assert not window.holds(1_100.5) and not window.holds(1_500) and not window.holds(1_969.5)
+    assert window.holds(1_970.5) and window.holds(1_999.9)  # the next close is near
+
+
+def test_the_close_window_leaves_room_on_a_fast_clock() -> None:
+    # 36,000x: a close every 100 wall ms; margins capped at 20 ms before and 40 ms after
+    clock = MarketClock(market_origin=0, wall_origin=0, speed=36_000)
+    window = CloseWindow(clock, (HOUR,), before_ms=30, after_ms=100)
+    assert window.holds(139.5) and not window.holds(140.5)
+    assert not window.holds(179.5) and window.holds(180.5)
+
+
+def test_a_close_window_without_bar_periods_is_refused() -> None:
+    clock = MarketClock(market_origin=0, wall_origin=0, speed=3600)
+    with pytest.raises(ValueError, match="bar periods"):
+        CloseWindow(clock, (), before_ms=30, after_ms=100)
+    with pytest.raises(ValueError, match="margins"):
+        CloseWindow(clock, (HOUR,), before_ms=-1, after_ms=100)
+
+
+def test_a_clock_message_gives_back_its_mapping() -> None:
+    clock = MarketClock(market_origin=5, wall_origin=6.5, speed=36_000)
+    assert clock_from_message({"ts": 9, **clock.to_dict()}) == clock
+
+
+@pytest.mark.parametrize("body, what", [(None, "expected an object"), ({"wall_origin": 0, "speed": 1}, "market_origin"),
+                                        ({"market_origin": 0, "wall_origin": True, "speed": 1}, "wall_origin"),
+                                        ({"market_origin": 0, "wall_origin": 0, "speed": float("nan")}, "speed"),
+                                        ({"market_origin": 0, "wall_origin": 0, "speed": 0}, "speed")])
+def test_a_bad_clock_message_is_refused_naming_the_field(body, what) -> None:
+    with pytest.raises(ValueError, match=what):
+        clock_from_message(body)

@@ -145,3 +145,13 @@ def test_the_clock_file_is_not_saved_just_before_a_close_but_never_goes_stale(se
     svc.next_close = svc.feed.now_ts + 1  # closes due every moment: the file still gets saved
     svc.save_clock()
     assert len(saves) == 3
+
+
+def test_housekeeping_is_held_around_each_close(service) -> None:
+    """The heartbeat and heap trims wait from 30 ms before a close to 150 ms after it."""
+    start, wall = service
+    svc, _ = start()
+    close = svc.feed.now_ts + HOUR
+    for offset_ms, held in ((-500.0, False), (-29.0, True), (0.0, True), (149.0, True), (151.0, False)):
+        wall.now_ms = svc.clock.wall_ms_at(close) + offset_ms
+        assert svc.near_close() is held, offset_ms

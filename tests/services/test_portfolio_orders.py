@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from common.bus import RequestError
+from common.bus import Envelope, RequestError
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY
 from options.contracts import OptionContract
 from options.venues import DERIBIT
@@ -179,3 +179,29 @@ def test_a_bad_item_is_answered_in_its_place_and_the_others_fill(svc) -> None:
     assert (acks[3]["order_id"], acks[3]["code"]) == (None, "bad_order")
     assert acks[4]["code"] == "bad_order" and "price" in acks[4]["reason"]
     assert [line["order_id"] for line in journal(svc)] == [good["order_id"]]
+
+
+def clock_message(body) -> Envelope:
+    return Envelope(1, "clock", "clock", 0, "marketdata", 0, body)
+
+
+def test_housekeeping_is_held_around_each_bar_close_of_the_clock(svc, monkeypatch) -> None:
+    """The clock's mapping says when the bars close in wall time: 1h bars at 3,600x close every
+    wall second, so a save waits from 30 ms before to 150 ms after each close."""
+    assert not svc.near_close()  # no clock yet: nothing is held
+    hour = 3_600_000
+    svc.on_message("clock", clock_message({"ts": 5 * hour, "market_origin": 5 * hour, "wall_origin": 1_000_000,
+                                           "speed": 3600}))
+    for wall_ms, held in ((1_000_000, True), (1_000_149, True), (1_000_151, False), (1_000_969, False),
+                          (1_000_971, True)):
+        monkeypatch.setattr("services.portfolio.time.time_ns", lambda w=wall_ms: int(w * 1e6))
+        assert svc.near_close() is held, wall_ms
+
+
+@pytest.mark.parametrize("body", [None, "clock", {"market_origin": 0, "wall_origin": 0},
+                                  {"market_origin": 0, "wall_origin": 0, "speed": 0},
+                                  {"market_origin": 0, "wall_origin": 0, "speed": float("inf")},
+                                  {"market_origin": "x", "wall_origin": 0, "speed": 3600}])
+def test_a_bad_clock_is_dropped_and_counted(svc, body) -> None:
+    svc.on_message("clock", clock_message(body))
+    assert svc.close_window is None and svc.rt.stats.dropped["bad_clock"] == 1

@@ -109,6 +109,54 @@ def test_a_self_timed_callback_runs_again_when_it_asks(monkeypatch):
     assert 0.045 <= runs[3] - runs[2] < 0.5  # a bad answer falls back to 50 ms, never a dead timer
 
 
+def test_housekeeping_waits_while_held_and_other_timers_do_not(monkeypatch):
+    """``hold_housekeeping``: a save waits out a bar close's burst; the work of the burst does not."""
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    started = time.monotonic()
+    held_until = started + 0.15
+    saves: list[float] = []
+    work: list[float] = []
+    rt.hold_housekeeping(lambda: time.monotonic() < held_until)
+    rt.every(0.01, lambda: saves.append(time.monotonic()), housekeeping=True)
+
+    def tick() -> None:
+        work.append(time.monotonic())
+        if len(saves) >= 2:
+            rt.request_stop()
+
+    rt.every(0.01, tick)
+    rt.run()
+    assert saves[0] >= held_until  # due at once, run only once the hold was over
+    assert min(work) < started + 0.05  # plain timers ran through the hold
+    assert len([t for t in work if t < held_until]) >= 3
+
+
+def test_housekeeping_held_for_good_still_runs_after_the_max_delay(monkeypatch):
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    monkeypatch.setattr(runtime, "HOUSEKEEPING_MAX_DELAY_SECONDS", 0.05)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    started = time.monotonic()
+    saves: list[float] = []
+    rt.hold_housekeeping(lambda: True)
+
+    def save() -> None:
+        saves.append(time.monotonic())
+        rt.request_stop()
+
+    rt.every(1.0, save, housekeeping=True)
+    rt.run()
+    assert saves and saves[0] - started >= 0.05
+
+
 def test_the_heartbeat_keeps_beating_while_a_request_waits_on_a_silent_peer(tmp_path):
     """A service blocked on a slow peer is alive: /healthz must not call it dead (two missed
     beats), so the requester beats while it waits."""
@@ -145,3 +193,22 @@ def test_the_heartbeat_keeps_beating_while_a_request_waits_on_a_silent_peer(tmp_
             listener.close()
         peer.close(0)
         rt.close()
+
+
+def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_the_loop(monkeypatch):
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    order: list[str] = []
+    rt.after_turn(lambda: order.append("outside the loop"))
+    assert order == ["outside the loop"]
+
+    def timer() -> None:
+        rt.after_turn(lambda: order.append("after"))
+        order.append("timer")
+        rt.request_stop()
+
+    rt.every(0.01, timer)
+    rt.run()
+    assert order == ["outside the loop", "timer", "after"]

@@ -128,3 +128,36 @@ def test_the_backoff_doubles_per_failure_up_to_its_cap(engine, failure, waits):
         seen.append(round(engine.portfolio_retry_at - before, 1))
     assert seen == waits and PORTFOLIO_BACKOFF_CAP_SECONDS == 10
     assert list(engine.outbox) == ["a"]
+
+
+class RecordingPublisher:
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def publish(self, topic, type_, body) -> None:
+        self.events.append(("publish", topic))
+
+
+def test_a_cycle_sends_its_orders_before_it_publishes_its_signals(engine, monkeypatch):
+    """Close -> fill waits for the decisions only: the signals and the cycle line go out after."""
+    from common.model import Signal
+    from trading.engine import SpotDecision
+
+    events: list = []
+    portfolio = ScriptedPortfolio({"status": "filled"})
+    real_request = portfolio.request
+    portfolio.request = lambda kind, body=None, **kw: (events.append(("orders", len(body["orders"]))),
+                                                       real_request(kind, body, **kw))[1]
+    engine.portfolio = portfolio
+    engine.rt.publisher = RecordingPublisher(events)
+    engine.market_ts = 7_200_000
+
+    def decide(sid, strategy, symbol, timeframe, *_args):
+        signal = Signal(sid, strategy, symbol, timeframe, 1, 100.0, 3_600_000, 7_200_000)
+        return SpotDecision(sid, signal, SpotOrder(f"{sid}:3600000", sid, symbol, 1, 100.0, 7_200_000))
+
+    monkeypatch.setattr(signals, "evaluate_spot", decide)
+    ids = [sc.id for sc in engine.spot[:3]]
+    engine.run_cycle(ids)
+    assert events == [("orders", 3)] + [("publish", f"signal.{sid}") for sid in ids] + [("publish", "cycle")]
+    assert not engine.outbox and engine.orders_acked == 3 and engine.unpublished == []
