@@ -85,7 +85,8 @@ def test_pub_sub_delivers_valid_and_drops_garbage(ctx, tcp_endpoint):
     sub.socket.connect(raw_sub_endpoint)
     deadline = time.monotonic() + 5
     good = []
-    while time.monotonic() < deadline and not (good and sub.stats.dropped["bad_frame_count"]):
+    while time.monotonic() < deadline and not (good and sub.stats.dropped["bad_frame_count"]
+                                               and sub.stats.dropped["bad_envelope"]):
         pub.publish("bar.BTC/USDT.1h", "bar", {"close": 1.0})  # slow joiners: keep publishing
         raw_pub.send_multipart([b"bar.x", b"\xc1\xc1"])
         raw_pub.send_multipart([b"bar.x"])
