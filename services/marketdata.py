@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import RequestError
-from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, MarketClock, next_due
+from common.clock import MarketClock, next_due
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.state_store import StateFileError, load_state, save_state
 from common.timeframes import timeframe_ms
@@ -29,7 +29,7 @@ from common.wall import wall_ms
 from config.settings import Config, load_config
 from services.feeds.feed import MarketFeed
 from services.feeds.market import build_feed_from_config
-from services.runtime import ServiceRuntime, config_path
+from services.runtime import CloseWatch, ServiceRuntime, config_path
 
 TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at their close
 CLOCK_SAVE_SECONDS = 0.25
@@ -70,16 +70,15 @@ class MarketDataService:
                          resumed=resume_ts is not None, speed=cfg.feed.speed)
         self.bars_published = 0
         self.bar_periods_ms = sorted({timeframe_ms(tf) for tf in self.feed.timeframes})
+        self.closes = CloseWatch(self.bar_periods_ms, self.rt.stats)
+        self.closes.use(self.clock)
         self.next_close: int | None = None  # the market time of the next bar close, once known
         self.clock_saved_at = 0.0  # monotonic s
 
     def near_close(self) -> bool:
         """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime),
         leaving the close's CPU to the bar, the decisions and the orders."""
-        if self.cfg.feed.mode == "live" or not self.bar_periods_ms:
-            return False
-        window = CloseWindow(self.clock, tuple(self.bar_periods_ms), CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
-        return window.holds(wall_ms())
+        return self.cfg.feed.mode != "live" and self.closes.holds(wall_ms())
 
     def _identity(self) -> dict[str, Any]:
         replay = {s: str(p) for s, p in self.cfg.feed.replay.files.items()} if self.cfg.feed.mode == "replay" else {}

@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.bus import Envelope, RemoteError, RequestError, RequestFailed
-from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, clock_from_message
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.state_store import (
@@ -66,8 +65,9 @@ from common.state_store import (
     save_state,
 )
 from common.timeframes import HOUR_MS, timeframe_ms
+from common.wall import wall_ms
 from config.settings import Config, load_config
-from services.runtime import ServiceRuntime, config_path
+from services.runtime import CloseWatch, ServiceRuntime, config_path
 from trading.ledger import OrderDecision
 from trading.option_book import OptionOrder, OptionOrderDecision
 from trading.option_order_checks import (
@@ -133,8 +133,8 @@ class PortfolioService:
         self.fills_made = 0
         self.stream = secrets.token_hex(6)  # a restart starts a new numbering: readers resnapshot
         self.delta_seq = 0
-        self.bar_periods_ms = tuple(sorted({timeframe_ms(sc.timeframe) for sc in cfg.strategies}))
-        self.close_window: CloseWindow | None = None  # from marketdata's first clock message
+        self.closes = CloseWatch((timeframe_ms(sc.timeframe) for sc in cfg.strategies),
+                                 runtime.stats)  # marketdata's clock
         self.save()
 
     # --- persistence -------------------------------------------------------------------
@@ -452,24 +452,14 @@ class PortfolioService:
         return {"points": self.equity.read(since_ts=since_ts, max_points=max_points)}
 
     # --- market -----------------------------------------------------------------------------
-    def on_clock(self, body: Any) -> None:
-        """Keep the clock's mapping (marketdata's ``clock`` message) for ``near_close``."""
-        try:
-            clock = clock_from_message(body)
-        except ValueError:
-            self.rt.stats.count_drop("bad_clock")
-            return
-        if self.bar_periods_ms and (self.close_window is None or self.close_window.clock != clock):
-            self.close_window = CloseWindow(clock, self.bar_periods_ms, CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
-
     def near_close(self) -> bool:
         """True within a bar close's burst of orders: housekeeping waits (ServiceRuntime)."""
-        return self.close_window is not None and self.close_window.holds(time.time_ns() / 1e6)
+        return self.closes.holds(wall_ms())
 
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body
         if env.type == "clock":
-            self.on_clock(body)
+            self.closes.follow(body)
         elif env.type == "tick" and isinstance(body, dict):
             symbol, price, ts = body.get("symbol"), body.get("price"), body.get("ts")
             if isinstance(symbol, str) and isinstance(price, (int, float)) and not isinstance(price, bool) \

@@ -26,6 +26,7 @@ import zmq
 
 from common.bus import BusStats, Publisher, Replier, Requester, Subscriber
 from common.bus_auth import BusKeysError, BusSecurity, load_security, stop_zap, zap_handler
+from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, MarketClock, clock_from_message
 from common.log import EventLog
 from common.messages import HEARTBEAT_SECONDS
 from common.wall import wall_ms
@@ -89,6 +90,30 @@ class _Timer:
     due: float
     self_timed: bool = False  # the callback returns the seconds until it wants to run again
     housekeeping: bool = False  # waits while the service's hold check is True (hold_housekeeping)
+
+
+class CloseWatch:
+    """When a bar close's burst is on in wall time (``hold_housekeeping``), from a clock mapping:
+    marketdata's own, or the one its ``clock`` messages carry. A bad message is counted
+    (``bad_clock``) and the last good mapping kept."""
+
+    def __init__(self, bar_periods_ms: Any, stats: BusStats) -> None:
+        self.periods = tuple(sorted(set(bar_periods_ms)))
+        self.stats = stats
+        self.window: CloseWindow | None = None
+
+    def use(self, clock: MarketClock) -> None:
+        if self.periods and (self.window is None or self.window.clock != clock):
+            self.window = CloseWindow(clock, self.periods, CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
+
+    def follow(self, body: Any) -> None:
+        try:
+            self.use(clock_from_message(body))
+        except ValueError:
+            self.stats.count_drop("bad_clock")
+
+    def holds(self, now_ms: float) -> bool:
+        return self.window is not None and self.window.holds(now_ms)
 
 
 def bus_security(cfg: Config, identity: str) -> BusSecurity:

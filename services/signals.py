@@ -39,7 +39,6 @@ from typing import Any
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
-from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, clock_from_message
 from common.model import (
     MAX_ORDERS_PER_REQUEST,
     ORDER_ERROR,
@@ -51,13 +50,14 @@ from common.model import (
 )
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
+from common.wall import wall_ms
 from config.schema import SCRIPT_TIMEOUT_SECONDS
 from config.settings import Config, load_config, use_strategies_dir, user_strategy_problems
 from options.chain import ChainReplyError, chain_from_dict
 from options.chain_wire import OPTIONS_HORIZON_DAYS
 from options.risk import OptionsRiskLimits
 from services.feeds.exchange_client import backoff_seconds
-from services.runtime import ServiceRuntime, bus_security, config_path
+from services.runtime import CloseWatch, ServiceRuntime, bus_security, config_path
 from services.script_runner import ScriptRunner
 from services.views.summary import cycle_log_fields
 from strategies.incremental import SignalCache
@@ -136,8 +136,8 @@ class SignalEngine:
         self.portfolio_totals: dict[str, Any] | None = None  # the portfolio's latest snapshot, for the cycle line
         self.fills_since_cycle = 0
         self.unpublished: list[Signal] = []  # signals decided, out once their orders are sent
-        self.bar_periods_ms = tuple(sorted({timeframe_ms(sc.timeframe) for sc in self.spot + self.options}))
-        self.close_window: CloseWindow | None = None  # from marketdata's clock message
+        self.closes = CloseWatch((timeframe_ms(sc.timeframe) for sc in self.spot + self.options),
+                                 runtime.stats)  # marketdata's clock
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
@@ -207,21 +207,11 @@ class SignalEngine:
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
             self.run_due()  # the bars of this market time are in: decide now, not on the next tick
-            self.follow_clock(env.body)
-
-    def follow_clock(self, body: dict[str, Any]) -> None:
-        """Keep the clock's mapping for ``near_close`` (a bad one is counted and dropped)."""
-        try:
-            clock = clock_from_message(body)
-        except ValueError:
-            self.rt.stats.count_drop("bad_clock")
-            return
-        if self.bar_periods_ms and (self.close_window is None or self.close_window.clock != clock):
-            self.close_window = CloseWindow(clock, self.bar_periods_ms, CLOSE_BEFORE_MS, CLOSE_AFTER_MS)
+            self.closes.follow(env.body)
 
     def near_close(self) -> bool:
         """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime)."""
-        return self.close_window is not None and self.close_window.holds(time.time_ns() / 1e6)
+        return self.closes.holds(wall_ms())
 
     # --- cycle -----------------------------------------------------------------------------
     def run_due(self) -> None:

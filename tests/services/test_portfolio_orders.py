@@ -194,7 +194,7 @@ def test_housekeeping_is_held_around_each_bar_close_of_the_clock(svc, monkeypatc
                                            "speed": 3600}))
     for wall_ms, held in ((1_000_000, True), (1_000_149, True), (1_000_151, False), (1_000_969, False),
                           (1_000_971, True)):
-        monkeypatch.setattr("services.portfolio.time.time_ns", lambda w=wall_ms: int(w * 1e6))
+        monkeypatch.setattr("services.portfolio.wall_ms", lambda w=wall_ms: float(w))
         assert svc.near_close() is held, wall_ms
 
 
@@ -204,4 +204,4 @@ def test_housekeeping_is_held_around_each_bar_close_of_the_clock(svc, monkeypatc
                                   {"market_origin": "x", "wall_origin": 0, "speed": 3600}])
 def test_a_bad_clock_is_dropped_and_counted(svc, body) -> None:
     svc.on_message("clock", clock_message(body))
-    assert svc.close_window is None and svc.rt.stats.dropped["bad_clock"] == 1
+    assert svc.closes.window is None and svc.rt.stats.dropped["bad_clock"] == 1
