@@ -11,8 +11,9 @@ limits are opened wide so nothing but the rule trades. Both engines get the same
 Data: 10k bars are the last 10,000 real Binance BTC/USDT 1h bars (../shared/data). 100k and
 1M bars tile the whole real series (45,024 bars, Aug 2017 - Oct 2022), each copy rescaled to
 open at the previous copy's last close: every bar is a real bar's shape and the rule sees the
-real history again and again (prices grow 4.5x per copy, as BTC did then; the rule's SMA
-crossings do not depend on the price scale). Not time-reversed or flat data: on that the rule
+real history again and again. The copies' 4.5x growth (BTC's, then) is taken out by a constant
+factor per bar (exp(-g) with g the real series' mean log growth per bar): carried on over 22 copies
+it would reach 1e17 USD, beyond the 1e12 a ledger records. Not time-reversed or flat data: on that the rule
 loses, and 11,700 round trips at 0.2% fees drive any book to ~1e-10 of its start, where
 go-trader's drawdown kill switch (even at a 100% limit, which trips at 99.999999999%) stops it
 while backtrader trades on.
@@ -73,7 +74,8 @@ WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_los
 
 def tiled_bars(real: OHLCV, n: int) -> OHLCV:
     """``n`` hourly bars: the real series' last ``n`` if it is long enough, else copies of the
-    whole series, each rescaled to open at the previous copy's last close."""
+    whole series, each rescaled to open at the previous copy's last close, the whole detrended
+    (every bar scaled by the same factor per bar, so each bar keeps its real shape)."""
     if n <= len(real):
         return real.tail(n)
     block = np.stack([real.open, real.high, real.low, real.close, real.volume])
@@ -85,6 +87,10 @@ def tiled_bars(real: OHLCV, n: int) -> OHLCV:
         scale *= float(real.close[-1]) / float(real.open[0])
         total += block.shape[1]
     cols = np.concatenate(parts, axis=1)[:, :n]
+    # detrended by the series' mean growth per bar, so 1M bars stay in BTC's real price range
+    # (carried on, 22 copies would reach 1e17 USD, beyond what a ledger records)
+    growth = np.log(float(real.close[-1]) / float(real.open[0])) / block.shape[1]
+    cols[:4] *= np.exp(-growth * np.arange(n))
     ts = int(real.ts[0]) + np.arange(n, dtype=np.int64) * HOUR_MS
     return OHLCV(ts, *(np.ascontiguousarray(c) for c in cols)).validate("tiled bars")
 
