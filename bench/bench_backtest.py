@@ -11,11 +11,19 @@ limits are opened wide so nothing but the rule trades. Both engines get the same
 Data: 10k bars are the last 10,000 real Binance BTC/USDT 1h bars (../shared/data). 100k and
 1M bars tile the whole real series (45,024 bars, Aug 2017 - Oct 2022), each copy rescaled to
 open at the previous copy's last close: every bar is a real bar's shape and the rule sees the
-real history again and again (prices grow 4.5x per copy, as BTC did then; the rule's SMA
-crossings do not depend on the price scale). Not time-reversed or flat data: on that the rule
+real history again and again. The copies' 4.5x growth (BTC's, then) is taken out by a constant
+factor per bar (exp(-g) with g the real series' mean log growth per bar): carried on over 22 copies
+it would reach 1e17 USD, beyond the 1e12 a ledger records. Not time-reversed or flat data: on that the rule
 loses, and 11,700 round trips at 0.2% fees drive any book to ~1e-10 of its start, where
 go-trader's drawdown kill switch (even at a 100% limit, which trips at 99.999999999%) stops it
 while backtrader trades on.
+
+vectorbt (``bench/vectorbt_side.py``, in its own interpreter: ``VECTORBT_PYTHON``, else this
+one) runs the same rule on the same bars plus the reference GBM series of
+tests/backtest/test_spot_gbm.py (1M bars that fall to ~e^-30 of their start): its own MA
+crossings, and, to set the indicators aside, its portfolio on go-trader's signals. Its first
+call (numba compiling or loading its cache) is timed apart from the warm runs. No target: the
+figure is where we stand against a vectorized, compiled engine; the trade lists must agree.
 
 Timing: go-trader from bars in memory to fills, equity and metrics (signals included);
 backtrader ``cerebro.run()`` (its feed preload, indicators and broker; observers off, which
@@ -26,9 +34,11 @@ the same trade list.
 from __future__ import annotations
 
 import importlib
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timezone
 from pathlib import Path
@@ -36,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backtest.spot import run_spot_backtest
+from backtest.spot import run_spot_backtest, strategy_signals
 from bench.harness import Row, verdict
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
@@ -53,13 +63,19 @@ BACKTRADER_PIN = "backtrader==1.9.78.123"
 FEE_PCT = 0.1
 CAPITAL = 10_000.0
 TARGET_RATIO = 100.0
+GBM_BARS, QUICK_GBM_BARS = 1_000_000, 100_000
+VECTORBT_RUNS, QUICK_VECTORBT_RUNS = 3, 2
+VECTORBT_SIDE = Path(__file__).resolve().parent / "vectorbt_side.py"
+VECTORBT_TIMEOUT_S = 1200  # its first call compiles with numba: minutes on a loaded machine
+SMA = {"fast": 20, "slow": 50}
 # Nothing but the rule trades: no drawdown kill, no daily stop, no loss-streak pause, all in.
 WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_loss_pct=100.0, circuit_breaker_ms=0)
 
 
 def tiled_bars(real: OHLCV, n: int) -> OHLCV:
     """``n`` hourly bars: the real series' last ``n`` if it is long enough, else copies of the
-    whole series, each rescaled to open at the previous copy's last close."""
+    whole series, each rescaled to open at the previous copy's last close, the whole detrended
+    (every bar scaled by the same factor per bar, so each bar keeps its real shape)."""
     if n <= len(real):
         return real.tail(n)
     block = np.stack([real.open, real.high, real.low, real.close, real.volume])
@@ -71,8 +87,22 @@ def tiled_bars(real: OHLCV, n: int) -> OHLCV:
         scale *= float(real.close[-1]) / float(real.open[0])
         total += block.shape[1]
     cols = np.concatenate(parts, axis=1)[:, :n]
+    # detrended by the series' mean growth per bar, so 1M bars stay in BTC's real price range
+    # (carried on, 22 copies would reach 1e17 USD, beyond what a ledger records)
+    growth = np.log(float(real.close[-1]) / float(real.open[0])) / block.shape[1]
+    cols[:4] *= np.exp(-growth * np.arange(n))
     ts = int(real.ts[0]) + np.arange(n, dtype=np.int64) * HOUR_MS
     return OHLCV(ts, *(np.ascontiguousarray(c) for c in cols)).validate("tiled bars")
+
+
+def gbm_bars(n: int, seed: int = 3, drift: float = -3e-5, vol: float = 0.01) -> OHLCV:
+    """The reference GBM series of tests/backtest/test_spot_gbm.py: hourly closes
+    exp(cumsum(N(drift, vol))) from 50,000, which over 1M bars end ~e^-30 of their start."""
+    rng = np.random.default_rng(seed)
+    close = 50_000.0 * np.exp(np.cumsum(rng.normal(drift, vol, n)))
+    ts = 1_600_000_000_000 - 1_600_000_000_000 % HOUR_MS + np.arange(n, dtype=np.int64) * HOUR_MS
+    open_ = np.r_[close[0], close[:-1]]
+    return OHLCV(ts, open_, np.maximum(open_, close), np.minimum(open_, close), close, np.ones(n))
 
 
 def _median_seconds(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
@@ -86,7 +116,7 @@ def _median_seconds(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 
 def go_trader_trades(bars: OHLCV) -> tuple[list[tuple[int, str, float]], float]:
     """[(bar index, side, price)] and the final equity of the go-trader run."""
-    result = run_spot_backtest("bench-sma", "sma_crossover", "BTC/USDT", "1h", bars, {"fast": 20, "slow": 50},
+    result = run_spot_backtest("bench-sma", "sma_crossover", "BTC/USDT", "1h", bars, SMA,
                                capital=CAPITAL, fee_pct=FEE_PCT, limits=WIDE_OPEN)
     index = np.searchsorted(bars.ts + HOUR_MS, [f.ts_event for f in result.fills])
     return [(int(i), f.side, f.price) for i, f in zip(index, result.fills)], float(result.equity[-1])
@@ -144,16 +174,75 @@ def backtrader_run(bt: Any, bars: OHLCV) -> tuple[list[tuple[int, str, float]], 
     return [(int(i), side, price) for i, (_, side, price) in zip(index, trades)], float(cerebro.broker.getvalue())
 
 
-def compare_trades(ours: list[tuple[int, str, float]], theirs: list[tuple[int, str, float]]) -> dict[str, Any]:
+def compare_trades(ours: list[tuple[int, str, float]], theirs: list[tuple[int, str, float]],
+                   other: str = "backtrader") -> dict[str, Any]:
     """Same bars and sides, prices within 1e-9 relative; the first difference if not."""
     same_count = len(ours) == len(theirs)
     for k, (a, b) in enumerate(zip(ours, theirs)):
         if a[0] != b[0] or a[1] != b[1] or abs(a[2] - b[2]) > 1e-9 * abs(a[2]):
-            return {"agree": False, "first_difference": {"trade": k, "go_trader": a, "backtrader": b}}
+            return {"agree": False, "first_difference": {"trade": k, "go_trader": a, other: b}}
     if not same_count:
         return {"agree": False, "first_difference": {"trade": min(len(ours), len(theirs)),
-                                                     "go_trader_count": len(ours), "backtrader_count": len(theirs)}}
+                                                     "go_trader_count": len(ours), f"{other}_count": len(theirs)}}
     return {"agree": True}
+
+
+def vectorbt_python() -> tuple[str, str | None]:
+    """(the interpreter that runs vectorbt, why it cannot or None): ``VECTORBT_PYTHON`` or this one."""
+    python = os.environ.get("VECTORBT_PYTHON") or sys.executable
+    probe = subprocess.run([python, "-c", "import vectorbt"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        return python, (f"{python} cannot import vectorbt ({last}): pip install -r requirements-bench.txt, "
+                        "or set VECTORBT_PYTHON to a python that has it")
+    return python, None
+
+
+def run_vectorbt(python: str, series: dict[str, OHLCV], runs: int) -> dict[str, dict[str, Any]]:
+    """vectorbt_side.py over ``series`` in ``python``: per series its trades (own crossings and on
+    go-trader's signals), final values and timings."""
+    with tempfile.TemporaryDirectory(prefix="go-trader-vectorbt-") as tmp:
+        source, target = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        arrays: dict[str, Any] = {"capital": CAPITAL, "fee": FEE_PCT / 100.0, **SMA}
+        for name, bars in series.items():
+            arrays[f"close.{name}"] = bars.close
+            arrays[f"signals.{name}"] = strategy_signals("sma_crossover", bars, SMA)[0]
+        np.savez(source, **arrays)
+        subprocess.run([python, str(VECTORBT_SIDE), str(source), str(target), str(runs)], check=True,
+                       timeout=VECTORBT_TIMEOUT_S)
+        with np.load(target) as out:
+            got = {key: out[key] for key in out.files}
+    sides = {1: "buy", -1: "sell"}
+    return {name: {
+        "version": str(got["vectorbt_version"]),
+        "first_s": float(got[f"{name}.first_s"]),
+        "warm_s": statistics.median(got[f"{name}.warm_s"].tolist()),
+        **{f"{label}_trades": [(int(i), sides[int(side)], float(price)) for i, side, price in
+                               zip(got[f"{name}.{label}.bar"], got[f"{name}.{label}.side"],
+                                   got[f"{name}.{label}.price"])] for label in ("own", "given")},
+        **{f"{label}_final_value": float(got[f"{name}.{label}.value"]) for label in ("own", "given")},
+    } for name in series}
+
+
+def vectorbt_comparison(ours: dict[str, tuple[OHLCV, float, list[tuple[int, str, float]], float]], data: dict[str, str],
+                        runs: int) -> dict[str, Any]:
+    """go-trader (bars, median seconds, trades, final equity per series) against vectorbt."""
+    python, missing = vectorbt_python()
+    if missing:
+        return {"ran": False, "why": missing}
+    theirs = run_vectorbt(python, {name: bars for name, (bars, _, _, _) in ours.items()}, runs)
+    rows = []
+    for name, (bars, ours_s, trades, equity) in ours.items():
+        v = theirs[name]
+        own, given = compare_trades(trades, v["own_trades"], "vectorbt"), compare_trades(trades, v["given_trades"],
+                                                                                         "vectorbt")
+        rows.append({"series": name, "bars": len(bars), "data": data[name], "vectorbt_runs": runs,
+                     "go_trader_bars_per_s": len(bars) / ours_s, "vectorbt_bars_per_s": len(bars) / v["warm_s"],
+                     "vectorbt_first_call_s": v["first_s"], "ratio": v["warm_s"] / ours_s, "fills": len(trades),
+                     "go_trader_final_equity": equity, "vectorbt_final_value": v["own_final_value"],
+                     "agree_own_crossings": own["agree"], "agree_our_signals": given["agree"],
+                     "first_difference": own.get("first_difference") or given.get("first_difference")})
+    return {"ran": True, "python": python, "version": theirs[next(iter(theirs))]["version"], "results": rows}
 
 
 def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
@@ -161,10 +250,14 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
     real = load_ohlcv_csv(DATA)
     runs = QUICK_RUNS if quick else RUNS
     rows = []
+    ours_by_series: dict[str, tuple[OHLCV, float, list[tuple[int, str, float]], float]] = {}
+    data: dict[str, str] = {}
     for n in sizes or (QUICK_SIZES if quick else SIZES):
         bars = tiled_bars(real, n)
         ours_s, (ours, ours_equity) = _median_seconds(lambda: go_trader_trades(bars), runs.get(n, 3))
         theirs_s, (theirs, theirs_equity) = _median_seconds(lambda: backtrader_run(bt, bars), BACKTRADER_RUNS.get(n, 1))
+        ours_by_series[f"btc_{n}"] = (bars, ours_s, ours, ours_equity)
+        data[f"btc_{n}"] = "real BTC" if n <= len(real) else f"real BTC, tiled x{n / len(real):.1f}"
         rows.append({
             "bars": n,
             "data": "real" if n <= len(real) else f"real, tiled x{n / len(real):.1f}",
@@ -180,8 +273,13 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
             "backtrader_final_equity": theirs_equity,
             **compare_trades(ours, theirs),
         })
+    gbm = gbm_bars(QUICK_GBM_BARS if quick else GBM_BARS)
+    gbm_s, (gbm_trades, gbm_equity) = _median_seconds(lambda: go_trader_trades(gbm), runs.get(len(gbm), 3))
+    ours_by_series[f"gbm_{len(gbm)}"] = (gbm, gbm_s, gbm_trades, gbm_equity)
+    data[f"gbm_{len(gbm)}"] = "GBM, seed 3, ends ~e^-30 of its start"
     return {"rule": "SMA(20)/SMA(50) all-in long-only, 0.1% fee, fill at signal close", "target_ratio": TARGET_RATIO,
-            "results": rows, "met": all(r["ratio"] >= TARGET_RATIO and r["agree"] for r in rows)}
+            "results": rows, "met": all(r["ratio"] >= TARGET_RATIO and r["agree"] for r in rows),
+            "vectorbt": vectorbt_comparison(ours_by_series, data, QUICK_VECTORBT_RUNS if quick else VECTORBT_RUNS)}
 
 
 def report(r: dict[str, Any]) -> list[Row]:
@@ -196,6 +294,26 @@ def report(r: dict[str, Any]) -> list[Row]:
              verdict(x["ratio"] >= TARGET_RATIO)),
             (f"{size}: trade lists agree ({x['fills']} fills each)", agree, "same bars, sides, prices",
              verdict(x["agree"])),
+        ]
+    return rows + vectorbt_report(r["vectorbt"])
+
+
+def vectorbt_report(v: dict[str, Any]) -> list[Row]:
+    if not v["ran"]:
+        return [("vectorbt comparison", f"not run: {v['why']}", "", "")]
+    rows: list[Row] = []
+    for x in v["results"]:
+        size = f"{x['bars']:,} bars ({x['data']})"
+        agree = ("yes; yes" if x["agree_own_crossings"] and x["agree_our_signals"] else
+                 f"{'yes' if x['agree_own_crossings'] else 'no'}; {'yes' if x['agree_our_signals'] else 'no'}: "
+                 f"{x['first_difference']}")
+        rows += [
+            (f"{size}: go-trader / vectorbt {v['version']} bars/s (vectorbt: median of {x['vectorbt_runs']} warm runs; "
+             f"its first call {x['vectorbt_first_call_s']:.1f} s)",
+             f"{x['go_trader_bars_per_s']:,.0f} / {x['vectorbt_bars_per_s']:,.0f}", "", ""),
+            (f"{size}: speed vs vectorbt", f"{x['ratio']:.2f}x", "(reference)", ""),
+            (f"{size}: trade lists agree with vectorbt (its own crossings; on our signals), {x['fills']} fills",
+             agree, "same bars, sides, prices", verdict(x["agree_own_crossings"] and x["agree_our_signals"])),
         ]
     return rows
 

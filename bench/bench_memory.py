@@ -25,6 +25,7 @@ import numpy as np
 from bench.harness import Row, running_stack, verdict
 
 TARGET_TOTAL_MB = 220.0  # the seed's peak for a whole cycle
+TARGET_TOTAL_PSS_MB = 123.0  # issue 15: the whole stack's fair share of memory, steady
 FLAT_MB_PER_MIN = 0.5  # growth above this over the second half is a leak, not noise
 SPEED = 120_000  # 1 wall minute = 83 market days
 SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer", "gateway")  # program names
@@ -143,6 +144,7 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
         "rss_mb": float(np.median(total_rss[half:])),
         "pss_mb": float(np.median(total_pss[half:])),
         "rss_peak_mb": float(total_rss.max()),
+        "pss_peak_mb": float(total_pss.max()),
         "with_supervisord_rss_mb": float(np.median(total_rss[half:]) + result["supervisord"]["rss_mb"]),
         "slope_mb_per_min": _slope_mb_per_min(t[half:], total_rss[half:]),
         "first_to_last_mb": float(total_rss[-1] - total_rss[max(1, n // 10)]),
@@ -162,11 +164,13 @@ def report(r: dict[str, Any]) -> list[Row]:
     total = r["total"]
     rows += [
         ("supervisord RSS", f"{r['supervisord']['rss_mb']:.1f} MB", "", ""),
-        (f"whole stack (5 services), RSS steady / peak ({r['seconds']:g} s wall at {r['speed']:,}x = "
-         f"{r['market_days']:.0f} market days)", f"{total['rss_mb']:.1f} / {total['rss_peak_mb']:.1f} MB",
+        (f"whole stack ({len(SERVICES)} service programs), RSS steady / peak ({r['seconds']:g} s wall at "
+         f"{r['speed']:,}x = {r['market_days']:.0f} market days)",
+         f"{total['rss_mb']:.1f} / {total['rss_peak_mb']:.1f} MB",
          f"< {TARGET_TOTAL_MB:g} MB", verdict(total["rss_peak_mb"] < TARGET_TOTAL_MB)),
-        ("whole stack, PSS steady / RSS with supervisord", f"{total['pss_mb']:.1f} / "
-         f"{total['with_supervisord_rss_mb']:.1f} MB", "", ""),
+        ("whole stack, PSS (smaps_rollup) steady / peak", f"{total['pss_mb']:.1f} / {total['pss_peak_mb']:.1f} MB",
+         f"steady <= {TARGET_TOTAL_PSS_MB:g} MB", verdict(total["pss_mb"] <= TARGET_TOTAL_PSS_MB)),
+        ("whole stack, RSS with supervisord", f"{total['with_supervisord_rss_mb']:.1f} MB", "", ""),
         ("whole stack growth, second half slope / first-to-last", f"{total['slope_mb_per_min']:+.2f} MB/min / "
          f"{total['first_to_last_mb']:+.1f} MB", f"|slope| <= {FLAT_MB_PER_MIN} MB/min",
          verdict(abs(total["slope_mb_per_min"]) <= FLAT_MB_PER_MIN)),

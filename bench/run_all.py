@@ -44,7 +44,7 @@ def run_isolated(name: str, quick: bool, timeout_s: float = TIMEOUT_S) -> dict[s
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"go-trader-{name}-") as tmp:
         out = Path(tmp) / "result.json"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
         try:
             done = subprocess.run([sys.executable, "-c", CHILD.format(name=name, quick=quick), str(out)], cwd=REPO,
                                   env=env, capture_output=True, text=True, timeout=timeout_s)

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import msgpack
 import zmq
@@ -61,8 +62,10 @@ class RemoteError(RuntimeError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """One decoded envelope. A NamedTuple, not a dataclass: every message received makes one, and a
+    frozen dataclass takes several times as long to build (a guarded setattr per field)."""
+
     v: int
     type: str
     id: str
@@ -80,24 +83,43 @@ def new_message_id() -> str:
     return f"{_id_prefix}-{next(_ids):x}"
 
 
+class _Packers(threading.local):
+    """One msgpack Packer per thread: ``msgpack.packb`` builds a Packer and its buffer on every
+    call, which costs as much as packing an envelope; a Packer's buffer is not safe to share."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True)
+
+
+_packers = _Packers()
+KEEP_PACKER_BUFFER_BYTES = 1024 * 1024  # a Packer never shrinks: one that packed more is replaced
+
+
 def encode_envelope(type_: str, body: Any, source: str, seq: int = 0, msg_id: str | None = None) -> bytes:
-    frame: bytes = msgpack.packb(
-        {
-            "v": PROTOCOL_VERSION,
-            "type": type_,
-            "id": msg_id or new_message_id(),
-            "ts": int(wall_ms()),
-            "source": source,
-            "seq": seq,
-            "body": body,
-        },
-        use_bin_type=True,
-    )
+    packers = _packers
+    frame: bytes = packers.packer.pack({
+        "v": PROTOCOL_VERSION,
+        "type": type_,
+        "id": msg_id or new_message_id(),
+        "ts": int(wall_ms()),
+        "source": source,
+        "seq": seq,
+        "body": body,
+    })
+    if len(frame) > KEEP_PACKER_BUFFER_BYTES:
+        packers.packer = msgpack.Packer(use_bin_type=True)
     return frame
 
 
+_ENVELOPE_TYPES = (("type", str), ("id", str), ("source", str), ("ts", int), ("seq", int))
+
+
 def decode_envelope(raw: bytes) -> Envelope:
-    """Parse and check one envelope; raise BadMessage naming the problem."""
+    """Parse and check one envelope; raise BadMessage naming the problem.
+
+    This runs for every message a service receives, so a valid envelope passes one inline
+    expression of exact type checks; only a bad one pays for finding the field to name.
+    """
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise BadMessage(f"frame is {type(raw).__name__}, not bytes")
     if len(raw) > MAX_FRAME_BYTES:
@@ -106,17 +128,20 @@ def decode_envelope(raw: bytes) -> Envelope:
         msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises many types for garbage input
         raise BadMessage(f"not msgpack: {type(exc).__name__}: {exc}") from None
-    if not isinstance(msg, dict):
+    if type(msg) is not dict:
         raise BadMessage(f"envelope is {type(msg).__name__}, not a map")
-    missing = [k for k in ENVELOPE_KEYS if k not in msg]
-    if missing:
-        raise BadMessage(f"envelope lacks {', '.join(missing)}")
-    if msg["v"] != PROTOCOL_VERSION:
-        raise BadMessage(f"unsupported protocol version {msg['v']!r} (this build speaks {PROTOCOL_VERSION})")
-    for key, kind in (("type", str), ("id", str), ("source", str), ("ts", int), ("seq", int)):
-        if not isinstance(msg[key], kind) or isinstance(msg[key], bool):
-            raise BadMessage(f"envelope.{key} must be {kind.__name__}, got {type(msg[key]).__name__}")
-    return Envelope(msg["v"], msg["type"], msg["id"], msg["ts"], msg["source"], msg["seq"], msg["body"])
+    try:
+        env = Envelope(msg["v"], msg["type"], msg["id"], msg["ts"], msg["source"], msg["seq"], msg["body"])
+    except KeyError:
+        raise BadMessage(f"envelope lacks {', '.join(k for k in ENVELOPE_KEYS if k not in msg)}") from None
+    if env.v != PROTOCOL_VERSION:
+        raise BadMessage(f"unsupported protocol version {env.v!r} (this build speaks {PROTOCOL_VERSION})")
+    # exact types: msgpack makes no subclasses, and a bool (an int subclass) is no ts or seq
+    if not (type(env.type) is str and type(env.id) is str and type(env.source) is str and type(env.ts) is int
+            and type(env.seq) is int):
+        key, kind = next((key, kind) for key, kind in _ENVELOPE_TYPES if type(getattr(env, key)) is not kind)
+        raise BadMessage(f"envelope.{key} must be {kind.__name__}, got {type(getattr(env, key)).__name__}")
+    return env
 
 
 @dataclass

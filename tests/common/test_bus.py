@@ -5,6 +5,7 @@ import msgpack
 import pytest
 import zmq
 
+from common import bus
 from common.bus import (
     PROTOCOL_VERSION,
     BadMessage,
@@ -51,13 +52,50 @@ def test_envelope_round_trip_keeps_every_field():
         (msgpack.packb({"v": 1, "type": 5, "id": "i", "ts": 1, "source": "s", "seq": 1, "body": None}),
          "envelope.type must be str"),
         (msgpack.packb({"v": 1, "type": "x", "id": "i", "ts": True, "source": "s", "seq": 1, "body": None}),
-         "envelope.ts must be int"),
+         "envelope.ts must be int, got bool"),
+        (msgpack.packb({"v": 1, "type": "x", "id": 3, "ts": 1, "source": "s", "seq": 1, "body": None}),
+         "envelope.id must be str, got int"),
+        (msgpack.packb({"v": 1, "type": "x", "id": "i", "ts": 1, "source": None, "seq": 1, "body": None}),
+         "envelope.source must be str, got NoneType"),
+        (msgpack.packb({"v": 1, "type": "x", "id": "i", "ts": 1.5, "source": "s", "seq": 1, "body": None}),
+         "envelope.ts must be int, got float"),
+        (msgpack.packb({"v": 1, "type": "x", "id": "i", "ts": 1, "source": "s", "seq": "1", "body": None}),
+         "envelope.seq must be int, got str"),
+        (msgpack.packb({"v": 1, "type": "x", "id": "i", "ts": 1, "source": "s", "seq": 1}), "lacks body"),
+        (msgpack.packb("envelope"), "envelope is str, not a map"),
         (b"", "not msgpack"),
     ],
 )
 def test_bad_envelopes_name_the_problem(raw, fragment):
     with pytest.raises(BadMessage, match=fragment):
         decode_envelope(raw)
+
+
+def test_a_frame_too_big_for_the_kept_packer_buffer_round_trips_and_replaces_the_packer():
+    big = "x" * (bus.KEEP_PACKER_BUFFER_BYTES + 1)
+    packer = bus._packers.packer
+    assert decode_envelope(encode_envelope("t", big, "s")).body == big
+    assert bus._packers.packer is not packer  # the grown buffer went with the old one
+    small = bus._packers.packer
+    assert decode_envelope(encode_envelope("t", [1, "a"], "s", seq=2)).body == [1, "a"]
+    assert bus._packers.packer is small
+
+
+def test_envelopes_encoded_on_many_threads_at_once_each_decode_to_their_own_body():
+    frames: dict[int, list[bytes]] = {}
+
+    def encode(worker: int) -> None:
+        frames[worker] = [encode_envelope("t", {"worker": worker, "n": n, "pad": "p" * n}, "s", seq=n)
+                          for n in range(500)]
+
+    threads = [threading.Thread(target=encode, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for worker, raws in frames.items():
+        assert [decode_envelope(raw).body["worker"] for raw in raws] == [worker] * 500
+        assert [decode_envelope(raw).seq for raw in raws] == list(range(500))
 
 
 def test_huge_frame_is_rejected_before_parsing():
