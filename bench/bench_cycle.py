@@ -228,7 +228,7 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="go-trader-seed-") as tmp:
         paths = []
         for i, (name, args, _repr) in enumerate(sample):
-            path = Path(tmp) / f"{i:02d}-{args[0]}.pickle"
+            path = Path(tmp) / f"{i:02d}-{name}.pickle"
             path.write_bytes(pickle.dumps((name, args)))
             paths.append(path)
         expected = [repr_ for _name, _args, repr_ in sample]
