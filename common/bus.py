@@ -153,7 +153,6 @@ class BusStats:
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
     missed: Counter[str] = field(default_factory=Counter)  # source -> messages lost to gaps
     last_seq: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, topic) -> seq
-    last_seen_ms: dict[str, int] = field(default_factory=dict)  # source -> wall ms
 
     def count_drop(self, reason: str) -> int:
         self.dropped[reason] += 1
@@ -163,7 +162,6 @@ class BusStats:
         """Record ``seq`` of ``topic`` from ``source``; return how many were skipped before it."""
         previous = self.last_seq.get((source, topic))
         self.last_seq[(source, topic)] = seq
-        self.last_seen_ms[source] = int(wall_ms())
         if previous is None or seq <= previous:  # first contact, or the publisher restarted
             return 0
         gap = seq - previous - 1
@@ -276,14 +274,19 @@ class Subscriber:
 
     def receive(self, timeout_ms: int = 0) -> tuple[str, Envelope] | None:
         """Next valid ``(topic, envelope)`` within ``timeout_ms``, or None; bad frames are dropped."""
-        deadline = time.monotonic() + timeout_ms / 1000
+        deadline = None
         while True:
-            remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            if not self.socket.poll(remaining):
-                if timeout_ms:  # a caller that waits is idle: the moment to mend lost endpoints
-                    self.repair()
-                return None
-            parts = self.socket.recv_multipart(zmq.NOBLOCK)
+            try:  # a frame already queued needs no poll (the loop drains a burst this way)
+                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                if deadline is None:
+                    deadline = time.monotonic() + timeout_ms / 1000
+                remaining = max(0, int((deadline - time.monotonic()) * 1000))
+                if not remaining or not self.socket.poll(remaining):
+                    if timeout_ms:  # a caller that waits is idle: the moment to mend lost endpoints
+                        self.repair()
+                    return None
+                continue
             if len(parts) != 2:
                 self._drop("bad_frame_count", f"{len(parts)} frames, expected [topic, envelope]")
                 continue
