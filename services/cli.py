@@ -273,8 +273,9 @@ def _check_options(venue: str, prog: str, argv: list[str] | None) -> int:
 
     def work(source: MarketSource) -> int:
         from options.risk import OptionsRiskLimits
+        from trading.book_view import BookView
         from trading.engine import evaluate_options, options_strategy
-        from trading.option_inputs import BookView, OptionsMarket
+        from trading.option_inputs import OptionsMarket
 
         params = json.loads(args.params)
         positions = _positions_arg(args.positions)

@@ -62,6 +62,7 @@ from services.script_runner import ScriptRunner
 from services.views.summary import cycle_log_fields
 from strategies.incremental import SignalCache
 from strategies.script import ScriptError
+from trading.book_view import BookView
 from trading.engine import (
     HISTORY_BARS,
     OptionsDecision,
@@ -74,7 +75,7 @@ from trading.engine import (
     spot_summary,
 )
 from trading.option_book import OptionOrder
-from trading.option_inputs import BookView, OptionsMarket
+from trading.option_inputs import OptionsMarket
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)

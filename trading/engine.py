@@ -24,8 +24,9 @@ from strategies.incremental import SignalCache
 from strategies.registry import latest_signal
 from strategies.script import ScriptSignal
 from strategies.user import is_user_spec
+from trading.book_view import BookView
 from trading.option_book import OptionOrder, option_orders
-from trading.option_inputs import BookView, OptionsMarket
+from trading.option_inputs import OptionsMarket
 
 BarSource = Callable[..., OHLCV]  # (symbol, timeframe[, newest n bars]) -> that history
 HISTORY_BARS = 1000  # bars of each series the engine decides on (the backtester uses as many)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, Ty
 from common.model import Fill, RecordError, SpotOrder, read_int, read_object, read_str
 from common.timeframes import HOUR_MS, timeframe_ms
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
+from trading.book_view import BookView
 from trading.ledger import (
     MAX_USD,
     OrderDecision,
@@ -44,7 +45,6 @@ from trading.option_book import (
     option_value,
     settle_expired,
 )
-from trading.option_inputs import BookView
 from trading.option_order_checks import OptionMarket, order_refusal, price_option_order
 from trading.order_checks import DEFAULT_PRICE_BAND_PCT, OK, PriceTape, check_spot_order
 from trading.risk import (

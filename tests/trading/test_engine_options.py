@@ -12,8 +12,9 @@ from options.params import OPTIONS_PARAMS
 from options.risk import OptionsRiskLimits
 from options.strategies import strategy_params
 from options.venues import DERIBIT, IBKR_CME
+from trading.book_view import BookView
 from trading.engine import evaluate_options, options_params, options_strategy, reason_kind
-from trading.option_inputs import BookView, IvReading, OptionsMarket
+from trading.option_inputs import IvReading, OptionsMarket
 from trading.portfolio import Portfolio, StrategyMeta, strategy_metas
 from trading.risk import RiskLimits
 

@@ -8,7 +8,8 @@ from common.model import RecordError
 from options.chain import build_chain
 from options.contracts import OptionContract, OptionPosition
 from options.venues import DERIBIT, IBKR_CME
-from trading.option_inputs import BookView, IvReading, OptionsMarket
+from trading.book_view import BookView
+from trading.option_inputs import IvReading, OptionsMarket
 
 TS = 1_767_225_600_000
 EXPIRY = DERIBIT.listed_expiries(TS, 40)[-1]
