@@ -41,7 +41,7 @@ from bench.harness import Row, running_stack, verdict
 from common.ohlcv import OHLCV
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET_SPEEDUP = 100
+TARGET_SPEEDUP = 3_000  # issue 15's floor: the cycle against the seed's one-process-per-strategy spawn
 SEED_WORKERS = 4
 SEED_CHILD = ("import pandas, numpy, ccxt; import pickle, sys; import trading.engine as engine; "
               "name, args = pickle.load(open(sys.argv[1], 'rb')); print(repr(getattr(engine, name)(*args)))")
