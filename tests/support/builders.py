@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pytest
@@ -19,12 +19,15 @@ import pytest
 from common.bus import Envelope
 from common.bus_auth import generate_keys
 from config.settings import Config, parse_config
+from options.contracts import OptionPosition, parse_instrument_name
 from services.feeds.deribit import DeribitClient
 from services.portfolio import PortfolioService
 from services.runtime import ServiceRuntime, bus_security
+from services.views.status import BookClone
 from strategies.events import StrategyOutput
 from tests.support.replay_server import BinanceReplay, DeribitReplay, ReplayServer
 from tests.support.stack import stack_config
+from trading.ledger import Position, StrategyBook, new_book
 
 
 # --- strategies and logs --------------------------------------------------------------------------
@@ -188,3 +191,25 @@ def deribit(shared_data) -> Iterator[tuple[DeribitReplay, ReplayServer, DeribitC
     """The recorded Deribit and a client of it that gives up after half a second."""
     with deribit_replay(shared_data) as (replay, server):
         yield replay, server, DeribitClient(server.url + "/api/v2", timeout_s=0.5)
+
+
+# --- gateway clones of hand-written books (services.views.status.BookClone) ---------------------------
+Held = Mapping[str, tuple[float, float]]  # symbol -> (quantity, avg_price)
+
+
+def book(sid: str, category: str, cash: float, initial: float, positions: Held | None = None,
+         option_value: float | None = None) -> tuple[StrategyBook, str]:
+    """A book of ``category`` holding ``positions`` (symbol -> (quantity, avg_price)) and, when
+    ``option_value`` is given, one option position last marked at that value."""
+    held = new_book(sid, "spot" if category == "spot" else "options", initial, T0)
+    held.cash = cash
+    held.positions = {s: Position(s, q, avg, T0) for s, (q, avg) in (positions or {}).items()}
+    if option_value is not None:
+        call = OptionPosition(parse_instrument_name("BTC-25DEC26-100000-C"), 1.0, option_value, T0)
+        held.option_positions = {call.name: call}  # one BTC coin each: value = premium
+    return held, category
+
+
+def clone(books: Mapping[str, tuple[StrategyBook, str]], prices: Mapping[str, float], market_ts: int = T0,
+          journal_seq: int = 0, **more: Any) -> BookClone:
+    return BookClone(more.get("stream", "s"), more.get("seq", 0), market_ts, journal_seq, dict(prices), dict(books))

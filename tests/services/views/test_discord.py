@@ -14,7 +14,7 @@ from services.views.discord import (
     split_message,
 )
 from services.views.status import BookClone, build_status
-from tests.support.clone import book, clone
+from tests.support.builders import book, clone
 
 JAN_1_2026 = 1_767_225_600_000
 

@@ -21,7 +21,7 @@ from services.views.status import (
     json_safe,
     last_decision,
 )
-from tests.support.clone import book, clone
+from tests.support.builders import book, clone
 from tests.trading.test_portfolio import run_every_kind_of_fill
 
 SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer")
