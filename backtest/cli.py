@@ -30,6 +30,7 @@ from backtest.data import BacktestDataError, align_pair, csv_path_for, load_csv,
 from backtest.metrics import OBJECTIVES
 from backtest.report import ReportData, spot_report_data, write_report
 from backtest.spot import BacktestResult, run_spot_backtest
+from backtest.walkforward import ClusterUnavailableError
 from common.csv_bars import name_parts, spacing_timeframe
 from common.market_sim import DEFAULT_SPECS
 from common.ohlcv import OHLCV
@@ -519,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CliError, BacktestDataError, ValueError, FileNotFoundError) as exc:
+    except (CliError, BacktestDataError, ValueError, FileNotFoundError, ClusterUnavailableError) as exc:
         print(f"backtest {args.command}: {exc}", file=sys.stderr)
         return 2
 

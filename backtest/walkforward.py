@@ -166,12 +166,17 @@ def _ray_mapper(address: str) -> Mapper:
     except ImportError:
         raise ClusterUnavailableError(
             f"--cluster {address}: ray is not installed; install the optional extra: {CLUSTER_EXTRA}") from None
-    if not ray.is_initialized():
-        ray.init(address=address)
-    remote = ray.remote(evaluate)
 
     def run(fn: Callable[[Task], Any], tasks: list[Task]) -> list[Any]:
-        return ray.get([remote.remote(t) for t in tasks])
+        try:
+            context = ray.init(address=address, logging_level="WARNING")
+        except ConnectionError as exc:  # ray's client gives up after its own retries
+            raise ClusterUnavailableError(
+                f"--cluster {address}: no ray client server answered there ({exc}); start one with "
+                f"`ray start --head --ray-client-server-port PORT`") from None
+        with context:  # disconnected with the sweep, not left open
+            remote = ray.remote(fn)
+            return list(ray.get([remote.remote(t) for t in tasks]))
     return run
 
 
@@ -185,8 +190,14 @@ def _dask_mapper(address: str) -> Mapper:
     scheduler = address.replace("dask://", "tcp://", 1)
 
     def run(fn: Callable[[Task], Any], tasks: list[Task]) -> list[Any]:
-        with Client(scheduler, timeout=DASK_CONNECT_SECONDS) as client:  # closed with the sweep, not leaked
-            return client.gather(client.map(fn, tasks, pure=False))
+        try:
+            client = Client(scheduler, timeout=DASK_CONNECT_SECONDS)
+        except OSError as exc:  # TimeoutError included: no scheduler there
+            raise ClusterUnavailableError(
+                f"--cluster {address}: no dask scheduler answered at {scheduler} ({exc}); start one with "
+                f"`dask scheduler`") from None
+        with client:  # closed with the sweep, not leaked
+            return list(client.gather(client.map(fn, tasks, pure=False)))
     return run
 
 

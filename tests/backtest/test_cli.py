@@ -67,3 +67,15 @@ def test_bad_command_lines_exit_2_with_the_reason(argv, message, capsys, monkeyp
     monkeypatch.chdir(REPO)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_cluster_that_does_not_answer_exits_2_naming_it(capsys, monkeypatch):
+    import ray
+
+    def refuse(**_kwargs):
+        raise ConnectionError("ray client connection timeout")
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.chdir(REPO)
+    assert main(["walkforward", "--strategy", "rsi", "--sim", "--days", "20", "--train-bars", "200",
+                 "--test-bars", "100", "--cluster", "ray://127.0.0.1:9"]) == 2
+    assert "--cluster ray://127.0.0.1:9: no ray client server answered there" in capsys.readouterr().err

@@ -1,9 +1,19 @@
 """Walk-forward: windows roll as promised, the winner is judged out of sample, the sweep runs
-in local processes, and a cluster address without its library says which extra to install."""
+in local processes and on real local dask and ray clusters with the same results, and a cluster
+address without its library, or with nothing answering there, says what to do."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -20,6 +30,7 @@ from backtest.walkforward import (
     rolling_windows,
     walk_forward,
 )
+from bench.ports import free_port
 
 
 def test_rolling_windows_tile_the_data():
@@ -94,14 +105,32 @@ def test_cluster_address_without_its_library_names_the_extra(monkeypatch, addres
     assert CLUSTER_EXTRA in str(err.value) and library in str(err.value)
 
 
+def test_a_cluster_address_with_nothing_answering_says_so(monkeypatch):
+    import ray
+
+    def refuse(**_kwargs):
+        raise ConnectionError("ray client connection timeout")
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ClusterUnavailableError, match=r"ray://127\.0\.0\.1:9: no ray client server answered"):
+        make_mapper("ray://127.0.0.1:9")(len, [(1,)])
+    port = free_port()  # nobody listens there
+    with pytest.raises(ClusterUnavailableError, match=rf"no dask scheduler answered at tcp://127\.0\.0\.1:{port}"):
+        monkeypatch.setattr("backtest.walkforward.DASK_CONNECT_SECONDS", 1)
+        make_mapper(f"dask://127.0.0.1:{port}")(len, [(1,)])
+
+
+def _sweep_spec() -> WalkForwardSpec:
+    return WalkForwardSpec("sma_crossover", "BTC/USDT", "1h", train_bars=2000, test_bars=1000,
+                           grid={"fast": [10, 20], "slow": [50, 100]}, objective="sharpe")
+
+
 def test_sweep_on_a_local_dask_cluster_equals_the_local_process_pool(btc_1h):
     """Two dask worker processes behind a real scheduler on loopback, reached through --cluster's
     address form: the same windows, winners and out-of-sample metrics as the process pool."""
     from distributed import LocalCluster
 
     data = btc_1h.slice(20000, 24000)
-    spec = WalkForwardSpec("sma_crossover", "BTC/USDT", "1h", train_bars=2000, test_bars=1000,
-                           grid={"fast": [10, 20], "slow": [50, 100]}, objective="sharpe")
+    spec = _sweep_spec()
     local = walk_forward(spec, data, mapper=local_mapper(workers=2))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster:
@@ -111,3 +140,79 @@ def test_sweep_on_a_local_dask_cluster_equals_the_local_process_pool(btc_1h):
     assert workers == 2
     assert remote.windows == local.windows
     assert remote.summary == local.summary
+
+
+RAY_START_SECONDS = 120  # a head's first start on a loaded 2-core machine
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + RAY_START_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ray head exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"ray client server not up on {port} in {RAY_START_SECONDS} s: {log.read_text()[-2000:]}")
+
+
+def _stop_session(proc: subprocess.Popen[bytes], marker: str) -> None:
+    """The head's process group, then any ray process of this session that left it (by the
+    temp dir in its command line): by PID, never by name."""
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """``ray start --head`` on loopback ports, its own temp dir and process group: the command
+    the README gives a user. Its workers import this checkout (PYTHONPATH, absolute)."""
+    root = Path(__file__).resolve().parents[2]
+    temp = tempfile.mkdtemp(prefix="gt-ray-", dir="/tmp")  # ray's socket paths must stay short
+    client_port = free_port()
+    log = Path(temp) / "head.log"
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--disable-usage-stats",
+           "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
+           "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(free_port()),
+           "--include-dashboard", "false", "--num-cpus", "2", "--temp-dir", temp]
+    env = {**os.environ, "PYTHONPATH": str(root), "RAY_USAGE_STATS_ENABLED": "0"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_for_port(client_port, proc, log)
+        yield f"ray://127.0.0.1:{client_port}"
+    finally:
+        _stop_session(proc, temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_sweep_on_a_local_ray_head_equals_the_local_process_pool(btc_1h, ray_head):
+    """A real ray head (two CPUs) reached through --cluster's ray:// address: the same windows,
+    winners and out-of-sample metrics as the process pool; the client disconnects afterwards."""
+    import ray
+
+    data = btc_1h.slice(20000, 24000)
+    spec = _sweep_spec()
+    local = walk_forward(spec, data, mapper=local_mapper(workers=2))
+    remote = walk_forward(spec, data, mapper=make_mapper(ray_head))
+    assert not ray.is_initialized()
+    assert remote.windows == local.windows
+    assert remote.summary == local.summary
+    assert len(remote.windows) == 2 and remote.candidates == 4
