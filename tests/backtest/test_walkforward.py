@@ -202,7 +202,6 @@ def ray_head() -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.mark.slow
 def test_sweep_on_a_local_ray_head_equals_the_local_process_pool(btc_1h, ray_head):
     """A real ray head (two CPUs) reached through --cluster's ray:// address: the same windows,
     winners and out-of-sample metrics as the process pool; the client disconnects afterwards."""
