@@ -24,7 +24,7 @@ the equity and the final state with a per-bar reference loop that calls ``mark``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,9 +34,9 @@ from common.model import Fill, SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
 from common.timeframes import DAY_MS, timeframe_ms
 from strategies.registry import compute_signals, resolve_strategy
-from trading.ledger import StrategyBook
+from trading.ledger import DUST_NOTIONAL_USD, RECENT_ORDER_IDS, RECENT_TRADES, Position, StrategyBook
 from trading.portfolio import Portfolio, StrategyMeta
-from trading.risk import RiskLimits, RiskState
+from trading.risk import RiskLimits, RiskState, entry_block_reason, update_on_trade_closed
 
 # Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
 SHORT_RUN_BARS = 2
@@ -143,7 +143,77 @@ class SpotReplay:
 
     # --- the fast path -----------------------------------------------------------------------
     def run(self, signals: np.ndarray, first: int = 0) -> None:
-        """Mark every bar from ``first`` and send every nonzero signal, as the paper run does."""
+        """Mark every bar from ``first`` and send every nonzero signal, as the paper run does:
+        the lean path up to the first bar where a limit could trip, the portfolio from there."""
+        self.run_portfolio(signals, self.run_lean(signals, first))
+
+    def run_lean(self, signals: np.ndarray, first: int) -> int:
+        """Answer the orders from bar ``first`` on with the ledger's arithmetic, one step per
+        order instead of per bar, up to the first bar where a mark could trip a limit; leave
+        the book and the portfolio as the paper run leaves them before that bar and return it
+        (``len(close)`` when no bar can). Exact there: every order passes the portfolio's
+        checks (its own closing tick, one order id per bar), and marks that trip nothing only
+        move the peak, the day, its start value and the last value, read off the mark values."""
+        n = len(self.close)
+        if self.book.positions or self.book.risk.kill_switch or self.book.risk.daily_loss_tripped:
+            return first
+        trades = lean_trades(self.close, self.close_ts, signals, first, self.book.cash, self.book.risk,
+                             self.limits, self.portfolio.fee_rate, self.portfolio.slippage_rate)
+        if trades is None:
+            return first
+        fill_bars = np.asarray(trades.bars, dtype=np.int64)
+        # the mark of bar i sees the holdings after the fills of the bars before i
+        lasting = np.diff(np.r_[first, fill_bars + 1, n])
+        cash = np.repeat(np.asarray([self.book.cash, *trades.cash], dtype=np.float64), lasting)
+        quantity = np.repeat(np.asarray([0.0, *trades.holding], dtype=np.float64), lasting)
+        values = cash + quantity * self.close[first:]
+        k = first + first_trip_candidate(values, self.days[first:], self.book.risk, self.limits)
+        if k > first:
+            self._adopt(trades, int(np.searchsorted(fill_bars, k)), values[: k - first], first, k)
+        return k
+
+    def _adopt(self, trades: LeanTrades, kept: int, values: np.ndarray, first: int, k: int) -> None:
+        """Book the first ``kept`` lean fills and the marks of bars ``[first, k)``, none of which
+        trips a limit, as ``order`` and ``mark`` would."""
+        book, risk, portfolio = self.book, self.book.risk, self.portfolio
+        fills = trades.fills(kept, self.strategy_id, self.symbol, self.bar_ts, self.close_ts, portfolio.journal_seq)
+        self.fills += fills
+        self.events += [event for index, event in trades.events if index < kept]
+        self.holding_bars += trades.bars[:kept]
+        self.holding_cash += trades.cash[:kept]
+        self.holding_quantity += trades.holding[:kept]
+        if fills:
+            last = fills[-1]
+            book.cash = trades.cash[kept - 1]
+            if last.side == "buy":
+                book.positions[self.symbol] = Position(self.symbol, last.quantity, trades.avg_price[kept - 1],
+                                                       last.ts_event)
+            book.trade_count += kept
+            book.recent_trades = [*book.recent_trades, *(f.to_dict() for f in fills[-RECENT_TRADES:])][-RECENT_TRADES:]
+            book.last_ts = max(book.last_ts, last.ts_event)
+            portfolio.journal_seq = last.seq
+            risk.consecutive_losses, risk.circuit_breaker_until = trades.breaker[kept - 1]
+        answered = int(np.searchsorted(np.asarray(trades.answered_bars, dtype=np.int64), k))
+        ids = book.recent_order_ids
+        for bar, fill_number in zip(trades.answered_bars[max(answered - RECENT_ORDER_IDS, 0):answered],
+                                    trades.answered_fill[max(answered - RECENT_ORDER_IDS, 0):answered]):
+            order_id = spot_order_id(self.strategy_id, int(self.bar_ts[bar]))
+            ids.pop(order_id, None)
+            ids[order_id] = portfolio.journal_seq - kept + fill_number if fill_number else 0
+        while len(ids) > RECENT_ORDER_IDS:
+            del ids[next(iter(ids))]
+        last_bar = k - 1
+        risk.peak_value = max(risk.peak_value, float(values.max()))
+        if self.days[last_bar] > risk.day:
+            risk.day = int(self.days[last_bar])
+            risk.day_start_value = float(values[max(first, int(self.day_first[last_bar])) - first])
+        risk.last_value = float(values[-1])
+        price = float(self.close[last_bar])
+        portfolio.prices[self.symbol] = price
+        portfolio.record_tick(self.symbol, price, int(self.close_ts[last_bar]))
+
+    def run_portfolio(self, signals: np.ndarray, first: int) -> None:
+        """From bar ``first``: mark every bar and send every nonzero signal through the portfolio."""
         cursor = first
         for i in (np.flatnonzero(signals[first:]) + first).tolist():
             self.mark_run(cursor, i + 1)
@@ -244,6 +314,96 @@ class SpotReplay:
         cash = np.repeat(np.asarray([capital, *self.holding_cash], dtype=np.float64), lasting)
         quantity = np.repeat(np.asarray([0.0, *self.holding_quantity], dtype=np.float64), lasting)
         return cash + quantity * self.close[first:], quantity
+
+
+@dataclass
+class LeanTrades:
+    """What ``lean_trades`` decided. Per fill: its bar, the cash, the base units held and the
+    average price after it, the fill's own numbers, and the loss streak and pause after it;
+    per order answered (fills and refusals alike, in order): its bar and its fill's number
+    (1-based, 0 = no fill). ``events`` are (fill index, circuit breaker log line)."""
+
+    bars: list[int] = field(default_factory=list)
+    buys: list[bool] = field(default_factory=list)
+    cash: list[float] = field(default_factory=list)
+    holding: list[float] = field(default_factory=list)
+    avg_price: list[float] = field(default_factory=list)
+    quantity: list[float] = field(default_factory=list)
+    price: list[float] = field(default_factory=list)
+    fee: list[float] = field(default_factory=list)
+    cash_delta: list[float] = field(default_factory=list)
+    realized_pnl: list[float] = field(default_factory=list)
+    breaker: list[tuple[int, int]] = field(default_factory=list)
+    events: list[tuple[int, str]] = field(default_factory=list)
+    answered_bars: list[int] = field(default_factory=list)
+    answered_fill: list[int] = field(default_factory=list)
+
+    def fills(self, count: int, strategy_id: str, symbol: str, bar_ts: np.ndarray, close_ts: np.ndarray,
+              last_seq: int) -> list[Fill]:
+        """The first ``count`` fills as the ledger makes them, numbered after ``last_seq``."""
+        bars = self.bars[:count]
+        return [Fill(last_seq + n, f"{strategy_id}:{opened}", strategy_id, "spot", symbol, "buy" if buy else "sell",
+                     quantity, price, fee, cash_delta, pnl, ts)
+                for n, opened, ts, buy, quantity, price, fee, cash_delta, pnl in zip(
+                    range(1, count + 1), bar_ts[bars].tolist(), close_ts[bars].tolist(), self.buys, self.quantity,
+                    self.price, self.fee, self.cash_delta, self.realized_pnl)]
+
+
+def lean_trades(close: np.ndarray, close_ts: np.ndarray, signals: np.ndarray, first: int, cash: float,
+                risk: RiskState, limits: RiskLimits, fee_rate: float, slippage_rate: float) -> LeanTrades | None:
+    """The decisions of ``trading.ledger.decide_spot_order`` and the bookings of ``apply_fill``
+    and ``update_on_trade_closed`` for a one-symbol book that starts flat with ``cash``, made
+    with the same float operations in the same order, on the assumption that no mark trips a
+    limit (the caller checks it). None for a signal other than -1, 0, 1 (the portfolio path
+    refuses it with the ledger's error)."""
+    orders = np.flatnonzero(signals[first:]) + first
+    sides = signals[orders]
+    if orders.size and not np.all((sides == 1) | (sides == -1)):
+        return None
+    out = LeanTrades()
+    streak = replace(risk)  # only its loss streak and pause move here
+    pct = limits.max_position_pct
+    buy_factor, sell_factor, fee_factor = 1.0 + slippage_rate, 1.0 - slippage_rate, 1.0 + fee_rate
+    held, avg = 0.0, 0.0
+    for i, side, close_i, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(), close_ts[orders].tolist()):
+        out.answered_bars.append(i)
+        if side == 1:
+            if held or entry_block_reason(streak, ts) is not None:
+                out.answered_fill.append(0)
+                continue
+            notional = min(cash, pct / 100.0 * cash)
+            if notional < DUST_NOTIONAL_USD:
+                out.answered_fill.append(0)
+                continue
+            price = close_i * buy_factor
+            quantity = notional / (price * fee_factor)
+            fee, cash_delta, pnl = max(notional - quantity * price, 0.0), -notional, 0.0
+            held, avg = quantity, -cash_delta / quantity
+        else:
+            if not held:
+                out.answered_fill.append(0)
+                continue
+            quantity, price = held, close_i * sell_factor
+            gross = quantity * price
+            fee = gross * fee_rate
+            cash_delta = gross - fee
+            pnl = cash_delta - quantity * avg
+            held = 0.0
+            out.events += [(len(out.bars), event) for event in update_on_trade_closed(streak, limits, pnl, ts)]
+        cash += cash_delta
+        out.bars.append(i)
+        out.buys.append(side == 1)
+        out.cash.append(cash)
+        out.holding.append(held)
+        out.avg_price.append(avg)
+        out.quantity.append(quantity)
+        out.price.append(price)
+        out.fee.append(fee)
+        out.cash_delta.append(cash_delta)
+        out.realized_pnl.append(pnl)
+        out.breaker.append((streak.consecutive_losses, streak.circuit_breaker_until))
+        out.answered_fill.append(len(out.bars))
+    return out
 
 
 def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct: float) -> np.ndarray:
