@@ -24,6 +24,7 @@ the equity and the final state with a per-bar reference loop that calls ``mark``
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -36,7 +37,7 @@ from common.timeframes import DAY_MS, timeframe_ms
 from strategies.registry import compute_signals, resolve_strategy
 from trading.ledger import DUST_NOTIONAL_USD, RECENT_ORDER_IDS, RECENT_TRADES, Position, StrategyBook
 from trading.portfolio import Portfolio, StrategyMeta
-from trading.risk import RiskLimits, RiskState, entry_block_reason, update_on_trade_closed
+from trading.risk import RiskLimits, RiskState, update_on_trade_closed
 
 # Runs of bars this short are marked bar by bar: cheaper than the numpy precheck.
 SHORT_RUN_BARS = 2
@@ -102,15 +103,16 @@ class SpotReplay:
                                    fee_rate=fee_pct / 100.0, slippage_rate=slippage_pct / 100.0)
         self.portfolio.reconcile(self.portfolio.market_ts)  # as the portfolio service does on a fresh start
         self.book: StrategyBook = self.portfolio.books[strategy_id]
-        days = self.close_ts // DAY_MS
-        self.days = days
-        new_day = np.r_[True, days[1:] != days[:-1]]
-        self.day_first = np.maximum.accumulate(np.where(new_day, np.arange(len(days)), 0))
+        self.days = self.close_ts // DAY_MS
         self.fills: list[Fill] = []
         self.events: list[str] = []
         self.holding_bars: list[int] = []
         self.holding_cash: list[float] = []
         self.holding_quantity: list[float] = []
+
+    def day_first(self, i: int) -> int:
+        """The first bar of bar ``i``'s (UTC, market time) day."""
+        return int(np.searchsorted(self.days, self.days[i], side="left"))
 
     # --- the calls the services make ---------------------------------------------------------
     def mark(self, i: int) -> None:
@@ -157,28 +159,29 @@ class SpotReplay:
         n = len(self.close)
         if self.book.positions or self.book.risk.kill_switch or self.book.risk.daily_loss_tripped:
             return first
-        trades = lean_trades(self.close, self.close_ts, signals, first, self.book.cash, self.book.risk,
-                             self.limits, self.portfolio.fee_rate, self.portfolio.slippage_rate)
+        trades = lean_trades((self.bar_ts, self.close_ts, self.close), signals, first, self.book, self.symbol,
+                             self.limits, self.portfolio.fee_rate, self.portfolio.slippage_rate,
+                             self.portfolio.journal_seq)
         if trades is None:
             return first
-        fill_bars = np.asarray(trades.bars, dtype=np.int64)
         # the mark of bar i sees the holdings after the fills of the bars before i
-        lasting = np.diff(np.r_[first, fill_bars + 1, n])
+        lasting = np.diff(np.r_[first, np.asarray(trades.bars, dtype=np.int64) + 1, n])
         cash = np.repeat(np.asarray([self.book.cash, *trades.cash], dtype=np.float64), lasting)
         quantity = np.repeat(np.asarray([0.0, *trades.holding], dtype=np.float64), lasting)
         values = cash + quantity * self.close[first:]
         k = first + first_trip_candidate(values, self.days[first:], self.book.risk, self.limits)
         if k > first:
-            self._adopt(trades, int(np.searchsorted(fill_bars, k)), values[: k - first], first, k)
+            self._adopt(trades, bisect_left(trades.bars, k), values[: k - first], first, k)
         return k
 
     def _adopt(self, trades: LeanTrades, kept: int, values: np.ndarray, first: int, k: int) -> None:
         """Book the first ``kept`` lean fills and the marks of bars ``[first, k)``, none of which
-        trips a limit, as ``order`` and ``mark`` would."""
+        trips a limit, as ``order`` and ``mark`` would (``commit`` for the fills' bookkeeping
+        and loss streak)."""
         book, risk, portfolio = self.book, self.book.risk, self.portfolio
-        fills = trades.fills(kept, self.strategy_id, self.symbol, self.bar_ts, self.close_ts, portfolio.journal_seq)
+        first_seq = portfolio.journal_seq
+        fills = trades.fills[:kept]
         self.fills += fills
-        self.events += [event for index, event in trades.events if index < kept]
         self.holding_bars += trades.bars[:kept]
         self.holding_cash += trades.cash[:kept]
         self.holding_quantity += trades.holding[:kept]
@@ -186,27 +189,27 @@ class SpotReplay:
             last = fills[-1]
             book.cash = trades.cash[kept - 1]
             if last.side == "buy":
-                book.positions[self.symbol] = Position(self.symbol, last.quantity, trades.avg_price[kept - 1],
+                book.positions[self.symbol] = Position(self.symbol, last.quantity, -last.cash_delta / last.quantity,
                                                        last.ts_event)
             book.trade_count += kept
             book.recent_trades = [*book.recent_trades, *(f.to_dict() for f in fills[-RECENT_TRADES:])][-RECENT_TRADES:]
             book.last_ts = max(book.last_ts, last.ts_event)
             portfolio.journal_seq = last.seq
-            risk.consecutive_losses, risk.circuit_breaker_until = trades.breaker[kept - 1]
-        answered = int(np.searchsorted(np.asarray(trades.answered_bars, dtype=np.int64), k))
+            for fill in fills:
+                if fill.side == "sell":
+                    self.events += update_on_trade_closed(risk, self.limits, fill.realized_pnl, fill.ts_event)
         ids = book.recent_order_ids
-        for bar, fill_number in zip(trades.answered_bars[max(answered - RECENT_ORDER_IDS, 0):answered],
-                                    trades.answered_fill[max(answered - RECENT_ORDER_IDS, 0):answered]):
+        for bar, fill_number in trades.answered(k, RECENT_ORDER_IDS):
             order_id = spot_order_id(self.strategy_id, int(self.bar_ts[bar]))
             ids.pop(order_id, None)
-            ids[order_id] = portfolio.journal_seq - kept + fill_number if fill_number else 0
+            ids[order_id] = first_seq + fill_number if fill_number else 0
         while len(ids) > RECENT_ORDER_IDS:
             del ids[next(iter(ids))]
         last_bar = k - 1
         risk.peak_value = max(risk.peak_value, float(values.max()))
         if self.days[last_bar] > risk.day:
             risk.day = int(self.days[last_bar])
-            risk.day_start_value = float(values[max(first, int(self.day_first[last_bar])) - first])
+            risk.day_start_value = float(values[max(first, self.day_first(last_bar)) - first])
         risk.last_value = float(values[-1])
         price = float(self.close[last_bar])
         portfolio.prices[self.symbol] = price
@@ -273,12 +276,7 @@ class SpotReplay:
         top = int(np.argmax(closes))
         high = cash + quantity * float(closes[top])
         low = cash + quantity * float(closes.min())
-        peak = max(risk.peak_value, high)
-        no_kill = peak > 0 and not bool(
-            may_trip_kill_switch(np.float64(peak), np.float64(low), limits.max_drawdown_pct))
-        daily_floor = max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0)
-        no_daily = low >= daily_floor * (1.0 + _FLOOR_MARGIN)
-        if no_kill and no_daily:
+        if _none_can_trip(low, high, risk, limits):
             return b, a + top
         values = cash + quantity * closes
         k = a + first_trip_candidate(values, self.days[a:b], risk, limits)
@@ -297,7 +295,7 @@ class SpotReplay:
         position = self.book.positions.get(self.symbol)
         picks = {b - 1} if final else set()
         if self.days[b - 1] > risk.day:
-            picks.add(b - 1 if position is None else max(a, int(self.day_first[b - 1])))
+            picks.add(b - 1 if position is None else max(a, self.day_first(b - 1)))
         if top is not None and position is not None and \
                 self.book.cash + position.quantity * float(self.close[top]) > risk.peak_value:
             picks.add(top)
@@ -318,92 +316,79 @@ class SpotReplay:
 
 @dataclass
 class LeanTrades:
-    """What ``lean_trades`` decided. Per fill: its bar, the cash, the base units held and the
-    average price after it, the fill's own numbers, and the loss streak and pause after it;
-    per order answered (fills and refusals alike, in order): its bar and its fill's number
-    (1-based, 0 = no fill). ``events`` are (fill index, circuit breaker log line)."""
+    """What ``lean_trades`` decided: ``orders``, the bars of every order answered (fills and
+    refusals alike); per fill, the fill and its bar, and the cash and base units held after it."""
 
-    bars: list[int] = field(default_factory=list)
-    buys: list[bool] = field(default_factory=list)
-    cash: list[float] = field(default_factory=list)
-    holding: list[float] = field(default_factory=list)
-    avg_price: list[float] = field(default_factory=list)
-    quantity: list[float] = field(default_factory=list)
-    price: list[float] = field(default_factory=list)
-    fee: list[float] = field(default_factory=list)
-    cash_delta: list[float] = field(default_factory=list)
-    realized_pnl: list[float] = field(default_factory=list)
-    breaker: list[tuple[int, int]] = field(default_factory=list)
-    events: list[tuple[int, str]] = field(default_factory=list)
-    answered_bars: list[int] = field(default_factory=list)
-    answered_fill: list[int] = field(default_factory=list)
+    orders: np.ndarray
+    fills: list[Fill]
+    bars: list[int]
+    cash: list[float]
+    holding: list[float]
 
-    def fills(self, count: int, strategy_id: str, symbol: str, bar_ts: np.ndarray, close_ts: np.ndarray,
-              last_seq: int) -> list[Fill]:
-        """The first ``count`` fills as the ledger makes them, numbered after ``last_seq``."""
-        bars = self.bars[:count]
-        return [Fill(last_seq + n, f"{strategy_id}:{opened}", strategy_id, "spot", symbol, "buy" if buy else "sell",
-                     quantity, price, fee, cash_delta, pnl, ts)
-                for n, opened, ts, buy, quantity, price, fee, cash_delta, pnl in zip(
-                    range(1, count + 1), bar_ts[bars].tolist(), close_ts[bars].tolist(), self.buys, self.quantity,
-                    self.price, self.fee, self.cash_delta, self.realized_pnl)]
+    def answered(self, k: int, last: int) -> list[tuple[int, int]]:
+        """(bar, index of its fill + 1, or 0 for no fill) of the last ``last`` orders before bar ``k``."""
+        end = int(np.searchsorted(self.orders, k))
+        bars = self.orders[max(end - last, 0):end]
+        fill_bars = np.asarray(self.bars, dtype=np.int64)
+        at = np.searchsorted(fill_bars, bars)
+        filled = np.isin(bars, fill_bars)
+        return list(zip(bars.tolist(), np.where(filled, at + 1, 0).tolist()))
 
 
-def lean_trades(close: np.ndarray, close_ts: np.ndarray, signals: np.ndarray, first: int, cash: float,
-                risk: RiskState, limits: RiskLimits, fee_rate: float, slippage_rate: float) -> LeanTrades | None:
-    """The decisions of ``trading.ledger.decide_spot_order`` and the bookings of ``apply_fill``
-    and ``update_on_trade_closed`` for a one-symbol book that starts flat with ``cash``, made
-    with the same float operations in the same order, on the assumption that no mark trips a
-    limit (the caller checks it). None for a signal other than -1, 0, 1 (the portfolio path
+def lean_trades(data: tuple[np.ndarray, np.ndarray, np.ndarray], signals: np.ndarray, first: int, book: StrategyBook,
+                symbol: str, limits: RiskLimits, fee_rate: float, slippage_rate: float, first_seq: int
+                ) -> LeanTrades | None:
+    """The fills ``trading.ledger.decide_spot_order`` and ``apply_fill`` make for the orders of
+    ``signals`` from bar ``first`` (``data``: bar open times, close times, closes), for a flat
+    one-symbol book, with the same float operations in the same order, numbered after
+    ``first_seq``; on the assumption that no mark trips a limit (the caller checks it), so the
+    only entry block is the circuit breaker's pause, kept by ``update_on_trade_closed`` on a
+    copy of the book's risk state. None for a signal other than -1, 0, 1 (the portfolio path
     refuses it with the ledger's error)."""
+    bar_ts, close_ts, close = data
     orders = np.flatnonzero(signals[first:]) + first
     sides = signals[orders]
     if orders.size and not np.all((sides == 1) | (sides == -1)):
         return None
-    out = LeanTrades()
-    streak = replace(risk)  # only its loss streak and pause move here
+    sid, cash = book.strategy_id, book.cash
+    fills: list[Fill] = []
+    bars: list[int] = []
+    cash_after: list[float] = []
+    holding: list[float] = []
+    streak = replace(book.risk)
     pct = limits.max_position_pct
     buy_factor, sell_factor, fee_factor = 1.0 + slippage_rate, 1.0 - slippage_rate, 1.0 + fee_rate
     held, avg = 0.0, 0.0
-    for i, side, close_i, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(), close_ts[orders].tolist()):
-        out.answered_bars.append(i)
+    for i, side, price, opened, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(),
+                                          bar_ts[orders].tolist(), close_ts[orders].tolist()):
         if side == 1:
-            if held or entry_block_reason(streak, ts) is not None:
-                out.answered_fill.append(0)
-                continue
+            if held or ts < streak.circuit_breaker_until:
+                continue  # already long, or paused
             notional = min(cash, pct / 100.0 * cash)
             if notional < DUST_NOTIONAL_USD:
-                out.answered_fill.append(0)
                 continue
-            price = close_i * buy_factor
+            price *= buy_factor
             quantity = notional / (price * fee_factor)
-            fee, cash_delta, pnl = max(notional - quantity * price, 0.0), -notional, 0.0
-            held, avg = quantity, -cash_delta / quantity
+            fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "buy", quantity, price,
+                        max(notional - quantity * price, 0.0), -notional, 0.0, ts)
+            held, avg = quantity, notional / quantity
         else:
             if not held:
-                out.answered_fill.append(0)
                 continue
-            quantity, price = held, close_i * sell_factor
-            gross = quantity * price
+            price *= sell_factor
+            gross = held * price
             fee = gross * fee_rate
-            cash_delta = gross - fee
-            pnl = cash_delta - quantity * avg
+            proceeds = gross - fee
+            fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "sell", held, price, fee,
+                        proceeds, proceeds - held * avg, ts)
             held = 0.0
-            out.events += [(len(out.bars), event) for event in update_on_trade_closed(streak, limits, pnl, ts)]
-        cash += cash_delta
-        out.bars.append(i)
-        out.buys.append(side == 1)
-        out.cash.append(cash)
-        out.holding.append(held)
-        out.avg_price.append(avg)
-        out.quantity.append(quantity)
-        out.price.append(price)
-        out.fee.append(fee)
-        out.cash_delta.append(cash_delta)
-        out.realized_pnl.append(pnl)
-        out.breaker.append((streak.consecutive_losses, streak.circuit_breaker_until))
-        out.answered_fill.append(len(out.bars))
-    return out
+            update_on_trade_closed(streak, limits, fill.realized_pnl, ts)
+        cash += fill.cash_delta
+        fills.append(fill)
+        bars.append(i)
+        cash_after.append(cash)
+        holding.append(held)
+    return LeanTrades(orders, fills, bars, cash_after, holding)
 
 
 def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct: float) -> np.ndarray:
@@ -418,11 +403,23 @@ def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct:
     return drawdown >= max_drawdown_pct - 1e-9 - _DD_MARGIN_PCT
 
 
+def _none_can_trip(low: float, high: float, risk: RiskState, limits: RiskLimits) -> bool:
+    """Whether no mark of values within [low, high] can trip a limit: even the lowest against
+    the highest peak and day start they could reach trips nothing."""
+    peak = max(risk.peak_value, high)
+    if peak <= 0 or bool(may_trip_kill_switch(np.float64(peak), np.float64(low), limits.max_drawdown_pct)):
+        return False
+    daily_floor = max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0)
+    return low >= daily_floor * (1.0 + _FLOOR_MARGIN)
+
+
 def first_trip_candidate(values: np.ndarray, days: np.ndarray, risk: RiskState, limits: RiskLimits) -> int:
     """Offset of the first bar where marking ``values`` in turn could trip the drawdown kill
     switch or the daily loss limit (``trading.risk.update_on_mark``'s rules, with a small
     margin so it never fires later than they would); ``len(values)`` when none can."""
     n = values.shape[0]
+    if n == 0 or _none_can_trip(float(values.min()), float(values.max()), risk, limits):
+        return n
     peak = np.maximum(np.maximum.accumulate(values), risk.peak_value)
     kill = may_trip_kill_switch(peak, values, limits.max_drawdown_pct)
     previous = np.empty_like(days)
