@@ -23,10 +23,12 @@ the equity and the final state with a per-bar reference loop that calls ``mark``
 """
 from __future__ import annotations
 
+import gc
 import math
 from bisect import bisect_left
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -314,6 +316,20 @@ class SpotReplay:
         return cash + quantity * self.close[first:], quantity
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: the lean loop allocates a fill per order, none of
+    them in a reference cycle, and the collector would walk them again and again for nothing
+    (a fifth of a million-bar run's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass
 class LeanTrades:
     """What ``lean_trades`` decided: ``orders``, the bars of every order answered (fills and
@@ -331,7 +347,7 @@ class LeanTrades:
         bars = self.orders[max(end - last, 0):end]
         fill_bars = np.asarray(self.bars, dtype=np.int64)
         at = np.searchsorted(fill_bars, bars)
-        filled = np.isin(bars, fill_bars)
+        filled = fill_bars[np.minimum(at, fill_bars.size - 1)] == bars if fill_bars.size else np.zeros(bars.size, bool)
         return list(zip(bars.tolist(), np.where(filled, at + 1, 0).tolist()))
 
 
@@ -359,35 +375,36 @@ def lean_trades(data: tuple[np.ndarray, np.ndarray, np.ndarray], signals: np.nda
     pct = limits.max_position_pct
     buy_factor, sell_factor, fee_factor = 1.0 + slippage_rate, 1.0 - slippage_rate, 1.0 + fee_rate
     held, avg = 0.0, 0.0
-    for i, side, price, opened, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(),
-                                          bar_ts[orders].tolist(), close_ts[orders].tolist()):
-        if side == 1:
-            if held or ts < streak.circuit_breaker_until:
-                continue  # already long, or paused
-            notional = min(cash, pct / 100.0 * cash)
-            if notional < DUST_NOTIONAL_USD:
-                continue
-            price *= buy_factor
-            quantity = notional / (price * fee_factor)
-            fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "buy", quantity, price,
-                        max(notional - quantity * price, 0.0), -notional, 0.0, ts)
-            held, avg = quantity, notional / quantity
-        else:
-            if not held:
-                continue
-            price *= sell_factor
-            gross = held * price
-            fee = gross * fee_rate
-            proceeds = gross - fee
-            fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "sell", held, price, fee,
-                        proceeds, proceeds - held * avg, ts)
-            held = 0.0
-            update_on_trade_closed(streak, limits, fill.realized_pnl, ts)
-        cash += fill.cash_delta
-        fills.append(fill)
-        bars.append(i)
-        cash_after.append(cash)
-        holding.append(held)
+    with _no_cyclic_gc():
+        for i, side, price, opened, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(),
+                                              bar_ts[orders].tolist(), close_ts[orders].tolist()):
+            if side == 1:
+                if held or ts < streak.circuit_breaker_until:
+                    continue  # already long, or paused
+                notional = min(cash, pct / 100.0 * cash)
+                if notional < DUST_NOTIONAL_USD:
+                    continue
+                price *= buy_factor
+                quantity = notional / (price * fee_factor)
+                fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "buy", quantity,
+                            price, max(notional - quantity * price, 0.0), -notional, 0.0, ts)
+                held, avg = quantity, notional / quantity
+            else:
+                if not held:
+                    continue
+                price *= sell_factor
+                gross = held * price
+                fee = gross * fee_rate
+                proceeds = gross - fee
+                fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "sell", held,
+                            price, fee, proceeds, proceeds - held * avg, ts)
+                held = 0.0
+                update_on_trade_closed(streak, limits, fill.realized_pnl, ts)
+            cash += fill.cash_delta
+            fills.append(fill)
+            bars.append(i)
+            cash_after.append(cash)
+            holding.append(held)
     return LeanTrades(orders, fills, bars, cash_after, holding)
 
 
