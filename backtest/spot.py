@@ -261,7 +261,7 @@ class SpotReplay:
         risk, limits, value = self.book.risk, self.limits, self.book.cash
         if value > risk.peak_value:
             return True
-        if bool(may_trip_kill_switch(np.float64(risk.peak_value), np.float64(value), limits.max_drawdown_pct)):
+        if bool(may_trip_kill_switch(np.asarray(risk.peak_value), np.asarray(value), limits.max_drawdown_pct)):
             return True
         if self.days[a] > risk.day:
             return False  # the new day starts at this very value: no daily loss
@@ -424,7 +424,7 @@ def _none_can_trip(low: float, high: float, risk: RiskState, limits: RiskLimits)
     """Whether no mark of values within [low, high] can trip a limit: even the lowest against
     the highest peak and day start they could reach trips nothing."""
     peak = max(risk.peak_value, high)
-    if peak <= 0 or bool(may_trip_kill_switch(np.float64(peak), np.float64(low), limits.max_drawdown_pct)):
+    if peak <= 0 or bool(may_trip_kill_switch(np.asarray(peak), np.asarray(low), limits.max_drawdown_pct)):
         return False
     daily_floor = max(risk.day_start_value, high) * (1.0 - limits.daily_loss_pct / 100.0)
     return low >= daily_floor * (1.0 + _FLOOR_MARGIN)
@@ -434,7 +434,7 @@ def first_trip_candidate(values: np.ndarray, days: np.ndarray, risk: RiskState, 
     """Offset of the first bar where marking ``values`` in turn could trip the drawdown kill
     switch or the daily loss limit (``trading.risk.update_on_mark``'s rules, with a small
     margin so it never fires later than they would); ``len(values)`` when none can."""
-    n = values.shape[0]
+    n = int(values.shape[0])
     if n == 0 or _none_can_trip(float(values.min()), float(values.max()), risk, limits):
         return n
     peak = np.maximum(np.maximum.accumulate(values), risk.peak_value)
