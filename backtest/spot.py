@@ -1,16 +1,30 @@
-"""Spot backtests that make the paper run's trades, through the paper run's own functions.
+"""Spot backtests that make the paper run's trades: its own functions, or its arithmetic.
 
 The paper run, per closed bar ``i`` of a strategy's series: the portfolio marks the book at
 ``close[i]`` at the bar's close time (``Portfolio.mark``, which may trip risk limits and
 liquidate), then the signal engine turns a nonzero signal into
 ``SpotOrder(spot_order_id(id, ts[i]), id, symbol, signal, close[i], ts[i] + timeframe)`` and
 the portfolio answers it with ``Portfolio.decide_spot`` then ``commit`` (or
-``record_no_fill``). This module makes exactly those calls in exactly that order; signals come
+``record_no_fill``). The portfolio path makes exactly those calls in that order; signals come
 from ``strategies.registry.compute_signals`` run once over the whole series, zeroed before the
 warm-up as the engine forces them.
 
-Speed without a second model: a mark between two orders only matters through the risk state
-it leaves (peak, day, day-start value, daily-loss and kill-switch flags). Over a run of bars
+Speed, first: the lean path (``SpotReplay.run_lean``, ``lean_trades``). Until a mark trips a
+limit, marks change nothing an order reads but the circuit breaker's pause, which only closed
+trades move; every order passes the portfolio's checks (it fills at its own bar's closing tick,
+under an order id of its own bar). So the orders are answered one after another with the
+ledger's arithmetic (``decide_spot_order``, ``apply_fill``: the same float operations in the
+same order, the dust rule and ``update_on_trade_closed``'s pause included), a loop over
+orders, not bars; the value each bar's mark sees is the cash and coins after the previous
+fills, forward-filled, times the close; numpy finds the first bar where a mark could trip a
+limit (``first_trip_candidate``). The fills before that bar are the paper run's; the book and
+the portfolio are set as its marks and commits leave them (peak, day and its start value,
+last value, loss streak, recent trades and order ids, journal sequence, price), and the
+portfolio path below takes over from there (at once when a limit trips in the first bar, to
+the end when none can).
+
+Then the portfolio path: a mark between two orders only matters through the risk state it
+leaves (peak, day, day-start value, daily-loss and kill-switch flags). Over a run of bars
 with no order the holdings are constant, so the book value is ``cash + quantity * close`` and
 numpy finds the first bar where a limit could trip. Before that bar, marking at most two bars
 (the highest value if it beats the peak, the first bar of the last day if the day rolls)
@@ -19,7 +33,8 @@ real. The run's last bar is marked only at the end of the series: elsewhere its 
 nothing but the last value, the price and the market time, which the next mark sets again
 before any order or mark reads them. A flat book's value is constant, so only its first bar
 can trip anything and its day roll can be any bar of the new day. Tests compare every fill,
-the equity and the final state with a per-bar reference loop that calls ``mark`` on each bar.
+the equity and the final state of both paths with a per-bar reference loop that calls
+``mark`` on each bar.
 """
 from __future__ import annotations
 
