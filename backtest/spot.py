@@ -212,9 +212,13 @@ class SpotReplay:
             book.recent_trades = [*book.recent_trades, *(f.to_dict() for f in fills[-RECENT_TRADES:])][-RECENT_TRADES:]
             book.last_ts = max(book.last_ts, last.ts_event)
             portfolio.journal_seq = last.seq
-            for fill in fills:
-                if fill.side == "sell":
-                    self.events += update_on_trade_closed(risk, self.limits, fill.realized_pnl, fill.ts_event)
+            if kept == len(trades.fills):  # the loop's loss streak and pause are the book's
+                self.events += trades.events
+                risk.consecutive_losses, risk.circuit_breaker_until = trades.consecutive_losses, trades.paused_until
+            else:
+                for fill in fills:
+                    if fill.side == "sell":
+                        self.events += update_on_trade_closed(risk, self.limits, fill.realized_pnl, fill.ts_event)
         ids = book.recent_order_ids
         for bar, fill_number in trades.answered(k, RECENT_ORDER_IDS):
             order_id = spot_order_id(self.strategy_id, int(self.bar_ts[bar]))
@@ -348,13 +352,17 @@ def _no_cyclic_gc() -> Iterator[None]:
 @dataclass
 class LeanTrades:
     """What ``lean_trades`` decided: ``orders``, the bars of every order answered (fills and
-    refusals alike); per fill, the fill and its bar, and the cash and base units held after it."""
+    refusals alike); per fill, the fill and its bar, and the cash and base units held after it;
+    after the last fill, the loss streak, the pause and the circuit breaker's log lines."""
 
     orders: np.ndarray
     fills: list[Fill]
     bars: list[int]
     cash: list[float]
     holding: list[float]
+    consecutive_losses: int
+    paused_until: int
+    events: list[str]
 
     def answered(self, k: int, last: int) -> list[tuple[int, int]]:
         """(bar, index of its fill + 1, or 0 for no fill) of the last ``last`` orders before bar ``k``."""
@@ -390,6 +398,7 @@ def lean_trades(data: tuple[np.ndarray, np.ndarray, np.ndarray], signals: np.nda
     pct = limits.max_position_pct
     buy_factor, sell_factor, fee_factor = 1.0 + slippage_rate, 1.0 - slippage_rate, 1.0 + fee_rate
     held, avg = 0.0, 0.0
+    events: list[str] = []
     with _no_cyclic_gc():
         for i, side, price, opened, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(),
                                               bar_ts[orders].tolist(), close_ts[orders].tolist()):
@@ -414,13 +423,14 @@ def lean_trades(data: tuple[np.ndarray, np.ndarray, np.ndarray], signals: np.nda
                 fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "sell", held,
                             price, fee, proceeds, proceeds - held * avg, ts)
                 held = 0.0
-                update_on_trade_closed(streak, limits, fill.realized_pnl, ts)
+                events += update_on_trade_closed(streak, limits, fill.realized_pnl, ts)
             cash += fill.cash_delta
             fills.append(fill)
             bars.append(i)
             cash_after.append(cash)
             holding.append(held)
-    return LeanTrades(orders, fills, bars, cash_after, holding)
+    return LeanTrades(orders, fills, bars, cash_after, holding, streak.consecutive_losses,
+                      streak.circuit_breaker_until, events)
 
 
 def may_trip_kill_switch(peak: np.ndarray, values: np.ndarray, max_drawdown_pct: float) -> np.ndarray:
