@@ -61,7 +61,7 @@ from trading.risk import RiskLimits
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.csv"
 SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 100_000)
-RUNS = {10_000: 7, 100_000: 5, 1_000_000: 3}
+RUNS = {10_000: 7, 100_000: 7, 1_000_000: 5}
 QUICK_RUNS = {10_000: 5, 100_000: 3}
 BACKTRADER_RUNS = {10_000: 3, 100_000: 1, 1_000_000: 1}
 BACKTRADER_PIN = "backtrader==1.9.78.123"
