@@ -32,7 +32,8 @@ OBJECTIVES = ("sharpe", "sortino", "return_dd")
 def bar_returns(equity: np.ndarray, capital: float) -> np.ndarray:
     """``r_t = E_t / E_{t-1} - 1`` with the capital before the first bar."""
     previous = np.r_[capital, equity[:-1]]
-    return equity / previous - 1.0
+    returns: np.ndarray = equity / previous - 1.0
+    return returns
 
 
 def sharpe_ratio(returns: np.ndarray, periods_per_year: float) -> float | None:
@@ -49,20 +50,30 @@ def sortino_ratio(returns: np.ndarray, periods_per_year: float) -> float | None:
     return None if downside == 0 else float(np.mean(returns)) / downside * math.sqrt(periods_per_year)
 
 
-def drawdown_curve(equity: np.ndarray, capital: float) -> np.ndarray:
-    """Fraction below the running peak (capital included) at each bar, >= 0."""
-    peak = np.maximum.accumulate(np.r_[capital, equity])[1:]
-    return (peak - equity) / peak
+def running_peak(equity: np.ndarray, capital: float) -> tuple[np.ndarray, np.ndarray]:
+    """The capital, then each bar's equity (``values``), and the running maximum of those
+    (``peak``): what the drawdown numbers share, computed once for a long curve."""
+    values = np.r_[capital, equity]
+    return values, np.maximum.accumulate(values)
+
+
+def drawdown_curve(equity: np.ndarray, capital: float,
+                   peaks: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Fraction below the running peak (capital included) at each bar, >= 0; ``peaks`` is
+    ``running_peak(equity, capital)`` if the caller has it."""
+    peak = (running_peak(equity, capital) if peaks is None else peaks)[1][1:]
+    below: np.ndarray = (peak - equity) / peak
+    return below
 
 
 def max_drawdown_duration(equity: np.ndarray, close_ts: np.ndarray, capital: float,
-                          period_ms: int) -> tuple[int, int]:
+                          period_ms: int, peaks: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[int, int]:
     """(bars, ms) of the longest stretch below a previous peak: from the close of the peak bar
     to the close of the bar back at that peak, or to the last bar. The capital is the peak at
-    the open of the first bar."""
-    values = np.r_[capital, equity]
+    the open of the first bar. ``peaks`` is ``running_peak(equity, capital)`` if the caller has it."""
+    values, peak = running_peak(equity, capital) if peaks is None else peaks
     times = np.r_[int(close_ts[0]) - period_ms, close_ts]
-    under = values < np.maximum.accumulate(values)
+    under = values < peak
     if not under.any():
         return 0, 0
     edges = np.diff(np.r_[0, under.astype(np.int8), 0])
@@ -129,8 +140,9 @@ def performance(equity: np.ndarray, close_ts: np.ndarray, period_ms: int, capita
     years = (int(close_ts[-1]) - int(close_ts[0]) + period_ms) / YEAR_MS
     total = final / capital - 1.0
     cagr = (final / capital) ** (1.0 / years) - 1.0 if final > 0 else -1.0
-    max_dd = float(np.max(drawdown_curve(equity, capital)))
-    dd_bars, dd_ms = max_drawdown_duration(equity, close_ts, capital, period_ms)
+    peaks = running_peak(equity, capital)
+    max_dd = float(np.max(drawdown_curve(equity, capital, peaks)))
+    dd_bars, dd_ms = max_drawdown_duration(equity, close_ts, capital, period_ms, peaks)
     pnls = np.asarray(closed_pnls, dtype=np.float64)
     gains, losses = float(pnls[pnls > 0].sum()), float(-pnls[pnls < 0].sum())
     return {

@@ -9,11 +9,13 @@ import pytest
 from backtest.metrics import (
     YEAR_MS,
     bar_returns,
+    drawdown_curve,
     max_drawdown_duration,
     monthly_returns,
     objective_value,
     performance,
     round_trips,
+    running_peak,
 )
 from common.model import Fill
 
@@ -60,6 +62,16 @@ def test_drawdown_duration_is_the_longest_stretch_below_a_peak():
     assert max_drawdown_duration(np.array([101.0, 102.0]), CLOSE_TS[:2], CAPITAL, DAY) == (0, 0)
     # Underwater from the capital at the first open to the end: 3 bars.
     assert max_drawdown_duration(np.array([90.0, 95.0, 99.0]), CLOSE_TS[:3], CAPITAL, DAY) == (3, 3 * DAY)
+
+
+def test_the_running_peak_is_computed_once_and_shared():
+    values, peak = running_peak(EQUITY, CAPITAL)
+    assert values.tolist() == [100.0, 110.0, 99.0, 120.0, 90.0, 95.0, 121.0, 100.0]
+    assert peak.tolist() == [100.0, 110.0, 110.0, 120.0, 120.0, 120.0, 121.0, 121.0]
+    shared = drawdown_curve(EQUITY, CAPITAL, (values, peak))
+    assert shared.tolist() == pytest.approx([0.0, 11 / 110, 0.0, 30 / 120, 25 / 120, 0.0, 21 / 121])
+    assert np.array_equal(shared, drawdown_curve(EQUITY, CAPITAL))
+    assert max_drawdown_duration(EQUITY, CLOSE_TS, CAPITAL, DAY, (values, peak)) == (3, 3 * DAY)
 
 
 def test_trade_statistics():

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from backtest.spot import run_spot_backtest, strategy_signals
+from backtest.spot import SpotReplay, run_spot_backtest, strategy_signals
 from common.model import SpotOrder, spot_order_id
 from common.ohlcv import OHLCV
-from common.timeframes import HOUR_MS
+from common.timeframes import DAY_MS, HOUR_MS
 from strategies.params import STRATEGY_PARAMS, get_params
 from strategies.registry import compute_signals
 from trading.portfolio import Portfolio, StrategyMeta
@@ -23,6 +23,10 @@ from trading.risk import RiskLimits
 WIDE_OPEN = RiskLimits(max_drawdown_pct=100.0, max_position_pct=100.0, daily_loss_pct=100.0, circuit_breaker_ms=0)
 TIGHT = RiskLimits(max_drawdown_pct=25.0, daily_loss_pct=2.0, max_consecutive_losses=2)
 TIGHTEST = RiskLimits(max_drawdown_pct=8.0, daily_loss_pct=1.0)
+# No mark can trip anything, so the lean path runs to the end; its own rules still bite: half
+# the book per entry, and two losing trades in a row pause entries for a day.
+PAUSING = RiskLimits(max_drawdown_pct=100.0, max_position_pct=50.0, daily_loss_pct=100.0, max_consecutive_losses=2,
+                     circuit_breaker_ms=DAY_MS)
 
 
 def reference_run(strategy: str, data: OHLCV, params: dict | None, limits: RiskLimits, *, fee_pct: float = 0.1,
@@ -55,7 +59,8 @@ def reference_run(strategy: str, data: OHLCV, params: dict | None, limits: RiskL
     return fills, np.array(equity), portfolio
 
 
-@pytest.mark.parametrize("limits", [RiskLimits(), TIGHT, TIGHTEST], ids=["default", "tight", "tightest"])
+@pytest.mark.parametrize("limits", [RiskLimits(), TIGHT, TIGHTEST, PAUSING], ids=["default", "tight", "tightest",
+                                                                               "pausing"])
 @pytest.mark.parametrize("strategy", sorted(s for s in STRATEGY_PARAMS if s != "pairs_spread"))
 def test_fast_path_makes_the_reference_fills_and_books(btc_1h, strategy, limits):
     data = btc_1h.slice(2000, 8000)  # 2018: a crash that trips every limit
@@ -65,6 +70,51 @@ def test_fast_path_makes_the_reference_fills_and_books(btc_1h, strategy, limits)
     assert result.fills == fills
     assert np.array_equal(result.equity, equity)
     assert result.state == portfolio.to_state()
+
+
+def _lean_until(monkeypatch, data: OHLCV, limits: RiskLimits, **kwargs) -> tuple[int, object]:
+    """(the bar the lean path hands over to the portfolio at, the backtest result)."""
+    handed = []
+    lean = SpotReplay.run_lean
+    monkeypatch.setattr(SpotReplay, "run_lean", lambda self, s, f: handed.append(lean(self, s, f)) or handed[-1])
+    result = run_spot_backtest("ref", "sma_crossover", "BTC/USDT", "1h", data, None, limits=limits, **kwargs)
+    return handed[0], result
+
+
+def test_the_lean_path_runs_to_the_end_when_no_mark_can_trip_and_keeps_the_pause(btc_1h, monkeypatch):
+    data = btc_1h.slice(2000, 8000)
+    until, result = _lean_until(monkeypatch, data, PAUSING)
+    assert until == len(data)
+    fills, equity, portfolio = reference_run("sma_crossover", data, None, PAUSING)
+    assert result.fills == fills and np.array_equal(result.equity, equity)
+    assert result.state == portfolio.to_state()
+    # the pause refused entries the rule asked for, and half the book stayed in cash
+    pauses = [e for e in result.risk_events if e.startswith("circuit_breaker")]
+    assert pauses and np.count_nonzero(result.signals == 1) > sum(f.side == "buy" for f in fills)
+    assert fills[0].cash_delta == -500.0
+
+
+def test_the_lean_path_hands_over_before_the_first_bar_a_mark_could_trip(btc_1h, monkeypatch):
+    data = btc_1h.slice(2000, 8000)
+    until, result = _lean_until(monkeypatch, data, TIGHT, slippage_pct=0.05)
+    assert 0 < until < len(data)
+    fills, equity, portfolio = reference_run("sma_crossover", data, None, TIGHT, slippage_pct=0.05)
+    assert any(f.ts_event <= int(data.ts[until]) for f in fills)  # the lean path made some fills
+    assert result.fills == fills and np.array_equal(result.equity, equity)
+    assert result.state == portfolio.to_state()
+
+
+def test_the_lean_path_from_trade_from_equals_the_portfolio_path(btc_1h, monkeypatch):
+    data = btc_1h.slice(10000, 13000)
+    start = int(data.ts[1000])
+    until, lean = _lean_until(monkeypatch, data, PAUSING, trade_from_ms=start)
+    assert until == len(data)
+    monkeypatch.setattr(SpotReplay, "run_lean", lambda self, signals, first: first)  # the portfolio from the start
+    portfolio = run_spot_backtest("ref", "sma_crossover", "BTC/USDT", "1h", data, None, limits=PAUSING,
+                                  trade_from_ms=start)
+    assert lean.fills == portfolio.fills and min(f.ts_event for f in lean.fills) > start
+    assert np.array_equal(lean.equity, portfolio.equity) and lean.equity.size == 2000
+    assert lean.state == portfolio.state and lean.risk_events == portfolio.risk_events
 
 
 def test_pairs_strategy_matches_the_reference(btc_1h, eth_1h):

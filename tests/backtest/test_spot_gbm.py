@@ -4,11 +4,13 @@ reference, and the fast path keeps marking only where a limit could trip."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from backtest.spot import SpotReplay, run_spot_backtest
 from common.ohlcv import OHLCV
 from common.timeframes import HOUR_MS
 from tests.backtest.test_spot import WIDE_OPEN, reference_run
+from trading.ledger import DUST_NOTIONAL_USD
 from trading.risk import RiskLimits, kill_switch_trips, new_risk_state, update_on_mark
 
 
@@ -55,3 +57,13 @@ def test_a_million_bar_gbm_does_not_degenerate_into_marking_every_bar(monkeypatc
     assert len(marks) < len(data) // 10
     assert not any(f.kind == "liquidation" for f in result.fills)
     assert len(result.fills) > 1_000
+
+
+def test_a_book_worth_less_than_the_dust_notional_buys_no_more():
+    data = gbm_bars(60_000, drift=-5e-4)
+    result = run_spot_backtest("w", "sma_crossover", "BTC/USDT", "1h", data, None, limits=WIDE_OPEN)
+    last = result.fills[-1]
+    assert last.side == "sell" and result.state["strategies"]["w"]["cash"] == pytest.approx(0.991042879, rel=1e-6)
+    assert result.state["strategies"]["w"]["cash"] < DUST_NOTIONAL_USD
+    after = int(np.searchsorted(data.ts + HOUR_MS, last.ts_event)) + 1
+    assert np.count_nonzero(result.signals[after:] == 1) > 100  # the rule kept asking; every buy was refused
