@@ -398,8 +398,8 @@ def test_recv_monitor_message_parses_what_pyzmq_parses() -> None:
         assert monitor.poll(5000)
         event = recv_monitor_message(monitor)
         assert event == {"event": zmq.Event.LISTENING, "value": event["value"], "endpoint": endpoint}
-        frames = [zmq.Event.LISTENING.value.to_bytes(2, "little") + int(event["value"]).to_bytes(4, "little", signed=True),
-                  endpoint]
+        event_frame = zmq.Event.LISTENING.value.to_bytes(2, "little") + int(event["value"]).to_bytes(4, "little")
+        frames = [event_frame, endpoint]
         assert parse_monitor_message(frames) == event
         fake.bind("inproc://fake-monitor")
         sender = ctx.socket(zmq.PAIR)
