@@ -27,7 +27,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TypedDict
 
 import zmq
 from zmq.utils import z85
@@ -350,7 +350,15 @@ def stop_zap(ctx: Context) -> None:
         handler.stop()
 
 
-def recv_monitor_message(monitor: Socket, flags: int = 0) -> dict[str, object]:
+class MonitorEvent(TypedDict):
+    """One socket-monitor event, keyed as pyzmq's ``parse_monitor_message`` keys it."""
+
+    event: zmq.Event
+    value: int
+    endpoint: bytes
+
+
+def recv_monitor_message(monitor: Socket, flags: int = 0) -> MonitorEvent:
     """The next event on a socket monitor (``get_monitor_socket``) as pyzmq's
     ``zmq.utils.monitor.recv_monitor_message`` gives it: ``event`` and ``value`` as
     ``zmq.Event``, ``endpoint`` bytes. Parsed here because that module imports ``zmq.asyncio``:
@@ -359,4 +367,4 @@ def recv_monitor_message(monitor: Socket, flags: int = 0) -> dict[str, object]:
     if len(frames) != 2 or len(frames[0]) != _MONITOR_EVENT.size:
         raise RuntimeError(f"socket monitor: expected [6-byte event, endpoint], got {frames!r}")
     event, value = _MONITOR_EVENT.unpack(frames[0])
-    return {"event": zmq.Event(event), "value": zmq.Event(value), "endpoint": frames[1]}
+    return {"event": zmq.Event(event), "value": value, "endpoint": frames[1]}
