@@ -4,7 +4,7 @@ Every few seconds: VmRSS (/proc/<pid>/status) and PSS (/proc/<pid>/smaps_rollup,
 shares common pages fairly between processes) of each program, pids from
 ``supervisorctl pid``. Steady state = the median over the second half of the run; growth =
 the least-squares slope over that half (MB per wall minute) and last minus first sample after
-warm-up. The stack's total is the five services (supervisord is shown beside it). Which heavy
+warm-up. The stack's total is the six service programs (supervisord is shown beside it). Which heavy
 libraries each service really loaded is read from /proc/<pid>/maps (their native .so files),
 and each service module's import cost is measured in a fresh interpreter.
 

@@ -360,8 +360,8 @@ class MonitorEvent(TypedDict):
 
 def recv_monitor_message(monitor: Socket, flags: int = 0) -> MonitorEvent:
     """The next event on a socket monitor (``get_monitor_socket``) as pyzmq's
-    ``zmq.utils.monitor.recv_monitor_message`` gives it: ``event`` and ``value`` as
-    ``zmq.Event``, ``endpoint`` bytes. Parsed here because that module imports ``zmq.asyncio``:
+    ``zmq.utils.monitor.recv_monitor_message`` keys it: ``event`` a ``zmq.Event``, ``value`` its
+    int (an fd, an errno), ``endpoint`` bytes. Parsed here because that module imports ``zmq.asyncio``:
     asyncio and 60 modules, 4 MB in every process, none of which runs an event loop."""
     frames = monitor.recv_multipart(flags)
     if len(frames) != 2 or len(frames[0]) != _MONITOR_EVENT.size:
