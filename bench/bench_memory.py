@@ -4,11 +4,13 @@ Every few seconds: VmRSS (/proc/<pid>/status) and PSS (/proc/<pid>/smaps_rollup,
 shares common pages fairly between processes) of each program, pids from
 ``supervisorctl pid``. Steady state = the median over the second half of the run; growth =
 the least-squares slope over that half (MB per wall minute) and last minus first sample after
-warm-up. The stack's total is the five services (supervisord is shown beside it). Which heavy
+warm-up. The stack's total is the six service programs (supervisord is shown beside it). Which heavy
 libraries each service really loaded is read from /proc/<pid>/maps (their native .so files),
 and each service module's import cost is measured in a fresh interpreter.
 
-Run: ``python -m bench.bench_memory``.
+Run: ``python -m bench.bench_memory [--quick] [--seconds N]`` (``--seconds``: a shorter window
+for iterating; its steady state is before the signal engines' buffers fill, so compare such
+runs only with each other).
 """
 from __future__ import annotations
 
@@ -101,11 +103,14 @@ def _slope_mb_per_min(t_s: np.ndarray, mb: np.ndarray) -> float:
     return float(np.polyfit(t_s / 60.0, mb, 1)[0])
 
 
-def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
+def run(quick: bool = False, stack: Any = None, seconds: float | None = None) -> dict[str, Any]:
     # Steady state needs every bounded buffer full: the signal engine's 1,000 daily bars take
     # 1,000 market days (12 wall minutes here), so the growth half of a 20-minute run starts
     # at 833 days; a 10-minute run measured mostly that fill (+0.53 MB/min, then flat).
-    seconds, every = (5.0, 0.5) if quick else (1200.0, 6.0)
+    window, every = (5.0, 0.5) if quick else (1200.0, 6.0)
+    if seconds is not None:
+        window, every = seconds, min(every, seconds / 20)
+    seconds = window
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in (*SERVICES, "supervisord")}
     with running_stack(stack, speed=SPEED) as running:
         pids = {name: running.pid(name) for name in SERVICES}
@@ -188,6 +193,16 @@ def _package_row(costs: dict[str, float]) -> Row:
             f"{costs['zmq+msgpack+numpy']:.0f} MB", "", "")
 
 
+def _window(argv: list[str]) -> float | None:
+    """The ``--seconds N`` of the command line, or None (the default window)."""
+    if "--seconds" not in argv:
+        return None
+    at = argv.index("--seconds") + 1
+    if at >= len(argv) or not argv[at].replace(".", "", 1).isdigit() or float(argv[at]) <= 0:
+        raise SystemExit("bench_memory: --seconds needs a positive number of wall seconds")
+    return float(argv[at])
+
+
 if __name__ == "__main__":
-    for row in report(run(quick="--quick" in sys.argv)):
+    for row in report(run(quick="--quick" in sys.argv, seconds=_window(sys.argv))):
         print(" | ".join(row))

@@ -34,9 +34,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import msgpack
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
-from common.bus_auth import BusSecurity, Context, Socket, may_request
+from common.bus_auth import BusSecurity, Context, Socket, may_request, recv_monitor_message
 from common.wall import wall_ms
 
 PROTOCOL_VERSION = 1

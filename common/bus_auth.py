@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TypedDict
 
 import zmq
 from zmq.utils import z85
@@ -55,6 +56,8 @@ WRITE_REQUESTS: Mapping[str, frozenset[str]] = {
 # Everything a client key may ask beyond its WRITE_REQUESTS grants; any other type is refused to it.
 READ_REQUESTS = frozenset({"status", "snapshot", "book_snapshot", "positions", "positions_batch", "equity", "prices",
                            "history", "chain", "price", "iv", "mark"})
+
+_MONITOR_EVENT = struct.Struct("=Hi")  # a monitor message's first frame: 16-bit event id, 32-bit value
 
 _KEY_LINE = re.compile(r'^\s*(public|secret)-key\s*=\s*"([^"]{40})"\s*$', re.MULTILINE)
 _CERT = """#   ZeroMQ CURVE {kind} Certificate for the go-trader bus identity "{name}"
@@ -345,3 +348,23 @@ def stop_zap(ctx: Context) -> None:
         handler = _handlers.pop(id(ctx), None)
     if handler is not None and handler.ctx is ctx:
         handler.stop()
+
+
+class MonitorEvent(TypedDict):
+    """One socket-monitor event, keyed as pyzmq's ``parse_monitor_message`` keys it."""
+
+    event: zmq.Event
+    value: int
+    endpoint: bytes
+
+
+def recv_monitor_message(monitor: Socket, flags: int = 0) -> MonitorEvent:
+    """The next event on a socket monitor (``get_monitor_socket``) as pyzmq's
+    ``zmq.utils.monitor.recv_monitor_message`` keys it: ``event`` a ``zmq.Event``, ``value`` its
+    int (an fd, an errno), ``endpoint`` bytes. Parsed here because that module imports ``zmq.asyncio``:
+    asyncio and 60 modules, 4 MB in every process, none of which runs an event loop."""
+    frames = monitor.recv_multipart(flags)
+    if len(frames) != 2 or len(frames[0]) != _MONITOR_EVENT.size:
+        raise RuntimeError(f"socket monitor: expected [6-byte event, endpoint], got {frames!r}")
+    event, value = _MONITOR_EVENT.unpack(frames[0])
+    return {"event": zmq.Event(event), "value": value, "endpoint": frames[1]}

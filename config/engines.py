@@ -12,7 +12,6 @@ Every strategy must land in exactly one engine. Pure: the config check and the s
 """
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import zlib
@@ -46,8 +45,14 @@ def show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+def did_you_mean(word: Any, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """' (did you mean "x"?)' when a close choice exists, else ''. Symbols share their quote
+    ("/USDT"), so callers pass a higher ``cutoff`` for them to avoid DOGE -> SOL hints."""
+    if not isinstance(word, str):
+        return ""
+    import difflib  # only a bad name pays for it (0.2 MB in every process that loads a config)
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 

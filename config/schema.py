@@ -6,17 +6,16 @@ Consistency rules that span sections live in config/settings.py.
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from common.timeframes import TIMEFRAME_MS
-from config.engines import selector_problem
+from config.engines import did_you_mean, selector_problem
 from options.params import OPTIONS_PARAMS, PARAMS_RULES
 
 SPOT = "spot"
@@ -51,15 +50,6 @@ def show(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def did_you_mean(word: Any, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    """' (did you mean "x"?)' when a close choice exists, else ''. Symbols share their quote
-    ("/USDT"), so callers pass a higher ``cutoff`` for them to avoid DOGE -> SOL hints."""
-    if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def join_path(path: str, key: str) -> str:

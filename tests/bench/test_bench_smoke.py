@@ -56,6 +56,15 @@ def test_memory_quick_samples_every_service(stack: Stack) -> None:
     assert any("whole stack" in row[0] for row in bench_memory.report(r))
 
 
+def test_memory_window_flag_reads_seconds_and_refuses_a_bad_one() -> None:
+    assert bench_memory._window(["bench_memory"]) is None
+    assert bench_memory._window(["bench_memory", "--seconds", "90"]) == 90.0
+    assert bench_memory._window(["bench_memory", "--seconds", "2.5", "--quick"]) == 2.5
+    for bad in (["--seconds"], ["--seconds", "0"], ["--seconds", "-5"], ["--seconds", "soon"]):
+        with pytest.raises(SystemExit, match="--seconds needs a positive number"):
+            bench_memory._window(["bench_memory", *bad])
+
+
 def test_cycle_quick_seed_children_decide_exactly_as_the_engine(stack: Stack) -> None:
     r = bench_cycle.run(quick=True, stack=stack)  # raises if a child decided differently
     assert r["strategies_scheduled"] == 34 and r["spot_strategies"] == 14

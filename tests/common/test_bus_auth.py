@@ -25,6 +25,7 @@ from common.bus_auth import (
     load_security,
     may_request,
     public_path,
+    recv_monitor_message,
     secret_path,
     stop_zap,
     zap_handler,
@@ -380,3 +381,35 @@ def test_terminating_the_context_alone_ends_the_zap_handler(keys):
     threading.Thread(target=lambda: (ctx.term(), done.set()), daemon=True).start()
     assert done.wait(5), "ctx.term() hung on the ZAP handler's sockets"
     assert not handler.alive and zap_handler(ctx) is None
+
+
+def test_recv_monitor_message_parses_what_pyzmq_parses() -> None:
+    """Our monitor parser gives pyzmq's dict for a real event (a bind's LISTENING) and refuses
+    a malformed one by name."""
+    from zmq.utils.monitor import parse_monitor_message
+
+    ctx = zmq.Context()
+    watched = ctx.socket(zmq.PAIR)
+    monitor = watched.get_monitor_socket(zmq.EVENT_LISTENING)
+    fake = ctx.socket(zmq.PAIR)
+    try:
+        port = watched.bind_to_random_port("tcp://127.0.0.1")
+        endpoint = f"tcp://127.0.0.1:{port}".encode()
+        assert monitor.poll(5000)
+        event = recv_monitor_message(monitor)
+        assert event == {"event": zmq.Event.LISTENING, "value": event["value"], "endpoint": endpoint}
+        event_frame = zmq.Event.LISTENING.value.to_bytes(2, "little") + int(event["value"]).to_bytes(4, "little")
+        frames = [event_frame, endpoint]
+        assert parse_monitor_message(frames) == event
+        fake.bind("inproc://fake-monitor")
+        sender = ctx.socket(zmq.PAIR)
+        sender.connect("inproc://fake-monitor")
+        sender.send_multipart([b"\x00\x20", b"tcp://x"])  # a 2-byte first frame: not an event
+        with pytest.raises(RuntimeError, match="socket monitor: expected"):
+            recv_monitor_message(fake)
+        sender.close(0)
+    finally:
+        watched.disable_monitor()
+        for sock in (monitor, watched, fake):
+            sock.close(0)
+        ctx.term()
