@@ -125,6 +125,9 @@ class SignalEngine:
         self.options_unavailable: str | None = None
         self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
+        # The newest bars asked for since the last append (``bars`` with a limit): a close's
+        # spot strategies mostly share a few series, and a copy per strategy was half their cost.
+        self.tails: dict[tuple[str, str, int], OHLCV] = {}
         self.spot_signals = SignalCache()  # incremental spot strategies, fed from the stores
         self.needs_warmup: set[tuple[str, str]] = set()
         for sc in self.spot + self.options:
@@ -142,8 +145,29 @@ class SignalEngine:
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
-        store = self.stores.get((symbol, timeframe))
-        return store.history(symbol, timeframe, limit) if store is not None else OHLCV.empty()
+        """The last ``limit`` bars (all when None). A tail is kept until the series' next bar and
+        handed out read-only; the whole history is copied for each caller (a user function may
+        write to what it is given)."""
+        if limit is None:
+            store = self.stores.get((symbol, timeframe))
+            return store.history(symbol, timeframe) if store is not None else OHLCV.empty()
+        key = (symbol, timeframe, limit)
+        tail = self.tails.get(key)
+        if tail is None:
+            store = self.stores.get((symbol, timeframe))
+            tail = store.history(symbol, timeframe, limit) if store is not None else OHLCV.empty()
+            for column in (tail.ts, tail.open, tail.high, tail.low, tail.close, tail.volume):
+                column.flags.writeable = False
+            self.tails[key] = tail
+        return tail
+
+    def stored(self, key: tuple[str, str], bars: OHLCV) -> None:
+        """Append ``bars`` to the series ``key`` (its store made on first use); its kept tails go."""
+        store = self.stores.get(key)
+        if store is None:
+            store = self.stores[key] = BarStore(capacity=HISTORY_BARS)
+        store.append(*key, bars)
+        self.tails = {k: v for k, v in self.tails.items() if k[:2] != key}
 
     def warm_up(self) -> None:
         if time.monotonic() < self.warmup_retry_at:
@@ -157,9 +181,8 @@ class SignalEngine:
                 self.rt.log.warning("warmup_failed", symbol=symbol, timeframe=timeframe, error=str(exc))
                 self.warmup_retry_at = time.monotonic() + WARMUP_BACKOFF_SECONDS
                 return
-            store = BarStore(capacity=HISTORY_BARS)
-            store.append(symbol, timeframe, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
-            self.stores[key] = store
+            self.stores.pop(key, None)  # the history replaces what was kept
+            self.stored(key, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
             self.spot_signals.invalidate(symbol, timeframe)  # a new history: rebuilt from it when next due
             self.needs_warmup.discard(key)
             self.rt.log.info("warmed_up", symbol=symbol, timeframe=timeframe, bars=len(reply["rows"]))
@@ -172,10 +195,9 @@ class SignalEngine:
             self.rt.log.warning("bad_bar_dropped", error=str(exc))
             return
         key = (bar.symbol, bar.timeframe)
-        store = self.stores.get(key)
-        if store is None:
+        if key not in self.stores:
             return  # not traded here, or still waiting for its warm-up history
-        tail = store.history(bar.symbol, bar.timeframe, 1)
+        tail = self.bars(bar.symbol, bar.timeframe, 1)
         last = int(tail.ts[-1]) if len(tail) else None
         if last is not None and bar.ts_open <= last:
             return  # a duplicate or a replayed bar: we have it
@@ -183,8 +205,7 @@ class SignalEngine:
             self.rt.log.warning("bar_gap", symbol=bar.symbol, timeframe=bar.timeframe, last=last, got=bar.ts_open)
             self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
             return
-        store.append(bar.symbol, bar.timeframe, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low,
-                                                                  bar.close, bar.volume]]))
+        self.stored(key, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low, bar.close, bar.volume]]))
 
     def on_published(self, env: Envelope) -> None:
         """The pricer's latest chain or IV, kept as sent (decoded when a batch uses it)."""
@@ -210,9 +231,9 @@ class SignalEngine:
             self.run_due()  # the bars of this market time are in: decide now, not on the next tick
             self.closes.follow(env.body)
 
-    def near_close(self) -> bool:
+    def near_close(self, ahead_ms: float = 0.0) -> bool:
         """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime)."""
-        return self.closes.holds(wall_ms())
+        return self.closes.holds(wall_ms(), ahead_ms)
 
     # --- cycle -----------------------------------------------------------------------------
     def run_due(self) -> None:

@@ -121,7 +121,7 @@ def test_housekeeping_waits_while_held_and_other_timers_do_not(monkeypatch):
     held_until = started + 0.15
     saves: list[float] = []
     work: list[float] = []
-    rt.hold_housekeeping(lambda: time.monotonic() < held_until)
+    rt.hold_housekeeping(lambda _ahead_ms: time.monotonic() < held_until)
     rt.every(0.01, lambda: saves.append(time.monotonic()), housekeeping=True)
 
     def tick() -> None:
@@ -146,7 +146,7 @@ def test_housekeeping_held_for_good_still_runs_after_the_max_delay(monkeypatch):
     rt.log.stream = io.StringIO()
     started = time.monotonic()
     saves: list[float] = []
-    rt.hold_housekeeping(lambda: True)
+    rt.hold_housekeeping(lambda _ahead_ms: True)
 
     def save() -> None:
         saves.append(time.monotonic())
@@ -212,3 +212,29 @@ def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_
     rt.every(0.01, timer)
     rt.run()
     assert order == ["outside the loop", "timer", "after"]
+
+
+def test_a_housekeeping_timer_is_held_as_far_ahead_as_its_last_run_took(monkeypatch):
+    """A save that takes 40 ms is asked about the next 40 ms, so it never starts just before a
+    close and holds up the close's orders; the look-ahead is capped."""
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    asked: list[float] = []
+    runs: list[float] = []
+    rt.hold_housekeeping(lambda ahead_ms: asked.append(ahead_ms) or False)
+
+    def save() -> None:
+        runs.append(time.monotonic())
+        time.sleep(0.04 if len(runs) == 1 else 0.2)
+        if len(runs) == 3:
+            rt.request_stop()
+
+    rt.every(0.001, save, housekeeping=True)
+    rt.run()
+    assert asked.count(0.0) >= 1  # a timer that never ran looks nothing ahead (the heap trim asks too)
+    assert 40.0 <= min(a for a in asked if a >= 1.0) < 100.0  # as long as the save's first run took
+    assert max(asked) == runtime.HOLD_LOOKAHEAD_MAX_SECONDS * 1000  # the second took 200 ms: capped
