@@ -41,6 +41,7 @@ HOUSEKEEPING_MAX_DELAY_SECONDS = 5.0
 # A housekeeping run that would still be going at a close waits too: its last run's length,
 # at most this, is looked ahead (a save begun 10 ms before a close held the close's orders).
 HOLD_LOOKAHEAD_MAX_SECONDS = 0.1
+REQUESTS_PER_TURN = 1  # requests a replier serves per loop turn, between the subscriptions' reads
 HOLD_RECHECK_SECONDS = 0.005  # how often a held timer asks again (the loop still wakes for messages)
 # glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
 # two arenas instead of 8 per core for zmq's I/O threads; a fixed 128 KiB mmap threshold, so
@@ -215,7 +216,13 @@ class ServiceRuntime:
             security=self.security,
         )
         self._closables.append(rep)
-        self._readers.append((rep.socket, rep.serve_pending))
+
+        def serve() -> None:
+            # One request per turn: the next waits for the turn's subscriptions, so a tick that came
+            # before an order is read before it even when both queued up while a reply was slow.
+            rep.serve_pending(REQUESTS_PER_TURN)
+
+        self._readers.append((rep.socket, serve))
         self._poller.register(rep.socket, zmq.POLLIN)
         return rep
 
