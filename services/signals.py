@@ -79,8 +79,11 @@ from trading.option_inputs import OptionsMarket
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
-ORDER_RETRY_SECONDS = 0.1  # first wait after a transient refusal ('retry': often a tick on its way)
+# First wait after a transient refusal ('retry': mostly the order's tick, published just before
+# its bar, not read by the portfolio yet); ``resend_when_due`` keeps it to the ms.
+ORDER_RETRY_SECONDS = 0.005
 PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
+RESEND_CHECK_SECONDS = 0.05  # how often an empty outbox looks again (run_due's beat)
 PRICER_BACKOFF_SECONDS = 5.0
 PUBLISHED_CHAIN_INTERVALS = 2  # a published chain older than this many options intervals is asked for instead
 
@@ -508,6 +511,13 @@ class SignalEngine:
             self.portfolio_failures = 0
         return acks
 
+    def resend_when_due(self) -> float:
+        """Send what waits in the outbox once its backoff is over (a 'retry' waits ms, not until
+        the next clock message); the seconds until it is due again (a self-timed wake)."""
+        if self.outbox and time.monotonic() >= self.portfolio_retry_at:
+            self.flush_outbox()
+        return max(0.0, self.portfolio_retry_at - time.monotonic()) if self.outbox else RESEND_CHECK_SECONDS
+
     def note_ack(self, order: SpotOrder | OptionOrder, ack: dict[str, Any]) -> None:
         """Log a final answer; a refusal shows in /status with its reason."""
         if ack.get("status") == ORDER_ERROR:
@@ -564,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.heartbeat_status(engine.status)
     rt.hold_housekeeping(engine.near_close)
     rt.every(0.05, engine.run_due)
+    rt.wake(engine.resend_when_due)
     rt.step_between_messages(engine.options_step)
     rt.run(on_stop=engine.scripts.close)
     return 0
