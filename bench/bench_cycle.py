@@ -3,11 +3,14 @@
 Service side: the signal service's own ``SignalEngine`` (services/signals.py), built in this
 process against a real stack whose signals program is stopped first, so it is the only engine
 and its order ids are new. One cycle = ``run_cycle`` over every strategy the engine schedules
-(spot through ``evaluate_spot``; options with their chain / IV / positions requests to the
-running pricer and portfolio and ``evaluate_options``) + ``flush_outbox`` (a REQ/REP round trip
-to the portfolio, journaled and acknowledged, for every order). Bar upkeep is outside the
+(spot through ``evaluate_spot``; options with their positions request to the running portfolio,
+the pricer's chains and IV decoded, and ``evaluate_options``) + ``flush_outbox`` (a REQ/REP round
+trip to the portfolio, journaled and acknowledged, for every order). Bar upkeep is outside the
 timer: the newest bars are fetched and handed to the engine's bar hook (``on_bar``), as the
-running service gets them from the bus.
+running service gets them from the bus. So are the chains and IV: the engine subscribes to the
+pricer's ``chain.*`` / ``iv.*`` as the service does, and before each cycle takes what arrived,
+waiting (untimed) for a publication recent enough for the engine to use; a cycle whose engine
+still asked the pricer is counted in the report.
 
 Spot before/after, in the same run: the same cycles once with every ``evaluate_spot`` call
 recomputing the whole history (the path before incremental strategies) and once reading the
@@ -46,6 +49,7 @@ SEED_WORKERS = 4
 SEED_CHILD = ("import pandas, numpy, ccxt; import pickle, sys; import trading.engine as engine; "
               "name, args = pickle.load(open(sys.argv[1], 'rb')); print(repr(getattr(engine, name)(*args)))")
 DECIDERS = ("evaluate_spot", "evaluate_options")
+PUBLISHED_WAIT_S = 2.0  # how long upkeep waits for the pricer's next chains (it publishes each options interval)
 
 
 class RecordedBars:
@@ -71,7 +75,18 @@ class BenchEngine:
         self.rt = ServiceRuntime("signals-bench", stack.security("signals"))
         self.rt.log.stream = io.StringIO()  # its per-cycle log lines are not the benchmark's output
         self.rt.bind_publisher("tcp://127.0.0.1:*")
-        self.engine = signals.SignalEngine(load_config(str(stack.config_path)), self.rt)
+        cfg = load_config(str(stack.config_path))
+        self.engine = signals.SignalEngine(cfg, self.rt)
+        self.published = self.rt.subscribe([cfg.endpoints["pricer"].pub], ["chain.", "iv."], self.engine.on_message)
+        self.needs = {key for sc in self.engine.options for key in ((sc.underlying, sc.venue), sc.underlying)}
+        self.pricer_asked = 0  # chain / iv requests the engine made (no recent publication at hand)
+        ask = self.engine.ask_pricer
+
+        def counted(kind: str, body: dict[str, Any]) -> Any:
+            self.pricer_asked += 1
+            return ask(kind, body)
+
+        self.engine.ask_pricer = counted  # type: ignore[method-assign]
         self.ids = list(self.engine.schedule.due_at)
         self.deciders = {name: getattr(signals, name) for name in DECIDERS}
         self.decide_s = {name: 0.0 for name in DECIDERS}
@@ -95,6 +110,15 @@ class BenchEngine:
                                     "high": h, "low": lo, "close": c, "volume": v})
         self.engine.warm_up()
         self.engine.market_ts = self.engine.marketdata.request("status")["market_ts"]
+        deadline = time.monotonic() + PUBLISHED_WAIT_S
+        while True:  # the pricer publishes at each options interval; the service has them by the cycle
+            got = self.published.receive(0)
+            if got is None:
+                if all(self.engine.latest(key) is not None for key in self.needs) or time.monotonic() > deadline:
+                    return
+                got = self.published.receive(5)
+            if got is not None:
+                self.engine.on_message(*got)
 
     def _wrap(self, wrapper: Callable[[str, Callable[..., Any]], Callable[..., Any]]) -> None:
         for name, fn in self.deciders.items():
@@ -122,7 +146,7 @@ class BenchEngine:
             return call
 
         self._wrap(timed)
-        acked = self.engine.orders_acked
+        acked, asked = self.engine.orders_acked, self.pricer_asked
         start = time.perf_counter()
         self.engine.run_cycle(self.ids)
         self.engine.decide_pending_options()  # the service steps through these between messages
@@ -132,7 +156,8 @@ class BenchEngine:
         spot_s = self.decide_s["evaluate_spot"]
         return {"seconds": end - start, "spot_s": spot_s, "options_s": decided - start - spot_s,
                 "orders_s": end - decided, "orders": self.engine.orders_acked - acked,
-                "options_decide_s": self.decide_s["evaluate_options"], "spot_done_s": list(self.spot_done_s)}
+                "options_decide_s": self.decide_s["evaluate_options"], "spot_done_s": list(self.spot_done_s),
+                "pricer_asked": self.pricer_asked - asked}
 
     def record(self) -> list[tuple[str, tuple[Any, ...], str]]:
         """One untimed cycle whose every decision is kept with its inputs and its outcome."""
@@ -257,6 +282,7 @@ def run(quick: bool = False, stack: Any = None) -> dict[str, Any]:
            for phase in ("spot_s", "options_s", "options_decide_s", "orders_s")},
         "orders_per_cycle_median": statistics.median(o["orders"] for o in outcomes),
         "orders_acked_total": sum(o["orders"] for o in outcomes),
+        "cycles_asking_pricer": sum(1 for o in outcomes if o["pricer_asked"]),
         "seed_cycles": seed_cycles,
         "seed_processes_run": len(sample),
         "seed_extrapolated": len(sample) != len(calls),
@@ -287,10 +313,12 @@ def report(r: dict[str, Any]) -> list[Row]:
          f"acks (median of {r['service_cycles']}; {r['options_decided']} options decided in the recorded cycle)",
          ms(r["service_cycle_s"]), "", ""),
         ("service cycle p90", ms(r["service_cycle_p90_s"]), "", ""),
-        ("  spot decisions / options (pricer + portfolio REQs and decisions) / order acks, medians",
+        ("  spot decisions / options (positions REQ, chains decoded, decisions) / order acks, medians",
          " / ".join(ms(r[f"service_{p}_median_s"]) for p in ("spot_s", "options_s", "orders_s")), "", ""),
         ("  of the options part, evaluate_options itself (median)", ms(r["service_options_decide_s_median_s"]),
          "", ""),
+        (f"  timed cycles whose engine asked the pricer for a chain or IV (none recent published), of "
+         f"{r['service_cycles']}", f"{r['cycles_asking_pricer']}", "", ""),
         ("orders acknowledged per cycle (median) / in all timed cycles",
          f"{r['orders_per_cycle_median']:g} / {r['orders_acked_total']}", "", ""),
         (f"seed cycle, {r['decisions_recorded']} processes one at a time (median of {r['seed_cycles']}){scaled}",

@@ -75,10 +75,10 @@ class MarketDataService:
         self.next_close: int | None = None  # the market time of the next bar close, once known
         self.clock_saved_at = 0.0  # monotonic s
 
-    def near_close(self) -> bool:
+    def near_close(self, ahead_ms: float = 0.0) -> bool:
         """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime),
         leaving the close's CPU to the bar, the decisions and the orders."""
-        return self.cfg.feed.mode != "live" and self.closes.holds(wall_ms())
+        return self.cfg.feed.mode != "live" and self.closes.holds(wall_ms(), ahead_ms)
 
     def _identity(self) -> dict[str, Any]:
         replay = {s: str(p) for s, p in self.cfg.feed.replay.files.items()} if self.cfg.feed.mode == "replay" else {}

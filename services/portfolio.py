@@ -452,9 +452,9 @@ class PortfolioService:
         return {"points": self.equity.read(since_ts=since_ts, max_points=max_points)}
 
     # --- market -----------------------------------------------------------------------------
-    def near_close(self) -> bool:
+    def near_close(self, ahead_ms: float = 0.0) -> bool:
         """True within a bar close's burst of orders: housekeeping waits (ServiceRuntime)."""
-        return self.closes.holds(wall_ms())
+        return self.closes.holds(wall_ms(), ahead_ms)
 
     def on_message(self, topic: str, env: Envelope) -> None:
         body = env.body

@@ -38,6 +38,10 @@ REPAIR_SECONDS = 1.0  # how soon a subscriber reconnects an endpoint an impostor
 # A housekeeping timer waits while the service's hold check says a bar close's burst is on
 # (hold_housekeeping), but never more than this past its due time.
 HOUSEKEEPING_MAX_DELAY_SECONDS = 5.0
+# A housekeeping run that would still be going at a close waits too: its last run's length,
+# at most this, is looked ahead (a save begun 10 ms before a close held the close's orders).
+HOLD_LOOKAHEAD_MAX_SECONDS = 0.1
+REQUESTS_PER_TURN = 1  # requests a replier serves per loop turn, between the subscriptions' reads
 HOLD_RECHECK_SECONDS = 0.005  # how often a held timer asks again (the loop still wakes for messages)
 # glibc mallopt settings for a small, long-running process (measured in bench/bench_memory):
 # two arenas instead of 8 per core for zmq's I/O threads; a fixed 128 KiB mmap threshold, so
@@ -90,6 +94,7 @@ class _Timer:
     due: float
     self_timed: bool = False  # the callback returns the seconds until it wants to run again
     housekeeping: bool = False  # waits while the service's hold check is True (hold_housekeeping)
+    took: float = 0.0  # seconds its last run took: a housekeeping run must end before a close's burst
 
 
 class CloseWatch:
@@ -112,8 +117,9 @@ class CloseWatch:
         except ValueError:
             self.stats.count_drop("bad_clock")
 
-    def holds(self, now_ms: float) -> bool:
-        return self.window is not None and self.window.holds(now_ms)
+    def holds(self, now_ms: float, ahead_ms: float = 0.0) -> bool:
+        """True at ``now_ms``, or ``ahead_ms`` later: work that long would still be running then."""
+        return self.window is not None and (self.window.holds(now_ms) or self.window.holds(now_ms + ahead_ms))
 
 
 def bus_security(cfg: Config, identity: str) -> BusSecurity:
@@ -149,7 +155,7 @@ class ServiceRuntime:
         self._busy = False
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
         self._heartbeat_timer: _Timer | None = None
-        self._hold: Callable[[], bool] = lambda: False
+        self._hold: Callable[[float], bool] = lambda _ahead_ms: False
         self._after_turn: list[Callable[[], Any]] = []
         self._looping = False
         # What keeps this service from doing its job right now (name -> one-line reason):
@@ -210,7 +216,13 @@ class ServiceRuntime:
             security=self.security,
         )
         self._closables.append(rep)
-        self._readers.append((rep.socket, rep.serve_pending))
+
+        def serve() -> None:
+            # One request per turn: the next waits for the turn's subscriptions, so a tick that came
+            # before an order is read before it even when both queued up while a reply was slow.
+            rep.serve_pending(REQUESTS_PER_TURN)
+
+        self._readers.append((rep.socket, serve))
         self._poller.register(rep.socket, zmq.POLLIN)
         return rep
 
@@ -226,9 +238,10 @@ class ServiceRuntime:
         while the hold check is True (``hold_housekeeping``), at most HOUSEKEEPING_MAX_DELAY_SECONDS."""
         self._timers.append(_Timer(seconds, callback, time.monotonic(), housekeeping=housekeeping))
 
-    def hold_housekeeping(self, hold: Callable[[], bool]) -> None:
-        """``hold()`` is True while latency-critical work is near (a bar close and the orders
-        it brings): housekeeping timers then wait, so a fill never queues behind an fsync."""
+    def hold_housekeeping(self, hold: Callable[[float], bool]) -> None:
+        """``hold(ahead_ms)`` is True while latency-critical work is near (a bar close and the
+        orders it brings), now or within ``ahead_ms`` (what the timer's last run took):
+        housekeeping timers then wait, so a fill never queues behind a save begun just before."""
         self._hold = hold
 
     def wake(self, callback: Callable[[], float]) -> None:
@@ -335,18 +348,17 @@ class ServiceRuntime:
         try:
             while not self.stopping:
                 now = time.monotonic()
-                holding: bool | None = None  # asked once per turn, only when a housekeeping timer is due
                 next_due = now + 0.1
                 for timer in self._timers:
                     if now >= timer.due:
-                        if timer.housekeeping and now - timer.due < HOUSEKEEPING_MAX_DELAY_SECONDS:
-                            if holding is None:
-                                holding = bool(self._guarded(self._hold))
-                            if holding:
-                                next_due = min(next_due, now + HOLD_RECHECK_SECONDS)
-                                continue
+                        if timer.housekeeping and now - timer.due < HOUSEKEEPING_MAX_DELAY_SECONDS \
+                                and self._held(timer):
+                            next_due = min(next_due, now + HOLD_RECHECK_SECONDS)
+                            continue
                         timer.due = max(timer.due + timer.interval, now)
+                        started = time.monotonic()
                         wait = self._guarded(timer.callback)
+                        timer.took = time.monotonic() - started
                         if timer.self_timed:
                             timer.due = time.monotonic() + (wait if isinstance(wait, (int, float)) else 0.05)
                     next_due = min(next_due, timer.due)
@@ -369,6 +381,11 @@ class ServiceRuntime:
                     self.log.error("stop_failed", error=f"{type(exc).__name__}: {exc}")
             self.close()
             self.log.info("stopped")
+
+    def _held(self, timer: _Timer) -> bool:
+        """The hold check for a due housekeeping timer, looking as far ahead as its last run took."""
+        ahead_ms = min(timer.took, HOLD_LOOKAHEAD_MAX_SECONDS) * 1000
+        return bool(self._guarded(lambda: self._hold(ahead_ms)))
 
     def _run_after_turn(self) -> None:
         pending, self._after_turn = self._after_turn, []

@@ -79,8 +79,11 @@ from trading.option_inputs import OptionsMarket
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
-ORDER_RETRY_SECONDS = 0.1  # first wait after a transient refusal ('retry': often a tick on its way)
+# First wait after a transient refusal ('retry': mostly the order's tick, published just before
+# its bar, not read by the portfolio yet); ``resend_when_due`` keeps it to the ms.
+ORDER_RETRY_SECONDS = 0.005
 PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
+RESEND_CHECK_SECONDS = 0.05  # how often an empty outbox looks again (run_due's beat)
 PRICER_BACKOFF_SECONDS = 5.0
 PUBLISHED_CHAIN_INTERVALS = 2  # a published chain older than this many options intervals is asked for instead
 
@@ -125,6 +128,9 @@ class SignalEngine:
         self.options_unavailable: str | None = None
         self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
+        # The newest bars asked for since the last append (``bars`` with a limit): a close's
+        # spot strategies mostly share a few series, and a copy per strategy was half their cost.
+        self.tails: dict[tuple[str, str, int], OHLCV] = {}
         self.spot_signals = SignalCache()  # incremental spot strategies, fed from the stores
         self.needs_warmup: set[tuple[str, str]] = set()
         for sc in self.spot + self.options:
@@ -142,8 +148,29 @@ class SignalEngine:
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
-        store = self.stores.get((symbol, timeframe))
-        return store.history(symbol, timeframe, limit) if store is not None else OHLCV.empty()
+        """The last ``limit`` bars (all when None). A tail is kept until the series' next bar and
+        handed out read-only; the whole history is copied for each caller (a user function may
+        write to what it is given)."""
+        if limit is None:
+            store = self.stores.get((symbol, timeframe))
+            return store.history(symbol, timeframe) if store is not None else OHLCV.empty()
+        key = (symbol, timeframe, limit)
+        tail = self.tails.get(key)
+        if tail is None:
+            store = self.stores.get((symbol, timeframe))
+            tail = store.history(symbol, timeframe, limit) if store is not None else OHLCV.empty()
+            for column in (tail.ts, tail.open, tail.high, tail.low, tail.close, tail.volume):
+                column.flags.writeable = False
+            self.tails[key] = tail
+        return tail
+
+    def stored(self, key: tuple[str, str], bars: OHLCV) -> None:
+        """Append ``bars`` to the series ``key`` (its store made on first use); its kept tails go."""
+        store = self.stores.get(key)
+        if store is None:
+            store = self.stores[key] = BarStore(capacity=HISTORY_BARS)
+        store.append(*key, bars)
+        self.tails = {k: v for k, v in self.tails.items() if k[:2] != key}
 
     def warm_up(self) -> None:
         if time.monotonic() < self.warmup_retry_at:
@@ -157,9 +184,8 @@ class SignalEngine:
                 self.rt.log.warning("warmup_failed", symbol=symbol, timeframe=timeframe, error=str(exc))
                 self.warmup_retry_at = time.monotonic() + WARMUP_BACKOFF_SECONDS
                 return
-            store = BarStore(capacity=HISTORY_BARS)
-            store.append(symbol, timeframe, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
-            self.stores[key] = store
+            self.stores.pop(key, None)  # the history replaces what was kept
+            self.stored(key, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
             self.spot_signals.invalidate(symbol, timeframe)  # a new history: rebuilt from it when next due
             self.needs_warmup.discard(key)
             self.rt.log.info("warmed_up", symbol=symbol, timeframe=timeframe, bars=len(reply["rows"]))
@@ -172,10 +198,9 @@ class SignalEngine:
             self.rt.log.warning("bad_bar_dropped", error=str(exc))
             return
         key = (bar.symbol, bar.timeframe)
-        store = self.stores.get(key)
-        if store is None:
+        if key not in self.stores:
             return  # not traded here, or still waiting for its warm-up history
-        tail = store.history(bar.symbol, bar.timeframe, 1)
+        tail = self.bars(bar.symbol, bar.timeframe, 1)
         last = int(tail.ts[-1]) if len(tail) else None
         if last is not None and bar.ts_open <= last:
             return  # a duplicate or a replayed bar: we have it
@@ -183,8 +208,7 @@ class SignalEngine:
             self.rt.log.warning("bar_gap", symbol=bar.symbol, timeframe=bar.timeframe, last=last, got=bar.ts_open)
             self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
             return
-        store.append(bar.symbol, bar.timeframe, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low,
-                                                                  bar.close, bar.volume]]))
+        self.stored(key, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low, bar.close, bar.volume]]))
 
     def on_published(self, env: Envelope) -> None:
         """The pricer's latest chain or IV, kept as sent (decoded when a batch uses it)."""
@@ -210,9 +234,9 @@ class SignalEngine:
             self.run_due()  # the bars of this market time are in: decide now, not on the next tick
             self.closes.follow(env.body)
 
-    def near_close(self) -> bool:
+    def near_close(self, ahead_ms: float = 0.0) -> bool:
         """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime)."""
-        return self.closes.holds(wall_ms())
+        return self.closes.holds(wall_ms(), ahead_ms)
 
     # --- cycle -----------------------------------------------------------------------------
     def run_due(self) -> None:
@@ -345,10 +369,14 @@ class SignalEngine:
                 self.options_pending.append(sid)
 
     def options_step(self) -> bool:
-        """One options strategy per loop turn, so bars never wait behind all twenty."""
-        if self.options_pending:
-            self.options_step_one()
-            self.flush_outbox()
+        """One options strategy per loop turn, so bars never wait behind all twenty. An engine
+        of options alone waits out each close's burst (``near_close``): on two cores its batch
+        beside the spot engine's decisions and orders made every spot fill ~9 ms later. It
+        goes on at the first loop turn after the burst (a message, or ``run_due``'s timer)."""
+        if not self.options_pending or (not self.spot and self.near_close()):
+            return False
+        self.options_step_one()
+        self.flush_outbox()
         return bool(self.options_pending)
 
     def options_step_one(self) -> OptionsDecision | None:
@@ -483,6 +511,13 @@ class SignalEngine:
             self.portfolio_failures = 0
         return acks
 
+    def resend_when_due(self) -> float:
+        """Send what waits in the outbox once its backoff is over (a 'retry' waits ms, not until
+        the next clock message); the seconds until it is due again (a self-timed wake)."""
+        if self.outbox and time.monotonic() >= self.portfolio_retry_at:
+            self.flush_outbox()
+        return max(0.0, self.portfolio_retry_at - time.monotonic()) if self.outbox else RESEND_CHECK_SECONDS
+
     def note_ack(self, order: SpotOrder | OptionOrder, ack: dict[str, Any]) -> None:
         """Log a final answer; a refusal shows in /status with its reason."""
         if ack.get("status") == ORDER_ERROR:
@@ -539,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.heartbeat_status(engine.status)
     rt.hold_housekeeping(engine.near_close)
     rt.every(0.05, engine.run_due)
+    rt.wake(engine.resend_when_due)
     rt.step_between_messages(engine.options_step)
     rt.run(on_stop=engine.scripts.close)
     return 0

@@ -71,6 +71,7 @@ def test_cycle_quick_seed_children_decide_exactly_as_the_engine(stack: Stack) ->
     assert r["seed_processes_run"] == 2 and r["seed_extrapolated"]
     assert 0 < r["service_cycle_s"] < r["seed_sequential_cycle_s"]
     assert r["speedup_vs_sequential"] == pytest.approx(r["seed_sequential_cycle_s"] / r["service_cycle_s"])
+    assert 0 <= r["cycles_asking_pricer"] <= r["service_cycles"]  # the engine took the published chains
     stack.wait_running()  # its signals program is back
 
 

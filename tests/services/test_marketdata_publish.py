@@ -155,3 +155,6 @@ def test_housekeeping_is_held_around_each_close(service) -> None:
     for offset_ms, held in ((-500.0, False), (-29.0, True), (0.0, True), (149.0, True), (151.0, False)):
         wall.now_ms = svc.clock.wall_ms_at(close) + offset_ms
         assert svc.near_close() is held, offset_ms
+    wall.now_ms = svc.clock.wall_ms_at(close) - 100.0
+    assert not svc.near_close(ahead_ms=60.0)  # a 60 ms save 100 ms before the close ends in time
+    assert svc.near_close(ahead_ms=80.0)  # an 80 ms one would still run 20 ms before it: held

@@ -121,7 +121,7 @@ def test_housekeeping_waits_while_held_and_other_timers_do_not(monkeypatch):
     held_until = started + 0.15
     saves: list[float] = []
     work: list[float] = []
-    rt.hold_housekeeping(lambda: time.monotonic() < held_until)
+    rt.hold_housekeeping(lambda _ahead_ms: time.monotonic() < held_until)
     rt.every(0.01, lambda: saves.append(time.monotonic()), housekeeping=True)
 
     def tick() -> None:
@@ -146,7 +146,7 @@ def test_housekeeping_held_for_good_still_runs_after_the_max_delay(monkeypatch):
     rt.log.stream = io.StringIO()
     started = time.monotonic()
     saves: list[float] = []
-    rt.hold_housekeeping(lambda: True)
+    rt.hold_housekeeping(lambda _ahead_ms: True)
 
     def save() -> None:
         saves.append(time.monotonic())
@@ -212,3 +212,88 @@ def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_
     rt.every(0.01, timer)
     rt.run()
     assert order == ["outside the loop", "timer", "after"]
+
+
+def test_a_housekeeping_timer_is_held_as_far_ahead_as_its_last_run_took(monkeypatch):
+    """A save that takes 40 ms is asked about the next 40 ms, so it never starts just before a
+    close and holds up the close's orders; the look-ahead is capped."""
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    asked: list[float] = []
+    runs: list[float] = []
+    rt.hold_housekeeping(lambda ahead_ms: asked.append(ahead_ms) or False)
+
+    def save() -> None:
+        runs.append(time.monotonic())
+        time.sleep(0.04 if len(runs) == 1 else 0.2)
+        if len(runs) == 3:
+            rt.request_stop()
+
+    rt.every(0.001, save, housekeeping=True)
+    rt.run()
+    assert asked.count(0.0) >= 1  # a timer that never ran looks nothing ahead (the heap trim asks too)
+    assert 40.0 <= min(a for a in asked if a >= 1.0) < 100.0  # as long as the save's first run took
+    assert max(asked) == runtime.HOLD_LOOKAHEAD_MAX_SECONDS * 1000  # the second took 200 ms: capped
+
+
+def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(tmp_path, monkeypatch):
+    """A replier serves one request per loop turn: an order that queued up behind a slow reply,
+    after a tick, is answered only once the turn's subscriptions have read that tick."""
+    import threading
+    import time
+
+    import zmq
+
+    from common.bus import Requester
+    from tests.support.stack import stack_config, stack_security
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    raw = stack_config()
+    endpoints = raw["endpoints"]
+    rt = ServiceRuntime("portfolio", stack_security(raw, tmp_path, "portfolio"))
+    rt.log.stream = io.StringIO()
+    feed = ServiceRuntime("marketdata", stack_security(raw, tmp_path, "marketdata"))
+    reader = stack_security(raw, tmp_path)
+    ticks: list[str] = []
+    seen_by_second: list[int] = []
+    first_in = threading.Event()
+
+    def status(_body):
+        if not first_in.is_set():
+            first_in.set()
+            time.sleep(0.4)  # a slow reply (an fsync on a busy disk): the tick and the order queue up
+        else:
+            seen_by_second.append(len(ticks))
+            rt.request_stop()
+        return {}
+
+    def ask(after: threading.Event | None) -> None:
+        ctx = zmq.Context()
+        try:
+            if after is not None:
+                after.wait(5)
+                feed.publisher.publish("tick.BTC/USDT", "tick", {"symbol": "BTC/USDT"})
+                time.sleep(0.1)
+            Requester(ctx, endpoints["portfolio"]["rep"], "probe", 5000, 1, security=reader).request("status")
+        finally:
+            ctx.destroy(linger=0)
+
+    try:
+        feed.bind_publisher(endpoints["marketdata"]["pub"])
+        rt.subscribe([endpoints["marketdata"]["pub"]], ["tick."], lambda topic, _env: ticks.append(topic))
+        rt.bind_replier(endpoints["portfolio"]["rep"], {"status": status})
+        time.sleep(0.3)  # the subscription reaches the publisher
+        clients = [threading.Thread(target=ask, args=(None,)), threading.Thread(target=ask, args=(first_in,))]
+        for client in clients:
+            client.start()
+        rt.run()
+        for client in clients:
+            client.join(5)
+    finally:
+        feed.close()
+    assert seen_by_second == [1]

@@ -258,3 +258,22 @@ def test_a_positions_reply_with_a_bad_field_is_a_failure_naming_it(options_engin
     assert engine.strategy_status[sid]["status"] == \
         f'error: RecordError: positions reply ({sid}).cash: expected a number, got "lots"'
     assert engine.failures[sid] == 1 and not engine.outbox
+
+
+def test_an_options_engine_waits_out_a_close_then_steps(options_engine, monkeypatch):
+    """Its batch would share the close's two cores with the spot engine's orders: no step (and no
+    request) from 30 ms before a bar's close, the first one once the burst is over."""
+    import services.signals as signals
+    from common.clock import MarketClock
+
+    engine = options_engine
+    published(engine)
+    engine.market_ts = TS
+    engine.portfolio = Recorder(lambda kind, body: {"books": {sid: book(sid) for sid in body["strategy_ids"]}})
+    engine.closes.use(MarketClock(TS, 1_000_000.0, 3_600))  # the 1h bar closing at TS is due at wall 1,000,000 ms
+    engine.queue_options([sc.id for sc in engine.options])
+    for wall, held in ((1_000_000.0 - 20, True), (1_000_000.0 + 100, True), (1_000_000.0 + 200, False)):
+        monkeypatch.setattr(signals, "wall_ms", lambda wall=wall: wall)
+        assert engine.options_step() is not held
+        assert len(engine.options_pending) == (20 if held else 19)
+    assert [kind for kind, _b in engine.portfolio.calls] == ["positions_batch"]

@@ -89,3 +89,26 @@ def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
     assert engine.run_spot(sc).signal.ts_bar == int(btc.ts[1301])  # rebuilt from the refetched history
     decide_through(1600, 302)
     assert next(iter(engine.spot_signals.states.values())).bars_seen == 1600 - 302
+
+
+def test_a_tail_is_shared_read_only_until_its_series_gets_a_bar(engine):
+    """A close's strategies share one copy of a series' newest bars; a new bar or a refetched
+    history replaces it, and the whole history is still a copy of the caller's own."""
+    bars = OHLCV(np.arange(5, dtype=np.int64) * HOUR, *(np.full(5, 100.0) for _ in range(5)))
+    engine.marketdata = FakeMarketdata(bars.slice(0, 4))
+    engine.needs_warmup = {("BTC/USDT", "1h")}
+    engine.warm_up()
+    tail = engine.bars("BTC/USDT", "1h", 2)
+    assert engine.bars("BTC/USDT", "1h", 2) is tail
+    assert tail.ts.tolist() == [2 * HOUR, 3 * HOUR]
+    with pytest.raises(ValueError, match="read-only"):
+        tail.close[0] = 1.0
+    engine.on_bar(bar_body(bars, 4))
+    assert engine.bars("BTC/USDT", "1h", 2).ts.tolist() == [3 * HOUR, 4 * HOUR]
+    engine.marketdata.bars = bars.slice(0, 3)
+    engine.needs_warmup = {("BTC/USDT", "1h")}
+    engine.warm_up()
+    assert engine.bars("BTC/USDT", "1h", 1).ts.tolist() == [2 * HOUR]
+    whole = engine.bars("BTC/USDT", "1h")
+    whole.close[0] = 1.0  # the caller's own copy
+    assert engine.bars("BTC/USDT", "1h").close[0] == 100.0
