@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import errno
 import math
-import secrets
+import os
 import sys
 import time
 from dataclasses import replace
@@ -131,7 +131,7 @@ class PortfolioService:
         self.dirty = True
         self.orders_seen = 0
         self.fills_made = 0
-        self.stream = secrets.token_hex(6)  # a restart starts a new numbering: readers resnapshot
+        self.stream = os.urandom(6).hex()  # a restart starts a new numbering: readers resnapshot
         self.delta_seq = 0
         self.closes = CloseWatch((timeframe_ms(sc.timeframe) for sc in cfg.strategies),
                                  runtime.stats)  # marketdata's clock
