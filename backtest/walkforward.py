@@ -171,6 +171,7 @@ def _ray_mapper(address: str) -> Mapper:
         try:
             context = ray.init(address=address, logging_level="WARNING")
         except ConnectionError as exc:  # ray's client gives up after its own retries
+            ray.shutdown()  # no half-made client left behind for the next attempt
             raise ClusterUnavailableError(
                 f"--cluster {address}: no ray client server answered there ({exc}); start one with "
                 f"`ray start --head --ray-client-server-port PORT`") from None
