@@ -107,10 +107,11 @@ def run(quick: bool = False, stack: Any = None, seconds: float | None = None) ->
     # Steady state needs every bounded buffer full: the signal engine's 1,000 daily bars take
     # 1,000 market days (12 wall minutes here), so the growth half of a 20-minute run starts
     # at 833 days; a 10-minute run measured mostly that fill (+0.53 MB/min, then flat).
-    window, every = (5.0, 0.5) if quick else (1200.0, 6.0)
-    if seconds is not None:
-        window, every = seconds, min(every, seconds / 20)
-    seconds = window
+    default_seconds, every = (5.0, 0.5) if quick else (1200.0, 6.0)
+    if seconds is None:
+        seconds = default_seconds
+    else:
+        every = min(every, seconds / 20)
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in (*SERVICES, "supervisord")}
     with running_stack(stack, speed=SPEED) as running:
         pids = {name: running.pid(name) for name in SERVICES}
