@@ -34,7 +34,7 @@ SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "price
 NATIVE_LIBS = ("numpy", "scipy", "pandas", "zmq", "msgpack", "charset_normalizer", "aiohttp", "yarl",
                "multidict", "cryptography", "coincurve")
 PURE_PYTHON_HEAVY = ("pandas", "scipy", "ccxt", "requests", "aiohttp")
-PACKAGE_PROBES = ("scipy.special", "requests", "pandas", "ccxt")
+PACKAGE_PROBES = ("options.normal_ufuncs", "scipy.special", "requests", "pandas", "ccxt")  # first: the pricer
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -14,9 +14,9 @@ shapes that cannot broadcast and a non-bool ``is_call`` raise :class:`PricingInp
 ``T == 0`` or ``sigma == 0`` give the discounted intrinsic value of the forward, so a chain
 near expiry stays finite. No numpy warnings escape (every computation runs under errstate).
 
-The normal CDF is scipy's compiled ``ndtr``, imported on the first price: only the processes
-that price (the pricer, the backtester) pay its 26 MB; the signals engine, which imports this
-module for the chain's types, never loads scipy.
+The normal CDF is scipy's compiled ``ndtr`` (options/normal_ufuncs.py), imported on the first
+price: only the processes that price (the pricer, the backtester) pay for it; the signals
+engine, which imports this module for the chain's types, never loads scipy.
 """
 from __future__ import annotations
 
@@ -56,14 +56,14 @@ class Greeks:
 
 
 def _ndtr(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr  # the first call pays the import; see the module docstring
+    from options.normal_ufuncs import ndtr  # the first call pays the import; see the module docstring
 
     cdf: np.ndarray = ndtr(x)
     return cdf
 
 
 def _ndtri(p: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtri
+    from options.normal_ufuncs import ndtri
 
     quantile: np.ndarray = ndtri(p)
     return quantile
