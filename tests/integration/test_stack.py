@@ -28,7 +28,9 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     with stack:
         assert stack.states() == {p: "RUNNING" for p in PROGRAMS}
         watcher.start()
-        first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and s, 60, "first spot trades")
+        # The marks reach /status with the portfolio's next delta, which may come after its first fills
+        first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and len(s["prices"]) >= 3 and s,
+                               60, "first spot trades and the portfolio's marks")
         assert first["cycle_count"] > 0
         assert set(first["prices"]) >= {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
         before = spot_values(first)
