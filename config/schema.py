@@ -372,6 +372,13 @@ BUS = Section("bus", "Who may use the bus: every socket is CurveZMQ with a key p
                           "LAN address). Clients need a key from `keys_dir` either way.", False),
 })
 
+CPU = Section("cpu", "How the services share the cores.", {
+    "background_nice": Field(INTEGER, "Nice value of the services off the spot fill path: the pricer and the signal "
+                             "engines that run only options strategies. At a bar close the feed, the spot engines "
+                             "and the portfolio then get the cores first; the others still get every idle cycle. "
+                             "0 runs everything at the same priority.", 10, Range(ge=0, le=19)),
+})
+
 RISK = Section("risk", "Risk limits for every strategy; a strategy may override any of them under its own `risk`.", {
     "max_position_pct": Field(NUMBER, "Largest position as % of the strategy's equity.", 95, PERCENT),
     "max_consecutive_losses": Field(INTEGER, "Losing trades in a row that trip the circuit breaker.", 5,
@@ -464,6 +471,7 @@ TOP = Section("top level", "The file is one JSON object.", {
     "engines": Field(OBJECT, "Signal engines by name (see `engines.<name>`).",
                      Derived("`spot` and `options`, split by strategy type")),
     "bus": Field(BUS, BUS.doc),
+    "cpu": Field(CPU, CPU.doc),
     "gateway": Field(GATEWAY, GATEWAY.doc),
     "risk": Field(RISK, RISK.doc),
     "options": Field(OPTIONS_SETTINGS, OPTIONS_SETTINGS.doc),

@@ -147,6 +147,11 @@ class BusConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuConfig:
+    background_nice: int = 10  # the pricer and options-only engines (services.runtime.ServiceRuntime.yield_cpu)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     host: str
     port: int
@@ -260,6 +265,7 @@ class Config:
     ibkr: IbkrConfig
     strategies: tuple[StrategyConfig, ...]
     engines: tuple[EngineConfig, ...] = ()
+    cpu: CpuConfig = CpuConfig()
 
     def engine(self, name: str) -> EngineConfig:
         """The engine called ``name``; ValueError names the engines there are."""
@@ -883,6 +889,7 @@ def _build(top: dict[str, Any], entries: list[dict[str, Any] | None], path: Path
         ibkr=IbkrConfig(**top["ibkr"]),
         strategies=tuple(_build_strategy(e, top, risk, base) for e in entries if e is not None),
         engines=engines,
+        cpu=CpuConfig(**top["cpu"]),
     )
 
 

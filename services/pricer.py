@@ -228,7 +228,7 @@ class PricerService:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("pricer")
+    rt = ServiceRuntime("pricer", nice=cfg.cpu.background_nice)  # off the spot fill path
     svc = PricerService(cfg, rt)
     ep = cfg.endpoints["pricer"]
     rt.bind_publisher(ep.pub)

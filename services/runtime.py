@@ -134,13 +134,15 @@ class ServiceRuntime:
     """Sockets, timers and the poll loop of one service process. ``security`` defaults to the
     keys of the service called ``name``, read when the first socket opens."""
 
-    def __init__(self, name: str, security: BusSecurity | None = None) -> None:
+    def __init__(self, name: str, security: BusSecurity | None = None, nice: int = 0) -> None:
         self.name = name
         self._security = security
         self._refused_seen = 0
         self.log = EventLog(name)
         self.stats = BusStats()
         self.malloc_settings = tune_malloc(_libc) if _libc is not None else []  # before zmq starts its threads
+        if nice:
+            self.yield_cpu(nice)  # before zmq starts its threads, which inherit it
         self.dies_with_parent = False
         self.ctx = zmq.Context()
         self.started_ms = wall_ms()
@@ -164,6 +166,18 @@ class ServiceRuntime:
         self._poller = zmq.Poller()
         self.every(HEAP_TRIM_SECONDS, self.trim_heap, housekeeping=True)
         self.every(REPAIR_SECONDS, self._repair_subscribers, housekeeping=True)
+
+    def yield_cpu(self, nice: int) -> None:
+        """Run at ``nice`` (``cpu.background_nice``): a service off the spot fill path leaves
+        the cores to the feed, the spot engine and the portfolio when a bar close wakes them
+        all at once, and still gets every idle cycle. Applies to the calling thread and the
+        threads it starts from now on; refused (not root, lowering it) is logged, not fatal."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as exc:
+            self.log.warning("cpu_priority_refused", nice=nice, detail=exc.strerror or str(exc))
+            return
+        self.log.info("cpu_priority", nice=os.getpriority(os.PRIO_PROCESS, 0))
 
     # --- sockets -------------------------------------------------------------------------
     @property

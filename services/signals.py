@@ -560,10 +560,16 @@ def engine_name(cfg: Config, argv: list[str] | None) -> str:
     raise AssertionError("unreachable")
 
 
+def engine_nice(cfg: Config, name: str) -> int:
+    """``cpu.background_nice`` for an engine without spot strategies (off the spot fill path), else 0."""
+    return 0 if any(s.is_spot for s in cfg.engine_strategies(name)) else cfg.cpu.background_nice
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
     spec = cfg.engine(engine_name(cfg, argv))
-    rt = ServiceRuntime(spec.service, bus_security(cfg, "signals"))  # every engine holds the signals key
+    rt = ServiceRuntime(spec.service, bus_security(cfg, "signals"),  # every engine holds the signals key
+                        nice=engine_nice(cfg, spec.name))
     engine = SignalEngine(cfg, rt, spec.name)
     rt.bind_publisher(spec.pub)
     rt.bind_replier(spec.rep, {"status": lambda _b: engine.status()})

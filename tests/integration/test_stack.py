@@ -3,6 +3,7 @@ without losing or doubling a fill, and keeps running when the feed goes away."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import pytest
@@ -22,11 +23,20 @@ def spot_values(status: dict) -> list[float]:
     return [v["portfolio_value"] for v in status["strategies"].values() if v["type"] == "spot"]
 
 
+def nice_of(pid: int) -> int:
+    """The nice value of ``pid`` (field 19 of /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[16])
+
+
 def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     stack = Stack(tmp_path, stack_config())
     watcher = StateReader(stack.state_path)
     with stack:
         assert stack.states() == {p: "RUNNING" for p in PROGRAMS}
+        base = os.getpriority(os.PRIO_PROCESS, 0)  # what supervisord's children inherit from us
+        assert {p: nice_of(stack.pid(p)) for p in PROGRAMS} == {  # cpu.background_nice: off the spot fill path
+            **{p: base for p in PROGRAMS}, "pricer": max(base, 10), "signals-options": max(base, 10)}
         watcher.start()
         # The marks reach /status with the portfolio's next delta, which may come after its first fills
         first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and len(s["prices"]) >= 3 and s,

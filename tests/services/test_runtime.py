@@ -297,3 +297,51 @@ def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(t
     finally:
         feed.close()
     assert seen_by_second == [1]
+
+
+def _thread_nices(pid: int) -> dict[str, int]:
+    """Nice value of every thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    nices = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        nices[tid] = int(stat.rpartition(")")[2].split()[16])
+    return nices
+
+
+def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice():
+    import subprocess
+    import sys
+
+    code = ("import os, zmq\n"
+            "from services.runtime import ServiceRuntime\n"
+            "rt = ServiceRuntime('probe', nice=7)\n"
+            "sock = rt.ctx.socket(zmq.PUB)\n"  # the context starts its I/O threads with the first socket
+            "print('threads', len(os.listdir('/proc/self/task')), flush=True)\n"
+            "input()\n"
+            "sock.close(0); rt.close()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        logged = json.loads(proc.stdout.readline())
+        threads = int(proc.stdout.readline().split()[1])
+        nices = _thread_nices(proc.pid)
+    finally:
+        proc.communicate("\n", timeout=30)
+    assert (logged["event"], logged["nice"]) == ("cpu_priority", 7)
+    assert threads >= 2 and len(nices) == threads  # the main thread and zmq's own
+    assert set(nices.values()) == {7}
+
+
+def test_a_refused_priority_is_logged_and_the_service_runs_on(monkeypatch):
+    def refuse(*_args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    out = io.StringIO()
+    rt = ServiceRuntime("probe")
+    try:
+        rt.log.stream = out
+        rt.yield_cpu(5)
+    finally:
+        rt.close()
+    record = json.loads(out.getvalue())
+    assert (record["event"], record["nice"], record["detail"]) == ("cpu_priority_refused", 5, "Permission denied")
