@@ -256,7 +256,7 @@ def test_the_default_config_binds_loopback_only():
     assert host == "127.0.0.1"
     server = HttpServer(host, 0, GatewayCache()).start()
     try:
-        assert server._runner.addresses[0][0] == "127.0.0.1"
+        assert server.address is not None and server.address[0] == "127.0.0.1"
     finally:
         server.stop()
 

@@ -20,7 +20,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ports import free_port
 from services.gateway_cache import STATUS_TTL_MS
-from services.gateway_http import BUSY_REPLY, STREAM_PATH, EventStream, HttpServer, Subscriber, connection_limit
+from services import gateway_http
+from services.gateway_http import (
+    BUSY_REPLY,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    STREAM_PATH,
+    EventStream,
+    HttpServer,
+    Subscriber,
+    connection_limit,
+)
 from tests.services.test_gateway import Served, filled_cache
 from tests.support.stack import REPO, stack_config, stack_security
 
@@ -62,6 +72,15 @@ def closed_by_peer(sock: socket.socket, within_s: float) -> bool:
         return False
 
 
+def wait_until(condition, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @pytest.fixture
 def served():
     s = Served(filled_cache())
@@ -101,19 +120,120 @@ def test_http10_keep_alive_serves_a_second_request_on_the_same_socket(served):
             assert json.loads(body) and rest == b""
 
 
-def test_a_get_body_is_never_parsed_as_a_second_request(served):
+def read_to_eof(sock: socket.socket, within_s: float = 2.0) -> bytes:
+    """Everything the server sends until it closes ``sock`` (a test failure if it does not)."""
+    sock.settimeout(within_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: %d\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_a_request_body_is_never_parsed_as_a_second_request(served, framing):
     smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = smuggled if b"%d" in framing else b"0\r\n\r\n" + smuggled
     with connect(served.port) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
-        status, _headers, body, rest = read_response(sock)
-        assert status.split()[1] == "200" and json.loads(body)["ok"] is True
-        sock.settimeout(0.3)
-        with pytest.raises(socket.timeout):  # no 404 for the body's "request" follows
-            rest += sock.recv(65536)
-        assert rest == b""
-        sock.settimeout(5)
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection is still in step
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + (framing % len(body) if b"%d" in framing else framing)
+        sock.sendall(head + b"\r\n" + body)
+        status, headers, reply, rest = read_response(sock)
+        assert status.split()[1] == "200" and json.loads(reply)["ok"] is True
+        assert headers["connection"] == "close"  # answered, then closed: the body is never read as a request
+        assert rest + read_to_eof(sock) == b""  # no 404 for the body's "request"
+
+
+def test_an_empty_get_body_keeps_the_connection(served):
+    with connect(served.port) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            status, headers, _body, rest = read_response(sock)
+            assert status.split()[1] == "200" and "connection" not in headers and rest == b""
+
+
+def test_connection_close_is_honoured(served):
+    with connect(served.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, headers, _body, rest = read_response(sock)
+        assert status.split()[1] == "200" and headers["connection"] == "close"
+        assert rest + read_to_eof(sock) == b""
+
+
+# --- malformed requests ---------------------------------------------------------------------------
+def rejected(port: int, request: bytes) -> tuple[int, dict[str, str], dict]:
+    """Send ``request``; the status, headers and JSON body of the one reply, checking that the
+    connection is closed after it."""
+    with connect(port) as sock:
+        sock.sendall(request)
+        status, headers, body, rest = read_response(sock)
+        assert rest + read_to_eof(sock) == b""
+    return int(status.split()[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize("request_line, says", [
+    (b"GET /status", "malformed request line"),
+    (b"GET  /status HTTP/1.1", "malformed request line"),
+    (b"GET /status HTTP/1.1 extra", "malformed request line"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "malformed request line"),  # TLS to a plain port
+    (b"GET status HTTP/1.1", "is not a path"),
+    (b"GET /sta\x01tus HTTP/1.1", "is not a path"),
+    (b"GET /st\xc3\xa4tus HTTP/1.1", "is not a path"),
+    (b"GET /status HTTP/2.0", "unsupported protocol"),
+    (b"GET /status http/1.1", "unsupported protocol"),
+    (b"G(T /status HTTP/1.1", "malformed method"),
+    (b"get /status HTTP/1.1", "unknown method"),
+])
+def test_a_malformed_request_line_is_a_400_naming_it_then_a_close(served, request_line, says):
+    code, headers, doc = rejected(served.port, request_line + b"\r\nHost: x\r\n\r\n")
+    assert code == 400 and headers["connection"] == "close" and says in doc["error"], doc
+
+
+@pytest.mark.parametrize("header, says", [
+    (b"Host x", "malformed header line"),
+    (b"Host : x", "malformed header line"),
+    (b": x", "malformed header line"),
+    (b" folded: x", "malformed header line"),
+    (b"X-A: a\x00b", "NUL"),
+    (b"Content-Length: abc", "invalid Content-Length"),
+    (b"Content-Length: -1", "invalid Content-Length"),
+    (b"Content-Length: 1\r\nContent-Length: 2", "invalid Content-Length"),
+    (b"Content-Length: 5\r\nTransfer-Encoding: chunked", "ambiguous"),
+])
+def test_a_malformed_header_is_a_400_naming_it_then_a_close(served, header, says):
+    code, _headers, doc = rejected(served.port, b"GET /healthz HTTP/1.1\r\n" + header + b"\r\n\r\n")
+    assert code == 400 and says in doc["error"], doc
+
+
+def test_an_oversize_head_is_a_431_whether_complete_or_not(served):
+    for ending in (b"\r\n\r\n", b""):
+        request = b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * MAX_HEAD_BYTES + ending
+        code, _headers, doc = rejected(served.port, request)
+        assert code == 431 and f"over {MAX_HEAD_BYTES} bytes" in doc["error"]
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
+    code, _headers, doc = rejected(served.port, b"GET /healthz HTTP/1.1\r\n" + many + b"\r\n")
+    assert code == 431 and "header lines" in doc["error"]
+
+
+def test_a_head_just_under_the_limit_is_served(served):
+    request = b"GET /healthz HTTP/1.1\r\nX-Big: "
+    request += b"a" * (MAX_HEAD_BYTES - len(request)) + b"\r\n\r\n"
+    assert len(request) == MAX_HEAD_BYTES + 4
+    with connect(served.port) as sock:
+        sock.sendall(request)
         assert read_response(sock)[0].split()[1] == "200"
+
+
+def test_bad_bytes_on_one_connection_leave_the_others_served(served):
+    with connect(served.port) as good, connect(served.port) as bad:
+        good.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(good)[0].split()[1] == "200"
+        bad.sendall(bytes(range(256)) * 40)  # binary garbage, no head end within the limit
+        assert b" 431 " in read_to_eof(bad)[:20]
+        good.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(good)[0].split()[1] == "200"
+    assert served.server.counts["internal_errors"] == 0
 
 
 def test_pipelined_requests_are_answered_in_order(served):
@@ -122,6 +242,42 @@ def test_pipelined_requests_are_answered_in_order(served):
         first = read_response(sock)
         second = read_response(sock, first[3])
         assert first[0].split()[1] == "200" and second[0].split()[1] == "404"
+
+
+def test_many_pipelined_requests_in_one_write_are_answered_in_order(served):
+    paths = ["/status", "/healthz", "/nope", "/metrics", "/api/equity"] * 40  # 200 requests, ~1 MB of replies
+    with connect(served.port) as sock:
+        sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+        rest = b""
+        for path in paths:
+            status, headers, body, rest = read_response(sock, rest)
+            assert status.split()[1] == ("404" if path == "/nope" else "200"), path
+            assert headers["content-type"] == ("text/plain; version=0.0.4; charset=utf-8" if path == "/metrics"
+                                               else "application/json")
+        assert rest == b""
+
+
+def test_a_client_that_pipelines_without_reading_is_dropped(monkeypatch):
+    monkeypatch.setattr(gateway_http, "WRITE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(gateway_http, "CHECK_S", 0.05)
+    s = Served(filled_cache())
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", s.port))
+            sock.settimeout(0.05)
+            began = time.monotonic()
+            request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 100
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                while time.monotonic() - began < 10:
+                    try:
+                        sock.sendall(request)
+                    except socket.timeout:  # the server stopped reading: its buffers are full
+                        assert s.get("/healthz")[0] == 200  # and others are served meanwhile
+            assert 0.5 <= time.monotonic() - began < 10
+        assert wait_until(lambda: s.server.counts["connections"] == 0, 5.0)
+    finally:
+        s.close()
 
 
 # --- slow clients and the connection limit -----------------------------------------------------------
@@ -265,6 +421,50 @@ def test_the_stream_sends_the_current_state_then_each_new_snapshot():
         s.close()
 
 
+def test_a_stream_reader_that_takes_nothing_is_dropped_while_others_keep_up(monkeypatch):
+    monkeypatch.setattr(gateway_http, "WRITE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(gateway_http, "CHECK_S", 0.05)
+    s = Served(filled_cache(), stream_interval_s=0.01)
+    try:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", s.port))
+        slow.sendall(f"GET {STREAM_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # and never reads
+        good, _h, reader = open_stream(s.port)
+        assert [name for name, _doc in reader.events(2)] == ["status", "equity"]
+        began = time.monotonic()
+        while s.server.counts["dropped_slow"] == 0 and time.monotonic() - began < 30:
+            s.cache.clock_ms.now += STATUS_TTL_MS  # a new status document, published to both
+            while reader.events(1)[0][0] != "status":  # the first round repeats the equity log too
+                pass
+        counts = s.server.counts
+        assert counts["dropped_slow"] == 1 and counts["subscribers"] == 1 and counts["coalesced"] >= 1
+        assert closed_by_peer(slow, 2.0)
+        s.cache.clock_ms.now += STATUS_TTL_MS
+        assert reader.events(1)[0][0] == "status"  # the reader that keeps up still gets every document
+        slow.close()
+        good.close()
+    finally:
+        s.close()
+
+
+def test_an_http10_stream_is_unchunked_and_ends_with_the_connection():
+    s = Served(filled_cache())
+    try:
+        with connect(s.port) as sock:
+            sock.sendall(f"GET {STREAM_PATH} HTTP/1.0\r\n\r\n".encode())
+            data = b""
+            while data.count(b"\n\n") < 4:  # the head's blank line, the retry line, two events
+                data += sock.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            assert b"transfer-encoding" not in head.lower() and b"Connection: close" in head
+            assert body.startswith(b"retry: 2000\n\nevent: status\ndata: {")
+            s.close()
+            assert closed_by_peer(sock, 2.0)
+    finally:
+        s.close()
+
+
 def test_the_stream_refuses_subscribers_beyond_its_bound():
     s = Served(filled_cache(), max_subscribers=1)
     try:
@@ -299,7 +499,8 @@ def test_a_slow_subscriber_holds_only_the_latest_event_of_each_kind():
     sub = Subscriber()
     assert sub.offer("status", b"1") is False
     assert sub.offer("status", b"2") is True and sub.offer("equity", b"e") is False
-    assert sub.pending == {"status": b"2", "equity": b"e"} and sub.wake.is_set()
+    assert sub.pending == {"status": b"2", "equity": b"e"}
+    assert sub.take() == b"2e" and sub.pending == {} and sub.take() == b""
 
 
 def test_the_stream_publishes_each_new_status_document_and_each_new_equity_log():
