@@ -167,6 +167,8 @@ def parse_head(head: bytes) -> Request:
     lines = head.split(b"\r\n")
     if len(lines) - 1 > MAX_HEADERS:
         raise BadRequest(431, f"{len(lines) - 1} header lines, more than {MAX_HEADERS}")
+    if head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
+        raise BadRequest(400, "a bare CR or LF in the request head: lines end in CRLF")
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise BadRequest(400, f"malformed request line {lines[0][:100]!r}: want 'METHOD /path HTTP/1.1'")
@@ -656,6 +658,10 @@ class HttpServer:
                 if len(buf) - pos > MAX_HEAD_BYTES + 3:
                     conn.keep = False
                     replies.append(render(error(431, f"request head over {MAX_HEAD_BYTES} bytes"), CLOSE, False))
+                elif buf.find(b"\n\n", pos) >= 0:  # a head that ends in bare LFs would never end
+                    conn.keep = False
+                    replies.append(render(error(400, "request head ends in bare LFs: lines end in CRLF"), CLOSE,
+                                          False))
                 break
             reply = self._reply_to(conn, buf[pos:end])
             pos = end + 4

@@ -12,6 +12,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -200,10 +201,23 @@ def test_a_malformed_request_line_is_a_400_naming_it_then_a_close(served, reques
     (b"Content-Length: -1", "invalid Content-Length"),
     (b"Content-Length: 1\r\nContent-Length: 2", "invalid Content-Length"),
     (b"Content-Length: 5\r\nTransfer-Encoding: chunked", "ambiguous"),
+    (b"Host: x\nX-Smuggled: y", "bare CR or LF"),
+    (b"Host: x\rX-Smuggled: y", "bare CR or LF"),
 ])
 def test_a_malformed_header_is_a_400_naming_it_then_a_close(served, header, says):
     code, _headers, doc = rejected(served.port, b"GET /healthz HTTP/1.1\r\n" + header + b"\r\n\r\n")
     assert code == 400 and says in doc["error"], doc
+
+
+def test_a_head_in_bare_lfs_is_a_400_not_a_wait_for_the_timeout(served):
+    code, _headers, doc = rejected(served.port, b"GET /healthz HTTP/1.1\nHost: x\n\n")
+    assert code == 400 and "CRLF" in doc["error"]
+
+
+def test_the_path_is_percent_decoded(served):
+    assert served.get("/%73tatus")[0] == 200
+    code, _h, body = served.get("/no%20such")
+    assert code == 404 and json.loads(body)["error"] == "no such path '/no such'"
 
 
 def test_an_oversize_head_is_a_431_whether_complete_or_not(served):
@@ -303,6 +317,42 @@ def test_a_slowloris_client_is_cut_off_after_the_idle_timeout_while_others_are_s
         slow.close()
     finally:
         s.close()
+
+
+def test_the_idle_timeout_runs_from_the_end_of_the_last_reply():
+    s = Served(filled_cache(), idle_timeout_s=0.5)
+    try:
+        with connect(s.port) as sock:
+            for _ in range(3):  # 0.9 s in all, each request within 0.5 s of the previous reply
+                time.sleep(0.3)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(sock)[0].split()[1] == "200"
+            began = time.monotonic()
+            assert closed_by_peer(sock, 3.0) and 0.3 < time.monotonic() - began < 2.5
+    finally:
+        s.close()
+
+
+def test_a_bug_in_handling_closes_only_its_connection(monkeypatch):
+    before = set(threading.enumerate())
+    s = Served(filled_cache())
+    (thread,) = [t for t in threading.enumerate() if t not in before and t.name == "http"]
+    try:
+        with connect(s.port) as other:
+            def broken(request):
+                raise RuntimeError("a bug")
+
+            monkeypatch.setattr(s.server.app, "handle", broken)
+            with connect(s.port) as victim:
+                victim.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_to_eof(victim) == b""
+            monkeypatch.undo()
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(other)[0].split()[1] == "200"
+        assert s.server.counts["internal_errors"] == 1 and thread.is_alive()
+    finally:
+        s.close()
+    assert not thread.is_alive()
 
 
 def test_an_idle_connection_that_never_sends_is_closed():
