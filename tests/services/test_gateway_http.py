@@ -146,6 +146,21 @@ def test_a_request_body_is_never_parsed_as_a_second_request(served, framing):
         assert rest + read_to_eof(sock) == b""  # no 404 for the body's "request"
 
 
+def test_the_reply_before_a_close_survives_an_unread_body(served):
+    """A socket closed with unread input is reset, and a reset drops what the kernel had not sent
+    yet: the server stops writing, then drains the input before it closes."""
+    body = b"x" * 100_000  # more than one read takes
+    for _ in range(3):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the reply waits in the server's kernel
+            sock.connect(("127.0.0.1", served.port))
+            sock.settimeout(5)
+            sock.sendall(b"GET /app.js HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(0.2)
+            status, headers, reply, _rest = read_response(sock)
+            assert status.split()[1] == "200" and len(reply) == int(headers["content-length"]) > 10_000
+
+
 def test_an_empty_get_body_keeps_the_connection(served):
     with connect(served.port) as sock:
         for _ in range(2):
