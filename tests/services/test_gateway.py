@@ -215,7 +215,7 @@ def test_unknown_path_is_404_json(served):
     assert code == 404 and json.loads(body)["error"] == "no such path '/nope'"
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "QUERY", "PROPFIND"])
 def test_every_method_but_get_and_head_is_405(served, method):
     code, headers, body = served.get("/status", method=method, data=b"{}" if method in ("POST", "PUT") else None)
     assert code == 405 and headers["Allow"] == "GET, HEAD"

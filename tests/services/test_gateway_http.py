@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ports import free_port
-from services.gateway_cache import STATUS_TTL_MS
 from services import gateway_http
+from services.gateway_cache import STATUS_TTL_MS
 from services.gateway_http import (
     BUSY_REPLY,
     MAX_HEAD_BYTES,
