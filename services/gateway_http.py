@@ -209,11 +209,14 @@ def parse_head(head: bytes) -> Request:
             lengths.add(value)
         elif name == b"transfer-encoding":
             chunked = True
-    if lengths and chunked:
-        raise BadRequest(400, "both Content-Length and Transfer-Encoding: the body's length is ambiguous")
-    if len(lengths) > 1 or not all(v.isdigit() and len(v) <= 18 for v in lengths):
-        raise BadRequest(400, f"invalid Content-Length {b', '.join(sorted(lengths))[:60]!r}")
-    has_body = chunked or any(int(v) for v in lengths)
+    has_body = chunked
+    if lengths:
+        if chunked:
+            raise BadRequest(400, "both Content-Length and Transfer-Encoding: the body's length is ambiguous")
+        length = next(iter(lengths))
+        if len(lengths) > 1 or not length.isdigit() or len(length) > 18:
+            raise BadRequest(400, f"invalid Content-Length {b', '.join(sorted(lengths))[:60]!r}")
+        has_body = int(length) > 0
     tokens = {t.strip() for t in connection.split(b",")} if connection else set()
     keep_alive = not has_body and (b"close" not in tokens if http11 else b"keep-alive" in tokens)
     raw_path, _q, query = target.decode("ascii").partition("?")
@@ -652,6 +655,8 @@ class HttpServer:
     def _answer(self, conn: Connection) -> bool:
         """Replies to the complete requests in ``conn.inbuf``, in order, into ``conn.out``
         (up to OUTPUT_HIGH_BYTES); False when none is complete yet."""
+        if not conn.inbuf:
+            return False
         buf, pos, replies, size = conn.inbuf, 0, [], 0
         while pos < len(buf):
             if buf.startswith(b"\r\n", pos):  # blank lines before a request are allowed (RFC 9112 2.2)
