@@ -1,6 +1,7 @@
 """The gateway's HTTP server as a client sees it on the wire: keep-alive without a Nagle stall,
-HTTP/1.0 with and without keep-alive, a GET body that is never a second request, slow and idle
-clients cut off while others are served, the connection limit, and the event stream."""
+HTTP/1.0 with and without keep-alive, pipelining, a request body that is never a second request,
+malformed and oversize request heads, slow and idle clients and readers that take nothing cut
+off while others are served, the connection limit, and the event stream."""
 from __future__ import annotations
 
 import http.client
