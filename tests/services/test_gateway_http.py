@@ -412,6 +412,39 @@ def test_when_every_connection_is_busy_a_new_one_gets_503():
         s.close()
 
 
+OUT_OF_DESCRIPTORS = """
+import os, resource, socket, sys, time
+from services.gateway_http import HttpServer
+from tests.services.test_gateway import filled_cache
+from tests.services.test_gateway_http import read_response
+server = HttpServer("127.0.0.1", 0, filled_cache(), max_connections=1000).start()  # a limit above the fds
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, resource.getrlimit(
+    resource.RLIMIT_NOFILE)[1]))
+clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(30)]  # 60 fds with the server's
+time.sleep(0.5)
+held = server.counts["connections"]
+began = time.process_time()
+time.sleep(1.0)
+spent = time.process_time() - began
+for sock in clients:
+    sock.close()
+with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+    sock.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    status = read_response(sock)[0]
+server.stop()
+print(held, spent, status)
+"""
+
+
+def test_out_of_descriptors_the_server_pauses_accepting_instead_of_spinning():
+    done = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, check=True)
+    held, spent, status = done.stdout.split(maxsplit=2)
+    assert 0 < int(held) < 30  # accept() failed for the rest: they waited in the backlog
+    assert float(spent) < 0.3, spent  # a spinning loop would burn most of that second
+    assert status.strip() == "HTTP/1.1 200 OK"  # descriptors freed: accepting again
+
+
 def test_the_connection_limit_stays_below_the_open_file_limit():
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert connection_limit(10) == min(10, soft - 64)
