@@ -7,12 +7,12 @@ Requests    book_snapshot from portfolio when it joins late or a delta does not 
             equity from portfolio every few seconds (the equity log behind the charts)
 Serves      GET /status (the seed's JSON), /healthz, /metrics (Prometheus), /api/equity,
             /api/stream (server-sent events), /openapi.json, and the dashboard (/, /app.js,
-            /style.css from services/web/): services.gateway_http, aiohttp on its own thread
+            /style.css from services/web/): services.gateway_http, a selectors server on its own thread
 Posts       the seed's cycle summary to the Discord webhook named by discord.webhook_env,
             after a cycle with fills, from a background thread (services.discord_webhook)
 Calls       services.views.status, services.views.metrics, services.views.discord (pure views over the caches)
 
-ZeroMQ sockets live on the main thread's loop (ServiceRuntime); the HTTP thread's asyncio loop
+ZeroMQ sockets live on the main thread's loop (ServiceRuntime); the HTTP thread's selector loop
 only reads the caches, which the zmq loop replaces whole (never mutates in place), so a request
 never sees half an update. SIGTERM stops the zmq loop, whose on_stop stops the HTTP thread.
 """

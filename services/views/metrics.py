@@ -182,6 +182,7 @@ def discord_families(discord: Mapping[str, int] | None) -> list[Metric]:
 HTTP_COUNTERS = {  # gateway_http's count -> (family, help)
     "evicted": ("http_connections_evicted", "Idle connections closed to admit a new one at the connection limit."),
     "refused": ("http_connections_refused", "Connections answered 503 at the limit (every one mid-request)."),
+    "internal_errors": ("http_internal_errors", "Connections closed by an unexpected error in the HTTP server."),
     "stream_refused": ("stream_subscribers_refused", "Stream requests answered 503: every subscriber slot taken."),
     "events": ("stream_events", "Server-sent events published (each to every subscriber)."),
     "coalesced": ("stream_events_coalesced", "Events a subscriber never got because a newer one replaced them."),

@@ -215,7 +215,7 @@ def test_unknown_path_is_404_json(served):
     assert code == 404 and json.loads(body)["error"] == "no such path '/nope'"
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "QUERY", "PROPFIND"])
 def test_every_method_but_get_and_head_is_405(served, method):
     code, headers, body = served.get("/status", method=method, data=b"{}" if method in ("POST", "PUT") else None)
     assert code == 405 and headers["Allow"] == "GET, HEAD"
@@ -256,7 +256,7 @@ def test_the_default_config_binds_loopback_only():
     assert host == "127.0.0.1"
     server = HttpServer(host, 0, GatewayCache()).start()
     try:
-        assert server._runner.addresses[0][0] == "127.0.0.1"
+        assert server.address is not None and server.address[0] == "127.0.0.1"
     finally:
         server.stop()
 

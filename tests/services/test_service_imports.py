@@ -2,9 +2,10 @@
 
 Imported in a fresh interpreter each, as supervisord starts them, and the default config
 loaded and checked as each does on start. ccxt, requests and ib_async are loaded only when a
-live feed, a webhook or IBKR is configured (lazily, at that point). asyncio (with ssl and
-concurrent.futures, 4 MB) only in the gateway, whose HTTP server runs on it; difflib only when a
-config name is wrong (a did-you-mean hint).
+live feed, a webhook or IBKR is configured (lazily, at that point). asyncio (with
+concurrent.futures, 4 MB) in no service: the gateway's HTTP server runs on selectors, and ssl
+(libssl and libcrypto mapped) nowhere either; difflib only when a config name is wrong (a
+did-you-mean hint).
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import pytest
 from tests.conftest import REPO
 
 HEAVY = ("numpy", "pandas", "scipy", "ccxt", "requests", "ib_async", "matplotlib", "tqdm", "prometheus_client",
-         "asyncio", "difflib")
+         "asyncio", "ssl", "difflib")
 NEEDS = {
     "marketdata": {"numpy"},
     "signals": {"numpy"},
     "portfolio": set(),
     "pricer": {"numpy"},
-    "gateway": {"asyncio"},
+    "gateway": set(),
 }
 
 
