@@ -83,7 +83,7 @@ def concat_ohlcv(parts: Sequence[OHLCV]) -> OHLCV:
 _EMPTY = OHLCV.empty()  # what an add that closed nothing returns (shared: an empty array cannot change)
 _FIRST = np.zeros(1, dtype=np.intp)
 
-VECTOR_MIN_ROWS = 64
+VECTOR_MIN_ROWS = 256
 """Chunks of at least this many rows (history warm-up, a backtest) are reduced as arrays;
 shorter ones (a live step) go row by row. Both give the same bars to the bit."""
 
