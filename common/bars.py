@@ -7,6 +7,7 @@ bars sit on the hour and 1d bars on 00:00 UTC whatever the data's first timestam
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
@@ -103,13 +104,13 @@ def _aggregate_groups(rows: OHLCV, bucket_ts: np.ndarray, starts: np.ndarray) ->
     )
 
 
-def _volume_sum(volumes: list[float]) -> float:
+def _volume_sum(volumes: array[float]) -> float:
     """The sum ``np.add.reduceat`` gives over a group (the first value plus numpy's pairwise
     sum of the rest, not a left-to-right sum), so a bar kept row by row equals the same bar
     reduced from a chunk's arrays."""
     if len(volumes) == 1:
         return volumes[0]
-    return float(np.add.reduceat(np.array(volumes), _FIRST)[0])
+    return float(np.add.reduceat(np.frombuffer(volumes), _FIRST)[0])
 
 
 def _ohlcv_of(bars: list[_Row]) -> OHLCV:
@@ -121,12 +122,13 @@ def _ohlcv_of(bars: list[_Row]) -> OHLCV:
 
 
 class _FormingBar:
-    """The bar still open in one timeframe, as plain Python numbers updated row by row; the
-    volumes stay a list so the sum at close is the array reduction's."""
+    """The bar still open in one timeframe, as plain Python numbers updated row by row. Its
+    rows' volumes are kept (a C array of doubles: numpy reads it without a copy) so the sum at
+    close is the array reduction's."""
 
     __slots__ = ("ts", "open", "high", "low", "close", "volumes")
 
-    def __init__(self, ts: int, open_: float, high: float, low: float, close: float, volumes: list[float]) -> None:
+    def __init__(self, ts: int, open_: float, high: float, low: float, close: float, volumes: array[float]) -> None:
         self.ts = ts
         self.open = open_
         self.high = high
@@ -229,7 +231,7 @@ class BarAggregator:
                     closed.append(bar.closed())
                     bar = None
                 if bar is None:
-                    bar = _FormingBar(bucket, open_[i], high[i], low[i], close[i], [volume[i]])
+                    bar = _FormingBar(bucket, open_[i], high[i], low[i], close[i], array("d", (volume[i],)))
                 else:
                     if high[i] > bar.high:
                         bar.high = high[i]
@@ -257,7 +259,7 @@ class BarAggregator:
         else:
             self._forming[tf] = _FormingBar(
                 int(groups.ts[-1]), float(groups.open[-1]), float(groups.high[-1]), float(groups.low[-1]),
-                float(groups.close[-1]), rows.volume[int(starts[-1]):].tolist(),
+                float(groups.close[-1]), array("d", rows.volume[int(starts[-1]):].tolist()),
             )
             groups = groups.slice(0, -1)
         if len(groups):
