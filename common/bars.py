@@ -7,6 +7,7 @@ bars sit on the hour and 1d bars on 00:00 UTC whatever the data's first timestam
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
@@ -80,14 +81,18 @@ def concat_ohlcv(parts: Sequence[OHLCV]) -> OHLCV:
     return OHLCV(*(np.concatenate([getattr(p, c) for p in parts]) for c in _COLUMNS))
 
 
-def _copy(ohlcv: OHLCV) -> OHLCV:
-    return OHLCV(*(getattr(ohlcv, c).copy() for c in _COLUMNS))
+_EMPTY = OHLCV.empty()  # what an add that closed nothing returns (shared: an empty array cannot change)
+_FIRST = np.zeros(1, dtype=np.intp)
+
+VECTOR_MIN_ROWS = 256
+"""Chunks of at least this many rows (history warm-up, a backtest) are reduced as arrays;
+shorter ones (a live step) go row by row. Both give the same bars to the bit."""
+
+_Row = tuple[int, float, float, float, float, float]
 
 
 def _aggregate_groups(rows: OHLCV, bucket_ts: np.ndarray, starts: np.ndarray) -> OHLCV:
     """One bar per group of rows; ``starts`` are the first row index of each group."""
-    if starts.size == 0:
-        return OHLCV.empty()
     last = np.r_[starts[1:], len(rows)] - 1
     return OHLCV(
         ts=bucket_ts[starts].astype(np.int64),
@@ -97,6 +102,48 @@ def _aggregate_groups(rows: OHLCV, bucket_ts: np.ndarray, starts: np.ndarray) ->
         close=rows.close[last],
         volume=np.add.reduceat(rows.volume, starts),
     )
+
+
+def _volume_sum(volumes: array[float]) -> float:
+    """The sum ``np.add.reduceat`` gives over a group (the first value plus numpy's pairwise
+    sum of the rest, not a left-to-right sum), so a bar kept row by row equals the same bar
+    reduced from a chunk's arrays."""
+    if len(volumes) == 1:
+        return volumes[0]
+    return float(np.add.reduceat(np.frombuffer(volumes), _FIRST)[0])
+
+
+def _ohlcv_of(bars: list[_Row]) -> OHLCV:
+    if not bars:
+        return _EMPTY
+    ts, open_, high, low, close, volume = zip(*bars)
+    return OHLCV(np.array(ts, dtype=np.int64), np.array(open_), np.array(high), np.array(low),
+                 np.array(close), np.array(volume))
+
+
+class _FormingBar:
+    """The bar still open in one timeframe, as plain Python numbers updated row by row. Its
+    rows' volumes are kept (a C array of doubles: numpy reads it without a copy) so the sum at
+    close is the array reduction's."""
+
+    __slots__ = ("ts", "open", "high", "low", "close", "volumes")
+
+    def __init__(self, ts: int, open_: float, high: float, low: float, close: float, volumes: array[float]) -> None:
+        self.ts = ts
+        self.open = open_
+        self.high = high
+        self.low = low
+        self.close = close
+        self.volumes = volumes
+
+    def closed(self) -> _Row:
+        return (self.ts, self.open, self.high, self.low, self.close, _volume_sum(self.volumes))
+
+    def as_rows(self) -> OHLCV:
+        """Rows that reduce to this bar: one per volume, every price column constant."""
+        k = len(self.volumes)
+        return OHLCV(np.full(k, self.ts, dtype=np.int64), np.full(k, self.open), np.full(k, self.high),
+                     np.full(k, self.low), np.full(k, self.close), np.array(self.volumes))
 
 
 class BarAggregator:
@@ -109,8 +156,10 @@ class BarAggregator:
     :meth:`close_until` passes its close. Gaps in the input produce no bars: a bar holds only
     the rows that fell in its period, so a 1d bar over a gap aggregates the hours present.
 
-    The rows of a bar still open are kept raw and reduced only when it closes, so a bar's
-    values do not depend on how the stream was cut into ``add`` calls (float sums included).
+    A bar still open is kept as plain numbers (open, high, low, close and its rows' volumes),
+    so a live step costs O(new rows) without numpy calls on tiny arrays; its volume is summed
+    when it closes, so a bar's values do not depend on how the stream was cut into ``add``
+    calls (float sums included).
     """
 
     def __init__(self, symbol: str, timeframes: Sequence[str], base_ms: int) -> None:
@@ -126,7 +175,7 @@ class BarAggregator:
             if base_ms and (ms < base_ms or ms % base_ms):
                 raise ValueError(f"{symbol}: timeframe {tf} is not a whole multiple of the base step {base_ms} ms")
             self._tf_ms[tf] = ms
-        self._pending: dict[str, OHLCV] = {tf: OHLCV.empty() for tf in self._tf_ms}
+        self._forming: dict[str, _FormingBar | None] = dict.fromkeys(self._tf_ms)
         self._last_ts: int | None = None
         self._closed_until = -(2**62)
 
@@ -136,53 +185,105 @@ class BarAggregator:
 
     def add(self, rows: OHLCV) -> dict[str, OHLCV]:
         """Feed rows (oldest first, after everything fed so far); return bars closed by them."""
-        out = {tf: OHLCV.empty() for tf in self._tf_ms}
-        if not len(rows):
-            return out
-        self._check_order(rows)
-        last_end = int(rows.ts[-1]) + self.base_ms
-        for tf, ms in self._tf_ms.items():
-            buf = concat_ohlcv([self._pending[tf], rows])
-            bucket = buf.ts - buf.ts % ms
-            starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-            cut = len(buf) if last_end >= int(bucket[-1]) + ms else int(starts[-1])
-            closed = _aggregate_groups(buf.slice(0, cut), bucket[:cut], starts[starts < cut])
-            if len(closed):
-                self._closed_until = max(self._closed_until, int(closed.ts[-1]) + ms)
-            self._pending[tf] = _copy(buf.slice(cut, None))
-            out[tf] = closed
+        n = len(rows)
+        if not n:
+            return dict.fromkeys(self._tf_ms, _EMPTY)
+        if n < VECTOR_MIN_ROWS:
+            ts = rows.ts.tolist()
+            self._check_order(ts)
+            out = self._add_rows(ts, rows.open.tolist(), rows.high.tolist(), rows.low.tolist(),
+                                 rows.close.tolist(), rows.volume.tolist())
+        else:
+            self._check_order(rows.ts)
+            out = {tf: self._add_chunk(tf, ms, rows) for tf, ms in self._tf_ms.items()}
         self._last_ts = int(rows.ts[-1])
         return out
 
     def add_tick(self, ts: int, price: float, volume: float) -> dict[str, OHLCV]:
         """One trade or price print at ``ts`` (use with ``base_ms=0``)."""
-        return self.add(OHLCV.from_rows([[ts, price, price, price, price, volume]]))
+        t, p = int(ts), float(price)
+        self._check_order([t])
+        out = self._add_rows([t], [p], [p], [p], [p], [float(volume)])
+        self._last_ts = t
+        return out
 
     def close_until(self, ts: int) -> dict[str, OHLCV]:
         """Market time reached ``ts``: close every open bar whose period ended at or before it."""
-        out = {tf: OHLCV.empty() for tf in self._tf_ms}
+        out = dict.fromkeys(self._tf_ms, _EMPTY)
         for tf, ms in self._tf_ms.items():
-            pending = self._pending[tf]
-            if not len(pending):
-                continue
-            bucket_ts = int(pending.ts[0]) - int(pending.ts[0]) % ms
-            if bucket_ts + ms <= ts:
-                out[tf] = _aggregate_groups(pending, np.full(len(pending), bucket_ts), np.array([0]))
-                self._pending[tf] = OHLCV.empty()
-                self._closed_until = max(self._closed_until, bucket_ts + ms)
+            bar = self._forming[tf]
+            if bar is not None and bar.ts + ms <= ts:
+                self._forming[tf] = None
+                out[tf] = self._emit(ms, [bar.closed()])
         return out
 
-    def _check_order(self, rows: OHLCV) -> None:
-        min_gap = self.base_ms
-        gaps = np.diff(rows.ts)
-        bad = np.flatnonzero(gaps < min_gap)
-        if bad.size:
-            i = int(bad[0]) + 1
-            raise BadBarError(
-                f"{self.symbol}: row {i} (ts={int(rows.ts[i])}) is less than {min_gap} ms after the "
-                f"previous row (ts={int(rows.ts[i - 1])})"
+    def _add_rows(self, ts: list[int], open_: list[float], high: list[float], low: list[float],
+                  close: list[float], volume: list[float]) -> dict[str, OHLCV]:
+        """The row-by-row path for a few rows."""
+        base_ms = self.base_ms
+        out = {}
+        for tf, ms in self._tf_ms.items():
+            bar = self._forming[tf]
+            closed: list[_Row] = []
+            for i, t in enumerate(ts):
+                bucket = t - t % ms
+                if bar is not None and bar.ts != bucket:
+                    closed.append(bar.closed())
+                    bar = None
+                if bar is None:
+                    bar = _FormingBar(bucket, open_[i], high[i], low[i], close[i], array("d", (volume[i],)))
+                else:
+                    if high[i] > bar.high:
+                        bar.high = high[i]
+                    if low[i] < bar.low:
+                        bar.low = low[i]
+                    bar.close = close[i]
+                    bar.volumes.append(volume[i])
+                if t + base_ms >= bucket + ms:
+                    closed.append(bar.closed())
+                    bar = None
+            self._forming[tf] = bar
+            out[tf] = self._emit(ms, closed)
+        return out
+
+    def _add_chunk(self, tf: str, ms: int, rows: OHLCV) -> OHLCV:
+        """The array path for a long chunk: reduce every group at once, the open bar's rows first."""
+        bar = self._forming[tf]
+        if bar is not None:
+            rows = concat_ohlcv([bar.as_rows(), rows])
+        bucket = rows.ts - rows.ts % ms
+        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        groups = _aggregate_groups(rows, bucket, starts)
+        if int(rows.ts[-1]) + self.base_ms >= int(bucket[-1]) + ms:
+            self._forming[tf] = None
+        else:
+            self._forming[tf] = _FormingBar(
+                int(groups.ts[-1]), float(groups.open[-1]), float(groups.high[-1]), float(groups.low[-1]),
+                float(groups.close[-1]), array("d", rows.volume[int(starts[-1]):].tolist()),
             )
-        first = int(rows.ts[0])
+            groups = groups.slice(0, -1)
+        if len(groups):
+            self._closed_until = max(self._closed_until, int(groups.ts[-1]) + ms)
+        return groups
+
+    def _emit(self, ms: int, closed: list[_Row]) -> OHLCV:
+        if closed:
+            self._closed_until = max(self._closed_until, closed[-1][0] + ms)
+        return _ohlcv_of(closed)
+
+    def _check_order(self, ts: list[int] | np.ndarray) -> None:
+        min_gap = self.base_ms
+        if isinstance(ts, list):
+            bad = next((i for i in range(1, len(ts)) if ts[i] - ts[i - 1] < min_gap), None)
+        else:
+            found = np.flatnonzero(np.diff(ts) < min_gap)
+            bad = int(found[0]) + 1 if found.size else None
+        if bad is not None:
+            raise BadBarError(
+                f"{self.symbol}: row {bad} (ts={int(ts[bad])}) is less than {min_gap} ms after the "
+                f"previous row (ts={int(ts[bad - 1])})"
+            )
+        first = int(ts[0])
         if self._last_ts is not None and first < self._last_ts + min_gap:
             raise BadBarError(
                 f"{self.symbol}: row ts={first} is out of order; the last row fed was ts={self._last_ts}"
@@ -223,13 +324,22 @@ class _BarRing:
             raise BadBarError(f"{where}: bars to store are not in strictly increasing time order")
         cap = self.capacity
         keep = min(n, cap)
-        idx = (self._start + self._count + np.arange(n - keep, n)) % cap
-        self._ts[idx] = bars.ts[n - keep:]
-        for row, col in enumerate(_COLUMNS[1:]):
-            self._values[row, idx] = getattr(bars, col)[n - keep:]
+        first = n - keep  # bars older than the last `cap` would be overwritten at once: skip them
+        pos = (self._start + self._count + first) % cap
+        head = min(keep, cap - pos)  # how many fit before the arrays' end; the rest wrap to index 0
+        self._write(pos, bars, first, first + head)
+        if head < keep:
+            self._write(0, bars, first + head, n)
         total = min(self._count + n, cap)
         self._start = (self._start + self._count + n - total) % cap
         self._count = total
+
+    def _write(self, pos: int, bars: OHLCV, lo: int, hi: int) -> None:
+        """Bars ``lo:hi`` into slots ``pos:pos + hi - lo`` (slices, no index arrays: a step stores one bar)."""
+        dst = slice(pos, pos + hi - lo)
+        self._ts[dst] = bars.ts[lo:hi]
+        self._values[:, dst] = (bars.open[lo:hi], bars.high[lo:hi], bars.low[lo:hi], bars.close[lo:hi],
+                                bars.volume[lo:hi])
 
     def tail(self, limit: int) -> OHLCV:
         k = min(limit, self._count)

@@ -55,7 +55,8 @@ class OHLCV:
         """Rows ``[ts, o, h, l, c, v]`` with ``ts`` as int, for messages and CSV."""
         return [
             [int(t), float(o), float(h), float(lo), float(c), float(v)]
-            for t, o, h, lo, c, v in zip(self.ts, self.open, self.high, self.low, self.close, self.volume)
+            for t, o, h, lo, c, v in zip(self.ts.tolist(), self.open.tolist(), self.high.tolist(),
+                                         self.low.tolist(), self.close.tolist(), self.volume.tolist())
         ]
 
     def slice(self, start: int | None = None, stop: int | None = None) -> "OHLCV":

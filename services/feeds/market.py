@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from config.settings import Config
 
 HISTORY_CHUNK_MS = 5 * DAY_MS  # history is generated this much at a time
+_NO_ROWS = OHLCV.empty()
 
 
 class _BarPipeline:
@@ -38,13 +39,14 @@ class _BarPipeline:
         self._store = BarStore(capacity)
         self._prices: dict[str, Tick] = {}
         self._rank = {tf: timeframe_ms(tf) for tf in timeframes}
+        self._order = {s: i for i, s in enumerate(self.symbols)}
 
     def ingest(self, base: Mapping[str, OHLCV], until_ts: int, publish: bool) -> FeedUpdate:
         """Feed base bars that closed by ``until_ts``, then close what ``until_ts`` ends."""
         ticks: dict[str, Tick] = {}
         bars: list[Bar] = []
         for symbol in self.symbols:
-            rows = base.get(symbol, OHLCV.empty())
+            rows = base.get(symbol, _NO_ROWS)
             agg = self._aggregators[symbol]
             closed = agg.add(rows)
             late = agg.close_until(until_ts)
@@ -57,9 +59,11 @@ class _BarPipeline:
             if len(rows):
                 ticks[symbol] = (float(rows.close[-1]), int(rows.ts[-1]) + self.base_ms)
         self._prices.update(ticks)
-        order = {s: i for i, s in enumerate(self.symbols)}
-        bars.sort(key=lambda b: (b.ts_close, self._rank[b.timeframe], order[b.symbol]))
+        bars.sort(key=self._publish_order)
         return FeedUpdate(ticks if publish else {}, bars)
+
+    def _publish_order(self, bar: Bar) -> tuple[int, int, int]:
+        return (bar.ts_close, self._rank[bar.timeframe], self._order[bar.symbol])
 
     def history(self, symbol: str, timeframe: str, limit: int | None) -> OHLCV:
         if symbol not in self._aggregators:

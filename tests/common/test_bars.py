@@ -5,7 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from common.bars import Bar, BarAggregator, BarStore, bars_from_ohlcv, find_bar_problems, sanitize_bars
+from common.bars import (
+    VECTOR_MIN_ROWS,
+    Bar,
+    BarAggregator,
+    BarStore,
+    bars_from_ohlcv,
+    find_bar_problems,
+    sanitize_bars,
+)
+from common.csv_bars import load_ohlcv_csv
 from common.model import RecordError
 from common.ohlcv import OHLCV, BadBarError
 
@@ -139,6 +148,85 @@ def test_chunked_feeding_gives_bit_identical_bars():
         assert parts[tf] == whole[tf].rows(), tf
 
 
+def reduced_bars(base: OHLCV, timeframe_ms: int) -> list[list[float]]:
+    """Every bar of ``base`` as one array reduction per group (the aggregator's reference: it
+    reduced raw rows this way before it kept open bars as numbers)."""
+    bucket = base.ts - base.ts % timeframe_ms
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    last = np.r_[starts[1:], len(base)] - 1
+    return OHLCV(bucket[starts], base.open[starts], np.maximum.reduceat(base.high, starts),
+                 np.minimum.reduceat(base.low, starts), base.close[last],
+                 np.add.reduceat(base.volume, starts)).rows()
+
+
+def chunk_sizes(n: int, low: int, high: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    sizes: list[int] = []
+    while sum(sizes) < n:
+        sizes.append(min(int(rng.integers(low, high)), n - sum(sizes)))
+    return sizes
+
+
+def fed_in_chunks(agg: BarAggregator, base: OHLCV, sizes: list[int], seed: int) -> dict[str, list[list[float]]]:
+    """Closed bars from ``base`` fed in chunks of ``sizes``, each followed (as the feeds do) by a
+    close_until at a random time between its last row's end and the next row."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[list[float]]] = {tf: [] for tf in agg.timeframes}
+    lo = 0
+    for size in sizes:
+        chunk = base.slice(lo, lo + size)
+        lo += size
+        end = int(chunk.ts[-1]) + agg.base_ms
+        until = int(rng.integers(end, int(base.ts[lo]) + 1)) if lo < len(base) else end + DAY
+        for closed in (agg.add(chunk), agg.close_until(until)):
+            for tf, bars in closed.items():
+                out[tf] += bars.rows()
+    return out
+
+
+@pytest.mark.parametrize("symbol", ["BTC_USDT", "SOL_USDT"])
+@pytest.mark.parametrize("low, high", [(1, VECTOR_MIN_ROWS), (VECTOR_MIN_ROWS, 5 * VECTOR_MIN_ROWS),
+                                        (1, 3 * VECTOR_MIN_ROWS)])
+def test_real_hours_in_random_chunks_give_exactly_the_array_reduction(shared_data, symbol, low, high):
+    """Both sides of VECTOR_MIN_ROWS (row by row, arrays, and a mix) over real hours with gaps."""
+    hours = load_ohlcv_csv(shared_data / "ohlcv" / "binanceus" / f"{symbol}-1h.csv")
+    assert np.any(np.diff(hours.ts) > HOUR)  # the recording has gaps: bars over them must hold what exists
+    agg = BarAggregator(symbol, ["1h", "4h", "1d"], HOUR)
+    got = fed_in_chunks(agg, hours, chunk_sizes(len(hours), low, high, seed=len(hours)), seed=1)
+    for tf, ms in (("1h", HOUR), ("4h", 4 * HOUR), ("1d", DAY)):
+        assert got[tf] == reduced_bars(hours, ms), tf
+
+
+@pytest.mark.parametrize("low, high", [(1, VECTOR_MIN_ROWS), (VECTOR_MIN_ROWS, 6 * VECTOR_MIN_ROWS),
+                                        (1, 3 * VECTOR_MIN_ROWS)])
+def test_minutes_in_random_chunks_sum_a_days_volume_as_the_array_reduction(low, high):
+    """1440 minutes a day: numpy's pairwise sum (not a left-to-right one) is what a bar holds."""
+    m = minute_rows(T0 + 17 * MIN, 3 * 1440 + 123, seed=5)
+    m = OHLCV(m.ts, m.open, m.high, m.low, m.close, np.random.default_rng(6).lognormal(0.0, 2.0, len(m)))
+    agg = BarAggregator("X", ["5m", "1h", "1d"], MIN)
+    got = fed_in_chunks(agg, m, chunk_sizes(len(m), low, high, seed=7), seed=8)
+    for tf, ms in (("5m", 5 * MIN), ("1h", HOUR), ("1d", DAY)):
+        assert got[tf] == reduced_bars(m, ms), tf
+
+
+def test_ticks_one_by_one_in_chunks_and_at_once_give_the_same_bars():
+    rng = np.random.default_rng(9)
+    ts = T0 + np.cumsum(rng.integers(0, 40_000, 3000))  # repeated ms included
+    price = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, len(ts))))
+    ticks = OHLCV(ts, price, price, price, price, rng.lognormal(0.0, 1.5, len(ts)))
+    one_by_one = BarAggregator("X", ["1m", "1h"], 0)
+    got: dict[str, list[list[float]]] = {"1m": [], "1h": []}
+    for t, p, v in zip(ticks.ts.tolist(), ticks.close.tolist(), ticks.volume.tolist()):
+        for tf, closed in one_by_one.add_tick(t, p, v).items():
+            got[tf] += closed.rows()
+    for tf, closed in one_by_one.close_until(int(ts[-1]) + DAY).items():
+        got[tf] += closed.rows()
+    chunked = fed_in_chunks(BarAggregator("X", ["1m", "1h"], 0), ticks,
+                            chunk_sizes(len(ticks), 1, 3 * VECTOR_MIN_ROWS, seed=10), seed=11)
+    for tf, ms in (("1m", MIN), ("1h", HOUR)):
+        assert got[tf] == chunked[tf] == reduced_bars(ticks, ms), tf
+
+
 def test_day_bars_sit_on_midnight_utc_and_sum_volume():
     m = minute_rows(T0 + 13 * HOUR + 7 * MIN, 2 * 1440, seed=2)
     agg = BarAggregator("X", ["1h", "1d"], MIN)
@@ -172,14 +260,19 @@ def test_day_bar_over_a_gap_at_day_end_closes_when_time_passes():
     assert agg.close_until(T0 + DAY)["1d"].rows() == [[T0, 10.0, 11.0, 9.0, 10.0, 1.0]]
 
 
-def test_aggregator_rejects_rows_out_of_order_or_in_a_closed_bar():
+@pytest.mark.parametrize("n", [10, VECTOR_MIN_ROWS + 10])  # row by row and as arrays
+def test_aggregator_rejects_rows_out_of_order_or_in_a_closed_bar(n):
     agg = BarAggregator("BTC/USDT", ["1h"], MIN)
-    m = minute_rows(T0, 10)
+    m = minute_rows(T0, n)
     agg.add(m.slice(0, 5))
     with pytest.raises(BadBarError, match=r"BTC/USDT: row ts=1735689780000 is out of order"):
-        agg.add(m.slice(3, 4))
+        agg.add(m.slice(3, n))
+    swapped = np.r_[6, 0, 7:n]
     with pytest.raises(BadBarError, match=r"row 1 \(ts=1735689600000\) is less than 60000 ms after"):
-        agg.add(OHLCV(m.ts[[6, 0]], *(getattr(m, c)[[6, 0]] for c in ("open", "high", "low", "close", "volume"))))
+        agg.add(OHLCV(m.ts[swapped], *(getattr(m, c)[swapped] for c in ("open", "high", "low", "close", "volume"))))
+    assert agg.close_until(T0 + HOUR)["1h"].rows() == reduced_bars(m.slice(0, 5), HOUR)  # rejected rows left no trace
+    with pytest.raises(BadBarError, match=r"BTC/USDT: row ts=1735691400000 falls in a bar already closed"):
+        agg.add(OHLCV(m.ts + 30 * MIN, m.open, m.high, m.low, m.close, m.volume))
     agg.close_until(T0 + HOUR)
     late = BarAggregator("X", ["1h"], 0)
     late.add_tick(T0, 1.0, 1.0)
@@ -219,6 +312,18 @@ def test_store_keeps_only_the_last_n_bars_one_at_a_time_and_in_batches():
         assert h.rows() == m.slice(18, 23).rows()
         assert store.history("X", "1m", limit=2).rows() == m.slice(21, 23).rows()
         assert store.history("X", "1m", limit=100).rows() == m.slice(18, 23).rows()
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 50])
+def test_store_in_random_batches_wrapping_inside_a_batch_keeps_the_last_n(capacity):
+    m = minute_rows(T0, 400, seed=3)
+    store = BarStore(capacity=capacity)
+    lo = 0
+    for size in chunk_sizes(len(m), 1, 2 * capacity + 3, seed=capacity):
+        store.append("X", "1m", m.slice(lo, lo + size))
+        lo += size
+        assert store.history("X", "1m").rows() == m.slice(max(lo - capacity, 0), lo).rows()
+    assert store.count("X", "1m") == capacity
 
 
 def test_store_history_of_an_unseen_series_is_empty_and_bad_input_is_named():
