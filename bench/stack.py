@@ -236,7 +236,7 @@ class Stack:
                     return value
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 last_error = exc
-            time.sleep(0.05)
+            time.sleep(0.1)  # most predicates ask the gateway: 10 a second is news soon enough
         raise TimeoutError(f"{what} not reached in {timeout}s (last error: {last_error}); logs:\n{self.logs_tail()}")
 
     def journal(self) -> list[dict[str, Any]]:
