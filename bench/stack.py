@@ -23,6 +23,7 @@ from typing import Any
 from bench.ports import free_port
 from common.bus_auth import READER, BusSecurity, generate_keys
 from config.settings import Config, load_config, parse_config
+from services.go_trader import supervisord_rpc, wait_for_shutdown
 from services.runtime import bus_security
 from services.supervisor_conf import write as write_engines
 
@@ -111,6 +112,10 @@ class Stack:
         return self.dir / "supervisord.conf"
 
     @property
+    def sock_path(self) -> Path:
+        return self.dir / "run" / "supervisor.sock"
+
+    @property
     def state_path(self) -> Path:
         return self.dir / "state" / "state.json"
 
@@ -134,9 +139,7 @@ class Stack:
         if self.proc.poll() is None:
             pids = self.program_pids()
             self.proc.send_signal(signal.SIGTERM)  # supervisord stops every program, then exits
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
+            if not wait_for_shutdown(lambda: self.proc.poll() is not None, self.sock_path, 40):
                 self.proc.kill()
                 self.proc.wait()
                 for pid in pids:  # never leave a service behind when supervisord hung
@@ -146,9 +149,13 @@ class Stack:
                         pass
         self.proc = None
 
+    def rpc(self) -> Any:
+        """supervisord's XML-RPC ``supervisor`` namespace, in this process: polling state through
+        it costs no supervisorctl interpreter start-up."""
+        return supervisord_rpc(self.sock_path)
+
     def program_pids(self) -> list[int]:
-        out = self.ctl("pid", "all").stdout.split()
-        return [int(p) for p in out if p.isdigit() and int(p) > 0]
+        return [info["pid"] for info in self.rpc().getAllProcessInfo() if info["pid"] > 0]
 
     def __enter__(self) -> "Stack":
         return self.start()
@@ -164,8 +171,9 @@ class Stack:
         )
 
     def states(self) -> dict[str, str]:
-        out = self.ctl("status").stdout
-        return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
+        """Each program's state as ``supervisorctl status`` names both (``group:name`` in a group)."""
+        return {info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}": info["statename"]
+                for info in self.rpc().getAllProcessInfo()}
 
     @property
     def programs(self) -> tuple[str, ...]:
@@ -179,14 +187,18 @@ class Stack:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisord exited with {self.proc.returncode}; logs in {self.dir / 'run/logs'}")
-            states = self.states()
+            try:
+                states = self.states()
+            except OSError:  # the socket is not there yet
+                states = {}
             if all(states.get(p) == "RUNNING" for p in programs or self.programs):
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise TimeoutError(f"programs not RUNNING after {timeout}s: {states}; logs: {self.logs_tail()}")
 
     def pid(self, program: str) -> int:
-        return int(self.ctl("pid", program).stdout.strip())
+        """The program's pid, 0 while it is not running (as ``supervisorctl pid``)."""
+        return self.rpc().getProcessInfo(program)["pid"]
 
     def logs_tail(self, lines: int = 15) -> str:
         out = []
@@ -224,7 +236,7 @@ class Stack:
                     return value
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 last_error = exc
-            time.sleep(0.25)
+            time.sleep(0.1)  # most predicates ask the gateway: 10 a second is news soon enough
         raise TimeoutError(f"{what} not reached in {timeout}s (last error: {last_error}); logs:\n{self.logs_tail()}")
 
     def journal(self) -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_sigkill_of_any_service_loses_or_doubles_nothing(tmp_path):
-    report = run_chaos(tmp_path, seconds=35, kill_every=2.5, seed=7)
+    # 10 kills, whatever the machine's speed: a whole round (every service, the portfolio twice) and more
+    report = run_chaos(tmp_path, seconds=20, kill_every=2.0, seed=7, min_kills=10)
     print(report.summary())
-    assert sum(report.kills.values()) >= 8
+    assert sum(report.kills.values()) >= 10
     assert report.kills["portfolio"] >= 2
     assert report.fills > 20 and report.orders_acked > 10
     assert report.state_reads > 100

@@ -18,13 +18,14 @@ from tests.support.stack import REPO, Stack, stack_config
 
 pytestmark = pytest.mark.timeout(180)
 
-TAP_SECONDS = 20.0
+SPEED = 72_000  # twice the stack's default sim clock: the same 200 market hours in half the wall time
+TAP_SECONDS = 10.0
 SERVICES = ("marketdata", "portfolio", "pricer")  # and every signal engine (config `engines`)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("bus"), stack_config()) as running:
+    with Stack(tmp_path_factory.mktemp("bus"), stack_config(speed=SPEED)) as running:
         yield running
 
 

@@ -49,6 +49,7 @@ def service_pids(config_path: Path) -> dict[str, list[int]]:
 def test_a_second_portfolio_on_the_same_state_dir_refuses_naming_lock_and_pid(tmp_path):
     with Stack(tmp_path) as stack:
         holder = stack.pid("portfolio")
+        stack.wait_for(stack.state_path.exists, 60, "the portfolio's first state.json (it holds the lock by then)")
         copied = stack_config()  # a copied config with new ports, same state file
         copied["state_file"] = str(stack.state_path)
         copy_path = tmp_path / "copy.json"

@@ -351,9 +351,11 @@ def check_invariants(stack: Stack, report: ChaosReport, recorder: BusRecorder,
 
 
 def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int = 1, speed: float = 36_000,
-              faults: tuple[str, ...] = ()) -> ChaosReport:
+              faults: tuple[str, ...] = (), min_kills: int = 0) -> ChaosReport:
     """``faults`` (a subset of FAULTS; ``--disk`` passes them all) join every round of kills.
-    With ``disk_full`` among them the state directory is a small tmpfs (root only)."""
+    With ``disk_full`` among them the state directory is a small tmpfs (root only). The run goes
+    on past ``seconds`` until every fault ran once and ``min_kills`` services were SIGKILLed, so
+    a slow machine makes it longer, never weaker."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"chaos: unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
@@ -363,14 +365,14 @@ def run_chaos(workdir: Path, seconds: float, kill_every: float = 3.0, seed: int 
         if can_fill:
             mounts.enter_context(disk.small_tmpfs(state_dir, size_kb=32 * 1024))
         try:
-            return _run_chaos(Path(workdir), seconds, kill_every, seed, speed, faults, can_fill)
+            return _run_chaos(Path(workdir), seconds, kill_every, seed, speed, faults, can_fill, min_kills)
         finally:
             if can_fill and state_dir.exists():  # keep the files to look at once the tmpfs is gone
                 shutil.copytree(state_dir, Path(workdir) / "state.saved", dirs_exist_ok=True)
 
 
 def _run_chaos(workdir: Path, seconds: float, kill_every: float, seed: int, speed: float,
-               faults: tuple[str, ...], can_fill: bool) -> ChaosReport:
+               faults: tuple[str, ...], can_fill: bool, min_kills: int) -> ChaosReport:
     rng = random.Random(seed)
     cfg = stack_config(speed=speed)
     stack = Stack(workdir, cfg)
@@ -388,7 +390,8 @@ def _run_chaos(workdir: Path, seconds: float, kill_every: float, seed: int, spee
         first_ts = recorder.market_ts
         deadline = time.monotonic() + seconds
         schedule: list[str] = []
-        while time.monotonic() < deadline or any(f in schedule for f in faults):  # every fault at least once
+        while (time.monotonic() < deadline or any(f in schedule for f in faults)  # every fault at least once
+               or sum(report.kills.values()) < min_kills):
             time.sleep(rng.uniform(0.5, kill_every))
             if not schedule:  # every service in each round, in random order, the portfolio twice;
                 # each fault once, every fault followed by a kill, the faults first (short runs see them all)
