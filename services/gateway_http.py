@@ -383,7 +383,7 @@ class EventStream:
             for sub in self.subscribers:
                 self.counts["coalesced"] += sub.offer(name, event)
 
-    def publish(self) -> None:
+    def offer_changes(self) -> None:
         """One round: what changed, offered to every subscriber. A bad cache entry costs the
         round, not the stream."""
         try:
@@ -546,7 +546,7 @@ class HttpServer:
             self._sel.register(self._listener, selectors.EVENT_READ, None)
         if self.streams and now >= self._next_publish:
             self._next_publish = now + self.stream.interval_s
-            self.stream.publish()
+            self.stream.offer_changes()
             for conn in list(self.streams):
                 if not conn.out:
                     self._guarded(self._pump, conn)

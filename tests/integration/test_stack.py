@@ -35,8 +35,10 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
     with stack:
         assert stack.states() == {p: "RUNNING" for p in PROGRAMS}
         base = os.getpriority(os.PRIO_PROCESS, 0)  # what supervisord's children inherit from us
-        assert {p: nice_of(stack.pid(p)) for p in PROGRAMS} == {  # cpu.background_nice: off the spot fill path
-            **{p: base for p in PROGRAMS}, "pricer": max(base, 10), "signals-options": max(base, 10)}
+        niced = {**{p: base for p in PROGRAMS}, "pricer": max(base, 10), "signals-options": max(base, 10)}
+        # cpu.background_nice, off the spot fill path: set once a service has read its config, which
+        # on a loaded machine can be after supervisord calls it RUNNING
+        stack.wait_for(lambda: {p: nice_of(stack.pid(p)) for p in PROGRAMS} == niced, 30, f"nice values {niced}")
         watcher.start()
         # The marks reach /status with the portfolio's next delta, which may come after its first fills
         first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and len(s["prices"]) >= 3 and s,

@@ -413,21 +413,29 @@ def test_when_every_connection_is_busy_a_new_one_gets_503():
 
 
 OUT_OF_DESCRIPTORS = """
-import os, resource, socket, sys, time
+import os, resource, socket, subprocess, sys, time
 from services.gateway_http import HttpServer
 from tests.services.test_gateway import filled_cache
 from tests.services.test_gateway_http import read_response
 server = HttpServer("127.0.0.1", 0, filled_cache(), max_connections=1000).start()  # a limit above the fds
-resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, resource.getrlimit(
+# 30 clients in a process of their own (started before the limit, which it would inherit): only the
+# server's side of each connection counts against this process's limit
+clients = subprocess.Popen([sys.executable, "-c", "import socket, sys\\nsys.stdin.readline()\\n"
+                            f"held = [socket.create_connection(('127.0.0.1', {server.port})) for _ in range(30)]\\n"
+                            "print('ready', flush=True)\\nsys.stdin.read()"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20, resource.getrlimit(
     resource.RLIMIT_NOFILE)[1]))
-clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(30)]  # 60 fds with the server's
+clients.stdin.write("go\\n")
+clients.stdin.flush()
+assert clients.stdout.readline().strip() == "ready"
 time.sleep(0.5)
 held = server.counts["connections"]
 began = time.process_time()
 time.sleep(1.0)
 spent = time.process_time() - began
-for sock in clients:
-    sock.close()
+clients.communicate("", timeout=30)  # they close: the server frees its side and accepts again
+time.sleep(0.5)
 with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
     sock.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
     status = read_response(sock)[0]
