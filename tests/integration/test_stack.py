@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from tests.support.procfs import nice_of
 from tests.support.stack import PROGRAMS, Stack, StateReader, acked_fill_ids, stack_config
 from trading.ledger import rebuild_books_from_journal
 from trading.portfolio import journal_fills
@@ -21,12 +22,6 @@ def total_trades(status: dict) -> int:
 
 def spot_values(status: dict) -> list[float]:
     return [v["portfolio_value"] for v in status["strategies"].values() if v["type"] == "spot"]
-
-
-def nice_of(pid: int) -> int:
-    """The nice value of ``pid`` (field 19 of /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rpartition(")")[2].split()[16])
 
 
 def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from services import runtime
 from services.runtime import M_ARENA_MAX, M_MMAP_THRESHOLD, MALLOC_SETTINGS, ServiceRuntime, tune_malloc
+from tests.support.procfs import thread_nices
 
 
 class FakeLibc:
@@ -299,15 +300,6 @@ def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(t
     assert seen_by_second == [1]
 
 
-def _thread_nices(pid: int) -> dict[str, int]:
-    """Nice value of every thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
-    nices = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        stat = open(f"/proc/{pid}/task/{tid}/stat").read()
-        nices[tid] = int(stat.rpartition(")")[2].split()[16])
-    return nices
-
-
 def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice():
     import subprocess
     import sys
@@ -323,7 +315,7 @@ def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice():
     try:
         logged = json.loads(proc.stdout.readline())
         threads = int(proc.stdout.readline().split()[1])
-        nices = _thread_nices(proc.pid)
+        nices = thread_nices(proc.pid)
     finally:
         proc.communicate("\n", timeout=30)
     assert (logged["event"], logged["nice"]) == ("cpu_priority", 7)

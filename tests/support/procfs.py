@@ -1,0 +1,16 @@
+"""What /proc says about a process or one of its threads."""
+from __future__ import annotations
+
+import os
+
+
+def nice_of(pid: int, tid: int | None = None) -> int:
+    """The nice value of ``pid`` (or of its thread ``tid``): field 19 of its stat file."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path) as f:
+        return int(f.read().rpartition(")")[2].split()[16])
+
+
+def thread_nices(pid: int) -> dict[int, int]:
+    """The nice value of every thread of ``pid``."""
+    return {int(tid): nice_of(pid, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
