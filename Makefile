@@ -30,13 +30,13 @@ run: venv run/logs  ## all services in the foreground; Ctrl-C stops them with st
 	$(BIN)/python -m config.settings --check $(CONFIG)
 	$(BIN)/python -m services.keys --config $(CONFIG)
 	$(BIN)/python -m services.supervisor_conf --config $(CONFIG)
-	exec $(BIN)/supervisord -n -c supervisord.conf
+	exec $(BIN)/python -m services.forking_supervisord -n -c supervisord.conf
 
 start: venv run/logs  ## all services in the background
 	$(BIN)/python -m config.settings --check $(CONFIG)
 	$(BIN)/python -m services.keys --config $(CONFIG)
 	$(BIN)/python -m services.supervisor_conf --config $(CONFIG)
-	$(BIN)/supervisord -c supervisord.conf
+	$(BIN)/python -m services.forking_supervisord -c supervisord.conf
 
 stop:  ## returns once supervisord, every service and every port are gone
 	$(BIN)/python -m services.go_trader stop --config $(CONFIG)

@@ -4,7 +4,10 @@ Every few seconds: VmRSS (/proc/<pid>/status) and PSS (/proc/<pid>/smaps_rollup,
 shares common pages fairly between processes) of each program, pids from
 ``supervisorctl pid``. Steady state = the median over the second half of the run; growth =
 the least-squares slope over that half (MB per wall minute) and last minus first sample after
-warm-up. The stack's total is the six service programs (supervisord is shown beside it). Which heavy
+warm-up. The stack's total is the six service programs, and the six with supervisord: the
+services are forked from it (services/forking_supervisord.py), so it holds a share of the pages
+they share, and only the second total is all the stack's memory. A full run also compares, one
+after the other, a short run with every program exec'd by plain supervisord. Which heavy
 libraries each service really loaded is read from /proc/<pid>/maps (their native .so files),
 and each service module's import cost is measured in a fresh interpreter.
 
@@ -30,6 +33,7 @@ TARGET_TOTAL_MB = 220.0  # the seed's peak for a whole cycle
 TARGET_TOTAL_PSS_MB = 123.0  # issue 15: the whole stack's fair share of memory, steady
 FLAT_MB_PER_MIN = 0.5  # growth above this over the second half is a leak, not noise
 SPEED = 120_000  # 1 wall minute = 83 market days
+EXEC_VS_FORK_SECONDS = 60.0  # each side of the same-run comparison (before the engines' buffers fill)
 SERVICES = ("marketdata", "signals-spot", "signals-options", "portfolio", "pricer", "gateway")  # program names
 NATIVE_LIBS = ("numpy", "scipy", "pandas", "zmq", "msgpack", "charset_normalizer", "aiohttp", "yarl",
                "multidict", "cryptography", "coincurve")
@@ -103,6 +107,30 @@ def _slope_mb_per_min(t_s: np.ndarray, mb: np.ndarray) -> float:
     return float(np.polyfit(t_s / 60.0, mb, 1)[0])
 
 
+def stack_pss_mb(seconds: float, supervisord: str, every: float = 2.0) -> dict[str, float]:
+    """Median PSS (MB) over the second half of ``seconds`` of a fresh stack under
+    ``supervisord``: the six services, and the six with supervisord."""
+    services: list[float] = []
+    whole: list[float] = []
+    with running_stack(speed=SPEED, supervisord=supervisord) as running:
+        pids = [running.pid(name) for name in SERVICES]
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            time.sleep(every)
+            if time.monotonic() - start >= seconds / 2:
+                each = sum(memory_mb(pid)[1] for pid in pids)
+                services.append(each)
+                whole.append(each + memory_mb(running.proc.pid)[1])
+    return {"services_pss_mb": float(np.median(services)), "with_supervisord_pss_mb": float(np.median(whole))}
+
+
+def exec_vs_fork(seconds: float = EXEC_VS_FORK_SECONDS) -> dict[str, dict[str, float]]:
+    """The same short run under plain supervisord (every program exec'd) and under
+    services/forking_supervisord.py, one after the other in this run."""
+    return {"exec": stack_pss_mb(seconds, "supervisor.supervisord"),
+            "fork": stack_pss_mb(seconds, "services.forking_supervisord")}
+
+
 def run(quick: bool = False, stack: Any = None, seconds: float | None = None) -> dict[str, Any]:
     # Steady state needs every bounded buffer full: the signal engine's 1,000 daily bars take
     # 1,000 market days (12 wall minutes here), so the growth half of a 20-minute run starts
@@ -146,9 +174,11 @@ def run(quick: bool = False, stack: Any = None, seconds: float | None = None) ->
         if name in SERVICES:
             result[name]["native_libs"] = libs[name]
             result[name]["import"] = imports[name]
+    supervisord_pss = np.array([s[2] for s in samples["supervisord"]])
     result["total"] = {
         "rss_mb": float(np.median(total_rss[half:])),
         "pss_mb": float(np.median(total_pss[half:])),
+        "with_supervisord_pss_mb": float(np.median(total_pss[half:] + supervisord_pss[half:])),
         "rss_peak_mb": float(total_rss.max()),
         "pss_peak_mb": float(total_pss.max()),
         "with_supervisord_rss_mb": float(np.median(total_rss[half:]) + result["supervisord"]["rss_mb"]),
@@ -156,6 +186,7 @@ def run(quick: bool = False, stack: Any = None, seconds: float | None = None) ->
         "first_to_last_mb": float(total_rss[-1] - total_rss[max(1, n // 10)]),
     }
     result["package_cost_mb"] = {} if quick else package_costs()  # ten fresh interpreters: full runs only
+    result["exec_vs_fork"] = {} if quick else exec_vs_fork()
     return result
 
 
@@ -169,13 +200,16 @@ def report(r: dict[str, Any]) -> list[Row]:
                      f"{s['rss_mb']:.1f} / {s['pss_mb']:.1f} MB, {s['slope_mb_per_min']:+.2f} MB/min", "", ""))
     total = r["total"]
     rows += [
-        ("supervisord RSS", f"{r['supervisord']['rss_mb']:.1f} MB", "", ""),
+        ("supervisord RSS / PSS", f"{r['supervisord']['rss_mb']:.1f} / {r['supervisord']['pss_mb']:.1f} MB", "", ""),
         (f"whole stack ({len(SERVICES)} service programs), RSS steady / peak ({r['seconds']:g} s wall at "
          f"{r['speed']:,}x = {r['market_days']:.0f} market days)",
          f"{total['rss_mb']:.1f} / {total['rss_peak_mb']:.1f} MB",
          f"< {TARGET_TOTAL_MB:g} MB", verdict(total["rss_peak_mb"] < TARGET_TOTAL_MB)),
         ("whole stack, PSS (smaps_rollup) steady / peak", f"{total['pss_mb']:.1f} / {total['pss_peak_mb']:.1f} MB",
          f"steady <= {TARGET_TOTAL_PSS_MB:g} MB", verdict(total["pss_mb"] <= TARGET_TOTAL_PSS_MB)),
+        ("whole stack with supervisord, PSS steady (the services are forked from it: it holds a share "
+         "of the pages they share)", f"{total['with_supervisord_pss_mb']:.1f} MB",
+         f"<= {TARGET_TOTAL_PSS_MB:g} MB", verdict(total["with_supervisord_pss_mb"] <= TARGET_TOTAL_PSS_MB)),
         ("whole stack, RSS with supervisord", f"{total['with_supervisord_rss_mb']:.1f} MB", "", ""),
         ("whole stack growth, second half slope / first-to-last", f"{total['slope_mb_per_min']:+.2f} MB/min / "
          f"{total['first_to_last_mb']:+.1f} MB", f"|slope| <= {FLAT_MB_PER_MIN} MB/min",
@@ -185,7 +219,18 @@ def report(r: dict[str, Any]) -> list[Row]:
     ]
     if r["package_cost_mb"]:
         rows.insert(-1, _package_row(r["package_cost_mb"]))
+    if r["exec_vs_fork"]:
+        rows.insert(-1, _exec_vs_fork_row(r["exec_vs_fork"]))
     return rows
+
+
+def _exec_vs_fork_row(runs: dict[str, dict[str, float]]) -> Row:
+    exec_, fork = runs["exec"], runs["fork"]
+    return (f"services exec'd by plain supervisord vs forked by services/forking_supervisord.py, "
+            f"{EXEC_VS_FORK_SECONDS:g} s each, PSS of the six services / with supervisord",
+            f"exec {exec_['services_pss_mb']:.1f} / {exec_['with_supervisord_pss_mb']:.1f} MB, "
+            f"fork {fork['services_pss_mb']:.1f} / {fork['with_supervisord_pss_mb']:.1f} MB "
+            f"({fork['with_supervisord_pss_mb'] / exec_['with_supervisord_pss_mb']:.2f}x)", "", "")
 
 
 def _package_row(costs: dict[str, float]) -> Row:

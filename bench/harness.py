@@ -27,14 +27,17 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def running_stack(stack: Any = None, base: dict[str, Any] | None = None, **feed: Any) -> Iterator[Any]:
+def running_stack(stack: Any = None, base: dict[str, Any] | None = None, supervisord: str | None = None,
+                  **feed: Any) -> Iterator[Any]:
     """The caller's stack if it passes one (tests share one), else a fresh one stopped at exit,
-    from ``base`` (a config dict; default config/default.json) with ``feed`` settings over it."""
+    from ``base`` (a config dict; default config/default.json) with ``feed`` settings over it,
+    under ``supervisord`` (a module; default the stack's own)."""
     if stack is not None:
         yield stack
         return
     from bench.stack import Stack, stack_config  # only benchmarks that need a stack pay for it
 
     with tempfile.TemporaryDirectory(prefix="go-trader-bench-") as workdir:
-        with Stack(Path(workdir), stack_config(base, **feed)) as started:
+        options = {} if supervisord is None else {"supervisord": supervisord}
+        with Stack(Path(workdir), stack_config(base, **feed), **options) as started:
             yield started

@@ -78,13 +78,16 @@ class Stack:
     """supervisord + the five services; ``with Stack(tmp_path) as s:`` starts and stops it."""
 
     def __init__(self, workdir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                 core: tuple[str, ...] = CORE_PROGRAMS, engines: tuple[str, ...] | None = None) -> None:
+                 core: tuple[str, ...] = CORE_PROGRAMS, engines: tuple[str, ...] | None = None,
+                 supervisord: str = "services.forking_supervisord") -> None:
         """``core`` and ``engines`` (engine names; None: all) choose what runs here: a stack
-        standing for one host of several runs some of them."""
+        standing for one host of several runs some of them. ``supervisord``: the module run as
+        supervisord (``supervisor.supervisord`` execs every program)."""
         self.dir = Path(workdir)
         self.config = config or stack_config()
         self.core = core
         self.engines = engines
+        self.supervisord = supervisord
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
@@ -126,7 +129,7 @@ class Stack:
     def start(self, wait: bool = True) -> "Stack":
         self.write_files()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf_path)],
+            [sys.executable, "-m", self.supervisord, "-n", "-c", str(self.conf_path)],
             cwd=self.dir, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         if wait:

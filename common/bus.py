@@ -75,7 +75,18 @@ class Envelope(NamedTuple):
 
 
 _ids = itertools.count(1)
-_id_prefix = f"{os.getpid():x}-{int(wall_ms()):x}"
+_id_prefix = ""
+
+
+def _new_process() -> None:
+    """Ids start with the sender's pid and start time: a child forked from an importer (a service
+    started by services/forking_supervisord.py) is a new sender."""
+    global _id_prefix
+    _id_prefix = f"{os.getpid():x}-{int(wall_ms()):x}"
+
+
+_new_process()
+os.register_at_fork(after_in_child=_new_process)
 
 
 def new_message_id() -> str:

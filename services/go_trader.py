@@ -141,7 +141,7 @@ def start(config: str, foreground: bool, conf: Path = CONF) -> int:
     if make_keys(["--config", config]) != 0:  # the bus keys the services need, as `make run` makes them
         raise CommandError(f"could not create the bus keys for {config}; see the message above")
     write_engines(cfg, conf)
-    command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)] + (["-n"] if foreground else [])
+    command = [sys.executable, "-m", "services.forking_supervisord", "-c", str(conf)] + (["-n"] if foreground else [])
     if foreground:
         os.execve(sys.executable, command, _env(config))
     return subprocess.call(command, env=_env(config), cwd=conf.parent)

@@ -72,7 +72,18 @@ def tune_malloc(libc: Any) -> list[tuple[int, int]]:
 _libc = _glibc()
 
 
-_PARENT_PID = os.getppid()  # who started us, read as early as this process can
+_PARENT_PID = 0  # who started us, read as early as this process can
+
+
+def _remember_parent() -> None:
+    """At import, and again in a child forked from an importer: a service that
+    services/forking_supervisord.py forks was started by that supervisord."""
+    global _PARENT_PID
+    _PARENT_PID = os.getppid()
+
+
+_remember_parent()
+os.register_at_fork(after_in_child=_remember_parent)
 
 
 def die_with_parent(libc: Any, parent_pid: int, sig: int = signal.SIGTERM) -> bool:

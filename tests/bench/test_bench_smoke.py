@@ -56,7 +56,14 @@ def test_memory_quick_samples_every_service(stack: Stack) -> None:
         assert r[name]["import"]["rss_mb"] > 5
     assert r["total"]["rss_mb"] == pytest.approx(sum(r[n]["rss_mb"] for n in bench_memory.SERVICES), rel=0.05)
     assert r["restarted"] == []
+    assert r["total"]["with_supervisord_pss_mb"] > r["total"]["pss_mb"] > 0
     assert any("whole stack" in row[0] for row in bench_memory.report(r))
+
+
+def test_memory_exec_vs_fork_row_gives_both_totals_and_their_ratio() -> None:
+    row = bench_memory._exec_vs_fork_row({"exec": {"services_pss_mb": 140.0, "with_supervisord_pss_mb": 160.0},
+                                           "fork": {"services_pss_mb": 110.0, "with_supervisord_pss_mb": 124.0}})
+    assert row[1] == "exec 140.0 / 160.0 MB, fork 110.0 / 124.0 MB (0.78x)"
 
 
 def test_memory_window_flag_reads_seconds_and_refuses_a_bad_one() -> None:

@@ -27,7 +27,8 @@ def alive(pid: int) -> bool:
 
 
 def service_pids(config_path: Path) -> dict[str, list[int]]:
-    """Every process on the machine running one of our services on this stack's config."""
+    """Every process on the machine running one of our services on this stack's config: exec'd
+    ones by their command line, ones forked by services/forking_supervisord.py by their name."""
     found: dict[str, list[int]] = {p: [] for p in PROGRAMS}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -35,13 +36,15 @@ def service_pids(config_path: Path) -> dict[str, list[int]]:
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             environ = (entry / "environ").read_bytes().split(b"\0")
+            comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
         if f"GO_TRADER_CONFIG={config_path}".encode() not in environ or not alive(int(entry.name)):
             continue
         for program in PROGRAMS:
             module, _, engine = program.partition("-")  # signals-spot: services.signals --engine spot
-            if f"services.{module}".encode() in cmdline and (not engine or engine.encode() in cmdline):
+            exec_d = f"services.{module}".encode() in cmdline and (not engine or engine.encode() in cmdline)
+            if exec_d or comm == program[:15]:  # a forked one keeps supervisord's cmdline, named by comm
                 found[program].append(int(entry.name))
     return found
 

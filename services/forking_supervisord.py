@@ -1,0 +1,172 @@
+"""supervisord that starts go-trader's services by fork, from one copy of their code.
+
+Every Python service carries 12-19 MB of private heap before any data: the code objects,
+module dicts and types of numpy, pyzmq, msgpack and our own modules. Started by exec, six
+services each build their own copy. This supervisord imports the services once, freezes those
+objects out of the collector's reach (``gc.freeze``), and starts each program whose command is
+``<this python> -m <a service module> [args]`` by ``fork`` alone: the child runs the module's
+``main()`` on pages it shares with supervisord and its siblings until it writes to them. Any
+other command, and any program after our code changed on disk since supervisord started, is
+exec'd as plain supervisord would, so a restart never runs stale code.
+
+Everything else is supervisord's own: the child is its direct child with the stdio pipes,
+process group, directory, umask and environment it prepared for exec, so ``kill -9`` of a
+program's pid, autorestart, stop signals and logs behave exactly as before. Run plain
+``supervisord`` (``.venv/bin/supervisord -c supervisord.conf``) to exec every program.
+
+Run: ``python -m services.forking_supervisord [supervisord options]``.
+"""
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib
+import io
+import os
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
+
+from supervisor import options as supervisor_options
+from supervisor import supervisord
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICE_MODULES = ("services.marketdata", "services.signals", "services.portfolio", "services.pricer",
+                   "services.gateway")
+# What supervisord's signal setup (and Python's own start-up) leaves installed; a forked
+# service starts from Python's defaults, as an exec'd one would.
+_RESET_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def source_stamps(modules: dict[str, ModuleType], root: Path = REPO) -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of the source file of every loaded module under ``root``."""
+    stamps: dict[str, tuple[int, int]] = {}
+    for module in list(modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.startswith(str(root) + os.sep):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamps[path] = (st.st_mtime_ns, st.st_size)
+    return stamps
+
+
+def changed_sources(stamps: dict[str, tuple[int, int]]) -> list[str]:
+    """The files of ``stamps`` that are gone or differ now."""
+    changed = []
+    for path, stamp in stamps.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            changed.append(path)
+            continue
+        if (st.st_mtime_ns, st.st_size) != stamp:
+            changed.append(path)
+    return changed
+
+
+def forkable_module(filename: str, argv: list[str], executable: str = sys.executable,
+                    modules: tuple[str, ...] = SERVICE_MODULES) -> str | None:
+    """The service module ``argv`` runs, when it is ``<executable> -m <module> ...`` for one
+    of ``modules``; else None. Same path, not same binary: another virtualenv's python links to
+    the same interpreter but imports another site-packages."""
+    if os.path.normpath(filename) != os.path.normpath(executable):
+        return None
+    if len(argv) < 3 or argv[1] != "-m" or argv[2] not in modules:
+        return None
+    return argv[2]
+
+
+def name_process(name: str) -> None:
+    """Show ``name`` as the process's name (``ps -o comm``, top): a forked child keeps
+    supervisord's command line. Linux keeps 15 characters."""
+    try:
+        Path("/proc/self/comm").write_text(name[:15])
+    except OSError:
+        pass  # not Linux: the name is cosmetic
+
+
+def run_forked_service(module: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+    """Become ``python -m module argv[3:]`` in this forked child and exit with its code.
+
+    Never returns into supervisord's frames: their objects (its sockets, on fds the child has
+    closed and may reuse) must not be finalized here."""
+    code = 1
+    try:
+        for signum in _RESET_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.environ.clear()
+        os.environ.update(env)
+        name_process(env.get("SUPERVISOR_PROCESS_NAME", module))
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True,
+                                      write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                                      line_buffering=True, write_through=True)
+        sys.argv = [sys.modules[module].__file__ or module, *argv[3:]]
+        atexit._clear()  # supervisord's, if it had any, are not this service's
+        result = sys.modules[module].main()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int) and exc.code is not None:
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # as the interpreter would: the traceback on stderr, exit 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def fork_or_exec(filename: str, argv: list[str], stamps: dict[str, tuple[int, int]],
+                 modules: tuple[str, ...] = SERVICE_MODULES) -> tuple[str | None, str]:
+    """(the module to run in a forked child, or None to exec; why not, when exec)."""
+    module = forkable_module(filename, argv, modules=modules)
+    if module is None:
+        return None, ""
+    changed = changed_sources(stamps)
+    if changed:
+        return None, (f"go-trader: exec instead of fork for {module}: {len(changed)} source file(s) changed "
+                      f"since supervisord started, first {changed[0]}; restart supervisord to fork again\n")
+    return module, ""
+
+
+def install(modules: tuple[str, ...] = SERVICE_MODULES) -> dict[str, tuple[int, int]]:
+    """Import ``modules``, freeze what is loaded, and make supervisord fork them; the source
+    stamps it holds them to."""
+    for name in modules:
+        importlib.import_module(name)
+    stamps = source_stamps(sys.modules)
+    real_execve = supervisor_options.ServerOptions.execve
+
+    def execve(options: Any, filename: str, argv: list[str], env: dict[str, str]) -> Any:
+        module, why_not = fork_or_exec(filename, argv, stamps, modules)
+        if module is not None:
+            run_forked_service(module, argv, env)
+        if why_not:
+            options.write(2, why_not)  # the program's own log
+        return real_execve(options, filename, argv, env)
+
+    supervisor_options.ServerOptions.execve = execve
+    gc.collect()
+    gc.freeze()  # the collector in a child never writes to these objects' headers
+    return stamps
+
+
+def main() -> None:
+    install()
+    supervisord.main()
+
+
+if __name__ == "__main__":
+    main()

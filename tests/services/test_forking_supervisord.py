@@ -1,0 +1,151 @@
+"""services/forking_supervisord.py: which programs are forked, how a forked service exits, and a
+whole stack whose services are supervisord's forked children sharing its pages."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from services.forking_supervisord import (
+    changed_sources,
+    fork_or_exec,
+    forkable_module,
+    run_forked_service,
+    source_stamps,
+)
+from tests.support.stack import PROGRAMS, Stack
+
+PY = sys.executable
+
+
+@pytest.mark.parametrize("filename, argv, expected", [
+    (PY, [PY, "-m", "services.portfolio"], "services.portfolio"),
+    (PY, [PY, "-m", "services.signals", "--engine", "spot"], "services.signals"),
+    (os.path.dirname(PY) + "/./python" if PY.endswith("/python") else PY, [PY, "-m", "services.pricer"],
+     "services.pricer"),
+    ("/usr/bin/python3", ["/usr/bin/python3", "-m", "services.portfolio"], None),  # another interpreter
+    (PY, [PY, "-X", "importtime", "-m", "services.portfolio"], None),  # interpreter options: exec
+    (PY, [PY, "-m", "services.once"], None),  # not a preloaded service
+    (PY, [PY, "-m"], None),
+    (PY, [PY, "script.py"], None),
+])
+def test_only_this_python_running_a_service_module_is_forked(filename, argv, expected):
+    assert forkable_module(filename, argv) == expected
+
+
+def test_a_changed_or_removed_source_sends_the_program_to_exec(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    modules = {"a": types.SimpleNamespace(__file__=str(a)), "b": types.SimpleNamespace(__file__=str(b)),
+               "outside": types.SimpleNamespace(__file__="/usr/lib/python3/x.py"), "builtin": types.SimpleNamespace()}
+    stamps = source_stamps(modules, root=tmp_path)  # type: ignore[arg-type]
+    assert sorted(stamps) == [str(a), str(b)]
+    argv = [PY, "-m", "services.portfolio"]
+    assert changed_sources(stamps) == [] and fork_or_exec(PY, argv, stamps) == ("services.portfolio", "")
+    b.write_text("y = 22\n")  # another size: changed even within the clock's resolution
+    a.unlink()
+    assert changed_sources(stamps) == [str(a), str(b)]
+    module, why = fork_or_exec(PY, argv, stamps)
+    assert module is None
+    assert why == (f"go-trader: exec instead of fork for services.portfolio: 2 source file(s) changed since "
+                   f"supervisord started, first {a}; restart supervisord to fork again\n")
+    assert fork_or_exec(PY, [PY, "-m", "services.once"], stamps) == (None, "")  # exec, nothing to say
+
+
+def _forked_exit(tmp_path: Path, main: object, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``main`` as a forked service in a child of this process: (exit code, stdout, stderr)."""
+    module = types.ModuleType("fake_service")
+    module.__file__ = str(tmp_path / "fake_service.py")
+    module.main = main  # type: ignore[attr-defined]
+    sys.modules["fake_service"] = module
+    out, err = tmp_path / "out", tmp_path / "err"
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: as supervisord's, with its stdio on files
+            os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT), 1)
+            os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT), 2)
+            run_forked_service("fake_service", [PY, "-m", "fake_service", "--flag"], env or {"A": "1"})
+        _, status = os.waitpid(pid, 0)
+    finally:
+        del sys.modules["fake_service"]
+    return os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
+
+
+def test_a_forked_service_gets_its_argv_env_and_name_and_exits_with_mains_code(tmp_path):
+    def main() -> int:
+        print(json.dumps({"argv": sys.argv, "env": dict(os.environ),
+                          "comm": Path("/proc/self/comm").read_text().strip()}))
+        return 3
+
+    code, out, err = _forked_exit(tmp_path, main, {"A": "1", "SUPERVISOR_PROCESS_NAME": "signals-options-2"})
+    seen = json.loads(out)
+    assert code == 3 and err == ""
+    assert seen["argv"] == [str(tmp_path / "fake_service.py"), "--flag"]
+    assert seen["env"] == {"A": "1", "SUPERVISOR_PROCESS_NAME": "signals-options-2"}
+    assert seen["comm"] == "signals-options"  # Linux keeps 15 characters
+
+
+def test_a_forked_service_that_raises_prints_the_traceback_and_exits_1(tmp_path):
+    def main() -> int:
+        raise ValueError("bad port in config")
+
+    code, _, err = _forked_exit(tmp_path, main)
+    assert code == 1
+    assert "Traceback" in err and "ValueError: bad port in config" in err
+
+
+@pytest.mark.parametrize("exit_with, code, message", [(None, 0, ""), (2, 2, ""), ("no config", 1, "no config\n")])
+def test_a_forked_service_exits_as_sys_exit_says(tmp_path, exit_with, code, message):
+    def main() -> int:
+        raise SystemExit(exit_with)
+
+    assert _forked_exit(tmp_path, main)[0::2] == (code, message)
+
+
+def test_message_ids_and_parent_are_the_forked_childs_own():
+    from common import bus
+    from services import runtime
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, json.dumps([bus.new_message_id(), runtime._PARENT_PID, os.getpid()]).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_id, child_parent, child_pid = json.loads(os.read(read, 4096))
+    os.close(read)
+    os.close(write)
+    assert child_id.split("-")[0] == f"{child_pid:x}" != bus.new_message_id().split("-")[0]
+    assert child_parent == os.getpid()
+
+
+def _smaps_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/smaps_rollup")
+
+
+def test_the_stacks_services_are_forked_children_sharing_supervisords_pages(tmp_path):
+    with Stack(tmp_path) as stack:
+        supervisord = stack.proc.pid
+        for program in PROGRAMS:
+            pid = stack.pid(program)
+            status = Path(f"/proc/{pid}/status").read_text()
+            assert f"PPid:\t{supervisord}\n" in status, program
+            assert Path(f"/proc/{pid}/comm").read_text().strip() == program[:15]
+            assert b"services.forking_supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()  # never exec'd
+            # Anonymous pages are shared only through fork: numpy's, zmq's and our modules' objects.
+            assert _smaps_kb(pid, "Shared_Dirty") > 5 * 1024, program
+        def log(program: str) -> str:
+            return (stack.dir / "run" / "logs" / f"{program}.log").read_text()
+
+        stack.wait_for(lambda: all('"event":"started"' in log(p) for p in PROGRAMS), 30, "every service's start")
+        for program in PROGRAMS:
+            started = next(json.loads(line) for line in log(program).splitlines() if '"event":"started"' in line)
+            assert started["parent"] == supervisord and started["dies_with_parent"] is True, program
