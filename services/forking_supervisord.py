@@ -95,6 +95,7 @@ def run_forked_service(module: str, argv: list[str], env: dict[str, str]) -> NoR
     Never returns into supervisord's frames: their objects (its sockets, on fds the child has
     closed and may reuse) must not be finalized here."""
     code = 1
+    gc.freeze()  # supervisord's own objects too: this child's collector never writes to them
     try:
         for signum in _RESET_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)

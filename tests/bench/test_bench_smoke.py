@@ -66,6 +66,14 @@ def test_memory_exec_vs_fork_row_gives_both_totals_and_their_ratio() -> None:
     assert row[1] == "exec 140.0 / 160.0 MB, fork 110.0 / 124.0 MB (0.78x)"
 
 
+def test_memory_floor_with_supervisord_adds_plain_supervisords_own_pss() -> None:
+    runs = {"exec": {"services_pss_mb": 140.0, "with_supervisord_pss_mb": 156.5},
+            "fork": {"services_pss_mb": 110.0, "with_supervisord_pss_mb": 124.0}}
+    assert bench_memory._with_supervisord_row(139.5, runs)[2:] == ("<= 123 MB + plain supervisord's 16.5 MB", "PASS")
+    assert bench_memory._with_supervisord_row(139.6, runs)[3] == "FAIL"
+    assert bench_memory._with_supervisord_row(139.6, {})[2:] == ("", "")  # a quick run has no comparison
+
+
 def test_memory_window_flag_reads_seconds_and_refuses_a_bad_one() -> None:
     assert bench_memory._window(["bench_memory"]) is None
     assert bench_memory._window(["bench_memory", "--seconds", "90"]) == 90.0

@@ -2,6 +2,7 @@
 whole stack whose services are supervisord's forked children sharing its pages."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -78,7 +79,7 @@ def _forked_exit(tmp_path: Path, main: object, env: dict[str, str] | None = None
 
 def test_a_forked_service_gets_its_argv_env_and_name_and_exits_with_mains_code(tmp_path):
     def main() -> int:
-        print(json.dumps({"argv": sys.argv, "env": dict(os.environ),
+        print(json.dumps({"argv": sys.argv, "env": dict(os.environ), "frozen": gc.get_freeze_count(),
                           "comm": Path("/proc/self/comm").read_text().strip()}))
         return 3
 
@@ -88,6 +89,7 @@ def test_a_forked_service_gets_its_argv_env_and_name_and_exits_with_mains_code(t
     assert seen["argv"] == [str(tmp_path / "fake_service.py"), "--flag"]
     assert seen["env"] == {"A": "1", "SUPERVISOR_PROCESS_NAME": "signals-options-2"}
     assert seen["comm"] == "signals-options"  # Linux keeps 15 characters
+    assert seen["frozen"] > 1000  # what it inherited is out of its collector's reach
 
 
 def test_a_forked_service_that_raises_prints_the_traceback_and_exits_1(tmp_path):
