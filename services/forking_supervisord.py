@@ -27,7 +27,7 @@ import signal
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, Mapping, NoReturn
 
 from supervisor import options as supervisor_options
 from supervisor import supervisord
@@ -35,6 +35,9 @@ from supervisor import supervisord
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_MODULES = ("services.marketdata", "services.signals", "services.portfolio", "services.pricer",
                    "services.gateway")
+# What services import only once running (read from the maps of forked ones): loaded here, one
+# copy serves them all.
+LATE_IMPORTS = ("numpy.random", "options.normal_ufuncs", "unicodedata")
 # What supervisord's signal setup (and Python's own start-up) leaves installed; a forked
 # service starts from Python's defaults, as an exec'd one would.
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
@@ -102,6 +105,9 @@ def run_forked_service(module: str, argv: list[str], env: dict[str, str]) -> NoR
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.clear()
         os.environ.update(env)
+        numpy_random = sys.modules.get("numpy.random")
+        if numpy_random is not None:  # its global generator was seeded once, in supervisord
+            numpy_random.seed()
         name_process(env.get("SUPERVISOR_PROCESS_NAME", module))
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True,
@@ -129,9 +135,12 @@ def run_forked_service(module: str, argv: list[str], env: dict[str, str]) -> NoR
             os._exit(code)
 
 
-def fork_or_exec(filename: str, argv: list[str], stamps: dict[str, tuple[int, int]],
+def fork_or_exec(filename: str, argv: list[str], env: Mapping[str, str], stamps: dict[str, tuple[int, int]],
+                 supervisord_env: Mapping[str, str] = os.environ,
                  modules: tuple[str, ...] = SERVICE_MODULES) -> tuple[str | None, str]:
-    """(the module to run in a forked child, or None to exec; why not, when exec)."""
+    """(the module to run in a forked child, or None to exec; why not, when exec). A program
+    forks only as what it would have exec'd: our sources unchanged since supervisord imported
+    them, and no PYTHON* variable (PYTHONPATH, PYTHONMALLOC, ...) other than supervisord's."""
     module = forkable_module(filename, argv, modules=modules)
     if module is None:
         return None, ""
@@ -139,19 +148,28 @@ def fork_or_exec(filename: str, argv: list[str], stamps: dict[str, tuple[int, in
     if changed:
         return None, (f"go-trader: exec instead of fork for {module}: {len(changed)} source file(s) changed "
                       f"since supervisord started, first {changed[0]}; restart supervisord to fork again\n")
+    settings = interpreter_settings(env) ^ interpreter_settings(supervisord_env)
+    if settings:
+        return None, (f"go-trader: exec instead of fork for {module}: its environment sets the interpreter "
+                      f"otherwise ({', '.join(sorted({k for k, _ in settings}))})\n")
     return module, ""
+
+
+def interpreter_settings(env: Mapping[str, str]) -> set[tuple[str, str]]:
+    """The PYTHON* variables of ``env``: read once, when an interpreter starts."""
+    return {(k, v) for k, v in env.items() if k.startswith("PYTHON")}
 
 
 def install(modules: tuple[str, ...] = SERVICE_MODULES) -> dict[str, tuple[int, int]]:
     """Import ``modules``, freeze what is loaded, and make supervisord fork them; the source
     stamps it holds them to."""
-    for name in modules:
+    for name in (*modules, *LATE_IMPORTS):
         importlib.import_module(name)
     stamps = source_stamps(sys.modules)
     real_execve = supervisor_options.ServerOptions.execve
 
     def execve(options: Any, filename: str, argv: list[str], env: dict[str, str]) -> Any:
-        module, why_not = fork_or_exec(filename, argv, stamps, modules)
+        module, why_not = fork_or_exec(filename, argv, env, stamps, modules=modules)
         if module is not None:
             run_forked_service(module, argv, env)
         if why_not:

@@ -102,6 +102,7 @@ def test_gateway_quick_answers_a_person_among_slow_and_many_clients(stack: Stack
     for phase in ("many", "keepalive /status", "keepalive /metrics"):
         assert r[phase]["requests"] > 0 and sum(r[phase]["failures"].values()) == 0, phase
     assert 10 < r["rss_idle_mb"] < 200 and not r["gateway_restarted"]
+    assert 0 < r["uss_idle_mb"] < r["pss_idle_mb"] < r["rss_idle_mb"]
     assert len(bench_gateway.report(r)) == 11
 
 

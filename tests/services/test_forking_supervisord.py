@@ -47,15 +47,31 @@ def test_a_changed_or_removed_source_sends_the_program_to_exec(tmp_path):
     stamps = source_stamps(modules, root=tmp_path)  # type: ignore[arg-type]
     assert sorted(stamps) == [str(a), str(b)]
     argv = [PY, "-m", "services.portfolio"]
-    assert changed_sources(stamps) == [] and fork_or_exec(PY, argv, stamps) == ("services.portfolio", "")
+    assert changed_sources(stamps) == [] and fork_or_exec(PY, argv, {}, stamps, {}) == ("services.portfolio", "")
     b.write_text("y = 22\n")  # another size: changed even within the clock's resolution
     a.unlink()
     assert changed_sources(stamps) == [str(a), str(b)]
-    module, why = fork_or_exec(PY, argv, stamps)
+    module, why = fork_or_exec(PY, argv, {}, stamps, {})
     assert module is None
     assert why == (f"go-trader: exec instead of fork for services.portfolio: 2 source file(s) changed since "
                    f"supervisord started, first {a}; restart supervisord to fork again\n")
-    assert fork_or_exec(PY, [PY, "-m", "services.once"], stamps) == (None, "")  # exec, nothing to say
+    assert fork_or_exec(PY, [PY, "-m", "services.once"], {}, stamps, {}) == (None, "")  # exec, nothing to say
+
+
+@pytest.mark.parametrize("program_env, supervisord_env, why", [
+    ({"PYTHONPATH": "/srv/x", "A": "1"}, {"PYTHONPATH": "/srv/x", "A": "2"}, ""),  # other variables: fork
+    ({"PYTHONMALLOC": "malloc"}, {}, "PYTHONMALLOC"),
+    ({}, {"PYTHONPATH": "/srv/x"}, "PYTHONPATH"),  # the program's environment drops it
+    ({"PYTHONPATH": "/srv/y", "PYTHONTRACEMALLOC": "5"}, {"PYTHONPATH": "/srv/x"}, "PYTHONPATH, PYTHONTRACEMALLOC"),
+])
+def test_a_program_whose_environment_sets_the_interpreter_otherwise_is_execd(program_env, supervisord_env, why):
+    module, said = fork_or_exec(PY, [PY, "-m", "services.pricer"], program_env, {}, supervisord_env)
+    if not why:
+        assert (module, said) == ("services.pricer", "")
+    else:
+        assert module is None
+        assert said == (f"go-trader: exec instead of fork for services.pricer: its environment sets the "
+                        f"interpreter otherwise ({why})\n")
 
 
 def _forked_exit(tmp_path: Path, main: object, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -64,6 +80,7 @@ def _forked_exit(tmp_path: Path, main: object, env: dict[str, str] | None = None
     module.__file__ = str(tmp_path / "fake_service.py")
     module.main = main  # type: ignore[attr-defined]
     sys.modules["fake_service"] = module
+    tmp_path.mkdir(exist_ok=True)
     out, err = tmp_path / "out", tmp_path / "err"
     try:
         pid = os.fork()
@@ -90,6 +107,17 @@ def test_a_forked_service_gets_its_argv_env_and_name_and_exits_with_mains_code(t
     assert seen["env"] == {"A": "1", "SUPERVISOR_PROCESS_NAME": "signals-options-2"}
     assert seen["comm"] == "signals-options"  # Linux keeps 15 characters
     assert seen["frozen"] > 1000  # what it inherited is out of its collector's reach
+
+
+def test_forked_services_draw_different_numpy_global_random_numbers(tmp_path):
+    import numpy.random
+
+    def main() -> int:
+        print(numpy.random.random())
+        return 0
+
+    first, second = (float(_forked_exit(tmp_path / name, main)[1]) for name in ("a", "b"))
+    assert first != second  # each reseeds the generator it inherited
 
 
 def test_a_forked_service_that_raises_prints_the_traceback_and_exits_1(tmp_path):
