@@ -42,7 +42,7 @@ MANY_P99_TARGET_MS = 1_000.0  # 200 clients queue behind each other on 2 cores
 KEEPALIVE_P99_TARGET_MS = 250.0
 KEEPALIVE_P50_TARGET_MS = 40.0  # one Nagle stall would put every request above it
 # The gateway at rest. Issue 11 held its RSS to 32 MB (44 MB on aiohttp, 29 MB on selectors).
-# Forked from supervisord (services/forking_supervisord.py), its RSS also counts ~10 MB of
+# Forked from supervisord (services/forking_supervisord.py), its RSS also counts ~13 MB of
 # numpy's and the other services' pages it shares without touching them, so its fair share,
 # PSS, is held to what it was exec'd by plain supervisord: 19.5 MB (bench_memory, 845e558).
 PSS_TARGET_MB = 20.0
