@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Row, percentile, running_stack, verdict
+from bench.harness import Row, percentile, running_stack, smaps_rollup_mb, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = {"slow_clients": 3_000, "slow_hold_s": 15.0, "after_release_s": 5.0, "many_clients": 200, "many_s": 60.0,
@@ -57,12 +57,8 @@ def rss_mb(pid: int) -> float:
 
 
 def pss_uss_mb(pid: int) -> tuple[float, float]:
-    """(PSS, USS: the pages only ``pid`` holds) in MB, from /proc/<pid>/smaps_rollup."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("Pss", "Private_Clean", "Private_Dirty"):
-            fields[name] = int(rest.split()[0]) / 1024
+    """(PSS, USS: the pages only ``pid`` holds) in MB."""
+    fields = smaps_rollup_mb(pid)
     return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
 
 

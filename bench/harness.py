@@ -19,6 +19,16 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def smaps_rollup_mb(pid: int) -> dict[str, float]:
+    """Every size field of /proc/<pid>/smaps_rollup (Rss, Pss, Private_Dirty, ...) in MB."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if rest.rstrip().endswith(" kB"):
+            fields[name] = int(rest.split()[0]) / 1024
+    return fields
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) of ``values``; NaN when there are none."""
     if len(values) == 0:

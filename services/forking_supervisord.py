@@ -43,32 +43,25 @@ LATE_IMPORTS = ("numpy.random", "options.normal_ufuncs", "unicodedata")
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def _stamp(path: str) -> tuple[int, int] | None:
+    """(mtime_ns, size) of ``path``; None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def source_stamps(modules: dict[str, ModuleType], root: Path = REPO) -> dict[str, tuple[int, int]]:
-    """(mtime_ns, size) of the source file of every loaded module under ``root``."""
-    stamps: dict[str, tuple[int, int]] = {}
-    for module in list(modules.values()):
-        path = getattr(module, "__file__", None)
-        if path and path.startswith(str(root) + os.sep):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            stamps[path] = (st.st_mtime_ns, st.st_size)
-    return stamps
+    """The stamp of the source file of every loaded module under ``root``."""
+    paths = {getattr(module, "__file__", None) for module in list(modules.values())}
+    stamps = {path: _stamp(path) for path in paths if path and path.startswith(str(root) + os.sep)}
+    return {path: stamp for path, stamp in stamps.items() if stamp is not None}
 
 
 def changed_sources(stamps: dict[str, tuple[int, int]]) -> list[str]:
     """The files of ``stamps`` that are gone or differ now."""
-    changed = []
-    for path, stamp in stamps.items():
-        try:
-            st = os.stat(path)
-        except OSError:
-            changed.append(path)
-            continue
-        if (st.st_mtime_ns, st.st_size) != stamp:
-            changed.append(path)
-    return changed
+    return [path for path, stamp in stamps.items() if _stamp(path) != stamp]
 
 
 def forkable_module(filename: str, argv: list[str], executable: str = sys.executable,

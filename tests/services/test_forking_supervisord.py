@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import smaps_rollup_mb
 from services.forking_supervisord import (
     changed_sources,
     fork_or_exec,
@@ -154,13 +155,6 @@ def test_message_ids_and_parent_are_the_forked_childs_own():
     assert child_parent == os.getpid()
 
 
-def _smaps_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/smaps_rollup")
-
-
 def test_the_stacks_services_are_forked_children_sharing_supervisords_pages(tmp_path):
     with Stack(tmp_path) as stack:
         supervisord = stack.proc.pid
@@ -171,7 +165,7 @@ def test_the_stacks_services_are_forked_children_sharing_supervisords_pages(tmp_
             assert Path(f"/proc/{pid}/comm").read_text().strip() == program[:15]
             assert b"services.forking_supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()  # never exec'd
             # Anonymous pages are shared only through fork: numpy's, zmq's and our modules' objects.
-            assert _smaps_kb(pid, "Shared_Dirty") > 5 * 1024, program
+            assert smaps_rollup_mb(pid)["Shared_Dirty"] > 5, program
         def log(program: str) -> str:
             return (stack.dir / "run" / "logs" / f"{program}.log").read_text()
 
