@@ -270,6 +270,17 @@ MESSAGES: tuple[MessageType, ...] = (
                     Field("decision", "str", "", "`trade` or `no trade`"),
                     Field("reason", "str", "", "why, its kind first (`venue minimum: ...`, `position cap`, ...)"),
                 )),
+    MessageType("ack", "signals", "ack.<strategy_id>",
+                "the portfolio's final answer to one order, as the engine received it (a `retry` is not final: "
+                "the order is sent again)", (
+                    Field("order_id", "str", "", "`<strategy_id>:<bar open>` (spot), or the options order's id"),
+                    Field("strategy_id", "str", "", "the strategy's id in the config"),
+                    Field("status", "str", "", "`filled`, `noop`, `rejected`, `duplicate` or `error`"),
+                    Field("reason", "str", "", "why, when not filled (empty otherwise)"),
+                    Field("sent_ms", "float", "ms, wall time", "when the engine sent the request that carried it"),
+                    Field("acked_ms", "float", "ms, wall time", "when the engine received the answer: a bar's "
+                          "close -> ack latency is this minus the close's wall time (the clock's mapping)"),
+                )),
     MessageType("cycle", "signals", "cycle", "one round of the due strategies", (
         Field("cycle", "int", "", "cycle number since start"),
         Field("market_ts", "int", "ms, market time", "when it ran"),

@@ -11,7 +11,8 @@ Subscribes  bar.* and clock from marketdata; chain.* and iv.* from the pricer (o
 Requests    history from marketdata (warm-up, and again after a gap); chain + iv from the pricer only
             when no fresh published one is at hand; positions_batch (one per options batch) and
             orders (a cycle's spot and option orders in one request) to portfolio
-Publishes   signal.<strategy_id>, cycle, heartbeat.signals-<engine> (with each strategy's last
+Publishes   signal.<strategy_id>, ack.<strategy_id> (the portfolio's final answer to each order, with
+            the wall times it was sent and answered), cycle, heartbeat.signals-<engine> (with each strategy's last
             decision, its market time and its reason: the gateway's /status shows them). A
             spot cycle's signals go out after its orders were sent and answered: the bar's
             close -> fill path waits for nothing but the decisions; the heartbeat waits out
@@ -137,6 +138,7 @@ class SignalEngine:
             for symbol in filter(None, (sc.symbol, sc.pair)):
                 self.needs_warmup.add((symbol, sc.timeframe))
         self.outbox: OrderedDict[str, SpotOrder | OptionOrder] = OrderedDict()
+        self.answered: list[tuple[SpotOrder | OptionOrder, dict[str, Any], float, float]] = []  # publish_acks
         self.last_ordered_bar: dict[str, int] = {}
         self.cycle_count = 0
         self.orders_acked = 0
@@ -476,6 +478,13 @@ class SignalEngine:
         return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe), self.market_ts)
 
     def flush_outbox(self) -> list[dict[str, Any]]:
+        """``send_outbox``, then each final answer on ``ack.<strategy_id>`` (``publish_acks``)."""
+        try:
+            return self.send_outbox()
+        finally:
+            self.publish_acks()
+
+    def send_outbox(self) -> list[dict[str, Any]]:
         """Send the queued orders in one ``orders`` request (the portfolio journals their fills
         with one fsync: group commit), oldest first, up to MAX_ORDERS_PER_REQUEST at a time.
         Orders answered for good leave the outbox; unanswered ones, and ones answered ``retry``,
@@ -486,7 +495,9 @@ class SignalEngine:
             items = [{"type": "option_order" if isinstance(order, OptionOrder) else "order", "order": order.to_dict()}
                      for _, order in batch]
             try:
+                sent_ms = wall_ms()
                 reply = self.portfolio.request("orders", {"orders": items})
+                acked_ms = wall_ms()
                 answers = reply["acks"] if isinstance(reply, dict) else None
                 if not isinstance(answers, list) or len(answers) != len(batch) \
                         or not all(isinstance(a, dict) for a in answers):
@@ -505,11 +516,21 @@ class SignalEngine:
                     del self.outbox[order_id]
                     acks.append(ack)
                     self.note_ack(order, ack)
+                    self.answered.append((order, ack, sent_ms, acked_ms))
             if retry:
                 self.hold_outbox(retry[0][0], f"retry: {retry[0][1].get('reason')}", ORDER_RETRY_SECONDS)
                 return acks
             self.portfolio_failures = 0
         return acks
+
+    def publish_acks(self) -> None:
+        """``ack.<strategy_id>``: each final answer with the wall times its request went out and
+        the answer came in, for a tap that times or audits the orders (the engine's own clock)."""
+        answered, self.answered = self.answered, []
+        for order, ack, sent_ms, acked_ms in answered:
+            self.rt.publisher.publish(f"ack.{order.strategy_id}", "ack", {
+                "order_id": order.order_id, "strategy_id": order.strategy_id, "status": str(ack.get("status")),
+                "reason": str(ack.get("reason") or ""), "sent_ms": sent_ms, "acked_ms": acked_ms})
 
     def resend_when_due(self) -> float:
         """Send what waits in the outbox once its backoff is over (a 'retry' waits ms, not until

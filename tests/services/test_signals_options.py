@@ -69,6 +69,8 @@ def test_an_order_the_portfolio_refuses_becomes_the_strategys_last_decision():
         engine = SignalEngine(cfg, rt)
         engine.market_ts = cfg.feed.start_ms
         engine.portfolio = Refusing()
+        published: list[tuple[str, dict]] = []
+        rt.publisher = type("Recording", (), {"publish": lambda _s, topic, _t, body: published.append((topic, body))})()
         order = SpotOrder("momentum-btc:1", "momentum-btc", "BTC/USDT", 1, 90_000.0, cfg.feed.start_ms)
         engine.outbox[order.order_id] = order
         engine.flush_outbox()
@@ -76,5 +78,7 @@ def test_an_order_the_portfolio_refuses_becomes_the_strategys_last_decision():
         assert last["decision"] == "refused by portfolio"
         assert last["reason"] == "momentum-btc:1: kill switch: drawdown 61.0% >= 60%"
         assert not engine.outbox
+        assert [(topic, body["status"], body["reason"]) for topic, body in published] == [
+            ("ack.momentum-btc", "rejected", "kill switch: drawdown 61.0% >= 60%")]
     finally:
         rt.close()

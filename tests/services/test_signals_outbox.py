@@ -36,9 +36,20 @@ class ScriptedPortfolio:
         return {"acks": [{"order_id": oid, "fill": None, "reason": "", **answer} for oid, answer in zip(ids, answers)]}
 
 
+class RecordingPublisher:
+    def __init__(self, events: list) -> None:
+        self.events = events
+        self.bodies: list[tuple[str, str, dict]] = []
+
+    def publish(self, topic, type_, body) -> None:
+        self.events.append(("publish", topic))
+        self.bodies.append((topic, type_, body))
+
+
 @pytest.fixture
 def engine():
     rt = ServiceRuntime("signals-test")
+    rt.publisher = RecordingPublisher([])
     yield SignalEngine(parse_config(stack_config()), rt)
     rt.close()
 
@@ -144,14 +155,6 @@ def test_the_backoff_doubles_per_failure_up_to_its_cap(engine, failure, waits):
     assert list(engine.outbox) == ["a"]
 
 
-class RecordingPublisher:
-    def __init__(self, events: list) -> None:
-        self.events = events
-
-    def publish(self, topic, type_, body) -> None:
-        self.events.append(("publish", topic))
-
-
 def test_a_cycle_sends_its_orders_before_it_publishes_its_signals(engine, monkeypatch):
     """Close -> fill waits for the decisions only: the signals and the cycle line go out after."""
     from common.model import Signal
@@ -173,5 +176,26 @@ def test_a_cycle_sends_its_orders_before_it_publishes_its_signals(engine, monkey
     monkeypatch.setattr(signals, "evaluate_spot", decide)
     ids = [sc.id for sc in engine.spot[:3]]
     engine.run_cycle(ids)
-    assert events == [("orders", 3)] + [("publish", f"signal.{sid}") for sid in ids] + [("publish", "cycle")]
+    assert events == [("orders", 3)] + [("publish", f"ack.{sid}") for sid in ids] \
+        + [("publish", f"signal.{sid}") for sid in ids] + [("publish", "cycle")]
     assert not engine.outbox and engine.orders_acked == 3 and engine.unpublished == []
+
+
+def test_each_final_answer_is_published_with_when_it_was_sent_and_answered(engine):
+    """ack.<strategy_id>: what a tap times close -> ack by; a 'retry' is not final and is not published."""
+    engine.portfolio = ScriptedPortfolio([{"status": "filled"}, {"status": ORDER_RETRY, "reason": "no tick yet"},
+                                          {"status": "rejected", "reason": "risk: kill switch"}])
+    queue(engine, "a", "b", "c")
+    before = time.time_ns() / 1e6
+    engine.flush_outbox()
+    after = time.time_ns() / 1e6
+    published = engine.rt.publisher.bodies
+    assert [(topic, type_) for topic, type_, _ in published] == [("ack.momentum-btc", "ack")] * 2
+    first, second = (body for _, _, body in published)
+    assert {k: first[k] for k in ("order_id", "strategy_id", "status", "reason")} == {
+        "order_id": "a", "strategy_id": "momentum-btc", "status": "filled", "reason": ""}
+    assert (second["order_id"], second["status"], second["reason"]) == ("c", "rejected", "risk: kill switch")
+    assert before <= first["sent_ms"] <= first["acked_ms"] <= after
+    assert list(engine.outbox) == ["b"]
+    from common.messages import message_problems
+    assert all(message_problems(topic, type_, "signals-spot", body) == [] for topic, type_, body in published)
