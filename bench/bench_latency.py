@@ -14,10 +14,10 @@ answered ``filled`` on a bar it saw published, it records:
 - its parts: close -> ``sent_ms`` (marketdata publishing the bar, the engine deciding) and
   ``sent_ms`` -> ``acked_ms`` (the portfolio deciding, the journal's fsync, booking, the reply);
 - close -> bar received by the tap (marketdata's lateness, plus the tap's own receive delay);
-- close -> fill received by the tap: the portfolio publishes a fill once it is journaled, just
-  before it answers; this was the measure before the acks were published, and it includes the
-  tap's receive delay at the busiest moment of the close (about 1.5 ms at the median). The
-  same from the fill envelope's ``ts`` (the portfolio's clock, whole ms) is reported beside it;
+- close -> fill received by the tap: the portfolio publishes a fill once it has answered the
+  order (journaled and booked before); the fill publication stood for the ack before the acks
+  were published. The same from the fill envelope's ``ts`` (the portfolio's clock, whole ms)
+  is reported beside it;
 - bar -> signal: the strategy's signal on that bar minus the bar's receipt. An engine publishes
   a cycle's signals once its orders are answered, so this comes after the ack.
 
@@ -272,7 +272,7 @@ def report(r: dict[str, Any]) -> list[Row]:
              span("close_to_sent"), "", ""),
             (f"{speed:,}x: split 3, orders sent -> answered (the portfolio: decide, journal fsync, book, reply)",
              span("sent_to_ack"), "", ""),
-            (f"{speed:,}x: bar close -> fill received by the tap (the portfolio publishes it before it answers)",
+            (f"{speed:,}x: bar close -> fill received by the tap (the portfolio publishes it once it has answered)",
              span("close_to_fill"), "", ""),
             (f"{speed:,}x: bar close -> fill, the fill envelope's ts (whole ms)", span("close_to_fill_env"), "", ""),
             (f"{speed:,}x: bar -> signal (published after its order is answered)", span("bar_to_signal"), "", ""),

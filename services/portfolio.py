@@ -213,8 +213,9 @@ class PortfolioService:
         self.dirty = True
 
     def book_fills(self, fills: list[Fill]) -> None:
-        """Journal (fsync) first, then book and publish: the ack follows only after this.
-        PersistFailed when the journal cannot be written: nothing is booked."""
+        """Journal (fsync) first, then book: the ack follows only after this. The fills are
+        published and logged once the loop turn's answer is sent (``after_turn``): neither is on
+        the ack's path. PersistFailed when the journal cannot be written: nothing is booked."""
         if not fills:
             return
         self.journal_append([f.to_dict() for f in fills])
@@ -222,11 +223,12 @@ class PortfolioService:
             self.rt.log.warning("risk_event", detail=event)
         self.fills_made += len(fills)
         self.dirty = True
+        self.rt.after_turn(lambda: self.report_fills(fills))
+
+    def report_fills(self, fills: list[Fill]) -> None:
+        """Publish ``fill.<strategy_id>`` and log each fill."""
         for fill in fills:
             self.rt.publisher.publish(f"fill.{fill.strategy_id}", "fill", fill.to_dict())
-        self.rt.after_turn(lambda: self.log_fills(fills))  # after the acks: a log line is not on their path
-
-    def log_fills(self, fills: list[Fill]) -> None:
         for fill in fills:
             self.rt.log.info("fill", seq=fill.seq, strategy=fill.strategy_id, kind=fill.kind,
                              side=fill.side, instrument=fill.instrument, quantity=fill.quantity,

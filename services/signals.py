@@ -260,27 +260,38 @@ class SignalEngine:
             self.rt.publisher.publish(f"signal.{signal.strategy_id}", "signal", signal.to_dict())
 
     def run_spot(self, sc: Any) -> SpotDecision | None:
+        """Decide and queue (``queue_spot``); the caller notes it for /status (``note_spot``)."""
         try:
             decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
                                      self.bars, self.market_ts, sc.pair, self.spot_signals)
         except Exception as exc:  # one broken strategy is logged and skipped, never the engine
             self.fail(sc.id, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
             return None
-        return self.take_spot(sc, decision)
+        return self.queue_spot(sc, decision)
 
     def take_spot(self, sc: Any, decision: SpotDecision) -> SpotDecision:
-        """Queue a spot decision's order and its signal (``publish_signals``), note it for /status."""
-        summary = spot_summary(decision)
+        """Queue a spot decision and note it for /status."""
+        self.note_spot(sc, self.queue_spot(sc, decision))
+        return decision
+
+    def queue_spot(self, sc: Any, decision: SpotDecision) -> SpotDecision:
+        """A spot decision's order into the outbox and its signal in line (``publish_signals``)."""
         if decision.signal is None:
-            self.note(sc.id, f"skipped: {decision.skipped}", summary)
             return decision
         self.unpublished.append(decision.signal)
-        self.note(sc.id, "ok", summary, signal=decision.signal.signal)
         order = decision.order
         if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
             self.last_ordered_bar[sc.id] = decision.signal.ts_bar
             self.outbox[order.order_id] = order  # sent with the cycle's other orders, in one request
         return decision
+
+    def note_spot(self, sc: Any, decision: SpotDecision) -> None:
+        """A spot decision as the strategy's last, for the heartbeat and /status."""
+        summary = spot_summary(decision)
+        if decision.signal is None:
+            self.note(sc.id, f"skipped: {decision.skipped}", summary)
+        else:
+            self.note(sc.id, "ok", summary, signal=decision.signal.signal)
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
         """Spot now, its orders sent at once (latency), then its signals and the cycle's line;
@@ -290,12 +301,15 @@ class SignalEngine:
         for sid in due:
             if sid in by_id and by_id[sid].script is not None:
                 self.start_script(by_id[sid])
-        decisions = [d for d in (self.run_spot(by_id[sid]) for sid in due if sid in by_id and by_id[sid].script is None)
-                     if d is not None]
+        decided = [(by_id[sid], self.run_spot(by_id[sid])) for sid in due if sid in by_id and by_id[sid].script is None]
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
         duration_ms = round((time.perf_counter() - started) * 1000, 3)  # deciding, as the gateway shows it
         queued = len(self.outbox)
         self.flush_outbox()
+        decisions = [d for _, d in decided if d is not None]
+        for sc, decision in decided:  # /status's view waits until the orders are answered
+            if decision is not None:
+                self.note_spot(sc, decision)
         self.publish_signals()
         sent_ms = round((time.perf_counter() - started) * 1000, 3)  # and the orders answered
         self.cycle_count += 1
