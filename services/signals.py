@@ -489,7 +489,8 @@ class SignalEngine:
                                     min_score=venue.min_score, max_positions=venue.max_positions,
                                     limits=OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct),
                                     theta_harvest=sc.theta_harvest)
-        return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe), self.market_ts)
+        return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe, HISTORY_BARS),
+                                self.market_ts)  # every bar kept, read-only: one copy for the batch
 
     def flush_outbox(self) -> list[dict[str, Any]]:
         """``send_outbox``, then each final answer on ``ack.<strategy_id>`` (``publish_acks``)."""

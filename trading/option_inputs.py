@@ -16,6 +16,14 @@ from common.model import RecordError, read_number, read_object
 from options.chain import OptionChain
 
 
+def _numbers(values: Sequence[Any]) -> bool:
+    """Every value an int or a float, never a bool: by their set of types (a year of daily vols
+    from the bus is floats alone), else value by value (subclasses of both count)."""
+    if set(map(type, values)) <= {float, int}:
+        return True
+    return not any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)
+
+
 @dataclass(frozen=True, eq=False, slots=True)  # a numpy column: compare by identity
 class IvReading:
     """The pricer's ``iv`` reply: the ATM implied vol now and its daily history (oldest first;
@@ -29,7 +37,7 @@ class IvReading:
         read_object(d, where)
         history = d.get("history")
         if not isinstance(history, Sequence) or isinstance(history, (str, bytes)) \
-                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in history):
+                or not _numbers(history):
             raise RecordError(f"{where}.history: expected a list of numbers, got {str(history)[:80]}")
         return cls(read_number(d, "atm_iv", where, minimum=0.0), np.asarray(history, dtype=np.float64))
 

@@ -61,7 +61,9 @@ def test_iv_replies_become_readings_and_every_chain_needs_one():
     assert np.isnan(IvReading.from_dict({"atm_iv": 0.5, "history": [float("nan")]}).history[0])  # a day without IV
     with pytest.raises(RecordError, match=r"^iv reply: none for BTC$"):
         OptionsMarket.from_replies({("BTC", "ibkr"): chain}, {})
-    with pytest.raises(RecordError, match=r"^iv reply \(BTC\)\.history: expected a list of numbers"):
-        OptionsMarket.from_replies({("BTC", "ibkr"): chain}, {"BTC": {"atm_iv": 0.5, "history": ["x"]}})
+    for junk in (["x"], [0.4, True], [0.4, None]):
+        with pytest.raises(RecordError, match=r"^iv reply \(BTC\)\.history: expected a list of numbers"):
+            OptionsMarket.from_replies({("BTC", "ibkr"): chain}, {"BTC": {"atm_iv": 0.5, "history": junk}})
+    assert IvReading.from_dict({"atm_iv": 0.5, "history": [np.float64(0.4), 1]}).history.tolist() == [0.4, 1.0]
     with pytest.raises(RecordError, match=r"^iv reply \(BTC\)\.atm_iv: must be a finite number"):
         OptionsMarket.from_replies({("BTC", "ibkr"): chain}, {"BTC": {"atm_iv": float("inf"), "history": []}})

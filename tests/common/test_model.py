@@ -1,0 +1,43 @@
+"""The records that cross process boundaries: each ``to_dict`` (built by hand, off asdict's deep
+copy) carries every field, in field order, and reads back to the same record."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+import pytest
+
+from common.model import Fill, RecordError, Signal, SpotOrder, read_number, read_object
+
+RECORDS = [
+    Signal("rsi-btc", "rsi", "BTC/USDT", "1h", -1, 50_123.5, 3_600_000, 7_200_000, {"rsi": 71.25}),
+    SpotOrder("rsi-btc:3600000", "rsi-btc", "BTC/USDT", -1, 50_123.5, 7_200_000),
+    Fill(7, "rsi-btc:3600000", "rsi-btc", "spot", "BTC/USDT", "sell", 0.02, 50_073.4, 1.0, 1_000.4, 12.5,
+         7_200_000, {"note": "x"}),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_to_dict_is_asdict_and_a_copy(record) -> None:
+    got = record.to_dict()
+    assert got == asdict(record) and list(got) == [f.name for f in fields(record)]
+    for name in ("indicators", "extra"):
+        if name in got:
+            assert got[name] == getattr(record, name) and got[name] is not getattr(record, name)
+
+
+@pytest.mark.parametrize("record", RECORDS[1:], ids=lambda r: type(r).__name__)
+def test_orders_and_fills_read_back_from_their_dicts(record) -> None:
+    assert type(record).from_dict(record.to_dict()) == record
+
+
+class FrozenMapping(dict):
+    """A Mapping that is not exactly a dict: the readers take any mapping, not only dicts."""
+
+
+def test_readers_take_any_mapping_and_name_what_is_not_one() -> None:
+    assert read_number(FrozenMapping(price=2), "price", "order") == 2.0
+    assert read_object(FrozenMapping(), "order") == {}
+    with pytest.raises(RecordError, match=r"order\.legs\[0\]: expected an object, got \[1, 2\]"):
+        read_object([1, 2], "order.legs[0]")
+    with pytest.raises(RecordError, match=r"fill: expected an object, got \"x\""):
+        read_number("x", "price", "fill")
