@@ -138,7 +138,7 @@ class SignalEngine:
             for symbol in filter(None, (sc.symbol, sc.pair)):
                 self.needs_warmup.add((symbol, sc.timeframe))
         self.outbox: OrderedDict[str, SpotOrder | OptionOrder] = OrderedDict()
-        self.answered: list[tuple[SpotOrder | OptionOrder, dict[str, Any], float, float]] = []  # publish_acks
+        self.answered: list[tuple[SpotOrder | OptionOrder, dict[str, Any], float, float]] = []  # settle_answers
         self.last_ordered_bar: dict[str, int] = {}
         self.cycle_count = 0
         self.orders_acked = 0
@@ -305,11 +305,14 @@ class SignalEngine:
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
         duration_ms = round((time.perf_counter() - started) * 1000, 3)  # deciding, as the gateway shows it
         queued = len(self.outbox)
-        self.flush_outbox()
+        try:
+            self.send_outbox()
+        finally:
+            for sc, decision in decided:  # /status's view waits until the orders are answered ...
+                if decision is not None:
+                    self.note_spot(sc, decision)
+            self.settle_answers()  # ... and a refusal comes after the decision it refuses
         decisions = [d for _, d in decided if d is not None]
-        for sc, decision in decided:  # /status's view waits until the orders are answered
-            if decision is not None:
-                self.note_spot(sc, decision)
         self.publish_signals()
         sent_ms = round((time.perf_counter() - started) * 1000, 3)  # and the orders answered
         self.cycle_count += 1
@@ -493,11 +496,11 @@ class SignalEngine:
                                 self.market_ts)  # every bar kept, read-only: one copy for the batch
 
     def flush_outbox(self) -> list[dict[str, Any]]:
-        """``send_outbox``, then each final answer on ``ack.<strategy_id>`` (``publish_acks``)."""
+        """``send_outbox``, then ``settle_answers``."""
         try:
             return self.send_outbox()
         finally:
-            self.publish_acks()
+            self.settle_answers()
 
     def send_outbox(self) -> list[dict[str, Any]]:
         """Send the queued orders in one ``orders`` request (the portfolio journals their fills
@@ -538,10 +541,16 @@ class SignalEngine:
             self.portfolio_failures = 0
         return acks
 
-    def publish_acks(self) -> None:
-        """``ack.<strategy_id>``: each final answer with the wall times its request went out and
-        the answer came in, for a tap that times or audits the orders (the engine's own clock)."""
+    def settle_answers(self) -> None:
+        """The final answers since the last call: a refusal becomes its strategy's last decision
+        in /status (after the decision itself), and each is published on ``ack.<strategy_id>``
+        with the wall times its request went out and the answer came in, for a tap that times
+        or audits the orders (the engine's own clock)."""
         answered, self.answered = self.answered, []
+        for order, ack, _sent_ms, _acked_ms in answered:
+            if ack.get("status") == "rejected":  # the strategy decided, the portfolio said no: /status says why
+                self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
+                                                    "reason": f"{order.order_id}: {ack.get('reason')}"})
         for order, ack, sent_ms, acked_ms in answered:
             self.rt.publisher.publish(f"ack.{order.strategy_id}", "ack", {
                 "order_id": order.order_id, "strategy_id": order.strategy_id, "status": str(ack.get("status")),
@@ -555,16 +564,13 @@ class SignalEngine:
         return max(0.0, self.portfolio_retry_at - time.monotonic()) if self.outbox else RESEND_CHECK_SECONDS
 
     def note_ack(self, order: SpotOrder | OptionOrder, ack: dict[str, Any]) -> None:
-        """Log a final answer; a refusal shows in /status with its reason."""
+        """Log a final answer and count it (a refusal shows in /status: ``settle_answers``)."""
         if ack.get("status") == ORDER_ERROR:
             self.rt.log.error("order_refused", order_id=order.order_id, code=ack.get("code"), error=ack.get("reason"))
             return
         self.orders_acked += 1
         self.acked_in_batch.add(order.strategy_id)
         self.rt.log.info("order_acked", order_id=order.order_id, status=ack.get("status"), reason=ack.get("reason"))
-        if ack.get("status") == "rejected":  # the strategy decided, the portfolio said no: /status says why
-            self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
-                                                "reason": f"{order.order_id}: {ack.get('reason')}"})
 
     def hold_outbox(self, order_id: str, why: str, first_wait: float) -> None:
         """Keep the order first in line; wait ``first_wait``, doubled after each failure in a row."""

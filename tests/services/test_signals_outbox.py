@@ -199,3 +199,24 @@ def test_each_final_answer_is_published_with_when_it_was_sent_and_answered(engin
     assert list(engine.outbox) == ["b"]
     from common.messages import message_problems
     assert all(message_problems(topic, type_, "signals-spot", body) == [] for topic, type_, body in published)
+
+
+def test_a_refused_cycle_order_stays_its_strategys_last_decision(engine, monkeypatch):
+    """The decision is noted for /status once the orders are answered, and the refusal after it."""
+    from common.model import Signal
+    from trading.engine import SpotDecision
+
+    engine.portfolio = ScriptedPortfolio([{"status": "rejected", "reason": "kill switch: drawdown 61.0% >= 60%"},
+                                          {"status": "filled"}])
+    engine.market_ts = 7_200_000
+
+    def decide(sid, strategy, symbol, timeframe, *_args):
+        signal = Signal(sid, strategy, symbol, timeframe, 1, 100.0, 3_600_000, 7_200_000)
+        return SpotDecision(sid, signal, SpotOrder(f"{sid}:3600000", sid, symbol, 1, 100.0, 7_200_000))
+
+    monkeypatch.setattr(signals, "evaluate_spot", decide)
+    refused, filled = (sc.id for sc in engine.spot[:2])
+    engine.run_cycle([refused, filled])
+    assert engine.strategy_status[refused]["decision"] == "refused by portfolio"
+    assert engine.strategy_status[refused]["reason"] == f"{refused}:3600000: kill switch: drawdown 61.0% >= 60%"
+    assert engine.strategy_status[filled]["decision"] == "buy" and engine.strategy_status[filled]["status"] == "ok"
