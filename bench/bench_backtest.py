@@ -245,9 +245,9 @@ def vectorbt_comparison(ours: dict[str, tuple[OHLCV, float, list[tuple[int, str,
                         runs: int) -> dict[str, Any]:
     """go-trader (bars, median seconds, trades, final equity per series) against vectorbt, in
     ``runs`` paired rounds: go-trader warm on each series (``_warm_seconds``), then a vectorbt
-    process's warm run on each, seconds apart, so both sides see the machine in the same state (a 2-core VM slows
-    by 1.5x for minutes at a time, and a slow spell on one side alone moved the 1M-bar ratio
-    from 1.8x to 0.95x). The ratio is the median of the rounds' ratios."""
+    process's warm run on each, seconds apart, so both sides see the machine in the same state
+    (this 2-core VM's speed drifts: the same 1M-bar backtest took 179 ms and, an hour later,
+    250 to 313 ms). The ratio is the median of the rounds' ratios."""
     python, missing = vectorbt_python()
     if missing:
         return {"ran": False, "why": missing}
