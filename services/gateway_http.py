@@ -554,9 +554,10 @@ class HttpServer:
             self._next_check = now + CHECK_S
             for conn in list(self.stalled):
                 if now - conn.progress_s >= WRITE_TIMEOUT_S:
-                    if conn.sub is not None:
-                        self.stream.counts["dropped_slow"] += 1
+                    subscribed = conn.sub is not None
                     self._close(conn)
+                    if subscribed:  # counted once gone: the counts never show it dropped and still subscribed
+                        self.stream.counts["dropped_slow"] += 1
             for conn in list(self.streams):
                 if not conn.out and now >= conn.ping_at:
                     conn.out = self._frame(conn, b": ping\n\n")
