@@ -241,9 +241,9 @@ def run_vectorbt(python: str, series: dict[str, OHLCV], runs: int) -> dict[str, 
     } for name in series}
 
 
-def vectorbt_comparison(ours: dict[str, tuple[OHLCV, float, list[tuple[int, str, float]], float]], data: dict[str, str],
+def vectorbt_comparison(ours: dict[str, tuple[OHLCV, list[tuple[int, str, float]], float]], data: dict[str, str],
                         runs: int) -> dict[str, Any]:
-    """go-trader (bars, median seconds, trades, final equity per series) against vectorbt, in
+    """go-trader (bars, trades, final equity per series) against vectorbt, in
     ``runs`` paired rounds: go-trader warm on each series (``_warm_seconds``), then a vectorbt
     process's warm run on each, seconds apart, so both sides see the machine in the same state
     (this 2-core VM's speed drifts: the same 1M-bar backtest took 179 ms and, an hour later,
@@ -251,7 +251,7 @@ def vectorbt_comparison(ours: dict[str, tuple[OHLCV, float, list[tuple[int, str,
     python, missing = vectorbt_python()
     if missing:
         return {"ran": False, "why": missing}
-    series = {name: bars for name, (bars, _, _, _) in ours.items()}
+    series = {name: bars for name, (bars, _, _) in ours.items()}
     first: dict[str, dict[str, Any]] = {}
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in series}  # (ours, theirs) seconds
     for _ in range(runs):
@@ -261,7 +261,7 @@ def vectorbt_comparison(ours: dict[str, tuple[OHLCV, float, list[tuple[int, str,
         for name in series:
             rounds[name].append((timed[name], theirs[name]["warm_s"]))
     rows = []
-    for name, (bars, _, trades, equity) in ours.items():
+    for name, (bars, trades, equity) in ours.items():
         v = first[name]
         own, given = compare_trades(trades, v["own_trades"], "vectorbt"), compare_trades(trades, v["given_trades"],
                                                                                          "vectorbt")
@@ -287,13 +287,13 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
     real = load_ohlcv_csv(DATA)
     runs = QUICK_RUNS if quick else RUNS
     rows = []
-    ours_by_series: dict[str, tuple[OHLCV, float, list[tuple[int, str, float]], float]] = {}
+    ours_by_series: dict[str, tuple[OHLCV, list[tuple[int, str, float]], float]] = {}  # timed in vectorbt's rounds
     data: dict[str, str] = {}
     for n in sizes or (QUICK_SIZES if quick else SIZES):
         bars = tiled_bars(real, n)
         ours_s, (ours, ours_equity) = _median_seconds(lambda: go_trader_trades(bars), runs.get(n, 3))
         theirs_s, (theirs, theirs_equity) = _median_seconds(lambda: backtrader_run(bt, bars), BACKTRADER_RUNS.get(n, 1))
-        ours_by_series[f"btc_{n}"] = (bars, ours_s, ours, ours_equity)
+        ours_by_series[f"btc_{n}"] = (bars, ours, ours_equity)
         data[f"btc_{n}"] = "real BTC" if n <= len(real) else f"real BTC, tiled x{n / len(real):.1f}"
         rows.append({
             "bars": n,
@@ -312,8 +312,7 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
         })
     for n in QUICK_GBM_SIZES if quick else GBM_SIZES:
         gbm = gbm_bars(n)
-        gbm_s, (gbm_trades, gbm_equity) = _median_seconds(lambda: go_trader_trades(gbm), runs.get(n, 3))
-        ours_by_series[f"gbm_{n}"] = (gbm, gbm_s, gbm_trades, gbm_equity)
+        ours_by_series[f"gbm_{n}"] = (gbm, *go_trader_trades(gbm))
         data[f"gbm_{n}"] = f"GBM, seed 3, ends {float(gbm.close[-1] / gbm.close[0]):.1e} of its start"
     return {"rule": f"SMA(20)/SMA(50) all-in long-only, 0.1% fee, fill at signal close, no buy under "
                     f"${DUST_NOTIONAL_USD:g} notional (go-trader's dust rule; vectorbt: the same as its min_size)",
