@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Sequence
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
@@ -305,13 +305,7 @@ class SignalEngine:
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
         duration_ms = round((time.perf_counter() - started) * 1000, 3)  # deciding, as the gateway shows it
         queued = len(self.outbox)
-        try:
-            self.send_outbox()
-        finally:
-            for sc, decision in decided:  # /status's view waits until the orders are answered ...
-                if decision is not None:
-                    self.note_spot(sc, decision)
-            self.settle_answers()  # ... and a refusal comes after the decision it refuses
+        self.flush_outbox(decided)
         decisions = [d for _, d in decided if d is not None]
         self.publish_signals()
         sent_ms = round((time.perf_counter() - started) * 1000, 3)  # and the orders answered
@@ -495,11 +489,15 @@ class SignalEngine:
         return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe, HISTORY_BARS),
                                 self.market_ts)  # every bar kept, read-only: one copy for the batch
 
-    def flush_outbox(self) -> list[dict[str, Any]]:
-        """``send_outbox``, then ``settle_answers``."""
+    def flush_outbox(self, decided: Sequence[tuple[Any, SpotDecision | None]] = ()) -> list[dict[str, Any]]:
+        """``send_outbox``; then the spot decisions ``decided`` with them noted for /status (off the
+        fill's path), then ``settle_answers`` (a refusal after the decision it refuses)."""
         try:
             return self.send_outbox()
         finally:
+            for sc, decision in decided:
+                if decision is not None:
+                    self.note_spot(sc, decision)
             self.settle_answers()
 
     def send_outbox(self) -> list[dict[str, Any]]:
@@ -547,11 +545,10 @@ class SignalEngine:
         with the wall times its request went out and the answer came in, for a tap that times
         or audits the orders (the engine's own clock)."""
         answered, self.answered = self.answered, []
-        for order, ack, _sent_ms, _acked_ms in answered:
+        for order, ack, sent_ms, acked_ms in answered:
             if ack.get("status") == "rejected":  # the strategy decided, the portfolio said no: /status says why
                 self.note(order.strategy_id, "ok", {"decision": "refused by portfolio",
                                                     "reason": f"{order.order_id}: {ack.get('reason')}"})
-        for order, ack, sent_ms, acked_ms in answered:
             self.rt.publisher.publish(f"ack.{order.strategy_id}", "ack", {
                 "order_id": order.order_id, "strategy_id": order.strategy_id, "status": str(ack.get("status")),
                 "reason": str(ack.get("reason") or ""), "sent_ms": sent_ms, "acked_ms": acked_ms})
