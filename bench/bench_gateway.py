@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Row, percentile, running_stack, smaps_rollup_mb, verdict
+from bench.harness import Row, percentile, rss_mb, running_stack, smaps_rollup_mb, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = {"slow_clients": 3_000, "slow_hold_s": 15.0, "after_release_s": 5.0, "many_clients": 200, "many_s": 60.0,
@@ -47,13 +47,6 @@ KEEPALIVE_P50_TARGET_MS = 40.0  # one Nagle stall would put every request above 
 # PSS, is held to what it was exec'd by plain supervisord: 19.5 MB (bench_memory, 845e558).
 PSS_TARGET_MB = 20.0
 RSS_PEAK_TARGET_MB = 120.0  # at its peak under 3,000 slow clients (605 MB on http.server)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def pss_uss_mb(pid: int) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import Row, running_stack, smaps_rollup_mb, verdict
+from bench.harness import Row, rss_mb, running_stack, smaps_rollup_mb, verdict
 
 TARGET_TOTAL_MB = 220.0  # the seed's peak for a whole cycle
 TARGET_TOTAL_PSS_MB = 123.0  # issue 15: the whole stack's fair share of memory, steady
@@ -44,11 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def memory_mb(pid: int) -> tuple[float, float]:
     """(RSS, PSS) of ``pid`` in MB."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    return rss, smaps_rollup_mb(pid)["Pss"]
+    return rss_mb(pid), smaps_rollup_mb(pid)["Pss"]
 
 
 def native_libraries(pid: int) -> list[str]:

@@ -19,6 +19,14 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def rss_mb(pid: int) -> float:
+    """VmRSS of ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def smaps_rollup_mb(pid: int) -> dict[str, float]:
     """Every size field of /proc/<pid>/smaps_rollup (Rss, Pss, Private_Dirty, ...) in MB."""
     fields: dict[str, float] = {}
