@@ -53,9 +53,10 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 
 def source_stamps(modules: dict[str, ModuleType], root: Path = REPO) -> dict[str, tuple[int, int]]:
-    """The stamp of the source file of every loaded module under ``root``."""
-    paths = {getattr(module, "__file__", None) for module in list(modules.values())}
-    stamps = {path: _stamp(path) for path in paths if path and path.startswith(str(root) + os.sep)}
+    """The stamp of the source file of every loaded module under ``root``, in path order, so
+    that the first changed file named is the same on every run."""
+    paths = sorted({getattr(module, "__file__", None) or "" for module in list(modules.values())})
+    stamps = {path: _stamp(path) for path in paths if path.startswith(str(root) + os.sep)}
     return {path: stamp for path, stamp in stamps.items() if stamp is not None}
 
 
