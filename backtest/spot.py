@@ -185,7 +185,8 @@ class SpotReplay:
         lasting = np.diff(np.r_[first, np.asarray(trades.bars, dtype=np.int64) + 1, n])
         cash = np.repeat(np.asarray([self.book.cash, *trades.cash], dtype=np.float64), lasting)
         quantity = np.repeat(np.asarray([0.0, *trades.holding], dtype=np.float64), lasting)
-        values = cash + quantity * self.close[first:]
+        values = quantity * self.close[first:]
+        values += cash  # cash + quantity * close, in one array fewer
         k = first + first_trip_candidate(values, self.days[first:], self.book.risk, self.limits)
         if k > first:
             self._adopt(trades, bisect_left(trades.bars, k), values[: k - first], first, k)
@@ -332,7 +333,9 @@ class SpotReplay:
         lasting = np.diff(edges)
         cash = np.repeat(np.asarray([capital, *self.holding_cash], dtype=np.float64), lasting)
         quantity = np.repeat(np.asarray([0.0, *self.holding_quantity], dtype=np.float64), lasting)
-        return cash + quantity * self.close[first:], quantity
+        equity = quantity * self.close[first:]
+        equity += cash
+        return equity, quantity
 
 
 @contextmanager
@@ -395,24 +398,28 @@ def lean_trades(data: tuple[np.ndarray, np.ndarray, np.ndarray], signals: np.nda
     cash_after: list[float] = []
     holding: list[float] = []
     streak = replace(book.risk)
-    pct = limits.max_position_pct
+    share = limits.max_position_pct / 100.0
     buy_factor, sell_factor, fee_factor = 1.0 + slippage_rate, 1.0 - slippage_rate, 1.0 + fee_rate
-    held, avg = 0.0, 0.0
+    held, avg, seq = 0.0, 0.0, first_seq
     events: list[str] = []
+    # bound once: a million-bar series answers tens of thousands of orders in this loop
+    add_fill, add_bar, add_cash, add_holding = fills.append, bars.append, cash_after.append, holding.append
     with _no_cyclic_gc():
         for i, side, price, opened, ts in zip(orders.tolist(), sides.tolist(), close[orders].tolist(),
                                               bar_ts[orders].tolist(), close_ts[orders].tolist()):
             if side == 1:
                 if held or ts < streak.circuit_breaker_until:
                     continue  # already long, or paused
-                notional = min(cash, pct / 100.0 * cash)
+                notional = min(cash, share * cash)
                 if notional < DUST_NOTIONAL_USD:
                     continue
                 price *= buy_factor
                 quantity = notional / (price * fee_factor)
-                fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "buy", quantity,
-                            price, max(notional - quantity * price, 0.0), -notional, 0.0, ts)
+                seq += 1
+                add_fill(Fill(seq, f"{sid}:{opened}", sid, "spot", symbol, "buy", quantity, price,
+                              max(notional - quantity * price, 0.0), -notional, 0.0, ts))
                 held, avg = quantity, notional / quantity
+                cash -= notional  # + cash_delta, bit for bit
             else:
                 if not held:
                     continue
@@ -420,15 +427,18 @@ def lean_trades(data: tuple[np.ndarray, np.ndarray, np.ndarray], signals: np.nda
                 gross = held * price
                 fee = gross * fee_rate
                 proceeds = gross - fee
-                fill = Fill(first_seq + len(fills) + 1, f"{sid}:{opened}", sid, "spot", symbol, "sell", held,
-                            price, fee, proceeds, proceeds - held * avg, ts)
+                pnl = proceeds - held * avg
+                seq += 1
+                add_fill(Fill(seq, f"{sid}:{opened}", sid, "spot", symbol, "sell", held, price, fee, proceeds, pnl,
+                              ts))
                 held = 0.0
-                events += update_on_trade_closed(streak, limits, fill.realized_pnl, ts)
-            cash += fill.cash_delta
-            fills.append(fill)
-            bars.append(i)
-            cash_after.append(cash)
-            holding.append(held)
+                cash += proceeds
+                closed = update_on_trade_closed(streak, limits, pnl, ts)
+                if closed:
+                    events += closed
+            add_bar(i)
+            add_cash(cash)
+            add_holding(held)
     return LeanTrades(orders, fills, bars, cash_after, holding, streak.consecutive_losses,
                       streak.circuit_breaker_until, events)
 

@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backtest.spot import run_spot_backtest, strategy_signals
+from backtest.spot import BacktestResult, run_spot_backtest, strategy_signals
 from bench.harness import Row, verdict
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
@@ -131,10 +131,16 @@ def _warm_seconds(fn: Callable[[], Any]) -> float:
     return _median_seconds(fn, 1)[0]
 
 
+def go_trader_run(bars: OHLCV) -> BacktestResult:
+    """The backtest as a user gets it (fills, equity curve, metrics, final state): what is
+    timed against vectorbt, whose timed run likewise ends at its order records and final value."""
+    return run_spot_backtest("bench-sma", "sma_crossover", "BTC/USDT", "1h", bars, SMA,
+                             capital=CAPITAL, fee_pct=FEE_PCT, limits=WIDE_OPEN)
+
+
 def go_trader_trades(bars: OHLCV) -> tuple[list[tuple[int, str, float]], float]:
     """[(bar index, side, price)] and the final equity of the go-trader run."""
-    result = run_spot_backtest("bench-sma", "sma_crossover", "BTC/USDT", "1h", bars, SMA,
-                               capital=CAPITAL, fee_pct=FEE_PCT, limits=WIDE_OPEN)
+    result = go_trader_run(bars)
     index = np.searchsorted(bars.ts + HOUR_MS, [f.ts_event for f in result.fills])
     return [(int(i), f.side, f.price) for i, f in zip(index, result.fills)], float(result.equity[-1])
 
@@ -247,7 +253,8 @@ def vectorbt_comparison(ours: dict[str, tuple[OHLCV, list[tuple[int, str, float]
     ``runs`` paired rounds: go-trader warm on each series (``_warm_seconds``), then a vectorbt
     process's warm run on each, seconds apart, so both sides see the machine in the same state
     (this 2-core VM's speed drifts: the same 1M-bar backtest took 179 ms and, an hour later,
-    250 to 313 ms). The ratio is the median of the rounds' ratios."""
+    250 to 313 ms). The ratio is the median of the rounds' ratios. Neither side's timing holds
+    the turning of its trades into the (bar, side, price) lists compared here."""
     python, missing = vectorbt_python()
     if missing:
         return {"ran": False, "why": missing}
@@ -255,7 +262,7 @@ def vectorbt_comparison(ours: dict[str, tuple[OHLCV, list[tuple[int, str, float]
     first: dict[str, dict[str, Any]] = {}
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in series}  # (ours, theirs) seconds
     for _ in range(runs):
-        timed = {name: _warm_seconds(lambda: go_trader_trades(bars)) for name, bars in series.items()}
+        timed = {name: _warm_seconds(lambda: go_trader_run(bars)) for name, bars in series.items()}
         theirs = run_vectorbt(python, series, 1)
         first = first or theirs
         for name in series:

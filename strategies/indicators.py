@@ -109,16 +109,19 @@ def _smooth(x: np.ndarray, seed_at: int, seed: float, alpha: float) -> np.ndarra
     return out
 
 
-def _rolling_sum(x: np.ndarray, n: int, start: int) -> np.ndarray:
-    """Sum of the last ``n`` values, from index ``start + n - 1`` on (a prefix-sum difference)."""
-    out = np.full(x.shape[0], np.nan)
-    tail = x[start:]
-    if tail.shape[0] < n:
-        return out
-    csum = np.cumsum(tail)
-    sums = csum[n - 1 :].copy()
-    sums[1:] -= csum[: csum.shape[0] - n]
-    out[start + n - 1 :] = sums
+def _rolling_sum(x: np.ndarray, n: int, start: int, csum: np.ndarray | None = None) -> np.ndarray:
+    """Sum of the last ``n`` values, from index ``start + n - 1`` on (a prefix-sum difference,
+    written straight into the output: one pass over a long series fewer than a copy).
+    ``csum`` is ``np.cumsum(x[start:])`` if the caller has it."""
+    if x.shape[0] - start < n:
+        return np.full(x.shape[0], np.nan)
+    first = start + n - 1
+    out = np.empty(x.shape[0])
+    out[:first] = np.nan
+    if csum is None:
+        csum = np.cumsum(x[start:])
+    out[first] = csum[n - 1]
+    np.subtract(csum[n:], csum[: csum.shape[0] - n], out=out[first + 1 :])
     return out
 
 
@@ -143,9 +146,19 @@ def _rolling_mean_std(x: np.ndarray, n: int, start: int) -> tuple[np.ndarray, np
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average of the last ``n`` values; NaN for the first ``n - 1``."""
-    n = _window(n)
+    return smas(x, n)[0]
+
+
+def smas(x: np.ndarray, *lengths: int) -> tuple[np.ndarray, ...]:
+    """``sma(x, n)`` for each of ``lengths``, from one prefix sum: a crossover of two averages
+    of one series checks it and sums it once."""
+    windows = [_window(n) for n in lengths]
     arr, start = _series(x, "x")
-    return _rolling_sum(arr, n, start) / n
+    csum = np.cumsum(arr[start:])
+    averages = tuple(_rolling_sum(arr, n, start, csum) for n in windows)
+    for n, out in zip(windows, averages):
+        out /= n
+    return averages
 
 
 def ema(x: np.ndarray, n: int) -> np.ndarray:

@@ -101,6 +101,17 @@ def test_sma_of_one_to_five_over_three():
     close_enough(ind.sma(np.array([1.0, 2, 3, 4, 5]), 3), [NAN, NAN, 2, 3, 4])
 
 
+def test_smas_from_one_prefix_sum_equal_each_sma_bit_for_bit():
+    x = np.r_[NAN, NAN, np.linspace(100.0, 140.0, 40) + np.sin(np.arange(40.0))]
+    three, five, longer = ind.smas(x, 3, 5, 50)
+    close_enough(ind.smas(np.array([1.0, 2, 3, 4, 5]), 2, 3)[1], [NAN, NAN, 2, 3, 4])
+    assert np.array_equal(three, ind.sma(x, 3), equal_nan=True)
+    assert np.array_equal(five, ind.sma(x, 5), equal_nan=True)
+    assert np.isnan(longer).all()  # 40 defined values: too few for 50
+    with pytest.raises(ValueError, match="must be an integer >= 1, got 0"):
+        ind.smas(x, 3, 0)
+
+
 def test_ema_is_seeded_with_the_sma_then_halves_the_gap_for_n3():
     # alpha = 2 / (3 + 1) = 0.5; seed = mean(1, 2, 3) = 2 at index 2
     close_enough(ind.ema(np.array([1.0, 2, 3, 4, 5, 1]), 3), [NAN, NAN, 2, 3, 4, 2.5])
