@@ -18,7 +18,8 @@ def _line_crossover(fast_line: np.ndarray, slow_line: np.ndarray, names: tuple[s
 
 def sma_crossover(data: OHLCV, fast: int = 20, slow: int = 50) -> StrategyOutput:
     """Classic golden/death cross of two simple moving averages of the close."""
-    return _line_crossover(*indicators.smas(data.close, fast, slow), ("sma_fast", "sma_slow"))
+    fast_line, slow_line = indicators.smas(data.close, fast, slow)
+    return _line_crossover(fast_line, slow_line, ("sma_fast", "sma_slow"))
 
 
 def ema_crossover(data: OHLCV, fast: int = 12, slow: int = 26) -> StrategyOutput:
