@@ -54,16 +54,15 @@ def _risk_adjusted(returns: np.ndarray, periods_per_year: float) -> tuple[float 
     n = returns.size
     if n < 2:
         return None, None
-    total = np.add.reduce(returns)
-    mean = float(total / n)
-    scratch = returns - total / n
+    mean = np.add.reduce(returns) / n
+    scratch = returns - mean
     np.multiply(scratch, scratch, out=scratch)
     sd = math.sqrt(float(np.add.reduce(scratch) / (n - 1)))
     np.minimum(returns, 0.0, out=scratch)
     np.multiply(scratch, scratch, out=scratch)
     downside = math.sqrt(float(np.add.reduce(scratch) / n))
-    annual = math.sqrt(periods_per_year)
-    return (None if sd == 0 else mean / sd * annual), (None if downside == 0 else mean / downside * annual)
+    average, annual = float(mean), math.sqrt(periods_per_year)
+    return (None if sd == 0 else average / sd * annual), (None if downside == 0 else average / downside * annual)
 
 
 def running_peak(equity: np.ndarray, capital: float) -> tuple[np.ndarray, np.ndarray]:

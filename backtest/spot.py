@@ -182,11 +182,8 @@ class SpotReplay:
         if trades is None:
             return first
         # the mark of bar i sees the holdings after the fills of the bars before i
-        lasting = np.diff(np.r_[first, np.asarray(trades.bars, dtype=np.int64) + 1, n])
-        cash = np.repeat(np.asarray([self.book.cash, *trades.cash], dtype=np.float64), lasting)
-        quantity = np.repeat(np.asarray([0.0, *trades.holding], dtype=np.float64), lasting)
-        values = quantity * self.close[first:]
-        values += cash  # cash + quantity * close, in one array fewer
+        values, _ = stepwise_values(np.r_[first, np.asarray(trades.bars, dtype=np.int64) + 1, n],
+                                    [self.book.cash, *trades.cash], [0.0, *trades.holding], self.close[first:])
         k = first + first_trip_candidate(values, self.days[first:], self.book.risk, self.limits)
         if k > first:
             self._adopt(trades, bisect_left(trades.bars, k), values[: k - first], first, k)
@@ -329,13 +326,20 @@ class SpotReplay:
         """(equity, base units held) at each bar's close from ``first``, after that bar's fills."""
         # Holding k (0 = the start) lasts from the bar of fill k to the bar of the next fill; of
         # several fills in one bar only the last one's holding is seen at its close.
-        edges = np.r_[first, np.asarray(self.holding_bars, dtype=np.int64), len(self.close)]
-        lasting = np.diff(edges)
-        cash = np.repeat(np.asarray([capital, *self.holding_cash], dtype=np.float64), lasting)
-        quantity = np.repeat(np.asarray([0.0, *self.holding_quantity], dtype=np.float64), lasting)
-        equity = quantity * self.close[first:]
-        equity += cash
-        return equity, quantity
+        return stepwise_values(np.r_[first, np.asarray(self.holding_bars, dtype=np.int64), len(self.close)],
+                               [capital, *self.holding_cash], [0.0, *self.holding_quantity], self.close[first:])
+
+
+def stepwise_values(edges: np.ndarray, cash: list[float], quantity: list[float],
+                    close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(book value, base units held) per bar of ``close``, holding ``k`` (``cash[k]``,
+    ``quantity[k]``) kept over bars ``[edges[k], edges[k + 1])`` offset by ``edges[0]``:
+    ``cash + quantity * close``, in one array fewer than that expression."""
+    lasting = np.diff(edges)
+    held = np.repeat(np.asarray(quantity, dtype=np.float64), lasting)
+    values = held * close
+    values += np.repeat(np.asarray(cash, dtype=np.float64), lasting)
+    return values, held
 
 
 @contextmanager
