@@ -8,7 +8,7 @@ bars sit on the hour and 1d bars on 00:00 UTC whatever the data's first timestam
 from __future__ import annotations
 
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -38,7 +38,9 @@ class Bar:
         return self.ts_open + timeframe_ms(self.timeframe)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Built by hand, as Signal's: asdict deep-copies, and marketdata publishes one per bar at the close.
+        return {"symbol": self.symbol, "timeframe": self.timeframe, "ts_open": self.ts_open, "open": self.open,
+                "high": self.high, "low": self.low, "close": self.close, "volume": self.volume}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "bar") -> "Bar":
@@ -334,6 +336,21 @@ class _BarRing:
         self._start = (self._start + self._count + n - total) % cap
         self._count = total
 
+    def append_bar(self, ts: int, values: tuple[float, float, float, float, float], where: str) -> None:
+        """``append`` of one bar given as numbers (open, high, low, close, volume): a live bar
+        is stored without building arrays for it."""
+        last = self.last_ts()
+        if last is not None and ts <= last:
+            raise BadBarError(f"{where}: bar ts={ts} is not after the last stored bar ts={last}")
+        cap = self.capacity
+        pos = (self._start + self._count) % cap
+        self._ts[pos] = ts
+        self._values[:, pos] = values
+        if self._count < cap:
+            self._count += 1
+        else:
+            self._start = (self._start + 1) % cap
+
     def _write(self, pos: int, bars: OHLCV, lo: int, hi: int) -> None:
         """Bars ``lo:hi`` into slots ``pos:pos + hi - lo`` (slices, no index arrays: a step stores one bar)."""
         dst = slice(pos, pos + hi - lo)
@@ -364,6 +381,20 @@ class BarStore:
         if ring is None:
             ring = self._rings[(symbol, timeframe)] = _BarRing(self.capacity)
         ring.append(bars, where=f"{symbol} {timeframe}")
+
+    def append_bar(self, bar: Bar) -> None:
+        """Store one newly closed bar (after the last stored one of its series)."""
+        key = (bar.symbol, bar.timeframe)
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._rings[key] = _BarRing(self.capacity)
+        ring.append_bar(bar.ts_open, (bar.open, bar.high, bar.low, bar.close, bar.volume),
+                        where=f"{bar.symbol} {bar.timeframe}")
+
+    def last_ts(self, symbol: str, timeframe: str) -> int | None:
+        """The open time of the newest stored bar of the series, None when it has none."""
+        ring = self._rings.get((symbol, timeframe))
+        return None if ring is None else ring.last_ts()
 
     def history(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
         """The last ``limit`` closed bars (all kept when None), oldest first; empty if none."""

@@ -377,6 +377,13 @@ CPU = Section("cpu", "How the services share the cores.", {
                              "engines that run only options strategies. At a bar close the feed, the spot engines "
                              "and the portfolio then get the cores first; the others still get every idle cycle. "
                              "0 runs everything at the same priority.", 10, Range(ge=0, le=19)),
+    "background_idle": Field(BOOLEAN, "Run those services under Linux's SCHED_IDLE policy as well, on a host that "
+                             "runs nothing else: a service on the fill path that wakes takes the core from them at "
+                             "once, where a nice value only weighs their shares (bench_latency reports both). They "
+                             "then wait for any busy process: beside a long CPU-bound job (a backtest, a test suite) "
+                             "their heartbeats stall and /healthz says 503, so it is off by default. Linux can "
+                             "not take it back without privileges: a restart does. Ignored (and logged) where the "
+                             "OS has no SCHED_IDLE.", False),
 })
 
 RISK = Section("risk", "Risk limits for every strategy; a strategy may override any of them under its own `risk`.", {

@@ -149,6 +149,7 @@ class BusConfig:
 @dataclass(frozen=True, slots=True)
 class CpuConfig:
     background_nice: int = 10  # the pricer and options-only engines (services.runtime.ServiceRuntime.yield_cpu)
+    background_idle: bool = False  # and under SCHED_IDLE (Linux): for a host of its own
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     rt.subscribe([eps["marketdata"].pub], ["tick.", "heartbeat."], gw.on_message)
     rt.subscribe([e.pub for e in cfg.engines], ["cycle", "heartbeat."], gw.on_message)
     rt.subscribe([eps["pricer"].pub], ["heartbeat."], gw.on_message)
-    rt.every(1.0, gw.fetch_snapshot)
-    rt.every(EQUITY_SECONDS, gw.fetch_equity)
+    # Its requests to the portfolio wait out each close's burst: one queued before the orders was answered first.
+    rt.hold_at_closes(cfg)
+    rt.every(1.0, gw.fetch_snapshot, housekeeping=True)
+    rt.every(EQUITY_SECONDS, gw.fetch_equity, housekeeping=True)
     rt.every(1.0, gw.refresh_bus_stats)
     rt.every(0.25, gw.report_cycle)
     try:

@@ -87,6 +87,10 @@ MAX_POSITIONS_BATCH = 10_000  # one options engine's strategies in one request
 OPTION_MARK_SECONDS = 1.0  # option positions are repriced at most this often (wall), not every tick
 PRICER_BACKOFF_SECONDS = 5.0  # after the pricer failed to answer (marks wait, option orders get "retry")
 LOCK_NAME = "portfolio.lock"
+# Fills are published (to the gateway, the engines' cycle lines) this long after their answer:
+# published at once, they woke four subscribers on two cores while the answer was on its way
+# back to the engine.
+FILL_REPORT_DELAY_SECONDS = 0.002
 # Wall seconds an order may spend between its decision and the portfolio: a busy engine, a
 # portfolio restart, the engine's backoff (at most 10 s). At the feed's speed that is market
 # time an order may be dated before the portfolio's market time, on top of one bar of its
@@ -214,8 +218,9 @@ class PortfolioService:
 
     def book_fills(self, fills: list[Fill]) -> None:
         """Journal (fsync) first, then book: the ack follows only after this. The fills are
-        published and logged once the loop turn's answer is sent (``after_turn``): neither is on
-        the ack's path. PersistFailed when the journal cannot be written: nothing is booked."""
+        published and logged FILL_REPORT_DELAY_SECONDS after the loop turn's answer is sent
+        (``after_turn``): neither is on the ack's path, there or back. PersistFailed when the
+        journal cannot be written: nothing is booked."""
         if not fills:
             return
         self.journal_append([f.to_dict() for f in fills])
@@ -223,7 +228,7 @@ class PortfolioService:
             self.rt.log.warning("risk_event", detail=event)
         self.fills_made += len(fills)
         self.dirty = True
-        self.rt.after_turn(lambda: self.report_fills(fills))
+        self.rt.after_turn(lambda: self.report_fills(fills), FILL_REPORT_DELAY_SECONDS)
 
     def report_fills(self, fills: list[Fill]) -> None:
         """Publish ``fill.<strategy_id>`` and log each fill."""

@@ -228,16 +228,17 @@ class PricerService:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("pricer", nice=cfg.cpu.background_nice)  # off the spot fill path
+    rt = ServiceRuntime("pricer", background=cfg.cpu)  # off the spot fill path
     svc = PricerService(cfg, rt)
     ep = cfg.endpoints["pricer"]
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"chain": svc.on_chain, "price": svc.on_price, "mark": svc.on_mark, "iv": svc.on_iv,
                              "status": svc.status})
     rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick."], svc.on_message)
+    rt.hold_at_closes(cfg)
     rt.heartbeat_status(svc.status)
     rt.every(LIVE_IV_RETRY_SECONDS, svc.retry_live_iv)
-    rt.every(PUBLISH_CHECK_SECONDS, svc.publish_chains)
+    rt.every(PUBLISH_CHECK_SECONDS, svc.publish_chains, housekeeping=True)  # a new interval begins at a close
     rt.run()
     return 0
 

@@ -29,8 +29,9 @@ from common.bus_auth import BusKeysError, BusSecurity, load_security, stop_zap, 
 from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, MarketClock, clock_from_message
 from common.log import EventLog
 from common.messages import HEARTBEAT_SECONDS
+from common.timeframes import timeframe_ms
 from common.wall import wall_ms
-from config.settings import Config, ConfigError, load_config
+from config.settings import Config, ConfigError, CpuConfig, load_config
 
 SLOW_CALLBACK_SECONDS = 0.5
 HEAP_TRIM_SECONDS = 10.0
@@ -145,15 +146,15 @@ class ServiceRuntime:
     """Sockets, timers and the poll loop of one service process. ``security`` defaults to the
     keys of the service called ``name``, read when the first socket opens."""
 
-    def __init__(self, name: str, security: BusSecurity | None = None, nice: int = 0) -> None:
+    def __init__(self, name: str, security: BusSecurity | None = None, background: CpuConfig | None = None) -> None:
         self.name = name
         self._security = security
         self._refused_seen = 0
         self.log = EventLog(name)
         self.stats = BusStats()
         self.malloc_settings = tune_malloc(_libc) if _libc is not None else []  # before zmq starts its threads
-        if nice:
-            self.yield_cpu(nice)  # before zmq starts its threads, which inherit it
+        if background is not None:
+            self.yield_cpu(background)  # before zmq starts its threads, which inherit it
         self.dies_with_parent = False
         self.ctx = zmq.Context()
         self.started_ms = wall_ms()
@@ -169,7 +170,7 @@ class ServiceRuntime:
         self._heartbeat_extra: Callable[[], dict[str, Any]] = dict
         self._heartbeat_timer: _Timer | None = None
         self._hold: Callable[[float], bool] = lambda _ahead_ms: False
-        self._after_turn: list[Callable[[], Any]] = []
+        self._after_turn: list[tuple[float, Callable[[], Any]]] = []  # (monotonic due, callback)
         self._looping = False
         # What keeps this service from doing its job right now (name -> one-line reason):
         # the heartbeat carries it and the gateway's /healthz is 503 while any is set.
@@ -178,17 +179,26 @@ class ServiceRuntime:
         self.every(HEAP_TRIM_SECONDS, self.trim_heap, housekeeping=True)
         self.every(REPAIR_SECONDS, self._repair_subscribers, housekeeping=True)
 
-    def yield_cpu(self, nice: int) -> None:
-        """Run at ``nice`` (``cpu.background_nice``): a service off the spot fill path leaves
-        the cores to the feed, the spot engine and the portfolio when a bar close wakes them
-        all at once, and still gets every idle cycle. Applies to the calling thread and the
-        threads it starts from now on; refused (not root, lowering it) is logged, not fatal."""
+    def yield_cpu(self, cpu: CpuConfig) -> None:
+        """Run as a service off the spot fill path: at ``cpu.background_nice``, and under
+        SCHED_IDLE when ``cpu.background_idle`` (Linux), so the feed, the spot engine and the
+        portfolio get the cores when a bar close wakes them all at once; this service still
+        gets every idle cycle. Applies to the calling thread and the threads it starts from
+        now on; a refusal (not root, lowering the nice value; no SCHED_IDLE) is logged, not fatal."""
+        idle = getattr(os, "SCHED_IDLE", None) if cpu.background_idle else None
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            if cpu.background_nice:
+                os.setpriority(os.PRIO_PROCESS, 0, cpu.background_nice)
+            if idle is not None:
+                os.sched_setscheduler(0, idle, os.sched_param(0))
         except OSError as exc:
-            self.log.warning("cpu_priority_refused", nice=nice, detail=exc.strerror or str(exc))
+            self.log.warning("cpu_priority_refused", nice=cpu.background_nice, idle=cpu.background_idle,
+                             detail=exc.strerror or str(exc))
             return
-        self.log.info("cpu_priority", nice=os.getpriority(os.PRIO_PROCESS, 0))
+        if cpu.background_idle and idle is None:
+            self.log.warning("cpu_priority_refused", idle=True, detail="this OS has no SCHED_IDLE")
+        self.log.info("cpu_priority", nice=os.getpriority(os.PRIO_PROCESS, 0),
+                      policy="idle" if idle is not None else "normal")
 
     # --- sockets -------------------------------------------------------------------------
     @property
@@ -269,6 +279,16 @@ class ServiceRuntime:
         housekeeping timers then wait, so a fill never queues behind a save begun just before."""
         self._hold = hold
 
+    def hold_at_closes(self, cfg: Config) -> CloseWatch:
+        """``hold_housekeeping`` for a service off the fill path: its housekeeping timers (the
+        pricer's chains, the gateway's requests to the portfolio) wait out the burst of orders
+        at each close of ``cfg``'s strategies' bars, placed in wall time by marketdata's
+        ``clock`` messages (a subscription of their own). Returns the watch they feed."""
+        watch = CloseWatch((timeframe_ms(sc.timeframe) for sc in cfg.strategies), self.stats)
+        self.subscribe([cfg.endpoints["marketdata"].pub], ["clock"], lambda _topic, env: watch.follow(env.body))
+        self.hold_housekeeping(lambda ahead_ms: watch.holds(wall_ms(), ahead_ms))
+        return watch
+
     def wake(self, callback: Callable[[], float]) -> None:
         """A timer that sets its own beat: ``callback`` returns the seconds until its next run
         (marketdata wakes at each bar's close rather than on a fixed period)."""
@@ -279,11 +299,12 @@ class ServiceRuntime:
         message never waits behind the whole job. ``step`` returns True while work remains."""
         self._steps.append(step)
 
-    def after_turn(self, callback: Callable[[], Any]) -> None:
-        """Run ``callback`` once this loop turn's requests are answered (a fill's log line is
-        never in the way of its ack); at once when the loop is not running (a test, ``once``)."""
+    def after_turn(self, callback: Callable[[], Any], delay: float = 0.0) -> None:
+        """Run ``callback`` once this loop turn's requests are answered and ``delay`` seconds have
+        passed (a fill's publication is never in the way of its ack on its way back); at once
+        when the loop is not running (a test, ``once``), and before the service stops."""
         if self._looping:
-            self._after_turn.append(callback)
+            self._after_turn.append((time.monotonic() + delay, callback))
         else:
             self._guarded(callback)
 
@@ -387,6 +408,7 @@ class ServiceRuntime:
                         if timer.self_timed:
                             timer.due = time.monotonic() + (wait if isinstance(wait, (int, float)) else 0.05)
                     next_due = min(next_due, timer.due)
+                next_due = min([next_due, *(due for due, _ in self._after_turn)])
                 timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
                 ready = dict(self._poller.poll(0 if self._busy else timeout_ms))
                 for sock, callback in self._readers:
@@ -398,7 +420,7 @@ class ServiceRuntime:
                     self._busy |= bool(self._guarded(step))
         finally:
             self._looping = False
-            self._run_after_turn()
+            self._run_after_turn(everything=True)
             if on_stop is not None:
                 try:
                     on_stop()
@@ -412,9 +434,20 @@ class ServiceRuntime:
         ahead_ms = min(timer.took, HOLD_LOOKAHEAD_MAX_SECONDS) * 1000
         return bool(self._guarded(lambda: self._hold(ahead_ms)))
 
-    def _run_after_turn(self) -> None:
-        pending, self._after_turn = self._after_turn, []
-        for callback in pending:
+    def _run_after_turn(self, everything: bool = False) -> None:
+        """The ``after_turn`` callbacks that are due (all of them when ``everything``), in order."""
+        if not self._after_turn:
+            return
+        now = time.monotonic()
+        due: list[Callable[[], Any]] = []
+        waiting = []
+        for at, callback in self._after_turn:
+            if everything or at <= now:
+                due.append(callback)
+            else:
+                waiting.append((at, callback))
+        self._after_turn = waiting
+        for callback in due:
             self._guarded(callback)
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
@@ -167,10 +167,8 @@ class SignalEngine:
         return tail
 
     def stored(self, key: tuple[str, str], bars: OHLCV) -> None:
-        """Append ``bars`` to the series ``key`` (its store made on first use); its kept tails go."""
-        store = self.stores.get(key)
-        if store is None:
-            store = self.stores[key] = BarStore(capacity=HISTORY_BARS)
+        """The series ``key`` from now on: ``bars`` (a fetched history, checked); its kept tails go."""
+        store = self.stores[key] = BarStore(capacity=HISTORY_BARS)
         store.append(*key, bars)
         self.tails = {k: v for k, v in self.tails.items() if k[:2] != key}
 
@@ -186,7 +184,6 @@ class SignalEngine:
                 self.rt.log.warning("warmup_failed", symbol=symbol, timeframe=timeframe, error=str(exc))
                 self.warmup_retry_at = time.monotonic() + WARMUP_BACKOFF_SECONDS
                 return
-            self.stores.pop(key, None)  # the history replaces what was kept
             self.stored(key, OHLCV.from_rows(reply["rows"]).validate(f"{symbol} {timeframe} history"))
             self.spot_signals.invalidate(symbol, timeframe)  # a new history: rebuilt from it when next due
             self.needs_warmup.discard(key)
@@ -202,15 +199,18 @@ class SignalEngine:
         key = (bar.symbol, bar.timeframe)
         if key not in self.stores:
             return  # not traded here, or still waiting for its warm-up history
-        tail = self.bars(bar.symbol, bar.timeframe, 1)
-        last = int(tail.ts[-1]) if len(tail) else None
+        store = self.stores[key]
+        last = store.last_ts(*key)
         if last is not None and bar.ts_open <= last:
             return  # a duplicate or a replayed bar: we have it
         if last is not None and bar.ts_open != last + timeframe_ms(bar.timeframe):
             self.rt.log.warning("bar_gap", symbol=bar.symbol, timeframe=bar.timeframe, last=last, got=bar.ts_open)
             self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
             return
-        self.stored(key, OHLCV.from_rows([[bar.ts_open, bar.open, bar.high, bar.low, bar.close, bar.volume]]))
+        store.append_bar(bar)
+        self.tails = {k: v for k, v in self.tails.items() if k[:2] != key}
+        self.spot_signals.push(bar.symbol, bar.timeframe, bar.ts_open, bar.high, bar.low, bar.close,
+                               bar.volume)  # decided on at the clock: a lookup
 
     def on_published(self, env: Envelope) -> None:
         """The pricer's latest chain or IV, kept as sent (decoded when a batch uses it)."""
@@ -260,29 +260,45 @@ class SignalEngine:
             self.rt.publisher.publish(f"signal.{signal.strategy_id}", "signal", signal.to_dict())
 
     def run_spot(self, sc: Any) -> SpotDecision | None:
-        """Decide and queue (``queue_spot``); the caller notes it for /status (``note_spot``)."""
+        """Decide and queue its order (``queue_order``); the caller queues its signal
+        (``queue_signal``) and notes it for /status (``note_spot``). None: it failed (``fail``)."""
         try:
             decision = evaluate_spot(sc.id, sc.strategy, sc.symbol, sc.timeframe, dict(sc.params),
                                      self.bars, self.market_ts, sc.pair, self.spot_signals)
         except Exception as exc:  # one broken strategy is logged and skipped, never the engine
             self.fail(sc.id, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
             return None
-        return self.queue_spot(sc, decision)
+        return self.queue_order(sc, decision)
+
+    def holds(self, sc: Any) -> bool:
+        """True when ``sc`` certainly holds on the newest bar: a built-in strategy on one series
+        whose state already stands at that bar (fed as it arrived) with no signal. Its decision
+        can wait until the close's orders are answered; anything else is decided before."""
+        if sc.pair is not None:
+            return False
+        newest = self.bars(sc.symbol, sc.timeframe, 1)
+        return bool(len(newest)) and self.spot_signals.holds(sc.strategy, sc.symbol, sc.timeframe, sc.params,
+                                                              int(newest.ts[-1]), float(newest.close[-1]))
 
     def take_spot(self, sc: Any, decision: SpotDecision) -> SpotDecision:
-        """Queue a spot decision and note it for /status."""
-        self.note_spot(sc, self.queue_spot(sc, decision))
+        """Queue a spot decision (its order and its signal) and note it for /status."""
+        self.note_spot(sc, self.queue_signal(self.queue_order(sc, decision)))
         return decision
 
-    def queue_spot(self, sc: Any, decision: SpotDecision) -> SpotDecision:
-        """A spot decision's order into the outbox and its signal in line (``publish_signals``)."""
-        if decision.signal is None:
-            return decision
-        self.unpublished.append(decision.signal)
+    def queue_order(self, sc: Any, decision: SpotDecision) -> SpotDecision:
+        """A spot decision's order into the outbox (sent with the cycle's other orders, in one
+        request), once per strategy and bar."""
         order = decision.order
-        if order is not None and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
+        if order is not None and decision.signal is not None \
+                and decision.signal.ts_bar > self.last_ordered_bar.get(sc.id, -1):
             self.last_ordered_bar[sc.id] = decision.signal.ts_bar
-            self.outbox[order.order_id] = order  # sent with the cycle's other orders, in one request
+            self.outbox[order.order_id] = order
+        return decision
+
+    def queue_signal(self, decision: SpotDecision) -> SpotDecision:
+        """A spot decision's signal in line for ``publish_signals``."""
+        if decision.signal is not None:
+            self.unpublished.append(decision.signal)
         return decision
 
     def note_spot(self, sc: Any, decision: SpotDecision) -> None:
@@ -294,18 +310,31 @@ class SignalEngine:
             self.note(sc.id, "ok", summary, signal=decision.signal.signal)
 
     def run_cycle(self, due: list[str]) -> list[SpotDecision]:
-        """Spot now, its orders sent at once (latency), then its signals and the cycle's line;
-        options queued, one per loop turn."""
+        """Spot in two passes around its orders: every strategy that may trade is decided and its
+        order sent at once (latency); the strategies that certainly hold (``holds``) are decided
+        once the orders are answered. Then the signals, in the order of ``due``, and the
+        cycle's line; options queued, one per loop turn."""
         started = time.perf_counter()
         by_id = {sc.id: sc for sc in self.spot}
         for sid in due:
             if sid in by_id and by_id[sid].script is not None:
                 self.start_script(by_id[sid])
-        decided = [(by_id[sid], self.run_spot(by_id[sid])) for sid in due if sid in by_id and by_id[sid].script is None]
+        spot = [by_id[sid] for sid in due if sid in by_id and by_id[sid].script is None]
+        first = {sc.id: self.run_spot(sc) for sc in spot if not self.holds(sc)}
         self.queue_options([sid for sid in due if sid not in by_id])  # stepped between messages
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)  # deciding, as the gateway shows it
+        deciding = time.perf_counter() - started
         queued = len(self.outbox)
-        self.flush_outbox(decided)
+        try:
+            self.send_outbox()
+        finally:  # the rest, then the notes, then the answers (a refusal after the decision it refuses)
+            rest_started = time.perf_counter()
+            decided = [(sc, first[sc.id] if sc.id in first else self.run_spot(sc)) for sc in spot]
+            for sc, decision in decided:
+                if decision is not None:
+                    self.note_spot(sc, self.queue_signal(decision))
+            deciding += time.perf_counter() - rest_started
+            self.settle_answers()
+        duration_ms = round(deciding * 1000, 3)  # both passes, not the orders' round trip: as the gateway shows it
         decisions = [d for _, d in decided if d is not None]
         self.publish_signals()
         sent_ms = round((time.perf_counter() - started) * 1000, 3)  # and the orders answered
@@ -489,15 +518,11 @@ class SignalEngine:
         return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe, HISTORY_BARS),
                                 self.market_ts)  # every bar kept, read-only: one copy for the batch
 
-    def flush_outbox(self, decided: Sequence[tuple[Any, SpotDecision | None]] = ()) -> list[dict[str, Any]]:
-        """``send_outbox``; then the spot decisions ``decided`` with them noted for /status (off the
-        fill's path), then ``settle_answers`` (a refusal after the decision it refuses)."""
+    def flush_outbox(self) -> list[dict[str, Any]]:
+        """``send_outbox``, then ``settle_answers``."""
         try:
             return self.send_outbox()
         finally:
-            for sc, decision in decided:
-                if decision is not None:
-                    self.note_spot(sc, decision)
             self.settle_answers()
 
     def send_outbox(self) -> list[dict[str, Any]]:
@@ -599,16 +624,16 @@ def engine_name(cfg: Config, argv: list[str] | None) -> str:
     raise AssertionError("unreachable")
 
 
-def engine_nice(cfg: Config, name: str) -> int:
-    """``cpu.background_nice`` for an engine without spot strategies (off the spot fill path), else 0."""
-    return 0 if any(s.is_spot for s in cfg.engine_strategies(name)) else cfg.cpu.background_nice
+def in_background(cfg: Config, name: str) -> bool:
+    """An engine without spot strategies is off the spot fill path: it runs as ``cpu`` says."""
+    return not any(s.is_spot for s in cfg.engine_strategies(name))
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
     spec = cfg.engine(engine_name(cfg, argv))
     rt = ServiceRuntime(spec.service, bus_security(cfg, "signals"),  # every engine holds the signals key
-                        nice=engine_nice(cfg, spec.name))
+                        background=cfg.cpu if in_background(cfg, spec.name) else None)
     engine = SignalEngine(cfg, rt, spec.name)
     rt.bind_publisher(spec.pub)
     rt.bind_replier(spec.rep, {"status": lambda _b: engine.status()})

@@ -275,6 +275,15 @@ class IncrementalSignal:
             self.last_ts, self.last_close, self.signal = int(data.ts[-1]), float(data.close[-1]), signals[-1]
         return signals
 
+    def feed_bar(self, ts: int, high: float, low: float, close: float, volume: float) -> None:
+        """``feed`` of one checked bar of a strategy without a pair, as plain numbers: the engine
+        hands each closed bar to the states of its series as it arrives (``SignalCache.push``)."""
+        if self.last_ts is not None and ts <= self.last_ts:
+            raise ValueError(f"{self.name}: bar ts={ts} is not after the last bar fed ts={self.last_ts}")
+        self.signal = self.state.update(high, low, close, volume, NAN)
+        self.bars_seen += 1
+        self.last_ts, self.last_close = ts, close
+
     def latest(self) -> LatestSignal:
         """The decision on the last bar fed, as :func:`strategies.registry.latest_signal` gives it."""
         if self.last_ts is None:
@@ -304,6 +313,19 @@ class SignalCache:
         self.states: dict[CacheKey, IncrementalSignal] = {}
         self._keys: dict[CacheKey, CacheKey] = {}  # as configured -> with the defaults filled in
 
+    def push(self, symbol: str, timeframe: str, ts: int, high: float, low: float, close: float,
+             volume: float) -> None:
+        """A new closed bar of a series, checked, as it arrives: fed at once to every state that
+        reads this series alone and stands at the bar before it, so deciding on it later costs
+        a lookup. The others (a pair, a state behind) catch up from the store when next asked."""
+        previous = ts - timeframe_ms(timeframe)
+        for key, state in list(self.states.items()):
+            if key[1] == symbol and key[2] is None and key[3] == timeframe and state.last_ts == previous:
+                try:
+                    state.feed_bar(ts, high, low, close, volume)
+                except Exception:  # rebuilt when next asked, where the error is the strategy's own
+                    del self.states[key]  # never keep a half-fed state
+
     def latest(self, strategy: str, symbol: str, timeframe: str, params: Params | None, bars: TailSource,
                pair_symbol: str | None = None) -> LatestSignal:
         """The strategy's decision on the newest bar ``bars`` holds, after feeding what is new."""
@@ -326,6 +348,19 @@ class SignalCache:
             self.states.pop(key, None)  # never keep a half-fed state: the next call rebuilds it
             raise
         return state.latest()
+
+    def holds(self, strategy: str, symbol: str, timeframe: str, params: Params | None, ts: int,
+              close: float) -> bool:
+        """True when the state of this strategy on ``symbol`` alone already stands at the bar
+        ``ts`` (with that close) and gives no signal there: ``latest`` would say hold, and
+        nothing needs feeding. False whenever that is not known without deciding."""
+        try:
+            key = self._keys.get((strategy, symbol, None, timeframe, _frozen(params or {})))
+        except TypeError:  # an unhashable parameter: ``latest`` names it
+            return False
+        state = None if key is None else self.states.get(key)
+        return state is not None and state.last_ts == ts and state.last_close == close \
+            and (state.signal == 0 or state.bars_seen < state.warmup)
 
     def invalidate(self, symbol: str, timeframe: str) -> None:
         """The history of ``symbol`` was replaced (a refetch): rebuild every state reading it."""

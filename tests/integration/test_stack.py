@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support.procfs import nice_of
+from tests.support.procfs import nice_of, thread_policies
 from tests.support.stack import PROGRAMS, Stack, StateReader, acked_fill_ids, stack_config
 from trading.ledger import rebuild_books_from_journal
 from trading.portfolio import journal_fills
@@ -34,6 +34,7 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
         # cpu.background_nice, off the spot fill path: set once a service has read its config, which
         # on a loaded machine can be after supervisord calls it RUNNING
         stack.wait_for(lambda: {p: nice_of(stack.pid(p)) for p in PROGRAMS} == niced, 30, f"nice values {niced}")
+        assert not any(os.SCHED_IDLE in thread_policies(stack.pid(p)).values() for p in PROGRAMS)  # opt-in
         watcher.start()
         # The marks reach /status with the portfolio's next delta, which may come after its first fills
         first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and len(s["prices"]) >= 3 and s,

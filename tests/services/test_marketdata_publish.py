@@ -10,7 +10,7 @@ import pytest
 import services.marketdata as marketdata
 from common.clock import MarketClock
 from config.settings import parse_config
-from services.marketdata import TICK_SECONDS, MarketDataService
+from services.marketdata import PREPARE_SECONDS, TICK_SECONDS, MarketDataService
 from services.runtime import ServiceRuntime
 from tests.support.stack import stack_config
 
@@ -19,13 +19,16 @@ WALL0 = 1_700_000_000_000.0  # wall ms at the clock's origin
 
 
 class Recorder:
-    """Stands in for the publisher: what was published, in order."""
+    """Stands in for the publisher: what was published, in order, and when (wall ms)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall: "WallClock") -> None:
+        self.wall = wall
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.sent_at: list[float] = []
 
     def publish(self, topic: str, kind: str, body: dict[str, Any]) -> None:
         self.sent.append((topic, kind, body))
+        self.sent_at.append(self.wall.now_ms)
 
     def bars(self) -> list[dict[str, Any]]:
         return [body for _, kind, body in self.sent if kind == "bar"]
@@ -36,12 +39,17 @@ class WallClock:
 
     def __init__(self) -> None:
         self.now_ms = WALL0
+        self.slept: list[float] = []
 
     def wall_ms(self) -> float:
         return self.now_ms
 
     def monotonic(self) -> float:
         return self.now_ms / 1000
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now_ms += seconds * 1000
 
 
 @pytest.fixture
@@ -60,7 +68,7 @@ def service(tmp_path, monkeypatch):
         svc = MarketDataService(cfg, rt)
         services.append(svc)
         svc.clock = MarketClock(svc.feed.now_ts, int(WALL0), speed)
-        rt.publisher = Recorder()
+        rt.publisher = Recorder(wall)
         return svc, rt.publisher
 
     runtimes: list[ServiceRuntime] = []
@@ -79,7 +87,8 @@ def test_it_wakes_at_the_next_close_and_publishes_the_bar_then(service) -> None:
     assert origin % HOUR == 0  # the config starts at 00:00 UTC: the next close is one market hour on
     close = origin + HOUR
     wall.now_ms = svc.clock.wall_ms_at(close) - 10.0  # 10 wall ms before the close
-    assert svc.advance() == pytest.approx(0.010, abs=1e-6)  # sleeps until the close, not a tick period
+    # sleeps until just before the close (to make its bars then), not a tick period
+    assert svc.advance() == pytest.approx(0.010 - PREPARE_SECONDS, abs=1e-6)
     assert pub.bars() == []
     wall.now_ms = svc.clock.wall_ms_at(close)
     svc.advance()
@@ -90,6 +99,36 @@ def test_it_wakes_at_the_next_close_and_publishes_the_bar_then(service) -> None:
     clock = [body for _, kind, body in pub.sent if kind == "clock"][-1]
     assert clock == {"ts": close, "finished": False, "market_origin": origin, "wall_origin": int(WALL0),
                      "speed": 3600}
+
+
+def test_a_close_s_bars_are_made_just_before_it_and_published_at_it_never_before(service) -> None:
+    start, wall = service
+    svc, pub = start()
+    close = svc.feed.now_ts + HOUR
+    due = svc.clock.wall_ms_at(close)
+    wall.now_ms = due - 50.0
+    svc.advance()  # learns the next close
+    wall.now_ms = due - 1000 * PREPARE_SECONDS  # woken when asked: PREPARE_SECONDS ahead
+    assert pub.bars() == []
+    svc.advance()
+    assert wall.slept == [pytest.approx(PREPARE_SECONDS)]  # waited for the close with the bars made
+    published = [at for (_, kind, _), at in zip(pub.sent, pub.sent_at) if kind in ("bar", "tick", "clock")]
+    assert min(published[-7:]) == due  # three bars, three ticks and the clock: all at the close
+    assert {b["ts_close"] for b in pub.bars()} == {close}
+    tick_ts = [body["ts"] for _, kind, body in pub.sent if kind == "tick"][-3:]
+    assert max(tick_ts) <= close  # no tick from after the close either
+
+
+def test_a_late_wake_up_publishes_at_once(service) -> None:
+    start, wall = service
+    svc, pub = start()
+    close = svc.feed.now_ts + HOUR
+    wall.now_ms = svc.clock.wall_ms_at(close) - 50.0
+    svc.advance()
+    wall.now_ms = svc.clock.wall_ms_at(close) + 5.0  # a loaded machine woke it late
+    svc.advance()
+    assert wall.slept == []
+    assert {b["ts_close"] for b in pub.bars()} == {close}
 
 
 def test_far_from_a_close_ticks_keep_their_period(service) -> None:

@@ -9,9 +9,10 @@ import signal
 
 import pytest
 
+from config.settings import CpuConfig
 from services import runtime
 from services.runtime import M_ARENA_MAX, M_MMAP_THRESHOLD, MALLOC_SETTINGS, ServiceRuntime, tune_malloc
-from tests.support.procfs import thread_nices
+from tests.support.procfs import thread_nices, thread_policies
 
 
 class FakeLibc:
@@ -215,6 +216,34 @@ def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_
     assert order == ["outside the loop", "timer", "after"]
 
 
+def test_after_turn_with_a_delay_waits_that_long_and_never_outlives_the_service(monkeypatch):
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    ran: dict[str, float] = {}
+    asked = 0.0
+
+    def delayed() -> None:
+        ran["delayed"] = time.monotonic()
+        rt.request_stop()
+
+    def timer() -> None:  # runs once: the next run is a minute away
+        nonlocal asked
+        asked = time.monotonic()
+        rt.after_turn(delayed, 0.03)
+        rt.after_turn(lambda: ran.setdefault("next turn", time.monotonic()))
+        rt.after_turn(lambda: ran.setdefault("at stop", time.monotonic()), 60.0)
+
+    rt.every(60.0, timer)
+    rt.run()
+    assert ran["next turn"] - asked < 0.02  # no delay: this turn
+    assert 0.03 <= ran["delayed"] - asked < 0.08  # woken for it, not left to the loop's 0.1 s idle beat
+    assert ran["at stop"] >= ran["delayed"]  # not due, yet run before the service stopped
+
+
 def test_a_housekeeping_timer_is_held_as_far_ahead_as_its_last_run_took(monkeypatch):
     """A save that takes 40 ms is asked about the next 40 ms, so it never starts just before a
     close and holds up the close's orders; the look-ahead is capped."""
@@ -300,13 +329,15 @@ def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(t
     assert seen_by_second == [1]
 
 
-def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice():
+@pytest.mark.parametrize("idle", [True, False], ids=["sched_idle", "nice_only"])
+def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice_and_policy(idle):
     import subprocess
     import sys
 
     code = ("import os, zmq\n"
+            "from config.settings import CpuConfig\n"
             "from services.runtime import ServiceRuntime\n"
-            "rt = ServiceRuntime('probe', nice=7)\n"
+            f"rt = ServiceRuntime('probe', background=CpuConfig(background_nice=7, background_idle={idle}))\n"
             "sock = rt.ctx.socket(zmq.PUB)\n"  # the context starts its I/O threads with the first socket
             "print('threads', len(os.listdir('/proc/self/task')), flush=True)\n"
             "input()\n"
@@ -316,11 +347,13 @@ def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice():
         logged = json.loads(proc.stdout.readline())
         threads = int(proc.stdout.readline().split()[1])
         nices = thread_nices(proc.pid)
+        policies = thread_policies(proc.pid)
     finally:
         proc.communicate("\n", timeout=30)
-    assert (logged["event"], logged["nice"]) == ("cpu_priority", 7)
+    assert (logged["event"], logged["nice"], logged["policy"]) == ("cpu_priority", 7, "idle" if idle else "normal")
     assert threads >= 2 and len(nices) == threads  # the main thread and zmq's own
     assert set(nices.values()) == {7}
+    assert set(policies.values()) == {os.SCHED_IDLE if idle else os.SCHED_OTHER}
 
 
 def test_a_refused_priority_is_logged_and_the_service_runs_on(monkeypatch):
@@ -332,8 +365,48 @@ def test_a_refused_priority_is_logged_and_the_service_runs_on(monkeypatch):
     rt = ServiceRuntime("probe")
     try:
         rt.log.stream = out
-        rt.yield_cpu(5)
+        rt.yield_cpu(CpuConfig(background_nice=5))
     finally:
         rt.close()
     record = json.loads(out.getvalue())
     assert (record["event"], record["nice"], record["detail"]) == ("cpu_priority_refused", 5, "Permission denied")
+
+
+def test_an_os_without_sched_idle_runs_at_the_nice_alone_and_says_so(monkeypatch):
+    monkeypatch.setattr(os, "setpriority", lambda *_a: None)
+    monkeypatch.delattr(os, "SCHED_IDLE")
+    out = io.StringIO()
+    rt = ServiceRuntime("probe")
+    try:
+        rt.log.stream = out
+        rt.yield_cpu(CpuConfig(background_nice=5, background_idle=True))
+    finally:
+        rt.close()
+    refused, applied = (json.loads(line) for line in out.getvalue().splitlines())
+    assert (refused["event"], refused["detail"]) == ("cpu_priority_refused", "this OS has no SCHED_IDLE")
+    assert (applied["event"], applied["policy"]) == ("cpu_priority", "normal")
+
+
+def test_hold_at_closes_holds_housekeeping_through_each_close_burst_from_marketdata_s_clock(tmp_path):
+    from pathlib import Path
+
+    from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS
+    from common.wall import wall_ms
+    from config.settings import parse_config
+    from tests.support.stack import stack_config, stack_security
+
+    raw = stack_config()
+    rt = ServiceRuntime("gateway", stack_security(raw, tmp_path, "gateway"))
+    try:
+        watch = rt.hold_at_closes(parse_config(raw, base_dir=Path(tmp_path)))
+        assert not rt._hold(0.0)  # no clock yet: nothing is held
+        hour = 3_600_000
+        for offset_ms, held in ((-500.0, False), (-CLOSE_BEFORE_MS / 2, True), (CLOSE_AFTER_MS / 2, True),
+                                (CLOSE_AFTER_MS + 100.0, False)):
+            now = wall_ms()  # the 1h bar closing at market 100 h is due at now - offset_ms (wall)
+            watch.follow({"market_origin": 99 * hour, "wall_origin": now - offset_ms - 1000.0, "speed": 3600})
+            assert rt._hold(0.0) is held, offset_ms
+        watch.follow({"market_origin": "x"})  # a bad clock message: counted, the last good mapping kept
+        assert rt.stats.dropped["bad_clock"] == 1 and not rt._hold(0.0)
+    finally:
+        rt.close()

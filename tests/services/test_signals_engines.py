@@ -13,7 +13,7 @@ from common.timeframes import DAY_MS
 from config.settings import parse_config
 from services.pricer import PricerService
 from services.runtime import ServiceRuntime
-from services.signals import SignalEngine, engine_name, engine_nice
+from services.signals import SignalEngine, engine_name, in_background
 from services.supervisor_conf import engine_programs, render, write
 from tests.support.stack import stack_config
 
@@ -190,11 +190,8 @@ def test_engine_name_comes_from_the_flag_or_the_only_engine(capsys):
     assert engine_name(one, []) == "all"
 
 
-def test_only_engines_without_spot_strategies_run_at_the_background_nice():
-    assert {e.name: engine_nice(CFG, e.name) for e in CFG.engines} == {"spot": 0, "options": 10}
-    raw = stack_config()
-    raw["cpu"] = {"background_nice": 0}
-    assert {e.name: engine_nice(parse_config(raw), e.name) for e in CFG.engines} == {"spot": 0, "options": 0}
+def test_only_engines_without_spot_strategies_run_in_the_background():
+    assert {e.name: in_background(CFG, e.name) for e in CFG.engines} == {"spot": False, "options": True}
     options_id = next(s.id for s in CFG.strategies if s.is_options)
     raw = {**stack_config(), "engines": {  # one spot strategy among options: the engine is on the fill path
         "mixed": {"strategies": [options_id, CFG.spot_strategies()[0].id], "pub": "tcp://127.0.0.1:5590",
@@ -202,7 +199,7 @@ def test_only_engines_without_spot_strategies_run_at_the_background_nice():
         "rest": {"strategies": [s.id for s in CFG.strategies if s.id not in (options_id, CFG.spot_strategies()[0].id)],
                  "pub": "tcp://127.0.0.1:5592", "rep": "tcp://127.0.0.1:5593"}}}
     mixed = parse_config(raw)
-    assert engine_nice(mixed, "mixed") == 0 and engine_nice(mixed, "rest") == 0
+    assert not in_background(mixed, "mixed") and not in_background(mixed, "rest")
 
 
 def test_supervisord_gets_one_program_per_engine(tmp_path: Path):

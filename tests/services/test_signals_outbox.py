@@ -220,3 +220,35 @@ def test_a_refused_cycle_order_stays_its_strategys_last_decision(engine, monkeyp
     assert engine.strategy_status[refused]["decision"] == "refused by portfolio"
     assert engine.strategy_status[refused]["reason"] == f"{refused}:3600000: kill switch: drawdown 61.0% >= 60%"
     assert engine.strategy_status[filled]["decision"] == "buy" and engine.strategy_status[filled]["status"] == "ok"
+
+
+def test_a_strategy_that_certainly_holds_is_decided_after_the_orders_are_sent(engine, monkeypatch):
+    """The close's orders wait only for the strategies that may trade; a hold is decided once
+    they are answered, and the signals still go out in the order the strategies were due."""
+    from common.model import Signal
+    from trading.engine import SpotDecision
+
+    events: list = []
+    portfolio = ScriptedPortfolio({"status": "filled"})
+    real_request = portfolio.request
+    portfolio.request = lambda kind, body=None, **kw: (events.append(("orders", len(body["orders"]))),
+                                                       real_request(kind, body, **kw))[1]
+    engine.portfolio = portfolio
+    engine.rt.publisher = RecordingPublisher(events)
+    engine.market_ts = 7_200_000
+    ids = [sc.id for sc in engine.spot[:3]]
+    holding = ids[1]
+    monkeypatch.setattr(engine, "holds", lambda sc: sc.id == holding)
+
+    def decide(sid, strategy, symbol, timeframe, *_args):
+        events.append(("decide", sid))
+        signal = Signal(sid, strategy, symbol, timeframe, 0 if sid == holding else 1, 100.0, 3_600_000, 7_200_000)
+        order = None if sid == holding else SpotOrder(f"{sid}:3600000", sid, symbol, 1, 100.0, 7_200_000)
+        return SpotDecision(sid, signal, order)
+
+    monkeypatch.setattr(signals, "evaluate_spot", decide)
+    engine.run_cycle(ids)
+    assert events[:4] == [("decide", ids[0]), ("decide", ids[2]), ("orders", 2), ("decide", holding)]
+    assert [e for e in events if e[0] == "publish" and e[1].startswith("signal.")] == \
+        [("publish", f"signal.{sid}") for sid in ids]
+    assert engine.strategy_status[holding]["signal"] == 0 and engine.strategy_status[ids[0]]["signal"] == 1

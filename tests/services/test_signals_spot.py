@@ -91,6 +91,32 @@ def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
     assert next(iter(engine.spot_signals.states.values())).bars_seen == 1600 - 302
 
 
+def test_holds_says_hold_exactly_when_the_strategy_would_on_real_bars(engine):
+    """``holds`` (decide after the orders) is True on a bar exactly when the full decision is a
+    hold; a state not built yet, or not fed the newest bar, is never taken for one."""
+    if not BTC.is_file():
+        pytest.skip(f"{BTC} is not present (../shared/data)")
+    btc = load_ohlcv_csv(BTC).tail(1400)
+    sc = next(s for s in engine.spot if s.id == "rsi-btc")
+    engine.marketdata = FakeMarketdata(btc.slice(0, 1000))
+    engine.needs_warmup = {("BTC/USDT", "1h")}
+    engine.warm_up()
+    engine.market_ts = int(btc.ts[999]) + HOUR
+    assert not engine.holds(sc)  # no state yet: decided before the orders
+    engine.run_spot(sc)
+    seen = set()
+    for i in range(1000, 1400):
+        engine.on_bar(bar_body(btc, i))
+        engine.market_ts = int(btc.ts[i]) + HOUR
+        held = engine.holds(sc)
+        signal = engine.run_spot(sc).signal
+        assert held == (signal.signal == 0), i
+        seen.add(held)
+    assert seen == {True, False}  # both kinds of bar were met
+    engine.spot_signals.invalidate("BTC/USDT", "1h")
+    assert not engine.holds(sc)  # a history refetched: rebuilt by the full decision
+
+
 def test_a_tail_is_shared_read_only_until_its_series_gets_a_bar(engine):
     """A close's strategies share one copy of a series' newest bars; a new bar or a refetched
     history replaces it, and the whole history is still a copy of the caller's own."""

@@ -209,9 +209,17 @@ def concat(*parts: OHLCV) -> OHLCV:
     return OHLCV(*(np.concatenate([getattr(p, c) for p in parts]) for c in columns))
 
 
+def push(cache: SignalCache, symbol: str, bars: OHLCV) -> None:
+    """Hand a bar to the cache as the engine does when it arrives (``SignalCache.push``)."""
+    cache.push(symbol, "1h", int(bars.ts[0]), float(bars.high[0]), float(bars.low[0]), float(bars.close[0]),
+               float(bars.volume[0]))
+
+
+@pytest.mark.parametrize("pushed", [False, True], ids=["pulled", "pushed"])
 @pytest.mark.parametrize("name, params", CASES, ids=[f"{n}-{'default' if not p else 'custom'}" for n, p in CASES])
-def test_the_cache_follows_the_store_and_rebuilds_after_a_gap_refetch(real, name, params):
-    """Warm from 1,000 bars, then bar by bar; a refetch after a gap rebuilds from the new history."""
+def test_the_cache_follows_the_store_and_rebuilds_after_a_gap_refetch(real, name, params, pushed):
+    """Warm from 1,000 bars, then bar by bar; a refetch after a gap rebuilds from the new history.
+    Pushed: each bar is also handed to the cache as it arrives, which must change nothing."""
     btc, eth = real
     pair_symbol = "ETH/USDT" if STRATEGY_PARAMS[name].needs_pair else None
     eth = eth.slice(int(eth.ts.searchsorted(btc.ts[0])), None)
@@ -230,6 +238,9 @@ def test_the_cache_follows_the_store_and_rebuilds_after_a_gap_refetch(real, name
         for i in range(fed_from, stop):
             store.append("BTC/USDT", btc.slice(i, i + 1))
             store.append("ETH/USDT", eth.slice(i, i + 1))
+            if pushed:
+                push(cache, "BTC/USDT", btc.slice(i, i + 1))
+                push(cache, "ETH/USDT", eth.slice(i, i + 1))
             got = cache.latest(name, "BTC/USDT", "1h", params, store, pair_symbol)
             k = i - start
             assert (got.ts_bar, got.price, got.signal) == (int(btc.ts[i]), float(btc.close[i]), int(want.signals[k]))
@@ -239,6 +250,38 @@ def test_the_cache_follows_the_store_and_rebuilds_after_a_gap_refetch(real, name
             for key, value in defined.items():
                 assert abs(got.indicators[key] - value) <= TOL * max(abs(value), 1.0), (i, key)
     assert len(cache.states) == 1
+
+
+def test_a_pushed_bar_feeds_only_the_states_standing_just_before_it(real):
+    btc, eth = real
+    store, cache = Store(), SignalCache()
+    store.refill("BTC/USDT", btc.slice(0, 300))
+    store.refill("ETH/USDT", eth.slice(0, 300))
+    cache.latest("rsi", "BTC/USDT", "1h", {}, store)
+    cache.latest("pairs_spread", "BTC/USDT", "1h", {}, store, "ETH/USDT")
+    rsi, pairs = cache.states.values()
+    store.append("BTC/USDT", btc.slice(300, 301))
+    push(cache, "BTC/USDT", btc.slice(300, 301))
+    push(cache, "ETH/USDT", btc.slice(300, 301))  # another series: nothing to feed
+    assert (rsi.bars_seen, rsi.last_ts) == (301, int(btc.ts[300]))
+    assert pairs.bars_seen == 300  # a pair needs both legs: it catches up from the store when asked
+    push(cache, "BTC/USDT", btc.slice(302, 303))  # bar 301 never came: not this state's next bar
+    assert rsi.bars_seen == 301
+    got = cache.latest("rsi", "BTC/USDT", "1h", {}, store)  # the store says 300 is the newest: as pulled
+    assert (got.ts_bar, got.signal) == (int(btc.ts[300]), int(compute_signals("rsi", btc.slice(0, 301)).signals[-1]))
+
+
+def test_a_pushed_bar_a_state_refuses_drops_that_state_until_it_is_rebuilt(real):
+    btc, _ = real
+    store, cache = Store(), SignalCache()
+    store.refill("BTC/USDT", btc.slice(0, 300))
+    cache.latest("ema_crossover", "BTC/USDT", "1h", {}, store)
+    cache.push("BTC/USDT", "1h", int(btc.ts[300]), 1.0, 1.0, math.inf, 1.0)  # never the store's: no exception
+    assert cache.states == {}
+    store.append("BTC/USDT", btc.slice(300, 301))
+    got = cache.latest("ema_crossover", "BTC/USDT", "1h", {}, store)  # rebuilt from the store's bars
+    want = compute_signals("ema_crossover", btc.slice(0, 301))
+    assert got.indicators["ema_slow"] == pytest.approx(float(want.indicators["ema_slow"][-1]), rel=TOL)
 
 
 def test_a_refetch_is_noticed_even_without_invalidate(real):

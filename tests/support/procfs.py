@@ -14,3 +14,12 @@ def nice_of(pid: int, tid: int | None = None) -> int:
 def thread_nices(pid: int) -> dict[int, int]:
     """The nice value of every thread of ``pid``."""
     return {int(tid): nice_of(pid, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def thread_policies(pid: int) -> dict[int, int]:
+    """The scheduling policy of every thread of ``pid`` (os.SCHED_*): field 41 of its stat file."""
+    policies = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            policies[int(tid)] = int(f.read().rpartition(")")[2].split()[38])
+    return policies
