@@ -155,11 +155,9 @@ def test_the_backoff_doubles_per_failure_up_to_its_cap(engine, failure, waits):
     assert list(engine.outbox) == ["a"]
 
 
-def test_a_cycle_sends_its_orders_before_it_publishes_its_signals(engine, monkeypatch):
-    """Close -> fill waits for the decisions only: the signals and the cycle line go out after."""
-    from common.model import Signal
-    from trading.engine import SpotDecision
-
+def recorded_cycle(engine) -> list:
+    """The engine at market 2 h with a portfolio that fills everything: one event list records
+    each ``orders`` request (and its size) and each publication, in order."""
     events: list = []
     portfolio = ScriptedPortfolio({"status": "filled"})
     real_request = portfolio.request
@@ -168,6 +166,15 @@ def test_a_cycle_sends_its_orders_before_it_publishes_its_signals(engine, monkey
     engine.portfolio = portfolio
     engine.rt.publisher = RecordingPublisher(events)
     engine.market_ts = 7_200_000
+    return events
+
+
+def test_a_cycle_sends_its_orders_before_it_publishes_its_signals(engine, monkeypatch):
+    """Close -> fill waits for the decisions only: the signals and the cycle line go out after."""
+    from common.model import Signal
+    from trading.engine import SpotDecision
+
+    events = recorded_cycle(engine)
 
     def decide(sid, strategy, symbol, timeframe, *_args):
         signal = Signal(sid, strategy, symbol, timeframe, 1, 100.0, 3_600_000, 7_200_000)
@@ -228,14 +235,7 @@ def test_a_strategy_that_certainly_holds_is_decided_after_the_orders_are_sent(en
     from common.model import Signal
     from trading.engine import SpotDecision
 
-    events: list = []
-    portfolio = ScriptedPortfolio({"status": "filled"})
-    real_request = portfolio.request
-    portfolio.request = lambda kind, body=None, **kw: (events.append(("orders", len(body["orders"]))),
-                                                       real_request(kind, body, **kw))[1]
-    engine.portfolio = portfolio
-    engine.rt.publisher = RecordingPublisher(events)
-    engine.market_ts = 7_200_000
+    events = recorded_cycle(engine)
     ids = [sc.id for sc in engine.spot[:3]]
     holding = ids[1]
     monkeypatch.setattr(engine, "holds", lambda sc: sc.id == holding)
