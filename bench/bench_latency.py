@@ -241,7 +241,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 def run(quick: bool = False, stack: Any = None, speeds: tuple[int, ...] = SPEEDS,
         fills: int = MIN_FILLS) -> dict[str, Any]:
     """Quick: the default speed (or the given stack), QUICK_FILLS fills. Full: ``speeds``, then
-    the default speed again with ``cpu.background_idle`` on (IDLE_RUN)."""
+    TARGET_SPEED again with ``cpu.background_idle`` on (when ``speeds`` has it)."""
     want, limit = (QUICK_FILLS, QUICK_LIMIT_S) if quick else (fills, TAP_LIMIT_S)
     if stack is not None:
         return {"runs": [measure(stack, want, limit)], "min_fills": want}

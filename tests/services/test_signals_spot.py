@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,14 +55,20 @@ def engine(tmp_path):
         rt.close()
 
 
-def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
+def warmed_on_real_btc(engine, bars: int) -> tuple[OHLCV, Any]:
+    """The last ``bars`` real BTC 1h bars, the engine's ``rsi-btc`` strategy, and the engine
+    warmed up on the first 1,000 of them (skipped without ../shared/data)."""
     if not BTC.is_file():
         pytest.skip(f"{BTC} is not present (../shared/data)")
-    btc = load_ohlcv_csv(BTC).tail(1600)
-    sc = next(s for s in engine.spot if s.id == "rsi-btc")
+    btc = load_ohlcv_csv(BTC).tail(bars)
     engine.marketdata = FakeMarketdata(btc.slice(0, 1000))
     engine.needs_warmup = {("BTC/USDT", "1h")}
     engine.warm_up()
+    return btc, next(s for s in engine.spot if s.id == "rsi-btc")
+
+
+def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
+    btc, sc = warmed_on_real_btc(engine, 1600)
 
     def decide_through(stop: int, history_start: int) -> None:
         want = compute_signals(sc.strategy, btc.slice(history_start, stop), dict(sc.params))
@@ -94,13 +101,7 @@ def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
 def test_holds_says_hold_exactly_when_the_strategy_would_on_real_bars(engine):
     """``holds`` (decide after the orders) is True on a bar exactly when the full decision is a
     hold; a state not built yet, or not fed the newest bar, is never taken for one."""
-    if not BTC.is_file():
-        pytest.skip(f"{BTC} is not present (../shared/data)")
-    btc = load_ohlcv_csv(BTC).tail(1400)
-    sc = next(s for s in engine.spot if s.id == "rsi-btc")
-    engine.marketdata = FakeMarketdata(btc.slice(0, 1000))
-    engine.needs_warmup = {("BTC/USDT", "1h")}
-    engine.warm_up()
+    btc, sc = warmed_on_real_btc(engine, 1400)
     engine.market_ts = int(btc.ts[999]) + HOUR
     assert not engine.holds(sc)  # no state yet: decided before the orders
     engine.run_spot(sc)
