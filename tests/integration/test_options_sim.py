@@ -120,7 +120,7 @@ def test_options_strategies_trade_mark_and_settle_over_weeks_of_sim(tmp_path):
     # after the last round, give or take an order's way in on a loaded machine: a wall second
     # between rounds and HOUSEKEEPING_MAX_DELAY_SECONDS held out of close bursts.
     last_round_ts = max(p["marked_ts"] for p in marked)
-    allowed_ms = (OPTION_MARK_SECONDS + HOUSEKEEPING_MAX_DELAY_SECONDS) * SPEED
+    allowed_ms = (OPTION_MARK_SECONDS + HOUSEKEEPING_MAX_DELAY_SECONDS) * 1000 * SPEED
     unmarked = [(p["name"], p["marked_ts"]) for p in open_positions if p["mark_source"] == "entry"]
     assert all(ts >= last_round_ts - allowed_ms for _, ts in unmarked), (last_round_ts, unmarked)
     assert any(p["current_mark"] != p["entry_premium"] for p in marked)
