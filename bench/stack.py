@@ -151,6 +151,17 @@ class Stack:
                     except ProcessLookupError:
                         pass
         self.proc = None
+        hung = self.killed_for_not_stopping()
+        if hung:
+            raise RuntimeError(f"{', '.join(hung)} did not stop on SIGTERM within stopwaitsecs and supervisord "
+                               f"killed them: a service must stop when asked; logs in {self.dir / 'run/logs'}")
+
+    def killed_for_not_stopping(self) -> list[str]:
+        """The programs supervisord SIGKILLed because they outlived stopwaitsecs after SIGTERM
+        (a kill by a test, ``kill -9``, is logged differently and is not one of them)."""
+        log = self.dir / "run" / "logs" / "supervisord.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return sorted(set(re.findall(r"killing '([^']+)' \(\d+\) with SIGKILL", text)))
 
     def rpc(self) -> Any:
         """supervisord's XML-RPC ``supervisor`` namespace, in this process: polling state through

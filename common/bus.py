@@ -494,17 +494,17 @@ class Requester:
         for _attempt in range(max(1, tries)):
             if self.socket is None:
                 self.socket = self._open()
-            self.socket.send(frame)
-            self.stats.sent += 1
             deadline = time.monotonic() + timeout / 1000
-            while True:
-                remaining = int((deadline - time.monotonic()) * 1000)
-                if remaining <= 0:
-                    break
-                if not self.socket.poll(min(remaining, WAIT_SLICE_MS) if self.while_waiting else remaining):
-                    if self.while_waiting is not None:
-                        self.while_waiting()
-                    continue
+            # A blocking send would wait forever once libzmq has dropped the only peer (it gives
+            # up reconnecting after a peer broke the handshake protocol): the try fails instead,
+            # and the next one goes on a fresh socket.
+            sent = self._ready(zmq.POLLOUT, deadline)
+            if sent:
+                self.socket.send(frame, zmq.NOBLOCK)
+                self.stats.sent += 1
+            else:
+                self.stats.count_drop("request_unsendable")
+            while sent and self._ready(zmq.POLLIN, deadline):
                 try:
                     env = decode_envelope(self.socket.recv())
                 except BadMessage:
@@ -522,6 +522,19 @@ class Requester:
             close_quietly(self.socket)  # the REQ socket is wedged: a fresh one lets us resend
             self.socket = None
         raise RequestFailed(f"no reply from {self.endpoint} to {type_!r} after {tries} tries of {timeout} ms")
+
+    def _ready(self, event: int, deadline: float) -> bool:
+        """Wait until the socket can ``event`` (zmq.POLLIN or zmq.POLLOUT), running
+        ``while_waiting`` every WAIT_SLICE_MS; False at ``deadline`` (monotonic seconds)."""
+        assert self.socket is not None
+        while True:
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if remaining <= 0:
+                return False
+            if self.socket.poll(min(remaining, WAIT_SLICE_MS) if self.while_waiting else remaining, event):
+                return True
+            if self.while_waiting is not None:
+                self.while_waiting()
 
     def close(self) -> None:
         close_quietly(self.socket)

@@ -221,6 +221,35 @@ def test_request_succeeds_when_the_peer_comes_up_between_retries(ctx, tcp_endpoi
         holder["rep"].close()
 
 
+def test_a_request_on_a_socket_libzmq_left_without_a_peer_fails_its_try_and_the_next_is_answered(ctx, tcp_endpoint):
+    """After a peer broke the handshake protocol (a rogue on a restarting service's port), libzmq
+    drops the connection and never reconnects: a blocking send on that REQ socket waited
+    forever, and the engine hung until supervisord's SIGKILL."""
+    endpoint = tcp_endpoint()
+    rep = Replier(ctx, endpoint, "portfolio", {"ping": lambda body: "pong"}, security=PLAIN)
+    stop = threading.Event()
+    thread = threading.Thread(target=_serve, args=(rep, stop))
+    thread.start()
+    beats = []
+    req = Requester(ctx, endpoint, "signals", timeout_ms=300, retries=2, security=PLAIN,
+                    while_waiting=lambda: beats.append(1))
+    answers = []
+    try:
+        assert req.request("ping") == "pong"
+        req.socket.disconnect(endpoint)  # what libzmq does to the only pipe after a protocol error
+        asking = threading.Thread(target=lambda: answers.append(req.request("ping")), daemon=True)
+        asking.start()
+        asking.join(5)
+        assert not asking.is_alive(), "the request hung on a socket with no peer"
+    finally:
+        stop.set()
+        thread.join()
+        rep.close()
+        req.close()
+    assert answers == ["pong"]  # the first try could not send; the second, on a fresh socket, did
+    assert req.stats.dropped["request_unsendable"] == 1 and beats  # the heartbeat ran while it waited
+
+
 def test_a_prefix_filter_sees_no_false_gaps_and_counts_real_ones(ctx, tcp_endpoint):
     endpoint = tcp_endpoint()
     pub = Publisher(ctx, endpoint, "feed", security=PLAIN)

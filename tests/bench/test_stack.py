@@ -1,0 +1,36 @@
+"""bench.stack.Stack's stop: a program supervisord had to SIGKILL for not stopping is an error."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.stack import Stack
+
+SUPERVISORD_LOG = """\
+2026-12-03 03:53:01,723 INFO waiting for marketdata to stop
+2026-12-03 03:53:05,010 WARN exited: portfolio (terminated by SIGKILL; not expected)
+2026-12-03 03:53:12,659 INFO waiting for marketdata, portfolio, pricer, signals-options, signals-spot to die
+2026-12-03 03:53:27,707 WARN killing 'signals-spot' (18783) with SIGKILL
+2026-12-03 03:53:27,729 WARN stopped: signals-spot (terminated by SIGKILL)
+"""
+
+
+def stopped(stack: Stack) -> Stack:
+    """``stack`` as it is once its supervisord has exited."""
+    stack.proc = subprocess.Popen([sys.executable, "-c", ""])
+    stack.proc.wait()
+    return stack
+
+
+def test_a_program_killed_for_outliving_stopwaitsecs_fails_the_stop_and_a_kill_9_does_not(tmp_path):
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    stopped(Stack(tmp_path)).stop()  # no log: nothing to report
+    (logs / "supervisord.log").write_text(SUPERVISORD_LOG.replace("killing 'signals-spot' (18783) with SIGKILL", ""))
+    stopped(Stack(tmp_path)).stop()  # the portfolio's kill -9 (a chaos test's) is not a hang
+    (logs / "supervisord.log").write_text(SUPERVISORD_LOG)
+    assert Stack(tmp_path).killed_for_not_stopping() == ["signals-spot"]
+    with pytest.raises(RuntimeError, match=r"signals-spot did not stop on SIGTERM within stopwaitsecs"):
+        stopped(Stack(tmp_path)).stop()
