@@ -498,9 +498,8 @@ class Requester:
             # A blocking send would wait forever once libzmq has dropped the only peer (it gives
             # up reconnecting after a peer broke the handshake protocol): the try fails instead,
             # and the next one goes on a fresh socket.
-            sent = self._ready(zmq.POLLOUT, deadline)
+            sent = self._send(frame, deadline)
             if sent:
-                self.socket.send(frame, zmq.NOBLOCK)
                 self.stats.sent += 1
             else:
                 self.stats.count_drop("request_unsendable")
@@ -522,6 +521,18 @@ class Requester:
             close_quietly(self.socket)  # the REQ socket is wedged: a fresh one lets us resend
             self.socket = None
         raise RequestFailed(f"no reply from {self.endpoint} to {type_!r} after {tries} tries of {timeout} ms")
+
+    def _send(self, frame: bytes, deadline: float) -> bool:
+        """Queue ``frame`` at once (the usual case: no extra system call), else when the socket
+        can take it before ``deadline``."""
+        assert self.socket is not None
+        while True:
+            try:
+                self.socket.send(frame, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if not self._ready(zmq.POLLOUT, deadline):
+                    return False
 
     def _ready(self, event: int, deadline: float) -> bool:
         """Wait until the socket can ``event`` (zmq.POLLIN or zmq.POLLOUT), running
