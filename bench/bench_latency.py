@@ -21,6 +21,11 @@ answered ``filled`` on a bar it saw published, it records:
 - bar -> signal: the strategy's signal on that bar minus the bar's receipt. An engine publishes
   a cycle's signals once its orders are answered, so this comes after the ack.
 
+Beside the running stack it measures the machine's floor: an fsync'd journal append, how late a
+wake-up comes, and the same path with nothing of go-trader's in it (bench/bare_path.py: a feed,
+an engine and a book process on CURVE loopback TCP, with the fsync), and reports close -> ack
+over that bare path's.
+
 Load: config/default.json (34 strategies) plus 30 PROBES (cheap SMA crossovers and momentum) on the default 1h bars,
 which trade every few bars, so MIN_FILLS fills arrive within minutes at the default 3,600x. A bar's
 fills are decided together, sent in one ``orders`` request and journaled with one fsync, so they
@@ -45,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import bare_path
 from bench.harness import Row, percentile, running_stack, verdict
 from common.wall import wall_ms
 
@@ -212,8 +218,9 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
 def machine_floor(directory: Path, samples: int = FLOOR_SAMPLES) -> dict[str, list[float]]:
     """What the machine alone costs close -> fill, measured beside the running stack (ms): an
     fsync'd append of a journal-sized line in the stack's state directory (the portfolio pays
-    one per cycle), and how late a process wakes for a deadline 2 ms ahead (each hop pays one:
-    marketdata at the close, the engine for the bar, the portfolio for the order, the tap)."""
+    one per cycle), how late a process wakes for a deadline 2 ms ahead (each hop pays one:
+    marketdata at the close, the engine for the bar, the portfolio for the order, the tap), and
+    the whole path with nothing of go-trader's in it (bench.bare_path)."""
     fsyncs, wakes = [], []
     path = directory / "floor-probe.jsonl"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -230,7 +237,7 @@ def machine_floor(directory: Path, samples: int = FLOOR_SAMPLES) -> dict[str, li
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
-    return {"floor_fsync": fsyncs, "floor_wake": wakes}
+    return {"floor_fsync": fsyncs, "floor_wake": wakes, "floor_bare_path": bare_path.close_to_ack(directory, samples)}
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -289,6 +296,11 @@ def report(r: dict[str, Any]) -> list[Row]:
             (f"{speed}: every bar, close -> sent (bar envelope ts, whole ms)", span("bar_sent"), "", ""),
             (f"{speed}: floor, fsync of a journal append in the state dir", span("floor_fsync"), "", ""),
             (f"{speed}: floor, lateness of a wake-up 2 ms ahead (one per hop)", span("floor_wake"), "", ""),
+            (f"{speed}: floor, the same path bare: pyzmq CURVE PUB -> SUB -> REQ -> fsync'd append -> REP, "
+             f"close -> ack (bench/bare_path.py)", span("floor_bare_path"), "", ""),
+            (f"{speed}: close -> ack over the bare path's, p50 / p99",
+             f"{run_['close_to_ack']['p50'] / run_['floor_bare_path']['p50']:.2f}x / "
+             f"{run_['close_to_ack']['p99'] / run_['floor_bare_path']['p99']:.2f}x", "", ""),
             (f"{speed}: {run_['seconds']:g} s wall; load average {run_['load_before']:.2f} -> "
              f"{run_['load_after']:.2f} (2 cores, shared); tap sequence gaps (topics it filters out count too)",
              f"{run_['seq_gaps']}", "", ""),
