@@ -5,8 +5,9 @@ wall time and publishes a bar-sized message (PUB); an engine receives it (SUB) a
 order-sized request (REQ); a book appends a journal-sized line, fsyncs it, and replies (REP). The
 engine records ack received minus the close's wall time. No decoding, deciding, pricing or
 booking: what is left is three wake-ups, three hops and an fsync, which no change to
-go-trader's code can remove. bench_latency runs it beside the running stack, so it meets the same
-machine as the stack's own fills.
+go-trader's code can remove. bench_latency runs it beside the running stack. Its closes come
+every ``spacing_s`` and are not aligned with the stack's, so few of them meet a close's burst:
+it is the design's floor on this machine as it is between the stack's closes.
 """
 from __future__ import annotations
 
