@@ -315,13 +315,22 @@ class _BarRing:
     def last_ts(self) -> int | None:
         return int(self._ts[(self._start + self._count - 1) % self.capacity]) if self._count else None
 
+    def _check_after_last(self, ts: int, where: str) -> None:
+        last = self.last_ts()
+        if last is not None and ts <= last:
+            raise BadBarError(f"{where}: bar ts={ts} is not after the last stored bar ts={last}")
+
+    def _advance(self, n: int) -> None:
+        """Count ``n`` bars written after the newest; the oldest beyond ``capacity`` drop out."""
+        total = min(self._count + n, self.capacity)
+        self._start = (self._start + self._count + n - total) % self.capacity
+        self._count = total
+
     def append(self, bars: OHLCV, where: str) -> None:
         n = len(bars)
         if n == 0:
             return
-        last = self.last_ts()
-        if last is not None and int(bars.ts[0]) <= last:
-            raise BadBarError(f"{where}: bar ts={int(bars.ts[0])} is not after the last stored bar ts={last}")
+        self._check_after_last(int(bars.ts[0]), where)
         if n > 1 and np.any(np.diff(bars.ts) <= 0):
             raise BadBarError(f"{where}: bars to store are not in strictly increasing time order")
         cap = self.capacity
@@ -332,24 +341,16 @@ class _BarRing:
         self._write(pos, bars, first, first + head)
         if head < keep:
             self._write(0, bars, first + head, n)
-        total = min(self._count + n, cap)
-        self._start = (self._start + self._count + n - total) % cap
-        self._count = total
+        self._advance(n)
 
     def append_bar(self, ts: int, values: tuple[float, float, float, float, float], where: str) -> None:
         """``append`` of one bar given as numbers (open, high, low, close, volume): a live bar
         is stored without building arrays for it."""
-        last = self.last_ts()
-        if last is not None and ts <= last:
-            raise BadBarError(f"{where}: bar ts={ts} is not after the last stored bar ts={last}")
-        cap = self.capacity
-        pos = (self._start + self._count) % cap
+        self._check_after_last(ts, where)
+        pos = (self._start + self._count) % self.capacity
         self._ts[pos] = ts
         self._values[:, pos] = values
-        if self._count < cap:
-            self._count += 1
-        else:
-            self._start = (self._start + 1) % cap
+        self._advance(1)
 
     def _write(self, pos: int, bars: OHLCV, lo: int, hi: int) -> None:
         """Bars ``lo:hi`` into slots ``pos:pos + hi - lo`` (slices, no index arrays: a step stores one bar)."""
@@ -375,21 +376,20 @@ class BarStore:
         self.capacity = capacity
         self._rings: dict[tuple[str, str], _BarRing] = {}
 
-    def append(self, symbol: str, timeframe: str, bars: OHLCV) -> None:
-        """Store newly closed bars (oldest first, each after the last stored one)."""
+    def _ring(self, symbol: str, timeframe: str) -> _BarRing:
         ring = self._rings.get((symbol, timeframe))
         if ring is None:
             ring = self._rings[(symbol, timeframe)] = _BarRing(self.capacity)
-        ring.append(bars, where=f"{symbol} {timeframe}")
+        return ring
+
+    def append(self, symbol: str, timeframe: str, bars: OHLCV) -> None:
+        """Store newly closed bars (oldest first, each after the last stored one)."""
+        self._ring(symbol, timeframe).append(bars, where=f"{symbol} {timeframe}")
 
     def append_bar(self, bar: Bar) -> None:
         """Store one newly closed bar (after the last stored one of its series)."""
-        key = (bar.symbol, bar.timeframe)
-        ring = self._rings.get(key)
-        if ring is None:
-            ring = self._rings[key] = _BarRing(self.capacity)
-        ring.append_bar(bar.ts_open, (bar.open, bar.high, bar.low, bar.close, bar.volume),
-                        where=f"{bar.symbol} {bar.timeframe}")
+        self._ring(bar.symbol, bar.timeframe).append_bar(
+            bar.ts_open, (bar.open, bar.high, bar.low, bar.close, bar.volume), where=f"{bar.symbol} {bar.timeframe}")
 
     def last_ts(self, symbol: str, timeframe: str) -> int | None:
         """The open time of the newest stored bar of the series, None when it has none."""

@@ -306,7 +306,12 @@ def test_store_keeps_only_the_last_n_bars_one_at_a_time_and_in_batches():
     batch.append("X", "1m", m.slice(0, 2))
     batch.append("X", "1m", m.slice(2, 20))
     batch.append("X", "1m", m.slice(20, 23))
-    for store in (one, batch):
+    live = BarStore(capacity=5)  # one Bar at a time, as the engine stores each bar it is sent
+    for bar in bars_from_ohlcv("X", "1m", m):
+        live.append_bar(bar)
+    with pytest.raises(BadBarError, match=rf"X 1m: bar ts={int(m.ts[-1])} is not after the last stored bar"):
+        live.append_bar(bars_from_ohlcv("X", "1m", m)[-1])
+    for store in (one, batch, live):
         assert store.count("X", "1m") == 5
         h = store.history("X", "1m")
         assert h.rows() == m.slice(18, 23).rows()
