@@ -64,7 +64,7 @@ from common.state_store import (
     remove_stale_temp_files,
     save_state,
 )
-from common.timeframes import HOUR_MS, timeframe_ms
+from common.timeframes import HOUR_MS
 from common.wall import wall_ms
 from config.settings import Config, load_config
 from services.runtime import CloseWatch, ServiceRuntime, config_path
@@ -137,8 +137,7 @@ class PortfolioService:
         self.fills_made = 0
         self.stream = os.urandom(6).hex()  # a restart starts a new numbering: readers resnapshot
         self.delta_seq = 0
-        self.closes = CloseWatch((timeframe_ms(sc.timeframe) for sc in cfg.strategies),
-                                 runtime.stats)  # marketdata's clock
+        self.closes = CloseWatch.of_strategies(cfg.strategies, runtime.stats)  # marketdata's clock
         self.save()
 
     # --- persistence -------------------------------------------------------------------

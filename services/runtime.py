@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import zmq
 
@@ -31,7 +31,7 @@ from common.log import EventLog
 from common.messages import HEARTBEAT_SECONDS
 from common.timeframes import timeframe_ms
 from common.wall import wall_ms
-from config.settings import Config, ConfigError, CpuConfig, load_config
+from config.settings import Config, ConfigError, CpuConfig, StrategyConfig, load_config
 
 SLOW_CALLBACK_SECONDS = 0.5
 HEAP_TRIM_SECONDS = 10.0
@@ -118,6 +118,11 @@ class CloseWatch:
         self.periods = tuple(sorted(set(bar_periods_ms)))
         self.stats = stats
         self.window: CloseWindow | None = None
+
+    @classmethod
+    def of_strategies(cls, strategies: Iterable[StrategyConfig], stats: BusStats) -> "CloseWatch":
+        """The watch of the closes of ``strategies``' bars."""
+        return cls((timeframe_ms(sc.timeframe) for sc in strategies), stats)
 
     def use(self, clock: MarketClock) -> None:
         if self.periods and (self.window is None or self.window.clock != clock):
@@ -284,7 +289,7 @@ class ServiceRuntime:
         pricer's chains, the gateway's requests to the portfolio) wait out the burst of orders
         at each close of ``cfg``'s strategies' bars, placed in wall time by marketdata's
         ``clock`` messages (a subscription of their own). Returns the watch they feed."""
-        watch = CloseWatch((timeframe_ms(sc.timeframe) for sc in cfg.strategies), self.stats)
+        watch = CloseWatch.of_strategies(cfg.strategies, self.stats)
         self.subscribe([cfg.endpoints["marketdata"].pub], ["clock"], lambda _topic, env: watch.follow(env.body))
         self.hold_housekeeping(lambda ahead_ms: watch.holds(wall_ms(), ahead_ms))
         return watch

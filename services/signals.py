@@ -145,8 +145,7 @@ class SignalEngine:
         self.portfolio_totals: dict[str, Any] | None = None  # the portfolio's latest snapshot, for the cycle line
         self.fills_since_cycle = 0
         self.unpublished: list[Signal] = []  # signals decided, out once their orders are sent
-        self.closes = CloseWatch((timeframe_ms(sc.timeframe) for sc in self.spot + self.options),
-                                 runtime.stats)  # marketdata's clock
+        self.closes = CloseWatch.of_strategies(self.spot + self.options, runtime.stats)  # marketdata's clock
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:
