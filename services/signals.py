@@ -169,6 +169,10 @@ class SignalEngine:
         """The series ``key`` from now on: ``bars`` (a fetched history, checked); its kept tails go."""
         store = self.stores[key] = BarStore(capacity=HISTORY_BARS)
         store.append(*key, bars)
+        self.drop_tails(key)
+
+    def drop_tails(self, key: tuple[str, str]) -> None:
+        """Forget the tails kept of the series ``key``: it has changed."""
         self.tails = {k: v for k, v in self.tails.items() if k[:2] != key}
 
     def warm_up(self) -> None:
@@ -207,7 +211,7 @@ class SignalEngine:
             self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
             return
         store.append_bar(bar)
-        self.tails = {k: v for k, v in self.tails.items() if k[:2] != key}
+        self.drop_tails(key)
         self.spot_signals.push(bar.symbol, bar.timeframe, bar.ts_open, bar.high, bar.low, bar.close,
                                bar.volume)  # decided on at the clock: a lookup
 
