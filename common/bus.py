@@ -194,6 +194,23 @@ def close_quietly(sock: Socket | None) -> None:
         sock.close(linger=0)
 
 
+def close_monitored(sock: Socket | None, monitor: Socket | None) -> None:
+    """Close ``sock`` and the monitor watching it (``get_monitor_socket``)."""
+    if monitor is not None and sock is not None and not sock.closed:
+        sock.disable_monitor()
+    close_quietly(monitor)
+    close_quietly(sock)
+
+
+def handshake_failures(monitor: Socket | None) -> set[str]:
+    """The endpoints whose peer broke the handshake protocol since the last call, read off a
+    monitor of EVENT_HANDSHAKE_FAILED_PROTOCOL. libzmq never reconnects such an endpoint."""
+    failed: set[str] = set()
+    while monitor is not None and monitor.poll(0):
+        failed.add(recv_monitor_message(monitor)["endpoint"].decode(errors="replace"))
+    return failed
+
+
 @contextmanager
 def closed_on_failure(sock: Socket) -> Iterator[Socket]:
     """Close ``sock`` if setting it up fails (a bad endpoint, a port in use, no key): a socket
@@ -313,9 +330,7 @@ class Subscriber:
     def repair(self) -> list[str]:
         """Reconnect the endpoints whose peer broke the handshake protocol since the last call;
         return them (an endpoint the event names in another spelling reconnects them all)."""
-        failed: set[str] = set()
-        while self.monitor is not None and self.monitor.poll(0):
-            failed.add(recv_monitor_message(self.monitor)["endpoint"].decode(errors="replace"))
+        failed = handshake_failures(self.monitor)
         targets = sorted(failed) if failed <= set(self.endpoints) else list(self.endpoints)
         for endpoint in targets if failed else []:
             try:
@@ -326,10 +341,7 @@ class Subscriber:
         return sorted(failed)
 
     def close(self) -> None:
-        if self.monitor is not None and not self.socket.closed:
-            self.socket.disable_monitor()
-        close_quietly(self.monitor)
-        close_quietly(self.socket)
+        close_monitored(self.socket, self.monitor)
 
 
 def reply_body(request_id: str, result: Any = None, error: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -453,6 +465,10 @@ class Requester:
     so a requester that never sends needs no keys. ``while_waiting`` runs at least every
     WAIT_SLICE_MS while a reply is awaited (a service keeps its heartbeat going: a slow peer
     must not make the caller look dead).
+
+    With keys, a peer that broke the handshake protocol (a plain socket on a restarting
+    service's port) leaves the socket without a peer for good: the next request opens a fresh
+    one before it sends, instead of losing a try's timeout on it.
     """
 
     def __init__(
@@ -476,6 +492,7 @@ class Requester:
         self.retries = retries
         self.stats = stats or BusStats()
         self.socket: Socket | None = None
+        self.monitor: Socket | None = None  # handshake failures on ``socket`` (with keys)
 
     def _open(self) -> Socket:
         security = self.security() if callable(self.security) else self.security
@@ -483,7 +500,14 @@ class Requester:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES + 1024)
             connect_socket(sock, self.endpoint, security)
+            if security is not None:
+                self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         return sock
+
+    def _reset(self) -> None:
+        """Close the socket (and its monitor): the next try opens a fresh one."""
+        close_monitored(self.socket, self.monitor)
+        self.socket = self.monitor = None
 
     def request(self, type_: str, body: Any = None, timeout_ms: int | None = None, retries: int | None = None) -> Any:
         """Send and wait for the matching reply's result; raise RequestFailed or RemoteError."""
@@ -492,6 +516,9 @@ class Requester:
         msg_id = new_message_id()
         frame = encode_envelope(type_, body, self.source, msg_id=msg_id)
         for _attempt in range(max(1, tries)):
+            if handshake_failures(self.monitor):
+                self.stats.count_drop("bus_handshake_failed")
+                self._reset()  # libzmq dropped the only peer and will not reconnect it
             if self.socket is None:
                 self.socket = self._open()
             deadline = time.monotonic() + timeout / 1000
@@ -518,8 +545,7 @@ class Requester:
                     return reply.get("result")
                 error = reply.get("error") or {}
                 raise RemoteError(str(error.get("code", "error")), str(error.get("message", "")))
-            close_quietly(self.socket)  # the REQ socket is wedged: a fresh one lets us resend
-            self.socket = None
+            self._reset()  # the REQ socket is wedged: a fresh one lets us resend
         raise RequestFailed(f"no reply from {self.endpoint} to {type_!r} after {tries} tries of {timeout} ms")
 
     def _send(self, frame: bytes, deadline: float) -> bool:
@@ -548,5 +574,4 @@ class Requester:
                 self.while_waiting()
 
     def close(self) -> None:
-        close_quietly(self.socket)
-        self.socket = None
+        self._reset()

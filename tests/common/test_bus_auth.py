@@ -2,7 +2,6 @@
 real CURVE sockets on loopback refusing rogue binders and unknown clients."""
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
@@ -287,16 +286,8 @@ def test_a_rogue_replier_gets_no_request_and_the_real_one_is_reached_once_back(k
         assert not rogue.poll(0)  # the handshake failed: the rogue never saw the request
         rogue.close()
         server_ctx = zmq.Context()
-        deadline = time.monotonic() + 5
-        while True:  # libzmq closes the rogue's listener in its I/O thread, after close() returns
-            try:
-                rep = Replier(server_ctx, rep_ep, "portfolio", {"status": lambda _b: "up"},
-                              security=load_security(keys, "portfolio", binds))
-                break
-            except zmq.ZMQError as exc:
-                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+        rep = bind_when_free(lambda: Replier(server_ctx, rep_ep, "portfolio", {"status": lambda _b: "up"},
+                                             security=load_security(keys, "portfolio", binds)))
         stop = threading.Event()
         thread = serve(rep, stop)
         try:
@@ -309,6 +300,60 @@ def test_a_rogue_replier_gets_no_request_and_the_real_one_is_reached_once_back(k
             server_ctx.destroy(linger=0)
     finally:
         req.close()
+        ctx.destroy(linger=0)
+
+
+def plain_replier(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A REP without CURVE bound at ``endpoint``: a rogue on a service's port."""
+    sock = ctx.socket(zmq.REP)
+    sock.linger = 0
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        sock.close()
+        raise
+    return sock
+
+
+def test_a_rogue_on_a_restarting_services_port_costs_the_requester_no_try_once_the_service_is_back(
+        keys, tcp_endpoint):
+    """The service goes away and a plain socket takes its port: the requester's reconnect breaks
+    the handshake, and libzmq drops that peer for good. Without a fresh socket the next request
+    could not be sent and lost its whole try; here one try of 1 s is enough."""
+    rep_ep = tcp_endpoint()
+    binds = {"portfolio": (rep_ep,)}
+    ctx, server_ctx = zmq.Context(), zmq.Context()
+    handlers = {"status": lambda _b: "up"}
+
+    def real_service() -> tuple[Replier, threading.Event, threading.Thread]:
+        rep = bind_when_free(lambda: Replier(server_ctx, rep_ep, "portfolio", handlers,
+                                             security=load_security(keys, "portfolio", binds)))
+        stop = threading.Event()
+        return rep, stop, serve(rep, stop)
+
+    def stop_service(rep: Replier, stop: threading.Event, thread: threading.Thread) -> None:
+        stop.set()
+        thread.join()
+        rep.close()
+
+    req = Requester(ctx, rep_ep, "signals", timeout_ms=1000, retries=1, security=load_security(keys, "signals", binds))
+    try:
+        service = real_service()
+        assert req.request("status") == "up"
+        stop_service(*service)
+        rogue = bind_when_free(lambda: plain_replier(ctx, rep_ep))
+        assert req.monitor is not None and req.monitor.poll(5000), "the reconnect to the rogue never failed"
+        rogue.close()
+        service = real_service()
+        try:
+            assert req.request("status") == "up"
+        finally:
+            stop_service(*service)
+        assert req.stats.dropped["bus_handshake_failed"] == 1 and not req.stats.dropped["request_unsendable"]
+    finally:
+        req.close()
+        stop_zap(server_ctx)
+        server_ctx.destroy(linger=0)
         ctx.destroy(linger=0)
 
 
