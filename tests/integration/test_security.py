@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from config.settings import load_config
+from tests.support.http_thread import serve_in_thread
 from tests.support.stack import PROGRAMS, REPO, Stack, stack_config
 
 pytestmark = pytest.mark.timeout(180)
@@ -72,7 +72,7 @@ class WebhookSink(ThreadingHTTPServer):
 
 def test_sockets_bind_loopback_and_the_canary_secret_appears_nowhere(tmp_path):
     sink = WebhookSink()
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    serve_in_thread(sink)
     webhook = f"http://127.0.0.1:{sink.server_address[1]}/api/webhooks/{CANARY}"
     env = {"DISCORD_WEBHOOK_URL": webhook, "GO_TRADER_TOKEN": CANARY, "BINANCE_API_SECRET": CANARY}
     try:

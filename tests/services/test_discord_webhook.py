@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +13,7 @@ from common.log import EventLog
 from services.discord_webhook import WebhookPoster
 from services.views.discord import DISCORD_LIMIT, cycle_messages
 from tests.services.views.test_discord import FILL, known_status
+from tests.support.http_thread import serve_in_thread
 
 SECRET_PATH = "/api/webhooks/42/very-secret-token"
 
@@ -44,14 +44,13 @@ class Webhook:
                 self.wfile.write(payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}"
 
     def __enter__(self):
-        self.thread.start()
+        serve_in_thread(self.server)
         return self
 
     def __exit__(self, *exc):

@@ -42,6 +42,7 @@ import numpy as np
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
 from common.timeframes import DAY_MS, HOUR_MS
+from tests.support.http_thread import serve_in_thread
 
 Handler = Callable[[dict[str, str]], "Reply"]
 
@@ -87,14 +88,13 @@ class ReplayServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def start(self) -> "ReplayServer":
-        self._thread.start()
+        serve_in_thread(self.httpd)
         return self
 
     def stop(self) -> None:
