@@ -16,6 +16,7 @@ without readable keys the first socket stops the process with the fix in the mes
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
 import time
@@ -414,7 +415,9 @@ class ServiceRuntime:
                             timer.due = time.monotonic() + (wait if isinstance(wait, (int, float)) else 0.05)
                     next_due = min(next_due, timer.due)
                 next_due = min([next_due, *(due for due, _ in self._after_turn)])
-                timeout_ms = max(0, min(100, int((next_due - time.monotonic()) * 1000)))
+                # Rounded up: rounded down, the last fraction of a ms before each due timer was a
+                # busy loop of poll(0), on the CPU a bar close's fills need.
+                timeout_ms = max(0, min(100, math.ceil((next_due - time.monotonic()) * 1000)))
                 ready = dict(self._poller.poll(0 if self._busy else timeout_ms))
                 for sock, callback in self._readers:
                     if sock in ready:

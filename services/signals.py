@@ -145,7 +145,9 @@ class SignalEngine:
         self.portfolio_totals: dict[str, Any] | None = None  # the portfolio's latest snapshot, for the cycle line
         self.fills_since_cycle = 0
         self.unpublished: list[Signal] = []  # signals decided, out once their orders are sent
-        self.closes = CloseWatch.of_strategies(self.spot + self.options, runtime.stats)  # marketdata's clock
+        # Every strategy's bar closes, not only this engine's: an engine of options alone waits out
+        # the spot engines' closes too (options_step), and its batches are due at them.
+        self.closes = CloseWatch.of_strategies(cfg.strategies, runtime.stats)  # marketdata's clock
 
     # --- bars --------------------------------------------------------------------------
     def bars(self, symbol: str, timeframe: str, limit: int | None = None) -> OHLCV:

@@ -410,3 +410,30 @@ def test_hold_at_closes_holds_housekeeping_through_each_close_burst_from_marketd
         assert rt.stats.dropped["bad_clock"] == 1 and not rt._hold(0.0)
     finally:
         rt.close()
+
+
+def test_an_idle_loop_sleeps_until_its_next_timer_instead_of_spinning_the_last_ms(tmp_path, monkeypatch):
+    """The poll's timeout was the wait rounded down: the last fraction of a ms before every due
+    timer was spun in poll(0) turns, on the CPU the fills of a bar close need."""
+    from tests.support.stack import stack_config, stack_security
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)  # leave pytest's handlers alone
+    raw = stack_config()
+    rt = ServiceRuntime("portfolio", stack_security(raw, tmp_path, "portfolio"))
+    rt.log.stream = io.StringIO()
+    # a socket to poll, as every service has (a poller of none returns at once); its feed is silent
+    rt.subscribe([raw["endpoints"]["marketdata"]["pub"]], ["clock"], lambda *_a: None)
+    fired: list[int] = []
+    turns: list[int] = []
+
+    def tick() -> None:
+        fired.append(1)
+        if len(fired) == 40:
+            rt.request_stop()
+
+    rt.every(0.0105, tick)  # never a whole number of ms away
+    rt.step_between_messages(lambda: bool(turns.append(1)))  # counts the loop's turns; never busy
+    rt.run()
+    assert len(fired) == 40
+    assert len(turns) <= 3 * len(fired), f"{len(turns)} loop turns for {len(fired)} timer runs"

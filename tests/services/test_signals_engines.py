@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.bus import Envelope
-from common.timeframes import DAY_MS
+from common.timeframes import DAY_MS, HOUR_MS
 from config.settings import parse_config
 from services.pricer import PricerService
 from services.runtime import ServiceRuntime
@@ -272,17 +272,22 @@ def test_a_positions_reply_with_a_bad_field_is_a_failure_naming_it(options_engin
     assert engine.failures[sid] == 1 and not engine.outbox
 
 
-def test_an_options_engine_waits_out_a_close_then_steps(options_engine, monkeypatch):
+@pytest.mark.parametrize("close", [TS, TS + HOUR_MS], ids=["daily", "hourly"])
+def test_an_options_engine_waits_out_a_close_then_steps(options_engine, monkeypatch, close):
     """Its batch would share the close's two cores with the spot engine's orders: no step (and no
-    request) from 30 ms before a bar's close, the first one once the burst is over."""
+    request) from 30 ms before a bar's close, the first one once the burst is over. The spot
+    strategies' hourly closes count, though this engine's own bars are daily: it watched only
+    those, and stepped through every hourly close's fills."""
     import services.signals as signals
     from common.clock import MarketClock
 
+    assert "1h" in {sc.timeframe for sc in CFG.spot_strategies()}
+    assert {sc.timeframe for sc in CFG.options_strategies()} == {"1d"}
     engine = options_engine
     published(engine)
     engine.market_ts = TS
     engine.portfolio = Recorder(lambda kind, body: {"books": {sid: book(sid) for sid in body["strategy_ids"]}})
-    engine.closes.use(MarketClock(TS, 1_000_000.0, 3_600))  # the 1h bar closing at TS is due at wall 1,000,000 ms
+    engine.closes.use(MarketClock(close, 1_000_000.0, 3_600))  # the bars closing at ``close``: at wall 1,000,000 ms
     engine.queue_options([sc.id for sc in engine.options])
     for wall, held in ((1_000_000.0 - 20, True), (1_000_000.0 + 100, True), (1_000_000.0 + 200, False)):
         monkeypatch.setattr(signals, "wall_ms", lambda wall=wall: wall)
