@@ -295,10 +295,18 @@ class ServiceRuntime:
         self.hold_housekeeping(lambda ahead_ms: watch.holds(wall_ms(), ahead_ms))
         return watch
 
-    def wake(self, callback: Callable[[], float]) -> None:
+    def wake(self, callback: Callable[[], float]) -> Callable[[float], None]:
         """A timer that sets its own beat: ``callback`` returns the seconds until its next run
-        (marketdata wakes at each bar's close rather than on a fixed period)."""
-        self._timers.append(_Timer(0.0, callback, time.monotonic(), self_timed=True))
+        (marketdata wakes at each bar's close rather than on a fixed period). Returns a function
+        that brings the next run forward to at most that many seconds from now, for work that
+        came up elsewhere (an order the portfolio asked to be sent again)."""
+        timer = _Timer(0.0, callback, time.monotonic(), self_timed=True)
+        self._timers.append(timer)
+
+        def within(seconds: float) -> None:
+            timer.due = min(timer.due, time.monotonic() + seconds)
+
+        return within
 
     def step_between_messages(self, step: Callable[[], bool]) -> None:
         """Long work cut into small steps: one step per loop turn, between socket reads, so a

@@ -36,7 +36,7 @@ import re
 import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from common.bars import Bar, BarStore
 from common.bus import Envelope, RemoteError, RequestFailed
@@ -102,6 +102,9 @@ class SignalEngine:
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep, timeout_ms=1000, retries=2)
         self.warmup_retry_at = 0.0
         self.portfolio_retry_at = 0.0
+        # Brings resend_when_due forward (main: the runtime's wake); an order held back while
+        # a clock message was handled is resent when its wait is over, not at the next check.
+        self.resend_within: Callable[[float], None] = lambda _seconds: None
         self.portfolio_failures = 0  # transient failures in a row: the backoff grows with them
         self.portfolio = runtime.requester(cfg.endpoints["portfolio"].rep, timeout_ms=3000, retries=1)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=1000, retries=1)
@@ -604,6 +607,7 @@ class SignalEngine:
         self.portfolio_failures += 1
         wait = backoff_seconds(self.portfolio_failures, base=first_wait, cap=PORTFOLIO_BACKOFF_CAP_SECONDS)
         self.portfolio_retry_at = time.monotonic() + wait
+        self.resend_within(wait)
         self.rt.log.warning("order_pending", order_id=order_id, error=why, outbox=len(self.outbox),
                             retry_in_s=wait)
 
@@ -649,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.heartbeat_status(engine.status)
     rt.hold_housekeeping(engine.near_close)
     rt.every(0.05, engine.run_due)
-    rt.wake(engine.resend_when_due)
+    engine.resend_within = rt.wake(engine.resend_when_due)
     rt.step_between_messages(engine.options_step)
     rt.run(on_stop=engine.scripts.close)
     return 0

@@ -111,6 +111,37 @@ def test_a_self_timed_callback_runs_again_when_it_asks(monkeypatch):
     assert 0.045 <= runs[3] - runs[2] < 0.5  # a bad answer falls back to 50 ms, never a dead timer
 
 
+def test_a_wake_brought_forward_runs_then_and_not_at_the_beat_it_asked_for(monkeypatch):
+    """An engine's resend check asked to sleep 50 ms (an empty outbox); a clock message then
+    left an order for 5 ms later: ``within`` brings the check forward."""
+    import time
+
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    runs: list[float] = []
+    asked: list[float] = []
+
+    def check() -> float:
+        runs.append(time.monotonic())
+        if len(runs) == 2:
+            rt.request_stop()
+        return 10.0  # nothing to do for a long while
+
+    within = rt.wake(check)
+
+    def elsewhere() -> None:
+        if runs and not asked:
+            asked.append(time.monotonic())
+            within(0.02)
+            within(5.0)  # a later wish never puts off a sooner one
+
+    rt.every(0.005, elsewhere)
+    rt.run()
+    assert len(runs) == 2 and 0.019 <= runs[1] - asked[0] < 1.0
+
+
 def test_housekeeping_waits_while_held_and_other_timers_do_not(monkeypatch):
     """``hold_housekeeping``: a save waits out a bar close's burst; the work of the burst does not."""
     import time

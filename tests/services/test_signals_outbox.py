@@ -84,8 +84,11 @@ def test_a_transiently_refused_batch_stays_in_line_and_is_resent_until_it_fills(
 def test_a_retry_is_resent_by_the_engines_wake_as_soon_as_its_backoff_is_over(engine):
     """'retry' is mostly a tick a few ms away: the resend waits for its backoff, not a clock message."""
     engine.portfolio = ScriptedPortfolio({"status": ORDER_RETRY}, {"status": "filled"})
+    woken: list[float] = []
+    engine.resend_within = woken.append  # the runtime's wake: sent from a clock message, it was not re-armed
     queue(engine, "a")
     assert engine.flush_outbox() == []
+    assert woken == [signals.ORDER_RETRY_SECONDS]  # the wake runs again when the backoff is over
     engine.portfolio_retry_at = time.monotonic() + 10
     assert 9 < engine.resend_when_due() <= 10 and engine.portfolio.sent == [["a"]]  # not due: when it is
     engine.portfolio_retry_at = time.monotonic()  # the backoff is over
