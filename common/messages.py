@@ -207,6 +207,8 @@ HEARTBEAT_EXTRAS = {
         Field("orders", "int", "", "orders received since start"),
         Field("fills", "int", "", "fills made since start"),
         Field("option_marks", "int", "", "option repricing rounds since start"),
+        Field("orders_ahead_of_tick", "int", "", "order requests that came before the tick of their bar and "
+              "waited for it (at most a few ms) since start"),
     ),
     "pricer": (
         Field("market_ts", "int", "ms, market time", "the pricer's clock"),

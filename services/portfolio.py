@@ -52,7 +52,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.bus import Envelope, RemoteError, RequestError, RequestFailed
+from common.bus import Envelope, RemoteError, RequestError, RequestFailed, Subscriber
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.model import MAX_ORDERS_PER_REQUEST, ORDER_ERROR, ORDER_RETRY, Fill, RecordError, SpotOrder
 from common.state_store import (
@@ -91,6 +91,10 @@ LOCK_NAME = "portfolio.lock"
 # published at once, they woke four subscribers on two cores while the answer was on its way
 # back to the engine.
 FILL_REPORT_DELAY_SECONDS = 0.002
+# An order can come in a moment before the tick of its bar: they travel on two sockets from two
+# processes. The portfolio reads its tick subscription this long for it before it answers
+# "retry" (which costs the order a round trip and the engine's backoff, 5 ms at least).
+TICK_WAIT_SECONDS = 0.003
 # Wall seconds an order may spend between its decision and the portfolio: a busy engine, a
 # portfolio restart, the engine's backoff (at most 10 s). At the feed's speed that is market
 # time an order may be dated before the portfolio's market time, on top of one bar of its
@@ -127,6 +131,8 @@ class PortfolioService:
             self.lock.release()  # refused to start: the next attempt (or a test in-process) may lock
             raise
         self.pending_ticks: dict[str, float] = {}
+        self.tick_feed: Subscriber | None = None  # marketdata's ticks (main): read for an order ahead of its tick
+        self.orders_ahead_of_tick = 0  # requests that waited for a tick (status)
         self.marketdata = runtime.requester(cfg.endpoints["marketdata"].rep)
         self.pricer = runtime.requester(cfg.endpoints["pricer"].rep, timeout_ms=300, retries=1)
         self.pricer_retry_at = 0.0  # monotonic seconds: a pricer that failed is left alone until then
@@ -319,6 +325,7 @@ class PortfolioService:
         (an order is decided on its book as the fills before it left it), so a cycle's orders
         usually take one fsync. A round that cannot be journaled books nothing: it and every
         order after it are answered ``retry`` and stay with the sender."""
+        self.await_ticks(orders)
         answers: list[dict[str, Any]] = []
         start = 0
         while start < len(orders):
@@ -333,6 +340,23 @@ class PortfolioService:
                                    "fill": None, "fills": []} for o in orders[start:]]
             start = end
         return answers
+
+    def await_ticks(self, orders: Sequence[SpotOrder | OptionOrder]) -> None:
+        """Read the tick subscription, for up to TICK_WAIT_SECONDS, while a spot order is dated
+        after the newest tick of its symbol: its bar's tick is on its way. What is read is
+        handled as the loop would (``on_message``)."""
+        tape = self.portfolio.tape
+        waiting = [o for o in orders if isinstance(o, SpotOrder) and tape.behind(o.symbol, o.ts_event)]
+        if not waiting or self.tick_feed is None:
+            return
+        self.orders_ahead_of_tick += 1
+        deadline = time.monotonic() + TICK_WAIT_SECONDS
+        while waiting and (remaining_ms := math.ceil((deadline - time.monotonic()) * 1000)) > 0:
+            got = self.tick_feed.receive(remaining_ms)
+            if got is None:
+                return
+            self.on_message(*got)
+            waiting = [o for o in waiting if tape.behind(o.symbol, o.ts_event)]
 
     def commit_round(self, orders: Sequence[SpotOrder | OptionOrder]) -> list[dict[str, Any]]:
         """Orders of distinct strategies: their fills numbered one after another and journaled
@@ -447,7 +471,7 @@ class PortfolioService:
     def on_status(self, _body: Any = None) -> dict[str, Any]:
         return {"market_ts": self.portfolio.market_ts, "journal_seq": self.portfolio.journal_seq,
                 "strategies": len(self.portfolio.books), "orders": self.orders_seen, "fills": self.fills_made,
-                "option_marks": self.option_marks}
+                "option_marks": self.option_marks, "orders_ahead_of_tick": self.orders_ahead_of_tick}
 
     def on_equity(self, body: Any) -> dict[str, Any]:
         body = body if isinstance(body, dict) else {}
@@ -590,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     # Ticks first: in each loop turn they are read before the orders, so an order finds the
     # tick of its own bar when both are waiting.
-    rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick.", "clock"], svc.on_message)
+    svc.tick_feed = rt.subscribe([cfg.endpoints["marketdata"].pub], ["tick.", "clock"], svc.on_message)
     rt.bind_replier(ep.rep, {"order": svc.on_order, "option_order": svc.on_option_order, "orders": svc.on_orders,
                              "positions": svc.on_positions, "positions_batch": svc.on_positions_batch,
                              "snapshot": svc.on_snapshot, "book_snapshot": svc.on_book_snapshot,

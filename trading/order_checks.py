@@ -77,6 +77,11 @@ class PriceTape:
         times = self._ts.get(symbol)
         return (times[-1], self._price[symbol][-1]) if times else None
 
+    def behind(self, symbol: str, ts: int) -> bool:
+        """True when no tick of ``symbol`` at or after market time ``ts`` is here yet."""
+        times = self._ts.get(symbol)
+        return not times or times[-1] < ts
+
     def price_at(self, symbol: str, ts: int) -> tuple[int, float] | None:
         """(tick time, price) of the newest tick at or before ``ts``, or None."""
         times = self._ts.get(symbol)

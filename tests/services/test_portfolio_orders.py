@@ -205,3 +205,65 @@ def test_housekeeping_is_held_around_each_bar_close_of_the_clock(svc, monkeypatc
 def test_a_bad_clock_is_dropped_and_counted(svc, body) -> None:
     svc.on_message("clock", clock_message(body))
     assert svc.closes.window is None and svc.rt.stats.dropped["bad_clock"] == 1
+
+
+@pytest.fixture
+def marketdata(svc):
+    """A publisher of marketdata's ticks, and the portfolio's subscription to it as ``main`` makes
+    it; the loop does not run here, so what is published stays queued until the portfolio reads it."""
+    import zmq
+
+    from common.bus import Publisher
+    from common.bus_auth import stop_zap
+    from services.runtime import bus_security
+
+    ctx = zmq.Context()
+    endpoint = svc.cfg.endpoints["marketdata"].pub
+    pub = Publisher(ctx, endpoint, "marketdata", security=bus_security(svc.cfg, "marketdata"))
+    svc.tick_feed = svc.rt.subscribe([endpoint], ["tick.", "clock"], svc.on_message)
+    start = svc.cfg.feed.start_ms
+    while not svc.tick_feed.socket.poll(20):  # the slow joiner: connected once a tick gets through
+        pub.publish("tick.BTC/USDT", "tick", {"symbol": "BTC/USDT", "price": PRICES["BTC/USDT"], "ts": start})
+    while (got := svc.tick_feed.receive(0)) is not None:
+        svc.on_message(*got)
+    try:
+        yield pub
+    finally:
+        pub.close()
+        stop_zap(ctx)
+        ctx.destroy(linger=0)
+
+
+def bar_orders(svc, ts: int) -> list[dict]:
+    return [spot_order(sc.id, sc.symbol, PRICES[sc.symbol], ts, 1)
+            for sc in svc.cfg.spot_strategies() if sc.pair is None][:3]
+
+
+def test_orders_that_come_before_their_bars_tick_wait_for_it_and_fill(svc, marketdata, monkeypatch):
+    """A bar's tick and its orders travel on two sockets from two processes, and the orders may be
+    read first: they were answered 'retry' and sent again (a round trip and 5 ms of backoff)."""
+    from services import portfolio
+
+    monkeypatch.setattr(portfolio, "TICK_WAIT_SECONDS", 5.0)  # a loaded machine's delivery; it ends with the ticks
+    ts = svc.cfg.feed.start_ms + 3_600_000
+    ticks_at(svc, ts - 3_600_000)
+    for symbol, price in PRICES.items():
+        marketdata.publish(f"tick.{symbol}", "tick", {"symbol": symbol, "price": price, "ts": ts})
+    acks = svc.on_orders(batch(bar_orders(svc, ts)))["acks"]
+    assert [a["status"] for a in acks] == ["filled"] * 3, acks
+    assert svc.orders_ahead_of_tick == 1 and svc.on_status()["orders_ahead_of_tick"] == 1
+
+
+def test_an_order_whose_tick_does_not_come_is_answered_retry_within_the_wait(svc, marketdata):
+    import time
+
+    from services.portfolio import TICK_WAIT_SECONDS
+
+    ts = svc.cfg.feed.start_ms + 3_600_000
+    ticks_at(svc, ts - 3_600_000)
+    started = time.monotonic()
+    acks = svc.on_orders(batch(bar_orders(svc, ts)))["acks"]
+    took = time.monotonic() - started
+    assert [a["status"] for a in acks] == [ORDER_RETRY] * 3
+    assert "no BTC/USDT tick at the order time" in acks[0]["reason"]
+    assert svc.orders_ahead_of_tick == 1 and 0.5 * TICK_WAIT_SECONDS <= took < 0.2  # waited, a poll's ms at most
