@@ -25,6 +25,22 @@ class FakeLibc:
         return 0 if param == self.refuse else 1
 
 
+@pytest.fixture
+def in_process(monkeypatch):
+    """A runtime's loop run by the test in its own process: no parent-death signal armed, and
+    pytest's signal handlers left alone."""
+    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
+
+
+@pytest.fixture
+def probe(in_process) -> ServiceRuntime:
+    """A runtime without keys, its log kept here, whose loop the test runs."""
+    rt = ServiceRuntime("probe")
+    rt.log.stream = io.StringIO()
+    return rt
+
+
 def test_every_setting_is_asked_for_and_only_the_accepted_ones_are_reported():
     libc = FakeLibc(refuse=M_ARENA_MAX)
     applied = tune_malloc(libc)
@@ -86,14 +102,11 @@ def test_a_problem_is_logged_once_per_outage_and_cleared():
         rt.close()
 
 
-def test_a_self_timed_callback_runs_again_when_it_asks(monkeypatch):
+def test_a_self_timed_callback_runs_again_when_it_asks(probe):
     """``wake``: the callback's return value is its next wait (marketdata sleeps until a close)."""
     import time
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)  # leave pytest's handlers alone
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+    rt = probe
     runs: list[float] = []
     waits = iter([0.03, 0.0, "not a number"])
 
@@ -111,15 +124,12 @@ def test_a_self_timed_callback_runs_again_when_it_asks(monkeypatch):
     assert 0.045 <= runs[3] - runs[2] < 0.5  # a bad answer falls back to 50 ms, never a dead timer
 
 
-def test_a_wake_brought_forward_runs_then_and_not_at_the_beat_it_asked_for(monkeypatch):
+def test_a_wake_brought_forward_runs_then_and_not_at_the_beat_it_asked_for(probe):
     """An engine's resend check asked to sleep 50 ms (an empty outbox); a clock message then
     left an order for 5 ms later: ``within`` brings the check forward."""
     import time
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+    rt = probe
     runs: list[float] = []
     asked: list[float] = []
 
@@ -142,14 +152,11 @@ def test_a_wake_brought_forward_runs_then_and_not_at_the_beat_it_asked_for(monke
     assert len(runs) == 2 and 0.019 <= runs[1] - asked[0] < 1.0
 
 
-def test_housekeeping_waits_while_held_and_other_timers_do_not(monkeypatch):
+def test_housekeeping_waits_while_held_and_other_timers_do_not(probe):
     """``hold_housekeeping``: a save waits out a bar close's burst; the work of the burst does not."""
     import time
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+    rt = probe
     started = time.monotonic()
     held_until = started + 0.15
     saves: list[float] = []
@@ -169,14 +176,11 @@ def test_housekeeping_waits_while_held_and_other_timers_do_not(monkeypatch):
     assert len([t for t in work if t < held_until]) >= 3
 
 
-def test_housekeeping_held_for_good_still_runs_after_the_max_delay(monkeypatch):
+def test_housekeeping_held_for_good_still_runs_after_the_max_delay(monkeypatch, probe):
     import time
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
     monkeypatch.setattr(runtime, "HOUSEKEEPING_MAX_DELAY_SECONDS", 0.05)
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+    rt = probe
     started = time.monotonic()
     saves: list[float] = []
     rt.hold_housekeeping(lambda _ahead_ms: True)
@@ -228,11 +232,8 @@ def test_the_heartbeat_keeps_beating_while_a_request_waits_on_a_silent_peer(tmp_
         rt.close()
 
 
-def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_the_loop(monkeypatch):
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_the_loop(probe):
+    rt = probe
     order: list[str] = []
     rt.after_turn(lambda: order.append("outside the loop"))
     assert order == ["outside the loop"]
@@ -247,13 +248,10 @@ def test_after_turn_runs_once_the_turns_messages_are_handled_or_at_once_outside_
     assert order == ["outside the loop", "timer", "after"]
 
 
-def test_after_turn_with_a_delay_waits_that_long_and_never_outlives_the_service(monkeypatch):
+def test_after_turn_with_a_delay_waits_that_long_and_never_outlives_the_service(probe):
     import time
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+    rt = probe
     ran: dict[str, float] = {}
     asked = 0.0
 
@@ -275,15 +273,12 @@ def test_after_turn_with_a_delay_waits_that_long_and_never_outlives_the_service(
     assert ran["at stop"] >= ran["delayed"]  # not due, yet run before the service stopped
 
 
-def test_a_housekeeping_timer_is_held_as_far_ahead_as_its_last_run_took(monkeypatch):
+def test_a_housekeeping_timer_is_held_as_far_ahead_as_its_last_run_took(probe):
     """A save that takes 40 ms is asked about the next 40 ms, so it never starts just before a
     close and holds up the close's orders; the look-ahead is capped."""
     import time
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
-    rt = ServiceRuntime("probe")
-    rt.log.stream = io.StringIO()
+    rt = probe
     asked: list[float] = []
     runs: list[float] = []
     rt.hold_housekeeping(lambda ahead_ms: asked.append(ahead_ms) or False)
@@ -301,7 +296,7 @@ def test_a_housekeeping_timer_is_held_as_far_ahead_as_its_last_run_took(monkeypa
     assert max(asked) == runtime.HOLD_LOOKAHEAD_MAX_SECONDS * 1000  # the second took 200 ms: capped
 
 
-def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(tmp_path, monkeypatch):
+def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(tmp_path, in_process):
     """A replier serves one request per loop turn: an order that queued up behind a slow reply,
     after a tick, is answered only once the turn's subscriptions have read that tick."""
     import threading
@@ -312,8 +307,6 @@ def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(t
     from common.bus import Requester
     from tests.support.stack import stack_config, stack_security
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)
     raw = stack_config()
     endpoints = raw["endpoints"]
     rt = ServiceRuntime("portfolio", stack_security(raw, tmp_path, "portfolio"))
@@ -443,13 +436,11 @@ def test_hold_at_closes_holds_housekeeping_through_each_close_burst_from_marketd
         rt.close()
 
 
-def test_an_idle_loop_sleeps_until_its_next_timer_instead_of_spinning_the_last_ms(tmp_path, monkeypatch):
+def test_an_idle_loop_sleeps_until_its_next_timer_instead_of_spinning_the_last_ms(tmp_path, in_process):
     """The poll's timeout was the wait rounded down: the last fraction of a ms before every due
     timer was spun in poll(0) turns, on the CPU the fills of a bar close need."""
     from tests.support.stack import stack_config, stack_security
 
-    monkeypatch.setattr(runtime, "die_with_parent", lambda *_a: False)
-    monkeypatch.setattr(runtime.signal, "signal", lambda *_a: None)  # leave pytest's handlers alone
     raw = stack_config()
     rt = ServiceRuntime("portfolio", stack_security(raw, tmp_path, "portfolio"))
     rt.log.stream = io.StringIO()
