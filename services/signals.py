@@ -80,8 +80,9 @@ from trading.option_inputs import OptionsMarket
 
 WARMUP_BACKOFF_SECONDS = 2.0
 PORTFOLIO_BACKOFF_SECONDS = 1.0  # first wait after an unanswered order (the request itself timed out)
-# First wait after a transient refusal ('retry': mostly the order's tick, published just before
-# its bar, not read by the portfolio yet); ``resend_when_due`` keeps it to the ms.
+# First wait after a transient refusal ('retry': mostly the order's tick, which the portfolio
+# waited for a few ms and did not get, or a journal it could not write); ``resend_when_due``,
+# brought forward by ``resend_within``, keeps it to the ms.
 ORDER_RETRY_SECONDS = 0.005
 PORTFOLIO_BACKOFF_CAP_SECONDS = 10.0
 RESEND_CHECK_SECONDS = 0.05  # how often an empty outbox looks again (run_due's beat)
