@@ -179,6 +179,9 @@ HEARTBEAT_EXTRAS = {
         Field("speed", "float", "market s per wall s", "the feed's speed"),
         Field("finished", "bool", "", "a replay reached the end of its files"),
         Field("bars_published", "int", "", "bars published since start"),
+        Field("clock_slips", "int", "", "stalls of a sim or replay feed after which the clock was moved on, "
+              "since start (each logged `market_clock_slipped`)"),
+        Field("market_ms_slipped", "int", "ms, market time", "the market time those stalls gave up, in all"),
         Field("stale", "bool", "", "the live feed has a problem"),
         Field("stale_reasons", "list", "", "what the problem is, up to 10"),
     ),

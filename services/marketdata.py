@@ -72,10 +72,12 @@ class MarketDataService:
         self.rt.log.info("feed_started", mode=cfg.feed.mode, market_ts=self.feed.now_ts,
                          resumed=resume_ts is not None, speed=cfg.feed.speed)
         self.bars_published = 0
+        self.clock_slips = 0  # stalls after which the clock was moved on (status)
+        self.market_ms_slipped = 0
         self.bar_periods_ms = sorted({timeframe_ms(tf) for tf in self.feed.timeframes})
         self.closes = CloseWatch(self.bar_periods_ms, self.rt.stats)
         self.closes.use(self.clock)
-        self.next_close: int | None = None  # the market time of the next bar close, once known
+        self.next_close = self.close_after(self.feed.now_ts)  # the market time of the next bar close
         self.clock_saved_at = 0.0  # monotonic s
 
     def near_close(self, ahead_ms: float = 0.0) -> bool:
@@ -151,6 +153,13 @@ class MarketDataService:
             return
         self.rt.clear_problem("persist")
 
+    def close_after(self, market_ts: int | None) -> int | None:
+        """The first bar close after ``market_ts``; None for a live feed (its bars are ready when
+        the poller has them: picked up each tick) or one that has finished."""
+        if self.cfg.feed.mode == "live" or self.feed.finished or market_ts is None:
+            return None
+        return min(next_due(market_ts, ms) for ms in self.bar_periods_ms)
+
     def advance(self) -> float:
         """Publish the bars that closed, the latest ticks and the clock; return the seconds until
         the next wake-up: PREPARE_SECONDS before the next bar's close (market time mapped to wall
@@ -159,13 +168,23 @@ class MarketDataService:
         bars of that market time whenever they are made), waits for the close in wall time, and
         publishes them then: at their close, never before it, and not after the feed's work.
         Each bar carries ``ts_close`` (market ms) and ``wall_due_ms``, the wall time its close
-        maps to, so a subscriber can measure lateness."""
+        maps to, so a subscriber can measure lateness.
+
+        A simulated or replayed market never skips a close. Woken so late that the close after
+        the due one has passed too (the process or the machine stalled), it publishes the due
+        close alone, with its lateness, and then moves the clock on (``slip_clock``): the market
+        resumes from that close instead of jumping over closes whose bars would reach the
+        engines together, to be decided on as one."""
         pub = self.rt.publisher
         now = wall_ms()
         target = self.clock.market_ms(now)
-        due = None if self.next_close is None else self.clock.wall_ms_at(self.next_close)
-        if due is not None and now >= due - PREPARE_SECONDS * 1000:
-            target = max(target, self.next_close)  # float rounding must not hold back a bar that is due
+        close = self.next_close
+        stalled = False
+        if close is not None and now >= self.clock.wall_ms_at(close) - PREPARE_SECONDS * 1000:
+            following = self.close_after(close)
+            stalled = following is not None and target >= following
+            target = close if stalled else max(target, close)  # float rounding must not hold back a due bar
+        due = None if close is None else self.clock.wall_ms_at(close)
         update = self.feed.advance_to(target)
         if update.bars and due is not None and (early_ms := due - wall_ms()) > 0:
             time.sleep(early_ms / 1000)  # made ahead: out at the close
@@ -175,13 +194,27 @@ class MarketDataService:
             self.bars_published += 1
         for symbol, (price, ts) in update.ticks.items():
             pub.publish(f"tick.{symbol}", "tick", {"symbol": symbol, "price": price, "ts": ts})
+        if stalled:
+            self.slip_clock()
         pub.publish("clock", "clock", {"ts": self.feed.now_ts, "finished": self.feed.finished, **self.clock.to_dict()})
-        if self.cfg.feed.mode == "live" or self.feed.finished:
-            self.next_close = None  # live bars are ready when the poller has them: picked up each tick
+        self.next_close = self.close_after(self.feed.now_ts)
+        if self.next_close is None:
             return TICK_SECONDS
-        self.next_close = min(next_due(self.feed.now_ts, ms) for ms in self.bar_periods_ms)
         until_close = (self.clock.wall_ms_at(self.next_close) - wall_ms()) / 1000 - PREPARE_SECONDS
         return min(TICK_SECONDS, max(0.0, until_close))
+
+    def slip_clock(self) -> None:
+        """Map the wall time now to the market time reached, so the next close is a whole bar
+        period away: the market time a stall cost is given up, not caught up. The clock message
+        after it carries the new mapping to every subscriber."""
+        now = wall_ms()
+        behind_ms = self.clock.market_ms(now) - self.feed.now_ts
+        self.clock = MarketClock(self.feed.now_ts, now, self.cfg.feed.speed)
+        self.closes.use(self.clock)
+        self.clock_slips += 1
+        self.market_ms_slipped += behind_ms
+        self.rt.log.warning("market_clock_slipped", market_ts=self.feed.now_ts, behind_ms=behind_ms,
+                            wall_ms_lost=round(behind_ms / self.cfg.feed.speed, 1), slips=self.clock_slips)
 
     # --- requests --------------------------------------------------------------------
     def history(self, body: Any) -> dict[str, Any]:
@@ -205,6 +238,7 @@ class MarketDataService:
         stale_reasons = getattr(self.feed, "stale_reasons", lambda: [])()
         return {"mode": self.cfg.feed.mode, "market_ts": self.feed.now_ts, "speed": self.cfg.feed.speed,
                 "finished": self.feed.finished, "bars_published": self.bars_published,
+                "clock_slips": self.clock_slips, "market_ms_slipped": self.market_ms_slipped,
                 "stale": bool(stale_reasons), "stale_reasons": stale_reasons[:10]}
 
     def stop(self) -> None:

@@ -148,6 +148,11 @@ def feed_families(feed: Mapping[str, Any]) -> list[Metric]:
         age = _gauge("feed_last_tick_age_seconds", "Wall seconds since the gateway's last tick.")
         age.add_metric([], tick_age)
         out.append(age)
+    slips = _num(feed.get("clock_slips"))
+    if slips is not None:
+        slipped = _counter("feed_clock_slips", "Stalls after which the sim or replay clock was moved on.")
+        slipped.add_metric([], slips)
+        out.append(slipped)
     market_ts = _num(feed.get("market_ts"))
     if market_ts is not None:
         clock = _gauge("feed_market_time_seconds", "The feed's market clock, Unix seconds.")

@@ -193,7 +193,8 @@ def build_health(heartbeats: Mapping[str, Mapping[str, Any]], now_wall_ms: float
                and not feed.get("stale", False)),
         "services": services,
         "feed": {"mode": feed.get("mode"), "market_ts": feed.get("market_ts"), "stale": feed.get("stale"),
-                 "finished": feed.get("finished"), "last_tick_age_s": tick_age},
+                 "finished": feed.get("finished"), "last_tick_age_s": tick_age,
+                 "clock_slips": feed.get("clock_slips")},
     }
 
 

@@ -48,7 +48,7 @@ def filled_cache(now=NOW) -> GatewayCache:
                                "bus": {"sent": 100 * (i + 1), "received": 7, "dropped": {"bad_envelope": i},
                                        "missed": {}}}
                         for i, name in enumerate(services)}
-    cache.heartbeats["marketdata"].update(mode="sim", stale=False, market_ts=status["market_ts"])
+    cache.heartbeats["marketdata"].update(mode="sim", stale=False, market_ts=status["market_ts"], clock_slips=1)
     cache.last_tick_ms = now - 100
     cache.cycle_count = 12
     cache.cycles = {"count": 3, "timed": 2, "duration_sum_s": 0.5, "last_duration_s": 0.2}
@@ -152,6 +152,7 @@ def test_metrics_are_prometheus_text_with_strategy_and_service_series(served):
     assert samples[("gotrader_cycle_duration_seconds_sum", ())] == 0.5
     assert samples[("gotrader_feed_stale", ())] == 0.0
     assert samples[("gotrader_feed_last_tick_age_seconds", ())] == 0.1
+    assert samples[("gotrader_feed_clock_slips_total", ())] == 1.0
 
 
 def test_equity_endpoint_gives_curves_with_the_live_point(served):

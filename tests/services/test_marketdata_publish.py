@@ -129,6 +129,7 @@ def test_a_late_wake_up_publishes_at_once(service) -> None:
     svc.advance()
     assert wall.slept == []
     assert {b["ts_close"] for b in pub.bars()} == {close}
+    assert svc.status()["clock_slips"] == 0  # late by less than a bar: the clock stands
 
 
 def test_far_from_a_close_ticks_keep_their_period(service) -> None:
@@ -149,20 +150,62 @@ def test_a_due_close_is_published_even_when_float_rounding_lags(service) -> None
     assert {b["ts_close"] for b in pub.bars()} == {close}
 
 
+def bar_of(body: dict[str, Any]) -> dict[str, Any]:
+    """A published bar without the wall time it was due."""
+    return {k: v for k, v in body.items() if k != "wall_due_ms"}
+
+
+def run_until(svc: MarketDataService, wall: WallClock, end_ms: float) -> None:
+    """Wake ``svc`` when it asks, until wall time ``end_ms``."""
+    while wall.now_ms < end_ms:
+        wall.now_ms = min(end_ms, wall.now_ms + 1000 * svc.advance() + 0.001)
+    svc.advance()
+
+
 def test_the_bars_published_do_not_depend_on_when_it_woke_up(service) -> None:
     start, wall = service
     steady, steady_pub = start("steady")
     jumpy, jumpy_pub = start("jumpy")
     end = WALL0 + 6_000.0  # six market hours at 3,600x
     wall.now_ms = WALL0
-    while wall.now_ms < end:  # wake when asked
-        wall.now_ms = min(end, wall.now_ms + 1000 * steady.advance() + 0.001)
-        steady.advance()
-    for wall.now_ms in (WALL0 + 2_500.0, WALL0 + 2_600.0, end):  # a loaded machine: late, irregular
+    run_until(steady, wall, end)
+    for late in (1_500.0, 2_600.0, 3_050.0, 4_000.0, 4_999.0, 5_990.0, 6_000.0):  # late, irregular, < a bar
+        wall.now_ms = WALL0 + late
         jumpy.advance()
     assert steady_pub.bars() == jumpy_pub.bars()
     assert [b["ts_close"] for b in steady_pub.bars()][::3] == [steady.feed.now_ts - 6 * HOUR + h * HOUR
                                                                for h in range(1, 7)]
+    assert jumpy.status()["clock_slips"] == 0
+
+
+def test_a_stall_never_skips_a_close_the_clock_moves_on_from_the_due_one(service) -> None:
+    start, wall = service
+    steady, steady_pub = start("steady")
+    stalled, stalled_pub = start("stalled")
+    origin = stalled.feed.now_ts
+    wall.now_ms = WALL0
+    run_until(steady, wall, WALL0 + 6_000.0)
+    wall.now_ms = WALL0 + 3_500.0  # woken 2.5 s after the first close: three closes are past
+    stalled.advance()
+    assert {b["ts_close"] for b in stalled_pub.bars()} == {origin + HOUR}  # the due close alone
+    assert {b["wall_due_ms"] for b in stalled_pub.bars()} == {WALL0 + 1_000.0}  # late, and it says so
+    assert max(body["ts"] for _, kind, body in stalled_pub.sent if kind == "tick") <= origin + HOUR
+    clock = [body for _, kind, body in stalled_pub.sent if kind == "clock"][-1]
+    assert (clock["ts"], clock["market_origin"], clock["wall_origin"]) == (origin + HOUR, origin + HOUR,
+                                                                            WALL0 + 3_500.0)
+    assert stalled.status()["clock_slips"] == 1 and stalled.status()["market_ms_slipped"] == 2.5 * HOUR
+    run_until(stalled, wall, WALL0 + 3_500.0 + 5_000.0)  # from there, a close each wall second again
+    assert [bar_of(b) for b in stalled_pub.bars()] == [bar_of(b) for b in steady_pub.bars()]
+    assert {b["wall_due_ms"] - WALL0 for b in stalled_pub.bars()} == {1_000.0, 4_500.0, 5_500.0, 6_500.0,
+                                                                       7_500.0, 8_500.0}
+    assert stalled.status()["clock_slips"] == 1
+    between_clocks: list[set[int]] = [set()]  # the closes of the bars between two clock messages
+    for _, kind, body in stalled_pub.sent:
+        if kind == "bar":
+            between_clocks[-1].add(body["ts_close"])
+        elif kind == "clock":
+            between_clocks.append(set())
+    assert max(len(closes) for closes in between_clocks) == 1  # each close's bars, then a clock
 
 
 def test_the_clock_file_is_not_saved_just_before_a_close_but_never_goes_stale(service, monkeypatch) -> None:

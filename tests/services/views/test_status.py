@@ -115,7 +115,7 @@ def test_a_bad_snapshot_names_its_key():
 
 def test_health_declares_a_service_lost_after_two_missed_beats():
     now = 100_000
-    beats = {"marketdata": {"received_ms": now - 500, "pid": 1, "mode": "sim", "stale": False},
+    beats = {"marketdata": {"received_ms": now - 500, "pid": 1, "mode": "sim", "stale": False, "clock_slips": 2},
              "signals-spot": {"received_ms": now - HEARTBEAT_LOST_MS, "pid": 2},
              "portfolio": {"received_ms": now - 100, "pid": 3}}
     health = build_health(beats, now, last_tick_ms=now - 250)
@@ -126,6 +126,7 @@ def test_health_declares_a_service_lost_after_two_missed_beats():
     assert services["pricer"] == {"alive": False, "last_heartbeat_age_s": None}
     assert health["ok"] is False
     assert health["feed"]["last_tick_age_s"] == 0.25
+    assert health["feed"]["clock_slips"] == 2
 
 
 def test_health_is_not_ok_when_the_feed_is_stale():
