@@ -41,6 +41,7 @@ CLOCK_SAVE_SECONDS = 0.25
 CLOSE_QUIET_SECONDS = 0.02
 CLOCK_SAVE_MAX_AGE_SECONDS = 1.0
 MAX_HISTORY = 5000
+SLIP_LOG_SECONDS = 10.0  # a machine that cannot keep up slips at every close: one line per this, with totals
 LOCK_NAME = "marketdata.lock"
 
 
@@ -74,6 +75,7 @@ class MarketDataService:
         self.bars_published = 0
         self.clock_slips = 0  # stalls after which the clock was moved on (status)
         self.market_ms_slipped = 0
+        self.slip_logged_at = -SLIP_LOG_SECONDS  # monotonic s
         self.bar_periods_ms = sorted({timeframe_ms(tf) for tf in self.feed.timeframes})
         self.closes = CloseWatch(self.bar_periods_ms, self.rt.stats)
         self.closes.use(self.clock)
@@ -213,8 +215,11 @@ class MarketDataService:
         self.closes.use(self.clock)
         self.clock_slips += 1
         self.market_ms_slipped += behind_ms
-        self.rt.log.warning("market_clock_slipped", market_ts=self.feed.now_ts, behind_ms=behind_ms,
-                            wall_ms_lost=round(behind_ms / self.cfg.feed.speed, 1), slips=self.clock_slips)
+        if time.monotonic() - self.slip_logged_at >= SLIP_LOG_SECONDS:
+            self.slip_logged_at = time.monotonic()
+            self.rt.log.warning("market_clock_slipped", market_ts=self.feed.now_ts, behind_ms=behind_ms,
+                                wall_ms_lost=round(behind_ms / self.cfg.feed.speed, 1), slips=self.clock_slips,
+                                market_ms_slipped=self.market_ms_slipped)
 
     # --- requests --------------------------------------------------------------------
     def history(self, body: Any) -> dict[str, Any]:

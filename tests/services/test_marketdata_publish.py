@@ -208,6 +208,19 @@ def test_a_stall_never_skips_a_close_the_clock_moves_on_from_the_due_one(service
     assert max(len(closes) for closes in between_clocks) == 1  # each close's bars, then a clock
 
 
+def test_a_machine_that_cannot_keep_up_slips_at_each_close_and_says_so_every_10_s(service, capsys) -> None:
+    start, wall = service
+    svc, pub = start()
+    origin = svc.feed.now_ts
+    for n in range(1, 21):  # woken 2.5 s apart at 3,600x: 2.5 bar periods each time, for 50 s
+        wall.now_ms = WALL0 + 2_500.0 * n
+        svc.advance()
+    assert [b["ts_close"] for b in pub.bars()][::3] == [origin + h * HOUR for h in range(1, 21)]  # none skipped
+    assert svc.status()["clock_slips"] == 20
+    lines = [line for line in capsys.readouterr().out.splitlines() if "market_clock_slipped" in line]
+    assert len(lines) == 5 and '"slips":20' not in lines[-1] and '"slips":17' in lines[-1]
+
+
 def test_the_clock_file_is_not_saved_just_before_a_close_but_never_goes_stale(service, monkeypatch) -> None:
     start, wall = service
     svc, _ = start()
