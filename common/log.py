@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import lru_cache
 from typing import Any, TextIO
 
 SECRET_MARKERS = ("token", "secret", "password", "webhook", "api_key", "apikey", "authorization")
@@ -16,15 +17,26 @@ REDACTED = "***"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-def redact(value: Any, key: str = "") -> Any:
-    """Copy of ``value`` with every entry under a secret-looking key replaced by ``***``."""
-    if key and any(marker in key.lower() for marker in SECRET_MARKERS):
-        return REDACTED
+@lru_cache(maxsize=4096)
+def is_secret_key(key: str) -> bool:
+    """True for a key that looks like it holds a secret. Cached: a service logs the same few
+    dozen field names over and over, and this runs for each of them in every record."""
+    lowered = key.lower()
+    return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def redact(value: Any) -> Any:
+    """Copy of ``value`` with every entry under a secret-looking key replaced by ``***``, at
+    any depth."""
     if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {k: REDACTED if is_secret_key(str(k)) else redact(v) if isinstance(v, _NESTED) else v
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
+        return [redact(v) if isinstance(v, _NESTED) else v for v in value]
     return value
+
+
+_NESTED = (dict, list, tuple)
 
 
 class EventLog:
