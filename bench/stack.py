@@ -214,6 +214,16 @@ class Stack:
         """The program's pid, 0 while it is not running (as ``supervisorctl pid``)."""
         return self.rpc().getProcessInfo(program)["pid"]
 
+    def freeze(self, program: str, seconds: float) -> None:
+        """Stop ``program`` (SIGSTOP) for ``seconds`` of wall time, then let it go on (SIGCONT),
+        as a stalled process or machine would: it neither dies nor is restarted."""
+        pid = self.pid(program)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def logs_tail(self, lines: int = 15) -> str:
         out = []
         for log in sorted((self.dir / "run" / "logs").glob("*.log")):

@@ -256,7 +256,8 @@ function renderServices(health) {
   fillBody("#services", services, "no heartbeats yet", 6);
   const feed = health.feed || {};
   document.getElementById("feed").textContent = `feed: ${feed.mode || "?"}${feed.stale ? " · STALE" : ""}` +
-    `${feed.finished ? " · finished" : ""} · last tick ${feed.last_tick_age_s == null ? "—" : feed.last_tick_age_s.toFixed(1) + " s ago"}`;
+    `${feed.finished ? " · finished" : ""}${feed.clock_slips ? ` · clock slipped ${feed.clock_slips}× (stalls)` : ""}` +
+    ` · last tick ${feed.last_tick_age_s == null ? "—" : feed.last_tick_age_s.toFixed(1) + " s ago"}`;
 }
 
 function renderCharts() {

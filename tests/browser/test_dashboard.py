@@ -93,6 +93,12 @@ def test_dashboard_shows_live_strategies_and_equity_charts(chromium, tmp_path):
         assert page.text_content("#health-badge") == "all services up", \
             page.evaluate("JSON.stringify(state.status.health)")
 
+        feed = r"feed: sim( · clock slipped \d+× \(stalls\))? · last tick \d+\.\d s ago"
+        assert re.fullmatch(feed, page.text_content("#feed"))
+        stack.freeze("marketdata", 0.5)  # five bar periods at 36,000x: its clock moves on, and the page says so
+        slipped = "/ · clock slipped [1-9]\\d*× \\(stalls\\) · /.test(document.getElementById('feed').textContent)"
+        page.wait_for_function(slipped, timeout=10_000)
+
         page.click("#strategies th[data-key='id']")
         ids = page.eval_on_selector_all("#strategies tbody tr[data-strategy]", "rs => rs.map(r => r.dataset.strategy)")
         assert ids == sorted(ids)

@@ -3,10 +3,7 @@ backtester, give identical fills (time, side, size, price) for a set of spot str
 across a stall of marketdata (its clock moves on; no close is skipped)."""
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
 
 import pytest
 import zmq
@@ -54,16 +51,6 @@ class SignalTap(threading.Thread):
         ctx.term()
 
 
-def stall_marketdata(stack: Stack, seconds: float) -> None:
-    """Freeze marketdata (SIGSTOP) for ``seconds`` of wall time, as a stalled process or machine would."""
-    pid = stack.pid("marketdata")
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(seconds)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 def test_replay_through_the_services_fills_exactly_as_the_backtester(tmp_path, shared_data):
     real = load_ohlcv_csv(shared_data / "ohlcv" / "binanceus" / "BTC_USDT-1h.csv")
     start = int(real.ts.searchsorted(1_620_000_000_000))  # May 2021: a market that moves
@@ -87,7 +74,7 @@ def test_replay_through_the_services_fills_exactly_as_the_backtester(tmp_path, s
     tap.start()
     with stack:
         stack.wait_for(lambda: len(tap.bars["sma-btc"]) >= 100, 100, "100 bars decided")
-        stall_marketdata(stack, seconds=0.75)  # 7.5 bar periods: its missed closes still come one by one
+        stack.freeze("marketdata", 0.75)  # 7.5 bar periods: its missed closes still come one by one
         stack.wait_for(lambda: stack.http("/healthz")[1]["feed"].get("finished"), 200, "the replay to finish")
         stack.wait_for(lambda: stack.status()["market_ts"] is not None, 10, "a final snapshot")
         assert stack.http("/healthz")[1]["feed"]["clock_slips"] >= 1, "the stall did not stall marketdata"
