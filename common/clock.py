@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,11 @@ def next_due(now_ts: int, interval_ms: int) -> int:
     return align_down(now_ts, interval_ms) + interval_ms
 
 
+def next_close(now_ts: int, periods_ms: Iterable[int]) -> int:
+    """The first bar close strictly after ``now_ts`` among bars of ``periods_ms`` (market ms)."""
+    return min(next_due(now_ts, p) for p in periods_ms)
+
+
 # A bar close's burst in wall ms, for CloseWindow: from just before the close (housekeeping
 # started then would still run when the bar comes) until its orders have come in (decided,
 # journaled and acknowledged within tens of ms; more on a loaded machine).
@@ -90,7 +95,7 @@ class CloseWindow:
         shortest_wall = min(self.periods_ms) / self.clock.speed
         before = min(self.before_ms, 0.2 * shortest_wall)
         after = min(self.after_ms, 0.4 * shortest_wall)
-        next_close = min(next_due(market, p) for p in self.periods_ms)
+        close = next_close(market, self.periods_ms)
         last_close = max(align_down(market, p) for p in self.periods_ms)
-        closing_soon = self.clock.wall_ms_at(next_close) - wall_ms < before
+        closing_soon = self.clock.wall_ms_at(close) - wall_ms < before
         return closing_soon or wall_ms - self.clock.wall_ms_at(last_close) < after

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import RequestError
-from common.clock import MarketClock, next_due
+from common.clock import MarketClock, next_close
 from common.dir_lock import DirLock, LockHeld, StateDirMissing, prepare_state_dir
 from common.state_store import StateFileError, load_state, save_state
 from common.timeframes import timeframe_ms
@@ -160,7 +160,7 @@ class MarketDataService:
         the poller has them: picked up each tick) or one that has finished."""
         if self.cfg.feed.mode == "live" or self.feed.finished or market_ts is None:
             return None
-        return min(next_due(market_ts, ms) for ms in self.bar_periods_ms)
+        return next_close(market_ts, self.bar_periods_ms)
 
     def advance(self) -> float:
         """Publish the bars that closed, the latest ticks and the clock; return the seconds until
