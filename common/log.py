@@ -15,6 +15,7 @@ from typing import Any, TextIO
 SECRET_MARKERS = ("token", "secret", "password", "webhook", "api_key", "apikey", "authorization")
 REDACTED = "***"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_NESTED = (dict, list, tuple)  # what redact looks inside
 
 
 @lru_cache(maxsize=4096)
@@ -34,9 +35,6 @@ def redact(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact(v) if isinstance(v, _NESTED) else v for v in value]
     return value
-
-
-_NESTED = (dict, list, tuple)
 
 
 class EventLog:
