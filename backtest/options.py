@@ -1,17 +1,17 @@
 """Options backtests that make the paper run's option trades, through the paper run's own functions.
 
 The paper run, per closed bar of the underlying: the portfolio marks every book at the close
-(``Portfolio.mark``: options expired by then settle at that close, a wheel's in-the-money
-short put is assigned into coins, risk limits trip, a kill switch liquidates), and the fills
-it returns are committed. When an options strategy is due, the pricer marks the open option
-positions (``options.marks.price_contracts`` into ``Portfolio.mark_options``), the signal
-engine prices the venue's chain, asks the portfolio for the strategy's ``positions``
-(``Portfolio.positions_view``) and runs ``trading.engine.evaluate_options`` (decide, select,
-risk-check, group into orders), and the portfolio answers each order with
-``Portfolio.decide_options`` then ``commit`` (or ``record_no_fill``). This module makes
-exactly those calls in that order on one ``Portfolio`` holding every strategy's book. It
-keeps no accounting of its own: its fills are the journal of that portfolio, and fees,
-settlement and assignment are the portfolio's rules.
+(``Portfolio.mark``: options expired by then settle at the close nearest their expiry, a
+wheel's in-the-money short put is assigned into coins, risk limits trip, a kill switch
+liquidates), and the fills it returns are committed. When an options strategy is due, the
+pricer marks the open option positions (``options.marks.price_contracts`` into
+``Portfolio.mark_options``), the signal engine prices the venue's chain, asks the portfolio for
+the strategy's ``positions`` (``Portfolio.positions_view``) and runs
+``trading.engine.evaluate_options`` (decide, select, risk-check, group into orders), and the
+portfolio answers each order with ``Portfolio.decide_options`` then ``commit`` (or
+``record_no_fill``). This module makes exactly those calls in that order on one ``Portfolio``
+holding every strategy's book. It keeps no accounting of its own: its fills are the journal of
+that portfolio, and fees, settlement and assignment are the portfolio's rules.
 
 What the services get from the pricer comes from the backtest's inputs instead: the ATM vol
 is a given implied-vol series (DVOL, ``--iv-csv``: each bar takes the latest day closed by

@@ -12,7 +12,8 @@ it opened with per contract (``open_cash_per_contract``: negative when paid, pos
 received), so a close's ``realized_pnl = its cash_delta + contracts closed x that`` and a
 round trip's realized P&L equals its change in cash, as for spot.
 
-At expiry (market time): an in-the-money long receives ``intrinsic x coins``, a short pays it,
+At expiry (market time), at the underlying's price then (the tick nearest the expiry time,
+though the book is marked after it): an in-the-money long receives ``intrinsic x coins``, a short pays it,
 out of the money nothing moves; the position is gone either way. Two exceptions deliver
 coins instead of cash, as the wheel needs: a short put of a book that ``assign_puts`` buys
 the coins at the strike into its spot position, and a short call against coins the book holds
@@ -29,6 +30,7 @@ from typing import Any
 from common.model import Fill, RecordError, read_int, read_number, read_object, read_str
 from options.contracts import ContractError, OptionContract, OptionPosition, ProposedTrade
 from trading.ledger import StrategyBook, check_rate, duplicate_reason
+from trading.order_checks import PriceTape
 
 ACTIONS = ("open", "close")
 # A close within this fraction of the held quantity closes the position (float residue).
@@ -332,23 +334,26 @@ def option_value(book: StrategyBook) -> float:
     return sum(p.value_usd for p in book.option_positions.values())
 
 
-def settle_expired(book: StrategyBook, spot_by_underlying: Mapping[str, float], ts: int, *, first_seq: int,
+def settle_expired(book: StrategyBook, tape: PriceTape, ts: int, *, first_seq: int,
                    assign_puts: bool = False, quote: str = "USDT") -> list[Fill]:
-    """Fills settling every position expired by ``ts`` at ``spot_by_underlying`` (decided, not
-    booked). Positions whose underlying has no spot wait for one. Seqs run from first_seq."""
+    """Fills settling every position expired by ``ts`` (decided, not booked), each at its
+    underlying's price at its expiry: the tape's tick nearest the expiry time, whenever the
+    book is marked after it. Positions whose underlying has no tick wait for one. Seqs run from
+    first_seq."""
     fills: list[Fill] = []
     for name in sorted(book.option_positions):
         position = book.option_positions[name]
         contract = position.contract
-        spot = spot_by_underlying.get(contract.underlying)
-        if contract.expiry_ts > ts or spot is None or not (math.isfinite(spot) and spot > 0):
+        tick = tape.nearest(f"{contract.underlying}/{quote}", contract.expiry_ts)
+        if contract.expiry_ts > ts or tick is None:
             continue
-        fills += _settlement(book, position, contract, float(spot), ts, first_seq + len(fills), assign_puts, quote)
+        fills += _settlement(book, position, contract, tick, ts, first_seq + len(fills), assign_puts, quote)
     return fills
 
 
-def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionContract, spot: float, ts: int,
-                seq: int, assign_puts: bool, quote: str) -> list[Fill]:
+def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionContract, tick: tuple[int, float],
+                ts: int, seq: int, assign_puts: bool, quote: str) -> list[Fill]:
+    spot_ts, spot = tick
     quantity = position.quantity
     coins = abs(quantity) * contract.multiplier
     intrinsic = contract.intrinsic(spot)
@@ -368,7 +373,8 @@ def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionCo
         cash_delta=cash_delta, realized_pnl=cash_delta + abs(quantity) * position.open_cash_per_contract,
         ts_event=ts,
         extra={"action": "settle", "contract": contract.to_dict(), "venue": contract.venue,
-               "multiplier": contract.multiplier, "settle_spot": spot, "intrinsic": intrinsic,
+               "multiplier": contract.multiplier, "settle_spot": spot, "settle_spot_ts": spot_ts,
+               "intrinsic": intrinsic,
                "in_the_money": intrinsic > 0, "assigned_coins": delivered},
     )
     if delivered == 0:

@@ -90,6 +90,17 @@ class PriceTape:
         i = bisect_right(times, ts) - 1
         return (times[i], self._price[symbol][i]) if i >= 0 else None
 
+    def nearest(self, symbol: str, ts: int) -> tuple[int, float] | None:
+        """(tick time, price) of the tick nearest ``ts`` on either side (the earlier on a tie),
+        or None: the price of a moment the portfolio may have marked only after it passed."""
+        times = self._ts.get(symbol)
+        if not times:
+            return None
+        i = bisect_right(times, ts)  # times[i - 1] <= ts < times[i]
+        if i == len(times) or (i > 0 and ts - times[i - 1] <= times[i] - ts):
+            i -= 1
+        return times[i], self._price[symbol][i]
+
 
 def backdated_reason(ts_event: int, market_ts: int, lag_ms: int) -> str | None:
     """Why an order dated ``ts_event`` is too old for market time ``market_ts``, or None.

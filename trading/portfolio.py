@@ -633,11 +633,6 @@ class Portfolio:
         ticks = {s[: -len(suffix)]: self.tape.price_at(s, ts) for s in self.tape.symbols() if s.endswith(suffix)}
         return {coin: tick[1] for coin, tick in ticks.items() if tick is not None}
 
-    def spot_by_underlying(self) -> dict[str, float]:
-        """Last price of each coin quoted in the options quote currency: 'BTC/USDT' -> BTC."""
-        suffix = f"/{self.underlying_quote}"
-        return {s[: -len(suffix)]: p for s, p in self.prices.items() if s.endswith(suffix)}
-
     def open_option_contracts(self) -> list[dict[str, Any]]:
         """Each contract some book holds, once, as the pricer's ``mark`` request wants it."""
         contracts = {}
@@ -684,13 +679,12 @@ class Portfolio:
         holders = [(sid, book) for sid, book in self.books.items() if book.option_positions]
         if not holders:
             return []
-        spot = self.spot_by_underlying()
         fills: list[Fill] = []
         for sid, book in holders:
             meta = self.metas.get(sid)
             wheel = meta is not None and meta.strategy == "wheel"
             settled = self._guarded_mark("mark", sid, "expiry settlement", lambda: settle_expired(
-                book, spot, ts, first_seq=first_seq + len(fills), assign_puts=wheel, quote=self.underlying_quote))
+                book, self.tape, ts, first_seq=first_seq + len(fills), assign_puts=wheel, quote=self.underlying_quote))
             fills += settled or []
         return fills
 

@@ -17,6 +17,7 @@ from common.timeframes import DAY_MS
 from options.contracts import OptionContract
 from options.scoring import EXECUTE_THRESHOLD, MAX_POSITIONS
 from options.venues import venue_spec
+from services.marketdata import TICK_SECONDS
 from services.portfolio import MARK_SECONDS, OPTION_MARK_SECONDS
 from services.runtime import HOUSEKEEPING_MAX_DELAY_SECONDS
 from tests.support.stack import PROGRAMS, Stack, stack_config
@@ -130,22 +131,25 @@ def test_options_strategies_trade_mark_and_settle_over_weeks_of_sim(tmp_path):
         assert view["portfolio_value"] == pytest.approx(
             view["cash"] + view["option_value"] + sum(v["value"] or 0.0 for v in view["positions"].values()))
 
-    # Some options expired and settled at intrinsic value, at the spot of the portfolio's first mark
-    # after the expiry: marks run every MARK_SECONDS, held out of close bursts for at most
-    # HOUSEKEEPING_MAX_DELAY_SECONDS (wall), which is this much market time at SPEED.
+    # Some options expired and settled at intrinsic value at the underlying's price at the expiry:
+    # the portfolio's tick nearest it (ticks come at every close and at least every TICK_SECONDS
+    # wall), however late the mark that books it. Marks run every MARK_SECONDS, held out of close
+    # bursts for at most HOUSEKEEPING_MAX_DELAY_SECONDS (wall), which is this much market time at SPEED.
     settle_within_ms = (MARK_SECONDS + HOUSEKEEPING_MAX_DELAY_SECONDS) * 1000 * SPEED
+    tick_ms = TICK_SECONDS * 1000 * SPEED
     settlements = [f for f in fills if f.kind == "settlement"]
     assert settlements, "no option reached expiry"
     for f in settlements:
         contract = OptionContract.from_dict(f.extra["contract"])
-        spot = f.extra["settle_spot"]
+        spot, spot_ts = f.extra["settle_spot"], f.extra["settle_spot_ts"]
         intrinsic = max(spot - contract.strike, 0.0) if contract.is_call else max(contract.strike - spot, 0.0)
         assert f.price == pytest.approx(intrinsic)
         coins = f.quantity * contract.multiplier - f.extra["assigned_coins"]
         assert f.cash_delta == pytest.approx((1 if f.side == "sell" else -1) * intrinsic * coins)
         assert 0 <= f.ts_event - contract.expiry_ts <= settle_within_ms, (f.order_id, f.ts_event)
+        assert abs(spot_ts - contract.expiry_ts) <= tick_ms, (f.order_id, spot_ts, contract.expiry_ts)
         bars = btc if contract.underlying == "BTC" else eth
-        window = (bars.ts >= contract.expiry_ts - 3_600_000) & (bars.ts < f.ts_event)
+        window = (bars.ts >= spot_ts - 3_600_000) & (bars.ts <= spot_ts)  # the hour the tick ends or begins
         assert bars.low[window].min() <= spot <= bars.high[window].max()
 
     # No book ever held more than 4 option positions (the journal replays into the live books).

@@ -19,6 +19,7 @@ from trading.option_book import (
     option_value,
     settle_expired,
 )
+from trading.order_checks import PriceTape
 
 TS = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
 DERIBIT_EXPIRY = DERIBIT.listed_expiries(TS, 60)[-1]
@@ -51,6 +52,14 @@ def book_fills(book, fills):
         apply_fill(book, fill)
         if fill.kind in ("option", "settlement"):
             apply_option_fill(book, fill)
+
+
+def tape_at(*ticks, symbol="BTC/USDT"):
+    """A tape with ``(price, ts)`` ticks of ``symbol``, or one tick ``tape_at(price, ts)``."""
+    tape = PriceTape(10 * 86_400_000)
+    for price, ts in ticks if isinstance(ticks[0], tuple) else [ticks]:
+        tape.record(symbol, price, ts)
+    return tape
 
 
 def fresh(capital=100_000.0):
@@ -144,8 +153,8 @@ def test_expiry_settles_itm_at_intrinsic_and_otm_at_zero(spot, long_call_cash, s
     book_fills(book, decide(book, order(leg(deribit(), premium=3_000.0))).fills)
     put = OptionContract("ibkr", "BTC", DERIBIT_EXPIRY, 90_000.0, False, 0.1)
     book_fills(book, decide(book, order(leg(put, side=-1, quantity=2.0, premium=2_000.0), oid="s:2:p")).fills)
-    assert settle_expired(book, {"BTC": spot}, DERIBIT_EXPIRY - 1, first_seq=3) == []
-    fills = settle_expired(book, {"BTC": spot}, DERIBIT_EXPIRY, first_seq=3)
+    assert settle_expired(book, tape_at(spot, DERIBIT_EXPIRY - 1), DERIBIT_EXPIRY - 1, first_seq=3) == []
+    fills = settle_expired(book, tape_at(spot, DERIBIT_EXPIRY), DERIBIT_EXPIRY, first_seq=3)
     by_name = {f.instrument: f for f in fills}
     assert [f.seq for f in fills] == [3, 4] and {f.kind for f in fills} == {"settlement"}
     assert by_name[deribit().name].cash_delta == long_call_cash
@@ -160,7 +169,8 @@ def test_wheel_put_assigned_buys_coins_at_the_strike():
     book = fresh()
     put = deribit(85_000.0, False)
     book_fills(book, decide(book, order(leg(put, side=-1, quantity=0.1, premium=2_000.0))).fills)
-    settlement, delivery = settle_expired(book, {"BTC": 80_000.0}, DERIBIT_EXPIRY, first_seq=2, assign_puts=True)
+    settlement, delivery = settle_expired(book, tape_at(80_000.0, DERIBIT_EXPIRY), DERIBIT_EXPIRY, first_seq=2,
+                                          assign_puts=True)
     assert (settlement.kind, settlement.cash_delta, settlement.realized_pnl) == ("settlement", 0.0, 200.0)
     assert settlement.extra["assigned_coins"] == pytest.approx(0.1)
     assert (delivery.kind, delivery.side, delivery.instrument, delivery.seq) == ("spot", "buy", "BTC/USDT", 3)
@@ -175,11 +185,12 @@ def test_covered_call_assigned_sells_the_coins_held():
     book = fresh()
     put = deribit(85_000.0, False)
     book_fills(book, decide(book, order(leg(put, side=-1, quantity=0.1, premium=0.0))).fills)
-    book_fills(book, settle_expired(book, {"BTC": 80_000.0}, DERIBIT_EXPIRY, first_seq=2, assign_puts=True))
+    book_fills(book, settle_expired(book, tape_at(80_000.0, DERIBIT_EXPIRY), DERIBIT_EXPIRY, first_seq=2,
+                                    assign_puts=True))
     call = OptionContract("deribit", "BTC", DERIBIT_EXPIRY + 7 * 86_400_000, 95_000.0, True, 1.0)
     book_fills(book, decide(book, order(leg(call, side=-1, quantity=0.1, premium=1_000.0), oid="s:9:c",
                                         ts=DERIBIT_EXPIRY)).fills)
-    settlement, delivery = settle_expired(book, {"BTC": 100_000.0}, call.expiry_ts, first_seq=10)
+    settlement, delivery = settle_expired(book, tape_at(100_000.0, call.expiry_ts), call.expiry_ts, first_seq=10)
     assert settlement.cash_delta == 0.0 and delivery.side == "sell"
     assert delivery.cash_delta == pytest.approx(9_500.0) and delivery.realized_pnl == pytest.approx(1_000.0)
     book_fills(book, [settlement, delivery])
@@ -189,8 +200,39 @@ def test_covered_call_assigned_sells_the_coins_held():
 def test_short_put_without_assignment_is_cash_settled():
     book = fresh()
     book_fills(book, decide(book, order(leg(deribit(85_000.0, False), side=-1, quantity=0.1, premium=0.0))).fills)
-    [fill] = settle_expired(book, {"BTC": 80_000.0}, DERIBIT_EXPIRY, first_seq=2)
+    [fill] = settle_expired(book, tape_at(80_000.0, DERIBIT_EXPIRY), DERIBIT_EXPIRY, first_seq=2)
     assert fill.cash_delta == pytest.approx(-500.0) and book.positions == {}
+
+
+HOUR = 3_600_000
+
+
+@pytest.mark.parametrize("ticks, settle_spot, settle_ts", [
+    # Marked 5 h after the expiry, at 70,000: it settles at the price of the expiry, not the mark's.
+    (((93_000.0, DERIBIT_EXPIRY - 60_000), (94_000.0, DERIBIT_EXPIRY + 120_000), (70_000.0, DERIBIT_EXPIRY + 5 * HOUR)),
+     93_000.0, DERIBIT_EXPIRY - 60_000),
+    (((93_000.0, DERIBIT_EXPIRY - 120_000), (94_000.0, DERIBIT_EXPIRY + 60_000), (70_000.0, DERIBIT_EXPIRY + 5 * HOUR)),
+     94_000.0, DERIBIT_EXPIRY + 60_000),
+    (((93_000.0, DERIBIT_EXPIRY - 60_000), (94_000.0, DERIBIT_EXPIRY + 60_000)), 93_000.0, DERIBIT_EXPIRY - 60_000),
+    (((96_000.0, DERIBIT_EXPIRY),), 96_000.0, DERIBIT_EXPIRY),
+    # Nothing from before the expiry (the portfolio started after it): the first tick after it.
+    (((97_000.0, DERIBIT_EXPIRY + 2 * HOUR), (70_000.0, DERIBIT_EXPIRY + 5 * HOUR)),
+     97_000.0, DERIBIT_EXPIRY + 2 * HOUR),
+])
+def test_expiry_settles_at_the_tick_nearest_the_expiry_however_late_the_mark(ticks, settle_spot, settle_ts):
+    book = fresh()
+    book_fills(book, decide(book, order(leg(deribit(), premium=3_000.0))).fills)
+    [fill] = settle_expired(book, tape_at(*ticks), DERIBIT_EXPIRY + 5 * HOUR, first_seq=2)
+    assert (fill.extra["settle_spot"], fill.extra["settle_spot_ts"]) == (settle_spot, settle_ts)
+    assert fill.price == settle_spot - 90_000.0 and fill.cash_delta == settle_spot - 90_000.0
+    assert fill.ts_event == DERIBIT_EXPIRY + 5 * HOUR  # booked when marked
+
+
+def test_expiry_waits_for_a_price_of_its_underlying():
+    book = fresh()
+    book_fills(book, decide(book, order(leg(deribit(), premium=3_000.0))).fills)
+    assert settle_expired(book, tape_at(3_000.0, DERIBIT_EXPIRY, symbol="ETH/USDT"), DERIBIT_EXPIRY, first_seq=2) == []
+    assert settle_expired(book, tape_at(95_000.0, DERIBIT_EXPIRY), DERIBIT_EXPIRY, first_seq=2, quote="USD") == []
 
 
 def test_option_orders_group_structures_under_one_id():

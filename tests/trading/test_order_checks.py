@@ -34,6 +34,16 @@ def test_tape_answers_the_newest_tick_at_or_before_a_time():
     assert tape.price_at("BTC/USDT", T + 119_999) == (T + 60_000, 101.0)
     assert tape.price_at("BTC/USDT", T - 1) is None
     assert tape.price_at("ETH/USDT", T) is None
+
+
+def test_tape_answers_the_tick_nearest_a_time_on_either_side():
+    tape = tape_with(("BTC/USDT", 100.0, T), ("BTC/USDT", 101.0, T + 60_000), ("BTC/USDT", 102.0, T + 120_000))
+    assert tape.nearest("BTC/USDT", T + 89_999) == (T + 60_000, 101.0)
+    assert tape.nearest("BTC/USDT", T + 90_001) == (T + 120_000, 102.0)
+    assert tape.nearest("BTC/USDT", T + 90_000) == (T + 60_000, 101.0)  # a tie: the earlier
+    assert tape.nearest("BTC/USDT", T - HOUR) == (T, 100.0)
+    assert tape.nearest("BTC/USDT", T + HOUR) == (T + 120_000, 102.0)
+    assert tape.nearest("ETH/USDT", T) is None
     assert tape.last("BTC/USDT") == (T + 120_000, 102.0)
 
 

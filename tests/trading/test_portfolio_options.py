@@ -53,3 +53,19 @@ def test_expired_wheel_put_is_assigned_on_the_first_mark_after_expiry():
     assert book.cash == pytest.approx(50_200.0 - 8_500.0)
     assert p.value_of("w") == pytest.approx(50_200.0 - 8_500.0 + 0.1 * 80_000.0)
     assert p.mark({"BTC/USDT": 80_000.0}, EXPIRY + 120_000)[1] == []  # settled once
+
+
+def test_a_late_mark_settles_at_the_price_of_the_expiry_not_its_own():
+    """Marks wait out close bursts: the first after an expiry can come hours of market time
+    later. The put was in the money at the expiry (84,000) and is out of it at the mark (86,000):
+    it is assigned, at the expiry's price."""
+    p = portfolio()
+    sell_put(p)
+    assert p.record_tick("BTC/USDT", 84_000.0, EXPIRY - 30_000)
+    assert p.record_tick("BTC/USDT", 84_500.0, EXPIRY + 3 * 60_000)
+    _, fills = p.mark({"BTC/USDT": 86_000.0}, EXPIRY + 5 * 3_600_000)
+    settlement, delivery = fills
+    assert (settlement.price, settlement.extra["settle_spot"], settlement.extra["settle_spot_ts"]) == \
+        (1_000.0, 84_000.0, EXPIRY - 30_000)
+    assert settlement.ts_event == EXPIRY + 5 * 3_600_000
+    assert (delivery.side, delivery.quantity, delivery.price) == ("buy", pytest.approx(0.1), 85_000.0)
