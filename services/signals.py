@@ -219,7 +219,21 @@ class SignalEngine:
         store.append_bar(bar)
         self.drop_tails(key)
         self.spot_signals.push(bar.symbol, bar.timeframe, bar.ts_open, bar.high, bar.low, bar.close,
-                               bar.volume)  # decided on at the clock: a lookup
+                               bar.volume)  # decided on at the close: a lookup
+        if self.close_complete(bar.ts_close):
+            self.market_ts = max(self.market_ts, bar.ts_close)
+            self.run_due()
+
+    def close_complete(self, ts_close: int) -> bool:
+        """True when every series kept here whose bar closes at ``ts_close`` has that bar: the
+        close is decided at its last bar, not at the clock message marketdata sends after the
+        close's ticks (which can come a wake-up later). A series left behind (refetching after a
+        gap) holds the close back until the clock; one not kept yet (warming up) does not."""
+        for (symbol, timeframe), store in self.stores.items():
+            period = timeframe_ms(timeframe)
+            if ts_close % period == 0 and store.last_ts(symbol, timeframe) != ts_close - period:
+                return False
+        return True
 
     def on_published(self, env: Envelope) -> None:
         """The pricer's latest chain or IV, kept as sent (decoded when a batch uses it)."""
@@ -242,7 +256,7 @@ class SignalEngine:
             self.portfolio_totals = env.body["totals"]
         elif env.type == "clock" and isinstance(env.body, dict) and isinstance(env.body.get("ts"), int):
             self.market_ts = max(self.market_ts, env.body["ts"])
-            self.run_due()  # the bars of this market time are in: decide now, not on the next tick
+            self.run_due()  # what a close's last bar did not decide (close_complete), or a tick's schedule
             self.closes.follow(env.body)
 
     def near_close(self, ahead_ms: float = 0.0) -> bool:

@@ -11,6 +11,7 @@ import pytest
 
 from bench.ports import tcp_endpoint
 from common.bars import Bar
+from common.bus import Envelope
 from common.csv_bars import load_ohlcv_csv
 from common.ohlcv import OHLCV
 from common.timeframes import timeframe_ms
@@ -139,3 +140,52 @@ def test_a_tail_is_shared_read_only_until_its_series_gets_a_bar(engine):
     whole = engine.bars("BTC/USDT", "1h")
     whole.close[0] = 1.0  # the caller's own copy
     assert engine.bars("BTC/USDT", "1h").close[0] == 100.0
+
+
+class TwoSeriesMarketdata(FakeMarketdata):
+    """BTC's bars for BTC/USDT, and the same bars at a twentieth for ETH/USDT."""
+
+    def request(self, kind: str, body: dict) -> dict:
+        assert kind == "history" and body["timeframe"] == "1h"
+        self.asked += 1
+        scale = {"BTC/USDT": 1.0, "ETH/USDT": 0.05}[body["symbol"]]
+        return {"rows": [[r[0], *(x * scale for x in r[1:5]), r[5]] for r in self.bars.tail(body["limit"]).rows()]}
+
+
+def symbol_bar(bars: OHLCV, i: int, symbol: str, scale: float) -> dict:
+    return {**bar_body(bars, i), "symbol": symbol,
+            **{k: float(getattr(bars, k)[i]) * scale for k in ("open", "high", "low", "close")}}
+
+
+def test_a_close_is_decided_at_its_last_bar_not_at_the_clock_after_it(engine):
+    """Marketdata sends a close's bars, then its ticks, then the clock. The engine decides once
+    the last series it keeps has its bar; a series left behind (a gap) leaves it to the clock."""
+    base = 1_767_225_600_000  # 2026-01-01 00:00 UTC; bar i opens at base + i h
+    close = 100.0 + np.sin(np.arange(40))
+    bars = OHLCV(base + np.arange(40, dtype=np.int64) * HOUR, close, close + 1.0, close - 1.0, close,
+                 np.full(40, 5.0))
+    engine.marketdata = TwoSeriesMarketdata(bars.slice(0, 30))
+    engine.needs_warmup = {("BTC/USDT", "1h"), ("ETH/USDT", "1h")}
+    engine.warm_up()
+    engine.market_ts = base + 30 * HOUR
+    engine.run_due()
+    cycles = engine.cycle_count
+
+    def clock(ts: int) -> None:
+        engine.on_message("clock", Envelope(1, "clock", "marketdata", ts, "marketdata", 1,
+                                            {"ts": ts, "finished": False, "market_origin": 0,
+                                             "wall_origin": 0, "speed": 3600}))
+
+    engine.on_bar(symbol_bar(bars, 30, "BTC/USDT", 1.0))
+    assert (engine.cycle_count, engine.market_ts) == (cycles, base + 30 * HOUR)  # ETH's bar is still to come
+    engine.on_bar(symbol_bar(bars, 30, "ETH/USDT", 0.05))
+    assert (engine.cycle_count, engine.market_ts) == (cycles + 1, base + 31 * HOUR)
+    assert engine.schedule.due_at["momentum-eth"] > base + 31 * HOUR  # decided at 31h, on bar 30
+    clock(base + 31 * HOUR)
+    assert engine.cycle_count == cycles + 1  # nothing left for the clock to decide
+
+    engine.on_bar(symbol_bar(bars, 32, "ETH/USDT", 0.05))  # ETH skips bar 31: refetched, behind
+    engine.on_bar(symbol_bar(bars, 31, "BTC/USDT", 1.0))
+    assert engine.cycle_count == cycles + 1
+    clock(base + 32 * HOUR)
+    assert (engine.cycle_count, engine.market_ts) == (cycles + 2, base + 32 * HOUR)
