@@ -13,11 +13,12 @@ received), so a close's ``realized_pnl = its cash_delta + contracts closed x tha
 round trip's realized P&L equals its change in cash, as for spot.
 
 At expiry (market time), at the underlying's price then (the tick nearest the expiry time,
-though the book is marked after it): an in-the-money long receives ``intrinsic x coins``, a short pays it,
-out of the money nothing moves; the position is gone either way. Two exceptions deliver
-coins instead of cash, as the wheel needs: a short put of a book that ``assign_puts`` buys
-the coins at the strike into its spot position, and a short call against coins the book holds
-sells those coins at the strike. Deliveries are spot-kind fills beside the settlement fill.
+though the book is marked after it): an in-the-money long receives ``intrinsic x coins``, a
+short pays it, out of the money nothing moves; the position is gone either way. Two exceptions
+deliver coins instead of cash, as the wheel needs: a short put of a book that ``assign_puts``
+buys the coins at the strike into its spot position, and a short call against coins the book
+holds sells those coins at the strike. Deliveries are spot-kind fills beside the settlement
+fill.
 """
 from __future__ import annotations
 
@@ -344,8 +345,10 @@ def settle_expired(book: StrategyBook, tape: PriceTape, ts: int, *, first_seq: i
     for name in sorted(book.option_positions):
         position = book.option_positions[name]
         contract = position.contract
+        if contract.expiry_ts > ts:
+            continue
         tick = tape.nearest(f"{contract.underlying}/{quote}", contract.expiry_ts)
-        if contract.expiry_ts > ts or tick is None:
+        if tick is None:
             continue
         fills += _settlement(book, position, contract, tick, ts, first_seq + len(fills), assign_puts, quote)
     return fills
@@ -374,8 +377,7 @@ def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionCo
         ts_event=ts,
         extra={"action": "settle", "contract": contract.to_dict(), "venue": contract.venue,
                "multiplier": contract.multiplier, "settle_spot": spot, "settle_spot_ts": spot_ts,
-               "intrinsic": intrinsic,
-               "in_the_money": intrinsic > 0, "assigned_coins": delivered},
+               "intrinsic": intrinsic, "in_the_money": intrinsic > 0, "assigned_coins": delivered},
     )
     if delivered == 0:
         return [settlement]

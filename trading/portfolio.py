@@ -675,7 +675,10 @@ class Portfolio:
         return result
 
     def settlements(self, ts: int, first_seq: int) -> list[Fill]:
-        """Settlement (and assignment) fills of every option expired by ``ts``, not yet booked."""
+        """Settlement (and assignment) fills of every option expired by ``ts``, not yet booked,
+        at the tape's tick nearest each expiry. The tape spans the order lag, whose
+        ``order_transit_ms`` the service makes longer than a mark is ever held back, so the
+        expiry's ticks are still there when the mark after it comes."""
         holders = [(sid, book) for sid, book in self.books.items() if book.option_positions]
         if not holders:
             return []

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from services.portfolio import ORDER_TRANSIT_SECONDS, order_transit_ms
+from services.portfolio import MARK_SECONDS, ORDER_TRANSIT_SECONDS, order_transit_ms
+from services.runtime import HOUSEKEEPING_MAX_DELAY_SECONDS
 from tests.support.builders import T0 as T
 from tests.support.builders import tick
 
@@ -17,6 +18,13 @@ def test_the_transit_allowance_is_wall_seconds_at_the_feed_speed(portfolio_60x):
     assert ORDER_TRANSIT_SECONDS == 30.0
     assert order_transit_ms(portfolio_60x.cfg) == 30 * 60 * 1000  # speed 60: thirty market minutes
     assert portfolio_60x.portfolio.order_lag_ms("momentum-btc") == HOUR + 1_800_000
+
+
+def test_the_tape_outlasts_the_longest_a_mark_is_held_back(portfolio_60x):
+    """An expiry settles at the tape's tick nearest it, in the first mark after it: that mark
+    may be held out of close bursts, and the tape must still hold the expiry's ticks then."""
+    assert ORDER_TRANSIT_SECONDS > MARK_SECONDS + HOUSEKEEPING_MAX_DELAY_SECONDS
+    assert portfolio_60x.portfolio.tape.span_ms >= order_transit_ms(portfolio_60x.cfg)
 
 
 def test_an_order_fills_at_the_tick_of_its_time_even_before_the_mark(portfolio_60x):
