@@ -33,8 +33,9 @@ are answered together: the fills are far fewer independent samples than their co
 per bar), and the report says how many bars they came from and each bar's close -> last ack. One
 stack per speed (3,600x, then 36,000x), then one more at 3,600x with ``cpu.background_idle`` on
 (the pricer and the options engine under SCHED_IDLE; off by default, and the target is judged on
-the default). The machine may be shared: the 1-minute load average at
-the start and end of each run is reported with the figures.
+the default). The machine may be shared: the 1-minute load average at the start and end of
+each run, and the share of CPU time the VM's host took while the tap listened (steal time, from
+/proc/stat), are reported with the figures.
 
 Run: ``python -m bench.bench_latency [--quick] [--speeds 3600,36000] [--fills N]``.
 """
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bare_path
-from bench.harness import Row, percentile, running_stack, verdict
+from bench.harness import Row, cpu_ticks, percentile, running_stack, stolen_pct, verdict
 from common.wall import wall_ms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,6 +189,7 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
     """Run the tap against a running stack in a process of its own; percentiles of its spans."""
     stack.wait_for(lambda: stack.journal(), timeout=120, what="the first fill")
     load_before = os.getloadavg()[0]
+    ticks_before = cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="go-trader-tap-") as tmp:
         out = Path(tmp) / "tap.json"
         started = time.monotonic()
@@ -196,10 +198,11 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
                        cwd=stack.dir, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=limit_s + 60)
         seconds = time.monotonic() - started
         tapped = json.loads(out.read_text())
+    stolen = stolen_pct(ticks_before, cpu_ticks())
     floor = machine_floor(stack.state_path.parent)
     result: dict[str, Any] = {"speed": stack.config["feed"]["speed"], "seconds": round(seconds, 1),
                               "fills": len(tapped["fills"]), "bars": tapped["bars"], "seq_gaps": tapped["seq_gaps"],
-                              "load_before": load_before, "load_after": os.getloadavg()[0]}
+                              "load_before": load_before, "load_after": os.getloadavg()[0], "stolen_pct": stolen}
     for span in SPANS:
         result[span] = _spread([f[span] for f in tapped["fills"] if f[span] is not None])
     per_bar: dict[str, list[float]] = {}
@@ -302,7 +305,8 @@ def report(r: dict[str, Any]) -> list[Row]:
              f"{run_['close_to_ack']['p50'] / run_['floor_bare_path']['p50']:.2f}x / "
              f"{run_['close_to_ack']['p99'] / run_['floor_bare_path']['p99']:.2f}x", "", ""),
             (f"{speed}: {run_['seconds']:g} s wall; load average {run_['load_before']:.2f} -> "
-             f"{run_['load_after']:.2f} (2 cores, shared); tap sequence gaps (topics it filters out count too)",
+             f"{run_['load_after']:.2f} (2 cores, shared); CPU time the VM's host took (steal) "
+             f"{run_['stolen_pct']:.1f}%; tap sequence gaps (topics it filters out count too)",
              f"{run_['seq_gaps']}", "", ""),
         ]
     return rows

@@ -37,6 +37,24 @@ def smaps_rollup_mb(pid: int) -> dict[str, float]:
     return fields
 
 
+def cpu_ticks(stat: str | None = None) -> tuple[int, int]:
+    """(all, stolen) CPU ticks since boot, from the ``cpu`` line of /proc/stat (or ``stat``):
+    stolen ticks are the ones a VM's host gave to someone else while this VM wanted them, which
+    no code in the VM can win back (0 on bare metal)."""
+    text = Path("/proc/stat").read_text() if stat is None else stat
+    line = next((line for line in text.splitlines() if line.startswith("cpu ")), None)
+    if line is None:
+        raise ValueError("/proc/stat: no aggregate 'cpu' line")
+    fields = [int(x) for x in line.split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(fields), fields[7] if len(fields) == 8 else 0
+
+
+def stolen_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share (%) of the CPU time between two ``cpu_ticks`` readings that the host took."""
+    elapsed = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / elapsed if elapsed > 0 else 0.0
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) of ``values``; NaN when there are none."""
     if len(values) == 0:
