@@ -80,7 +80,11 @@ FILL_FIELDS = (
     Field("realized_pnl", "float", "USD", "profit of a closing fill; 0 on an opening one"),
     Field("ts_event", "int", "ms, market time", "when it filled"),
     Field("extra", "map", "", "option fills: action, contract, venue, multiplier, premium_usd_per_contract, "
-                              f"greeks ({GREEKS}), score, score_parts, reason, spot; empty for spot fills"),
+                              f"greeks ({GREEKS}), score, score_parts, reason, spot; settlement fills: action "
+                              "`settle`, contract, venue, multiplier, settle_spot and settle_spot_ts (the "
+                              "underlying's tick nearest the expiry: USD, ms of market time), intrinsic, "
+                              "in_the_money, assigned_coins; spot fills made by options: action `assignment` (option, "
+                              "settle_spot) or `spot_leg` (reason, a buy-write's coins); empty for other spot fills"),
 )
 
 OPTION_ACTION_FIELDS = (
