@@ -133,6 +133,8 @@ class SignalEngine:
         self.options_unavailable: str | None = None
         self.schedule = Schedule({sc.id: sc.interval_seconds for sc in self.spot + self.options})
         self.stores: dict[tuple[str, str], BarStore] = {}
+        # The close the bars come in for, and the series still to bring theirs (close_complete).
+        self.close_waiting: tuple[int, set[tuple[str, str]]] | None = None
         # The newest bars asked for since the last append (``bars`` with a limit): a close's
         # spot strategies mostly share a few series, and a copy per strategy was half their cost.
         self.tails: dict[tuple[str, str, int], OHLCV] = {}
@@ -176,6 +178,7 @@ class SignalEngine:
         store = self.stores[key] = BarStore(capacity=HISTORY_BARS)
         store.append(*key, bars)
         self.drop_tails(key)
+        self.close_waiting = None  # counted afresh at the next bar
 
     def drop_tails(self, key: tuple[str, str]) -> None:
         """Forget the tails kept of the series ``key``: it has changed."""
@@ -220,20 +223,23 @@ class SignalEngine:
         self.drop_tails(key)
         self.spot_signals.push(bar.symbol, bar.timeframe, bar.ts_open, bar.high, bar.low, bar.close,
                                bar.volume)  # decided on at the close: a lookup
-        if self.close_complete(bar.ts_close):
+        if self.close_complete(key, bar.ts_close):
             self.market_ts = max(self.market_ts, bar.ts_close)
             self.run_due()
 
-    def close_complete(self, ts_close: int) -> bool:
-        """True when every series kept here whose bar closes at ``ts_close`` has that bar: the
-        close is decided at its last bar, not at the clock message marketdata sends after the
-        close's ticks (which can come a wake-up later). A series left behind (refetching after a
-        gap) holds the close back until the clock; one not kept yet (warming up) does not."""
-        for (symbol, timeframe), store in self.stores.items():
-            period = timeframe_ms(timeframe)
-            if ts_close % period == 0 and store.last_ts(symbol, timeframe) != ts_close - period:
-                return False
-        return True
+    def close_complete(self, key: tuple[str, str], ts_close: int) -> bool:
+        """True once every series kept here whose bar closes at ``ts_close`` has that bar (the one
+        of ``key`` just came): the close is decided at its last bar, not at the clock message
+        marketdata sends after the close's ticks (which can come a wake-up later). A series left
+        behind (refetching after a gap) holds the close back until the clock; one not kept yet
+        (warming up) does not. The series are listed once per close, then ticked off per bar."""
+        if self.close_waiting is None or self.close_waiting[0] != ts_close:
+            self.close_waiting = (ts_close, {
+                (symbol, timeframe) for (symbol, timeframe), store in self.stores.items()
+                if ts_close % timeframe_ms(timeframe) == 0
+                and store.last_ts(symbol, timeframe) != ts_close - timeframe_ms(timeframe)})
+        self.close_waiting[1].discard(key)
+        return not self.close_waiting[1]
 
     def on_published(self, env: Envelope) -> None:
         """The pricer's latest chain or IV, kept as sent (decoded when a batch uses it)."""
