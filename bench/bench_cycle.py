@@ -6,8 +6,9 @@ and its order ids are new. One cycle = ``run_cycle`` over every strategy the eng
 (spot through ``evaluate_spot``; options with their positions request to the running portfolio,
 the pricer's chains and IV decoded, and ``evaluate_options``) + ``flush_outbox`` (a REQ/REP round
 trip to the portfolio, journaled and acknowledged, for every order). Bar upkeep is outside the
-timer: the newest bars are fetched and handed to the engine's bar hook (``on_bar``), as the
-running service gets them from the bus. So are the chains and IV: the engine subscribes to the
+timer: the newest bars are fetched and kept by the engine's bar hook (``keep_bar``), as the
+running service gets them from the bus (its ``on_bar`` would then decide the close at once: the
+timer takes that decision instead). So are the chains and IV: the engine subscribes to the
 pricer's ``chain.*`` / ``iv.*`` as the service does, and before each cycle takes what arrived,
 waiting (untimed) for a publication recent enough for the engine to use; a cycle whose engine
 still asked the pricer is counted in the report.
@@ -106,7 +107,7 @@ class BenchEngine:
             reply = self.engine.marketdata.request("history", {"symbol": symbol, "timeframe": timeframe,
                                                                "limit": self.signals.HISTORY_BARS})
             for ts, o, h, lo, c, v in (row for row in reply["rows"] if int(row[0]) > after):
-                self.engine.on_bar({"symbol": symbol, "timeframe": timeframe, "ts_open": int(ts), "open": o,
+                self.engine.keep_bar({"symbol": symbol, "timeframe": timeframe, "ts_open": int(ts), "open": o,
                                     "high": h, "low": lo, "close": c, "volume": v})
         self.engine.warm_up()
         self.engine.market_ts = self.engine.marketdata.request("status")["market_ts"]

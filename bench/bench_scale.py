@@ -4,15 +4,15 @@ A real stack (marketdata on the sim with 43 symbols, the portfolio, the pricer; 
 runs the scaled config: config/default.json's 34 strategies replicated to N, spot replicas
 spread over the symbols (so they share no computation), options replicas on BTC and ETH (the
 venues list no others). Each engine is its own process running the signal service's own
-``SignalEngine`` with the config's ``engines`` split (``hash:I/E``), fed bars, clock, chains and
-IV from the stack's PUBs between rounds (untimed), and asking the real portfolio (positions_batch,
-order, option_order: real acks, journaled). The engines start a round together (a barrier);
-one round is every strategy of the engine once: ``run_cycle`` (spot, orders sent at once), the
-whole options batch, and the outbox flushed. The cycle time of E engines in a round is the
-slowest engine's; reported: the median over rounds (the first round, which builds the
-incremental caches from history, is left out), with its parts per engine: spot (``run_cycle``),
-options (the batch; ``chains``: reading the published chains and IV, or asking for them) and the
-outbox flush.
+``SignalEngine`` with the config's ``engines`` split (``hash:I/E``), fed bars (``keep_bar``,
+which decides nothing), clock, chains and IV from the stack's PUBs between rounds (untimed),
+and asking the real portfolio (positions_batch, order, option_order: real acks, journaled). The
+engines start a round together (a barrier); one round is every strategy of the engine once:
+``run_cycle`` (spot, orders sent at once), the whole options batch, and the outbox flushed. The
+cycle time of E engines in a round is the slowest engine's; reported: the median over rounds
+(the first round, which builds the incremental caches from history, is left out), with its
+parts per engine: spot (``run_cycle``), options (the batch; ``chains``: reading the published
+chains and IV, or asking for them) and the outbox flush.
 
 Target (issue 15): 1,000 strategies, real acks, cycle <= 1 s on 2 engines. On a 2-core machine
 4 engines share 2 cores with the stack, so 4 is not expected to beat 2 here.
@@ -133,7 +133,7 @@ def _follow(engine: Any, feeds: list[Any]) -> None:
         while (got := sub.receive(0)) is not None:
             _topic, env = got
             if env.type == "bar":
-                engine.on_bar(env.body)
+                engine.keep_bar(env.body)
             elif env.type == "clock" and isinstance(env.body.get("ts"), int):
                 engine.market_ts = max(engine.market_ts, env.body["ts"])
             elif env.type in ("chain", "iv"):

@@ -202,30 +202,39 @@ class SignalEngine:
             self.rt.log.info("warmed_up", symbol=symbol, timeframe=timeframe, bars=len(reply["rows"]))
 
     def on_bar(self, body: Any) -> None:
+        """A bar from marketdata: kept (``keep_bar``), and the close decided if it was the last
+        of its close's bars (``close_complete``)."""
+        bar = self.keep_bar(body)
+        if bar is not None and self.close_complete((bar.symbol, bar.timeframe), bar.ts_close):
+            self.market_ts = max(self.market_ts, bar.ts_close)
+            self.run_due()
+
+    def keep_bar(self, body: Any) -> Bar | None:
+        """A bar into its series and the incremental cache, deciding nothing; the bar, or None
+        when it is not kept: bad (counted, logged), not traded here or still warming up, a
+        duplicate, or after a gap (the series is refetched rather than traded across a hole)."""
         try:
             bar = Bar.from_dict(body)
         except (RecordError, ValueError) as exc:
             self.rt.stats.count_drop("bad_bar")
             self.rt.log.warning("bad_bar_dropped", error=str(exc))
-            return
+            return None
         key = (bar.symbol, bar.timeframe)
         if key not in self.stores:
-            return  # not traded here, or still waiting for its warm-up history
+            return None
         store = self.stores[key]
         last = store.last_ts(*key)
         if last is not None and bar.ts_open <= last:
-            return  # a duplicate or a replayed bar: we have it
+            return None
         if last is not None and bar.ts_open != last + timeframe_ms(bar.timeframe):
             self.rt.log.warning("bar_gap", symbol=bar.symbol, timeframe=bar.timeframe, last=last, got=bar.ts_open)
-            self.needs_warmup.add(key)  # refetch the history rather than trade across a hole
-            return
+            self.needs_warmup.add(key)
+            return None
         store.append_bar(bar)
         self.drop_tails(key)
         self.spot_signals.push(bar.symbol, bar.timeframe, bar.ts_open, bar.high, bar.low, bar.close,
                                bar.volume)  # decided on at the close: a lookup
-        if self.close_complete(key, bar.ts_close):
-            self.market_ts = max(self.market_ts, bar.ts_close)
-            self.run_due()
+        return bar
 
     def close_complete(self, key: tuple[str, str], ts_close: int) -> bool:
         """True once every series kept here whose bar closes at ``ts_close`` has that bar (the one

@@ -74,7 +74,7 @@ def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
     def decide_through(stop: int, history_start: int) -> None:
         want = compute_signals(sc.strategy, btc.slice(history_start, stop), dict(sc.params))
         for i in range(int(btc.ts.searchsorted(engine.bars("BTC/USDT", "1h", 1).ts[-1])) + 1, stop):
-            engine.on_bar(bar_body(btc, i))
+            engine.keep_bar(bar_body(btc, i))
             engine.market_ts = int(btc.ts[i]) + HOUR
             signal = engine.run_spot(sc).signal
             assert (signal.ts_bar, signal.signal) == (int(btc.ts[i]), int(want.signals[i - history_start]))
@@ -88,7 +88,7 @@ def test_spot_signals_follow_the_bars_and_are_rebuilt_after_a_gap(engine):
     state = next(iter(engine.spot_signals.states.values()))
     assert state.bars_seen == 1300  # warmed from 1,000 bars, then one per bar
 
-    engine.on_bar(bar_body(btc, 1301))  # bar 1300 never came: a gap
+    engine.keep_bar(bar_body(btc, 1301))  # bar 1300 never came: a gap
     assert ("BTC/USDT", "1h") in engine.needs_warmup
     engine.marketdata.bars = btc.slice(0, 1302)
     engine.warm_up()  # the refetch: the newest 1,000 bars, 302..1301
@@ -108,7 +108,7 @@ def test_holds_says_hold_exactly_when_the_strategy_would_on_real_bars(engine):
     engine.run_spot(sc)
     seen = set()
     for i in range(1000, 1400):
-        engine.on_bar(bar_body(btc, i))
+        engine.keep_bar(bar_body(btc, i))
         engine.market_ts = int(btc.ts[i]) + HOUR
         held = engine.holds(sc)
         signal = engine.run_spot(sc).signal
@@ -131,7 +131,7 @@ def test_a_tail_is_shared_read_only_until_its_series_gets_a_bar(engine):
     assert tail.ts.tolist() == [2 * HOUR, 3 * HOUR]
     with pytest.raises(ValueError, match="read-only"):
         tail.close[0] = 1.0
-    engine.on_bar(bar_body(bars, 4))
+    engine.keep_bar(bar_body(bars, 4))
     assert engine.bars("BTC/USDT", "1h", 2).ts.tolist() == [3 * HOUR, 4 * HOUR]
     engine.marketdata.bars = bars.slice(0, 3)
     engine.needs_warmup = {("BTC/USDT", "1h")}

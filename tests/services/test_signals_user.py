@@ -70,8 +70,8 @@ def events(engine, name: str) -> list[dict]:
 def run_hours(engine, hours: range) -> None:
     for hour in hours:
         if hour > 79:
-            engine.on_bar({"symbol": "BTC/USDT", "timeframe": "1h", "ts_open": (hour - 1) * HOUR,
-                           **dict(zip(("open", "high", "low", "close", "volume"), BARS.rows()[hour - 1][1:]))})
+            engine.keep_bar({"symbol": "BTC/USDT", "timeframe": "1h", "ts_open": (hour - 1) * HOUR,
+                             **dict(zip(("open", "high", "low", "close", "volume"), BARS.rows()[hour - 1][1:]))})
         engine.market_ts = hour * HOUR
         engine.run_due()
 
