@@ -108,7 +108,7 @@ class BenchEngine:
                                                                "limit": self.signals.HISTORY_BARS})
             for ts, o, h, lo, c, v in (row for row in reply["rows"] if int(row[0]) > after):
                 self.engine.keep_bar({"symbol": symbol, "timeframe": timeframe, "ts_open": int(ts), "open": o,
-                                    "high": h, "low": lo, "close": c, "volume": v})
+                                      "high": h, "low": lo, "close": c, "volume": v})
         self.engine.warm_up()
         self.engine.market_ts = self.engine.marketdata.request("status")["market_ts"]
         deadline = time.monotonic() + PUBLISHED_WAIT_S
