@@ -245,8 +245,8 @@ class SignalEngine:
         if self.close_waiting is None or self.close_waiting[0] != ts_close:
             self.close_waiting = (ts_close, {
                 (symbol, timeframe) for (symbol, timeframe), store in self.stores.items()
-                if ts_close % timeframe_ms(timeframe) == 0
-                and store.last_ts(symbol, timeframe) != ts_close - timeframe_ms(timeframe)})
+                if ts_close % (period := timeframe_ms(timeframe)) == 0
+                and store.last_ts(symbol, timeframe) != ts_close - period})
         self.close_waiting[1].discard(key)
         return not self.close_waiting[1]
 

@@ -347,20 +347,20 @@ def settle_expired(book: StrategyBook, tape: PriceTape, ts: int, *, first_seq: i
         contract = position.contract
         if contract.expiry_ts > ts:
             continue
-        tick = tape.nearest(f"{contract.underlying}/{quote}", contract.expiry_ts)
+        symbol = f"{contract.underlying}/{quote}"
+        tick = tape.nearest(symbol, contract.expiry_ts)
         if tick is None:
             continue
-        fills += _settlement(book, position, contract, tick, ts, first_seq + len(fills), assign_puts, quote)
+        fills += _settlement(book, position, contract, tick, ts, first_seq + len(fills), assign_puts, symbol)
     return fills
 
 
 def _settlement(book: StrategyBook, position: OptionPosition, contract: OptionContract, tick: tuple[int, float],
-                ts: int, seq: int, assign_puts: bool, quote: str) -> list[Fill]:
+                ts: int, seq: int, assign_puts: bool, symbol: str) -> list[Fill]:
     spot_ts, spot = tick
     quantity = position.quantity
     coins = abs(quantity) * contract.multiplier
     intrinsic = contract.intrinsic(spot)
-    symbol = f"{contract.underlying}/{quote}"
     delivered = 0.0
     if quantity < 0 and intrinsic > 0:
         if not contract.is_call and assign_puts:
