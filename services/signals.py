@@ -67,6 +67,7 @@ from trading.book_view import BookView
 from trading.engine import (
     HISTORY_BARS,
     OptionsDecision,
+    OptionsStrategy,
     Schedule,
     SpotDecision,
     evaluate_options,
@@ -122,6 +123,7 @@ class SignalEngine:
         self.spot = [sc for sc in mine if sc.is_spot and sc.id not in broken]
         self.scripts = ScriptRunner(SCRIPT_TIMEOUT_SECONDS)
         self.options = [sc for sc in mine if sc.is_options]
+        self.options_strategies: dict[str, OptionsStrategy] = {}  # options_strategy_of
         self.published: dict[Any, tuple[int, Any]] = {}  # (underlying, venue) or underlying -> (ts, body)
         self.published_max_age_ms = PUBLISHED_CHAIN_INTERVALS * 1000 * max(
             (sc.interval_seconds for sc in self.options), default=0)
@@ -548,13 +550,21 @@ class SignalEngine:
             book = BookView.from_dict(self.book_of(sc.id), f"positions reply ({sc.id})")
         except (RequestFailed, RemoteError) as exc:
             return OptionsDecision(sc.id, skipped=f"portfolio unavailable: {exc}")
-        venue = self.cfg.venue_options(sc.venue)
-        strategy = options_strategy(sc.id, sc.strategy, sc.venue, sc.underlying, sc.timeframe, sc.params,
-                                    min_score=venue.min_score, max_positions=venue.max_positions,
-                                    limits=OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct),
-                                    theta_harvest=sc.theta_harvest)
-        return evaluate_options(strategy, market, book, self.bars(sc.symbol, sc.timeframe, HISTORY_BARS),
+        return evaluate_options(self.options_strategy_of(sc), market, book,
+                                self.bars(sc.symbol, sc.timeframe, HISTORY_BARS),
                                 self.market_ts)  # every bar kept, read-only: one copy for the batch
+
+    def options_strategy_of(self, sc: Any) -> OptionsStrategy:
+        """What ``evaluate_options`` runs for ``sc``: its config, built at its first decision
+        (a bad one fails that strategy, not the engine) and kept, as the config is."""
+        strategy = self.options_strategies.get(sc.id)
+        if strategy is None:
+            venue = self.cfg.venue_options(sc.venue)
+            strategy = self.options_strategies[sc.id] = options_strategy(
+                sc.id, sc.strategy, sc.venue, sc.underlying, sc.timeframe, sc.params,
+                min_score=venue.min_score, max_positions=venue.max_positions,
+                limits=OptionsRiskLimits(max_drawdown_pct=sc.max_drawdown_pct), theta_harvest=sc.theta_harvest)
+        return strategy
 
     def flush_outbox(self) -> list[dict[str, Any]]:
         """``send_outbox``, then ``settle_answers``."""

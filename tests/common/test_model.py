@@ -32,6 +32,31 @@ def test_bars_orders_and_fills_read_back_from_their_dicts(record) -> None:
     assert type(record).from_dict(record.to_dict()) == record
 
 
+@pytest.mark.parametrize(("value", "error"), [
+    (None, r"order\.price: expected a number, got null"),
+    (True, r"order\.price: expected a number, got true"),
+    ("2", r"order\.price: expected a number, got \"2\""),
+    (float("nan"), r"order\.price: must be a finite number, got nan"),
+    (float("inf"), r"order\.price: must be a finite number, got inf"),
+    (-1.0, r"order\.price: must be >= 0, got -1\.0"),
+    (-1, r"order\.price: must be >= 0, got -1\.0"),
+])
+def test_read_number_names_every_kind_of_bad_number(value, error) -> None:
+    with pytest.raises(RecordError, match=error):
+        read_number({"price": value}, "price", "order", minimum=0.0)
+
+
+def test_read_number_takes_floats_ints_and_float_subclasses_and_names_a_missing_field() -> None:
+    import numpy as np
+
+    got = [read_number({"price": v}, "price", "order", minimum=0.0) for v in (2.5, 3, np.float64(4.5), 0.0)]
+    assert got == [2.5, 3.0, 4.5, 0.0] and all(type(v) is float for v in got)
+    with pytest.raises(RecordError, match=r"order\.price: missing"):
+        read_number({}, "price", "order")
+    with pytest.raises(RecordError, match=r"order\.price: missing"):
+        read_number(FrozenMapping(), "price", "order")
+
+
 class FrozenMapping(dict):
     """A Mapping that is not exactly a dict: the readers take any mapping, not only dicts."""
 

@@ -47,6 +47,21 @@ def test_contract_from_dict_names_the_bad_field():
         OptionContract.from_dict(d | {"venue": "cme"})
 
 
+def test_a_contract_read_again_is_the_same_one_and_still_checked_like_the_first():
+    d = call().to_dict()
+    first = OptionContract.from_dict(d)
+    assert OptionContract.from_dict(dict(d)) is first and first.name == "BTC-25DEC26-78000-C"
+    # A known contract's fields with the wrong types are refused as before, not taken as equal.
+    with pytest.raises(ContractError, match=r"contract\.is_call: expected true or false, got 1"):
+        OptionContract.from_dict(d | {"is_call": 1})
+    with pytest.raises(ContractError, match=r"contract\.expiry_ts: expected an integer, got true"):
+        OptionContract.from_dict(d | {"expiry_ts": True})
+    # An int strike equal to a known float one is read as that float: the same contract.
+    assert OptionContract.from_dict(d | {"strike": 78000}) == first
+    with pytest.raises(ContractError, match=r"contract\.strike: must be a finite number > 0"):
+        OptionContract.from_dict(d | {"strike": -78000.0})
+
+
 def test_bad_instrument_names_raise():
     for name in ("BTC-25DEC26-78000", "BTC-31FEB26-78000-C", "BTC-25XYZ26-78000-C", "SOL-25DEC26-100-C", 42):
         with pytest.raises(ContractError, match="instrument name"):
