@@ -66,8 +66,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# One pytest worker per core: most of the suite's time is stacks waiting on market time.
 test: venv browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 test-fast: venv  ## the edit-test loop: everything not marked slow (no stacks, browsers or long runs)
 	$(BIN)/python -m pytest -m "not slow" -x

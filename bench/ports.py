@@ -4,11 +4,14 @@
 at once; between then and the service's own bind, any outgoing connection (every zmq
 connect is one) may take it as its local port, and a second ``bind(0)`` may return it
 again. Ports here come from below the ephemeral range, are never handed out twice in one
-test process, and are checked free by binding before they are returned.
+test process, and are checked free by binding before they are returned. Parallel test workers
+(``make test`` runs pytest-xdist) each draw from their own slice of that range, so two stacks
+started at once never pick the same port.
 """
 from __future__ import annotations
 
 import errno
+import os
 import random
 import socket
 import time
@@ -37,10 +40,24 @@ def _is_free(port: int) -> bool:
     return True
 
 
+def _worker_slice() -> tuple[int, int]:
+    """(this worker, workers) as pytest-xdist names them (``gw3`` of 4); (0, 1) outside it."""
+    try:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        return 0, 1
+    return (worker, workers) if 0 <= worker < workers else (0, 1)
+
+
 def free_port() -> int:
-    """A free loopback TCP port below the ephemeral range, unique within this process."""
+    """A free loopback TCP port below the ephemeral range, unique within this process and
+    apart from every other test worker's."""
     high = _ephemeral_low()
     low = max(1024, high - 12_000)
+    worker, workers = _worker_slice()
+    span = (high - low) // workers
+    low, high = low + worker * span, low + (worker + 1) * span
     for _ in range(1000):
         port = _rng.randrange(low, high)
         if port not in _handed_out and _is_free(port):
