@@ -26,6 +26,7 @@ from trading.risk import iso_utc
 SERVICES = ("marketdata", "portfolio", "pricer")
 STARTUP_TIMEOUT_MS = 500
 STARTUP_TRIES = 60
+ORDERS_SETTLE_SECONDS = 15.0  # how long the cycle's orders are resent while the portfolio says 'retry'
 
 
 def spawn(service: str, config: str) -> subprocess.Popen:
@@ -78,7 +79,7 @@ def run_once(config: str) -> int:
         engine.decide_pending_options()
         engine.scripts.wait_all()  # user scripts answer off the loop in the service; here we wait for them
         engine.collect_scripts()
-        engine.flush_outbox()
+        settle_orders(engine, ORDERS_SETTLE_SECONDS)
         if engine.outbox:
             print(f"once: {len(engine.outbox)} orders were not acknowledged", file=sys.stderr)
             return 1
@@ -102,6 +103,17 @@ def run_once(config: str) -> int:
             what = f"{st['actions']} action(s)" if "actions" in st else st.get("status", "not run")
         print(f"  {sc.id}: {what}")
     return 0
+
+
+def settle_orders(engine: SignalEngine, seconds: float) -> None:
+    """Send the outbox until the portfolio has answered every order for good, or ``seconds``
+    pass. A transient refusal (``retry``: a portfolio just started may not have the order's
+    tick yet) is resent after its backoff, as the engine's loop resends it in the service."""
+    deadline = time.monotonic() + seconds
+    engine.flush_outbox()
+    while engine.outbox and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(max(0.0, engine.portfolio_retry_at - time.monotonic()), left))
+        engine.flush_outbox()
 
 
 def wait_for_spot_prices(engine: SignalEngine, underlyings: set[str]) -> None:

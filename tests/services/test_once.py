@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
+from common.model import ORDER_RETRY, SpotOrder
+from config.settings import parse_config
+from services.once import settle_orders
+from services.runtime import ServiceRuntime
+from services.signals import SignalEngine
+from tests.services.test_signals_outbox import RecordingPublisher, ScriptedPortfolio
 from tests.support.stack import REPO, stack_config
 
 pytestmark = pytest.mark.timeout(180)
@@ -33,3 +40,33 @@ def test_once_runs_every_strategy_once_prints_the_summary_and_saves_state(tmp_pa
     assert sum(b["trade_count"] for b in state["strategies"].values()) == len(journal)
     if journal:
         assert "Trades (" in out
+
+
+NO_TICK_YET = {"status": ORDER_RETRY, "reason": "no price for ETH/USDT from the feed yet"}
+
+
+@pytest.fixture
+def engine():
+    rt = ServiceRuntime("once-test")
+    rt.publisher = RecordingPublisher([])
+    engine = SignalEngine(parse_config(stack_config()), rt)
+    engine.outbox["pairs-eth-sol:1"] = SpotOrder("pairs-eth-sol:1", "pairs-eth-sol", "ETH/USDT", 1, 3_000.0, 1)
+    yield engine
+    rt.close()
+
+
+def test_an_order_the_portfolio_cannot_price_yet_is_resent_until_it_is_answered(engine):
+    """A portfolio just started may lack the order's tick ('retry'): once resends after the
+    backoff instead of giving up on the cycle's first answer."""
+    engine.portfolio = portfolio = ScriptedPortfolio(NO_TICK_YET, NO_TICK_YET, {"status": "filled"})
+    settle_orders(engine, 5.0)
+    assert not engine.outbox and len(portfolio.sent) == 3
+
+
+def test_an_order_still_refused_at_the_deadline_stays_in_the_outbox(engine):
+    engine.portfolio = portfolio = ScriptedPortfolio(*[NO_TICK_YET] * 50)
+    began = time.monotonic()
+    settle_orders(engine, 0.2)
+    assert list(engine.outbox) == ["pairs-eth-sol:1"]
+    assert 0.2 <= time.monotonic() - began < 1.0
+    assert 3 <= len(portfolio.sent) < 10  # resent after a growing backoff, not in a busy loop
