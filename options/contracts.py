@@ -18,7 +18,10 @@ from common.model import RecordError, read_bool, read_int, read_number, read_obj
 from common.timeframes import DAY_MS
 from options.venues import MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name, venue_spec
 
-KNOWN_CONTRACTS = 4096  # contracts remembered by name and by fields: a few expiries x strikes x venues
+# Contracts remembered by fields and by name: the open positions (at most 4 per strategy)
+# and the few a batch proposes. 4096 of each (about 650 bytes a contract) filled up over
+# market years in every service that reads books: 2.7 MB each; 256 hold the working set.
+KNOWN_CONTRACTS = 256
 _NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})-(\d+(?:d\d+)?)-([CP])$")
 
 
