@@ -45,10 +45,8 @@ def _present(d: Any, name: str, where: str) -> object:
 
 def read_number(d: Mapping[str, Any], name: str, where: str, *, minimum: float | None = None) -> float:
     """A finite float (ints accepted), optionally ``>= minimum``; bools are not numbers."""
-    value = d.get(name, _MISSING) if type(d) is dict else _present(d, name, where)
+    value = _present(d, name, where)
     if type(value) is not float:  # the common case goes straight to the range checks
-        if value is _MISSING:
-            raise RecordError(f"{where}.{name}: missing")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecordError(f"{where}.{name}: expected a number, got {_shown(value)}")
         value = float(value)

@@ -110,10 +110,12 @@ def settle_orders(engine: SignalEngine, seconds: float) -> None:
     pass. A transient refusal (``retry``: a portfolio just started may not have the order's
     tick yet) is resent after its backoff, as the engine's loop resends it in the service."""
     deadline = time.monotonic() + seconds
-    engine.flush_outbox()
-    while engine.outbox and (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(max(0.0, engine.portfolio_retry_at - time.monotonic()), left))
-        engine.flush_outbox()
+    while True:
+        wait = engine.resend_when_due()  # sends once the backoff is over; the seconds until it is due again
+        left = deadline - time.monotonic()
+        if not engine.outbox or left <= 0:
+            return
+        time.sleep(min(wait, left))
 
 
 def wait_for_spot_prices(engine: SignalEngine, underlyings: set[str]) -> None:
