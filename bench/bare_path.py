@@ -26,6 +26,7 @@ ORDER = b"o" * 250
 REPLY = b"r" * 200
 LINE = b'{"seq":1,"kind":"spot","strategy_id":"probe","price":100.0,"quantity":1.0}\n' * 4
 JOIN_TIMEOUT_S = 10.0
+SPACING_S = 0.01  # between closes: an fsync right after another is cheaper than one a close brings
 WARMUP_CLOSES = 20  # not recorded: the first request also waits for its connection's handshake
 
 
@@ -89,7 +90,7 @@ def _engine(pub_ep: str, rep_ep: str, keys: dict[str, bytes], samples: int, read
         ctx.term()
 
 
-def close_to_ack(directory: Path, samples: int, spacing_s: float = 0.01) -> list[float]:
+def close_to_ack(directory: Path, samples: int, spacing_s: float = SPACING_S) -> list[float]:
     """``samples`` closes ``spacing_s`` apart through the bare path; close -> ack of each (ms).
     The journal line goes to ``directory`` (the stack's state directory: the same disk)."""
     spawn = mp.get_context("spawn")  # no zmq context or stack state carried over by fork
