@@ -216,8 +216,12 @@ class Stack:
 
     def freeze(self, program: str, seconds: float) -> None:
         """Stop ``program`` (SIGSTOP) for ``seconds`` of wall time, then let it go on (SIGCONT),
-        as a stalled process or machine would: it neither dies nor is restarted."""
+        as a stalled process or machine would: it neither dies nor is restarted. RuntimeError when
+        it is not running: its pid reads 0 then, and a signal to pid 0 would stop this process's
+        whole group (the test itself, and every pytest worker with it)."""
         pid = self.pid(program)
+        if pid <= 0:
+            raise RuntimeError(f"cannot freeze {program}: it is not running (pid {pid})")
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(seconds)

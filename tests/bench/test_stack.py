@@ -1,4 +1,5 @@
-"""bench.stack.Stack's stop: a program supervisord had to SIGKILL for not stopping is an error."""
+"""bench.stack.Stack: its stop (a program supervisord had to SIGKILL for not stopping is an error)
+and its freeze."""
 from __future__ import annotations
 
 import subprocess
@@ -34,3 +35,13 @@ def test_a_program_killed_for_outliving_stopwaitsecs_fails_the_stop_and_a_kill_9
     assert Stack(tmp_path).killed_for_not_stopping() == ["signals-spot"]
     with pytest.raises(RuntimeError, match=r"signals-spot did not stop on SIGTERM within stopwaitsecs"):
         stopped(Stack(tmp_path)).stop()
+
+
+def test_freezing_a_program_that_is_not_running_signals_nothing(tmp_path, monkeypatch):
+    stack = Stack(tmp_path)
+    monkeypatch.setattr(stack, "pid", lambda _program: 0)  # supervisord's pid of a program not running
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr("bench.stack.os.kill", lambda pid, sig: sent.append((pid, sig)))
+    with pytest.raises(RuntimeError, match="cannot freeze marketdata: it is not running"):
+        stack.freeze("marketdata", 0.01)
+    assert sent == []  # os.kill(0, SIGSTOP) would have stopped this test's own process group
