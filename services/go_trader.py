@@ -73,10 +73,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_pid(path: Path) -> int | None:
+    """The pid in ``path``; None when it is missing or names no process: not a number, or 0 or
+    below, which os.kill reads as this process's group (0) or every process it may signal (-1),
+    so a damaged pidfile would pass for a running supervisord."""
     try:
-        return int(path.read_text().strip())
+        pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if pid > 0 else None
 
 
 def wait_until(done: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:

@@ -63,6 +63,20 @@ def test_stop_with_nothing_running_says_so_and_succeeds(tmp_path: Path):
     assert done.returncode == 0 and "not running" in done.stderr
 
 
+@pytest.mark.parametrize("text, pid", [("4242\n", 4242), ("0", None), ("-1", None), ("4242x", None), ("", None)])
+def test_a_pidfile_names_a_process_only_with_a_positive_number(tmp_path: Path, text: str, pid: int | None):
+    (tmp_path / "supervisord.pid").write_text(text)
+    assert read_pid(tmp_path / "supervisord.pid") == pid
+
+
+def test_a_pidfile_of_0_is_not_a_running_supervisord(tmp_path: Path):
+    stack = Stack(tmp_path, stack_config())
+    stack.write_files()
+    (tmp_path / "run" / "supervisord.pid").write_text("0")  # os.kill(0, 0) would answer for this process's group
+    done = go_trader(stack, "stop")
+    assert done.returncode == 0 and "not running" in done.stderr
+
+
 def test_port_check_sees_a_listener():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
