@@ -31,6 +31,12 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _whole_range() -> tuple[int, int]:
+    """[low, high) of the ports every worker's slice is cut from: below the ephemeral range."""
+    high = _ephemeral_low()
+    return max(1024, high - 12_000), high
+
+
 def _is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -53,8 +59,7 @@ def _worker_slice() -> tuple[int, int]:
 def free_port() -> int:
     """A free loopback TCP port below the ephemeral range, unique within this process and
     apart from every other test worker's."""
-    high = _ephemeral_low()
-    low = max(1024, high - 12_000)
+    low, high = _whole_range()
     worker, workers = _worker_slice()
     span = (high - low) // workers
     low, high = low + worker * span, low + (worker + 1) * span

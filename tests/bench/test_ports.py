@@ -6,17 +6,12 @@ import pytest
 import bench.ports as ports
 
 
-def _range() -> tuple[int, int]:
-    high = ports._ephemeral_low()
-    return max(1024, high - 12_000), high
-
-
 @pytest.mark.parametrize(("worker", "workers"), [("gw0", "2"), ("gw1", "2"), ("gw2", "3")])
 def test_each_worker_draws_from_its_own_slice(monkeypatch, worker, workers) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
     monkeypatch.setattr(ports, "_handed_out", set())
-    low, high = _range()
+    low, high = ports._whole_range()
     span = (high - low) // int(workers)
     k = int(worker.removeprefix("gw"))
     got = [ports.free_port() for _ in range(50)]
@@ -32,5 +27,5 @@ def test_outside_a_worker_or_with_odd_names_the_whole_range_is_used(monkeypatch,
         else:
             monkeypatch.setenv(name, value)
     assert ports._worker_slice() == (0, 1)
-    low, high = _range()
+    low, high = ports._whole_range()
     assert low <= ports.free_port() < high
