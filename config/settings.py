@@ -150,6 +150,7 @@ class BusConfig:
 class CpuConfig:
     background_nice: int = 10  # the pricer and options-only engines (services.runtime.ServiceRuntime.yield_cpu)
     background_idle: bool = False  # and under SCHED_IDLE (Linux): for a host of its own
+    split_cores: bool = True  # the fill path on cores of its own (services.runtime.service_cores)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from config.schema import LOCAL_HOSTS
 from config.settings import Config, load_config
 from services.gateway_cache import GatewayCache
 from services.gateway_http import HttpServer
-from services.runtime import ServiceRuntime, config_path
+from services.runtime import ServiceRuntime, config_path, service_cores
 from services.views.discord import cycle_messages, summary_due
 from services.views.status import CloneGap, apply_delta, clone_from_snapshot, engine_cycles, services_of
 
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host")
     args, _rest = parser.parse_known_args(argv)
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("gateway")
+    rt = ServiceRuntime("gateway", cores=service_cores(cfg.cpu, fill_path=False))
     try:
         host = listen_host(cfg, args.host)
     except ValueError as exc:

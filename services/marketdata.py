@@ -29,7 +29,7 @@ from common.wall import wall_ms
 from config.settings import Config, load_config
 from services.feeds.feed import MarketFeed
 from services.feeds.market import build_feed_from_config
-from services.runtime import CloseWatch, ServiceRuntime, config_path
+from services.runtime import CloseWatch, ServiceRuntime, config_path, service_cores
 
 TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at their close
 # A close's bars are made this long (wall) before it and published at it: making them took
@@ -256,7 +256,7 @@ class MarketDataService:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("marketdata")
+    rt = ServiceRuntime("marketdata", cores=service_cores(cfg.cpu, fill_path=True))
     try:
         svc = MarketDataService(cfg, rt)
     except (ClockFileError, StateDirMissing, LockHeld) as exc:

@@ -67,7 +67,7 @@ from common.state_store import (
 from common.timeframes import HOUR_MS
 from common.wall import wall_ms
 from config.settings import Config, load_config
-from services.runtime import CloseWatch, ServiceRuntime, config_path
+from services.runtime import CloseWatch, ServiceRuntime, config_path, service_cores
 from trading.ledger import OrderDecision
 from trading.option_book import OptionOrder, OptionOrderDecision
 from trading.option_order_checks import (
@@ -597,7 +597,7 @@ class PortfolioService:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("portfolio")
+    rt = ServiceRuntime("portfolio", cores=service_cores(cfg.cpu, fill_path=True))
     try:
         svc = PortfolioService(cfg, rt)
     except (StateDirMissing, LockHeld) as exc:

@@ -37,7 +37,7 @@ from options.marks import MarkSource, SimSurface
 from options.venues import venue_spec
 from options.vol_surface import iv_rank
 from services.feeds.ibkr import IbkrListedSource, build_chain_reader
-from services.runtime import ServiceRuntime, config_path
+from services.runtime import ServiceRuntime, config_path, service_cores
 
 MAX_CONTRACTS = 500
 MAX_IV_DAYS = 1000
@@ -228,7 +228,7 @@ class PricerService:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
-    rt = ServiceRuntime("pricer", background=cfg.cpu)  # off the spot fill path
+    rt = ServiceRuntime("pricer", background=cfg.cpu, cores=service_cores(cfg.cpu, fill_path=False))
     svc = PricerService(cfg, rt)
     ep = cfg.endpoints["pricer"]
     rt.bind_publisher(ep.pub)

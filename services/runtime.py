@@ -28,6 +28,7 @@ import zmq
 from common.bus import BusStats, Publisher, Replier, Requester, Subscriber
 from common.bus_auth import BusKeysError, BusSecurity, load_security, stop_zap, zap_handler
 from common.clock import CLOSE_AFTER_MS, CLOSE_BEFORE_MS, CloseWindow, MarketClock, clock_from_message
+from common.cores import split_cores
 from common.log import EventLog
 from common.messages import HEARTBEAT_SECONDS
 from common.timeframes import timeframe_ms
@@ -140,6 +141,16 @@ class CloseWatch:
         return self.window is not None and (self.window.holds(now_ms) or self.window.holds(now_ms + ahead_ms))
 
 
+def service_cores(cpu: CpuConfig, fill_path: bool) -> frozenset[int] | None:
+    """The cores of a service on the spot fill path (marketdata, the engines with spot
+    strategies, the portfolio) or off it, when ``cpu.split_cores`` is on and this process may
+    use two cores or more (``common.cores.split_cores``); None: where it is."""
+    if not cpu.split_cores or not hasattr(os, "sched_getaffinity"):
+        return None
+    split = split_cores(os.sched_getaffinity(0))
+    return None if split is None else split[0 if fill_path else 1]
+
+
 def bus_security(cfg: Config, identity: str) -> BusSecurity:
     """The bus keys of ``identity`` (a service, or ``reader``) from ``cfg``'s key directory,
     pinned to the services that bind ``cfg``'s endpoints; BusKeysError says what to fix."""
@@ -152,7 +163,8 @@ class ServiceRuntime:
     """Sockets, timers and the poll loop of one service process. ``security`` defaults to the
     keys of the service called ``name``, read when the first socket opens."""
 
-    def __init__(self, name: str, security: BusSecurity | None = None, background: CpuConfig | None = None) -> None:
+    def __init__(self, name: str, security: BusSecurity | None = None, background: CpuConfig | None = None,
+                 cores: frozenset[int] | None = None) -> None:
         self.name = name
         self._security = security
         self._refused_seen = 0
@@ -161,6 +173,8 @@ class ServiceRuntime:
         self.malloc_settings = tune_malloc(_libc) if _libc is not None else []  # before zmq starts its threads
         if background is not None:
             self.yield_cpu(background)  # before zmq starts its threads, which inherit it
+        if cores is not None:
+            self.pin_cores(cores)  # likewise
         self.dies_with_parent = False
         self.ctx = zmq.Context()
         self.started_ms = wall_ms()
@@ -205,6 +219,18 @@ class ServiceRuntime:
             self.log.warning("cpu_priority_refused", idle=True, detail="this OS has no SCHED_IDLE")
         self.log.info("cpu_priority", nice=os.getpriority(os.PRIO_PROCESS, 0),
                       policy="idle" if idle is not None else "normal")
+
+    def pin_cores(self, cores: frozenset[int]) -> None:
+        """Run on ``cores`` (``service_cores``): the calling thread and the threads it starts
+        from now on. A refusal (a core outside this process's cpuset, an OS without affinity)
+        is logged, not fatal: the service runs where it was."""
+        try:
+            os.sched_setaffinity(0, cores)
+        except (OSError, AttributeError) as exc:
+            self.log.warning("cpu_cores_refused", cores=sorted(cores),
+                             detail=getattr(exc, "strerror", None) or str(exc))
+            return
+        self.log.info("cpu_cores", cores=sorted(os.sched_getaffinity(0)))
 
     # --- sockets -------------------------------------------------------------------------
     @property

@@ -58,7 +58,7 @@ from options.chain import ChainReplyError, chain_from_dict
 from options.chain_wire import OPTIONS_HORIZON_DAYS
 from options.risk import OptionsRiskLimits
 from services.feeds.exchange_client import backoff_seconds
-from services.runtime import CloseWatch, ServiceRuntime, bus_security, config_path
+from services.runtime import CloseWatch, ServiceRuntime, bus_security, config_path, service_cores
 from services.script_runner import ScriptRunner
 from services.views.summary import cycle_log_fields
 from strategies.incremental import SignalCache
@@ -681,8 +681,9 @@ def in_background(cfg: Config, name: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
     spec = cfg.engine(engine_name(cfg, argv))
+    off_path = in_background(cfg, spec.name)
     rt = ServiceRuntime(spec.service, bus_security(cfg, "signals"),  # every engine holds the signals key
-                        background=cfg.cpu if in_background(cfg, spec.name) else None)
+                        background=cfg.cpu if off_path else None, cores=service_cores(cfg.cpu, fill_path=not off_path))
     engine = SignalEngine(cfg, rt, spec.name)
     rt.bind_publisher(spec.pub)
     rt.bind_replier(spec.rep, {"status": lambda _b: engine.status()})

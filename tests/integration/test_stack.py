@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from tests.support.procfs import nice_of, thread_policies
+from common.cores import split_cores
+from tests.support.procfs import nice_of, thread_cores, thread_policies
 from tests.support.stack import PROGRAMS, Stack, StateReader, acked_fill_ids, stack_config
 from trading.ledger import rebuild_books_from_journal
 from trading.portfolio import journal_fills
@@ -35,6 +36,13 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
         # on a loaded machine can be after supervisord calls it RUNNING
         stack.wait_for(lambda: {p: nice_of(stack.pid(p)) for p in PROGRAMS} == niced, 30, f"nice values {niced}")
         assert not any(os.SCHED_IDLE in thread_policies(stack.pid(p)).values() for p in PROGRAMS)  # opt-in
+        # cpu.split_cores: the fill path on the upper half of the cores supervisord's children may
+        # use (ours), every thread of it; the others on the rest
+        allowed = frozenset(os.sched_getaffinity(0))
+        fill_path, off_path = split_cores(allowed) or (allowed, allowed)
+        placed = {p: {fill_path if p in ("marketdata", "signals-spot", "portfolio") else off_path} for p in PROGRAMS}
+        stack.wait_for(lambda: {p: set(thread_cores(stack.pid(p)).values()) for p in PROGRAMS} == placed, 30,
+                       f"cores {placed}")
         watcher.start()
         # The marks reach /status with the portfolio's next delta, which may come after its first fills
         first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and len(s["prices"]) >= 3 and s,

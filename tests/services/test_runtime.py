@@ -11,8 +11,15 @@ import pytest
 
 from config.settings import CpuConfig
 from services import runtime
-from services.runtime import M_ARENA_MAX, M_MMAP_THRESHOLD, MALLOC_SETTINGS, ServiceRuntime, tune_malloc
-from tests.support.procfs import thread_nices, thread_policies
+from services.runtime import (
+    M_ARENA_MAX,
+    M_MMAP_THRESHOLD,
+    MALLOC_SETTINGS,
+    ServiceRuntime,
+    service_cores,
+    tune_malloc,
+)
+from tests.support.procfs import thread_cores, thread_nices, thread_policies
 
 
 class FakeLibc:
@@ -409,6 +416,59 @@ def test_an_os_without_sched_idle_runs_at_the_nice_alone_and_says_so(monkeypatch
     refused, applied = (json.loads(line) for line in out.getvalue().splitlines())
     assert (refused["event"], refused["detail"]) == ("cpu_priority_refused", "this OS has no SCHED_IDLE")
     assert (applied["event"], applied["policy"]) == ("cpu_priority", "normal")
+
+
+def test_a_service_given_cores_runs_there_with_every_thread_zmq_starts():
+    import subprocess
+    import sys
+
+    core = max(os.sched_getaffinity(0))  # on two cores or more, not where a process starts
+    code = ("import os, zmq\n"
+            "from services.runtime import ServiceRuntime\n"
+            f"rt = ServiceRuntime('probe', cores=frozenset({{{core}}}))\n"
+            "sock = rt.ctx.socket(zmq.PUB)\n"  # the context starts its I/O threads with the first socket
+            "print('threads', len(os.listdir('/proc/self/task')), flush=True)\n"
+            "input()\n"
+            "sock.close(0); rt.close()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        logged = json.loads(proc.stdout.readline())
+        threads = int(proc.stdout.readline().split()[1])
+        cores = thread_cores(proc.pid)
+    finally:
+        proc.communicate("\n", timeout=30)
+    assert (logged["event"], logged["cores"]) == ("cpu_cores", [core])
+    assert threads >= 2 and len(cores) == threads  # the main thread and zmq's own
+    assert set(cores.values()) == {frozenset({core})}
+
+
+def test_refused_cores_are_logged_and_the_service_runs_where_it_was(monkeypatch):
+    def refuse(*_args):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    out = io.StringIO()
+    rt = ServiceRuntime("probe")
+    try:
+        rt.log.stream = out
+        rt.pin_cores(frozenset({99}))
+    finally:
+        rt.close()
+    record = json.loads(out.getvalue())
+    assert (record["event"], record["cores"], record["detail"]) == ("cpu_cores_refused", [99], "Invalid argument")
+
+
+@pytest.mark.parametrize(("allowed", "split", "fill_path", "off_path"), [
+    ({0, 1, 2, 3}, True, {2, 3}, {0, 1}),
+    ({0, 1}, True, {1}, {0}),
+    ({0, 1}, False, None, None),  # cpu.split_cores off: every service where supervisord started it
+    ({3}, True, None, None),  # one core: nothing to split
+])
+def test_service_cores_split_what_this_process_may_use(monkeypatch, allowed, split, fill_path, off_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(allowed))
+    cpu = CpuConfig(split_cores=split)
+    assert service_cores(cpu, fill_path=True) == (None if fill_path is None else frozenset(fill_path))
+    assert service_cores(cpu, fill_path=False) == (None if off_path is None else frozenset(off_path))
 
 
 def test_hold_at_closes_holds_housekeeping_through_each_close_burst_from_marketdata_s_clock(tmp_path):

@@ -23,3 +23,8 @@ def thread_policies(pid: int) -> dict[int, int]:
         with open(f"/proc/{pid}/task/{tid}/stat") as f:
             policies[int(tid)] = int(f.read().rpartition(")")[2].split()[38])
     return policies
+
+
+def thread_cores(pid: int) -> dict[int, frozenset[int]]:
+    """The cores every thread of ``pid`` may run on."""
+    return {int(tid): frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
