@@ -7,7 +7,8 @@ the engine that sent the order receives it: the engine publishes each final answ
 ``ack.<strategy_id>`` with the wall times it sent the request (``sent_ms``) and received the
 answer (``acked_ms``), read on the machine's one clock. A tap in a process of its own subscribes
 to ``bar.*``, ``clock``, ``signal.*``, ``ack.*`` and ``fill.*`` and stamps every message with its
-wall clock (``common.wall.wall_ms``) on receipt. For each spot order (id ``<strategy>:<bar open>``)
+wall clock (``common.wall.wall_ms``) on receipt; with ``cpu.split_cores`` it runs on the cores off
+the fill path, where the gateway, the stack's own observer, runs. For each spot order (id ``<strategy>:<bar open>``)
 answered ``filled`` on a bar it saw published, it records:
 
 - close -> ack, the total: ``acked_ms`` minus the close's wall time;
@@ -96,9 +97,12 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     from common.clock import MarketClock
     from common.timeframes import timeframe_ms
     from config.settings import load_config
-    from services.runtime import bus_security
+    from services.runtime import bus_security, service_cores
 
     cfg = load_config(config_path)
+    off_path = service_cores(cfg.cpu, fill_path=False)
+    if off_path is not None:  # an observer, as the gateway is: on its cores, before zmq starts its threads
+        os.sched_setaffinity(0, off_path)
     security = bus_security(cfg, READER)  # the stack's read-only key
     spot = {sc.id: (sc.symbol, sc.timeframe) for sc in cfg.spot_strategies()}
     ctx = zmq.Context()
