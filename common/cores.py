@@ -5,8 +5,9 @@ bar, the spot engine decides, the portfolio journals and answers. On a small hos
 that lands on another core costs an interprocessor interrupt, and the services off that path
 (the pricer, the options engines, the gateway) wake at the same close and take the cores. Kept
 on cores of their own, the chain hands over on a core whose caches already hold it. On two
-cores the close -> fill ack median fell from 4.9 to 4.0 ms (bench_latency's stack, both
-placements alternated in one run); isolating the off-path services alone gave nothing.
+cores, in bench_latency's stack with both placements alternated (6 rounds of 200 fills each),
+the close -> fill ack median was 3.50-4.06 ms split against 4.17-5.27 ms not; confining the
+off-path services alone gave nothing. bench_latency compares the two in every run.
 """
 from __future__ import annotations
 

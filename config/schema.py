@@ -388,8 +388,8 @@ CPU = Section("cpu", "How the services share the cores.", {
                          "run spot strategies and the portfolio run on the upper half of the cores go-trader may "
                          "use (rounded up), the pricer, the options-only engines and the gateway on the rest. A "
                          "close's fill then hands over from process to process on a core whose caches hold it, "
-                         "and the services off the path cannot take it (bench_latency: close -> ack median 4.0 "
-                         "against 4.9 ms on two cores). Does nothing with fewer than two cores. Turn it off when "
+                         "and the services off the path cannot take it (bench_latency runs the stack with it off "
+                         "beside the default). Does nothing with fewer than two cores. Turn it off when "
                          "the spot engines need more cores than half the host: many engines of spot strategies "
                          "on a small host share the fill path's cores.", True),
 })
