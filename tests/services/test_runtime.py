@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+from typing import Any, Callable
 
 import pytest
 
@@ -360,16 +361,18 @@ def test_a_tick_that_came_before_an_order_is_read_before_it_though_both_waited(t
     assert seen_by_second == [1]
 
 
-@pytest.mark.parametrize("idle", [True, False], ids=["sched_idle", "nice_only"])
-def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice_and_policy(idle):
+def started_service(runtime_args: str, read: Callable[[int], Any]) -> tuple[dict, int, Any]:
+    """A process that builds ``ServiceRuntime('probe', <runtime_args>)`` and opens a socket (the
+    context starts its I/O threads with the first one): its first log record, its thread count,
+    and ``read(pid)`` taken while it runs."""
     import subprocess
     import sys
 
     code = ("import os, zmq\n"
             "from config.settings import CpuConfig\n"
             "from services.runtime import ServiceRuntime\n"
-            f"rt = ServiceRuntime('probe', background=CpuConfig(background_nice=7, background_idle={idle}))\n"
-            "sock = rt.ctx.socket(zmq.PUB)\n"  # the context starts its I/O threads with the first socket
+            f"rt = ServiceRuntime('probe', {runtime_args})\n"
+            "sock = rt.ctx.socket(zmq.PUB)\n"
             "print('threads', len(os.listdir('/proc/self/task')), flush=True)\n"
             "input()\n"
             "sock.close(0); rt.close()\n")
@@ -377,14 +380,32 @@ def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice_and_po
     try:
         logged = json.loads(proc.stdout.readline())
         threads = int(proc.stdout.readline().split()[1])
-        nices = thread_nices(proc.pid)
-        policies = thread_policies(proc.pid)
+        return logged, threads, read(proc.pid)
     finally:
         proc.communicate("\n", timeout=30)
+
+
+@pytest.mark.parametrize("idle", [True, False], ids=["sched_idle", "nice_only"])
+def test_a_background_service_and_every_thread_zmq_starts_run_at_its_nice_and_policy(idle):
+    logged, threads, (nices, policies) = started_service(
+        f"background=CpuConfig(background_nice=7, background_idle={idle})",
+        lambda pid: (thread_nices(pid), thread_policies(pid)))
     assert (logged["event"], logged["nice"], logged["policy"]) == ("cpu_priority", 7, "idle" if idle else "normal")
     assert threads >= 2 and len(nices) == threads  # the main thread and zmq's own
     assert set(nices.values()) == {7}
     assert set(policies.values()) == {os.SCHED_IDLE if idle else os.SCHED_OTHER}
+
+
+def runtime_records(call: Callable[[ServiceRuntime], Any]) -> list[dict]:
+    """The log records ``call`` makes on a fresh runtime."""
+    out = io.StringIO()
+    rt = ServiceRuntime("probe")
+    try:
+        rt.log.stream = out
+        call(rt)
+    finally:
+        rt.close()
+    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def test_a_refused_priority_is_logged_and_the_service_runs_on(monkeypatch):
@@ -392,51 +413,21 @@ def test_a_refused_priority_is_logged_and_the_service_runs_on(monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "setpriority", refuse)
-    out = io.StringIO()
-    rt = ServiceRuntime("probe")
-    try:
-        rt.log.stream = out
-        rt.yield_cpu(CpuConfig(background_nice=5))
-    finally:
-        rt.close()
-    record = json.loads(out.getvalue())
+    [record] = runtime_records(lambda rt: rt.yield_cpu(CpuConfig(background_nice=5)))
     assert (record["event"], record["nice"], record["detail"]) == ("cpu_priority_refused", 5, "Permission denied")
 
 
 def test_an_os_without_sched_idle_runs_at_the_nice_alone_and_says_so(monkeypatch):
     monkeypatch.setattr(os, "setpriority", lambda *_a: None)
     monkeypatch.delattr(os, "SCHED_IDLE")
-    out = io.StringIO()
-    rt = ServiceRuntime("probe")
-    try:
-        rt.log.stream = out
-        rt.yield_cpu(CpuConfig(background_nice=5, background_idle=True))
-    finally:
-        rt.close()
-    refused, applied = (json.loads(line) for line in out.getvalue().splitlines())
+    refused, applied = runtime_records(lambda rt: rt.yield_cpu(CpuConfig(background_nice=5, background_idle=True)))
     assert (refused["event"], refused["detail"]) == ("cpu_priority_refused", "this OS has no SCHED_IDLE")
     assert (applied["event"], applied["policy"]) == ("cpu_priority", "normal")
 
 
 def test_a_service_given_cores_runs_there_with_every_thread_zmq_starts():
-    import subprocess
-    import sys
-
     core = max(os.sched_getaffinity(0))  # on two cores or more, not where a process starts
-    code = ("import os, zmq\n"
-            "from services.runtime import ServiceRuntime\n"
-            f"rt = ServiceRuntime('probe', cores=frozenset({{{core}}}))\n"
-            "sock = rt.ctx.socket(zmq.PUB)\n"  # the context starts its I/O threads with the first socket
-            "print('threads', len(os.listdir('/proc/self/task')), flush=True)\n"
-            "input()\n"
-            "sock.close(0); rt.close()\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        logged = json.loads(proc.stdout.readline())
-        threads = int(proc.stdout.readline().split()[1])
-        cores = thread_cores(proc.pid)
-    finally:
-        proc.communicate("\n", timeout=30)
+    logged, threads, cores = started_service(f"cores=frozenset({{{core}}})", thread_cores)
     assert (logged["event"], logged["cores"]) == ("cpu_cores", [core])
     assert threads >= 2 and len(cores) == threads  # the main thread and zmq's own
     assert set(cores.values()) == {frozenset({core})}
@@ -447,14 +438,7 @@ def test_refused_cores_are_logged_and_the_service_runs_where_it_was(monkeypatch)
         raise OSError(22, "Invalid argument")
 
     monkeypatch.setattr(os, "sched_setaffinity", refuse)
-    out = io.StringIO()
-    rt = ServiceRuntime("probe")
-    try:
-        rt.log.stream = out
-        rt.pin_cores(frozenset({99}))
-    finally:
-        rt.close()
-    record = json.loads(out.getvalue())
+    [record] = runtime_records(lambda rt: rt.pin_cores(frozenset({99})))
     assert (record["event"], record["cores"], record["detail"]) == ("cpu_cores_refused", [99], "Invalid argument")
 
 
