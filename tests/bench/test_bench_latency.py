@@ -2,7 +2,7 @@
 of its runs under other cpu settings."""
 from __future__ import annotations
 
-from bench.bench_latency import SPANS, TARGET_P99_MS, TARGET_SPEED, machine_floor, report
+from bench.bench_latency import SPANS, TARGET_P99_MS, TARGET_SPEED, by_load, machine_floor, report
 
 
 def test_the_machine_floor_times_each_probe_and_removes_its_files(tmp_path):
@@ -18,9 +18,10 @@ def _run(cpu: dict, p50: float, p90: float, p99: float) -> dict:
     """A measured run as ``measure`` returns it: every span the same but close -> ack."""
     spread = {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0}
     run = {name: dict(spread) for name in (*SPANS, "close_to_last_ack", "bar_lateness", "bar_sent", "floor_fsync",
-                                           "floor_wake", "floor_bare_path", "fills_per_bar")}
+                                           "floor_wake", "floor_bare_path", "fills_per_close")}
     run["close_to_ack"] = {"p50": p50, "p90": p90, "p99": p99, "max": p99}
-    return {**run, "speed": TARGET_SPEED, "cpu": cpu, "fills": 1000, "bars_with_fills": 250, "bars": 380,
+    run["by_load"] = by_load([[p50] * 2, [p50] * 2, [p99] * 20])
+    return {**run, "speed": TARGET_SPEED, "cpu": cpu, "fills": 1000, "closes_with_fills": 120, "bars": 380,
             "seconds": 120.0, "load_before": 0.1, "load_after": 0.2, "stolen_pct": 0.0, "seq_gaps": 0}
 
 
@@ -39,3 +40,26 @@ def test_without_a_run_without_split_cores_there_is_no_comparison():
     rows = report({"runs": [_run({}, 4.0, 4.5, 4.9)], "min_fills": 1000})
     assert not any("over off" in row[0] for row in rows)
     assert [row[3] for row in rows if row[2] == f"p99 < {TARGET_P99_MS:g} ms"] == ["PASS"]
+
+
+def test_by_load_sets_the_lightest_half_against_the_heaviest_tenth():
+    # 20 closes: ten of 1 fill at 3 ms, eight of 5 fills at 4 ms, and two of 20 fills at 6 and 7 ms
+    closes = [[3.0]] * 10 + [[4.0] * 5] * 8 + [[6.0] * 20, [7.0] * 20]
+    load = by_load(closes)
+    assert load["light_fills"] == 1 and load["light_p50"] == 3.0  # the ten 1-fill closes
+    assert load["heavy_fills"] == 20 and load["heavy_p50"] == 6.5  # the two 20-fill closes
+    assert load["heavy_share_pct"] == 100.0 * 40 / (10 + 40 + 40)
+
+
+def test_by_load_of_one_close_and_of_none():
+    assert by_load([[2.0, 2.0]]) == {"light_fills": 2.0, "light_p50": 2.0, "heavy_fills": 2.0, "heavy_p50": 2.0,
+                                     "heavy_share_pct": 100.0}
+    empty = by_load([])
+    assert empty["light_fills"] == 0 and empty["heavy_fills"] == 0
+
+
+def test_the_load_row_names_both_ends():
+    rows = report({"runs": [_run({}, 4.0, 4.5, 6.0)], "min_fills": 1000})
+    load_row = next(row for row in rows if "by load" in row[0])
+    assert "up to 2 fills" in load_row[0] and "from 20 fills, 83% of the fills" in load_row[0]
+    assert load_row[1] == "4.00 / 6.00 ms"

@@ -44,11 +44,12 @@ def test_latency_quick_measures_acks_from_their_bars_close(stack: Stack) -> None
     assert run["close_to_ack"]["max"] >= max(run["close_to_sent"]["max"], run["sent_to_ack"]["max"])
     assert run["close_to_bar"]["p50"] >= 0
     assert run["bars"] > 0 and math.isfinite(run["bar_lateness"]["p99"]) and math.isfinite(run["bar_sent"]["p99"])
-    # a bar's orders are answered together: per bar, its last ack is the latest of them
-    assert 0 < run["bars_with_fills"] <= run["fills"] and run["fills_per_bar"]["max"] >= 1
+    # a close's orders are answered together: per close, its last ack is the latest of them
+    assert 0 < run["closes_with_fills"] <= run["fills"] and run["fills_per_close"]["max"] >= 1
+    assert run["by_load"]["light_fills"] <= run["by_load"]["heavy_fills"] <= run["fills_per_close"]["max"]
     assert run["close_to_last_ack"]["max"] == run["close_to_ack"]["max"]
     assert 0 < run["floor_bare_path"]["p50"] <= run["floor_bare_path"]["p99"]  # the design's own floor, measured
-    assert len(bench_latency.report(r)) == 16
+    assert len(bench_latency.report(r)) == 17
 
 
 def test_memory_quick_samples_every_service(stack: Stack) -> None:
