@@ -75,6 +75,16 @@ def tune_malloc(libc: Any) -> list[tuple[int, int]]:
 _libc = _glibc()
 
 
+def trim_heap() -> bool:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise): a service's numpy
+    temporaries would make its RSS creep though nothing leaks, and supervisord's import scratch
+    would be inherited by every service it forks. False without glibc."""
+    if _libc is None:
+        return False
+    _libc.malloc_trim(0)
+    return True
+
+
 _PARENT_PID = 0  # who started us, read as early as this process can
 
 
@@ -196,7 +206,7 @@ class ServiceRuntime:
         # the heartbeat carries it and the gateway's /healthz is 503 while any is set.
         self.problems: dict[str, str] = {}
         self._poller = zmq.Poller()
-        self.every(HEAP_TRIM_SECONDS, self.trim_heap, housekeeping=True)
+        self.every(HEAP_TRIM_SECONDS, trim_heap, housekeeping=True)
         self.every(REPAIR_SECONDS, self._repair_subscribers, housekeeping=True)
 
     def yield_cpu(self, cpu: CpuConfig) -> None:
@@ -242,12 +252,6 @@ class ServiceRuntime:
                 self.log.error("bus_keys_unreadable", detail=str(exc))
                 raise SystemExit(f"{self.name}: {exc}") from None
         return self._security
-
-    def trim_heap(self) -> None:
-        """Give freed heap pages back to the OS (glibc keeps them otherwise): numpy's per-cycle
-        temporaries would make a long-running service's RSS creep though nothing leaks."""
-        if _libc is not None:
-            _libc.malloc_trim(0)
 
     def bind_publisher(self, endpoint: str) -> Publisher:
         self.publisher = Publisher(self.ctx, endpoint, self.name, self.stats, security=self.security)

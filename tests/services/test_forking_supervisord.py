@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -22,6 +23,7 @@ from services.forking_supervisord import (
 from tests.support.stack import PROGRAMS, Stack
 
 PY = sys.executable
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("filename, argv, expected", [
@@ -153,6 +155,21 @@ def test_message_ids_and_parent_are_the_forked_childs_own():
     os.close(write)
     assert child_id.split("-")[0] == f"{child_pid:x}" != bus.new_message_id().split("-")[0]
     assert child_parent == os.getpid()
+
+
+def test_install_trims_the_heap_after_importing_and_freezing_everything():
+    """The imports' freed scratch goes back to the OS before the first fork: else every
+    service inherits it, resident."""
+    code = (
+        "import gc, json, sys\n"
+        "import services.forking_supervisord as fs\n"
+        "seen = []\n"
+        "fs.trim_heap = lambda: seen.append([gc.get_freeze_count() > 0, 'services.gateway' in sys.modules])\n"
+        "fs.install()\n"
+        "print(json.dumps(seen))\n"
+    )
+    done = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == [[True, True]]
 
 
 def test_the_stacks_services_are_forked_children_sharing_supervisords_pages(tmp_path):
