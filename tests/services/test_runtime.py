@@ -6,11 +6,11 @@ import io
 import json
 import os
 import signal
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from bench.harness import rss_mb
 from config.settings import CpuConfig
 from services import runtime
 from services.runtime import (
@@ -71,19 +71,14 @@ def test_a_service_on_glibc_runs_with_all_the_settings():
 def test_trim_heap_gives_back_freed_pages_the_heap_keeps():
     blocks = [bytearray(64 * 1024) for _ in range(1024)]  # 64 MB of heap chunks, each under the mmap threshold
     del blocks[:-1]  # the last one stays: the heap cannot shrink from the top, only a trim frees the rest
-    before = rss_anon_mb()
+    before = rss_mb(os.getpid())
     assert trim_heap() is True
-    assert before - rss_anon_mb() > 32
+    assert before - rss_mb(os.getpid()) > 32
 
 
 def test_trim_heap_without_glibc_says_so(monkeypatch):
     monkeypatch.setattr(runtime, "_libc", None)
     assert trim_heap() is False
-
-
-def rss_anon_mb() -> float:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssAnon:"))
-    return int(line.split()[1]) / 1024
 
 
 class FakePrctl:
