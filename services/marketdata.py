@@ -29,16 +29,18 @@ from common.wall import wall_ms
 from config.settings import Config, load_config
 from services.feeds.feed import MarketFeed
 from services.feeds.market import build_feed_from_config
-from services.runtime import CloseWatch, ServiceRuntime, config_path, service_cores
+from services.runtime import CloseWatch, ServiceRuntime, config_path, precise_wakeups, service_cores
 
 TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at their close
 # A close's bars are made this long (wall) before it and published at it: making them took
 # 0.5 ms at the median (aggregating the minute steps of three symbols), on the bar's path.
 PREPARE_SECONDS = 0.003
 CLOCK_SAVE_SECONDS = 0.25
-# A save (fsync) takes 1-7 ms, up to tens of ms on a busy disk: not in the way of a bar due this
-# soon (wall), unless the clock file would then be older than CLOCK_SAVE_MAX_AGE_SECONDS.
-CLOSE_QUIET_SECONDS = 0.02
+# A save (two fsyncs and a rename) takes 1-7 ms, up to tens of ms on a busy disk: it waits out a
+# close's burst (near_close), this far ahead too, unless the clock file would then be older than
+# CLOCK_SAVE_MAX_AGE_SECONDS. Within the burst it would share the disk with the portfolio's
+# journal fsync, which the close's acks wait for.
+CLOCK_SAVE_AHEAD_MS = 20.0
 CLOCK_SAVE_MAX_AGE_SECONDS = 1.0
 MAX_HISTORY = 5000
 SLIP_LOG_SECONDS = 10.0  # a machine that cannot keep up slips at every close: one line per this, with totals
@@ -139,13 +141,14 @@ class MarketDataService:
 
     def save_clock(self, force: bool = False) -> None:
         """Write the clock atomically (the previous file kept as .bak); a failure is a persist
-        problem, retried on the next save. Put off while a bar close is near (see
-        CLOSE_QUIET_SECONDS), so its publication never waits behind an fsync."""
+        problem, retried on the next save. Put off within a bar close's burst, from just before
+        the close until its orders are acknowledged (see CLOCK_SAVE_AHEAD_MS), so neither the
+        bars nor the journal's fsync wait behind it."""
         if self.cfg.feed.mode == "live":
             return
         now = time.monotonic()
-        if not force and self.next_close is not None and now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS \
-                and self.clock.wall_ms_at(self.next_close) - wall_ms() < CLOSE_QUIET_SECONDS * 1000:
+        fresh = now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS
+        if not force and fresh and self.near_close(CLOCK_SAVE_AHEAD_MS):
             return
         self.clock_saved_at = now
         try:
@@ -256,7 +259,9 @@ class MarketDataService:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path(argv))
+    precise = precise_wakeups()  # before the runtime's threads start, which inherit it
     rt = ServiceRuntime("marketdata", cores=service_cores(cfg.cpu, fill_path=True))
+    rt.log.info("timer_slack", precise=precise)
     try:
         svc = MarketDataService(cfg, rt)
     except (ClockFileError, StateDirMissing, LockHeld) as exc:

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import signal
+import sys
+import threading
 from typing import Any, Callable
 
 import pytest
@@ -18,6 +20,7 @@ from services.runtime import (
     M_MMAP_THRESHOLD,
     MALLOC_SETTINGS,
     ServiceRuntime,
+    precise_wakeups,
     service_cores,
     trim_heap,
     tune_malloc,
@@ -79,6 +82,28 @@ def test_trim_heap_gives_back_freed_pages_the_heap_keeps():
 def test_trim_heap_without_glibc_says_so(monkeypatch):
     monkeypatch.setattr(runtime, "_libc", None)
     assert trim_heap() is False
+
+
+@pytest.mark.skipif(runtime._libc is None or not sys.platform.startswith("linux"), reason="glibc on Linux")
+def test_precise_wakeups_takes_the_timer_slack_of_the_calling_thread_to_1_ns():
+    pr_get_timerslack = 30
+    slack: list[int] = []
+
+    def probe() -> None:  # a thread of its own: the slack is per thread, and this process keeps its own
+        before = runtime._libc.prctl(pr_get_timerslack, 0, 0, 0, 0)
+        assert precise_wakeups() is True
+        slack.extend((before, runtime._libc.prctl(pr_get_timerslack, 0, 0, 0, 0)))
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    assert slack[1] == 1
+    assert runtime._libc.prctl(pr_get_timerslack, 0, 0, 0, 0) == slack[0]  # this thread kept its slack
+
+
+def test_precise_wakeups_without_glibc_says_so(monkeypatch):
+    monkeypatch.setattr(runtime, "_libc", None)
+    assert precise_wakeups() is False
 
 
 class FakePrctl:
