@@ -89,10 +89,13 @@ def _first_bad_value(obj: Any, where: str) -> str | None:
     return None
 
 
-def _dumps(obj: Any, where: str, indent: int | None = None) -> str:
-    """Strict JSON: a NaN or an odd type raises ValueError naming its key path."""
+_COMPACT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # built once: it writes a journal line per fill
+
+
+def _dumps(obj: Any, where: str) -> str:
+    """Strict, compact JSON: a NaN or an odd type raises ValueError naming its key path."""
     try:
-        return json.dumps(obj, allow_nan=False, indent=indent, separators=None if indent else (",", ":"))
+        return _COMPACT.encode(obj)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"cannot save {_first_bad_value(obj, where) or exc}") from None
 

@@ -48,7 +48,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -282,16 +281,16 @@ class PortfolioService:
                                f"option_order.strategy_id: no options strategy {order.strategy_id!r} in this portfolio")
         return order
 
-    def decide_order(self, order: SpotOrder | OptionOrder) -> OrderDecision | OptionOrderDecision:
+    def decide_order(self, order: SpotOrder | OptionOrder, seq: int) -> OrderDecision | OptionOrderDecision:
         """What the books say to one order (nothing written yet); its fills numbered from
-        ``journal_seq + 1``. The one decision every order handler uses."""
+        ``seq``. The one decision every order handler uses."""
         self.orders_seen += 1
         if isinstance(order, OptionOrder):
             refusal = self.portfolio.option_order_refusal(order)
-            return refusal if refusal is not None else self.decide_option_order(order)
-        return self.portfolio.decide_spot(order)
+            return refusal if refusal is not None else self.decide_option_order(order, seq)
+        return self.portfolio.decide_spot(order, seq)
 
-    def decide_option_order(self, order: OptionOrder) -> OptionOrderDecision:
+    def decide_option_order(self, order: OptionOrder, seq: int) -> OptionOrderDecision:
         """Price the order's contracts with the pricer's chains, then decide at those prices;
         "retry" when the pricer cannot answer: never fill blind."""
         if time.monotonic() < self.pricer_retry_at:
@@ -317,7 +316,7 @@ class PortfolioService:
         except ChainQuoteError as exc:
             self.rt.log.error("pricer_bad_chain", order_id=order.order_id, error=str(exc))
             return OptionOrderDecision(ORDER_RETRY, f"pricer sent a bad chain: {exc}")
-        return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes))
+        return self.portfolio.decide_options_at_market(order, OptionMarket(ts, spot, quotes), seq)
 
     def answer_orders(self, orders: Sequence[SpotOrder | OptionOrder]) -> list[dict[str, Any]]:
         """Group commit: decide a round of orders, journal all their fills with one fsync, book
@@ -364,12 +363,11 @@ class PortfolioService:
         seq = self.portfolio.journal_seq + 1
         decided: list[tuple[SpotOrder | OptionOrder, Any, list[Fill]]] = []
         for order in orders:
-            decision = self.decide_order(order)
+            decision = self.decide_order(order, seq)
             if isinstance(decision, OptionOrderDecision):
-                made = list(decision.fills)
+                fills = list(decision.fills)
             else:
-                made = [decision.fill] if decision.fill is not None else []
-            fills = [replace(fill, seq=seq + i) for i, fill in enumerate(made)]
+                fills = [decision.fill] if decision.fill is not None else []
             seq += len(fills)
             decided.append((order, decision, fills))
         self.book_fills([fill for _, _, fills in decided for fill in fills])

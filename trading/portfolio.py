@@ -516,11 +516,12 @@ class Portfolio:
         self.market_ts = max(self.market_ts, ts)
         return True
 
-    def decide_spot(self, order: SpotOrder) -> OrderDecision:
+    def decide_spot(self, order: SpotOrder, seq: int | None = None) -> OrderDecision:
         """Fill at the portfolio's own tick of the order's symbol at the order's time, never at
         the declared price; refused ("rejected", or "retry" while the tick is on its way) as
-        ``trading.order_checks.check_spot_order`` says. KeyError for a strategy not in the
-        config (a retired book is never traded)."""
+        ``trading.order_checks.check_spot_order`` says. The fill is numbered ``seq`` (default:
+        the journal's next; a round of orders numbers its fills one after another). KeyError
+        for a strategy not in the config (a retired book is never traded)."""
         book = self.books.get(order.strategy_id)
         if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
@@ -535,7 +536,7 @@ class Portfolio:
         return decide_spot_order(
             book, replace(order, price=check.price), fee_rate=self.fee_rate,
             slippage_rate=self.slippage_rate, max_position_pct=meta.limits.max_position_pct,
-            risk_limits=meta.limits, seq=self.journal_seq + 1,
+            risk_limits=meta.limits, seq=self.journal_seq + 1 if seq is None else seq,
         )
 
     def option_order_refusal(self, order: OptionOrder) -> OptionOrderDecision | None:
@@ -553,9 +554,11 @@ class Portfolio:
                             market_ts=self.market_ts, lag_ms=self.order_lag_ms(order.strategy_id))
         return None if why is None else OptionOrderDecision("rejected", why)
 
-    def decide_options_at_market(self, order: OptionOrder, market: OptionMarket) -> OptionOrderDecision:
+    def decide_options_at_market(self, order: OptionOrder, market: OptionMarket,
+                                 seq: int | None = None) -> OptionOrderDecision:
         """An option order from outside: checked and priced against the pricer's ``market``
-        (``trading.option_order_checks.price_option_order``), then decided at those prices."""
+        (``trading.option_order_checks.price_option_order``), then decided at those prices,
+        its fills numbered from ``seq`` (``decide_options``)."""
         early = self.option_order_refusal(order)
         if early is not None:
             return early
@@ -567,20 +570,21 @@ class Portfolio:
                                    spot_at_order=self.spot_at(order.ts_event))
         if check.order is None:
             return OptionOrderDecision(check.status, check.reason)
-        return self.decide_options(check.order)
+        return self.decide_options(check.order, seq)
 
-    def decide_options(self, order: OptionOrder) -> OptionOrderDecision:
-        """All legs of an option order or none, numbered after the journal, at the order's own
-        premiums: for a caller that priced it (``decide_options_at_market``, or the backtester,
-        whose orders come from the chain it built itself). KeyError for a strategy not in the
-        config (a retired book is never traded)."""
+    def decide_options(self, order: OptionOrder, seq: int | None = None) -> OptionOrderDecision:
+        """All legs of an option order or none, numbered from ``seq`` (default: after the
+        journal), at the order's own premiums: for a caller that priced it
+        (``decide_options_at_market``, or the backtester, whose orders come from the chain it
+        built itself). KeyError for a strategy not in the config (a retired book is never
+        traded)."""
         book = self.books.get(order.strategy_id)
         if book is None or order.strategy_id not in self.metas:
             raise KeyError(order.strategy_id)
         opens = any(leg.action == "open" for leg in order.legs)
         meta = self.metas[order.strategy_id]
         return decide_option_order(
-            book, order, fee_rate=self.fee_rate, seq0=self.journal_seq + 1,
+            book, order, fee_rate=self.fee_rate, seq0=self.journal_seq + 1 if seq is None else seq,
             max_positions=meta.max_option_positions, min_score=meta.min_option_score,
             entry_block=entry_block_reason(book.risk, order.ts_event) if opens else None,
             quote=self.underlying_quote,

@@ -146,7 +146,7 @@ def test_spot_and_option_orders_share_one_batch(svc, fsyncs, monkeypatch) -> Non
     option = OptionOrder(f"{options_id}:{ts}:call", options_id, ts, 50_000.0, (leg,)).to_dict()
     market = OptionMarket(ts, {"BTC": 50_000.0}, {contract.name: OptionQuote(2_000.0, {"delta": 0.4})})
     monkeypatch.setattr(svc, "decide_option_order",  # the pricer's chain, as it would list and price the call
-                        lambda order: svc.portfolio.decide_options_at_market(order, market))
+                        lambda order, seq: svc.portfolio.decide_options_at_market(order, market, seq))
     [spot] = spot_orders(svc, ts, count=1)
     before = len(fsyncs)
     acks = svc.on_orders({"orders": [{"type": "order", "order": spot},
