@@ -36,12 +36,6 @@ TICK_SECONDS = 0.05  # ticks and the clock at least this often (wall); bars at t
 # 0.5 ms at the median (aggregating the minute steps of three symbols), on the bar's path.
 PREPARE_SECONDS = 0.003
 CLOCK_SAVE_SECONDS = 0.25
-# A save (two fsyncs and a rename) takes 1-7 ms, up to tens of ms on a busy disk: it waits out a
-# close's burst (near_close), this far ahead too, unless the clock file would then be older than
-# CLOCK_SAVE_MAX_AGE_SECONDS. Within the burst it would share the disk with the portfolio's
-# journal fsync, which the close's acks wait for.
-CLOCK_SAVE_AHEAD_MS = 20.0
-CLOCK_SAVE_MAX_AGE_SECONDS = 1.0
 MAX_HISTORY = 5000
 SLIP_LOG_SECONDS = 10.0  # a machine that cannot keep up slips at every close: one line per this, with totals
 LOCK_NAME = "marketdata.lock"
@@ -82,7 +76,13 @@ class MarketDataService:
         self.closes = CloseWatch(self.bar_periods_ms, self.rt.stats)
         self.closes.use(self.clock)
         self.next_close = self.close_after(self.feed.now_ts)  # the market time of the next bar close
-        self.clock_saved_at = 0.0  # monotonic s
+
+    def schedule(self) -> None:
+        """The feed's timers: ``advance`` wakes at each close and tick; the clock save and the
+        runtime's own housekeeping (heartbeat, heap trims) wait while ``near_close``."""
+        self.rt.hold_housekeeping(self.near_close)
+        self.rt.wake(self.advance)
+        self.rt.every(CLOCK_SAVE_SECONDS, self.save_clock, housekeeping=True)
 
     def near_close(self, ahead_ms: float = 0.0) -> bool:
         """True within a bar close's burst: the heartbeat and heap trims wait (ServiceRuntime),
@@ -139,18 +139,14 @@ class MarketDataService:
         market_ts = state.get("market_ts") if state else None
         return market_ts if isinstance(market_ts, int) and not isinstance(market_ts, bool) else 0
 
-    def save_clock(self, force: bool = False) -> None:
+    def save_clock(self) -> None:
         """Write the clock atomically (the previous file kept as .bak); a failure is a persist
-        problem, retried on the next save. Put off within a bar close's burst, from just before
-        the close until its orders are acknowledged (see CLOCK_SAVE_AHEAD_MS), so neither the
-        bars nor the journal's fsync wait behind it."""
+        problem, retried on the next save. Run as housekeeping (``schedule``): a save (two
+        fsyncs and a rename, 1-7 ms, more on a busy disk) waits out each close's burst, so
+        neither the close's bars nor the portfolio's journal fsync, which its acks wait for,
+        share the disk with it."""
         if self.cfg.feed.mode == "live":
             return
-        now = time.monotonic()
-        fresh = now - self.clock_saved_at < CLOCK_SAVE_MAX_AGE_SECONDS
-        if not force and fresh and self.near_close(CLOCK_SAVE_AHEAD_MS):
-            return
-        self.clock_saved_at = now
         try:
             save_state(self.clock_file, {"feed": self._identity(), "market_ts": self.feed.now_ts})
         except OSError as exc:
@@ -251,7 +247,7 @@ class MarketDataService:
 
     def stop(self) -> None:
         """Save the clock and stop a live feed's poller thread."""
-        self.save_clock(force=True)
+        self.save_clock()
         getattr(self.feed, "stop", lambda: None)()
         if self.lock is not None:
             self.lock.release()
@@ -273,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.bind_publisher(ep.pub)
     rt.bind_replier(ep.rep, {"history": svc.history, "prices": svc.prices, "status": svc.status})
     rt.heartbeat_status(svc.status)
-    rt.hold_housekeeping(svc.near_close)
-    rt.wake(svc.advance)
-    rt.every(CLOCK_SAVE_SECONDS, svc.save_clock)
+    svc.schedule()
     rt.run(on_stop=svc.stop)
     return 0
 

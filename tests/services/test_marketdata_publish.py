@@ -221,28 +221,25 @@ def test_a_machine_that_cannot_keep_up_slips_at_each_close_and_says_so_every_10_
     assert len(lines) == 5 and '"slips":20' not in lines[-1] and '"slips":17' in lines[-1]
 
 
-def test_the_clock_file_waits_out_each_close_s_burst_but_never_goes_stale(service, monkeypatch) -> None:
-    """Not from 20 ms before the close's window (30 ms before the close) to 150 ms after it, when
-    the close's journal fsync would share the disk with it; saved anyway once a second."""
+def test_the_clock_save_is_housekeeping_held_through_each_close(service, monkeypatch) -> None:
+    """The save runs on the runtime's housekeeping timer, which waits while ``near_close`` holds
+    (from 30 ms before a close to 150 ms after it, and as far ahead as the last save took), as
+    the heartbeat does: its fsyncs never share the disk with the close's journal fsync."""
     start, wall = service
     svc, _ = start()
     saves: list[float] = []
     monkeypatch.setattr(marketdata, "save_state", lambda _path, state: saves.append(wall.now_ms))
+    svc.schedule()
+    [timer] = [t for t in svc.rt._timers if t.callback == svc.save_clock]
+    assert timer.housekeeping and timer.interval == marketdata.CLOCK_SAVE_SECONDS
     close_wall = svc.clock.wall_ms_at(svc.feed.now_ts + HOUR)
-    for offset_ms in (-500.0, -51.0, -49.0, -10.0, 0.0, 5.0, 149.0, 151.0, 400.0):
+    timer.took = 0.005  # the last save took 5 ms
+    for offset_ms, held in ((-500.0, False), (-36.0, False), (-34.0, True), (0.0, True), (149.0, True),
+                            (151.0, False)):
         wall.now_ms = close_wall + offset_ms
-        svc.clock_saved_at = wall.monotonic() - 0.5  # half a second ago: only the close holds this one back
-        svc.save_clock()
-    assert [ms - close_wall for ms in saves] == [-500.0, -51.0, 151.0, 400.0]
-    wall.now_ms = svc.clock.wall_ms_at(svc.feed.now_ts + 2 * HOUR)  # the next close
-    svc.clock_saved_at = wall.monotonic() - 0.5
+        assert svc.rt._held(timer) is held, offset_ms
     svc.save_clock()
-    assert len(saves) == 4  # the close is on: it waits
-    svc.save_clock(force=True)  # on stop, whatever comes
-    assert len(saves) == 5
-    svc.clock_saved_at = wall.monotonic() - marketdata.CLOCK_SAVE_MAX_AGE_SECONDS
-    svc.save_clock()
-    assert len(saves) == 6  # a second old: saved within the burst rather than go stale
+    assert saves == [close_wall + 151.0]  # once let through, it saves
 
 
 def test_housekeeping_is_held_around_each_close(service) -> None:
