@@ -66,6 +66,19 @@ def read_int(d: Mapping[str, Any], name: str, where: str, *, minimum: int | None
     return value
 
 
+MAX_TS_MS = 253_402_128_000_000  # 9999-12-30 UTC: a day short of the calendar's end, for any zone
+MAX_DAY = MAX_TS_MS // 86_400_000  # the same in whole UTC days since 1970
+
+
+def read_ts(d: Mapping[str, Any], name: str, where: str, *, last: int = MAX_TS_MS) -> int:
+    """A time in ms since 1970 (or, with ``last=MAX_DAY``, in days) that a calendar can show: a
+    later one loads, then fails where it is first written as a date."""
+    value = read_int(d, name, where, minimum=0)
+    if value > last:
+        raise RecordError(f"{where}.{name}: must be at most {last} (the year 9999), got {value}")
+    return value
+
+
 def read_str(d: Mapping[str, Any], name: str, where: str) -> str:
     value = _present(d, name, where)
     if not isinstance(value, str):

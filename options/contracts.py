@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from common.model import RecordError, read_bool, read_int, read_number, read_object, read_str
+from common.model import MAX_TS_MS, RecordError, read_bool, read_int, read_number, read_object, read_str
 from common.timeframes import DAY_MS
 from options.venues import MONTH_CODES, VENUES, VenueConfigError, VenueSpec, format_instrument_name, venue_spec
 
@@ -22,7 +22,6 @@ from options.venues import MONTH_CODES, VENUES, VenueConfigError, VenueSpec, for
 # and the few a batch proposes. 4096 of each (about 650 bytes a contract) filled up over
 # market years in every service that reads books: 2.7 MB each; 256 hold the working set.
 KNOWN_CONTRACTS = 256
-MAX_EXPIRY_TS = 253_402_128_000_000  # 9999-12-30 UTC: a day short of the calendar's end, for any venue's zone
 _NAME = re.compile(r"^([A-Z]+)-(\d{1,2})([A-Z]{3})(\d{2})-(\d+(?:d\d+)?)-([CP])$")
 
 
@@ -48,9 +47,9 @@ class OptionContract:
             raise ContractError(f"contract.venue/underlying: {exc}") from None
         if isinstance(self.expiry_ts, bool) or not isinstance(self.expiry_ts, int):
             raise ContractError(f"contract.expiry_ts: expected int ms, got {self.expiry_ts!r}")
-        if not 0 <= self.expiry_ts <= MAX_EXPIRY_TS:  # its name is a calendar date: the year must exist
+        if not 0 <= self.expiry_ts <= MAX_TS_MS:  # its name is a calendar date: the year must exist
             raise ContractError(f"contract.expiry_ts: must be ms from 1970 to the year 9999 "
-                                f"(0..{MAX_EXPIRY_TS}), got {self.expiry_ts!r}")
+                                f"(0..{MAX_TS_MS}), got {self.expiry_ts!r}")
         for name in ("strike", "multiplier"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float))

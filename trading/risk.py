@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from common.model import read_bool, read_int, read_number, read_object, read_str
+from common.model import MAX_DAY, read_bool, read_int, read_number, read_object, read_str, read_ts
 from common.timeframes import DAY_MS
 
 # Float noise must not keep a drawdown of exactly the limit from tripping it.
@@ -92,13 +92,13 @@ class RiskState:
             kill_switch=read_bool(d, "kill_switch", where),
             kill_reason=read_str(d, "kill_reason", where),
             consecutive_losses=read_int(d, "consecutive_losses", where, minimum=0),
-            circuit_breaker_until=read_int(d, "circuit_breaker_until", where, minimum=0),
-            day=read_int(d, "day", where),
+            circuit_breaker_until=read_ts(d, "circuit_breaker_until", where),
+            day=read_ts(d, "day", where, last=MAX_DAY),
             day_start_value=read_number(d, "day_start_value", where),
             daily_loss_tripped=read_bool(d, "daily_loss_tripped", where),
             last_value=read_number(d, "last_value", where),
             resets=read_int(d, "resets", where, minimum=0) if "resets" in d else 0,  # absent before resets existed
-            last_reset_ts=read_int(d, "last_reset_ts", where, minimum=0) if "last_reset_ts" in d else 0,
+            last_reset_ts=read_ts(d, "last_reset_ts", where) if "last_reset_ts" in d else 0,
         )
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 import pytest
 
 from common.bars import Bar
-from common.model import Fill, RecordError, Signal, SpotOrder, read_number, read_object
+from common.model import MAX_TS_MS, Fill, RecordError, Signal, SpotOrder, read_number, read_object, read_ts
 
 RECORDS = [
     Bar("BTC/USDT", "1h", 3_600_000, 50_000.0, 50_200.5, 49_900.0, 50_123.5, 12.5),
@@ -68,3 +68,14 @@ def test_readers_take_any_mapping_and_name_what_is_not_one() -> None:
         read_object([1, 2], "order.legs[0]")
     with pytest.raises(RecordError, match=r"fill: expected an object, got \"x\""):
         read_number("x", "price", "fill")
+
+
+def test_read_ts_takes_a_time_a_calendar_can_show_and_names_what_it_cannot():
+    assert read_ts({"t": 0}, "t", "x") == 0 and read_ts({"t": MAX_TS_MS}, "t", "x") == MAX_TS_MS
+    too_late = rf"^x\.t: must be at most {MAX_TS_MS} \(the year 9999\), got {MAX_TS_MS + 1}$"
+    with pytest.raises(RecordError, match=too_late):
+        read_ts({"t": MAX_TS_MS + 1}, "t", "x")
+    with pytest.raises(RecordError, match=r"^x\.t: must be >= 0, got -1$"):
+        read_ts({"t": -1}, "t", "x")
+    with pytest.raises(RecordError, match=r"^x\.t: expected an integer, got true$"):
+        read_ts({"t": True}, "t", "x")

@@ -3,9 +3,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from common.model import MAX_TS_MS
 from common.timeframes import DAY_MS
 from options.contracts import (
-    MAX_EXPIRY_TS,
     ContractError,
     OptionContract,
     OptionPosition,
@@ -48,17 +48,17 @@ def test_contract_from_dict_names_the_bad_field():
         OptionContract.from_dict(d | {"venue": "cme"})
 
 
-@pytest.mark.parametrize("expiry_ts", [-1, -62_135_596_800_001, MAX_EXPIRY_TS + 1, 10**20])
+@pytest.mark.parametrize("expiry_ts", [-1, -62_135_596_800_001, MAX_TS_MS + 1, 10**20])
 def test_an_expiry_outside_the_calendar_is_refused_by_name(expiry_ts):
     """The name is a calendar date: before 1970 or past 9999 there is none (the year 0 raised
     a bare ValueError from datetime instead)."""
     with pytest.raises(ContractError, match=rf"contract\.expiry_ts: must be ms from 1970 to the year 9999 "
-                                            rf"\(0\.\.{MAX_EXPIRY_TS}\), got {expiry_ts}"):
+                                            rf"\(0\.\.{MAX_TS_MS}\), got {expiry_ts}"):
         OptionContract.from_dict(call().to_dict() | {"expiry_ts": expiry_ts})
 
 
 def test_the_last_expiry_on_the_calendar_has_a_name():
-    assert OptionContract.from_dict(call().to_dict() | {"expiry_ts": MAX_EXPIRY_TS}).name == "BTC-30DEC99-78000-C"
+    assert OptionContract.from_dict(call().to_dict() | {"expiry_ts": MAX_TS_MS}).name == "BTC-30DEC99-78000-C"
 
 
 def test_a_contract_read_again_is_the_same_one_and_still_checked_like_the_first():

@@ -1,6 +1,6 @@
 import pytest
 
-from common.model import RecordError
+from common.model import MAX_DAY, MAX_TS_MS, RecordError
 from common.timeframes import DAY_MS
 from trading.risk import (
     RiskLimits,
@@ -129,6 +129,19 @@ def test_risk_state_round_trip_and_bad_fields():
         RiskState.from_dict({k: v for k, v in d.items() if k != "day"}, "s.risk")
     with pytest.raises(RecordError, match=r"^s\.risk: expected an object, got \[\]$"):
         RiskState.from_dict([], "s.risk")
+
+
+@pytest.mark.parametrize("key, value, last", [("circuit_breaker_until", 10**17, MAX_TS_MS),
+                                             ("last_reset_ts", MAX_TS_MS + 1, MAX_TS_MS),
+                                             ("day", MAX_DAY + 1, MAX_DAY)])
+def test_a_risk_time_past_the_calendar_is_refused_on_load_not_when_an_order_shows_it(key, value, last):
+    """Loaded, a circuit breaker until the year 3 million raised datetime's ValueError at every
+    entry order of its book (``entry_block_reason`` names the date)."""
+    d = new_risk_state(1000.0, T0).to_dict()
+    with pytest.raises(RecordError, match=rf"^s\.risk\.{key}: must be at most {last} \(the year 9999\), got {value}$"):
+        RiskState.from_dict({**d, key: value}, "s.risk")
+    at_the_end = RiskState.from_dict({**d, "circuit_breaker_until": MAX_TS_MS, "day": MAX_DAY}, "s.risk")
+    assert entry_block_reason(at_the_end, T0) == "circuit breaker until 9999-12-30T00:00:00+00:00"
 
 
 @pytest.mark.parametrize(
