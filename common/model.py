@@ -11,6 +11,8 @@ from collections import abc
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from common.timeframes import DAY_MS
+
 
 class RecordError(ValueError):
     """A dict that does not describe a valid record; the message names the field."""
@@ -67,7 +69,7 @@ def read_int(d: Mapping[str, Any], name: str, where: str, *, minimum: int | None
 
 
 MAX_TS_MS = 253_402_128_000_000  # 9999-12-30 UTC: a day short of the calendar's end, for any zone
-MAX_DAY = MAX_TS_MS // 86_400_000  # the same in whole UTC days since 1970
+MAX_DAY = MAX_TS_MS // DAY_MS  # the same in whole UTC days since 1970
 
 
 def read_ts(d: Mapping[str, Any], name: str, where: str, *, last: int = MAX_TS_MS) -> int:
