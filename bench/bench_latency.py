@@ -34,12 +34,13 @@ request and journaled with one fsync, so they are answered together: the fills a
 independent samples than their count (about one per close), and the report says how many closes
 they came from, each close's close -> last ack, and that latency for light and heavy closes
 (``by_load``): the heaviest closes carry many fills each, so they set the p99 over fills. One
-stack per speed (3,600x, then 36,000x), then two more at 3,600x: one with ``cpu.background_idle``
+stack per speed (3,600x, then 36,000x), then three more at 3,600x: one with ``cpu.background_idle``
 on (the pricer and the options engine under SCHED_IDLE; off by default), one with
-``cpu.split_cores`` off (every service on every core: the same-run reference for the default's
-split). The target is judged on the default. The machine may be shared: the 1-minute load
-average at the start and end of each run, and the share of CPU time the VM's host took while the
-tap listened (steal time, from /proc/stat), are reported with the figures.
+``cpu.split_cores`` off (every service on every core) and one with ``bus.local_ipc`` off (tcp
+between the services): the same-run references for those two defaults. The target is judged
+on the default. The machine may be shared: the 1-minute load average at the start and end of
+each run, and the share of CPU time the VM's host took while the tap listened (steal time, from
+/proc/stat), are reported with the figures.
 
 Run: ``python -m bench.bench_latency [--quick] [--speeds 3600,36000] [--fills N]``.
 """
@@ -75,9 +76,12 @@ PROBES = tuple(("sma_crossover", {"fast": fast, "slow": slow})
                for fast, slow in ((1, 2), (1, 3), (2, 3), (1, 4), (2, 4))) \
     + tuple(("momentum", {"period": period, "threshold": threshold})
             for period, threshold in ((1, 0.1), (1, 0.2), (2, 0.2), (1, 0.3), (2, 0.1)))
-# The target speed again with the cpu section changed: SCHED_IDLE off the path (for a host of
-# its own), and the fill path's cores not split (the same-run reference for the default's split).
-CPU_VARIANTS: tuple[dict[str, Any], ...] = ({"background_idle": True}, {"split_cores": False})
+# The target speed again with one setting changed: SCHED_IDLE off the path (for a host of its
+# own), then the same-run references of two defaults that claim a gain: the fill path's cores not
+# split, and the bus on its tcp ports alone (no local aliases).
+VARIANTS: tuple[dict[str, Any], ...] = ({"cpu.background_idle": True}, {"cpu.split_cores": False},
+                                        {"bus.local_ipc": False})
+COMPARED = ("cpu.split_cores", "bus.local_ipc")  # on by default: the default's run over the run with it off
 SPANS = ("close_to_ack", "close_to_bar", "close_to_sent", "sent_to_ack", "close_to_fill", "close_to_fill_env",
          "bar_to_signal")
 
@@ -284,26 +288,28 @@ def _spread(values: list[float]) -> dict[str, float]:
 def run(quick: bool = False, stack: Any = None, speeds: tuple[int, ...] = SPEEDS,
         fills: int = MIN_FILLS) -> dict[str, Any]:
     """Quick: the default speed (or the given stack), QUICK_FILLS fills. Full: ``speeds``, then
-    TARGET_SPEED again under each of CPU_VARIANTS (when ``speeds`` has it)."""
+    TARGET_SPEED again under each of VARIANTS (when ``speeds`` has it)."""
     want, limit = (QUICK_FILLS, QUICK_LIMIT_S) if quick else (fills, TAP_LIMIT_S)
     if stack is not None:
         return {"runs": [measure(stack, want, limit)], "min_fills": want}
     runs = []
     plan: list[tuple[int, dict[str, Any]]] = [(speed, {}) for speed in (speeds[:1] if quick else speeds)]
     if not quick and TARGET_SPEED in speeds:
-        plan += [(TARGET_SPEED, cpu) for cpu in CPU_VARIANTS]
-    for speed, cpu in plan:
+        plan += [(TARGET_SPEED, variant) for variant in VARIANTS]
+    for speed, variant in plan:
         base = bench_config()
-        base["cpu"] = cpu
+        for key, value in variant.items():
+            section, name = key.split(".")
+            base.setdefault(section, {})[name] = value
         with running_stack(base=base, speed=speed) as running:
-            runs.append({**measure(running, want, limit), "cpu": cpu})
+            runs.append({**measure(running, want, limit), "variant": variant})
     return {"runs": runs, "min_fills": want}
 
 
-def cpu_label(cpu: dict[str, Any]) -> str:
-    """How a run's ``cpu`` section differs from the default, as its rows name it."""
-    return ", ".join(f"cpu.{key} {'on' if value is True else 'off' if value is False else value}"
-                     for key, value in sorted(cpu.items()))
+def variant_label(variant: dict[str, Any]) -> str:
+    """How a run's settings differ from the default (``section.key`` -> value), as its rows name it."""
+    return ", ".join(f"{key} {'on' if value is True else 'off' if value is False else value}"
+                     for key, value in sorted(variant.items()))
 
 
 def report(r: dict[str, Any]) -> list[Row]:
@@ -314,9 +320,9 @@ def report(r: dict[str, Any]) -> list[Row]:
             return f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} / {s['max']:.2f} ms"
 
         load = run_["by_load"]
-        cpu = run_.get("cpu", {})
-        speed = f"{run_['speed']:,}x" + (f", {cpu_label(cpu)}" if cpu else "")
-        targeted = run_["speed"] == TARGET_SPEED and not cpu
+        variant = run_.get("variant", {})
+        speed = f"{run_['speed']:,}x" + (f", {variant_label(variant)}" if variant else "")
+        targeted = run_["speed"] == TARGET_SPEED and not variant
         rows += [
             (f"{speed}: bar close -> fill ack received by the engine (p50 / p90 / p99 / max, {run_['fills']} "
              f"filled orders)", span("close_to_ack"), f"p99 < {TARGET_P99_MS:g} ms" if targeted else "",
@@ -355,12 +361,13 @@ def report(r: dict[str, Any]) -> list[Row]:
              f"{run_['stolen_pct']:.1f}%; tap sequence gaps (topics it filters out count too)",
              f"{run_['seq_gaps']}", "", ""),
         ]
-    default = next((x for x in r["runs"] if x["speed"] == TARGET_SPEED and not x.get("cpu")), None)
-    unsplit = next((x for x in r["runs"] if x.get("cpu") == {"split_cores": False}), None)
-    if default is not None and unsplit is not None:
-        rows.append((f"{TARGET_SPEED:,}x: close -> ack, cpu.split_cores on (the default) over off: p50 / p90 / p99",
-                     " / ".join(f"{default['close_to_ack'][q] / unsplit['close_to_ack'][q]:.2f}x"
-                                for q in ("p50", "p90", "p99")), "", ""))
+    default = next((x for x in r["runs"] if x["speed"] == TARGET_SPEED and not x.get("variant")), None)
+    for key in COMPARED:
+        off = next((x for x in r["runs"] if x.get("variant") == {key: False}), None)
+        if default is not None and off is not None:
+            rows.append((f"{TARGET_SPEED:,}x: close -> ack, {key} on (the default) over off: p50 / p90 / p99",
+                         " / ".join(f"{default['close_to_ack'][q] / off['close_to_ack'][q]:.2f}x"
+                                    for q in ("p50", "p90", "p99")), "", ""))
     return rows
 
 

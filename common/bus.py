@@ -223,16 +223,26 @@ def closed_on_failure(sock: Socket) -> Iterator[Socket]:
 
 
 def bind_socket(sock: Socket, endpoint: str, security: BusSecurity | None) -> None:
+    """Bind ``endpoint``, and its local alias when ``security`` gives it one: the service's
+    neighbours on this host connect there."""
     if security is not None:
         security.serve(sock)
     sock.bind(endpoint)
+    alias = security.aliases.get(endpoint) if security is not None else None
+    if alias is not None:
+        try:
+            sock.bind(alias)
+        except zmq.ZMQError as exc:
+            raise zmq.ZMQError(exc.errno, f"cannot bind {alias}, the local alias of {endpoint} (config "
+                                          f"bus.local_ipc): {exc.strerror}") from None
 
 
-def connect_socket(sock: Socket, endpoint: str, security: BusSecurity | None) -> None:
+def connect_socket(sock: Socket, endpoint: str, security: BusSecurity | None) -> str:
+    """Connect to ``endpoint`` (at its local alias when ``security`` has one); the address used."""
     if security is None:
         sock.connect(endpoint)
-    else:
-        security.connect(sock, endpoint)
+        return endpoint
+    return security.connect(sock, endpoint)
 
 
 class Publisher:
@@ -283,6 +293,7 @@ class Subscriber:
         self.on_drop = on_drop
         self.security = security
         self.endpoints = list(endpoints)
+        self.addresses: dict[str, str] = {}  # endpoint -> where the socket connected for it
         self.monitor: Socket | None = None
         with closed_on_failure(ctx.socket(zmq.SUB)) as self.socket:
             self.socket.setsockopt(zmq.LINGER, 0)
@@ -291,7 +302,7 @@ class Subscriber:
             if security is not None:
                 self.monitor = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
             for endpoint in self.endpoints:
-                connect_socket(self.socket, endpoint, security)
+                self.addresses[endpoint] = connect_socket(self.socket, endpoint, security)
             for topic in topics:
                 self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
@@ -331,13 +342,14 @@ class Subscriber:
         """Reconnect the endpoints whose peer broke the handshake protocol since the last call;
         return them (an endpoint the event names in another spelling reconnects them all)."""
         failed = handshake_failures(self.monitor)
-        targets = sorted(failed) if failed <= set(self.endpoints) else list(self.endpoints)
+        named = [endpoint for endpoint, address in self.addresses.items() if address in failed]
+        targets = named if len(named) == len(failed) else list(self.endpoints)
         for endpoint in targets if failed else []:
             try:
-                self.socket.disconnect(endpoint)
+                self.socket.disconnect(self.addresses[endpoint])
             except zmq.ZMQError:
                 pass  # libzmq may have forgotten it already
-            connect_socket(self.socket, endpoint, self.security)
+            self.addresses[endpoint] = connect_socket(self.socket, endpoint, self.security)
         return sorted(failed)
 
     def close(self) -> None:

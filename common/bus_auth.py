@@ -5,9 +5,9 @@ Every bus socket is encrypted and authenticated with CurveZMQ (ZeroMQ RFC 26):
 
 - A binding socket (every PUB and REP) is a CURVE server holding its service's secret key.
 - A connecting socket (every SUB and REQ) pins the public key of the service that binds the
-  endpoint. A process that binds a service's port while the service is down, without that
-  service's secret key, completes no handshake: its prices, heartbeats and replies never reach
-  anyone.
+  endpoint. A process that binds a service's port (or its local alias, ``BusSecurity.aliases``)
+  while the service is down, without that service's secret key, completes no handshake: its
+  prices, heartbeats and replies never reach anyone.
 - On the serving side a ZAP handler (RFC 27) admits only the public keys in the key directory
   and names the caller; a REP reads that name (the frame's ``User-Id``) to decide what the
   caller may ask. Requests that change state (``WRITE_REQUESTS``) are for the services that
@@ -190,6 +190,12 @@ class BusSecurity:
     server_keys: Mapping[str, bytes]  # endpoint -> public key of the service that binds it
     clients: Mapping[bytes, str]  # raw 32-byte public key -> identity
     directory: Path = field(default=Path("."))
+    aliases: Mapping[str, str] = field(default_factory=dict)  # endpoint -> where this host reaches it too
+
+    def address(self, endpoint: str) -> str:
+        """Where a socket of this process connects for ``endpoint``: its local alias (a Unix
+        socket its service binds beside it) when it has one, else the endpoint itself."""
+        return self.aliases.get(endpoint, endpoint)
 
     def serve(self, sock: Socket) -> None:
         """Make ``sock`` (before its bind) a CURVE server whose clients this context's ZAP
@@ -200,20 +206,25 @@ class BusSecurity:
         sock.curve_secretkey = self.secret
         sock.zap_domain = ZAP_DOMAIN.encode()
 
-    def connect(self, sock: Socket, endpoint: str) -> None:
-        """Connect ``sock`` as a CURVE client that accepts only the service configured at ``endpoint``."""
+    def connect(self, sock: Socket, endpoint: str) -> str:
+        """Connect ``sock`` as a CURVE client that accepts only the service configured at
+        ``endpoint``; returns the address it connected to (``address``)."""
         server = self.server_keys.get(endpoint)
         if server is None:
             raise BusKeysError(f"no service binds {endpoint} in the config, so there is no key to pin for it")
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
         sock.curve_serverkey = server  # read at connect: one socket may pin a different key per endpoint
-        sock.connect(endpoint)
+        address = self.address(endpoint)
+        sock.connect(address)
+        return address
 
 
-def load_security(directory: Path, identity: str, binds: Mapping[str, Iterable[str]]) -> BusSecurity:
+def load_security(directory: Path, identity: str, binds: Mapping[str, Iterable[str]],
+                  aliases: Mapping[str, str] | None = None) -> BusSecurity:
     """The keys of ``identity`` from ``directory``; ``binds`` maps each service to the endpoints it
-    binds. BusKeysError names the file and the fix when a key is missing or exposed."""
+    binds, ``aliases`` some of them to a second address their service binds as well.
+    BusKeysError names the file and the fix when a key is missing or exposed."""
     directory = Path(directory)
     if identity not in IDENTITIES:
         raise BusKeysError(f"{identity!r} has no bus key; the identities are {', '.join(IDENTITIES)}")
@@ -231,7 +242,7 @@ def load_security(directory: Path, identity: str, binds: Mapping[str, Iterable[s
                            f"delete both and run {KEYS_COMMAND}, then restart every service")
     server_keys = {endpoint: publics[service] for service, endpoints in binds.items() for endpoint in endpoints}
     clients = {z85.decode(key): name for name, key in publics.items()}
-    return BusSecurity(identity, own["public"], own["secret"], server_keys, clients, directory)
+    return BusSecurity(identity, own["public"], own["secret"], server_keys, clients, directory, dict(aliases or {}))
 
 
 # ---- the ZAP handler ------------------------------------------------------------------------

@@ -408,6 +408,8 @@ def render_markdown() -> str:
         "`tcp://127.0.0.1:5560..5567` by default); connect a SUB socket to the ones you want. Each signal engine",
         "(config `engines`; by default `spot` on `endpoints.signals` and `options` on tcp://127.0.0.1:5568) binds",
         "its own PUB and publishes as `signals-<engine>`: a tap of every signal connects to every engine's PUB.",
+        "On Linux each loopback endpoint is bound a second time as `ipc://@go-trader-bus/<host>:<port>` (config",
+        "`bus.local_ipc`), where the services connect; either address reaches the same socket.",
         "Pub/sub may drop",
         "under load: `seq` tells you when it did. Times are integer ms since the epoch, UTC; market time is",
         "the feed's clock (faster than the wall in `sim` and `replay`). Money is USD unless a unit says otherwise.",

@@ -144,6 +144,7 @@ class ServiceEndpoints:
 class BusConfig:
     keys_dir: Path  # absolute
     allow_remote: bool
+    local_ipc: bool = True  # loopback endpoints also on an abstract Unix socket (schema.local_alias)
 
 
 @dataclass(frozen=True, slots=True)
@@ -899,7 +900,8 @@ def _build_bus(top: dict[str, Any], base: Path) -> BusConfig:
     keys_dir = top["bus"]["keys_dir"]
     if isinstance(keys_dir, Derived):
         keys_dir = (base / top["state_file"]).parent / "keys"
-    return BusConfig(keys_dir=base / keys_dir, allow_remote=top["bus"]["allow_remote"])
+    return BusConfig(keys_dir=base / keys_dir, allow_remote=top["bus"]["allow_remote"],
+                     local_ipc=top["bus"]["local_ipc"])
 
 
 def _build_strategy(entry: dict[str, Any], top: dict[str, Any], risk: RiskConfig, base: Path) -> StrategyConfig:

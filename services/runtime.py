@@ -33,6 +33,7 @@ from common.log import EventLog
 from common.messages import HEARTBEAT_SECONDS
 from common.timeframes import timeframe_ms
 from common.wall import wall_ms
+from config.schema import local_alias
 from config.settings import Config, ConfigError, CpuConfig, StrategyConfig, load_config
 
 SLOW_CALLBACK_SECONDS = 0.5
@@ -175,7 +176,9 @@ def bus_security(cfg: Config, identity: str) -> BusSecurity:
     pinned to the services that bind ``cfg``'s endpoints; BusKeysError says what to fix."""
     binds = {service: (ep.pub, ep.rep) for service, ep in cfg.endpoints.items()}
     binds["signals"] = tuple(ep for e in cfg.engines for ep in (e.pub, e.rep))  # every engine holds the signals key
-    return load_security(cfg.bus.keys_dir, identity, binds)
+    aliases = {ep: alias for eps in binds.values() for ep in eps
+               if cfg.bus.local_ipc and (alias := local_alias(ep)) is not None}
+    return load_security(cfg.bus.keys_dir, identity, binds, aliases)
 
 
 class ServiceRuntime:

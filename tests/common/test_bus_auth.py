@@ -3,8 +3,10 @@ real CURVE sockets on loopback refusing rogue binders and unknown clients."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -31,6 +33,7 @@ from common.bus_auth import (
     zap_handler,
     zap_reply,
 )
+from config.schema import local_alias
 
 
 def mode(path: Path) -> int:
@@ -240,19 +243,21 @@ def test_a_subscriber_pins_a_key_per_endpoint_and_ignores_a_publisher_without_it
         client_ctx.destroy(linger=0)
 
 
+@pytest.mark.parametrize("aliased", [False, True], ids=["tcp", "local_alias"])
 @pytest.mark.parametrize("rogue_kind", ["plain", "random_key"])
 def test_a_rogue_publisher_on_a_services_port_reaches_no_subscriber_and_the_real_one_is_heard_after(
-        keys, tcp_endpoint, rogue_kind):
+        keys, tcp_endpoint, rogue_kind, aliased):
     md = tcp_endpoint()
     binds = {"marketdata": (md,)}
+    aliases = {md: local_alias(md)} if aliased else {}
     ctx, server_ctx = zmq.Context(), zmq.Context()
     rogue = ctx.socket(zmq.PUB)
     rogue.linger = 0
     if rogue_kind == "random_key":
         rogue.curve_server = True
         rogue.curve_publickey, rogue.curve_secretkey = zmq.curve_keypair()
-    rogue.bind(md)
-    sub = Subscriber(ctx, [md], ["tick."], security=load_security(keys, "portfolio", binds))
+    rogue.bind(aliases.get(md, md))  # where the subscriber connects
+    sub = Subscriber(ctx, [md], ["tick."], security=load_security(keys, "portfolio", binds, aliases))
     frames = [b"tick.BTC/USDT", encode_envelope("tick", {"symbol": "BTC/USDT", "price": 1.0}, "marketdata", 1)]
     real = None
     try:
@@ -260,7 +265,7 @@ def test_a_rogue_publisher_on_a_services_port_reaches_no_subscriber_and_the_real
         rogue.close()
         # libzmq gives up on an endpoint after a mechanism mismatch; the subscriber reconnects it
         real = bind_when_free(lambda: Publisher(server_ctx, md, "marketdata",  # the rogue's port, let go a moment ago
-                                                security=load_security(keys, "marketdata", binds)))
+                                                security=load_security(keys, "marketdata", binds, aliases)))
         got = receive_within(sub, lambda: real.publish("tick.BTC/USDT", "tick", {"price": 90_000.0}), 2.0)
         assert got and got[0][1].body == {"price": 90_000.0}
     finally:
@@ -270,6 +275,42 @@ def test_a_rogue_publisher_on_a_services_port_reaches_no_subscriber_and_the_real
         stop_zap(server_ctx)
         server_ctx.destroy(linger=0)
         ctx.destroy(linger=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's")
+def test_a_service_binds_its_local_alias_beside_its_port_and_neighbours_connect_there(keys, tcp_endpoint):
+    """Its neighbours on the host reach it through the alias (the same keys and handshake), a tap
+    without the alias through the port; a second binder of the alias is refused by name."""
+    md = tcp_endpoint()
+    binds = {"marketdata": (md,)}
+    alias = local_alias(md)
+    assert alias is not None
+    aliases = {md: alias}
+    server_ctx, client_ctx = zmq.Context(), zmq.Context()
+    real = Publisher(server_ctx, md, "marketdata", security=load_security(keys, "marketdata", binds, aliases))
+    neighbour = Subscriber(client_ctx, [md], ["tick."], security=load_security(keys, "portfolio", binds, aliases))
+    tap = Subscriber(client_ctx, [md], ["tick."], security=load_security(keys, "reader", binds))
+    squatter = None
+    try:
+        assert neighbour.addresses == {md: alias} and tap.addresses == {md: md}
+        for sub in (neighbour, tap):
+            got = receive_within(sub, lambda: real.publish("tick.BTC/USDT", "tick", {"price": 1.0}), 1.0)
+            assert got and got[0][1].body == {"price": 1.0}
+        real.close()
+        squatter = server_ctx.socket(zmq.PUB)
+        squatter.linger = 0
+        bind_when_free(lambda: squatter.bind(alias))  # holds the alias, not the port
+        with pytest.raises(zmq.ZMQError, match=rf"cannot bind {re.escape(alias)}, the local alias of {md} \(config "
+                                                r"bus.local_ipc\): Address already in use"):
+            Publisher(server_ctx, md, "marketdata", security=load_security(keys, "marketdata", binds, aliases))
+    finally:
+        for closable in (neighbour, tap, real):
+            closable.close()
+        if squatter is not None:
+            squatter.close()
+        stop_zap(server_ctx)
+        server_ctx.destroy(linger=0)
+        client_ctx.destroy(linger=0)
 
 
 def test_a_rogue_replier_gets_no_request_and_the_real_one_is_reached_once_back(keys, tcp_endpoint):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config.schema import endpoint_binds_beyond_loopback
+from config.schema import endpoint_binds_beyond_loopback, local_alias
 from config.settings import ConfigError, parse_config
 
 STRATEGY = {"id": "momentum-btc", "type": "spot", "strategy": "momentum", "symbol": "BTC/USDT", "timeframe": "1h",
@@ -39,6 +39,26 @@ def errors_of(raw) -> list[str]:
 ])
 def test_which_endpoints_listen_beyond_loopback(endpoint, host):
     assert endpoint_binds_beyond_loopback(endpoint) == host
+
+
+@pytest.mark.parametrize("endpoint, alias", [
+    ("tcp://127.0.0.1:5565", "ipc://@go-trader-bus/127.0.0.1:5565"),
+    ("tcp://127.0.0.2:5565", "ipc://@go-trader-bus/127.0.0.2:5565"),
+    ("tcp://localhost:5565", "ipc://@go-trader-bus/localhost:5565"),
+    ("tcp://[::1]:5565", "ipc://@go-trader-bus/[::1]:5565"),
+    ("tcp://10.0.0.5:5565", None),  # another host's port: only tcp reaches it
+    ("tcp://0.0.0.0:5565", None),
+    ("tcp://eth0:5565", None),
+    ("ipc:///tmp/go-trader-portfolio", None),
+])
+def test_a_loopback_endpoint_has_a_local_alias_named_after_its_host_and_port(endpoint, alias):
+    assert local_alias(endpoint) == alias
+
+
+def test_local_ipc_is_on_unless_turned_off():
+    assert parse_config(raw_config()).bus.local_ipc is True
+    assert parse_config(raw_config(bus={"local_ipc": False})).bus.local_ipc is False
+    assert errors_of(raw_config(bus={"local_ipc": 1})) == ["bus.local_ipc: expected true or false, got 1"]
 
 
 @pytest.mark.parametrize("endpoint, host", [

@@ -100,7 +100,8 @@ def test_a_rogue_on_a_stopped_services_ports_is_believed_by_no_one(stack):
     symbols = list(stack.status()["prices"])
     assert stack.ctl("stop", "marketdata").returncode == 0
     ctx = zmq.Context()
-    reader = Requester(ctx, eps["rep"], "tap", timeout_ms=500, retries=1, security=stack.security())
+    security = stack.security()
+    reader = Requester(ctx, eps["rep"], "tap", timeout_ms=500, retries=1, security=security)
     try:
         for with_key in (False, True):
             pub = rogue_socket(ctx, zmq.PUB, with_key)
@@ -108,8 +109,9 @@ def test_a_rogue_on_a_stopped_services_ports_is_believed_by_no_one(stack):
             if with_key:
                 pub.curve_server = rep.curve_server = True
             monitor = pub.get_monitor_socket()
-            bind_when_free(lambda: pub.bind(eps["pub"]))  # the last round's rogue may still hold it
-            bind_when_free(lambda: rep.bind(eps["rep"]))
+            for sock, endpoint in ((pub, eps["pub"]), (rep, eps["rep"])):  # the ports and their local aliases
+                for address in {endpoint, security.address(endpoint)}:
+                    bind_when_free(lambda: sock.bind(address))  # the last round's rogue may still hold it
             requests_seen = handshakes_failed = 0
             market_ts = stack.status()["market_ts"]
             deadline = time.monotonic() + 4

@@ -260,7 +260,7 @@ def test_the_heartbeat_keeps_beating_while_a_request_waits_on_a_silent_peer(tmp_
     listener = None
     try:
         rt.bind_publisher(endpoints["portfolio"]["pub"])
-        peer.bind(endpoints["pricer"]["rep"])
+        peer.bind(rt.security.address(endpoints["pricer"]["rep"]))  # where the requester goes
         listener = Subscriber(rt.ctx, [endpoints["portfolio"]["pub"]], ["heartbeat."], rt.stats,
                               security=stack_security(raw, tmp_path))
         time.sleep(0.3)  # the subscription reaches the publisher
@@ -544,3 +544,19 @@ def test_an_idle_loop_sleeps_until_its_next_timer_instead_of_spinning_the_last_m
     rt.run()
     assert len(fired) == 40
     assert len(turns) <= 3 * len(fired), f"{len(turns)} loop turns for {len(fired)} timer runs"
+
+
+@pytest.mark.parametrize("local_ipc", [True, False])
+def test_bus_security_aliases_every_loopback_tcp_endpoint_while_local_ipc_is_on(tmp_path, local_ipc):
+    from tests.support.stack import stack_config, stack_security
+
+    raw = stack_config()
+    raw["bus"] = {"local_ipc": local_ipc}
+    raw["endpoints"]["pricer"]["rep"] = "ipc:///tmp/go-trader-test-pricer-rep"  # not tcp: no alias
+    security = stack_security(raw, tmp_path, "signals")
+    tcp = [ep for pair in raw["endpoints"].values() for ep in pair.values() if ep.startswith("tcp://")]
+    tcp += [raw["engines"]["options"]["pub"], raw["engines"]["options"]["rep"]]
+    expected = {ep: "ipc://@go-trader-bus/" + ep.removeprefix("tcp://") for ep in tcp} if local_ipc else {}
+    assert security.aliases == expected
+    portfolio = raw["endpoints"]["portfolio"]["rep"]
+    assert security.address(portfolio) == expected.get(portfolio, portfolio)
