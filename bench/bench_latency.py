@@ -38,7 +38,8 @@ stack per speed (3,600x, then 36,000x), then three more at 3,600x: one with ``cp
 on (the pricer and the options engine under SCHED_IDLE; off by default), one with
 ``cpu.split_cores`` off (every service on every core) and one with ``bus.local_ipc`` off (tcp
 between the services): the same-run references for those two defaults. The target is judged
-on the default. The machine may be shared: the 1-minute load average at the start and end of
+on the default. Each stack's tap starts after ``os.sync()``: no earlier step's writeback lands on
+its fsyncs. The machine may be shared: the 1-minute load average at the start and end of
 each run, and the share of CPU time the VM's host took while the tap listened (steal time, from
 /proc/stat), are reported with the figures.
 
@@ -203,6 +204,10 @@ def _ack_sample(ack: dict[str, Any], fill: tuple[int, float] | None, spot: dict[
 def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
     """Run the tap against a running stack in a process of its own; percentiles of its spans."""
     stack.wait_for(lambda: stack.journal(), timeout=120, what="the first fill")
+    # What ran before (the stack's start, an earlier benchmark, an install) leaves dirty pages the
+    # kernel writes back about 30 s later; an fsync caught behind that writeback took 20-60 ms
+    # here. Written now, it costs the run nothing; the run's own writes still count.
+    os.sync()
     load_before = os.getloadavg()[0]
     ticks_before = cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="go-trader-tap-") as tmp:
