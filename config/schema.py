@@ -385,8 +385,8 @@ BUS = Section("bus", "Who may use the bus: every socket is CurveZMQ with a key p
     "local_ipc": Field(BOOLEAN, "On Linux, a service that binds a loopback tcp endpoint also binds a Unix socket "
                        "named after it in the abstract namespace (`ipc://@go-trader-bus/127.0.0.1:5565`), and "
                        "the services connect there instead: the same CurveZMQ keys and handshake without the "
-                       "TCP stack, which takes a fill about 0.2 ms (p50) to 1.5 ms (p99) less from its bar's "
-                       "close (bench/RESULTS.md). Taps and tools keep the tcp endpoints. `false`: tcp only.",
+                       "TCP stack (bench_latency compares a bar close -> fill ack with and without it in the "
+                       "same run). A tap of your own may use either address. `false`: tcp only.",
                        True),
     "allow_remote": Field(BOOLEAN, "Let `endpoints` bind beyond loopback (`0.0.0.0`, `[::]`, an interface name, a "
                           "LAN address). Clients need a key from `keys_dir` either way.", False),
