@@ -272,9 +272,14 @@ def test_a_rogue_publisher_on_a_services_port_reaches_no_subscriber_and_the_real
         sub.close()
         if real is not None:
             real.close()
-        stop_zap(server_ctx)
-        server_ctx.destroy(linger=0)
-        ctx.destroy(linger=0)
+        end_contexts(server_ctx, ctx)
+
+
+def end_contexts(server_ctx: zmq.Context, *clients: zmq.Context) -> None:
+    """Stop the servers' ZAP handler and drop every context, sockets left open or not."""
+    stop_zap(server_ctx)
+    for c in (server_ctx, *clients):
+        c.destroy(linger=0)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's")
@@ -308,9 +313,7 @@ def test_a_service_binds_its_local_alias_beside_its_port_and_neighbours_connect_
             closable.close()
         if squatter is not None:
             squatter.close()
-        stop_zap(server_ctx)
-        server_ctx.destroy(linger=0)
-        client_ctx.destroy(linger=0)
+        end_contexts(server_ctx, client_ctx)
 
 
 def test_a_rogue_replier_gets_no_request_and_the_real_one_is_reached_once_back(keys, tcp_endpoint):
