@@ -205,8 +205,9 @@ def measure(stack: Any, want_fills: int, limit_s: float) -> dict[str, Any]:
     """Run the tap against a running stack in a process of its own; percentiles of its spans."""
     stack.wait_for(lambda: stack.journal(), timeout=120, what="the first fill")
     # What ran before (the stack's start, an earlier benchmark, an install) leaves dirty pages the
-    # kernel writes back about 30 s later; an fsync caught behind that writeback took 20-60 ms
-    # here. Written now, it costs the run nothing; the run's own writes still count.
+    # kernel writes back about 30 s later: an fsync behind 400 MB of it took 20 ms here, and a run
+    # started right after an install had a 61 ms stall. Written now, it costs the run nothing; the
+    # run's own writes still count.
     os.sync()
     load_before = os.getloadavg()[0]
     ticks_before = cpu_ticks()
