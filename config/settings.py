@@ -144,7 +144,7 @@ class ServiceEndpoints:
 class BusConfig:
     keys_dir: Path  # absolute
     allow_remote: bool
-    local_ipc: bool = True  # loopback endpoints also on an abstract Unix socket (schema.local_alias)
+    local_ipc: bool  # loopback endpoints also on an abstract Unix socket (schema.local_alias)
 
 
 @dataclass(frozen=True, slots=True)
