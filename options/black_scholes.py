@@ -31,7 +31,7 @@ _INV_SQRT_2PI = 0.3989422804014327
 # Implied vol: Householder steps of order 4 from a closed-form start (see implied_vol); a row
 # still moving after _IV_STEPS steps is not a number anyone should trade on, so it is NaN.
 _IV_STEPS = 8
-_IV_W_TOL = 1e-13  # relative change of the total volatility at which a row is done
+_IV_DONE_STEP = 1e-5  # a Newton step under this share of w: the next w is exact (order five)
 _IV_PRICE_ULPS = 4.0  # or when it reprices the target to a few units of the last place
 
 
@@ -193,8 +193,10 @@ def implied_vol(price: ArrayLike, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: A
     w_c = sqrt(2|x|) and concave above it. Above, order-4 Householder steps run on
     b(w) - b* from the large-w asymptote b ~ e^(x/2) - 2 cosh(x/2) N(-w/2) (exact at the
     money); below, on ln b(w) - ln b* (nearly linear there) from the small-w asymptote
-    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Two to four
-    steps reach machine precision on almost every row, with no bracket and no bisection.
+    ln b ~ -x^2 / (2 w^2) or the at-the-money start, whichever misses b* less. Each side is
+    solved as a block of its own (no row evaluates the other side's objective), and a row
+    stops at the step that was small enough to leave it exact, not one step later: two or
+    three steps reach machine precision on almost every row, with no bracket and no bisection.
     """
     price, S, K, T, r, is_call = _broadcast(price, S, K, T, r, is_call,
                                             ("price", "S", "K", "T", "r", "is_call"))
@@ -211,26 +213,50 @@ def _normalised_otm(w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return b, half * _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
 
 
-def _householder_step(w: np.ndarray, x: np.ndarray, target: np.ndarray,
-                      lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One order-4 Householder step, and whether ``w`` already reprices b* to rounding (then no
-    step can do better). ``lower`` rows solve ln b = ln b*, the others b = b*.
+@dataclass(slots=True)
+class _Rows:
+    """The rows of one objective still being solved. ``on_log``: solve ln b(w) = ln b* (below
+    the inflection point, where ln b is nearly linear in w), else b(w) = b*. ``at``: each
+    row's place among the rows being solved."""
+
+    w: np.ndarray
+    x: np.ndarray
+    target: np.ndarray
+    at: np.ndarray
+    on_log: bool
+
+    def keep(self, rows: np.ndarray) -> None:
+        self.w, self.x, self.target, self.at = self.w[rows], self.x[rows], self.target[rows], self.at[rows]
+
+
+def _householder_step(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
+    """One order-4 Householder step from ``rows.w``: the new w, and whether the row is done.
 
     With f the objective, n = -f/f' the Newton step, h2 = f''/f' and h3 = f'''/f', the step is
     n (1 + h2 n / 2) / (1 + n (h2 + h3 n / 6)). For b: b''/b' = x^2/w^3 - w/4 and
     b'''/b' = (b''/b')^2 - 3 x^2/w^4 - 1/4; for ln b they follow with q = b'/b.
+
+    A row is done when w already reprices b* to rounding (w is kept: no step can do better),
+    or when its Newton step was under _IV_DONE_STEP of w: the steps converge with order five,
+    so the new w is exact to rounding, and one more step to confirm it would not move it.
     """
+    w, x, target = rows.w, rows.x, rows.target
     b, b1 = _normalised_otm(w, x)
-    a2 = x * x / (w * w * w) - 0.25 * w
-    a3 = a2 * a2 - 3.0 * x * x / (w * w * w * w) - 0.25
-    q = b1 / b
-    newton = np.where(lower, -(np.log(b) - np.log(target)) / q, -(b - target) / b1)
-    h2 = np.where(lower, a2 - q, a2)
-    h3 = np.where(lower, a3 - 3.0 * a2 * q + 2.0 * q * q, a3)
+    xx_w3 = x * x / (w * w * w)
+    a2 = xx_w3 - 0.25 * w
+    a3 = a2 * a2 - 3.0 * xx_w3 / w - 0.25
+    if rows.on_log:
+        q = b1 / b
+        newton = -np.log(b / target) / q
+        h2 = a2 - q
+        h3 = a3 - q * (3.0 * a2 - 2.0 * q)
+    else:
+        newton, h2, h3 = (target - b) / b1, a2, a3
     step = newton * (1.0 + 0.5 * h2 * newton) / (1.0 + newton * (h2 + h3 * newton / 6.0))
     nxt = w + np.where(np.isfinite(step), step, newton)
     exact = np.abs(b - target) <= _IV_PRICE_ULPS * np.finfo(float).eps * target
-    return np.where(nxt > 0, nxt, 0.5 * w), exact  # never leave the domain: halve towards zero
+    nxt = np.where(exact, w, np.where(nxt > 0, nxt, 0.5 * w))  # never leave the domain: halve towards zero
+    return nxt, exact | (np.abs(newton) <= _IV_DONE_STEP * w)
 
 
 def _implied_vol(price: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
@@ -251,25 +277,26 @@ def _implied_vol(price: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray,
     x = -np.abs(np.log(S / kdf))  # ln(F/K) of the out-of-the-money side, seen as a call
     target = time_value.flat[idx] / np.sqrt(S * kdf)  # = undiscounted time value / sqrt(F K)
     w_c = np.sqrt(2.0 * np.abs(x))
-    lower = target < _normalised_otm(w_c, x)[0]
     half = np.exp(0.5 * x)
+    lower = target < 0.5 * half - _ndtr(-w_c) / half  # below b(w_c), where d1 = 0
     w_high = -2.0 * _ndtri((half - target) / (half + 1.0 / half))
     w = np.maximum(w_high, w_c)
-    if lower.any():  # the tail asymptote far from the money, the at-the-money one near it: the closer
-        low = np.flatnonzero(lower)
-        tail = np.minimum(np.abs(x[low]) / np.sqrt(-2.0 * np.log(target[low])), w_c[low])
-        near = np.minimum(w_high[low], w_c[low])
-        miss = [np.abs(np.log(_normalised_otm(g, x[low])[0] / target[low])) for g in (tail, near)]
+    low = np.flatnonzero(lower)
+    if low.size:  # the tail asymptote far from the money, the at-the-money one near it: the closer
+        xl, tl, cl = x[low], target[low], w_c[low]
+        tail = np.minimum(np.abs(xl) / np.sqrt(-2.0 * np.log(tl)), cl)
+        near = np.minimum(w_high[low], cl)
+        miss = [np.abs(np.log(_normalised_otm(g, xl)[0] / tl)) for g in (tail, near)]
         w[low] = np.where(miss[0] <= miss[1], tail, near)
-
-    active = np.arange(idx.size)
-    for _ in range(_IV_STEPS):
-        before = w[active]
-        after, exact = _householder_step(before, x[active], target[active], lower[active])
-        w[active] = np.where(exact, before, after)
-        active = active[~(exact | (np.abs(after - before) <= _IV_W_TOL * after))]
-        if active.size == 0:
-            break
-    w[active] = np.nan
-    out.flat[idx] = w / np.sqrt(T)
+    solved = np.full(idx.size, np.nan)  # a row still moving after _IV_STEPS steps stays NaN
+    for on_log in (True, False):
+        part = np.flatnonzero(lower == on_log)
+        rows = _Rows(w[part], x[part], target[part], part, on_log)
+        for _ in range(_IV_STEPS):
+            if rows.at.size == 0:
+                break
+            rows.w, done = _householder_step(rows)
+            solved[rows.at[done]] = rows.w[done]
+            rows.keep(np.flatnonzero(~done))
+    out.flat[idx] = solved / np.sqrt(T)
     return out
