@@ -332,12 +332,16 @@ def variant_label(variant: dict[str, Any]) -> str:
                      for key, value in sorted(variant.items()))
 
 
+def spread_text(s: dict[str, float]) -> str:
+    """A span's percentiles as a row shows them."""
+    return f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} / {s['max']:.2f} ms"
+
+
 def floor_rows(run_: dict[str, Any], speed: str, suffix: str, spacing_s: float, samples: int) -> list[Row]:
     """The machine's floor taken ``spacing_s`` apart (``machine_floor``), and close -> ack over
     its bare path."""
     def span(name: str) -> str:
-        s = run_[name + suffix]
-        return f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} / {s['max']:.2f} ms"
+        return spread_text(run_[name + suffix])
 
     pace = f"one every {spacing_s * 1000:g} ms, {samples}"
     bare = run_["floor_bare_path" + suffix]
@@ -356,8 +360,7 @@ def report(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for run_ in r["runs"]:
         def span(name: str) -> str:
-            s = run_[name]
-            return f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} / {s['max']:.2f} ms"
+            return spread_text(run_[name])
 
         load = run_["by_load"]
         variant = run_.get("variant", {})
