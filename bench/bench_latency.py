@@ -27,9 +27,10 @@ wake-up comes, and the same path with nothing of go-trader's in it (bench/bare_p
 an engine and a book process on CURVE loopback TCP, with the fsync), and reports close -> ack
 over that bare path's. Each floor is taken twice: hot, one close every 10 ms, and at a pace
 nearer the stack's, one every 100 ms (the stack closes once a second at 3,600x, and its
-processes wake every 50 ms for ticks). On this VM the paced floor is about twice the hot one,
-an fsync after a tenth of a second of idle disk and a wake-up of idle processes costing that much
-more: the paced bare path is the floor the stack's figures compare with.
+processes wake every 50 ms for ticks). On this VM the paced bare path's median came out 1.5 to
+2.3 times the hot one's (bench/RESULTS.md): an fsync after a tenth of a second of idle disk, and
+idle processes woken, cost that much more. The paced bare path is the floor the stack's figures
+compare with.
 
 Load: config/default.json (34 strategies) plus 30 PROBES (cheap SMA crossovers and momentum) on the default 1h bars,
 which trade every few bars, so MIN_FILLS fills arrive within minutes at the default 3,600x. A
