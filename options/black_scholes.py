@@ -31,7 +31,7 @@ _INV_SQRT_2PI = 0.3989422804014327
 # Implied vol: Householder steps of order 4 from a closed-form start (see implied_vol); a row
 # still moving after _IV_STEPS steps is not a number anyone should trade on, so it is NaN.
 _IV_STEPS = 8
-_IV_DONE_STEP = 1e-5  # a Newton step under this share of w: the next w is exact (order five)
+_IV_DONE_STEP = 1e-5  # a Newton step under this share of w: the next w is exact (order four)
 _IV_PRICE_ULPS = 4.0  # or when it reprices the target to a few units of the last place
 
 
@@ -237,7 +237,7 @@ def _householder_step(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
     b'''/b' = (b''/b')^2 - 3 x^2/w^4 - 1/4; for ln b they follow with q = b'/b.
 
     A row is done when w already reprices b* to rounding (w is kept: no step can do better),
-    or when its Newton step was under _IV_DONE_STEP of w: the steps converge with order five,
+    or when its Newton step was under _IV_DONE_STEP of w: the steps converge with order four,
     so the new w is exact to rounding, and one more step to confirm it would not move it.
     """
     w, x, target = rows.w, rows.x, rows.target

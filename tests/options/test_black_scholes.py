@@ -192,7 +192,7 @@ def test_implied_vol_agrees_with_brentq_on_a_wide_random_chain():
 
 
 def test_implied_vol_takes_no_step_to_confirm_a_converged_row(monkeypatch):
-    """A row stops at the step whose Newton step was under _IV_DONE_STEP of w (order-five
+    """A row stops at the step whose Newton step was under _IV_DONE_STEP of w (order-four
     convergence leaves the next w exact), not one step later when w stops moving: on the
     round-trip grid 2.2 steps per row (2.8 with a confirming step), none more than three per
     objective, and every solved row reprices its target."""
