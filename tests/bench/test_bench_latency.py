@@ -18,8 +18,8 @@ def test_the_machine_floor_times_each_probe_and_removes_its_files(tmp_path):
 
 
 def test_the_machine_floor_keeps_its_pace(tmp_path):
-    """Paced 50 ms apart, five probes of each kind take at least the four gaps between them
-    (and the bare path's warm-up closes), where 10 ms apart they take far less."""
+    """Paced 50 ms apart, five probes of each kind take at least the gaps between them: four
+    between the appends, and the bare path's warm-up closes and four more."""
     started = time.monotonic()
     floor = machine_floor(tmp_path, samples=5, spacing_s=0.05)
     took = time.monotonic() - started
