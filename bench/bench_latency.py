@@ -229,8 +229,8 @@ def measure(stack: Any, want_fills: int, limit_s: float, paced_samples: int = PA
         seconds = time.monotonic() - started
         tapped = json.loads(out.read_text())
     stolen = stolen_pct(ticks_before, cpu_ticks())
-    floor = machine_floor(stack.state_path.parent)
-    paced = machine_floor(stack.state_path.parent, paced_samples, PACED_SPACING_S)
+    floors = {suffix: machine_floor(stack.state_path.parent, samples, spacing_s)
+              for suffix, spacing_s, samples in floor_paces(paced_samples)}
     result: dict[str, Any] = {"speed": stack.config["feed"]["speed"], "seconds": round(seconds, 1),
                               "fills": len(tapped["fills"]), "bars": tapped["bars"], "seq_gaps": tapped["seq_gaps"],
                               "load_before": load_before, "load_after": os.getloadavg()[0], "stolen_pct": stolen}
@@ -245,11 +245,16 @@ def measure(stack: Any, want_fills: int, limit_s: float, paced_samples: int = PA
     result["by_load"] = by_load(list(per_close.values()))
     for name in ("bar_lateness", "bar_sent"):
         result[name] = _spread(tapped[name])
-    for name, values in floor.items():
-        result[name] = _spread(values)
-    for name, values in paced.items():
-        result[f"{name}_paced"] = _spread(values)
+    for suffix, floor in floors.items():
+        for name, values in floor.items():
+            result[name + suffix] = _spread(values)
     return result
+
+
+def floor_paces(paced_samples: int) -> tuple[tuple[str, float, int], ...]:
+    """The paces the floor is taken at, as (suffix of its result keys, spacing in s, samples):
+    hot, and at about the stack's pace."""
+    return ("", bare_path.SPACING_S, FLOOR_SAMPLES), ("_paced", PACED_SPACING_S, paced_samples)
 
 
 def machine_floor(directory: Path, samples: int = FLOOR_SAMPLES,
@@ -392,8 +397,7 @@ def report(r: dict[str, Any]) -> list[Row]:
             (f"{speed}: bar -> signal (published after its order is answered)", span("bar_to_signal"), "", ""),
             (f"{speed}: every bar, close -> received ({run_['bars']} bars)", span("bar_lateness"), "", ""),
             (f"{speed}: every bar, close -> sent (bar envelope ts, whole ms)", span("bar_sent"), "", ""),
-            *(row for suffix, spacing_s, samples in (("", bare_path.SPACING_S, FLOOR_SAMPLES),
-                                                     ("_paced", PACED_SPACING_S, r["paced_samples"]))
+            *(row for suffix, spacing_s, samples in floor_paces(r["paced_samples"])
               for row in floor_rows(run_, speed, suffix, spacing_s, samples)),
             (f"{speed}: {run_['seconds']:g} s wall; load average {run_['load_before']:.2f} -> "
              f"{run_['load_after']:.2f} (2 cores, shared); CPU time the VM's host took (steal) "
