@@ -10,7 +10,7 @@ import pytest
 import services.marketdata as marketdata
 from common.clock import MarketClock
 from config.settings import parse_config
-from services.marketdata import PREPARE_SECONDS, TICK_SECONDS, MarketDataService
+from services.marketdata import CLOSE_SPIN_SECONDS, PREPARE_SECONDS, TICK_SECONDS, MarketDataService, wait_until
 from services.runtime import ServiceRuntime
 from tests.support.stack import stack_config
 
@@ -35,11 +35,18 @@ class Recorder:
 
 
 class WallClock:
-    """The clocks of the service under test: ``wall_ms`` reads ``now_ms``, ``monotonic`` follows it."""
+    """The clocks of the service under test: ``wall_ms`` reads ``now_ms``, ``monotonic`` follows it;
+    a ``sched_yield`` (the wait before a close, awake) takes a microsecond (to float rounding at
+    1.7e12 ms: a few percent)."""
 
     def __init__(self) -> None:
         self.now_ms = WALL0
         self.slept: list[float] = []
+        self.yields = 0
+
+    def sched_yield(self) -> None:
+        self.yields += 1
+        self.now_ms += 0.001
 
     def wall_ms(self) -> float:
         return self.now_ms
@@ -56,6 +63,7 @@ class WallClock:
 def service(tmp_path, monkeypatch):
     wall = WallClock()
     monkeypatch.setattr(marketdata, "time", wall)
+    monkeypatch.setattr(marketdata, "os", wall)
     monkeypatch.setattr(marketdata, "wall_ms", wall.wall_ms)
 
     def start(name: str = "a", speed: int = 3600) -> tuple[MarketDataService, Recorder]:
@@ -111,9 +119,12 @@ def test_a_close_s_bars_are_made_just_before_it_and_published_at_it_never_before
     wall.now_ms = due - 1000 * PREPARE_SECONDS  # woken when asked: PREPARE_SECONDS ahead
     assert pub.bars() == []
     svc.advance()
-    assert wall.slept == [pytest.approx(PREPARE_SECONDS)]  # waited for the close with the bars made
+    # waited for the close with the bars made: asleep, then awake for the last CLOSE_SPIN_SECONDS
+    assert wall.slept == [pytest.approx(PREPARE_SECONDS - CLOSE_SPIN_SECONDS)]
+    assert wall.yields == pytest.approx(CLOSE_SPIN_SECONDS * 1e6, rel=0.05, abs=2)
     published = [at for (_, kind, _), at in zip(pub.sent, pub.sent_at) if kind in ("bar", "tick", "clock")]
-    assert min(published[-7:]) == due  # three bars, three ticks and the clock: all at the close
+    # three bars, three ticks and the clock: all at the close (to the fake clock's microsecond step)
+    assert due <= min(published[-7:]) <= max(published[-7:]) < due + 0.002
     assert {b["ts_close"] for b in pub.bars()} == {close}
     tick_ts = [body["ts"] for _, kind, body in pub.sent if kind == "tick"][-3:]
     assert max(tick_ts) <= close  # no tick from after the close either
@@ -127,9 +138,21 @@ def test_a_late_wake_up_publishes_at_once(service) -> None:
     svc.advance()
     wall.now_ms = svc.clock.wall_ms_at(close) + 5.0  # a loaded machine woke it late
     svc.advance()
-    assert wall.slept == []
+    assert wall.slept == [] and wall.yields == 0
     assert {b["ts_close"] for b in pub.bars()} == {close}
     assert svc.status()["clock_slips"] == 0  # late by less than a bar: the clock stands
+
+
+@pytest.mark.parametrize("ahead_ms, sleeps", [(10.0, [0.0095]), (0.2, []), (0.0, []), (-3.0, [])])
+def test_wait_until_sleeps_to_the_last_stretch_then_waits_awake(service, ahead_ms, sleeps) -> None:
+    _start, wall = service
+    due = wall.now_ms + ahead_ms
+    wait_until(due)
+    assert wall.slept == [pytest.approx(s) for s in sleeps]
+    awake_ms = min(ahead_ms, 1000 * CLOSE_SPIN_SECONDS) if ahead_ms > 0 else 0.0
+    assert wall.yields == pytest.approx(awake_ms * 1000, rel=0.05, abs=2)  # about a microsecond per yield
+    assert wall.now_ms >= due  # never before the close
+    assert wall.now_ms < max(due, WALL0) + 0.002
 
 
 def test_far_from_a_close_ticks_keep_their_period(service) -> None:
