@@ -263,10 +263,13 @@ class MarketDataService:
 def wait_until(due_ms: float) -> None:
     """Return at wall time ``due_ms``, not before: asleep until CLOSE_SPIN_SECONDS ahead of it,
     then awake, reading the clock and yielding the core to any thread ready to run there
-    (``time.sleep(0)`` would sleep: 40 us a call here, and 1 ms late at p99)."""
-    if (ahead_s := (due_ms - wall_ms()) / 1000 - CLOSE_SPIN_SECONDS) > 0:
-        time.sleep(ahead_s)
-    while wall_ms() < due_ms:
+    (``time.sleep(0)`` would sleep: 40 us a call here, and 1 ms late at p99). The wall clock is
+    read once and the wait kept on the monotonic one: a step of the wall clock (NTP) while it
+    waits can neither keep it spinning nor end it early."""
+    deadline = time.monotonic() + (due_ms - wall_ms()) / 1000
+    if (asleep_s := deadline - CLOSE_SPIN_SECONDS - time.monotonic()) > 0:
+        time.sleep(asleep_s)
+    while time.monotonic() < deadline:
         os.sched_yield()
 
 

@@ -35,24 +35,32 @@ class Recorder:
 
 
 class WallClock:
-    """The clocks of the service under test: ``wall_ms`` reads ``now_ms``, ``monotonic`` follows it;
-    a ``sched_yield`` (the wait before a close, awake) takes a microsecond (to float rounding at
-    1.7e12 ms: a few percent)."""
+    """The clocks of the service under test: ``wall_ms`` reads ``now_ms`` (plus the steps
+    ``step_wall`` gave it, as NTP may), ``monotonic`` follows ``now_ms``; a ``sched_yield`` (the
+    wait before a close, awake) takes a microsecond (to float rounding at 1.7e12 ms: a few percent)."""
 
     def __init__(self) -> None:
         self.now_ms = WALL0
         self.slept: list[float] = []
         self.yields = 0
+        self.wall_offset_ms = 0.0  # the wall clock's steps, which monotonic does not see
+        self.step_at_yield_ms = 0.0
 
     def sched_yield(self) -> None:
         self.yields += 1
         self.now_ms += 0.001
+        self.wall_offset_ms += self.step_at_yield_ms
+        self.step_at_yield_ms = 0.0
+
+    def step_wall(self, ms: float) -> None:
+        """The wall clock jumps by ``ms`` at the next yield."""
+        self.step_at_yield_ms = ms
 
     def wall_ms(self) -> float:
-        return self.now_ms
+        return self.now_ms + self.wall_offset_ms
 
     def monotonic(self) -> float:
-        return self.now_ms / 1000
+        return (self.now_ms - WALL0) / 1000  # from the test's start: seconds to the microsecond
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
@@ -153,6 +161,15 @@ def test_wait_until_sleeps_to_the_last_stretch_then_waits_awake(service, ahead_m
     assert wall.yields == pytest.approx(awake_ms * 1000, rel=0.05, abs=2)  # about a microsecond per yield
     assert wall.now_ms >= due  # never before the close
     assert wall.now_ms < max(due, WALL0) + 0.002
+
+
+@pytest.mark.parametrize("step_ms", [-1000.0, 1000.0])
+def test_a_wall_clock_step_while_waiting_awake_neither_prolongs_nor_ends_the_wait(service, step_ms) -> None:
+    _start, wall = service
+    wall.step_wall(step_ms)  # at the first yield, 0.5 ms before the close
+    wait_until(wall.now_ms + 10.0)
+    assert wall.slept == [pytest.approx(0.0095)]
+    assert wall.yields == pytest.approx(CLOSE_SPIN_SECONDS * 1e6, rel=0.05)  # awake 0.5 ms, as without the step
 
 
 def test_far_from_a_close_ticks_keep_their_period(service) -> None:
