@@ -169,14 +169,18 @@ class MarketDataService:
         return next_close(market_ts, self.bar_periods_ms)
 
     def advance(self) -> float:
-        """Publish the bars that closed, the latest ticks and the clock; return the seconds until
+        """Publish the latest ticks, the bars that closed and the clock; return the seconds until
         the next wake-up: PREPARE_SECONDS before the next bar's close (market time mapped to wall
         time through the clock), or the next tick, whichever comes first. Woken that close to a
         close, it makes the close's bars and ticks (the feed never reads the clock, so they are the
         bars of that market time whenever they are made), waits for the close in wall time, and
         publishes them then: at their close, never before it, and not after the feed's work.
         Each bar carries ``ts_close`` (market ms) and ``wall_due_ms``, the wall time its close
-        maps to, so a subscriber can measure lateness.
+        maps to, so a subscriber can measure lateness. The ticks go out first: the portfolio
+        fills the close's orders at them, and an engine that takes the core as soon as a bar
+        reaches it (on a host's fill-path core it does) would otherwise hold them back until its
+        orders were sent, leaving the portfolio to wait for its ticks (0.4-0.6 ms of a close
+        with 18 orders, traced).
 
         A simulated or replayed market never skips a close. Woken so late that the close after
         the due one has passed too (the process or the machine stalled), it publishes the due
@@ -196,12 +200,12 @@ class MarketDataService:
         update = self.feed.advance_to(target)
         if update.bars and due is not None:
             wait_until(due)  # made ahead: out at the close
+        for symbol, (price, ts) in update.ticks.items():  # first: the close's orders fill at them
+            pub.publish(f"tick.{symbol}", "tick", {"symbol": symbol, "price": price, "ts": ts})
         for bar in update.bars:
             pub.publish(f"bar.{bar.symbol}.{bar.timeframe}", "bar",
                         {**bar.to_dict(), "ts_close": bar.ts_close, "wall_due_ms": self.clock.wall_ms_at(bar.ts_close)})
             self.bars_published += 1
-        for symbol, (price, ts) in update.ticks.items():
-            pub.publish(f"tick.{symbol}", "tick", {"symbol": symbol, "price": price, "ts": ts})
         if stalled:
             self.slip_clock()
         pub.publish("clock", "clock", {"ts": self.feed.now_ts, "finished": self.feed.finished, **self.clock.to_dict()})
