@@ -20,7 +20,10 @@ answered ``filled`` on a bar it saw published, it records:
   publication stood for the ack before the acks were published. The same from the fill
   envelope's ``ts`` (the portfolio's clock, whole ms) is reported beside it;
 - bar -> signal: the strategy's signal on that bar minus the bar's receipt. An engine publishes
-  a cycle's signals once its orders are answered, so this comes after the ack.
+  a cycle's signals once its orders are answered, so this comes after the ack;
+- the order requests that reached the portfolio before their bar's tick and waited for it (its
+  ``orders_ahead_of_tick``, from the heartbeats the tap hears): marketdata sends a close's ticks
+  before its bars, so that this stays near zero.
 
 Beside the running stack it measures the machine's floor: an fsync'd journal append, how late a
 wake-up comes, and the same path with nothing of go-trader's in it (bench/bare_path.py: a feed,
@@ -127,7 +130,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     ctx = zmq.Context()
     subs = [Subscriber(ctx, [cfg.endpoints["marketdata"].pub], ["bar.", "clock"], security=security),
             Subscriber(ctx, [e.pub for e in cfg.engines], ["signal.", "ack."], security=security),
-            Subscriber(ctx, [cfg.endpoints["portfolio"].pub], ["fill."], security=security)]
+            Subscriber(ctx, [cfg.endpoints["portfolio"].pub], ["fill.", "heartbeat.portfolio"], security=security)]
     poller = zmq.Poller()
     for sub in subs:
         poller.register(sub.socket, zmq.POLLIN)
@@ -138,6 +141,7 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
     acks: list[dict[str, Any]] = []  # filled spot orders on bars seen published, matched at the end
     bar_lateness: list[float] = []
     bar_sent: list[float] = []  # marketdata's own send time (envelope ts, whole ms) minus the close's
+    ahead_of_tick: list[int] = []  # the portfolio's count of order requests that waited for a tick, per heartbeat
     deadline = time.monotonic() + limit_s
     try:
         while len(acks) < want_fills and time.monotonic() < deadline:
@@ -165,13 +169,16 @@ def tap(config_path: str, want_fills: int, limit_s: float) -> dict[str, Any]:
                         fills.setdefault(str(body.get("order_id")), (env.ts, received))
                     elif env.type == "ack" and body.get("status") == "filled" and _on_seen_bar(body, spot, bars):
                         acks.append(body)
+                    elif env.type == "heartbeat" and isinstance(body.get("orders_ahead_of_tick"), int):
+                        ahead_of_tick.append(body["orders_ahead_of_tick"])
         gaps = sum(sum(sub.stats.to_dict()["missed"].values()) for sub in subs)
     finally:
         for sub in subs:
             sub.close()
         ctx.term()
     samples = [_ack_sample(ack, fills.get(ack["order_id"]), spot, bars, signals) for ack in acks]
-    return {"fills": samples, "bar_lateness": bar_lateness, "bar_sent": bar_sent, "bars": len(bars), "seq_gaps": gaps}
+    return {"fills": samples, "bar_lateness": bar_lateness, "bar_sent": bar_sent, "bars": len(bars), "seq_gaps": gaps,
+            "ahead_of_tick": ahead_of_tick[-1] - ahead_of_tick[0] if len(ahead_of_tick) > 1 else None}
 
 
 def _bar_key(body: dict[str, Any], spot: dict[str, tuple[str, str]]) -> tuple[str, tuple[str, str, int]] | None:
@@ -233,6 +240,7 @@ def measure(stack: Any, want_fills: int, limit_s: float, paced_samples: int = PA
               for suffix, spacing_s, samples in floor_paces(paced_samples)}
     result: dict[str, Any] = {"speed": stack.config["feed"]["speed"], "seconds": round(seconds, 1),
                               "fills": len(tapped["fills"]), "bars": tapped["bars"], "seq_gaps": tapped["seq_gaps"],
+                              "ahead_of_tick": tapped["ahead_of_tick"],
                               "load_before": load_before, "load_after": os.getloadavg()[0], "stolen_pct": stolen}
     for span in SPANS:
         result[span] = _spread([f[span] for f in tapped["fills"] if f[span] is not None])
@@ -391,6 +399,10 @@ def report(r: dict[str, Any]) -> list[Row]:
              span("close_to_sent"), "", ""),
             (f"{speed}: split 3, orders sent -> answered (the portfolio: decide, journal fsync, book, reply)",
              span("sent_to_ack"), "", ""),
+            (f"{speed}: order requests that reached the portfolio before their bar's tick and waited for it "
+             f"(its orders_ahead_of_tick, between the tap's first and last heartbeat of it)",
+             "not seen" if run_.get("ahead_of_tick") is None else
+             f"{run_['ahead_of_tick']} (closes with fills: {run_['closes_with_fills']})", "", ""),
             (f"{speed}: bar close -> fill received by the tap (the portfolio publishes it 2 ms after it answered)",
              span("close_to_fill"), "", ""),
             (f"{speed}: bar close -> fill, the fill envelope's ts (whole ms)", span("close_to_fill_env"), "", ""),

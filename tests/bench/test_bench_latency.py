@@ -95,3 +95,14 @@ def test_the_floor_is_reported_hot_and_at_the_stacks_pace():
          f"{paced}, 100)", f"{paced}, 100)", f"closes {paced}, 100)", f"closes {paced}), p50 / p99"]
     assert floors[3][1] == "4.00x / 2.00x"  # over the hot bare path: p50 1.0, p99 3.0 ms
     assert floors[7][1] == "2.00x / 1.20x"  # over the paced one: p50 2.0, p99 5.0 ms
+
+
+def test_the_requests_that_waited_for_their_tick_are_reported_with_the_closes_or_as_not_seen():
+    def waited_row(ahead_of_tick):
+        run = {**_run({}, 3.0, 3.5, 4.0), "ahead_of_tick": ahead_of_tick}
+        rows = report({"runs": [run], "min_fills": 1000, "paced_samples": 100})
+        [row] = [row for row in rows if "before their bar's tick" in row[0]]
+        return row[1]
+
+    assert waited_row(2) == "2 (closes with fills: 120)"
+    assert waited_row(None) == "not seen"  # fewer than two of the portfolio's heartbeats reached the tap
