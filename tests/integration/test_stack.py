@@ -43,6 +43,9 @@ def test_stack_trades_and_restarts_lose_or_double_no_fill(tmp_path):
         placed = {p: {fill_path if p in ("marketdata", "signals-spot", "portfolio") else off_path} for p in PROGRAMS}
         stack.wait_for(lambda: {p: set(thread_cores(stack.pid(p)).values()) for p in PROGRAMS} == placed, 30,
                        f"cores {placed}")
+        # supervisord, which reads their log pipes, off the fill path (forking_supervisord): its
+        # programs got the cores back before they placed themselves, as the line above shows
+        assert set(thread_cores(stack.proc.pid).values()) == {off_path}
         watcher.start()
         # The marks reach /status with the portfolio's next delta, which may come after its first fills
         first = stack.wait_for(lambda: (s := stack.status()) and total_trades(s) >= 3 and len(s["prices"]) >= 3 and s,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import services.forking_supervisord as fs
 from bench.harness import smaps_rollup_mb
 from services.forking_supervisord import (
     changed_sources,
@@ -190,3 +191,48 @@ def test_the_stacks_services_are_forked_children_sharing_supervisords_pages(tmp_
         for program in PROGRAMS:
             started = next(json.loads(line) for line in log(program).splitlines() if '"event":"started"' in line)
             assert started["parent"] == supervisord and started["dies_with_parent"] is True, program
+
+
+@pytest.mark.parametrize("allowed, moved_to, returned", [
+    ({0, 1}, {0}, {0, 1}),  # two cores: supervisord on the lower one, the fill path's
+    ({2, 3, 4, 5}, {2, 3}, {2, 3, 4, 5}),
+    ({3}, None, None),  # one core: nothing to split, it stays
+])
+def test_supervisord_moves_off_the_fill_path_and_returns_the_cores_its_programs_get_back(
+        monkeypatch, allowed, moved_to, returned):
+    moves: list[set[int]] = []
+    monkeypatch.setattr(fs.os, "sched_getaffinity", lambda _pid: set(allowed))
+    monkeypatch.setattr(fs.os, "sched_setaffinity", lambda _pid, cores: moves.append(set(cores)))
+    assert fs.off_the_fill_path() == (None if returned is None else frozenset(returned))
+    assert moves == ([] if moved_to is None else [moved_to])
+
+
+def test_supervisord_stays_where_it_is_when_the_os_refuses(monkeypatch):
+    def refuse(_pid, _cores):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(fs.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(fs.os, "sched_setaffinity", refuse)
+    assert fs.off_the_fill_path() is None  # its programs are then given nothing back: they start where it is
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to move between")
+def test_a_program_is_given_supervisords_first_cores_back_before_it_execs():
+    """supervisord moved off the fill path (``off_the_fill_path``); the program it execs (a shell
+    printing its own affinity here) starts on every core supervisord had."""
+    code = (
+        "import os\n"
+        "import services.forking_supervisord as fs\n"
+        "from supervisor import options\n"
+        "cores = fs.off_the_fill_path()\n"
+        "assert cores is not None and os.sched_getaffinity(0) < cores\n"
+        "fs.install(modules=(), cores=cores)\n"
+        "options.ServerOptions.execve(None, '/bin/sh', ['/bin/sh', '-c', 'grep Cpus_allowed_list /proc/self/status'],"
+        " dict(os.environ))\n"
+    )
+    done = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    listed = set()  # the kernel's list: "0-1", "0,2-3"
+    for part in done.stdout.split(":")[1].strip().split(","):
+        low, _, high = part.partition("-")
+        listed |= set(range(int(low), int(high or low) + 1))
+    assert listed == os.sched_getaffinity(0)
