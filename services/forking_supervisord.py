@@ -12,8 +12,9 @@ exec'd as plain supervisord would, so a restart never runs stale code.
 supervisord itself runs on the cores off the spot fill path (``common.cores.split_cores``): it
 reads every program's log pipe, and the fill path's services write to them at each close, so
 on their core it took that core in a close's burst (traced at 36,000x: it and another process
-held the spot engine off its core for 4.7 ms of a close). Each program gets the cores
-supervisord was given back before it starts, and places itself from there (``cpu.split_cores``).
+held the spot engine off its core for 4.7 ms of a close). It reads no config, so it moves
+whatever ``cpu.split_cores`` says; each program is given back the cores supervisord started
+with before it starts, and places itself from there as its config says.
 
 Everything else is supervisord's own: the child is its direct child with the stdio pipes,
 process group, directory, umask and environment it prepared for exec, so ``kill -9`` of a
@@ -190,7 +191,10 @@ def install(modules: tuple[str, ...] = SERVICE_MODULES,
 
     def execve(options: Any, filename: str, argv: list[str], env: dict[str, str]) -> Any:
         if cores is not None:
-            os.sched_setaffinity(0, cores)
+            try:
+                os.sched_setaffinity(0, cores)
+            except OSError as exc:  # the host took cores away since: it starts where supervisord is
+                options.write(2, f"go-trader: cannot give {argv[0]} cores {sorted(cores)} back: {exc.strerror}\n")
         module, why_not = fork_or_exec(filename, argv, env, stamps, modules=modules)
         if module is not None:
             run_forked_service(module, argv, env)

@@ -216,8 +216,26 @@ def test_supervisord_stays_where_it_is_when_the_os_refuses(monkeypatch):
     assert fs.off_the_fill_path() is None  # its programs are then given nothing back: they start where it is
 
 
+def test_a_program_whose_cores_cannot_be_given_back_still_starts_and_its_log_says_why():
+    code = (  # in a process of its own: install freezes the collector's objects and patches supervisord
+        "import os, types\n"
+        "import services.forking_supervisord as fs\n"
+        "from supervisor import options\n"
+        "options.ServerOptions.execve = lambda _o, filename, _a, _e: print('exec', filename)\n"
+        "fs.install(modules=(), cores=frozenset({0, 1}))\n"
+        "def refuse(_pid, _cores):\n"
+        "    raise OSError(22, 'Invalid argument')\n"
+        "os.sched_setaffinity = refuse\n"
+        "log = types.SimpleNamespace(write=lambda fd, text: print('log', fd, text, end=''))\n"
+        "options.ServerOptions.execve(log, '/bin/true', ['/bin/true'], {})\n"
+    )
+    done = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines()[-2:] == [
+        "log 2 go-trader: cannot give /bin/true cores [0, 1] back: Invalid argument", "exec /bin/true"]
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to move between")
-def test_a_program_is_given_supervisords_first_cores_back_before_it_execs():
+def test_a_program_is_given_back_the_cores_supervisord_started_with_before_it_execs():
     """supervisord moved off the fill path (``off_the_fill_path``); the program it execs (a shell
     printing its own affinity here) starts on every core supervisord had."""
     code = (

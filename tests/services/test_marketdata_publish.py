@@ -138,7 +138,6 @@ def test_a_close_s_bars_are_made_just_before_it_and_published_at_it_never_before
     assert max(tick_ts) <= close  # no tick from after the close either
 
 
-
 def test_a_close_s_ticks_go_out_before_its_bars_and_the_clock_last(service) -> None:
     """The portfolio fills the close's orders at its ticks: they must not queue behind the bars
     whose decisions make those orders."""
@@ -154,6 +153,7 @@ def test_a_close_s_ticks_go_out_before_its_bars_and_the_clock_last(service) -> N
     assert sorted(ticks) == symbols
     for bar in pub.bars():  # the tick is the close's price: what its orders fill at
         assert (ticks[bar["symbol"]]["price"], ticks[bar["symbol"]]["ts"]) == (bar["close"], close)
+
 
 def test_a_late_wake_up_publishes_at_once(service) -> None:
     start, wall = service
